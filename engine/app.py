@@ -1,0 +1,56 @@
+"""Wiring: settings + a Redis client -> the engine's parts, ready for a dataflow.
+
+Every entry point (``run``, ``replay``, ``demo``, tests) builds the engine here, so
+they all run the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from engine.dataflow import EngineParts
+from engine.metrics import Metrics
+from engine.model import OnlineModel
+from engine.processor import Processor
+from engine.settings import Settings
+from engine.sinks import Committer
+from engine.streams import StreamNames
+from features.store import FeatureStore
+
+__all__ = ["build_parts"]
+
+log = logging.getLogger(__name__)
+
+
+def build_parts(
+    settings: Settings,
+    client: redis.Redis,
+    metrics: Metrics | None = None,
+    process_id: int = 0,
+) -> EngineParts:
+    """Assemble store, committer, model (resumed from Redis if saved) and processor."""
+    names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+    committer = Committer(
+        client,
+        names,
+        alerts_maxlen=settings.streams.alerts_maxlen,
+        dead_letter_maxlen=settings.streams.dead_letter_maxlen,
+        max_snapshots=settings.scoring.max_snapshots,
+        idle_expire_s=int(settings.features.idle_expire_d * 86_400),
+        process_id=process_id,
+    )
+    blob = committer.load_model()
+    model = OnlineModel.loads(blob) if blob else OnlineModel(settings.scoring.learning_rate)
+    if blob:
+        log.info("resumed model with %d labels", model.labels_seen)
+    store = FeatureStore(client, settings.features, settings.redis.key_prefix)
+    processor = Processor(settings, store, committer, model, metrics or Metrics.create())
+    return EngineParts(
+        processor=processor,
+        client=client,
+        names=names,
+        read_count=settings.streams.read_count,
+        idle_poll_ms=settings.streams.idle_poll_ms,
+    )

@@ -1,0 +1,139 @@
+"""The ``leadpulse`` command line: demo, run, replay.
+
+Every command builds the engine through ``engine/app.py`` and runs the same
+Bytewax dataflow; only where events come from and where results go differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from engine.errors import LeadpulseError
+
+__all__ = ["main"]
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML file overriding config/default.toml")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="leadpulse",
+        description="Real-time lead scoring: IDX events -> Redis features -> River score "
+        "-> alerts.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="simulated IDX traffic through the engine on an embedded server, live alerts",
+        description="Start a private embedded Valkey (unless REDIS_URL is set), stream "
+        "simulated IDX traffic for a few dozen leads through the dataflow, and print "
+        "alerts and the hot list as they change.",
+    )
+    demo.add_argument("--duration", type=float, default=20.0, help="seconds to run (default 20)")
+    demo.add_argument("--leads", type=int, default=40, help="simulated leads (default 40)")
+    demo.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
+    _add_common(demo)
+
+    run = sub.add_parser(
+        "run",
+        help="run the dataflow against REDIS_URL until stopped",
+        description="Run the dataflow against REDIS_URL (or redis.url in config) until "
+        "SIGINT/SIGTERM; serves Prometheus metrics on metrics.port.",
+    )
+    run.add_argument("--workers", type=int, default=1, help="worker threads in this process")
+    run.add_argument("--process-id", type=int, default=0, help="this process's index (-i)")
+    run.add_argument(
+        "--addresses", default="", help='all processes "host:port;host:port" (-a), empty: one'
+    )
+    run.add_argument("--redis-url", default="", help="overrides REDIS_URL")
+    _add_common(run)
+
+    replay = sub.add_parser(
+        "replay",
+        help="feed a JSONL file through the same dataflow and write scores and alerts",
+        description="Feed EVENTS.jsonl (contract v1, one JSON object per line, in file "
+        "order) through the same dataflow as `run`, with event time from `ts`, on a fresh "
+        "embedded server unless --redis-url is given; then write one JSON line per lead.",
+    )
+    replay.add_argument("events", help="input JSONL file")
+    replay.add_argument("--scores-out", required=True, help="output JSONL, one line per lead")
+    replay.add_argument("--alerts-out", help="output JSONL, one line per alert")
+    replay.add_argument(
+        "--redis-url", default="", help="use this server instead of an embedded one"
+    )
+    replay.add_argument("--workers", type=int, default=1, help="worker threads (default 1)")
+    _add_common(replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "demo":
+            from engine.demo import run_demo
+
+            return run_demo(args.config, args.duration, args.leads, args.seed)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "replay":
+            from engine.replay import replay_file
+
+            return replay_file(
+                args.events,
+                args.scores_out,
+                alerts_out=args.alerts_out,
+                redis_url=args.redis_url,
+                config=args.config,
+                workers=args.workers,
+            )
+    except LeadpulseError as exc:
+        print(f"leadpulse: {exc}", file=sys.stderr)
+        return 2
+    return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.app import build_parts
+    from engine.dataflow import build_flow, run_flow
+    from engine.errors import ConfigError
+    from engine.metrics import Metrics, serve
+    from engine.redis_client import connect
+    from engine.settings import load_settings
+
+    settings = load_settings(args.config)
+    url = args.redis_url or settings.redis_url()
+    if not url:
+        raise ConfigError("redis.url: `run` needs REDIS_URL or --redis-url (try `demo`)")
+    client = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
+    metrics = Metrics.create()
+    if settings.metrics.port:
+        serve(metrics, settings.metrics.port + args.process_id)
+    parts = build_parts(settings, client, metrics, process_id=args.process_id)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    flow = build_flow(parts, stop=stop)
+    addresses = [a for a in args.addresses.split(";") if a]
+    run_flow(flow, workers=args.workers, process_id=args.process_id, addresses=addresses)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The Bytewax shell around the engine: the only module that imports Bytewax.
+
+Graph: ``input`` (one resumable partition per Redis stream partition) ->
+``flat_map_batch`` (:class:`engine.processor.Processor`: validate, features, score,
+alerts, commit) -> ``output`` (a callback for whoever wants the alerts, e.g. the demo).
+
+No key is used, so a batch stays on the worker that read it: the worker owning a
+stream partition owns its leads and is the only writer of that partition's committed
+position. Rolling state lives in Redis, not in Bytewax; the only Bytewax state is the
+source position, which is also committed to Redis with each batch's effects, so a
+restart resumes from Redis with or without Bytewax recovery.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.testing import cluster_main, run_main
+
+from engine.processor import Entry, Processor
+from engine.streams import PartitionReader, StreamNames, committed_positions
+
+__all__ = ["EngineParts", "build_flow", "run_flow"]
+
+
+def _id_key(sid: str) -> tuple[int, int]:
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass
+class EngineParts:
+    """What the flow needs, built once per process."""
+
+    processor: Processor
+    client: Any  # redis.Redis; typed loosely so Bytewax stays the only import here
+    names: StreamNames
+    read_count: int
+    idle_poll_ms: int
+
+
+class _StreamPartition(StatefulSourcePartition[Entry, str]):
+    def __init__(
+        self,
+        reader: PartitionReader,
+        partition: int,
+        start: str,
+        end: str | None,
+        stop: threading.Event | None,
+        idle: timedelta,
+    ) -> None:
+        self._reader = reader
+        self._partition = partition
+        self._pos = start
+        self._end = None if end is None else _id_key(end)
+        self._stop = stop
+        self._idle = idle
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[Entry]:
+        if self._end is not None and _id_key(self._pos) >= self._end:
+            raise StopIteration
+        rows = self._reader.read(self._pos)
+        if not rows:
+            if self._stop is not None and self._stop.is_set():
+                raise StopIteration
+            self._awake = datetime.now(UTC) + self._idle
+            return []
+        self._awake = None
+        out: list[Entry] = []
+        for sid, fields in rows:
+            text = sid.decode() if isinstance(sid, bytes) else str(sid)
+            if self._end is not None and _id_key(text) > self._end:
+                break
+            out.append((self._partition, sid, fields))
+            self._pos = text
+        if self._end is not None and len(out) < len(rows):
+            self._pos = f"{self._end[0]}-{self._end[1]}"
+        return out
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> str:
+        return self._pos
+
+
+class RedisStreamSource(FixedPartitionedSource[Entry, str]):
+    """One resumable partition per stream partition; reads never block the worker.
+
+    ``bounded``: stop at the newest entry present when the partition is built (replay).
+    ``stop``: stop once the partition is drained after this event is set (demo, SIGTERM).
+    """
+
+    def __init__(
+        self, parts: EngineParts, bounded: bool = False, stop: threading.Event | None = None
+    ) -> None:
+        self._parts = parts
+        self._bounded = bounded
+        self._stop = stop
+
+    def list_parts(self) -> list[str]:
+        return [str(p) for p in range(self._parts.names.partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: str | None) -> _StreamPartition:
+        p = int(for_part)
+        parts = self._parts
+        committed = committed_positions(parts.client, parts.names)[p]
+        start = committed
+        if resume_state is not None and _id_key(resume_state) > _id_key(committed):
+            start = resume_state
+        reader = PartitionReader(parts.client, parts.names, p, parts.read_count)
+        end = reader.last_id() if self._bounded else None
+        idle = timedelta(milliseconds=parts.idle_poll_ms)
+        return _StreamPartition(reader, p, start, end, self._stop, idle)
+
+
+class _CallbackPartition(StatelessSinkPartition[Any]):
+    def __init__(self, callback: Callable[[list[Any]], None]) -> None:
+        self._callback = callback
+
+    def write_batch(self, items: list[Any]) -> None:
+        self._callback(items)
+
+
+class _CallbackSink(DynamicSink[Any]):
+    def __init__(self, callback: Callable[[list[Any]], None]) -> None:
+        self._callback = callback
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CallbackPartition:
+        return _CallbackPartition(self._callback)
+
+
+def build_flow(
+    parts: EngineParts,
+    *,
+    bounded: bool = False,
+    stop: threading.Event | None = None,
+    on_alerts: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> Dataflow:
+    """The leadpulse dataflow: streams -> processor -> alert callback."""
+    flow = Dataflow("leadpulse")
+    entries = op.input("streams", flow, RedisStreamSource(parts, bounded=bounded, stop=stop))
+
+    def process(batch: list[Entry]) -> Sequence[dict[str, Any]]:
+        return parts.processor.process(batch).alerts
+
+    alerts = op.flat_map_batch("process", entries, process)
+    op.output("alerts", alerts, _CallbackSink(on_alerts or (lambda items: None)))
+    return flow
+
+
+def run_flow(
+    flow: Dataflow, *, workers: int = 1, process_id: int = 0, addresses: list[str] | None = None
+) -> None:
+    """Run in this process: one worker, several worker threads, or one of several processes."""
+    if workers == 1 and not addresses:
+        run_main(flow)
+    else:
+        cluster_main(flow, addresses or [], process_id, worker_count_per_proc=workers)

@@ -1,0 +1,115 @@
+"""``leadpulse demo``: the whole engine on a laptop, in seconds.
+
+Starts a private embedded Valkey (unless REDIS_URL is set, in which case it uses
+that server under its own ``lpdemo`` key prefix), generates seeded IDX traffic for a
+few dozen leads with the benchmark simulator, sends it open-loop over the demo's
+duration (a month of event time compressed into seconds), runs the real dataflow on
+a background thread, and prints alerts as the engine emits them and the hot list as
+it changes. Exits cleanly when the time is up.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from benchmarks.simulator import SimConfig, generate
+from engine.app import build_parts
+from engine.dataflow import build_flow, run_flow
+from engine.redis_client import connect, resolve_url
+from engine.settings import load_settings
+from engine.streams import Producer
+from engine.views import read_hot_list
+
+__all__ = ["run_demo", "format_alert"]
+
+_PREFIX = "lpdemo"
+
+
+def format_alert(alert: dict[str, Any]) -> str:
+    """One alert as an agent would want to read it in a terminal."""
+    when = datetime.fromtimestamp(alert["event"]["ts"], UTC).strftime("%b %d %H:%M")
+    due = datetime.fromtimestamp(alert["sla"]["deadline_ts"], UTC).strftime("%H:%M")
+    before = alert["score_before"]
+    move = f"{before}->{alert['score_after']}" if before is not None else f"{alert['score_after']}"
+    blocked = (
+        f" | blocked: {','.join(alert['blocked_channels'])}" if alert["blocked_channels"] else ""
+    )
+    return (
+        f"ALERT {alert['lead_id']:>7} {move:>7} {alert['bucket']} {alert['tier']:<9} "
+        f"[{', '.join(alert['triggers'])}] at {when} -> {alert['first_touch']} by {due} UTC"
+        f"{blocked}\n        why: {'; '.join(alert['reasons'])}"
+    )
+
+
+def _print_hot(out: TextIO, client: Any, tenant: str) -> None:
+    rows = read_hot_list(client, _PREFIX, tenant, limit=5)
+    if not rows:
+        return
+    print(
+        "  HOT LIST  " + "  ".join(f"{r['lead_id']}:{r['score']}({r['bucket']})" for r in rows),
+        file=out,
+    )
+
+
+def run_demo(
+    config: str | None, duration: float, leads: int, seed: int, out: TextIO = sys.stdout
+) -> int:
+    settings = load_settings(config, overrides={"redis": {"key_prefix": _PREFIX}})
+    url, server = resolve_url(settings.redis_url())
+    where = "embedded valkey at " + url if server else url
+    print(f"leadpulse demo: {leads} simulated leads on {where}, {duration:.0f} s", file=out)
+    try:
+        client = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
+        for key in client.scan_iter(match=f"{_PREFIX}:*", count=1000):
+            client.delete(key)
+        parts = build_parts(settings, client)
+        producer = Producer(client, parts.names, settings.streams.maxlen)
+        sim = SimConfig(seed=seed, leads=leads, days=30.0, tenant="demo")
+        events = list(generate(sim))
+        alerts_seen: list[dict[str, Any]] = []
+        lock = threading.Lock()
+
+        def on_alerts(batch: list[dict[str, Any]]) -> None:
+            with lock:
+                for alert in batch:
+                    alerts_seen.append(alert)
+                    print(format_alert(alert), file=out, flush=True)
+
+        stop = threading.Event()
+        flow = build_flow(parts, stop=stop, on_alerts=on_alerts)
+        worker = threading.Thread(target=run_flow, args=(flow,), name="dataflow", daemon=True)
+        worker.start()
+        send_for = max(0.5, duration * 0.8)
+        start = time.monotonic()
+        sent = 0
+        next_hot = start + 2.0
+        while sent < len(events):
+            due = min(len(events), int(len(events) * (time.monotonic() - start) / send_for) + 1)
+            if due > sent:
+                producer.send(events[sent:due])
+                sent = due
+            if time.monotonic() >= next_hot:
+                with lock:
+                    _print_hot(out, client, sim.tenant)
+                next_hot += 2.0
+            time.sleep(0.05)
+        remaining = duration - (time.monotonic() - start)
+        if remaining > 0:
+            time.sleep(remaining)
+        stop.set()
+        worker.join(timeout=30)
+        with lock:
+            _print_hot(out, client, sim.tenant)
+        dead = client.xlen(parts.names.dead_letter)
+        print(
+            f"done: {sent} events sent, {len(alerts_seen)} alerts, {dead} rejected",
+            file=out,
+        )
+        return 0
+    finally:
+        if server is not None:
+            server.stop()

@@ -1,0 +1,285 @@
+"""One batch through the whole data path: validate -> features -> score -> alert -> sinks.
+
+This is the engine; the Bytewax dataflow (``engine/dataflow.py``) is a thin shell
+that feeds it batches of stream entries, live (``run``) or from a file (``replay``).
+
+Per batch: decode and validate every entry (bad ones become dead letters with a
+reason), apply the valid ones to the feature store in one pipelined round trip,
+score them in stream order (threading each lead's alert state and snapshots
+through the batch), learn from outcome events, evaluate alert rules, and commit
+all effects with the partition positions in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from engine import alerts as rules
+from engine.events import HAND_RAISE_TYPES, POSITIVE_OUTCOMES, Event
+from engine.metrics import Metrics
+from engine.model import OnlineModel
+from engine.scoring import Score, blend
+from engine.settings import Settings
+from engine.sinks import BatchEffects, Committer
+from engine.streams import ingest_ms
+from engine.validate import Rejection, Validator
+from features.definitions import model_input
+from features.store import APPLIED, DUPLICATE, LATE, REPLAYED, FeatureReply, FeatureStore
+
+__all__ = ["Entry", "Processor", "BatchResult"]
+
+log = logging.getLogger(__name__)
+
+#: One stream entry as the source hands it over: (partition, stream id, fields).
+Entry = tuple[int, bytes, dict[bytes, bytes]]
+
+
+@dataclass
+class _Lead:
+    """A lead's mutable state while its events in one batch are scored."""
+
+    alert: rules.AlertState
+    last_snapshot_ts: float
+    snapshots: list[bytes]
+    cleared: bool = False
+    pushed: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a batch produced, for callers that print or count (demo, replay, tests)."""
+
+    alerts: tuple[dict[str, Any], ...]
+    processed: int
+    rejected: int
+    duplicates: int
+
+
+class Processor:
+    """Processes batches of stream entries. Thread-safe: workers of a process share one."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: FeatureStore,
+        committer: Committer,
+        model: OnlineModel,
+        metrics: Metrics,
+        clock: Any = time.time,
+    ) -> None:
+        self._s = settings
+        self._store = store
+        self._commit = committer
+        self.model = model
+        self._metrics = metrics
+        self._validator = Validator(settings.validation)
+        self._clock = clock
+        self._model_lock = threading.Lock()
+        self._snapshot_every = settings.scoring.snapshot_every_h * 3600.0
+        self._horizon = settings.scoring.label_horizon_d * 86_400.0
+        self._hand = frozenset(settings.alerts.hand_raise_types)
+
+    # -- decode + validate ---------------------------------------------------------------
+    def _decode(self, fields: dict[bytes, bytes]) -> Event | Rejection:
+        if b"e" in fields:
+            return self._validator.check_bytes(fields[b"e"], "msgpack")
+        if b"j" in fields:
+            return self._validator.check_bytes(fields[b"j"], "json")
+        return Rejection("malformed_entry: no event field")
+
+    # -- the batch -------------------------------------------------------------------------
+    def process(self, entries: Sequence[Entry]) -> BatchResult:
+        started = time.perf_counter()
+        m = self._metrics
+        fx = BatchEffects()
+        events: list[tuple[Event, int]] = []
+        rejected = 0
+        for partition, sid, fields in entries:
+            fx.positions[partition] = sid.decode() if isinstance(sid, bytes) else sid
+            checked = self._decode(fields)
+            if isinstance(checked, Rejection):
+                rejected += 1
+                fx.dead_letters.append(self._dead(checked.reason, fields, partition, sid))
+            else:
+                events.append((checked, ingest_ms(sid)))
+        replies = self._store.apply([ev for ev, _ in events])
+        leads: dict[tuple[str, str], _Lead] = {}
+        duplicates = 0
+        learned = False
+        seen: set[tuple[str, str]] = set()
+        for (event, ingested), reply in zip(events, replies, strict=True):
+            first = (event.tenant, event.event_id) not in seen
+            seen.add((event.tenant, event.event_id))
+            if reply.status == DUPLICATE or not first:
+                duplicates += 1
+                continue
+            if reply.status == LATE:
+                rejected += 1
+                fx.dead_letters.append(
+                    self._dead("late: older than the dedup horizon", {}, -1, b"")
+                )
+                continue
+            assert reply.status in (APPLIED, REPLAYED)
+            key = (event.tenant, event.lead_id)
+            lead = leads.get(key) or self._lead_state(reply)
+            leads[key] = lead
+            x = model_input(reply.features, self._s.features.names)
+            if event.type in POSITIVE_OUTCOMES or event.type == "lost":
+                learned |= self._learn(event, lead)
+            score = self._score(x, reply)
+            before = lead.alert
+            decision = rules.evaluate(event, score, before, reply.context, self._s.alerts)
+            lead.alert = decision.state
+            self._maybe_snapshot(event, x, lead)
+            fx.done.append((event.tenant, event.lead_id, event.event_id))
+            fx.score_records[key] = self._record(event, score, lead, reply)
+            m.scores.observe(score.score)
+            if decision.triggers:
+                alert = self._alert(event, score, decision, reply, ingested)
+                alert["score_before"] = before.score if before.bucket else None
+                fx.alerts.append(alert)
+        for key, lead in leads.items():
+            if lead.cleared or lead.pushed:
+                fx.snapshots[key] = (lead.cleared, lead.pushed)
+        if learned:
+            fx.model_blob = self.model.dumps()
+        emit_ms = int(self._clock() * 1000)
+        for alert in fx.alerts:
+            alert["emit_ms"] = emit_ms
+        self._commit.commit(fx)
+        # metrics after the commit: they count what really landed
+        m.events_in.inc(len(entries))
+        m.batch_size.observe(len(entries))
+        m.duplicates.inc(duplicates)
+        for dead in fx.dead_letters:
+            m.rejected.labels(dead["reason"].split(":", 1)[0]).inc()
+        for alert in fx.alerts:
+            m.alert_latency.observe(max(0.0, (emit_ms - alert["ingest_ms"]) / 1000.0))
+            for trigger in alert["triggers"]:
+                m.alerts.labels(trigger.split(":", 1)[0]).inc()
+        m.model_labels_seen.set(self.model.labels_seen)
+        m.batch_seconds.observe(time.perf_counter() - started)
+        return BatchResult(tuple(fx.alerts), len(entries), rejected, duplicates)
+
+    # -- steps -------------------------------------------------------------------------------
+    @staticmethod
+    def _dead(reason: str, fields: dict[bytes, bytes], partition: int, sid: Any) -> dict[str, Any]:
+        payload = fields.get(b"e") or fields.get(b"j") or b""
+        return {"reason": reason, "payload": payload[:4096], "partition": partition, "id": sid}
+
+    def _lead_state(self, reply: FeatureReply) -> _Lead:
+        st = reply.score_state
+        return _Lead(
+            alert=rules.AlertState.from_hash(st),
+            last_snapshot_ts=float(st.get("last_snapshot_ts") or 0.0),
+            snapshots=list(reply.snapshots),
+        )
+
+    def _score(self, x: dict[str, float], reply: FeatureReply) -> Score:
+        p_model, contributions = self.model.predict(x)
+        return blend(
+            reply.features, reply.context, self._s, p_model, contributions, self.model.labels_seen
+        )
+
+    def _learn(self, event: Event, lead: _Lead) -> bool:
+        """Label the lead's snapshots by this outcome and learn each exactly once."""
+        label = event.type in POSITIVE_OUTCOMES
+        learned = False
+        for i, blob in enumerate(lead.snapshots):
+            snap = msgpack.unpackb(blob, raw=False)
+            if snap["ts"] > event.ts or event.ts - snap["ts"] > self._horizon:
+                continue  # after the outcome, or outside the label horizon
+            if self.model.learn(f"{event.event_id}#{i}", snap["x"], label):
+                learned = True
+                self._metrics.labels.labels("positive" if label else "negative").inc()
+        if lead.snapshots or lead.pushed:
+            lead.snapshots, lead.pushed, lead.cleared = [], [], True
+        return learned
+
+    def _maybe_snapshot(self, event: Event, x: dict[str, float], lead: _Lead) -> None:
+        """At most one snapshot per lead per ``snapshot_every_h``, plus every hand-raise."""
+        if event.type in POSITIVE_OUTCOMES or event.type == "lost":
+            return
+        due = event.ts - lead.last_snapshot_ts >= self._snapshot_every
+        if due or event.type in HAND_RAISE_TYPES:
+            blob = msgpack.packb({"ts": event.ts, "x": x}, use_bin_type=True)
+            lead.snapshots.append(blob)
+            lead.pushed.append(blob)
+            lead.last_snapshot_ts = max(lead.last_snapshot_ts, event.ts)
+            limit = self._s.scoring.max_snapshots
+            lead.snapshots = lead.snapshots[-limit:]
+
+    def _record(
+        self, event: Event, score: Score, lead: _Lead, reply: FeatureReply
+    ) -> dict[str, Any]:
+        a = lead.alert
+        return {
+            "tenant": event.tenant,
+            "lead_id": event.lead_id,
+            "score": score.score,
+            "probability": score.probability,
+            "bucket": score.bucket,
+            "tier": score.tier,
+            "reasons": json.dumps(score.reasons),
+            "prior_probability": score.prior_probability,
+            "model_weight": score.model_weight,
+            "ts": event.ts,
+            "last_event_id": event.event_id,
+            "agent_id": reply.context.get("agent_id", ""),
+            "blocked": ",".join(reply.context.get("blocked", ())),
+            "last_alert_ts": a.last_alert_ts,
+            "jump_base": a.jump_base,
+            "jump_base_ts": a.jump_base_ts,
+            "last_snapshot_ts": lead.last_snapshot_ts,
+        }
+
+    def _alert(
+        self,
+        event: Event,
+        score: Score,
+        decision: rules.Decision,
+        reply: FeatureReply,
+        ingested: int,
+    ) -> dict[str, Any]:
+        ctx = reply.context
+        sla_key, rule = rules.sla_rule_for(event, str(reply.features.get("source")), self._s.alerts)
+        deadline, after_hours = rules.sla_deadline(event.ts, rule, self._s.alerts)
+        repeat = float(reply.features.get("repeat_views_48h", 0)) >= 3
+        hand = event.type in self._hand
+        touch = rules.first_touch(event.ts, rule, ctx["blocked"], self._s.alerts, repeat or hand)
+        return {
+            "alert_id": decision.alert_id,
+            "tenant": event.tenant,
+            "lead_id": event.lead_id,
+            "triggers": list(decision.triggers),
+            "score_before": None,
+            "score_after": score.score,
+            "probability": score.probability,
+            "bucket": score.bucket,
+            "tier": score.tier,
+            "reasons": list(score.reasons),
+            "event": {
+                "event_id": event.event_id,
+                "type": event.type,
+                "ts": event.ts,
+                "property_id": event.property_id or ctx.get("last_property", ""),
+                "area": event.area or ctx.get("last_area", ""),
+            },
+            "first_touch": touch,
+            "blocked_channels": list(ctx["blocked"]),
+            "sla": {
+                "rule": sla_key,
+                "deadline_ts": deadline,
+                "after_hours": after_hours,
+            },
+            "agent_id": ctx.get("agent_id", ""),
+            "ingest_ms": ingested,
+        }

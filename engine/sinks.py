@@ -1,0 +1,118 @@
+"""Sinks: everything one batch changes, committed in a single MULTI/EXEC.
+
+Score records, the per-tenant hot lists, learning snapshots, alerts, dead letters,
+the model, the removal of the batch's cached feature replies, *and the partition
+read positions* go in one transaction. Either the whole batch's effects land with
+its position, or none do and the batch is read again: with the idempotent feature
+script that is exactly-once effect on at-least-once input.
+
+(One transaction spans keys of many leads, so this targets a single Redis server
+or primary; see README "Design decisions".)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import msgpack
+import redis
+
+from engine.streams import StreamNames
+from features.store import lead_key
+
+__all__ = ["BatchEffects", "Committer", "hot_key", "model_key"]
+
+
+def hot_key(prefix: str, tenant: str) -> str:
+    """Per-tenant hot list: a sorted set of lead ids by score."""
+    return f"{prefix}:hot:{tenant}"
+
+
+def model_key(prefix: str, process_id: int) -> str:
+    return f"{prefix}:model:p{process_id}"
+
+
+@dataclass
+class BatchEffects:
+    """The writes a batch wants; built by the processor, applied by :class:`Committer`."""
+
+    score_records: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    snapshots: dict[tuple[str, str], tuple[bool, list[bytes]]] = field(default_factory=dict)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    done: list[tuple[str, str, str]] = field(default_factory=list)
+    positions: dict[int, str] = field(default_factory=dict)
+    model_blob: bytes | None = None
+
+
+class Committer:
+    """Applies :class:`BatchEffects` atomically (one round trip)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        names: StreamNames,
+        *,
+        alerts_maxlen: int,
+        dead_letter_maxlen: int,
+        max_snapshots: int,
+        idle_expire_s: int,
+        process_id: int = 0,
+    ) -> None:
+        self._r = client
+        self._names = names
+        self._prefix = names.prefix
+        self._alerts_maxlen = alerts_maxlen
+        self._dead_maxlen = dead_letter_maxlen
+        self._max_snapshots = max_snapshots
+        self._idle = idle_expire_s
+        self._model_key = model_key(names.prefix, process_id)
+
+    def commit(self, fx: BatchEffects) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        p = self._prefix
+        for (tenant, lead), record in fx.score_records.items():
+            skey = lead_key(p, tenant, lead, "s")
+            pipe.hset(skey, mapping=record)
+            pipe.expire(skey, self._idle)
+            if record["bucket"] == "P5":
+                pipe.zrem(hot_key(p, tenant), lead)
+            else:
+                pipe.zadd(hot_key(p, tenant), {lead: record["score"]})
+        for (tenant, lead), (clear, push) in fx.snapshots.items():
+            nkey = lead_key(p, tenant, lead, "n")
+            if clear:
+                pipe.delete(nkey)
+            if push:
+                pipe.rpush(nkey, *push)
+                pipe.ltrim(nkey, -self._max_snapshots, -1)
+                pipe.expire(nkey, self._idle)
+        for alert in fx.alerts:
+            pipe.xadd(
+                self._names.alerts,
+                {"a": msgpack.packb(alert, use_bin_type=True)},
+                maxlen=self._alerts_maxlen,
+                approximate=True,
+            )
+        for dead in fx.dead_letters:
+            pipe.xadd(
+                self._names.dead_letter,
+                {k: v if isinstance(v, bytes) else str(v) for k, v in dead.items()},
+                maxlen=self._dead_maxlen,
+                approximate=True,
+            )
+        by_lead: dict[tuple[str, str], list[str]] = {}
+        for tenant, lead, eid in fx.done:
+            by_lead.setdefault((tenant, lead), []).append(eid)
+        for (tenant, lead), eids in by_lead.items():
+            pipe.hdel(lead_key(p, tenant, lead, "x"), *eids)
+        if fx.model_blob is not None:
+            pipe.set(self._model_key, fx.model_blob)
+        if fx.positions:
+            pipe.hset(self._names.positions, mapping={str(k): v for k, v in fx.positions.items()})
+        pipe.execute()
+
+    def load_model(self) -> bytes | None:
+        blob = cast(bytes | None, self._r.get(self._model_key))
+        return bytes(blob) if blob is not None else None

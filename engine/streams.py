@@ -1,0 +1,124 @@
+"""Redis Streams: the partitioned ingestion log, and the other streams we append to.
+
+Layout (prefix ``lp``):
+
+- ``lp:events:{p}``   P partitions; every event of a lead lands on ``partition_of``
+- ``lp:pos``          hash partition -> last stream id whose batch committed
+- ``lp:deadletter``   rejected events with their reason
+- ``lp:alerts``       score-jump alerts for delivery
+
+An entry holds ``e`` (the event, msgpack) and the stream id, whose millisecond
+part is the ingest time used for event -> alert latency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+import msgpack
+import redis
+
+from engine.events import partition_of
+
+__all__ = ["StreamNames", "Producer", "PartitionReader", "committed_positions", "ingest_ms"]
+
+
+class StreamNames:
+    """Key names of every stream and stream-side hash, from one prefix."""
+
+    def __init__(self, prefix: str, partitions: int) -> None:
+        self.prefix = prefix
+        self.partitions = partitions
+        self.positions = f"{prefix}:pos"
+        self.dead_letter = f"{prefix}:deadletter"
+        self.alerts = f"{prefix}:alerts"
+
+    def events(self, partition: int) -> str:
+        return f"{self.prefix}:events:{partition}"
+
+
+def ingest_ms(stream_id: bytes | str) -> int:
+    """The millisecond time Redis gave an entry when it was appended."""
+    sid = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+    return int(sid.split("-", 1)[0])
+
+
+def _lead_of(event: dict[str, Any]) -> tuple[str, str]:
+    tenant = event.get("tenant") or "default"
+    lead = event.get("lead_id") or (f"~{event['visitor_id']}" if event.get("visitor_id") else "")
+    return str(tenant), str(lead)
+
+
+class Producer:
+    """Appends events to their lead's partition, pipelined (one round trip per call)."""
+
+    def __init__(self, client: redis.Redis, names: StreamNames, maxlen: int) -> None:
+        self._r = client
+        self._names = names
+        self._maxlen = maxlen
+
+    def partition(self, event: dict[str, Any]) -> int:
+        tenant, lead = _lead_of(event)
+        return partition_of(tenant, lead, self._names.partitions)
+
+    def send(self, events: Iterable[dict[str, Any]]) -> list[bytes]:
+        """XADD each event (msgpack) to its partition; returns the stream ids."""
+        pipe = self._r.pipeline(transaction=False)
+        n = 0
+        for ev in events:
+            payload = msgpack.packb(ev, use_bin_type=True)
+            self.send_raw(payload, self.partition(ev), pipe)
+            n += 1
+        return list(pipe.execute()) if n else []
+
+    def send_json(self, line: bytes, pipe: Any = None) -> Any:
+        """Append a raw JSON line that did not decode to an object (partition 0).
+
+        It will be rejected with its reason by the engine; appending it keeps that
+        rejection visible in the dead letter instead of silently skipping the line.
+        """
+        target = pipe if pipe is not None else self._r
+        return target.xadd(
+            self._names.events(0), {"j": line}, maxlen=self._maxlen, approximate=True
+        )
+
+    def send_raw(self, payload: bytes, partition: int, pipe: Any = None) -> Any:
+        """Append already-encoded bytes (for undecodable input that must still be seen)."""
+        target = pipe if pipe is not None else self._r
+        return target.xadd(
+            self._names.events(partition), {"e": payload}, maxlen=self._maxlen, approximate=True
+        )
+
+
+def committed_positions(client: redis.Redis, names: StreamNames) -> dict[int, str]:
+    """Last committed stream id per partition ("0-0" where nothing committed yet)."""
+    raw = cast(dict[bytes, bytes], client.hgetall(names.positions))
+    out = {p: "0-0" for p in range(names.partitions)}
+    for k, v in raw.items():
+        out[int(k)] = v.decode() if isinstance(v, bytes) else str(v)
+    return out
+
+
+class PartitionReader:
+    """Non-blocking reads of one partition after a position (XREAD without BLOCK)."""
+
+    def __init__(self, client: redis.Redis, names: StreamNames, partition: int, count: int) -> None:
+        self._r = client
+        self._key = names.events(partition)
+        self._count = count
+
+    def read(self, after: str) -> Sequence[tuple[bytes, dict[bytes, bytes]]]:
+        reply = cast(list[Any], self._r.xread({self._key: after}, count=self._count))
+        return reply[0][1] if reply else []
+
+    def last_id(self) -> str:
+        """The id of the newest entry now ("0-0" if empty): the end of a bounded replay."""
+        info = cast(
+            dict[str, Any] | None,
+            self._r.xinfo_stream(self._key) if self._r.exists(self._key) else None,
+        )
+        if not info:
+            return "0-0"
+        last = info["last-generated-id"]
+        return last.decode() if isinstance(last, bytes) else str(last)

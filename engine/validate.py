@@ -1,0 +1,212 @@
+"""Decode and validate contract-v1 events; never raise on bad input.
+
+``check(payload)`` returns either an :class:`~engine.events.Event` or a
+:class:`Rejection` with one stable reason code (``missing_field:lead_id``,
+``unknown_type:foo``, ``too_long:event_id`` ...) so a bad event is dead-lettered
+with the reason and the flow moves on. ``parse`` is the raising variant for
+callers that want an exception (:class:`InvalidEventError`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgpack
+
+from engine.errors import InvalidEventError
+from engine.events import CHANNELS, EVENT_TYPES, SIDES, SOURCES, TIMELINES, Event
+from engine.settings import ValidationSettings
+
+__all__ = ["Rejection", "Validator", "decode"]
+
+_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_KNOWN = frozenset(
+    {
+        "event_id", "lead_id", "type", "ts", "tenant", "visitor_id", "property_id", "price",
+        "area", "source", "side", "timeline", "channel", "dwell_s", "agent_id", "props",
+    }
+)  # fmt: skip
+_ENUMS: dict[str, frozenset[str]] = {
+    "source": SOURCES,
+    "side": SIDES,
+    "timeline": TIMELINES,
+    "channel": CHANNELS,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A payload that is not a valid event, and why (a stable, short reason code)."""
+
+    reason: str
+    raw: bytes | dict[str, Any] | None = None
+
+
+def decode(payload: bytes | str, content_type: str = "msgpack") -> Any:
+    """Bytes to a Python object; raises :class:`InvalidEventError` when malformed."""
+    if content_type == "json":
+        try:
+            return json.loads(payload)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidEventError(f"malformed_json: {exc.__class__.__name__}") from None
+    if isinstance(payload, str):
+        raise InvalidEventError("malformed_msgpack: expected bytes")
+    try:
+        # strict_map_key: only str/bytes keys; limits default to the payload's length
+        return msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
+            RecursionError) as exc:  # fmt: skip
+        raise InvalidEventError(f"malformed_msgpack: {exc.__class__.__name__}") from None
+
+
+class Validator:
+    """Checks payloads against contract v1 with the configured bounds."""
+
+    def __init__(self, settings: ValidationSettings, now: float | None = None) -> None:
+        self._s = settings
+        self._now = now  # fixed clock for tests; None means wall time at check
+
+    def check_bytes(self, payload: bytes, content_type: str = "msgpack") -> Event | Rejection:
+        """Decode then validate; a size or decode failure is a rejection, not an error."""
+        if len(payload) > self._s.max_event_bytes:
+            return Rejection(f"too_large: {len(payload)} bytes > {self._s.max_event_bytes}")
+        try:
+            obj = decode(payload, content_type)
+        except InvalidEventError as exc:
+            return Rejection(exc.reason, payload)
+        return self.check(obj)
+
+    def check(self, obj: Any) -> Event | Rejection:
+        """Validate a decoded object; returns the event or the first reason it fails."""
+        try:
+            return self.parse(obj)
+        except InvalidEventError as exc:
+            return Rejection(exc.reason, obj if isinstance(obj, dict) else None)
+        except RecursionError:
+            return Rejection("too_deep: nesting too deep")
+
+    def parse(self, obj: Any) -> Event:
+        """Validate a decoded object or raise :class:`InvalidEventError`."""
+        if not isinstance(obj, dict):
+            raise InvalidEventError(f"not_a_map: got {type(obj).__name__}")
+        s = self._s
+        event_id = self._ident(obj, "event_id", required=True)
+        visitor_id = self._ident(obj, "visitor_id")
+        lead_id = self._ident(obj, "lead_id")
+        if not lead_id:
+            if not visitor_id:
+                raise InvalidEventError("missing_field:lead_id (or visitor_id)")
+            lead_id = f"~{visitor_id}"  # anonymous browser: its own lead until `identify`
+        etype = obj.get("type")
+        if etype is None:
+            raise InvalidEventError("missing_field:type")
+        if not isinstance(etype, str):
+            raise InvalidEventError(f"wrong_type:type must be a string, got {type(etype).__name__}")
+        if etype not in EVENT_TYPES:
+            raise InvalidEventError(f"unknown_type:{etype[:40]}")
+        ts = self._ts(obj.get("ts"))
+        tenant = obj.get("tenant", "default")
+        if not isinstance(tenant, str) or not _TENANT.match(tenant):
+            raise InvalidEventError("bad_value:tenant must match [A-Za-z0-9_.-]{1,64}")
+        fields: dict[str, Any] = {}
+        for name in ("property_id", "area", "agent_id"):
+            fields[name] = self._ident(obj, name)
+        for name, allowed in _ENUMS.items():
+            value = obj.get(name)
+            if value is None or value == "":
+                fields[name] = ""
+            elif not isinstance(value, str):
+                raise InvalidEventError(f"wrong_type:{name} must be a string")
+            elif value not in allowed:
+                raise InvalidEventError(f"bad_value:{name} must be one of {sorted(allowed)}")
+            else:
+                fields[name] = value
+        fields["price"] = self._number(obj, "price", 0.0, 1e10)
+        fields["dwell_s"] = self._number(obj, "dwell_s", 0.0, 86_400.0)
+        props = obj.get("props", {})
+        if props is None:
+            props = {}
+        if not isinstance(props, dict):
+            raise InvalidEventError("wrong_type:props must be a map")
+        extras = {k: v for k, v in obj.items() if k not in _KNOWN}
+        if extras:
+            props = {**props, **extras}  # unknown fields are kept in props, ignored by scoring
+        if len(props) > s.max_props:
+            raise InvalidEventError(f"too_many:props has {len(props)} keys > {s.max_props}")
+        for key, value in props.items():
+            if not isinstance(key, str) or len(key) > s.max_id_len:
+                raise InvalidEventError("bad_value:props keys must be short strings")
+            if isinstance(value, str) and len(value) > s.max_string_len:
+                raise InvalidEventError(f"too_long:props.{key[:40]}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidEventError(f"bad_value:props.{key[:40]} must be finite")
+        return Event(
+            event_id=event_id,
+            lead_id=lead_id,
+            type=etype,
+            ts=ts,
+            tenant=tenant,
+            visitor_id=visitor_id,
+            props=props,
+            **fields,
+        )
+
+    def _ident(self, obj: dict[str, Any], name: str, required: bool = False) -> str:
+        value = obj.get(name)
+        if value is None or value == "":
+            if required:
+                raise InvalidEventError(f"missing_field:{name}")
+            return ""
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise InvalidEventError(f"wrong_type:{name} must be a string")
+        value = str(value)
+        if len(value) > self._s.max_id_len:
+            raise InvalidEventError(f"too_long:{name} is {len(value)} chars > {self._s.max_id_len}")
+        if any(ord(c) < 32 for c in value):
+            raise InvalidEventError(f"bad_value:{name} has control characters")
+        return value
+
+    def _number(self, obj: dict[str, Any], name: str, lo: float, hi: float) -> float:
+        value = obj.get(name)
+        if value is None:
+            return 0.0
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidEventError(f"wrong_type:{name} must be a number")
+        value = float(value)
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise InvalidEventError(f"bad_value:{name} must be within [{lo:g}, {hi:g}]")
+        return value
+
+    def _ts(self, value: Any) -> float:
+        if value is None:
+            raise InvalidEventError("missing_field:ts")
+        if isinstance(value, bool):
+            raise InvalidEventError("wrong_type:ts must be ISO-8601 or epoch seconds")
+        if isinstance(value, int | float):
+            ts = float(value)
+        elif isinstance(value, str):
+            if len(value) > 40:
+                raise InvalidEventError("bad_value:ts is not ISO-8601")
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                raise InvalidEventError("bad_value:ts is not ISO-8601") from None
+            if parsed.tzinfo is None:
+                raise InvalidEventError("bad_value:ts needs a UTC offset")
+            ts = parsed.timestamp()
+        else:
+            raise InvalidEventError("wrong_type:ts must be ISO-8601 or epoch seconds")
+        if not math.isfinite(ts):
+            raise InvalidEventError("bad_value:ts must be finite")
+        if ts < self._s.min_ts:
+            raise InvalidEventError("bad_value:ts is too far in the past")
+        now = self._now if self._now is not None else time.time()
+        if ts > now + self._s.max_future_skew_s:
+            raise InvalidEventError("bad_value:ts is in the future")
+        return ts

@@ -1,0 +1,81 @@
+"""Read models: score records, hot lists and alerts, as plain dicts for people and files.
+
+Shared by ``replay`` (files), ``demo`` (terminal) and tests, so every reader sees the
+same shape. Reads are pipelined: one round trip for any number of leads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import msgpack
+
+from engine.sinks import hot_key
+from engine.streams import StreamNames
+from features.store import lead_key
+
+__all__ = ["read_alerts", "read_hot_list", "read_scores", "score_record"]
+
+_FLOATS = ("probability", "prior_probability", "model_weight", "ts")
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def score_record(raw: dict[Any, Any]) -> dict[str, Any] | None:
+    """A lead's stored score hash as typed JSON-ready fields (None if never scored)."""
+    h = {_text(k): _text(v) for k, v in raw.items()}
+    if "score" not in h:
+        return None
+    return {
+        "tenant": h["tenant"],
+        "lead_id": h["lead_id"],
+        "score": int(float(h["score"])),
+        "probability": float(h["probability"]),
+        "bucket": h["bucket"],
+        "tier": h["tier"],
+        "reasons": json.loads(h["reasons"]),
+        "prior_probability": float(h["prior_probability"]),
+        "model_weight": float(h["model_weight"]),
+        "ts": float(h["ts"]),
+        "last_event_id": h["last_event_id"],
+        "agent_id": h.get("agent_id", ""),
+        "blocked_channels": [c for c in h.get("blocked", "").split(",") if c],
+    }
+
+
+def read_scores(client: Any, prefix: str, leads: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Score records of the given (tenant, lead) pairs that have one, in the given order."""
+    leads = list(leads)
+    pipe = client.pipeline(transaction=False)
+    for tenant, lead in leads:
+        pipe.hgetall(lead_key(prefix, tenant, lead, "s"))
+    out = []
+    for raw in pipe.execute():
+        record = score_record(raw)
+        if record is not None:
+            out.append(record)
+    return out
+
+
+def read_hot_list(client: Any, prefix: str, tenant: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The tenant's top leads by score, with their records."""
+    ids = [_text(x) for x in client.zrevrange(hot_key(prefix, tenant), 0, limit - 1)]
+    return read_scores(client, prefix, [(tenant, i) for i in ids])
+
+
+def read_alerts(
+    client: Any, names: StreamNames, after: str = "-", count: int | None = None
+) -> list[dict[str, Any]]:
+    """Alerts on the alerts stream after ``after`` (exclusive unless "-"), oldest first."""
+    start = after if after == "-" else f"({after}"
+    rows = client.xrange(names.alerts, min=start, max="+", count=count)
+    out = []
+    for sid, fields in rows:
+        alert = msgpack.unpackb(fields[b"a"], raw=False)
+        alert["stream_id"] = _text(sid)
+        out.append(alert)
+    return out

@@ -1,0 +1,1 @@
+"""Per-lead behavioural features: what they are (definitions) and where they live (store)."""
