@@ -1,0 +1,1 @@
+"""Benchmarks and workloads for leadpulse: the seeded IDX event simulator lives here."""

@@ -1,0 +1,179 @@
+"""The Redis feature store against a real server: windows, idempotency, bounds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine.events import Event
+from features.store import APPLIED, DUPLICATE, LATE, REPLAYED, FeatureStore, lead_key
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+H = 3600.0
+
+
+def ev(eid: str, etype: str, ts: float, lead: str = "L1", **kw: Any) -> Event:
+    return Event(event_id=eid, lead_id=lead, type=etype, ts=ts, tenant="acme", **kw)
+
+
+@pytest.fixture
+def store(client: Any, make_settings: Any, prefix: str) -> FeatureStore:
+    return FeatureStore(client, make_settings().features, prefix)
+
+
+def last(store: FeatureStore, *events: Event) -> dict[str, Any]:
+    replies = store.apply(list(events))
+    return replies[-1].features
+
+
+def test_repeat_views_within_48h_counts_the_exact_boundary(store: FeatureStore) -> None:
+    f = last(
+        store,
+        ev("a", "property_view", T0, property_id="P1"),
+        ev("b", "property_view", T0 + 48 * H, property_id="P1"),
+    )
+    assert f["repeat_views_48h"] == 2  # the lower edge of the window is included
+
+
+def test_repeat_views_one_second_past_the_window_do_not_count(store: FeatureStore) -> None:
+    f = last(
+        store,
+        ev("a", "property_view", T0, property_id="P1"),
+        ev("b", "property_view", T0 + 48 * H + 1, property_id="P1"),
+        ev("c", "property_view", T0 + 48 * H + 2, property_id="P2"),
+    )
+    assert f["repeat_views_48h"] == 1
+    assert f["views_7d"] == 3
+    assert f["distinct_properties_30d"] == 2
+
+
+def test_repeat_views_take_the_maximum_over_properties(store: FeatureStore) -> None:
+    events = [ev(f"p1-{i}", "property_view", T0 + i * H, property_id="P1") for i in range(3)]
+    events += [ev(f"p2-{i}", "property_view", T0 + i * H, property_id="P2") for i in range(2)]
+    replies = store.apply(events)
+    assert replies[-1].features["repeat_views_48h"] == 3
+    assert replies[-1].context["repeat_property"] == "P1"
+
+
+def test_out_of_order_events_give_the_same_features_as_in_order(
+    client: Any, make_settings: Any, prefix: str
+) -> None:
+    settings = make_settings()
+    events = [
+        ev("1", "property_view", T0, property_id="P1", area="z1"),
+        ev("2", "property_view", T0 + 5 * H, property_id="P1", area="z1"),
+        ev("3", "property_save", T0 + 6 * H, property_id="P1", area="z1"),
+        ev("4", "property_view", T0 + 30 * H, property_id="P2", area="z2"),
+        ev("5", "reply", T0 + 31 * H, channel="sms"),
+        ev("6", "lead_created", T0 - H, source="giveaway", timeline="0-3m"),
+    ]
+    in_order = FeatureStore(client, settings.features, prefix + "a").apply(events)[-1]
+    shuffled = [events[i] for i in (3, 0, 5, 2, 4, 1)]
+    out_of_order = FeatureStore(client, settings.features, prefix + "b").apply(shuffled)[-1]
+    for k in out_of_order.features:
+        if k != "days_silent_before":  # the gap before the newest event depends on arrival
+            assert out_of_order.features[k] == in_order.features[k], k
+    for p in (prefix + "a", prefix + "b"):
+        for key in client.scan_iter(match=f"{p}:*"):
+            client.delete(key)
+
+
+def test_a_duplicated_event_id_changes_nothing(store: FeatureStore, client: Any, prefix: str) -> None:
+    store.apply([ev("a", "property_save", T0, property_id="P1")])
+    before = store.read("acme", "L1")
+    client.delete(lead_key(prefix, "acme", "L1", "x"))  # the batch committed
+    (dup,) = store.apply([ev("a", "property_save", T0, property_id="P1")])
+    assert dup.status == DUPLICATE
+    assert store.read("acme", "L1") == before
+    assert before["saves"] == "1"
+
+
+def test_an_uncommitted_event_replays_its_original_reply(store: FeatureStore) -> None:
+    (first,) = store.apply([ev("a", "property_view", T0, property_id="P1")])
+    store.apply([ev("b", "property_view", T0 + H, property_id="P1")])
+    (again,) = store.apply([ev("a", "property_view", T0, property_id="P1")])
+    assert first.status == APPLIED and again.status == REPLAYED
+    assert again.features == first.features  # as of that event, not of the newer one
+
+
+def test_old_window_members_expire_by_event_time(store: FeatureStore, client: Any, prefix: str) -> None:
+    store.apply([ev(f"v{i}", "property_view", T0 + i * H, property_id=f"P{i}") for i in range(3)])
+    (late,) = store.apply([ev("z", "property_view", T0 + 31 * 24 * H, property_id="PZ")])
+    assert late.features["views_30d"] == 1
+    assert late.features["views_7d"] == 1
+    members = client.zrange(lead_key(prefix, "acme", "L1", "v"), 0, -1)
+    assert members == [b"z|PZ"]  # trimmed, not only filtered
+
+
+def test_events_older_than_the_dedup_horizon_are_late(store: FeatureStore) -> None:
+    store.apply([ev("new", "page_view", T0 + 40 * 24 * H)])
+    (old,) = store.apply([ev("old", "property_save", T0)])
+    assert old.status == LATE
+
+
+def test_window_sets_are_capped(client: Any, make_settings: Any, prefix: str) -> None:
+    settings = make_settings(features={"max_window_members": 10})
+    store = FeatureStore(client, settings.features, prefix)
+    store.apply([ev(f"v{i}", "property_view", T0 + i, property_id=f"P{i}") for i in range(50)])
+    assert client.zcard(lead_key(prefix, "acme", "L1", "v")) == 10
+    assert client.ttl(lead_key(prefix, "acme", "L1", "h")) > 0  # idle leads expire
+
+
+def test_reactivation_after_thirty_silent_days(store: FeatureStore) -> None:
+    (a, b, c) = store.apply(
+        [
+            ev("a", "property_view", T0, property_id="P1"),
+            ev("b", "property_view", T0 + 31 * 24 * H, property_id="P1"),
+            ev("c", "property_view", T0 + 31 * 24 * H + 60, property_id="P1"),
+        ]
+    )
+    assert not a.context["reactivated_now"]
+    assert b.context["reactivated_now"] and b.features["reactivated"] == 1
+    assert b.features["days_silent_before"] == pytest.approx(31)
+    assert not c.context["reactivated_now"] and c.features["reactivated"] == 1
+
+
+def test_profile_newest_event_time_wins(store: FeatureStore) -> None:
+    store.apply([ev("a", "profile_update", T0 + H, timeline="0-3m")])
+    (r,) = store.apply([ev("b", "lead_created", T0, timeline="18m+", source="referral")])
+    assert r.features["timeline"] == "0-3m"
+    assert r.features["source"] == "referral"
+
+
+def test_consent_blocks_channels(store: FeatureStore) -> None:
+    replies = store.apply(
+        [
+            ev("a", "opt_out", T0, channel="sms"),
+            ev("b", "unsubscribe", T0 + 1),
+            ev("c", "reply", T0 + 2, channel="call"),
+        ]
+    )
+    assert replies[-1].context["blocked"] == ("email", "sms")
+
+
+def test_stop_reply_blocks_texting(store: FeatureStore) -> None:
+    (r,) = store.apply([ev("a", "reply", T0, channel="sms", props={"text": " stop "})])
+    assert r.context["blocked"] == ("sms",)
+    assert r.features["replies"] == 0
+
+
+def test_unanswered_agent_contacts_reset_on_reply(store: FeatureStore) -> None:
+    replies = store.apply(
+        [
+            ev("a", "agent_contact", T0, agent_id="ag1"),
+            ev("b", "call_missed", T0 + 60),
+            ev("c", "reply", T0 + 120, channel="sms"),
+            ev("d", "agent_contact", T0 + 180, agent_id="ag1"),
+        ]
+    )
+    assert replies[1].features["agent_contacts_unanswered"] == 2
+    assert replies[3].features["agent_contacts_unanswered"] == 1
+    assert replies[3].context["agent_id"] == "ag1"
+
+
+def test_leads_are_isolated_by_tenant(client: Any, make_settings: Any, prefix: str) -> None:
+    store = FeatureStore(client, make_settings().features, prefix)
+    store.apply([Event("a", "L1", "property_save", T0, tenant="one")])
+    (other,) = store.apply([Event("b", "L1", "property_view", T0, tenant="two", property_id="P")])
+    assert other.features["saves"] == 0
