@@ -20,6 +20,7 @@ from river import compose, linear_model, metrics, optim, preprocessing
 
 __all__ = ["OnlineModel"]
 
+
 _REMEMBERED_IDS = 20_000  # learned-example ids kept for idempotency (far more than a replay window)
 
 
@@ -47,14 +48,33 @@ class OnlineModel:
 
     def predict(self, x: Mapping[str, float]) -> tuple[float | None, dict[str, float]]:
         """(probability, log-odds contribution per input) or (None, {}) if not ready."""
+        p = self.probability(x)
+        return (None, {}) if p is None else (p, self.contributions(x))
+
+    def probability(self, x: Mapping[str, float]) -> float | None:
+        """P(positive outcome), or None before the model is ready (the hot path: ~5 us)."""
+        if not self.ready:
+            return None
         with self._lock:
-            if not self.ready:
-                return None, {}
-            p = self._pipeline.predict_proba_one(dict(x)).get(True, 0.0)
-            scaled = self._pipeline["StandardScaler"].transform_one(dict(x))
-            weights = self._pipeline["LogisticRegression"].weights
-            contrib = {k: weights.get(k, 0.0) * v for k, v in scaled.items() if v}
-            return float(p), contrib
+            p = self._pipeline.predict_proba_one(x)  # type: ignore[arg-type]
+            return float(p.get(True, 0.0))
+
+    def contributions(self, x: Mapping[str, float]) -> dict[str, float]:
+        """Log-odds contribution of each input: weight x standardised value."""
+        if not self.ready:
+            return {}
+        with self._lock:
+            scaled = self._scaler.transform_one(dict(x))
+            weights = self._lr.weights
+            return {k: weights.get(k, 0.0) * v for k, v in scaled.items() if v}
+
+    @property
+    def _lr(self) -> Any:
+        return self._pipeline["LogisticRegression"]
+
+    @property
+    def _scaler(self) -> Any:
+        return self._pipeline["StandardScaler"]
 
     def learn(self, example_id: str, x: Mapping[str, float], y: bool) -> bool:
         """Score, update metrics, then learn; False if this example was already learned."""

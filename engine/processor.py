@@ -17,26 +17,28 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgpack
 
 from engine import alerts as rules
-from engine.events import HAND_RAISE_TYPES, POSITIVE_OUTCOMES, Event
+from engine.events import HAND_RAISE_TYPES, OUTCOME_TYPES, POSITIVE_OUTCOMES, Event
 from engine.metrics import Metrics
 from engine.model import OnlineModel
-from engine.scoring import Score, blend
+from engine.scoring import Score, assess, explain
 from engine.settings import Settings
 from engine.sinks import BatchEffects, Committer
 from engine.streams import ingest_ms
 from engine.validate import Rejection, Validator
 from features.definitions import model_input
-from features.store import APPLIED, DUPLICATE, LATE, REPLAYED, FeatureReply, FeatureStore
+from features.store import DUPLICATE, LATE, FeatureReply, FeatureStore
 
 __all__ = ["Entry", "Processor", "BatchResult"]
 
 log = logging.getLogger(__name__)
+
+OUTCOMES = frozenset(OUTCOME_TYPES)
 
 #: One stream entry as the source hands it over: (partition, stream id, fields).
 Entry = tuple[int, bytes, dict[bytes, bytes]]
@@ -51,6 +53,7 @@ class _Lead:
     snapshots: list[bytes]
     cleared: bool = False
     pushed: list[bytes] = field(default_factory=list)
+    last: tuple[Event, Score, FeatureReply, dict[str, float] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,22 +103,26 @@ class Processor:
         started = time.perf_counter()
         m = self._metrics
         fx = BatchEffects()
-        events: list[tuple[Event, int]] = []
+        events: list[Event] = []
+        origin: list[Entry] = []
         rejected = 0
-        for partition, sid, fields in entries:
+        for entry in entries:
+            partition, sid, fields = entry
             fx.positions[partition] = sid.decode() if isinstance(sid, bytes) else sid
             checked = self._decode(fields)
             if isinstance(checked, Rejection):
                 rejected += 1
-                fx.dead_letters.append(self._dead(checked.reason, fields, partition, sid))
+                fx.dead_letters.append(self._dead(checked.reason, entry))
             else:
-                events.append((checked, ingest_ms(sid)))
-        replies = self._store.apply([ev for ev, _ in events])
+                events.append(checked)
+                origin.append(entry)
+        replies = self._store.apply(events)
         leads: dict[tuple[str, str], _Lead] = {}
         duplicates = 0
         learned = False
         seen: set[tuple[str, str]] = set()
-        for (event, ingested), reply in zip(events, replies, strict=True):
+        observe_score = m.scores.observe
+        for event, entry, reply in zip(events, origin, replies, strict=True):
             first = (event.tenant, event.event_id) not in seen
             seen.add((event.tenant, event.event_id))
             if reply.status == DUPLICATE or not first:
@@ -123,30 +130,36 @@ class Processor:
                 continue
             if reply.status == LATE:
                 rejected += 1
-                fx.dead_letters.append(
-                    self._dead("late: older than the dedup horizon", {}, -1, b"")
-                )
+                fx.dead_letters.append(self._dead("late: older than the dedup horizon", entry))
                 continue
-            assert reply.status in (APPLIED, REPLAYED)
             key = (event.tenant, event.lead_id)
             lead = leads.get(key) or self._lead_state(reply)
             leads[key] = lead
-            x = model_input(reply.features, self._s.features.names)
-            if event.type in POSITIVE_OUTCOMES or event.type == "lost":
+            x = self._model_input(event, lead, reply)
+            if event.type in OUTCOMES:
                 learned |= self._learn(event, lead)
-            score = self._score(x, reply)
+            p_model = self.model.probability(x) if x is not None else None
+            score = assess(reply.features, reply.context, self._s, p_model, self.model.labels_seen)
             before = lead.alert
             decision = rules.evaluate(event, score, before, reply.context, self._s.alerts)
             lead.alert = decision.state
-            self._maybe_snapshot(event, x, lead)
+            if x is not None:
+                self._maybe_snapshot(event, x, lead)
             fx.done.append((event.tenant, event.lead_id, event.event_id))
-            fx.score_records[key] = self._record(event, score, lead, reply)
-            m.scores.observe(score.score)
+            lead.last = (event, score, reply, x)
+            observe_score(score.score)
             if decision.triggers:
-                alert = self._alert(event, score, decision, reply, ingested)
+                score = self._explained(score, reply, x)
+                lead.last = (event, score, reply, x)
+                alert = self._alert(event, score, decision, reply, ingest_ms(entry[1]))
                 alert["score_before"] = before.score if before.bucket else None
                 fx.alerts.append(alert)
         for key, lead in leads.items():
+            if lead.last is not None:
+                event, score, reply, x = lead.last
+                if not score.reasons:
+                    score = self._explained(score, reply, x)
+                fx.score_records[key] = self._record(event, score, lead, reply)
             if lead.cleared or lead.pushed:
                 fx.snapshots[key] = (lead.cleared, lead.pushed)
         if learned:
@@ -171,7 +184,8 @@ class Processor:
 
     # -- steps -------------------------------------------------------------------------------
     @staticmethod
-    def _dead(reason: str, fields: dict[bytes, bytes], partition: int, sid: Any) -> dict[str, Any]:
+    def _dead(reason: str, entry: Entry) -> dict[str, Any]:
+        partition, sid, fields = entry
         payload = fields.get(b"e") or fields.get(b"j") or b""
         return {"reason": reason, "payload": payload[:4096], "partition": partition, "id": sid}
 
@@ -183,11 +197,22 @@ class Processor:
             snapshots=list(reply.snapshots),
         )
 
-    def _score(self, x: dict[str, float], reply: FeatureReply) -> Score:
-        p_model, contributions = self.model.predict(x)
-        return blend(
-            reply.features, reply.context, self._s, p_model, contributions, self.model.labels_seen
-        )
+    def _model_input(
+        self, event: Event, lead: _Lead, reply: FeatureReply
+    ) -> dict[str, float] | None:
+        """The model's input, built only when something will use it (model or snapshot)."""
+        snapshot_due = (
+            event.type in self._hand or event.ts - lead.last_snapshot_ts >= self._snapshot_every
+        ) and event.type not in OUTCOMES
+        if self.model.ready or snapshot_due:
+            return model_input(reply.features, self._s.features.names)
+        return None
+
+    def _explained(self, score: Score, reply: FeatureReply, x: dict[str, float] | None) -> Score:
+        """Add reasons (only for scores someone reads: alerts and stored records)."""
+        contributions = self.model.contributions(x) if x is not None and score.model_weight else {}
+        reasons = explain(reply.features, reply.context, self._s, contributions, score.model_weight)
+        return replace(score, reasons=reasons)
 
     def _learn(self, event: Event, lead: _Lead) -> bool:
         """Label the lead's snapshots by this outcome and learn each exactly once."""
@@ -206,7 +231,7 @@ class Processor:
 
     def _maybe_snapshot(self, event: Event, x: dict[str, float], lead: _Lead) -> None:
         """At most one snapshot per lead per ``snapshot_every_h``, plus every hand-raise."""
-        if event.type in POSITIVE_OUTCOMES or event.type == "lost":
+        if event.type in OUTCOMES:
             return
         due = event.ts - lead.last_snapshot_ts >= self._snapshot_every
         if due or event.type in HAND_RAISE_TYPES:

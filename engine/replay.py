@@ -21,9 +21,10 @@ import msgpack
 
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
+from engine.errors import ConfigError
 from engine.redis_client import connect, resolve_url
-from engine.settings import load_settings
-from engine.streams import Producer
+from engine.settings import Settings, load_settings
+from engine.streams import Producer, StreamNames
 from engine.views import read_alerts, read_scores
 
 __all__ = ["replay_file", "load_events"]
@@ -72,11 +73,20 @@ def replay_file(
     redis_url: str = "",
     config: str | None = None,
     workers: int = 1,
+    settings: Settings | None = None,
 ) -> int:
-    settings = load_settings(config)
+    """Replay ``events_path``; returns the process exit code (0 on success)."""
+    settings = settings or load_settings(config)
     url, server = resolve_url(redis_url)
     try:
         client = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
+        names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+        if client.exists(names.positions) or client.exists(names.events(0)):
+            raise ConfigError(
+                f"redis.key_prefix: {settings.redis.key_prefix!r} already holds leadpulse data "
+                f"at {url}; replay into an empty database or another prefix "
+                "(LEADPULSE__REDIS__KEY_PREFIX)"
+            )
         parts = build_parts(settings, client)
         producer = Producer(client, parts.names, maxlen=max(settings.streams.maxlen, 10**9))
         t0 = time.perf_counter()

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.settings import Settings
 from features.definitions import CATEGORICAL
 
-__all__ = ["Score", "blend", "bucket_of", "prior", "reason_text", "tier_of"]
+__all__ = ["Score", "assess", "blend", "bucket_of", "explain", "prior", "reason_text", "tier_of"]
 
 _HAND_RAISES = ("inquiries", "showing_requests", "valuation_requests", "call_requests")
 _ENGAGED = _HAND_RAISES + ("saves", "replies", "saved_searches", "email_clicks")
@@ -192,19 +192,41 @@ def reason_text(signal: str, f: Mapping[str, Any], context: Mapping[str, Any]) -
     return texts.get(signal, signal.replace("_", " "))
 
 
-def blend(
+def assess(
     features: Mapping[str, Any],
     context: Mapping[str, Any],
     settings: Settings,
     model_probability: float | None,
-    model_contributions: Mapping[str, float],
     labels_seen: int,
 ) -> Score:
-    """Combine prior and model into the final score with bucket, tier and reasons."""
-    p_prior, points = prior(features, settings)
-    sc = settings.scoring
-    w = 0.0 if model_probability is None else min(1.0, labels_seen / sc.min_labels)
+    """Score, bucket and tier without reasons (the per-event hot path; see :func:`explain`)."""
+    p_prior, _ = prior(features, settings)
+    w = _weight(model_probability, labels_seen, settings)
     p = (1 - w) * p_prior + w * (model_probability if model_probability is not None else 0.0)
+    score = int(round(p * 100))
+    return Score(
+        score=score,
+        probability=round(p, 6),
+        bucket=bucket_of(score, context, settings),
+        tier=tier_of(features, settings),
+        reasons=(),
+        model_weight=round(w, 4),
+        prior_probability=round(p_prior, 6),
+        model_probability=None if model_probability is None else round(model_probability, 6),
+    )
+
+
+def explain(
+    features: Mapping[str, Any],
+    context: Mapping[str, Any],
+    settings: Settings,
+    model_contributions: Mapping[str, float],
+    model_weight: float,
+) -> tuple[str, ...]:
+    """The largest contributions, in log-odds of the same blend :func:`assess` scored."""
+    sc = settings.scoring
+    _, points = prior(features, settings)
+    w = model_weight
     contrib: dict[str, float] = {
         k: (1 - w) * v * sc.prior_logit_per_point for k, v in points.items()
     }
@@ -217,15 +239,24 @@ def blend(
     ranked = sorted(
         (kv for kv in contrib.items() if abs(kv[1]) > 1e-6), key=lambda kv: (-abs(kv[1]), kv[0])
     )
-    reasons = tuple(reason_text(k, features, context) for k, _ in ranked[: sc.reasons])
-    score = int(round(p * 100))
-    return Score(
-        score=score,
-        probability=round(p, 6),
-        bucket=bucket_of(score, context, settings),
-        tier=tier_of(features, settings),
-        reasons=reasons,
-        model_weight=round(w, 4),
-        prior_probability=round(p_prior, 6),
-        model_probability=None if model_probability is None else round(model_probability, 6),
-    )
+    return tuple(reason_text(k, features, context) for k, _ in ranked[: sc.reasons])
+
+
+def _weight(model_probability: float | None, labels_seen: int, settings: Settings) -> float:
+    if model_probability is None:
+        return 0.0
+    return min(1.0, labels_seen / settings.scoring.min_labels)
+
+
+def blend(
+    features: Mapping[str, Any],
+    context: Mapping[str, Any],
+    settings: Settings,
+    model_probability: float | None,
+    model_contributions: Mapping[str, float],
+    labels_seen: int,
+) -> Score:
+    """:func:`assess` and :func:`explain` together: a complete score with its reasons."""
+    score = assess(features, context, settings, model_probability, labels_seen)
+    reasons = explain(features, context, settings, model_contributions, score.model_weight)
+    return replace(score, reasons=reasons)

@@ -25,6 +25,7 @@ from engine.settings import ValidationSettings
 
 __all__ = ["Rejection", "Validator", "decode"]
 
+_CONTROL = re.compile(r"[\x00-\x1f]")
 _TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _KNOWN = frozenset(
     {
@@ -168,7 +169,7 @@ class Validator:
         value = str(value)
         if len(value) > self._s.max_id_len:
             raise InvalidEventError(f"too_long:{name} is {len(value)} chars > {self._s.max_id_len}")
-        if any(ord(c) < 32 for c in value):
+        if _CONTROL.search(value):
             raise InvalidEventError(f"bad_value:{name} has control characters")
         return value
 

@@ -93,33 +93,20 @@ RAW_FIELDS: tuple[str, ...] = (
 )
 
 
-def _num(x: Any) -> float:
-    if isinstance(x, bytes):
-        x = x.decode()
-    return float(x) if x not in (None, "", b"") else 0.0
-
-
-def _str(x: Any) -> str:
-    if isinstance(x, bytes):
-        return x.decode()
-    return "" if x is None else str(x)
-
-
-def parse_reply(values: Sequence[Any]) -> tuple[dict[str, float | str], dict[str, Any]]:
-    """Split the script's flat reply into (features, raw context).
+def parse_reply(values: Sequence[str]) -> tuple[dict[str, float | str], dict[str, Any]]:
+    """Split the script's reply fields into (features, raw context).
 
     ``values`` holds the numeric features in :data:`NUMERIC` order, then the
-    :data:`RAW_FIELDS`. Lua has no floats in replies, so fractional values come
-    back as strings; both forms parse.
+    :data:`RAW_FIELDS`, all as text (Lua replies cannot carry floats).
     """
     n = len(NUMERIC)
     pairs = zip(NUMERIC, values[:n], strict=True)
-    feats: dict[str, float | str] = {name: _num(v) for name, v in pairs}
-    raw = {name: _str(v) for name, v in zip(RAW_FIELDS, values[n:], strict=True)}
+    feats: dict[str, float | str] = {name: float(v) for name, v in pairs}
+    raw = dict(zip(RAW_FIELDS, values[n:], strict=True))
     for name in CATEGORICAL:
         feats[name] = raw[name] or "unknown"
     context: dict[str, Any] = {
-        "last_ts": _num(raw["last_ts"]),
+        "last_ts": float(raw["last_ts"]),
         "repeat_property": raw["repeat_property"],
         "reactivated_now": raw["reactivated_now"] == "1",
         "blocked": tuple(sorted(c for c in raw["blocked"].split(",") if c)),

@@ -30,7 +30,7 @@ __all__ = ["APPLIED", "DUPLICATE", "FeatureReply", "FeatureStore", "LATE", "REPL
 APPLIED, DUPLICATE, REPLAYED, LATE = 1, 0, 2, 3
 _HOUR = 3600.0
 _DAY = 86_400.0
-_PARTS = ("h", "e", "v", "a", "x", "s", "n")
+_PARTS = ("h", "e", "v", "a", "x", "s", "n", "p")
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 
 
@@ -50,6 +50,35 @@ class FeatureReply:
     snapshots: list[bytes]
 
 
+#: Score-state fields the script returns with every reply (for the alert rules).
+STATE_FIELDS = ("score", "bucket", "last_alert_ts", "jump_base", "jump_base_ts", "last_snapshot_ts")
+
+
+def script_source(settings: FeatureSettings) -> str:
+    """``update.lua`` with the configured windows baked in (one argument per event on the wire)."""
+    w = settings.view_windows_h
+    values = {
+        "W_SHORT_S": w[0] * _HOUR,
+        "W_MID_S": w[1] * _HOUR,
+        "W_LONG_S": w[2] * _HOUR,
+        "W_REPEAT_S": settings.repeat_window_h * _HOUR,
+        "W_DISTINCT_S": settings.distinct_window_h * _HOUR,
+        "REACTIVATION_SILENCE_S": settings.reactivation_silence_d * _DAY,
+        "REACTIVATION_FLAG_S": settings.reactivation_flag_d * _DAY,
+        "DEDUP_HORIZON_S": settings.dedup_horizon_h * _HOUR,
+        "MAX_MEMBERS": settings.max_window_members,
+        "IDLE_EXPIRE_S": int(settings.idle_expire_d * _DAY),
+        "REPLY_TAU_S": 72 * _HOUR,  # reply recency falls to 1/e in three days
+    }
+    text = resources.files("features").joinpath("update.lua").read_text()
+    for name, value in values.items():
+        text = text.replace(f"@{name}@", repr(float(value)))
+    text = text.replace("@STATE_FIELDS@", ", ".join(f"'{f}'" for f in STATE_FIELDS))
+    if "@" in text:
+        raise ValueError("update.lua has an unfilled @PLACEHOLDER@")
+    return text
+
+
 def _is_stop(event: Event) -> bool:
     text = event.props.get("text") if event.type == "reply" else None
     return isinstance(text, str) and text.strip().upper() in STOP_WORDS
@@ -61,52 +90,39 @@ class FeatureStore:
     def __init__(self, client: redis.Redis, settings: FeatureSettings, prefix: str) -> None:
         self._r = client
         self._prefix = prefix
-        source = resources.files("features").joinpath("update.lua").read_text()
-        self._script = client.register_script(source)
-        w = settings.view_windows_h
-        self._config = [
-            w[0] * _HOUR,
-            w[1] * _HOUR,
-            w[2] * _HOUR,
-            settings.repeat_window_h * _HOUR,
-            settings.distinct_window_h * _HOUR,
-            settings.reactivation_silence_d * _DAY,
-            settings.reactivation_flag_d * _DAY,
-            settings.dedup_horizon_h * _HOUR,
-            settings.max_window_members,
-            int(settings.idle_expire_d * _DAY),
-            72 * _HOUR,  # reply recency halves in about two days
-        ]
+        self._script = client.register_script(script_source(settings))
 
     def keys(self, tenant: str, lead_id: str) -> list[str]:
-        """The seven keys the script touches, in its KEYS order."""
-        return [
-            lead_key(self._prefix, tenant, lead_id, p) for p in ("h", "e", "v", "a", "x", "s", "n")
-        ]
+        """The keys the script touches, in its KEYS order."""
+        base = f"{self._prefix}:{{{tenant}:{lead_id}}}:"
+        return [base + part for part in _PARTS]
 
     def apply(self, events: Sequence[Event]) -> list[FeatureReply]:
         """Apply a batch in order, in one pipelined round trip (EVALSHA, reloading if needed)."""
         if not events:
             return []
         pipe = self._r.pipeline(transaction=False)
+        pack = msgpack.Packer(use_bin_type=False).pack
+        script = self._script
         for ev in events:
-            args = [
-                ev.event_id, ev.type, ev.ts, ev.property_id, ev.area, ev.source, ev.side,
-                ev.timeline, ev.channel, ev.dwell_s, ev.agent_id, "stop" if _is_stop(ev) else "",
-                *self._config,
-            ]  # fmt: skip
-            self._script(keys=self.keys(ev.tenant, ev.lead_id), args=args, client=pipe)
+            packed = pack(
+                (
+                    ev.event_id, ev.type, ev.ts, ev.property_id, ev.area, ev.source, ev.side,
+                    ev.timeline, ev.channel, ev.dwell_s, ev.agent_id,
+                    "stop" if ev.type == "reply" and _is_stop(ev) else "",
+                )
+            )  # fmt: skip
+            script(keys=self.keys(ev.tenant, ev.lead_id), args=(packed,), client=pipe)
         return [self._parse(r) for r in pipe.execute()]
 
     @staticmethod
     def _parse(reply: list[Any]) -> FeatureReply:
-        status = int(reply[0])
+        status = reply[0]
         if status in (DUPLICATE, LATE):
             return FeatureReply(status, {}, {}, {}, [])
-        feats, context = parse_reply(msgpack.unpackb(reply[1], raw=False))
-        flat = reply[2]
-        state = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return FeatureReply(status, feats, context, state, list(reply[3]))
+        feats, context = parse_reply(reply[1].decode().split("\x1f"))
+        state = {k: _s(v) for k, v in zip(STATE_FIELDS, reply[2], strict=True) if v is not None}
+        return FeatureReply(status, feats, context, state, reply[3])
 
     def read(self, tenant: str, lead_id: str) -> dict[str, str]:
         """The raw feature hash of a lead (for inspection and tests)."""

@@ -214,7 +214,7 @@ def test_two_workers_learn_the_same_labels_once(
     for lead in leads:
         assert one[0][lead]["prior_probability"] == two[0][lead]["prior_probability"]
         diffs.append(abs(one[0][lead]["score"] - two[0][lead]["score"]))
-    assert max(diffs) <= 10 and sum(diffs) / len(diffs) <= 2
+    assert max(diffs) <= 20 and sum(diffs) / len(diffs) <= 3
 
     def hand(run: Any) -> list[str]:
         return sorted(a["alert_id"] for a in run[1] if a["triggers"][0].startswith("hand_raise"))
