@@ -33,6 +33,7 @@ _TIMELINE_WORDS = {
     "3-6m": "plans to move in 3-6 months",
     "6-18m": "plans to move in 6-18 months",
     "18m+": "plans to move in 18+ months",
+    "unknown": "no timeline given yet",
 }
 _SOURCE_WORDS = {
     "referral": "came by referral",

@@ -23,7 +23,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.errors import ConfigError, ForbiddenFeatureError
 from features.definitions import FEATURE_NAMES, PROTECTED_TERMS
 
-__all__ = ["Settings", "load_settings", "DEFAULT_CONFIG_PATH"]
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "AlertSettings",
+    "FeatureSettings",
+    "ScoringSettings",
+    "Settings",
+    "SlaRule",
+    "ValidationSettings",
+    "load_settings",
+]
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
 ENV_PREFIX = "LEADPULSE__"
@@ -154,6 +163,26 @@ class TierSettings(_Section):
     hot_sources: tuple[str, ...] = ()
     warm_sources: tuple[str, ...] = ()
 
+    @field_validator("hot_timelines", "warm_timelines", "long_term_timelines")
+    @classmethod
+    def _timelines(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from engine.events import TIMELINES
+
+        for t in v:
+            if t not in TIMELINES:
+                raise ValueError(f"unknown timeline {t!r}; allowed: {', '.join(sorted(TIMELINES))}")
+        return v
+
+    @field_validator("hot_sources", "warm_sources")
+    @classmethod
+    def _sources(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from engine.events import SOURCES
+
+        for t in v:
+            if t not in SOURCES:
+                raise ValueError(f"unknown source {t!r}; allowed: {', '.join(sorted(SOURCES))}")
+        return v
+
 
 Channel = Literal["call", "sms", "email", "chat"]
 
@@ -206,9 +235,14 @@ class AlertSettings(_Section):
 
     @field_validator("sla")
     @classmethod
-    def _sla_default(cls, v: dict[str, SlaRule]) -> dict[str, SlaRule]:
+    def _sla_rows(cls, v: dict[str, SlaRule]) -> dict[str, SlaRule]:
+        from engine.events import EVENT_TYPES, SOURCES
+
         if "default" not in v:
             raise ValueError("needs a 'default' rule")
+        for key in v:
+            if key != "default" and key not in EVENT_TYPES and key not in SOURCES:
+                raise ValueError(f"row {key!r} is neither an event type nor a source")
         return v
 
     @model_validator(mode="after")
@@ -266,9 +300,12 @@ def _walk_keys(data: Mapping[str, Any], path: str = "") -> list[tuple[str, str]]
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge; an SLA row (a table with ``minutes``) is replaced whole, not merged."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+        if isinstance(value, Mapping) and "minutes" in value:
+            merged[key] = dict(value)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value

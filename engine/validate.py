@@ -104,6 +104,8 @@ class Validator:
             if not visitor_id:
                 raise InvalidEventError("missing_field:lead_id (or visitor_id)")
             lead_id = f"~{visitor_id}"  # anonymous browser: its own lead until `identify`
+            if len(lead_id) > s.max_id_len:
+                raise InvalidEventError(f"too_long:visitor_id is over {s.max_id_len - 1} chars")
         etype = obj.get("type")
         if etype is None:
             raise InvalidEventError("missing_field:type")
@@ -112,8 +114,10 @@ class Validator:
         if etype not in EVENT_TYPES:
             raise InvalidEventError(f"unknown_type:{etype[:40]}")
         ts = self._ts(obj.get("ts"))
-        tenant = obj.get("tenant", "default")
-        if not isinstance(tenant, str) or not _TENANT.match(tenant):
+        tenant = obj.get("tenant")
+        if tenant is None or tenant == "":
+            tenant = "default"
+        if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
             raise InvalidEventError("bad_value:tenant must match [A-Za-z0-9_.-]{1,64}")
         fields: dict[str, Any] = {}
         for name in ("property_id", "area", "agent_id"):
@@ -179,7 +183,10 @@ class Validator:
             return 0.0
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidEventError(f"wrong_type:{name} must be a number")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # a JSON integer too big for a float
+            raise InvalidEventError(f"bad_value:{name} must be within [{lo:g}, {hi:g}]") from None
         if not math.isfinite(value) or not lo <= value <= hi:
             raise InvalidEventError(f"bad_value:{name} must be within [{lo:g}, {hi:g}]")
         return value
@@ -190,7 +197,10 @@ class Validator:
         if isinstance(value, bool):
             raise InvalidEventError("wrong_type:ts must be ISO-8601 or epoch seconds")
         if isinstance(value, int | float):
-            ts = float(value)
+            try:
+                ts = float(value)
+            except OverflowError:
+                raise InvalidEventError("bad_value:ts is out of range") from None
         elif isinstance(value, str):
             if len(value) > 40:
                 raise InvalidEventError("bad_value:ts is not ISO-8601")

@@ -120,6 +120,9 @@ def parse_reply(values: Sequence[str]) -> tuple[dict[str, float | str], dict[str
     return feats, context
 
 
+_UNIT_INTERVAL = frozenset({"reply_recency", "reactivated"})  # already in [0, 1]: no log
+
+
 def model_input(features: Mapping[str, float | str], names: Sequence[str]) -> dict[str, float]:
     """The model's view of a lead: log-scaled counts and one-hot profile.
 
@@ -129,12 +132,12 @@ def model_input(features: Mapping[str, float | str], names: Sequence[str]) -> di
     """
     x: dict[str, float] = {}
     for name in names:
-        value = features.get(name, 0.0)
         if name in CATEGORICAL:
-            x[f"{name}={value}"] = 1.0
-        elif name in ("reply_recency", "reactivated"):
-            x[name] = float(value)
+            x[f"{name}={features.get(name) or 'unknown'}"] = 1.0
+            continue
+        v = float(features.get(name, 0.0))
+        if name in _UNIT_INTERVAL:
+            x[name] = v
         else:
-            v = float(value)
             x[name] = math.copysign(math.log1p(abs(v)), v)
     return x

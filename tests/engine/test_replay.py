@@ -45,31 +45,34 @@ def _replay(
     return scores, alerts
 
 
+def e(eid: str, lead: str, etype: str, ts: float, **kw: Any) -> dict[str, Any]:
+    return {"event_id": eid, "lead_id": lead, "type": etype, "ts": ts, **kw}
+
+
 def seed_example() -> list[dict[str, Any]]:
     """Seed 000: A viewed 20 homes over three months, never replied; B is specific and recent."""
     now = T0 + 90 * DAY
-    events: list[dict[str, Any]] = [
-        {"event_id": "a0", "lead_id": "A", "type": "lead_created", "ts": T0, "source": "website"},
-        {"event_id": "b0", "lead_id": "B", "type": "lead_created", "ts": T0, "source": "website"},
-    ]
+    events = [e("a0", "A", "lead_created", T0, source="website")]
+    events.append(e("b0", "B", "lead_created", T0, source="website"))
     for i in range(20):  # A: a view every ~4.5 days, 20 different homes, three months
-        events.append({"event_id": f"a{i + 1}", "lead_id": "A", "type": "property_view",
-                       "ts": T0 + (i + 1) * 4.5 * DAY, "property_id": f"PA{i}", "area": f"z{i % 7}"})  # fmt: skip
+        at = T0 + (i + 1) * 4.5 * DAY
+        events.append(
+            e(f"a{i + 1}", "A", "property_view", at, property_id=f"PA{i}", area=f"z{i % 7}")
+        )
         if i % 5 == 4:  # the agent keeps writing; A never answers
-            events.append({"event_id": f"ac{i}", "lead_id": "A", "type": "agent_contact",
-                           "ts": T0 + (i + 1) * 4.5 * DAY + 3600, "channel": "email"})  # fmt: skip
+            events.append(e(f"ac{i}", "A", "agent_contact", at + 3600, channel="email"))
     week = now - 7 * DAY
     events += [
-        {"event_id": "b1", "lead_id": "B", "type": "property_view", "ts": week + 1 * DAY, "property_id": "PB1", "area": "z9"},
-        {"event_id": "b2", "lead_id": "B", "type": "property_view", "ts": week + 3 * DAY, "property_id": "PB2", "area": "z9"},
-        {"event_id": "b3", "lead_id": "B", "type": "property_view", "ts": week + 5 * DAY, "property_id": "PB3", "area": "z9"},
-        {"event_id": "b4", "lead_id": "B", "type": "property_save", "ts": week + 5 * DAY + 600, "property_id": "PB3", "area": "z9"},
-        {"event_id": "b5", "lead_id": "B", "type": "agent_contact", "ts": week + 6 * DAY, "channel": "sms"},
-        {"event_id": "b6", "lead_id": "B", "type": "reply", "ts": week + 6 * DAY + 900, "channel": "sms"},
-        {"event_id": "b7", "lead_id": "B", "type": "inquiry", "ts": week + 6 * DAY + 1200, "channel": "sms",
-         "property_id": "PB3", "props": {"question": "timing"}},
+        e("b1", "B", "property_view", week + 1 * DAY, property_id="PB1", area="z9"),
+        e("b2", "B", "property_view", week + 3 * DAY, property_id="PB2", area="z9"),
+        e("b3", "B", "property_view", week + 5 * DAY, property_id="PB3", area="z9"),
+        e("b4", "B", "property_save", week + 5 * DAY + 600, property_id="PB3", area="z9"),
+        e("b5", "B", "agent_contact", week + 6 * DAY, channel="sms"),
+        e("b6", "B", "reply", week + 6 * DAY + 900, channel="sms"),
+        e("b7", "B", "inquiry", week + 6 * DAY + 1200, channel="sms", property_id="PB3",
+          props={"question": "timing"}),
     ]  # fmt: skip
-    return sorted(events, key=lambda e: e["ts"])
+    return sorted(events, key=lambda x: x["ts"])
 
 
 def test_seed_example_b_outranks_a_and_only_b_alerts(
@@ -94,9 +97,9 @@ def test_giveaway_lead_with_near_term_timeline_is_hot(
     tmp_path: Path, redis_url: str, make_settings: Any
 ) -> None:
     events = [
-        {"event_id": "g1", "lead_id": "G", "type": "lead_created", "ts": T0, "source": "giveaway", "timeline": "0-3m"},
-        {"event_id": "h1", "lead_id": "H", "type": "lead_created", "ts": T0, "source": "giveaway"},
-    ]  # fmt: skip
+        e("g1", "G", "lead_created", T0, source="giveaway", timeline="0-3m"),
+        e("h1", "H", "lead_created", T0, source="giveaway"),
+    ]
     scores, _ = _replay(tmp_path, events, redis_url, make_settings())
     assert scores["G"]["tier"] == "hot"
     assert scores["H"]["tier"] == "long-term"
@@ -118,7 +121,7 @@ def test_bad_input_is_dead_lettered_and_the_flow_goes_on(client: Any, make_setti
         {"event_id": "m1", "type": "property_view", "ts": T0},  # no lead
         {"event_id": "u1", "lead_id": "L", "type": "teleport", "ts": T0},
         {"event_id": "w1", "lead_id": "L", "type": "property_view", "ts": [T0]},
-        {"event_id": "s1", "lead_id": "L", "type": "property_view", "ts": T0, "props": {"x": "y" * 1_000_000}},
+        e("s1", "L", "property_view", T0, props={"x": "y" * 1_000_000}),
         good,
         {**good, "event_id": "ok2", "ts": T0 + 60},
     ])  # fmt: skip

@@ -79,7 +79,9 @@ def test_out_of_order_events_give_the_same_features_as_in_order(
             client.delete(key)
 
 
-def test_a_duplicated_event_id_changes_nothing(store: FeatureStore, client: Any, prefix: str) -> None:
+def test_a_duplicated_event_id_changes_nothing(
+    store: FeatureStore, client: Any, prefix: str
+) -> None:
     store.apply([ev("a", "property_save", T0, property_id="P1")])
     before = store.read("acme", "L1")
     client.delete(lead_key(prefix, "acme", "L1", "x"))  # the batch committed
@@ -97,7 +99,9 @@ def test_an_uncommitted_event_replays_its_original_reply(store: FeatureStore) ->
     assert again.features == first.features  # as of that event, not of the newer one
 
 
-def test_old_window_members_expire_by_event_time(store: FeatureStore, client: Any, prefix: str) -> None:
+def test_old_window_members_expire_by_event_time(
+    store: FeatureStore, client: Any, prefix: str
+) -> None:
     store.apply([ev(f"v{i}", "property_view", T0 + i * H, property_id=f"P{i}") for i in range(3)])
     (late,) = store.apply([ev("z", "property_view", T0 + 31 * 24 * H, property_id="PZ")])
     assert late.features["views_30d"] == 1

@@ -1,0 +1,192 @@
+"""The online model: a contract suite (river/checks style) plus learning a simple problem."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from types import MappingProxyType
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.model import OnlineModel
+
+X_POS = {"saves": 2.0, "views_7d": 1.5, "source=portal": 1.0}
+X_NEG = {"saves": 0.0, "views_7d": 0.2, "source=giveaway": 1.0}
+
+
+def trained(n: int = 20) -> OnlineModel:
+    m = OnlineModel()
+    for i in range(n):
+        m.learn(f"p{i}", X_POS, True)
+        m.learn(f"n{i}", X_NEG, False)
+    return m
+
+
+def synthetic(n: int, seed: int) -> list[tuple[dict[str, float], bool]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        signal = rng.gauss(0, 1)
+        x = {"signal": signal + rng.gauss(0, 0.5), "noise": rng.gauss(0, 1), "const": 1.0}
+        out.append((x, signal > 0.3))
+    return out
+
+
+def test_predict_is_none_until_both_classes_seen() -> None:
+    m = OnlineModel()
+    assert not m.ready
+    assert m.predict(X_POS) == (None, {})
+    m.learn("p1", X_POS, True)
+    m.learn("p2", X_POS, True)
+    assert m.predict(X_POS) == (None, {})  # only positives so far
+    m.learn("n1", X_NEG, False)
+    assert m.ready
+    p, contrib = m.predict(X_POS)
+    assert p is not None and 0.0 <= p <= 1.0
+    assert contrib
+
+
+def test_only_negatives_is_not_ready() -> None:
+    m = OnlineModel()
+    for i in range(5):
+        m.learn(f"n{i}", X_NEG, False)
+    assert not m.ready
+    assert m.predict(X_NEG) == (None, {})
+
+
+def test_learning_moves_predictions_the_right_way() -> None:
+    m = trained()
+    p_pos, _ = m.predict(X_POS)
+    p_neg, _ = m.predict(X_NEG)
+    assert p_pos is not None and p_neg is not None
+    assert p_pos > 0.5 > p_neg
+
+
+def test_contributions_are_log_odds_per_input() -> None:
+    m = trained()
+    p, contrib = m.predict(X_POS)
+    assert p is not None
+    assert set(contrib) <= set(X_POS)
+    intercept = m._pipeline["LogisticRegression"].intercept
+    assert 1 / (1 + math.exp(-(sum(contrib.values()) + intercept))) == pytest.approx(p, abs=1e-6)
+
+
+TRAINED = trained()
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["saves", "views_7d", "replies", "source=portal", "new"]),
+        st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+        max_size=5,
+    )
+)
+def test_probabilities_are_in_unit_interval(x: dict[str, float]) -> None:
+    p, contrib = TRAINED.predict(x)
+    assert p is not None
+    assert 0.0 <= p <= 1.0
+    assert all(math.isfinite(c) for c in contrib.values())
+
+
+def test_predict_does_not_mutate_input() -> None:
+    m = trained()
+    x = {"saves": 2.0, "views_7d": 3.0, "unseen": 5.0}
+    before = copy.deepcopy(x)
+    m.predict(x)
+    assert x == before
+    m.learn("x1", x, True)
+    assert x == before
+
+
+def test_predict_accepts_any_mapping() -> None:
+    m = trained()
+    assert m.predict(MappingProxyType(X_POS)) == m.predict(dict(X_POS))
+
+
+def test_predict_does_not_learn() -> None:
+    m = trained()
+    blob = m.dumps()
+    for _ in range(50):
+        m.predict(X_POS)
+    assert m.predict(X_NEG) == OnlineModel.loads(blob).predict(X_NEG)
+    assert m.labels_seen == 40
+
+
+def test_same_example_id_learns_once() -> None:
+    m = OnlineModel()
+    assert m.learn("ex-1", X_POS, True) is True
+    assert m.learn("ex-1", X_POS, True) is False
+    assert m.learn("ex-1", X_NEG, False) is False
+    assert m.labels_seen == 1 and m.positives == 1
+    assert m.learn("ex-2", X_NEG, False) is True
+    assert m.labels_seen == 2 and m.positives == 1
+
+
+def test_replay_does_not_teach_twice() -> None:
+    once, twice = OnlineModel(), OnlineModel()
+    data = synthetic(50, seed=3)
+    for i, (x, y) in enumerate(data):
+        once.learn(f"e{i}", x, y)
+        twice.learn(f"e{i}", x, y)
+    for i, (x, y) in enumerate(data):
+        twice.learn(f"e{i}", x, y)
+    assert twice.labels_seen == once.labels_seen == 50
+    assert twice.predict(data[0][0]) == once.predict(data[0][0])
+
+
+def test_dirty_flag_marks_unsaved_learning() -> None:
+    m = OnlineModel()
+    assert not m.dirty
+    m.learn("a", X_POS, True)
+    assert m.dirty
+    assert not OnlineModel.loads(m.dumps()).dirty
+
+
+def test_dumps_loads_round_trip_predicts_identically() -> None:
+    m = trained()
+    clone = OnlineModel.loads(m.dumps())
+    for x in (X_POS, X_NEG, {"saves": 7.0}, {}):
+        assert clone.predict(x) == m.predict(x)
+    assert clone.status() == m.status()
+    assert clone.learn("p0", X_POS, True) is False  # learned ids travel with the model
+    assert clone.learn("fresh", X_POS, True) is True
+    assert m.labels_seen == 40  # the original is independent of its clone
+
+
+def test_loaded_model_keeps_learning_like_the_original() -> None:
+    data = synthetic(60, seed=5)
+    a = OnlineModel()
+    for i, (x, y) in enumerate(data[:30]):
+        a.learn(str(i), x, y)
+    b = OnlineModel.loads(a.dumps())
+    for i, (x, y) in enumerate(data[30:], start=30):
+        a.learn(str(i), x, y)
+        b.learn(str(i), x, y)
+    assert a.predict(data[0][0]) == b.predict(data[0][0])
+
+
+def test_learns_a_simple_synthetic_problem() -> None:
+    m = OnlineModel()
+    for i, (x, y) in enumerate(synthetic(400, seed=11)):
+        m.learn(f"e{i}", x, y)
+    status = m.status()
+    assert status["labels_seen"] == 400
+    assert m.auc.get() > 0.8  # progressive (score first, learn after) AUC
+    held_out = synthetic(200, seed=12)
+    pos = [m.predict(x)[0] for x, y in held_out if y]
+    neg = [m.predict(x)[0] for x, y in held_out if not y]
+    assert sum(pos) / len(pos) > sum(neg) / len(neg) + 0.2  # type: ignore[arg-type]
+    _, contrib = m.predict({"signal": 2.0, "noise": 0.0, "const": 1.0})
+    assert contrib["signal"] > abs(contrib.get("noise", 0.0))
+
+
+def test_status_before_and_after_labels() -> None:
+    m = OnlineModel()
+    assert m.status() == {"labels_seen": 0, "positives": 0, "log_loss": None, "auc": None}
+    s = trained().status()
+    assert s["labels_seen"] == 40 and s["positives"] == 20
+    assert s["log_loss"] is not None and s["auc"] is not None

@@ -1,0 +1,476 @@
+"""Scoring: the points prior, the model hand-over, buckets, tiers, reasons; the model's view."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from engine.scoring import Score, blend, bucket_of, prior, reason_text, tier_of
+from engine.settings import load_settings
+from features.definitions import (
+    CATEGORICAL,
+    FEATURE_NAMES,
+    NUMERIC,
+    PRIOR_SIGNALS,
+    RAW_FIELDS,
+    model_input,
+    parse_reply,
+)
+
+S = load_settings(environ={})
+MIN_LABELS = S.scoring.min_labels
+NO_CONTEXT: dict[str, Any] = {"blocked": ()}
+RANK = {"P1": 1, "P2": 2, "P3": 3, "P4": 4, "P5": 5}
+
+
+def score(features: dict[str, Any], context: dict[str, Any] | None = None, **kw: Any) -> Score:
+    args: dict[str, Any] = {"model_probability": None, "model_contributions": {}, "labels_seen": 0}
+    args.update(kw)
+    return blend(features, context or NO_CONTEXT, S, **args)
+
+
+def logistic(z: float) -> float:
+    return 1 / (1 + math.exp(-z))
+
+
+# --------------------------------------------------------------------------- seed 000
+
+# Lead A: 20 homes over three months, never replied to anything.
+LEAD_A: dict[str, Any] = {
+    "views_24h": 0, "views_7d": 1, "views_30d": 7, "distinct_properties_30d": 7,
+    "distinct_areas_30d": 4, "replies": 0, "saves": 0, "reply_recency": 0.0,
+    "source": "portal", "side": "buyer", "timeline": "unknown",
+}  # fmt: skip
+# Lead B: three homes in one neighbourhood this week, saved one, replied to a text, asked.
+LEAD_B: dict[str, Any] = {
+    "views_24h": 1, "views_7d": 3, "views_30d": 3, "distinct_properties_30d": 3,
+    "distinct_areas_30d": 1, "saves": 1, "replies": 1, "reply_recency": 0.9, "inquiries": 1,
+    "source": "portal", "side": "buyer", "timeline": "unknown",
+}  # fmt: skip
+
+
+def test_seed_000_specific_recent_engagement_beats_broad_browsing() -> None:
+    a, b = score(LEAD_A), score(LEAD_B, {"blocked": (), "last_reply_channel": "sms"})
+    assert b.score > a.score
+    assert b.probability > a.probability
+    assert RANK[b.bucket] <= RANK[a.bucket]
+    assert a.bucket == "P4"
+    assert "browsing many homes without engaging" in a.reasons
+    assert b.reasons[0].startswith("replied by text")
+
+
+def test_prior_points_are_transparent_and_capped() -> None:
+    p, points = prior(LEAD_B, S)
+    # views_7d 3x2, saves 8, inquiries 22, replies 12, reply_recency 0.9x15, portal source 6
+    assert points == pytest.approx(
+        {
+            "views_7d": 6,
+            "saves": 8,
+            "inquiries": 22,
+            "replies": 12,
+            "reply_recency": 13.5,
+            "source": 6,
+        }
+    )
+    assert p == pytest.approx(logistic(-3.0 + 0.055 * 67.5))
+    _, capped = prior({"views_7d": 100, "showing_requests": 5, "opt_outs": 9}, S)
+    assert capped == {"views_7d": 16, "showing_requests": 70, "opt_outs": -30}
+
+
+def test_prior_of_an_empty_lead_is_the_intercept() -> None:
+    p, points = prior({}, S)
+    assert points == {}
+    assert p == pytest.approx(logistic(S.scoring.prior_intercept))
+
+
+def test_first_view_is_not_a_repeat() -> None:
+    assert "repeat_views_48h" not in prior({"repeat_views_48h": 1}, S)[1]
+    assert prior({"repeat_views_48h": 3}, S)[1]["repeat_views_48h"] == 16
+
+
+def test_broad_browsing_penalty_only_without_engagement() -> None:
+    assert prior({"views_30d": 7}, S)[1]["views_30d_broad"] == -7
+    assert "views_30d_broad" not in prior({"views_30d": 7, "saves": 1}, S)[1]
+    assert "views_30d_broad" not in prior({"views_30d": 7, "email_clicks": 2}, S)[1]
+
+
+# --------------------------------------------------------------------------- seed 003 tiers
+
+
+@pytest.mark.parametrize(
+    ("features", "tier"),
+    [
+        ({"source": "giveaway", "timeline": "0-3m"}, "hot"),
+        ({"source": "giveaway", "timeline": "3-6m"}, "hot"),
+        ({"source": "giveaway", "timeline": "unknown"}, "long-term"),
+        ({"source": "giveaway"}, "long-term"),
+        ({"source": "listing_ad", "timeline": "18m+"}, "long-term"),
+        ({"source": "listing_ad", "timeline": "unknown"}, "warm"),
+        ({"source": "valuation_funnel", "timeline": "6-18m"}, "warm"),
+        ({"source": "social", "timeline": "6-18m"}, "warm"),
+        ({"source": "giveaway", "timeline": "unknown", "showing_requests": 1}, "hot"),
+        ({"source": "listing_ad", "timeline": "18m+", "inquiries": 1}, "long-term"),
+    ],
+)
+def test_tier_of(features: dict[str, Any], tier: str) -> None:
+    assert tier_of(features, S) == tier
+
+
+def test_blend_reports_the_tier() -> None:
+    assert score({"source": "giveaway", "timeline": "0-3m"}).tier == "hot"
+    assert score({"source": "giveaway", "timeline": "unknown"}).tier == "long-term"
+
+
+def test_near_term_timeline_overrides_a_low_intent_source_in_the_score_too() -> None:
+    hot = score({"source": "giveaway", "timeline": "0-3m"})
+    cold = score({"source": "giveaway", "timeline": "unknown"})
+    assert hot.score > cold.score
+    assert "plans to move within 3 months" in hot.reasons
+    assert "came from a giveaway" in cold.reasons
+
+
+# --------------------------------------------------------------------------- buckets
+
+
+@pytest.mark.parametrize(
+    ("value", "bucket"),
+    [
+        (100, "P1"),
+        (90, "P1"),
+        (89, "P2"),
+        (70, "P2"),
+        (69, "P3"),
+        (50, "P3"),
+        (49, "P4"),
+        (0, "P4"),
+    ],
+)
+def test_bucket_floors_are_exact(value: int, bucket: str) -> None:
+    assert bucket_of(value, NO_CONTEXT, S) == bucket
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"not_interested": True},
+        {"invalid_contact": True},
+        {"blocked": ("email", "sms", "call")},
+        {"blocked": ("call", "chat", "email", "sms", "web")},
+    ],
+)
+def test_p5_for_clean_up_leads_whatever_the_score(context: dict[str, Any]) -> None:
+    assert bucket_of(99, context, S) == "P5"
+    assert score({"showing_requests": 2, "timeline": "0-3m"}, context).bucket == "P5"
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"blocked": ("email", "sms")},
+        {"blocked": ("call",)},
+        {"not_interested": False, "invalid_contact": False},
+        {},
+    ],
+)
+def test_partly_reachable_leads_are_not_p5(context: dict[str, Any]) -> None:
+    assert bucket_of(99, context, S) == "P1"
+
+
+def test_bucket_follows_configured_floors() -> None:
+    s = load_settings(overrides={"buckets": {"p1": 80, "p2": 60, "p3": 40}}, environ={})
+    assert [bucket_of(v, NO_CONTEXT, s) for v in (80, 79, 60, 59, 40, 39)] == [
+        "P1",
+        "P2",
+        "P2",
+        "P3",
+        "P3",
+        "P4",
+    ]
+
+
+# --------------------------------------------------------------------------- model hand-over
+
+
+def test_model_probability_is_ignored_at_zero_labels() -> None:
+    p_prior = prior(LEAD_B, S)[0]
+    s = score(LEAD_B, model_probability=0.01, model_contributions={"saves": -5.0}, labels_seen=0)
+    assert s.model_weight == 0
+    assert s.probability == pytest.approx(p_prior, abs=1e-6)
+    assert s.model_probability == 0.01
+
+
+def test_model_probability_is_ignored_when_model_not_ready() -> None:
+    s = score(LEAD_B, model_probability=None, labels_seen=10 * MIN_LABELS)
+    assert s.model_weight == 0
+    assert s.probability == pytest.approx(prior(LEAD_B, S)[0], abs=1e-6)
+
+
+@pytest.mark.parametrize("labels", [MIN_LABELS, MIN_LABELS + 1, 50 * MIN_LABELS])
+def test_model_fully_carries_the_score_from_min_labels(labels: int) -> None:
+    s = score(LEAD_B, model_probability=0.123, labels_seen=labels)
+    assert s.model_weight == 1
+    assert s.probability == pytest.approx(0.123, abs=1e-6)
+    assert s.score == 12
+    assert s.prior_probability == pytest.approx(prior(LEAD_B, S)[0], abs=1e-6)
+
+
+@pytest.mark.parametrize("labels", [1, MIN_LABELS // 4, MIN_LABELS // 2, MIN_LABELS - 1])
+def test_hand_over_is_linear_in_between(labels: int) -> None:
+    p_prior = prior(LEAD_B, S)[0]
+    w = labels / MIN_LABELS
+    s = score(LEAD_B, model_probability=0.05, labels_seen=labels)
+    assert s.model_weight == pytest.approx(w, abs=1e-4)
+    assert s.probability == pytest.approx((1 - w) * p_prior + w * 0.05, abs=1e-6)
+
+
+def test_hand_over_is_monotone_and_never_jumps() -> None:
+    probs = [
+        score(LEAD_B, model_probability=0.01, labels_seen=n).probability for n in range(0, 220)
+    ]
+    steps = [a - b for a, b in zip(probs, probs[1:], strict=False)]
+    assert all(step >= 0 for step in steps)  # model says lower: falls steadily
+    assert max(steps) < 0.01  # one label never moves the score by a point
+
+
+def test_score_is_probability_times_100() -> None:
+    for feats in (LEAD_A, LEAD_B, {}, {"showing_requests": 2, "timeline": "0-3m"}):
+        s = score(feats)
+        assert s.score == round(s.probability * 100)
+        assert 0 <= s.score <= 100
+
+
+# --------------------------------------------------------------------------- reasons
+
+
+def test_top_reason_is_the_largest_prior_contribution() -> None:
+    s = score({"showing_requests": 1, "views_7d": 1, "searches": 1})  # 35, 2 and 1 points
+    assert s.reasons == ("asked to see a home", "viewed 1 home this week", "ran 1 search")
+
+
+def test_negative_contributions_rank_by_size_too() -> None:
+    s = score({"opt_outs": 2, "views_7d": 1}, {"blocked": ("sms",)})
+    assert s.reasons[0] == "opted out of text"
+
+
+def test_top_reason_follows_the_model_once_it_carries_the_score() -> None:
+    contrib = {"saves": 0.2, "email_clicks": 3.0, "source=portal": 0.1}
+    feats = {**LEAD_B, "email_clicks": 2}
+    s = score(feats, model_probability=0.8, model_contributions=contrib, labels_seen=MIN_LABELS)
+    assert s.reasons[0] == "clicked 2 email links"
+    assert s.reasons[1] == "saved 1 home"
+
+
+def test_reason_count_is_configured() -> None:
+    assert len(score(LEAD_B).reasons) == S.scoring.reasons
+    s1 = load_settings(overrides={"scoring": {"reasons": 1}}, environ={})
+    assert len(blend(LEAD_B, NO_CONTEXT, s1, None, {}, 0).reasons) == 1
+
+
+def test_views_are_one_reason_not_three() -> None:
+    contrib = {"views_24h": 1.0, "views_7d": 1.0, "views_30d": 1.0, "saves": 2.5}
+    s = score(
+        {"views_24h": 2, "views_7d": 4, "views_30d": 9, "saves": 1},
+        model_probability=0.5,
+        model_contributions=contrib,
+        labels_seen=MIN_LABELS,
+    )
+    assert s.reasons[0] == "viewed 4 homes this week"  # 1+1+1 > 2.5 once merged
+    assert sum("viewed" in r for r in s.reasons) == 1
+
+
+def test_reasons_are_plain_words_for_every_signal() -> None:
+    feats: dict[str, Any] = {name: 2 for name in NUMERIC}
+    feats.update(reply_recency=0.5, source="giveaway", side="buyer", timeline="3-6m")
+    context = {
+        "blocked": ("email", "sms"),
+        "last_reply_channel": "call",
+        "repeat_property": "12 Elm St",
+    }
+    for signal in PRIOR_SIGNALS + CATEGORICAL:
+        text = reason_text(signal, feats, context)
+        assert text and "_" not in text and "=" not in text, (signal, text)
+    contrib = {name: 1.0 for name in NUMERIC} | {"source=giveaway": 1.0, "side=buyer": 1.0}
+    s = blend(
+        feats,
+        context,
+        load_settings(overrides={"scoring": {"reasons": 10}}, environ={}),
+        0.5,
+        contrib,
+        MIN_LABELS,
+    )
+    assert len(s.reasons) == 10
+    assert all("_" not in r for r in s.reasons), s.reasons
+
+
+@pytest.mark.parametrize(
+    ("signal", "features", "context", "text"),
+    [
+        (
+            "reply_recency",
+            {"reply_recency": 1.0},
+            {"last_reply_channel": "sms"},
+            "replied by text within the hour",
+        ),
+        (
+            "reply_recency",
+            {"reply_recency": math.exp(-0.5)},
+            {"last_reply_channel": "email"},
+            "replied by email 36 h ago",
+        ),
+        (
+            "reply_recency",
+            {"reply_recency": math.exp(-2)},
+            {"last_reply_channel": "call"},
+            "answered a call 6 days ago",
+        ),
+        (
+            "repeat_views_48h",
+            {"repeat_views_48h": 3},
+            {"repeat_property": "12 Elm St"},
+            "viewed 12 Elm St 3 times in 2 days",
+        ),
+        (
+            "reactivated",
+            {"reactivated": 1, "days_silent_before": 45},
+            {},
+            "active again after 45 days away",
+        ),
+        ("opt_outs", {"opt_outs": 1}, {"blocked": ("call", "sms")}, "opted out of phone, text"),
+        ("saves", {"saves": 1}, {}, "saved 1 home"),
+        ("saves", {"saves": 2}, {}, "saved 2 homes"),
+        ("timeline", {"timeline": "18m+"}, {}, "plans to move in 18+ months"),
+        ("source", {"source": "referral"}, {}, "came by referral"),
+    ],
+)
+def test_reason_text(
+    signal: str, features: dict[str, Any], context: dict[str, Any], text: str
+) -> None:
+    assert reason_text(signal, features, context) == text
+
+
+# --------------------------------------------------------------------------- model_input
+
+NAMES = ("views_7d", "saves", "reply_recency", "reactivated", "unsaves", "source", "timeline")
+
+
+def test_model_input_one_hots_and_log_scales() -> None:
+    feats = {
+        "views_7d": 3,
+        "saves": 0,
+        "reply_recency": 0.5,
+        "reactivated": 1.0,
+        "unsaves": -4,
+        "source": "portal",
+        "timeline": "0-3m",
+        "side": "buyer",
+        "inquiries": 9,
+    }
+    x = model_input(feats, NAMES)
+    assert x == pytest.approx(
+        {
+            "views_7d": math.log(4),
+            "saves": 0.0,
+            "reply_recency": 0.5,  # already in [0, 1]: not log-scaled
+            "reactivated": 1.0,
+            "unsaves": -math.log(5),  # sign kept
+            "source=portal": 1.0,
+            "timeline=0-3m": 1.0,
+        }
+    )
+    assert "inquiries" not in x and not any(k.startswith("side") for k in x)
+
+
+def test_model_input_heavy_tail_is_compressed() -> None:
+    x = model_input({"views_7d": 300}, ("views_7d",))
+    assert x["views_7d"] == pytest.approx(math.log1p(300))
+    assert x["views_7d"] < 6
+
+
+def test_model_input_only_uses_configured_names() -> None:
+    feats = {name: 1.0 for name in NUMERIC} | {
+        "source": "portal",
+        "side": "buyer",
+        "timeline": "0-3m",
+    }
+    assert set(model_input(feats, ("saves",))) == {"saves"}
+    assert model_input(feats, ()) == {}
+    full = model_input(feats, S.features.names)
+    assert {k.split("=", 1)[0] for k in full} == set(S.features.names)
+    assert set(S.features.names) <= set(FEATURE_NAMES)
+
+
+def test_model_input_does_not_mutate_features() -> None:
+    feats = {"views_7d": 3, "source": "portal"}
+    model_input(feats, ("views_7d", "source"))
+    assert feats == {"views_7d": 3, "source": "portal"}
+
+
+# --------------------------------------------------------------------------- parse_reply
+
+
+def reply(**raw: str) -> list[str]:
+    """A script reply: every field as text (Lua replies cannot carry floats)."""
+    numbers = ["0"] * len(NUMERIC)
+    numbers[NUMERIC.index("views_7d")] = "3"
+    numbers[NUMERIC.index("reply_recency")] = "0.25"
+    numbers[NUMERIC.index("saves")] = "2"
+    fields = {name: "" for name in RAW_FIELDS} | {"last_ts": "1700000000"} | raw
+    return numbers + [fields[name] for name in RAW_FIELDS]
+
+
+def test_parse_reply_splits_features_and_context() -> None:
+    feats, ctx = parse_reply(
+        reply(
+            source="portal",
+            side="buyer",
+            last_ts="1700000000.5",
+            blocked="sms,call,",
+            reactivated_now="1",
+            not_interested="0",
+            invalid_contact="1",
+            agent_id="ag-1",
+            last_reply_channel="sms",
+            repeat_property="mls-9",
+        )
+    )
+    assert set(feats) == set(FEATURE_NAMES)
+    assert feats["views_7d"] == 3.0 and feats["saves"] == 2.0
+    assert feats["reply_recency"] == 0.25 and feats["dwell_min"] == 0.0
+    assert (feats["source"], feats["side"], feats["timeline"]) == ("portal", "buyer", "unknown")
+    assert ctx["blocked"] == ("call", "sms")
+    assert ctx["reactivated_now"] is True
+    assert ctx["not_interested"] is False and ctx["invalid_contact"] is True
+    assert ctx["last_ts"] == 1_700_000_000.5
+    assert (ctx["agent_id"], ctx["last_reply_channel"], ctx["repeat_property"]) == (
+        "ag-1",
+        "sms",
+        "mls-9",
+    )
+
+
+def test_parse_reply_feeds_scoring_end_to_end() -> None:
+    feats, ctx = parse_reply(reply(invalid_contact="1"))
+    assert score(feats, ctx).bucket == "P5"
+    feats, ctx = parse_reply(reply())
+    assert score(feats, ctx).bucket == "P4"
+
+
+def test_parse_reply_refuses_a_short_reply() -> None:
+    with pytest.raises(ValueError):
+        parse_reply(reply()[:-1])
+
+
+# --------------------------------------------------------------------------- known bugs
+
+
+def test_unknown_timeline_reason_does_not_claim_a_stated_timeline() -> None:
+    s = score(
+        {"timeline": "unknown"},
+        model_probability=0.2,
+        model_contributions={"timeline=unknown": -2.0},
+        labels_seen=MIN_LABELS,
+    )
+    assert s.reasons
+    assert "stated a timeline" not in s.reasons[0]
