@@ -11,8 +11,8 @@ Triggers (all thresholds in ``[alerts]``):
 - ``reactivation``       the lead is active again after >= 30 silent days.
 
 Non-hand-raise triggers respect a per-lead cooldown in event time. One event makes
-at most one alert, listing every trigger. The alert id is a hash of tenant, lead
-and trigger key, stable across replays, so receivers can deduplicate.
+at most one alert, listing every trigger, so the alert id is a hash of tenant, lead
+and triggering event id: stable across replays, so receivers can deduplicate.
 """
 
 from __future__ import annotations
@@ -84,10 +84,8 @@ def evaluate(
         base, base_ts = prev.jump_base, prev.jump_base_ts
     hand = event.type in s.hand_raise_types
     triggers: list[str] = []
-    keys: list[str] = []
     if hand:
         triggers.append(f"hand_raise:{event.type}")
-        keys.append(event.event_id)
     cooling = prev.last_alert_ts and ts - prev.last_alert_ts < s.cooldown_min * 60.0
     if score.bucket != "P5" and not (cooling and not hand):
         entered = score.bucket in s.enter_buckets and _BUCKET_RANK[score.bucket] < _BUCKET_RANK.get(
@@ -95,23 +93,20 @@ def evaluate(
         )
         if entered:
             triggers.append(f"entered:{score.bucket}")
-            keys.append(f"{score.bucket}@{int(ts)}")
         if prev.bucket and score.score - base >= s.jump_points and score.score >= s.jump_min_score:
             triggers.append("jump")
-            keys.append(f"jump@{int(ts)}")
         if context.get("reactivated_now"):
             triggers.append("reactivation")
-            keys.append(f"react@{int(ts)}")
     state = AlertState(
         score=score.score,
         bucket=score.bucket,
         last_alert_ts=ts if triggers else prev.last_alert_ts,
-        jump_base=min(base, score.score),
+        jump_base=float(min(base, score.score)),
         jump_base_ts=base_ts,
     )
     if "jump" in triggers:  # a reported jump starts a new window from here
-        state = replace(state, jump_base=score.score, jump_base_ts=ts)
-    alert_id = _alert_id(event.tenant, event.lead_id, "|".join(keys)) if triggers else ""
+        state = replace(state, jump_base=float(score.score), jump_base_ts=ts)
+    alert_id = _alert_id(event.tenant, event.lead_id, event.event_id) if triggers else ""
     return Decision(tuple(triggers), alert_id, state)
 
 

@@ -50,10 +50,10 @@ class _Lead:
 
     alert: rules.AlertState
     last_snapshot_ts: float
-    snapshots: list[bytes]
+    snapshots: list[bytes]  # stored ones (once loaded) plus those taken in this batch
+    loaded: bool  # whether the stored snapshots are in ``snapshots`` yet
     cleared: bool = False
     pushed: list[bytes] = field(default_factory=list)
-    last: tuple[Event, Score, FeatureReply, dict[str, float] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,12 +120,21 @@ class Processor:
         leads: dict[tuple[str, str], _Lead] = {}
         duplicates = 0
         learned = False
+        # pre-pass: which events count (first of their id, not a duplicate or late), and
+        # which is each lead's last one: its score is stored, so it gets reasons at once
+        # (with the model as it is at that moment, whatever the batch boundaries)
         seen: set[tuple[str, str]] = set()
-        observe_score = m.scores.observe
-        for event, entry, reply in zip(events, origin, replies, strict=True):
+        counts: list[bool] = []
+        last_of: dict[tuple[str, str], int] = {}
+        for i, (event, reply) in enumerate(zip(events, replies, strict=True)):
             first = (event.tenant, event.event_id) not in seen
             seen.add((event.tenant, event.event_id))
-            if reply.status == DUPLICATE or not first:
+            counts.append(first and reply.status not in (DUPLICATE, LATE))
+            if counts[-1]:
+                last_of[(event.tenant, event.lead_id)] = i
+        observe_score = m.scores.observe
+        for i, (event, entry, reply) in enumerate(zip(events, origin, replies, strict=True)):
+            if not counts[i] and reply.status != LATE:
                 duplicates += 1
                 continue
             if reply.status == LATE:
@@ -137,7 +146,7 @@ class Processor:
             leads[key] = lead
             x = self._model_input(event, lead, reply)
             if event.type in OUTCOMES:
-                learned |= self._learn(event, lead)
+                learned |= self._learn(event, lead, reply)
             p_model = self.model.probability(x) if x is not None else None
             score = assess(reply.features, reply.context, self._s, p_model, self.model.labels_seen)
             before = lead.alert
@@ -146,28 +155,30 @@ class Processor:
             if x is not None:
                 self._maybe_snapshot(event, x, lead)
             fx.done.append((event.tenant, event.lead_id, event.event_id))
-            lead.last = (event, score, reply, x)
             observe_score(score.score)
-            if decision.triggers:
+            is_last = last_of[key] == i
+            if decision.triggers or is_last:
                 score = self._explained(score, reply, x)
-                lead.last = (event, score, reply, x)
+            if is_last:
+                fx.score_records[key] = self._record(event, score, lead, reply)
+            if decision.triggers:
                 alert = self._alert(event, score, decision, reply, ingest_ms(entry[1]))
                 alert["score_before"] = before.score if before.bucket else None
                 fx.alerts.append(alert)
         for key, lead in leads.items():
-            if lead.last is not None:
-                event, score, reply, x = lead.last
-                if not score.reasons:
-                    score = self._explained(score, reply, x)
-                fx.score_records[key] = self._record(event, score, lead, reply)
             if lead.cleared or lead.pushed:
                 fx.snapshots[key] = (lead.cleared, lead.pushed)
-        if learned:
-            fx.model_blob = self.model.dumps()
         emit_ms = int(self._clock() * 1000)
         for alert in fx.alerts:
             alert["emit_ms"] = emit_ms
-        self._commit.commit(fx)
+        if learned:
+            # Workers share the model: dump and commit under one lock, or an older dump
+            # committed after a newer one would roll the saved model back.
+            with self._model_lock:
+                fx.model_blob = self.model.dumps()
+                self._commit.commit(fx)
+        else:
+            self._commit.commit(fx)
         # metrics after the commit: they count what really landed
         m.events_in.inc(len(entries))
         m.batch_size.observe(len(entries))
@@ -194,7 +205,8 @@ class Processor:
         return _Lead(
             alert=rules.AlertState.from_hash(st),
             last_snapshot_ts=float(st.get("last_snapshot_ts") or 0.0),
-            snapshots=list(reply.snapshots),
+            snapshots=[],
+            loaded=False,
         )
 
     def _model_input(
@@ -214,8 +226,18 @@ class Processor:
         reasons = explain(reply.features, reply.context, self._s, contributions, score.model_weight)
         return replace(score, reasons=reasons)
 
-    def _learn(self, event: Event, lead: _Lead) -> bool:
-        """Label the lead's snapshots by this outcome and learn each exactly once."""
+    def _learn(self, event: Event, lead: _Lead, reply: FeatureReply) -> bool:
+        """Label the lead's snapshots by this outcome and learn each exactly once.
+
+        The store returns a lead's stored snapshots only with outcome events, as of the
+        start of the batch; snapshots taken earlier in this batch are added to them, and
+        after an earlier outcome in this batch cleared them, only the newer ones count.
+        """
+        if not lead.loaded:
+            stored = [] if lead.cleared else list(reply.snapshots)
+            limit = self._s.scoring.max_snapshots
+            lead.snapshots = (stored + lead.snapshots)[-limit:]
+            lead.loaded = True
         label = event.type in POSITIVE_OUTCOMES
         learned = False
         for i, blob in enumerate(lead.snapshots):

@@ -212,8 +212,8 @@ def test_alert_id_differs_for_different_events() -> None:
         evaluate(ev("inquiry", event_id="e2"), sc(30), prev, NO_CTX, A).alert_id,
         evaluate(ev("inquiry", event_id="e1", lead_id="lead-2"), sc(30), prev, NO_CTX, A).alert_id,
         evaluate(ev("inquiry", event_id="e1", tenant="other"), sc(30), prev, NO_CTX, A).alert_id,
-        evaluate(ev(ts=T0), sc(75), state(60, "P3"), NO_CTX, A).alert_id,
-        evaluate(ev(ts=T0 + 5), sc(75), state(60, "P3"), NO_CTX, A).alert_id,
+        evaluate(ev(ts=T0, event_id="e3"), sc(75), state(60, "P3"), NO_CTX, A).alert_id,
+        evaluate(ev(ts=T0 + 5, event_id="e4"), sc(75), state(60, "P3"), NO_CTX, A).alert_id,
     }
     assert len(ids) == 6 and "" not in ids
 
