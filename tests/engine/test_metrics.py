@@ -1,0 +1,45 @@
+"""Metrics are built from a registry and move when the engine works."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from engine.app import build_parts
+from engine.dataflow import build_flow, run_flow
+from engine.metrics import Metrics
+from engine.streams import Producer
+
+T0 = 1_767_225_600.0
+
+
+def test_two_metric_sets_do_not_collide() -> None:
+    a, b = Metrics.create(CollectorRegistry()), Metrics.create(CollectorRegistry())
+    a.events_in.inc(3)
+    assert b.registry.get_sample_value("leadpulse_events_in_total") == 0.0
+    assert a.registry.get_sample_value("leadpulse_events_in_total") == 3.0
+
+
+def test_processing_moves_the_metrics(client: Any, make_settings: Any) -> None:
+    settings = make_settings(streams={"partitions": 2})
+    metrics = Metrics.create(CollectorRegistry())
+    parts = build_parts(settings, client, metrics)
+    producer = Producer(client, parts.names, settings.streams.maxlen)
+    producer.send(
+        [
+            {"event_id": "1", "lead_id": "L", "type": "showing_request", "ts": T0},
+            {"event_id": "1", "lead_id": "L", "type": "showing_request", "ts": T0},
+            {"event_id": "2", "lead_id": "L", "type": "nonsense", "ts": T0},
+        ]
+    )
+    run_flow(build_flow(parts, bounded=True))
+    get = metrics.registry.get_sample_value
+    assert get("leadpulse_events_in_total") == 3
+    assert get("leadpulse_events_duplicate_total") == 1
+    assert get("leadpulse_events_rejected_total", {"reason": "unknown_type"}) == 1
+    assert get("leadpulse_alerts_total", {"reason": "hand_raise"}) == 1
+    assert get("leadpulse_event_to_alert_seconds_count") == 1
+    assert 0 <= get("leadpulse_event_to_alert_seconds_sum") < 5
+    assert get("leadpulse_score_count") == 1
+    assert get("leadpulse_batch_size_count") >= 1
