@@ -50,7 +50,9 @@ def test_replay_cli_writes_scores_and_reports_its_rate(tmp_path: Path) -> None:
     )
     scores, alerts = tmp_path / "s.jsonl", tmp_path / "a.jsonl"
     args = ["replay", str(events), "--scores-out", str(scores), "--alerts-out", str(alerts)]
-    out = subprocess.run([*LEADPULSE, *args], capture_output=True, text=True, env=_env(), timeout=120)
+    out = subprocess.run(
+        [*LEADPULSE, *args], capture_output=True, text=True, env=_env(), timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert "replayed 2 events (1 rejected)" in out.stderr
     assert "events/s" in out.stderr
