@@ -139,6 +139,7 @@ class Processor:
                 continue
             if reply.status == LATE:
                 rejected += 1
+                m.late.inc()
                 fx.dead_letters.append(self._dead("late: older than the dedup horizon", entry))
                 continue
             key = (event.tenant, event.lead_id)
