@@ -109,7 +109,7 @@ def measure(rate: float, seconds: float, redis_url: str, partitions: int) -> dic
         last = {p: "0-0" for p in range(partitions)}
         for p in range(partitions):
             if client.exists(names.events(p)):
-                info = client.xinfo_stream(names.events(p))
+                info: dict[str, Any] = client.xinfo_stream(names.events(p))  # type: ignore[assignment]
                 last[p] = info["last-generated-id"].decode()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
