@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from engine.errors import ConfigError, ForbiddenFeatureError
 from features.definitions import FEATURE_NAMES, PROTECTED_TERMS
@@ -26,7 +35,9 @@ from features.definitions import FEATURE_NAMES, PROTECTED_TERMS
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "AlertSettings",
+    "DeliverySettings",
     "FeatureSettings",
+    "RoutingRule",
     "ScoringSettings",
     "Settings",
     "SlaRule",
@@ -260,6 +271,186 @@ class FairHousingSettings(_Section):
     forbidden: tuple[str, ...] = ()
 
 
+_IDENT = r"^[A-Za-z0-9_.-]{1,64}$"
+POND = "pond"
+
+
+class AgentDelivery(_Section):
+    """One agent's own delivery endpoint (optional; alerts always reach the tenant's)."""
+
+    webhook_url: str = ""
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v)
+
+
+class RoutingRule(_Section):
+    """Who gets a lead: the first rule whose every condition matches names the group.
+
+    Empty conditions match anything; ``price_max = 0`` means no upper bound.
+    """
+
+    group: str = Field(pattern=_IDENT)
+    sides: tuple[Literal["buyer", "seller", "both", "unknown"], ...] = ()
+    areas: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    buckets: tuple[Literal["P1", "P2", "P3", "P4", "P5"], ...] = ()
+    price_min: float = Field(0, ge=0)
+    price_max: float = Field(0, ge=0)
+    first_to_claim: bool = False
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from engine.events import SOURCES
+
+        for t in v:
+            if t not in SOURCES:
+                raise ValueError(f"unknown source {t!r}; allowed: {', '.join(sorted(SOURCES))}")
+        return v
+
+    @model_validator(mode="after")
+    def _band(self) -> RoutingRule:
+        if self.price_max and self.price_max < self.price_min:
+            raise ValueError("price_max must be 0 (no bound) or >= price_min")
+        return self
+
+
+class TenantDelivery(_Section):
+    """Delivery, routing and local hours of one tenant (brokerage / team).
+
+    Checks that need two fields live on the later field, so an error message never
+    quotes the secret (errors quote the offending input).
+    """
+
+    secret: SecretStr = SecretStr("")
+    webhook_url: str = ""
+    timezone: str | None = None
+    business_open_h: int | None = Field(None, ge=0, le=23)
+    business_close_h: int | None = Field(None, ge=1, le=24)
+    quiet_start_h: int | None = Field(None, ge=0, le=23)
+    quiet_end_h: int | None = Field(None, ge=0, le=23)
+    groups: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    rules: tuple[RoutingRule, ...] = ()
+    default_group: str = POND
+    escalation: tuple[Literal["next_agent", "pond"], ...] = ("next_agent", "pond")
+    agents: dict[str, AgentDelivery] = Field(default_factory=dict)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, v: str, info: ValidationInfo) -> str:
+        _needs_secret(bool(v), info)
+        return _http_url(v)
+
+    @field_validator("agents")
+    @classmethod
+    def _agent_hooks(cls, v: dict[str, AgentDelivery], info: ValidationInfo) -> dict[str, Any]:
+        _needs_secret(any(a.webhook_url for a in v.values()), info)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown IANA time zone {v!r}") from exc
+        return v
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for group, agents in v.items():
+            if group == POND or not re.fullmatch(_IDENT, group):
+                raise ValueError(f"group {group!r}: use [A-Za-z0-9_.-], and not {POND!r}")
+            if not agents or len(set(agents)) != len(agents):
+                raise ValueError(f"group {group!r} needs distinct agent ids")
+            for agent in agents:
+                if not re.fullmatch(_IDENT, agent):
+                    raise ValueError(f"group {group!r}: bad agent id {agent!r}")
+        return v
+
+    @field_validator("rules")
+    @classmethod
+    def _rule_groups(
+        cls, v: tuple[RoutingRule, ...], info: ValidationInfo
+    ) -> tuple[RoutingRule, ...]:
+        known = set(info.data.get("groups", {})) | {POND}
+        for i, rule in enumerate(v):
+            if rule.group not in known:
+                raise ValueError(f"rules[{i}].group {rule.group!r} is not in groups")
+        return v
+
+    @field_validator("default_group")
+    @classmethod
+    def _default_group(cls, v: str, info: ValidationInfo) -> str:
+        if v not in set(info.data.get("groups", {})) | {POND}:
+            raise ValueError(f"default_group {v!r} is not in groups")
+        return v
+
+
+def _needs_secret(hooked: bool, info: ValidationInfo) -> None:
+    secret = info.data.get("secret")
+    if hooked and (secret is None or len(secret.get_secret_value()) < 16):
+        raise ValueError("a webhook needs the tenant's secret (HMAC key, >= 16 characters)")
+
+
+class DeliverySettings(_Section):
+    """Alert delivery (``engine/delivery``): consumer, webhooks, SSE, SLA clocks, tenants."""
+
+    consumer_group: str = Field("delivery", pattern=_IDENT)
+    read_count: int = Field(100, ge=1, le=10_000)
+    block_ms: int = Field(100, ge=1, le=5_000)
+    events_poll_ms: int = Field(50, ge=1, le=5_000)
+    tick_ms: int = Field(250, ge=10, le=60_000)
+    reclaim_idle_s: float = Field(60, gt=0)
+    skip_older_than_s: float = Field(86_400, gt=0)
+    max_attempts: int = Field(8, ge=1, le=100)
+    backoff_base_s: float = Field(0.5, gt=0, le=600)
+    backoff_cap_s: float = Field(60, gt=0, le=86_400)
+    timeout_s: float = Field(5, gt=0, le=120)
+    max_in_flight: int = Field(64, ge=1, le=10_000)
+    receipt_ttl_d: float = Field(7, gt=0)
+    dead_letter_maxlen: int = Field(100_000, ge=100)
+    feed_maxlen: int = Field(10_000, ge=100)
+    sse_keepalive_s: float = Field(15, gt=0, le=300)
+    claim_timeout_s: float = Field(120, gt=0)
+    report_keep: int = Field(1_000, ge=10, le=1_000_000)
+    page_limit: int = Field(200, ge=1, le=10_000)
+    metrics_port: int = Field(9474, ge=0, le=65_535)
+    tenants: dict[str, TenantDelivery] = Field(default_factory=dict)
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_ids(cls, v: dict[str, TenantDelivery]) -> dict[str, TenantDelivery]:
+        for tenant in v:
+            if not re.fullmatch(_IDENT, tenant):
+                raise ValueError(f"tenant {tenant!r} must match [A-Za-z0-9_.-]{{1,64}}")
+        return v
+
+    @model_validator(mode="after")
+    def _backoff(self) -> DeliverySettings:
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError("backoff_cap_s must be >= backoff_base_s")
+        return self
+
+    def tenant(self, tenant: str) -> TenantDelivery:
+        """A tenant's settings; a tenant not configured gets no webhook and the pond."""
+        return self.tenants.get(tenant) or _NO_TENANT
+
+
+def _http_url(v: str) -> str:
+    if v and not re.match(r"^https?://[^\s/]+", v):
+        raise ValueError("must be an http:// or https:// URL (or empty)")
+    return v
+
+
+_NO_TENANT = TenantDelivery()
+
+
 class Settings(_Section):
     """Everything tunable. Frozen: pass it around, never mutate it."""
 
@@ -273,6 +464,7 @@ class Settings(_Section):
     alerts: AlertSettings
     metrics: MetricsSettings
     fair_housing: FairHousingSettings
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
 
     def redis_url(self) -> str:
         """The configured URL, else ``REDIS_URL``; empty means: use the embedded server."""
