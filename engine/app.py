@@ -11,8 +11,9 @@ import logging
 import redis
 
 from engine.dataflow import EngineParts
+from engine.learning import Learner
 from engine.metrics import Metrics
-from engine.model import OnlineModel
+from engine.model_store import ModelStore
 from engine.processor import Processor
 from engine.settings import Settings
 from engine.sinks import Committer
@@ -39,14 +40,18 @@ def build_parts(
         dead_letter_maxlen=settings.streams.dead_letter_maxlen,
         max_snapshots=settings.scoring.max_snapshots,
         idle_expire_s=int(settings.features.idle_expire_d * 86_400),
-        process_id=process_id,
     )
-    blob = committer.load_model()
-    model = OnlineModel.loads(blob) if blob else OnlineModel(settings.scoring.learning_rate)
-    if blob:
-        log.info("resumed model with %d labels", model.labels_seen)
+    metrics = metrics or Metrics.create()
+    learner = Learner(
+        settings,
+        ModelStore(client, settings.redis.key_prefix),
+        process_id,
+        on_drift=metrics.model_drift.inc,
+    )
+    if learner.live.labels_seen:
+        log.info("resumed model with %d labels", learner.live.labels_seen)
     store = FeatureStore(client, settings.features, settings.redis.key_prefix)
-    processor = Processor(settings, store, committer, model, metrics or Metrics.create())
+    processor = Processor(settings, store, committer, learner, metrics)
     return EngineParts(
         processor=processor,
         client=client,

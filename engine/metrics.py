@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -38,6 +39,27 @@ class Metrics:
     scores: Histogram
     labels: Counter
     model_labels_seen: Gauge
+    model_quality: Gauge
+    model_calibration: Gauge
+    model_drift: Counter
+    model_version: Gauge
+
+    def observe_model(self, status: dict[str, Any], serving_version: int | None) -> None:
+        """Publish the model's live quality (``ModelSet.status()``) as gauges."""
+        self.model_labels_seen.set(status["labels_seen"])
+        self.model_version.set(status["version"] if serving_version is None else serving_version)
+        for scope in ("served_score", "model_alone"):
+            q = status[scope]
+            for name in ("auc", "log_loss", "precision_top15", "ece"):
+                if q.get(name) is not None:
+                    self.model_quality.labels(scope, name).set(q[name])
+            for band in q["calibration"]:
+                if band["n"]:
+                    self.model_calibration.labels(scope, band["band"], "predicted").set(
+                        band["mean_p"]
+                    )
+                    self.model_calibration.labels(scope, band["band"], "observed").set(band["rate"])
+                    self.model_calibration.labels(scope, band["band"], "n").set(band["n"])
 
     @classmethod
     def create(
@@ -83,6 +105,25 @@ class Metrics:
             ),
             model_labels_seen=Gauge(
                 f"{prefix}_model_labels_seen", "Labels the online model has learned from",
+                registry=r,
+            ),
+            model_quality=Gauge(
+                f"{prefix}_model_quality",
+                "Rolling progressive quality (scored before learning): auc, log_loss, "
+                "precision_top15, ece; scope served_score (what agents see) or model_alone",
+                ["scope", "metric"], registry=r,
+            ),
+            model_calibration=Gauge(
+                f"{prefix}_model_calibration",
+                "Calibration by score band over the rolling window: predicted vs observed rate",
+                ["scope", "band", "stat"], registry=r,
+            ),
+            model_drift=Counter(
+                f"{prefix}_model_drift", "ADWIN drift alarms on the served score's log loss",
+                registry=r,
+            ),
+            model_version=Gauge(
+                f"{prefix}_model_version", "Model version scoring (0: unpublished live copy)",
                 registry=r,
             ),
         )  # fmt: skip

@@ -10,15 +10,17 @@ after a crash never teaches the model twice.
 
 from __future__ import annotations
 
+import math
 import pickle
 import threading
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from river import compose, linear_model, metrics, optim, preprocessing
+import river
+from river import compose, drift, linear_model, metrics, optim, preprocessing, utils
 
-__all__ = ["OnlineModel"]
+__all__ = ["ModelSet", "OnlineModel", "Quality"]
 
 
 _REMEMBERED_IDS = 20_000  # learned-example ids kept for idempotency (far more than a replay window)
@@ -119,3 +121,162 @@ class OnlineModel:
                 "log_loss": self.log_loss.get() if self.labels_seen else None,
                 "auc": self.auc.get() if self.labels_seen else None,
             }
+
+
+class Quality:
+    """Progressive quality over a rolling window of labelled examples (score first, then learn).
+
+    Tracks what agents act on: AUC, log loss, precision in the top ``top_share`` of
+    scores, calibration by score band and expected calibration error (ECE), and an
+    ADWIN drift detector on the per-example log loss.
+    """
+
+    BANDS = ((0, 50, "P4"), (50, 70, "P3"), (70, 90, "P2"), (90, 101, "P1"))
+
+    def __init__(self, window: int = 2_000, top_share: float = 0.15) -> None:
+        self.window = window
+        self.top_share = top_share
+        self.auc: Any = utils.Rolling(metrics.ROCAUC, window_size=window)
+        self.log_loss: Any = utils.Rolling(metrics.LogLoss, window_size=window)
+        self.recent: deque[tuple[float, bool]] = deque(maxlen=window)
+        self.adwin = drift.ADWIN(delta=0.002)
+        self.labels = 0
+        self.drifts = 0
+
+    def update(self, p: float, y: bool) -> bool:
+        """Add one (probability, outcome); True when ADWIN detects a change in the loss."""
+        p = min(max(p, 1e-6), 1 - 1e-6)
+        self.auc.update(y, {True: p, False: 1 - p})
+        self.log_loss.update(y, {True: p, False: 1 - p})
+        self.recent.append((p, y))
+        self.labels += 1
+        loss = -math.log(p if y else 1 - p)
+        self.adwin.update(loss)
+        if self.adwin.drift_detected:
+            self.drifts += 1
+            return True
+        return False
+
+    def precision_at_top(self) -> float | None:
+        """Share of positives among the top ``top_share`` scores of the window."""
+        if len(self.recent) < 20:
+            return None
+        ranked = sorted(self.recent, key=lambda py: -py[0])
+        top = ranked[: max(1, int(len(ranked) * self.top_share))]
+        return sum(y for _, y in top) / len(top)
+
+    def calibration(self) -> list[dict[str, Any]]:
+        """Per score band: examples, mean predicted probability, observed positive rate."""
+        out = []
+        for lo, hi, name in self.BANDS:
+            rows = [(p, y) for p, y in self.recent if lo <= p * 100 < hi]
+            if rows:
+                mean_p = sum(p for p, _ in rows) / len(rows)
+                rate = sum(y for _, y in rows) / len(rows)
+                out.append({"band": name, "n": len(rows), "mean_p": mean_p, "rate": rate})
+            else:
+                out.append({"band": name, "n": 0, "mean_p": None, "rate": None})
+        return out
+
+    def ece(self, bins: int = 10) -> float | None:
+        """Expected calibration error: mean |predicted - observed| over equal-width bins."""
+        if not self.recent:
+            return None
+        total = len(self.recent)
+        err = 0.0
+        for b in range(bins):
+            lo, hi = b / bins, (b + 1) / bins
+            rows = [(p, y) for p, y in self.recent if lo <= p < hi or (b == bins - 1 and p >= hi)]
+            if rows:
+                err += (
+                    len(rows)
+                    / total
+                    * abs(sum(p for p, _ in rows) / len(rows) - sum(y for _, y in rows) / len(rows))
+                )
+        return err
+
+    def snapshot(self) -> dict[str, Any]:
+        n = self.labels
+        return {
+            "labels": n,
+            "window": len(self.recent),
+            "auc": self.auc.get() if n else None,
+            "log_loss": self.log_loss.get() if n else None,
+            "precision_top15": self.precision_at_top(),
+            "ece": self.ece(),
+            "calibration": self.calibration(),
+            "drifts": self.drifts,
+        }
+
+
+class ModelSet:
+    """The models a deployment scores with: one per segment (e.g. buyer / seller).
+
+    Learning goes through :meth:`learn`, which first measures the served probability
+    (recorded when the snapshot was taken) and the model's own prediction, then learns,
+    exactly once per example id. ``position`` is how far this model has consumed the
+    labels stream (so the trainer resumes exactly), ``version`` the last published
+    version.
+    """
+
+    def __init__(self, segments: tuple[str, ...] = ("all",), learning_rate: float = 0.05) -> None:
+        self.models = {seg: OnlineModel(learning_rate) for seg in segments}
+        self.served = Quality()
+        self.model_only = Quality()
+        self.position = "0-0"
+        self.version = 0
+        self.labels_at_publish = 0
+
+    def segment_of(self, side: str) -> str:
+        """Seller leads score on the seller model when there is one; everyone else on the first."""
+        if side == "seller" and "seller" in self.models:
+            return "seller"
+        if "buyer" in self.models:
+            return "buyer"
+        return next(iter(self.models))
+
+    def model(self, segment: str) -> OnlineModel:
+        return self.models.get(segment) or next(iter(self.models.values()))
+
+    @property
+    def labels_seen(self) -> int:
+        return sum(m.labels_seen for m in self.models.values())
+
+    def learn(self, example: Mapping[str, Any]) -> tuple[bool, bool]:
+        """Learn one labelled example; returns (learned, drift detected)."""
+        model = self.model(example["seg"])
+        y = bool(example["y"])
+        p_model = model.probability(example["x"])
+        if not model.learn(example["id"], example["x"], y):
+            return False, False
+        drifted = self.served.update(float(example["pb"]), y)
+        if p_model is not None:
+            self.model_only.update(p_model, y)
+        return True, drifted
+
+    def dumps(self) -> bytes:
+        state = dict(self.__dict__)
+        return pickle.dumps(
+            {**state, "models": {k: m.dumps() for k, m in self.models.items()}},
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+
+    @classmethod
+    def loads(cls, blob: bytes) -> ModelSet:
+        """Rebuild from :meth:`dumps` (trusted: written only by leadpulse into its own Redis)."""
+        state: dict[str, Any] = pickle.loads(blob)  # noqa: S301
+        models = {k: OnlineModel.loads(b) for k, b in state.pop("models").items()}
+        obj = cls.__new__(cls)
+        obj.__dict__.update(state)
+        obj.models = models
+        return obj
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "labels_seen": self.labels_seen,
+            "river_version": river.__version__,
+            "segments": {k: m.status() for k, m in self.models.items()},
+            "served_score": self.served.snapshot(),
+            "model_alone": self.model_only.snapshot(),
+        }

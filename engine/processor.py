@@ -17,13 +17,14 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
 
 from engine import alerts as rules
 from engine.events import HAND_RAISE_TYPES, OUTCOME_TYPES, POSITIVE_OUTCOMES, Event
+from engine.learning import Learner, Snapshots, example
 from engine.metrics import Metrics
 from engine.model import OnlineModel
 from engine.scoring import Score, assess, explain
@@ -48,12 +49,11 @@ Entry = tuple[int, bytes, dict[bytes, bytes]]
 class _Lead:
     """A lead's mutable state while its events in one batch are scored."""
 
+    partition: int
     alert: rules.AlertState
     last_snapshot_ts: float
-    snapshots: list[bytes]  # stored ones (once loaded) plus those taken in this batch
-    loaded: bool  # whether the stored snapshots are in ``snapshots`` yet
-    cleared: bool = False
-    pushed: list[bytes] = field(default_factory=list)
+    snaps: Snapshots
+    placeholder: bool = False  # made by the expiry sweep before any event of the lead
 
 
 @dataclass(frozen=True)
@@ -74,21 +74,22 @@ class Processor:
         settings: Settings,
         store: FeatureStore,
         committer: Committer,
-        model: OnlineModel,
+        learner: Learner,
         metrics: Metrics,
         clock: Any = time.time,
     ) -> None:
         self._s = settings
         self._store = store
         self._commit = committer
-        self.model = model
+        self.learner = learner
         self._metrics = metrics
         self._validator = Validator(settings.validation)
         self._clock = clock
-        self._model_lock = threading.Lock()
         self._snapshot_every = settings.scoring.snapshot_every_h * 3600.0
         self._horizon = settings.scoring.label_horizon_d * 86_400.0
         self._hand = frozenset(settings.alerts.hand_raise_types)
+        self._watermarks: dict[int, int] | None = None  # partition -> swept event-time day
+        self._wm_lock = threading.Lock()
 
     # -- decode + validate ---------------------------------------------------------------
     def _decode(self, fields: dict[bytes, bytes]) -> Event | Rejection:
@@ -103,6 +104,9 @@ class Processor:
         started = time.perf_counter()
         m = self._metrics
         fx = BatchEffects()
+        learner = self.learner
+        learner.refresh()
+        learned = learner.consume_remote()
         events: list[Event] = []
         origin: list[Entry] = []
         rejected = 0
@@ -119,7 +123,6 @@ class Processor:
         replies = self._store.apply(events)
         leads: dict[tuple[str, str], _Lead] = {}
         duplicates = 0
-        learned = False
         # pre-pass: which events count (first of their id, not a duplicate or late), and
         # which is each lead's last one: its score is stored, so it gets reasons at once
         # (with the model as it is at that moment, whatever the batch boundaries)
@@ -142,24 +145,32 @@ class Processor:
                 m.late.inc()
                 fx.dead_letters.append(self._dead("late: older than the dedup horizon", entry))
                 continue
+            learned |= self._sweep_if_new_day(entry[0], event.ts, leads, fx)
             key = (event.tenant, event.lead_id)
-            lead = leads.get(key) or self._lead_state(reply)
+            lead = leads.get(key) or self._lead_state(entry[0], reply)
+            if lead.placeholder:  # the sweep touched it first: take its real state now
+                fresh = self._lead_state(entry[0], reply)
+                lead.alert, lead.last_snapshot_ts = fresh.alert, fresh.last_snapshot_ts
+                lead.placeholder = False
             leads[key] = lead
-            x = self._model_input(event, lead, reply)
             if event.type in OUTCOMES:
-                learned |= self._learn(event, lead, reply)
-            p_model = self.model.probability(x) if x is not None else None
-            score = assess(reply.features, reply.context, self._s, p_model, self.model.labels_seen)
+                learned |= self._label_outcome(event, lead, reply, fx)
+            models = learner.serving
+            segment = models.segment_of(str(reply.features.get("side", "")))
+            model = models.model(segment)
+            x = self._model_input(event, lead, reply, model.ready)
+            p_model = model.probability(x) if x is not None else None
+            score = assess(reply.features, reply.context, self._s, p_model, model.labels_seen)
             before = lead.alert
             decision = rules.evaluate(event, score, before, reply.context, self._s.alerts)
             lead.alert = decision.state
             if x is not None:
-                self._maybe_snapshot(event, x, lead)
+                self._maybe_snapshot(event, x, segment, score, lead)
             fx.done.append((event.tenant, event.lead_id, event.event_id))
             observe_score(score.score)
             is_last = last_of[key] == i
             if decision.triggers or is_last:
-                score = self._explained(score, reply, x)
+                score = self._explained(score, reply, x, model)
             if is_last:
                 fx.score_records[key] = self._record(event, score, lead, reply)
             if decision.triggers:
@@ -167,16 +178,24 @@ class Processor:
                 alert["score_before"] = before.score if before.bucket else None
                 fx.alerts.append(alert)
         for key, lead in leads.items():
-            if lead.cleared or lead.pushed:
-                fx.snapshots[key] = (lead.cleared, lead.pushed)
+            snaps = lead.snaps
+            if snaps.rewrite or snaps.taken:
+                fx.snapshots[key] = (snaps.rewrite, snaps.current if snaps.rewrite else snaps.taken)
+                member = f"{key[0]}\x1f{key[1]}"
+                oldest = snaps.oldest_ts()
+                if snaps.rewrite:  # the whole list is known: set (or drop) exactly
+                    fx.due[(lead.partition, member)] = None if oldest is None else ("set", oldest)
+                elif oldest is not None:  # only new snapshots known: lower the score if older
+                    fx.due[(lead.partition, member)] = ("lt", oldest)
         emit_ms = int(self._clock() * 1000)
         for alert in fx.alerts:
             alert["emit_ms"] = emit_ms
-        if learned:
+        if learned and learner.trainer:
             # Workers share the model: dump and commit under one lock, or an older dump
             # committed after a newer one would roll the saved model back.
-            with self._model_lock:
-                fx.model_blob = self.model.dumps()
+            with learner.lock:
+                fx.model_work = learner.live.dumps()
+                fx.publish = learner.publication()
                 self._commit.commit(fx)
         else:
             self._commit.commit(fx)
@@ -190,7 +209,8 @@ class Processor:
             m.alert_latency.observe(max(0.0, (emit_ms - alert["ingest_ms"]) / 1000.0))
             for trigger in alert["triggers"]:
                 m.alerts.labels(trigger.split(":", 1)[0]).inc()
-        m.model_labels_seen.set(self.model.labels_seen)
+        if learned:
+            m.observe_model(learner.live.status(), learner.serving_version)
         m.batch_seconds.observe(time.perf_counter() - started)
         return BatchResult(tuple(fx.alerts), len(entries), rejected, duplicates)
 
@@ -201,69 +221,119 @@ class Processor:
         payload = fields.get(b"e") or fields.get(b"j") or b""
         return {"reason": reason, "payload": payload[:4096], "partition": partition, "id": sid}
 
-    def _lead_state(self, reply: FeatureReply) -> _Lead:
+    def _lead_state(self, partition: int, reply: FeatureReply) -> _Lead:
         st = reply.score_state
         return _Lead(
+            partition=partition,
             alert=rules.AlertState.from_hash(st),
             last_snapshot_ts=float(st.get("last_snapshot_ts") or 0.0),
-            snapshots=[],
-            loaded=False,
+            snaps=Snapshots(self._s.scoring.max_snapshots),
         )
 
     def _model_input(
-        self, event: Event, lead: _Lead, reply: FeatureReply
+        self, event: Event, lead: _Lead, reply: FeatureReply, model_ready: bool
     ) -> dict[str, float] | None:
         """The model's input, built only when something will use it (model or snapshot)."""
         snapshot_due = (
             event.type in self._hand or event.ts - lead.last_snapshot_ts >= self._snapshot_every
         ) and event.type not in OUTCOMES
-        if self.model.ready or snapshot_due:
+        if model_ready or snapshot_due:
             return model_input(reply.features, self._s.features.names)
         return None
 
-    def _explained(self, score: Score, reply: FeatureReply, x: dict[str, float] | None) -> Score:
+    def _explained(
+        self, score: Score, reply: FeatureReply, x: dict[str, float] | None, model: OnlineModel
+    ) -> Score:
         """Add reasons (only for scores someone reads: alerts and stored records)."""
-        contributions = self.model.contributions(x) if x is not None and score.model_weight else {}
-        reasons = explain(reply.features, reply.context, self._s, contributions, score.model_weight)
-        return replace(score, reasons=reasons)
+        contributions = model.contributions(x) if x is not None and score.model_weight else {}
+        pros, cons = explain(
+            reply.features, reply.context, self._s, contributions, score.model_weight
+        )
+        return replace(score, reasons=pros, concerns=cons)
 
-    def _learn(self, event: Event, lead: _Lead, reply: FeatureReply) -> bool:
-        """Label the lead's snapshots by this outcome and learn each exactly once.
-
-        The store returns a lead's stored snapshots only with outcome events, as of the
-        start of the batch; snapshots taken earlier in this batch are added to them, and
-        after an earlier outcome in this batch cleared them, only the newer ones count.
-        """
-        if not lead.loaded:
-            stored = [] if lead.cleared else list(reply.snapshots)
-            limit = self._s.scoring.max_snapshots
-            lead.snapshots = (stored + lead.snapshots)[-limit:]
-            lead.loaded = True
-        label = event.type in POSITIVE_OUTCOMES
+    def _label_outcome(
+        self, event: Event, lead: _Lead, reply: FeatureReply, fx: BatchEffects
+    ) -> bool:
+        """Label the lead's snapshots within the horizon by this outcome; learn each once."""
+        lead.snaps.load(reply.snapshots)
+        y = event.type in POSITIVE_OUTCOMES
         learned = False
-        for i, blob in enumerate(lead.snapshots):
+        proc = self.learner.process_id
+        for i, blob in enumerate(lead.snaps.current):
             snap = msgpack.unpackb(blob, raw=False)
             if snap["ts"] > event.ts or event.ts - snap["ts"] > self._horizon:
                 continue  # after the outcome, or outside the label horizon
-            if self.model.learn(f"{event.event_id}#{i}", snap["x"], label):
+            ex = example(
+                f"{event.event_id}#{i}", snap, y, event.ts, (event.tenant, event.lead_id), proc
+            )
+            fx.labels.append(msgpack.packb(ex, use_bin_type=True))
+            if self.learner.learn(ex):
                 learned = True
-                self._metrics.labels.labels("positive" if label else "negative").inc()
-        if lead.snapshots or lead.pushed:
-            lead.snapshots, lead.pushed, lead.cleared = [], [], True
+                self._metrics.labels.labels("positive" if y else "negative").inc()
+        if lead.snaps.current:
+            lead.snaps.replace([])
         return learned
 
-    def _maybe_snapshot(self, event: Event, x: dict[str, float], lead: _Lead) -> None:
+    def _sweep_if_new_day(
+        self, partition: int, ts: float, leads: dict[tuple[str, str], _Lead], fx: BatchEffects
+    ) -> bool:
+        """At the first event of a new event-time day in a partition, expire old snapshots.
+
+        A snapshot older than the horizon with no outcome is a negative example. Runs
+        at a point fixed by the stream (not by batch boundaries) so replays learn the same.
+        """
+        day = int(ts // 86_400)
+        with self._wm_lock:
+            if self._watermarks is None:
+                self._watermarks = self._commit.watermarks()
+            swept = self._watermarks.get(partition)
+            if swept is not None and day <= swept:
+                return False
+            self._watermarks[partition] = day
+        fx.watermarks[partition] = day
+        if swept is None:
+            return False  # first event ever seen here: nothing can be due yet
+        cutoff = ts - self._horizon
+        learned = False
+        proc = self.learner.process_id
+        expired: list[dict[str, Any]] = []
+        for member, stored in self._commit.due_leads(partition, cutoff):
+            tenant, lead_id = member.split("\x1f", 1)
+            key = (tenant, lead_id)
+            lead = leads.get(key)
+            if lead is None:
+                snaps = Snapshots(self._s.scoring.max_snapshots)
+                lead = _Lead(partition, rules.AlertState(), 0.0, snaps, placeholder=True)
+                leads[key] = lead
+            lead.snaps.load(stored)
+            keep = []
+            for blob in lead.snaps.current:
+                snap = msgpack.unpackb(blob, raw=False)
+                if snap["ts"] < cutoff:
+                    eid = f"expired:{tenant}:{lead_id}:{snap['ts']}"
+                    expired.append(example(eid, snap, False, ts, key, proc))
+                else:
+                    keep.append(blob)
+            lead.snaps.replace(keep)
+        # learn in an order fixed by the data, not by how the due index happens to rank leads
+        for ex in sorted(expired, key=lambda e: (e["ts"], e["id"])):
+            fx.labels.append(msgpack.packb(ex, use_bin_type=True))
+            if self.learner.learn(ex):
+                learned = True
+                self._metrics.labels.labels("expired").inc()
+        return learned
+
+    def _maybe_snapshot(
+        self, event: Event, x: dict[str, float], segment: str, score: Score, lead: _Lead
+    ) -> None:
         """At most one snapshot per lead per ``snapshot_every_h``, plus every hand-raise."""
         if event.type in OUTCOMES:
             return
         due = event.ts - lead.last_snapshot_ts >= self._snapshot_every
         if due or event.type in HAND_RAISE_TYPES:
-            blob = msgpack.packb({"ts": event.ts, "x": x}, use_bin_type=True)
-            lead.snapshots.append(blob)
-            lead.pushed.append(blob)
+            snap = {"ts": event.ts, "x": x, "seg": segment, "pb": score.probability}
+            lead.snaps.take(msgpack.packb(snap, use_bin_type=True))
             lead.last_snapshot_ts = max(lead.last_snapshot_ts, event.ts)
-            limit = self._s.scoring.max_snapshots
-            lead.snapshots = lead.snapshots[-limit:]
 
     def _record(
         self, event: Event, score: Score, lead: _Lead, reply: FeatureReply
@@ -277,6 +347,7 @@ class Processor:
             "bucket": score.bucket,
             "tier": score.tier,
             "reasons": json.dumps(score.reasons),
+            "concerns": json.dumps(score.concerns),
             "prior_probability": score.prior_probability,
             "model_weight": score.model_weight,
             "ts": event.ts,
@@ -314,6 +385,7 @@ class Processor:
             "bucket": score.bucket,
             "tier": score.tier,
             "reasons": list(score.reasons),
+            "concerns": list(score.concerns),
             "event": {
                 "event_id": event.event_id,
                 "type": event.type,

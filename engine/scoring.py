@@ -61,6 +61,7 @@ class Score:
     model_weight: float
     prior_probability: float
     model_probability: float | None
+    concerns: tuple[str, ...] = ()  # the largest contributions *against* the lead
 
 
 def _sigmoid(z: float) -> float:
@@ -223,8 +224,9 @@ def explain(
     settings: Settings,
     model_contributions: Mapping[str, float],
     model_weight: float,
-) -> tuple[str, ...]:
-    """The largest contributions, in log-odds of the same blend :func:`assess` scored."""
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(reasons for, concerns against): the largest contributions in log-odds of the same
+    blend :func:`assess` scored, ``scoring.reasons`` of each at most."""
     sc = settings.scoring
     _, points = prior(features, settings)
     w = model_weight
@@ -237,10 +239,12 @@ def explain(
     for part, whole in _SAME_REASON.items():  # one sentence per fact, not two
         if part in contrib and whole in contrib:
             contrib[whole] += contrib.pop(part)
-    ranked = sorted(
-        (kv for kv in contrib.items() if abs(kv[1]) > 1e-6), key=lambda kv: (-abs(kv[1]), kv[0])
+    pros = sorted((kv for kv in contrib.items() if kv[1] > 1e-6), key=lambda kv: (-kv[1], kv[0]))
+    cons = sorted((kv for kv in contrib.items() if kv[1] < -1e-6), key=lambda kv: (kv[1], kv[0]))
+    return (
+        tuple(reason_text(k, features, context) for k, _ in pros[: sc.reasons]),
+        tuple(reason_text(k, features, context) for k, _ in cons[: sc.reasons]),
     )
-    return tuple(reason_text(k, features, context) for k, _ in ranked[: sc.reasons])
 
 
 def _weight(model_probability: float | None, labels_seen: int, settings: Settings) -> float:
@@ -259,5 +263,5 @@ def blend(
 ) -> Score:
     """:func:`assess` and :func:`explain` together: a complete score with its reasons."""
     score = assess(features, context, settings, model_probability, labels_seen)
-    reasons = explain(features, context, settings, model_contributions, score.model_weight)
-    return replace(score, reasons=reasons)
+    pros, cons = explain(features, context, settings, model_contributions, score.model_weight)
+    return replace(score, reasons=pros, concerns=cons)

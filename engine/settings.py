@@ -127,6 +127,11 @@ class ScoringSettings(_Section):
     max_snapshots: int = Field(24, ge=1, le=1_000)
     label_horizon_d: float = Field(30, gt=0)
     reasons: int = Field(3, ge=1, le=10)
+    segments: tuple[Literal["all", "buyer", "seller"], ...] = Field(("all",), min_length=1)
+    trainer_process: int = Field(0, ge=0)
+    publish_every_labels: int = Field(50, ge=1)
+    publish_every_s: float = Field(30, gt=0)
+    model_check_s: float = Field(1.0, gt=0, le=3_600)
     points: dict[str, PointsRule]
     timeline_points: dict[Literal["0-3m", "3-6m", "6-18m", "18m+", "unknown"], float]
     source_points: dict[str, float]
@@ -142,6 +147,13 @@ class ScoringSettings(_Section):
                 raise ValueError(f"unknown signal {name!r}; allowed: {', '.join(PRIOR_SIGNALS)}")
             if each * cap < 0 or abs(cap) < abs(each):
                 raise ValueError(f"{name}: cap {cap} must have the sign of {each} and be >= it")
+        return v
+
+    @field_validator("segments")
+    @classmethod
+    def _segments(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v) or ("all" in v and len(v) > 1):
+            raise ValueError('use ["all"] or a set of ["buyer", "seller"]')
         return v
 
     @field_validator("source_points")

@@ -18,10 +18,11 @@ from typing import Any, cast
 import msgpack
 import redis
 
+from engine.model_store import ModelKeys, publish_commands
 from engine.streams import StreamNames
 from features.store import lead_key
 
-__all__ = ["BatchEffects", "Committer", "hot_key", "model_key"]
+__all__ = ["BatchEffects", "Committer", "due_key", "hot_key", "watermark_key"]
 
 
 def hot_key(prefix: str, tenant: str) -> str:
@@ -29,8 +30,14 @@ def hot_key(prefix: str, tenant: str) -> str:
     return f"{prefix}:hot:{tenant}"
 
 
-def model_key(prefix: str, process_id: int) -> str:
-    return f"{prefix}:model:p{process_id}"
+def due_key(prefix: str, partition: int) -> str:
+    """Per partition: leads with learning snapshots, by their oldest snapshot's event time."""
+    return f"{prefix}:due:{partition}"
+
+
+def watermark_key(prefix: str) -> str:
+    """Hash partition -> event-time day up to which label-horizon expiry has been swept."""
+    return f"{prefix}:wm"
 
 
 @dataclass
@@ -43,7 +50,11 @@ class BatchEffects:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     done: list[tuple[str, str, str]] = field(default_factory=list)
     positions: dict[int, str] = field(default_factory=dict)
-    model_blob: bytes | None = None
+    labels: list[bytes] = field(default_factory=list)
+    due: dict[tuple[int, str], tuple[str, float] | None] = field(default_factory=dict)
+    watermarks: dict[int, int] = field(default_factory=dict)
+    model_work: bytes | None = None
+    publish: tuple[int, bytes, dict[str, Any]] | None = None
 
 
 class Committer:
@@ -58,7 +69,7 @@ class Committer:
         dead_letter_maxlen: int,
         max_snapshots: int,
         idle_expire_s: int,
-        process_id: int = 0,
+        labels_maxlen: int = 1_000_000,
     ) -> None:
         self._r = client
         self._names = names
@@ -67,7 +78,8 @@ class Committer:
         self._dead_maxlen = dead_letter_maxlen
         self._max_snapshots = max_snapshots
         self._idle = idle_expire_s
-        self._model_key = model_key(names.prefix, process_id)
+        self._labels_maxlen = labels_maxlen
+        self.model_keys = ModelKeys(names.prefix)
 
     def commit(self, fx: BatchEffects) -> None:
         pipe = self._r.pipeline(transaction=True)
@@ -107,12 +119,43 @@ class Committer:
             by_lead.setdefault((tenant, lead), []).append(eid)
         for (tenant, lead), eids in by_lead.items():
             pipe.hdel(lead_key(p, tenant, lead, "x"), *eids)
-        if fx.model_blob is not None:
-            pipe.set(self._model_key, fx.model_blob)
+        for (partition, member), due in fx.due.items():
+            if due is None:
+                pipe.zrem(due_key(p, partition), member)
+            else:
+                mode, oldest = due  # "set": exact; "lt": only if older than what is there
+                pipe.zadd(due_key(p, partition), {member: oldest}, lt=mode == "lt")
+        if fx.watermarks:
+            pipe.hset(watermark_key(p), mapping={str(k): v for k, v in fx.watermarks.items()})
+        for label in fx.labels:
+            pipe.xadd(
+                self.model_keys.labels, {"l": label}, maxlen=self._labels_maxlen, approximate=True
+            )
+        if fx.model_work is not None:
+            pipe.set(self.model_keys.work, fx.model_work)
+        if fx.publish is not None:
+            publish_commands(pipe, self.model_keys, *fx.publish)
         if fx.positions:
             pipe.hset(self._names.positions, mapping={str(k): v for k, v in fx.positions.items()})
         pipe.execute()
 
-    def load_model(self) -> bytes | None:
-        blob = cast(bytes | None, self._r.get(self._model_key))
-        return bytes(blob) if blob is not None else None
+    def watermarks(self) -> dict[int, int]:
+        raw = cast(dict[bytes, bytes], self._r.hgetall(watermark_key(self._prefix)))
+        return {int(k): int(v) for k, v in raw.items()}
+
+    def due_leads(self, partition: int, cutoff: float) -> list[tuple[str, list[bytes]]]:
+        """Leads of ``partition`` holding a snapshot older than ``cutoff``, with their snapshots.
+
+        Two round trips; runs at most once per partition per event-time day.
+        """
+        members = cast(
+            list[bytes], self._r.zrangebyscore(due_key(self._prefix, partition), "-inf", cutoff)
+        )
+        if not members:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        names = [m.decode() for m in members]
+        for member in names:
+            tenant, lead = member.split("\x1f", 1)
+            pipe.lrange(lead_key(self._prefix, tenant, lead, "n"), 0, -1)
+        return list(zip(names, pipe.execute(), strict=True))

@@ -38,6 +38,7 @@ def score_record(raw: dict[Any, Any]) -> dict[str, Any] | None:
         "bucket": h["bucket"],
         "tier": h["tier"],
         "reasons": json.loads(h["reasons"]),
+        "concerns": json.loads(h.get("concerns", "[]")),
         "prior_probability": float(h["prior_probability"]),
         "model_weight": float(h["model_weight"]),
         "ts": float(h["ts"]),

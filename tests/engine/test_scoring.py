@@ -57,7 +57,7 @@ def test_seed_000_specific_recent_engagement_beats_broad_browsing() -> None:
     assert b.probability > a.probability
     assert RANK[b.bucket] <= RANK[a.bucket]
     assert a.bucket == "P4"
-    assert "browsing many homes without engaging" in a.reasons
+    assert "browsing many homes without engaging" in a.concerns
     assert b.reasons[0].startswith("replied by text")
 
 
@@ -128,7 +128,7 @@ def test_near_term_timeline_overrides_a_low_intent_source_in_the_score_too() -> 
     cold = score({"source": "giveaway", "timeline": "unknown"})
     assert hot.score > cold.score
     assert "plans to move within 3 months" in hot.reasons
-    assert "came from a giveaway" in cold.reasons
+    assert "came from a giveaway" in cold.concerns
 
 
 # --------------------------------------------------------------------------- buckets
@@ -249,9 +249,11 @@ def test_top_reason_is_the_largest_prior_contribution() -> None:
     assert s.reasons == ("asked to see a home", "viewed 1 home this week", "ran 1 search")
 
 
-def test_negative_contributions_rank_by_size_too() -> None:
-    s = score({"opt_outs": 2, "views_7d": 1}, {"blocked": ("sms",)})
-    assert s.reasons[0] == "opted out of text"
+def test_negative_contributions_are_concerns_ranked_by_size() -> None:
+    s = score({"opt_outs": 2, "views_7d": 1, "bounces": 1}, {"blocked": ("sms",)})
+    assert s.concerns[0] == "opted out of text"  # -30 before -8
+    assert s.concerns[1] == "email address bounced"
+    assert s.reasons == ("viewed 1 home this week",)
 
 
 def test_top_reason_follows_the_model_once_it_carries_the_score() -> None:
@@ -472,5 +474,5 @@ def test_unknown_timeline_reason_does_not_claim_a_stated_timeline() -> None:
         model_contributions={"timeline=unknown": -2.0},
         labels_seen=MIN_LABELS,
     )
-    assert s.reasons
-    assert "stated a timeline" not in s.reasons[0]
+    assert s.concerns
+    assert "stated a timeline" not in s.concerns[0]
