@@ -45,6 +45,8 @@ def example(
         "seg": snap["seg"],
         "x": snap["x"],
         "pb": snap["pb"],
+        "pp": snap.get("pp"),
+        "pm": snap.get("pm"),
         "ts": snap["ts"],
         "y": y,
         "at": at,

@@ -331,7 +331,14 @@ class Processor:
             return
         due = event.ts - lead.last_snapshot_ts >= self._snapshot_every
         if due or event.type in HAND_RAISE_TYPES:
-            snap = {"ts": event.ts, "x": x, "seg": segment, "pb": score.probability}
+            snap = {
+                "ts": event.ts,
+                "x": x,
+                "seg": segment,
+                "pb": score.probability,  # what was served
+                "pp": score.prior_probability,  # the points prior alone
+                "pm": score.model_probability,  # the model alone (None before it is ready)
+            }
             lead.snaps.take(msgpack.packb(snap, use_bin_type=True))
             lead.last_snapshot_ts = max(lead.last_snapshot_ts, event.ts)
 
