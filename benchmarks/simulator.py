@@ -97,6 +97,10 @@ Events are plain dicts in contract v1: ``event_id`` (``L00042-17``, the lead's
 mean something for the type. Ties in ``ts`` are broken by lead index, then by the
 lead's own event order.
 
+Open loop: :func:`open_loop` hands a sequence of events to a ``send`` callback on a
+fixed schedule (``rate`` per second of wall time), whether or not the consumer keeps
+up; the load tests use it to produce straight to the streams at a target rate.
+
 CLI: ``python -m benchmarks.simulator --leads 1000 --days 60 --seed 7 --out
 events.jsonl`` (or ``--events 100000``; ``--out -`` writes to stdout).
 """
@@ -112,7 +116,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -122,6 +126,7 @@ __all__ = [
     "HAND_RAISE_TYPES",
     "LeadTruth",
     "N_AGENTS",
+    "OpenLoopStats",
     "POSITIVE_OUTCOME_TYPES",
     "SOURCE_INTENT",
     "SOURCE_MIX",
@@ -129,6 +134,7 @@ __all__ = [
     "events_for_count",
     "generate",
     "main",
+    "open_loop",
     "p_convert",
     "truths",
     "write_jsonl",
@@ -905,6 +911,54 @@ def events_for_count(n_events: int, seed: int = 7, **kw: Any) -> SimConfig:
     if seen < n_events and seen > 0:
         leads = max(1, round(n_events * leads / seen))
     return replace(base, leads=max(1, leads))
+
+
+@dataclass(frozen=True)
+class OpenLoopStats:
+    """How an open-loop send went: whether the producer itself kept to the schedule."""
+
+    sent: int
+    seconds: float  # wall time from the first send to the last
+    achieved_rate: float  # sent / seconds
+    max_behind_s: float  # worst delay of a send behind its scheduled time
+
+
+def open_loop(
+    items: Sequence[Any],
+    rate: float,
+    send: Callable[[Sequence[Any]], object],
+    *,
+    tick_s: float = 0.005,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+    on_progress: Callable[[int], object] | None = None,
+) -> OpenLoopStats:
+    """Send ``items`` at ``rate`` per second on a fixed schedule (open loop).
+
+    Item ``k`` is due at ``start + k / rate``. Every ``tick_s`` everything due so far
+    is handed to ``send`` in one call (a pipelined XADD, say); nothing waits for the
+    consumer, so a slow engine shows up as latency and lag, never as a lower offered
+    rate. ``max_behind_s`` says whether the *producer* kept up with its own schedule.
+    """
+    if not rate > 0:
+        raise ValueError(f"rate must be > 0, got {rate}")
+    total = len(items)
+    start = clock()
+    sent = 0
+    behind = 0.0
+    while sent < total:
+        now = clock()
+        due = min(total, int((now - start) * rate) + 1)
+        if due > sent:
+            behind = max(behind, now - (start + sent / rate))
+            send(items[sent:due])
+            sent = due
+            if on_progress is not None:
+                on_progress(sent)
+        if sent < total:
+            sleep(max(0.0, min(tick_s, start + sent / rate - clock())))
+    seconds = max(clock() - start, 1e-9)
+    return OpenLoopStats(sent, seconds, sent / seconds, behind)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,333 @@
+"""``leadpulse bench``: every benchmark figure of the project, measured in ONE run.
+
+The machine is shared and noisy, so ratios taken in the same run are what to
+compare; absolute figures from different runs are not. Steps (``--only`` picks):
+
+- ``throughput``  maximum sustained events/s of ``leadpulse run`` draining a backlog:
+                  1 worker, 2 workers, 2 processes (benchmarks/throughput.py)
+- ``baselines``   the floor (pipelined Lua + predict, no dataflow) and a naive peer
+                  (unpipelined, predict+learn per event) (benchmarks/baselines.py)
+- ``latency``     event -> alert p50/p95/p99/max at 25/50/80 % of the 1-worker
+                  maximum, open loop, against a live ``leadpulse run`` (latency.py)
+- ``memory``      Redis bytes per lead at 100k and 1M leads, dedicated server (memory.py)
+- ``profile``     µs per event by stage, client and server (profile.py)
+- ``quality``     the learning issue's figures, when ``benchmarks/quality*.py`` exists
+
+Writes ``bench.json`` (``bench-quick.json`` with ``--quick``), a markdown summary and
+``latency.png`` / ``throughput.png`` to ``--out`` (default ``benchmarks/results``).
+
+    leadpulse bench            # full run, ~8 minutes on 2 cores
+    leadpulse bench --quick    # under a minute: same steps, small sizes
+    python -m benchmarks.cli --quick --out /tmp/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["STEPS", "add_parser", "main", "run"]
+
+STEPS = ("throughput", "baselines", "latency", "memory", "profile", "quality")
+RESULTS = Path(__file__).resolve().parent / "results"
+LOAD_LEVELS = (0.25, 0.50, 0.80)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    throughput_events: int
+    baseline_events: int
+    latency_seconds: float
+    memory_sample: int
+    memory_points: tuple[tuple[int, int | None], ...]  # (leads, events per lead or all)
+    profile_events: int
+
+
+FULL = Sizes(150_000, 30_000, 30.0, 2_000, ((100_000, None), (1_000_000, 10)), 30_000)
+QUICK = Sizes(6_000, 2_000, 2.5, 30, ((2_000, None), (10_000, 10)), 2_000)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``bench`` to an ``add_subparsers()`` object (engine/cli.py calls this)."""
+    p = subparsers.add_parser(
+        "bench",
+        help="measure throughput, latency, memory, floor and naive ratios in one run",
+        description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
+    )
+    _arguments(p)
+    return p
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="small sizes: the whole run in < 1 min")
+    p.add_argument("--out", default=str(RESULTS), help="results directory")
+    p.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL", "") or "redis://127.0.0.1:6379/0",
+        help="server for the pipeline runs (default REDIS_URL, else 127.0.0.1:6379)",
+    )
+    p.add_argument("--only", default=",".join(STEPS), help=f"comma list of {', '.join(STEPS)}")
+    p.add_argument("--events", type=int, help="throughput backlog size (overrides the mode's)")
+    p.add_argument("--seconds", type=float, help="seconds of traffic per latency level")
+    p.add_argument(
+        "--memory-points",
+        help='comma list of LEADS[:EVENTS_PER_LEAD] (default "100000,1000000:10")',
+    )
+    p.add_argument("--memory-sample", type=int, help="leads replayed in full before copying")
+    p.add_argument("--profile-html", help="also write the pyinstrument HTML report here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+class _Bars:
+    """rich progress bars, one task per measurement (or silence)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._progress: Any = None
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )  # fmt: skip
+
+            self._progress = Progress(
+                TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), transient=False,
+            )  # fmt: skip
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        if self._progress is None:
+            yield
+        else:
+            with self._progress:
+                yield
+
+    def task(self, description: str, total: int) -> Callable[[int, int], None]:
+        if self._progress is None:
+            return lambda done, total: None
+        tid = self._progress.add_task(description, total=total)
+
+        def update(done: int, new_total: int) -> None:
+            self._progress.update(tid, completed=done, total=new_total)
+
+        return update
+
+    def log(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text)
+        else:
+            print(text, file=sys.stderr)
+
+
+def _quality(quick: bool) -> dict[str, Any] | None:
+    """The learning issue's quality figures: ``benchmarks/quality*.py`` exposing
+    ``run(quick: bool) -> dict``, else its JSON results; None when neither exists."""
+    here = Path(__file__).resolve().parent
+    out: dict[str, Any] = {}
+    for path in sorted(here.glob("quality*.py")):
+        module = importlib.import_module(f"benchmarks.{path.stem}")
+        fn = getattr(module, "run", None)
+        if callable(fn):
+            out[path.stem] = fn(quick=quick)
+    if not out:
+        for path in sorted((here / "results").glob("quality*.json")):
+            out[path.stem] = {"from_file": path.name, **json.loads(path.read_text())}
+    return out or None
+
+
+def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def row(measured: float | None, ok: Callable[[float], bool]) -> dict[str, Any]:
+        return {"measured": measured, "met": None if measured is None else ok(measured)}
+
+    tp = result.get("throughput", {}).get("configs", {})
+    one_process = ("1 worker", "2 workers")
+    ratios = result.get("ratios", {})
+    p99 = None
+    for level in result.get("latency", {}).get("levels", []):
+        if level["load"] == 0.5:
+            p99 = level["latency_ms"]["p99"]
+    mem = result.get("memory", {}).get("points", [])
+    worst = max((p["bytes_per_lead"] for p in mem if "bytes_per_lead" in p), default=None)
+    return {
+        ">= 20,000 events/s, one process, alerts on": row(
+            max((tp[k]["events_per_s"] for k in one_process if k in tp), default=None),
+            lambda v: v >= 20_000,
+        ),
+        "engine >= 0.7x floor": row(ratios.get("engine_over_floor"), lambda v: v >= 0.7),
+        "engine >= 4x naive": row(ratios.get("engine_over_naive"), lambda v: v >= 4.0),
+        "p99 <= 100 ms at 50 % of max (ms)": row(p99, lambda v: v <= 100),
+        "<= 1 KB Redis memory per lead (B, worst point)": row(worst, lambda v: v <= 1024),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the selected steps; write JSON, markdown and plots; 0 on success."""
+    from engine.redis_client import connect
+
+    quick = bool(args.quick)
+    sizes = QUICK if quick else FULL
+    steps = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(steps) - set(STEPS))
+    if unknown:
+        print(f"leadpulse bench: unknown step(s) {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    url = args.redis_url
+    client = connect(url)
+    try:
+        return _run(args, client, url, quick, sizes, steps, out)
+    finally:
+        client.close()
+
+
+def _run(
+    args: argparse.Namespace,
+    client: Any,
+    url: str,
+    quick: bool,
+    sizes: Sizes,
+    steps: list[str],
+    out: Path,
+) -> int:
+    from benchmarks import report
+    from benchmarks.harness import Workload, machine_info
+
+    n_tp = args.events or sizes.throughput_events
+    seconds = args.seconds or sizes.latency_seconds
+    points = sizes.memory_points
+    if args.memory_points:
+        points = tuple(
+            (int(a), int(b) if b else None)
+            for a, _, b in (x.partition(":") for x in args.memory_points.split(","))
+        )
+    bars = _Bars(not args.no_progress)
+    began = time.perf_counter()
+    result: dict[str, Any] = {
+        "mode": "quick" if quick else "full",
+        "machine": machine_info(client, url),
+        "steps": steps,
+    }
+    with bars.running():
+        need = max(n_tp, sizes.baseline_events, sizes.profile_events)
+        work = Workload.build(need)
+        result["workload"] = {
+            "generator": "benchmarks.simulator, seed 7, 60 days",
+            "events": len(work),
+            "leads": work.leads,
+            "throughput_events": min(n_tp, len(work)),
+        }
+        tp_work = Workload(
+            work.events[:n_tp], work.payloads[:n_tp], work.partitions[:n_tp], work.leads
+        )
+        if "throughput" in steps:
+            from benchmarks.throughput import CONFIGS, measure_drain
+
+            configs: dict[str, Any] = {}
+            for name, (procs, workers) in CONFIGS.items():
+                drain = measure_drain(
+                    client, url, tp_work, procs, workers, bars.task(f"throughput: {name}", n_tp)
+                )
+                configs[name] = drain.as_dict()
+            best = max(configs, key=lambda k: configs[k]["events_per_s"])
+            result["throughput"] = {
+                "configs": configs,
+                "max_events_per_s": configs[best]["events_per_s"],
+                "max_config": best,
+            }
+        if "baselines" in steps:
+            from benchmarks.baselines import measure_floor, measure_naive
+
+            n = sizes.baseline_events
+            result["baselines"] = {
+                "floor": measure_floor(client, work, n, bars.task("floor (Lua + predict)", n)),
+                "naive": measure_naive(client, work, n, bars.task("naive peer", n)),
+            }
+            engine = result.get("throughput", {}).get("configs", {}).get("1 worker")
+            if engine:
+                e = engine["events_per_s"]
+                result["ratios"] = {
+                    "engine_events_per_s": e,
+                    "engine_over_floor": round(e / result["baselines"]["floor"]["events_per_s"], 3),
+                    "engine_over_naive": round(e / result["baselines"]["naive"]["events_per_s"], 3),
+                }
+        if "latency" in steps:
+            from benchmarks.latency import measure_latency
+
+            one = result.get("throughput", {}).get("configs", {}).get("1 worker")
+            max_rate = one["events_per_s"] if one else float(args.events or 4_000)
+            levels = []
+            for load in LOAD_LEVELS:
+                rate = load * max_rate
+                n = int(rate * seconds)
+                row = measure_latency(
+                    client, url, work, rate, seconds, bars.task(f"latency at {load:.0%}", n)
+                )
+                levels.append({"load": load, **row})
+            result["latency"] = {
+                "max_events_per_s": max_rate,
+                "max_from": "throughput: 1 worker" if one else "assumed (throughput not run)",
+                "seconds_per_level": seconds,
+                "levels": levels,
+            }
+        if "memory" in steps:
+            from benchmarks.memory import measure_memory
+
+            tasks: dict[str, Callable[[int, int], None]] = {}
+
+            def mem_progress(label: str, done: int, total: int) -> None:
+                if label not in tasks:
+                    tasks[label] = bars.task(f"memory: {label}", total)
+                tasks[label](done, total)
+
+            result["memory"] = measure_memory(
+                args.memory_sample or sizes.memory_sample, points, mem_progress
+            )
+        if "profile" in steps:
+            from benchmarks.profile import measure_profile
+
+            update = bars.task("profile (2 replays)", 1)
+            result["profile"] = measure_profile(work, sizes.profile_events, args.profile_html)
+            update(1, 1)
+        if "quality" in steps:
+            try:
+                quality = _quality(quick)
+            except Exception as exc:  # a broken quality module must not lose the other figures
+                quality = {"error": f"{type(exc).__name__}: {exc}"}
+            result["quality"] = quality if quality is not None else {"status": "absent"}
+    result["targets"] = _targets(result)
+    result["elapsed_s"] = round(time.perf_counter() - began, 1)
+    stem = "bench-quick" if quick else "bench"
+    result["files"] = {"json": f"{stem}.json", "markdown": f"{stem}.md"}
+    result["files"]["plots"] = report.plots(result, out) if not quick else []
+    if quick:  # quick plots get their own names so they never replace the full run's
+        quick_dir = out / "quick-plots"
+        quick_dir.mkdir(exist_ok=True)
+        result["files"]["plots"] = [f"quick-plots/{f}" for f in report.plots(result, quick_dir)]
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(report.markdown(result))
+    bars.log(report.markdown(result))
+    bars.log(f"wrote {out / stem}.json, {stem}.md and plots in {result['elapsed_s']} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cli", description=__doc__)
+    _arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

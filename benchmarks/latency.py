@@ -1,0 +1,168 @@
+"""Event -> alert latency of a live ``leadpulse run`` under a fixed open-loop load.
+
+For each offered load a fresh engine process (one worker, fresh key prefix) starts;
+the benchmark sends seeded simulator events straight to the streams on a fixed
+schedule (:func:`benchmarks.simulator.open_loop`: events go out on time whether or
+not the engine keeps up), waits until everything sent is committed, then reads
+
+- every alert's ``emit_ms - ingest_ms`` from the alerts stream (``ingest_ms`` is the
+  millisecond part of the event's stream id, given by Redis on XADD; ``emit_ms`` is
+  the engine's clock just before the batch's commit) into an HdrHistogram, and
+- the engine's own ``leadpulse_event_to_alert_seconds`` histogram from ``/metrics``
+  as a cross-check (its quantiles are interpolated inside Prometheus buckets).
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import msgpack
+import redis
+from hdrh.histogram import HdrHistogram
+
+from benchmarks.harness import PARTITIONS, Loaded, Workload, delete_prefix, free_port, new_prefix
+from benchmarks.simulator import open_loop
+from benchmarks.throughput import EngineProcesses, engine_env
+from engine.streams import StreamNames
+
+__all__ = ["measure_latency", "prometheus_histogram", "histogram_quantile"]
+
+_METRIC = "leadpulse_event_to_alert_seconds"
+
+
+def prometheus_histogram(text: str, name: str) -> dict[str, float]:
+    """Cumulative buckets (``le`` -> count) plus ``count`` and ``sum`` of one histogram."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[le] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith((f"{name}_count ", f"{name}_sum ")):
+            key, value = line.rsplit(" ", 1)
+            out[key[len(name) + 1 :]] = float(value)
+    return out
+
+
+def histogram_quantile(hist: dict[str, float], q: float) -> float | None:
+    """Prometheus ``histogram_quantile``: linear interpolation inside the bucket."""
+    total = hist.get("count", 0.0)
+    if not total:
+        return None
+    buckets = sorted(
+        ((float(k), v) for k, v in hist.items() if k not in ("count", "sum")),
+        key=lambda kv: kv[0],
+    )
+    rank = q * total
+    lo_edge, lo_count = 0.0, 0.0
+    for edge, count in buckets:
+        if count >= rank:
+            if edge == float("inf"):
+                return lo_edge
+            span = count - lo_count
+            return lo_edge + (edge - lo_edge) * ((rank - lo_count) / span if span else 1.0)
+        lo_edge, lo_count = edge, count
+    return lo_edge
+
+
+def _wait_metrics(port: int, engine: EngineProcesses, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read()
+            return
+        except OSError:
+            engine.check()
+            if time.monotonic() > deadline:
+                raise RuntimeError("leadpulse run did not serve /metrics in time") from None
+            time.sleep(0.05)
+
+
+def _alert_latencies(client: redis.Redis, names: StreamNames) -> list[int]:
+    out: list[int] = []
+    last = "-"
+    while True:
+        rows = cast(list[Any], client.xrange(names.alerts, min=last, max="+", count=10_000))
+        if last != "-":
+            rows = rows[1:]
+        if not rows:
+            return out
+        for _sid, fields in rows:
+            alert = msgpack.unpackb(fields[b"a"], raw=False)
+            out.append(int(alert["emit_ms"]) - int(alert["ingest_ms"]))
+        last = rows[-1][0].decode()
+
+
+def measure_latency(
+    client: redis.Redis,
+    url: str,
+    work: Workload,
+    rate: float,
+    seconds: float,
+    progress: Callable[[int, int], object] | None = None,
+) -> dict[str, Any]:
+    """Offer ``rate`` events/s for ``seconds`` to a fresh ``leadpulse run``; latencies."""
+    n = min(len(work), max(1, int(rate * seconds)))
+    prefix = new_prefix("lt")
+    names = StreamNames(prefix, PARTITIONS)
+    port = free_port()
+    loaded = Loaded(names)
+    try:
+        with EngineProcesses(engine_env(url, prefix, metrics_port=port)) as engine:
+            _wait_metrics(port, engine)
+
+            def send(chunk: Sequence[int]) -> None:
+                loaded.append(client, work, chunk[0], chunk[-1] + 1)
+
+            stats = open_loop(
+                range(n), rate, send, on_progress=(lambda k: progress(k, n)) if progress else None
+            )
+            lag_at_end = n - loaded.committed(client)
+            drained_at = time.perf_counter()
+            deadline = drained_at + max(30.0, 3 * seconds)
+            while loaded.committed(client) < n:
+                engine.check()
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"engine did not catch up at {rate:.0f} events/s")
+                time.sleep(0.01)
+            drain_s = time.perf_counter() - drained_at
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        lat = _alert_latencies(client, names)
+        hdr = HdrHistogram(1, 3_600_000, 3)
+        for v in lat:
+            hdr.record_value(max(0, v))
+        prom = prometheus_histogram(text.decode(), _METRIC)
+        count = prom.get("count", 0.0)
+
+        def prom_ms(q: float) -> float | None:
+            value = histogram_quantile(prom, q)
+            return None if value is None else round(1000 * value, 2)
+
+        return {
+            "offered_per_s": round(rate, 1),
+            "events": n,
+            "sent_per_s": round(stats.achieved_rate, 1),
+            "producer_max_behind_ms": round(1000 * stats.max_behind_s, 1),
+            "lag_events_at_end_of_send": lag_at_end,
+            "drain_after_send_s": round(drain_s, 2),
+            "alerts": len(lat),
+            "latency_ms": {
+                "p50": hdr.get_value_at_percentile(50) if lat else None,
+                "p95": hdr.get_value_at_percentile(95) if lat else None,
+                "p99": hdr.get_value_at_percentile(99) if lat else None,
+                "max": hdr.get_max_value() if lat else None,
+                "mean": round(hdr.get_mean_value(), 2) if lat else None,
+            },
+            "engine_histogram": {
+                "count": count,
+                "mean_ms": round(1000 * prom["sum"] / count, 2) if count else None,
+                "p50_ms": prom_ms(0.50),
+                "p95_ms": prom_ms(0.95),
+                "p99_ms": prom_ms(0.99),
+                "agrees_on_count": int(count) == len(lat),
+            },
+        }
+    finally:
+        delete_prefix(client, prefix)

@@ -1,0 +1,184 @@
+"""Turn a benchmark result (the JSON ``leadpulse bench`` writes) into markdown and PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["markdown", "plots"]
+
+
+def _f(x: Any, digits: int = 0) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float | int):
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The summary tables, in the order a reader asks: how fast, how slow, how big."""
+    m = result["machine"]
+    lines = [
+        f"# leadpulse bench ({result['mode']})",
+        "",
+        f"{m['nproc']} cores, {m['cpu_model']}, Python {m['python']}, Redis {m['redis_version']}"
+        f" at {m['redis_url']}; load average at start {m['loadavg_at_start'][0]:.2f}; "
+        f"{m['started_at']}. All figures from this one run.",
+        "",
+    ]
+    tp = result.get("throughput")
+    if tp:
+        w = result["workload"]
+        lines += [
+            f"## Throughput (full pipeline, backlog of {w['throughput_events']:,} events, "
+            "alerts on)",
+            "",
+            "| configuration | events/s | drain s | vs 1 worker |",
+            "|---|---:|---:|---:|",
+        ]
+        one = tp["configs"].get("1 worker", {}).get("events_per_s")
+        for name, row in tp["configs"].items():
+            ratio = row["events_per_s"] / one if one else None
+            lines.append(
+                f"| {name} | {_f(row['events_per_s'])} | {_f(row['seconds'], 2)} "
+                f"| {_f(ratio, 2)}× |"
+            )
+        lines.append("")
+    base = result.get("baselines")
+    if base:
+        r = result.get("ratios", {})
+        lines += [
+            "## Engine vs floor and naive peer (one process, one thread)",
+            "",
+            "| | events/s | engine / this |",
+            "|---|---:|---:|",
+            f"| engine, 1 worker (full pipeline) | {_f(r.get('engine_events_per_s'))} | 1.00× |",
+            f"| floor: pipelined Lua + predict, no dataflow | "
+            f"{_f(base['floor']['events_per_s'])} | {_f(r.get('engine_over_floor'), 2)}× |",
+            f"| naive peer: unpipelined, predict+learn per event | "
+            f"{_f(base['naive']['events_per_s'])} | {_f(r.get('engine_over_naive'), 2)}× |",
+            "",
+        ]
+    lat = result.get("latency")
+    if lat:
+        lines += [
+            f"## Event → alert latency, open loop, one `leadpulse run` "
+            f"(load = share of {_f(lat['max_events_per_s'])} events/s, the 1-worker maximum)",
+            "",
+            "| load | offered/s | sent/s | alerts | p50 ms | p95 ms | p99 ms | max ms "
+            "| engine histogram p50 / p99 ms | lag at end of send |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in lat["levels"]:
+            q, h = row["latency_ms"], row["engine_histogram"]
+            lines.append(
+                f"| {row['load']:.0%} | {_f(row['offered_per_s'])} | {_f(row['sent_per_s'])} "
+                f"| {row['alerts']} | {_f(q['p50'])} | {_f(q['p95'])} | {_f(q['p99'])} "
+                f"| {_f(q['max'])} | {_f(h['p50_ms'], 1)} / {_f(h['p99_ms'], 1)} "
+                f"| {row['lag_events_at_end_of_send']} |"
+            )
+        lines.append("")
+    mem = result.get("memory")
+    if mem:
+        lines += [
+            f"## Redis memory per lead ({mem.get('server', '')})",
+            "",
+            "| leads | events a lead | used_memory delta | bytes per lead | by key part "
+            "(MEMORY USAGE of the sample, B a lead) |",
+            "|---:|---:|---:|---:|---|",
+        ]
+        for p in mem["points"]:
+            s = p["sample"]
+            split = ", ".join(f"`{k}` {v:,.0f}" for k, v in s["bytes_per_lead_by_part"].items())
+            lines.append(
+                f"| {p['leads']:,} | {s['events_per_lead']} | "
+                f"{_f(p.get('used_memory_delta'))} | "
+                f"{_f(p.get('bytes_per_lead')) if 'skipped' not in p else p['skipped']} "
+                f"| {split} |"
+            )
+        lines.append("")
+    prof = result.get("profile")
+    if prof:
+        sv = prof["server"]
+        lines += [
+            f"## Where the time goes ({prof['events']:,}-event replay through the processor, "
+            f"batches of {prof['batch']}, {_f(prof['us_per_event'], 1)} µs an event)",
+            "",
+            "| stage | µs / event |",
+            "|---|---:|",
+        ]
+        for stage, us in prof["stages_us_per_event"].items():
+            lines.append(f"| {stage} | {_f(us, 1)} |")
+        lines += [
+            "",
+            f"Server side ({sv['kind']}): {_f(sv['us_per_evalsha'], 1)} µs per EVALSHA "
+            f"(feature script), {_f(sv['exec_us_per_event'], 1)} µs per event in EXEC "
+            f"(commit); {_f(sv['evalsha_plus_exec_us_per_event'], 1)} µs of server time an "
+            "event in all.",
+            "",
+        ]
+    tg = result.get("targets")
+    if tg:
+        lines += ["## Targets", "", "| target | measured | met |", "|---|---:|:---:|"]
+        for name, row in tg.items():
+            met = "—" if row["met"] is None else ("yes" if row["met"] else "**no**")
+            lines.append(f"| {name} | {_f(row['measured'], 2)} | {met} |")
+        lines.append("")
+    q = result.get("quality")
+    if q:
+        lines += ["## Model quality", "", f"```\n{q}\n```", ""]
+    return "\n".join(lines)
+
+
+def plots(result: dict[str, Any], out: Path) -> list[str]:
+    """latency.png (percentiles vs offered load) and throughput.png; returns file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[str] = []
+    lat = result.get("latency")
+    if lat and lat["levels"]:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        xs = [row["offered_per_s"] for row in lat["levels"]]
+        for key, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-"), ("max", "x--")):
+            ys = [row["latency_ms"][key] for row in lat["levels"]]
+            if all(y is not None for y in ys):
+                ax.plot(xs, [max(0.5, y) for y in ys], style, label=key)
+        ax.set_yscale("log")
+        ax.set_xlabel("offered load, events/s (open loop)")
+        ax.set_ylabel("event → alert latency, ms")
+        ax.set_title("leadpulse: latency vs offered load (1 process)")
+        for row in lat["levels"]:
+            ax.annotate(f"{row['load']:.0%}", (row["offered_per_s"], 0.6), ha="center")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "latency.png", dpi=110)
+        plt.close(fig)
+        written.append("latency.png")
+    tp = result.get("throughput")
+    if tp:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        names = list(tp["configs"])
+        values = [tp["configs"][n]["events_per_s"] for n in names]
+        base = result.get("baselines") or {}
+        for label, key in (("floor", "floor"), ("naive peer", "naive")):
+            if key in base:
+                names.append(label)
+                values.append(base[key]["events_per_s"])
+        colors = ["#3b6ea5"] * len(tp["configs"]) + ["#999999", "#c8553d"][: len(names)]
+        bars = ax.bar(names, values, color=colors[: len(names)])
+        for bar, v in zip(bars, values, strict=True):
+            ax.annotate(f"{v:,.0f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
+                        va="bottom")  # fmt: skip
+        ax.set_ylabel("events/s")
+        ax.set_title("leadpulse: sustained throughput (full pipeline) vs workers")
+        ax.grid(True, axis="y", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "throughput.png", dpi=110)
+        plt.close(fig)
+        written.append("throughput.png")
+    return written

@@ -1,0 +1,114 @@
+"""`leadpulse bench --quick`: the whole benchmark run, small, on the test server.
+
+Asserts structure and sanity (positive, finite, consistent), never speed: the machine
+is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import cli
+from benchmarks.latency import histogram_quantile, prometheus_histogram
+from benchmarks.simulator import open_loop
+
+
+def _positive(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_figure(redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    code = cli.main(["--quick", "--no-progress", "--out", str(out), "--redis-url", redis_url])
+    assert code == 0
+    result = json.loads((out / "bench-quick.json").read_text())
+    assert (out / "bench-quick.md").read_text().startswith("# leadpulse bench (quick)")
+    for name in result["files"]["plots"]:
+        assert (out / name).stat().st_size > 1_000
+    assert {"latency.png", "throughput.png"} <= {p.split("/")[-1] for p in result["files"]["plots"]}
+
+    m = result["machine"]
+    assert m["nproc"] >= 1 and m["python"] and m["redis_version"] and m["cpu_model"]
+
+    tp = result["throughput"]["configs"]
+    assert set(tp) == {"1 worker", "2 workers", "2 processes"}
+    for row in tp.values():
+        assert row["events"] == result["workload"]["throughput_events"]
+        assert _positive(row["events_per_s"]) and _positive(row["seconds"])
+
+    base = result["baselines"]
+    assert _positive(base["floor"]["events_per_s"]) and base["floor"]["predictions"] > 0
+    assert _positive(base["naive"]["events_per_s"]) and base["naive"]["events"] > 0
+    assert _positive(result["ratios"]["engine_over_floor"])
+    assert _positive(result["ratios"]["engine_over_naive"])
+
+    levels = result["latency"]["levels"]
+    assert [lv["load"] for lv in levels] == [0.25, 0.5, 0.8]
+    for lv in levels:
+        assert lv["offered_per_s"] < levels[-1]["offered_per_s"] * 1.01
+        assert lv["alerts"] > 0
+        q = lv["latency_ms"]
+        assert 0 <= q["p50"] <= q["p95"] <= q["p99"] <= q["max"]
+        assert lv["engine_histogram"]["count"] == lv["alerts"]  # the engine saw the same alerts
+
+    points = result["memory"]["points"]
+    assert len(points) == 2
+    for p in points:
+        assert _positive(p["bytes_per_lead"]) and p["used_memory_delta"] > 0
+        assert _positive(p["sample"]["memory_usage_bytes_per_lead"])
+        assert {"h", "e", "s"} <= set(p["sample"]["bytes_per_lead_by_part"])
+
+    prof = result["profile"]
+    assert _positive(prof["us_per_event"]) and _positive(prof["server"]["us_per_evalsha"])
+    stages = prof["stages_us_per_event"]
+    assert _positive(stages["features round trip (client + server Lua)"])
+    assert _positive(stages["decode+validate"]) and _positive(stages["commit (MULTI/EXEC)"])
+    # the stages account for the plain run's time per event (within sampling noise)
+    assert sum(v for v in stages.values() if v) == pytest.approx(prof["us_per_event"], rel=0.35)
+
+    assert "quality" in result
+    assert set(result["targets"]) >= {"engine >= 0.7x floor", "engine >= 4x naive"}
+
+
+def test_open_loop_keeps_the_schedule_whatever_the_consumer_does() -> None:
+    now = [0.0]
+    calls: list[tuple[float, int]] = []
+
+    def send(chunk: Any) -> None:
+        calls.append((now[0], len(chunk)))
+        now[0] += 0.05  # a slow consumer: each send takes 50 ms
+
+    stats = open_loop(range(100), 1_000.0, send, clock=lambda: now[0], sleep=lambda s: None)
+    assert stats.sent == 100 == sum(n for _, n in calls)
+    # nothing waits for the consumer: later sends carry everything that fell due meanwhile
+    assert calls[0][1] == 1 and max(n for _, n in calls) >= 40
+    assert stats.max_behind_s == pytest.approx(0.05, abs=0.002)
+
+
+def test_open_loop_rejects_a_bad_rate() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        open_loop([1], 0.0, lambda chunk: None)
+
+
+def test_histogram_quantile_interpolates_like_prometheus() -> None:
+    text = "\n".join(
+        [
+            'x_bucket{le="0.01"} 50.0',
+            'x_bucket{le="0.1"} 90.0',
+            'x_bucket{le="+Inf"} 100.0',
+            "x_count 100.0",
+            "x_sum 3.0",
+        ]
+    )
+    hist = prometheus_histogram(text, "x")
+    assert hist["count"] == 100.0 and hist["sum"] == 3.0
+    assert histogram_quantile(hist, 0.5) == pytest.approx(0.01)
+    assert histogram_quantile(hist, 0.7) == pytest.approx(0.055)
+    assert histogram_quantile(hist, 0.99) == pytest.approx(0.1)  # +Inf: the last finite edge
+    assert histogram_quantile({}, 0.5) is None
