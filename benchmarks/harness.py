@@ -246,6 +246,18 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _commit() -> str:
+    """The code measured: ``git describe --always --dirty`` of the engine's checkout."""
+    try:
+        return subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5, check=False,
+        ).stdout.strip() or "unknown"  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def machine_info(
     client: redis.Redis, url: str, extra: Iterable[tuple[str, str]] = ()
 ) -> dict[str, Any]:
@@ -260,6 +272,7 @@ def machine_info(
         "redis_url": url,
         "loadavg_at_start": list(os.getloadavg()),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": _commit(),
     }
     out.update(dict(extra))
     return out

@@ -24,7 +24,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{m['nproc']} cores, {m['cpu_model']}, Python {m['python']}, Redis {m['redis_version']}"
         f" at {m['redis_url']}; load average at start {m['loadavg_at_start'][0]:.2f}; "
-        f"{m['started_at']}. All figures from this one run.",
+        f"{m['started_at']}, code {m.get('commit', '?')}. All figures from this one run.",
         "",
     ]
     tp = result.get("throughput")
