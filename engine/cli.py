@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from engine.errors import LeadpulseError
 
@@ -72,7 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--workers", type=int, default=1, help="worker threads (default 1)")
     _add_common(replay)
+    for module in _command_modules():
+        module.add_parser(sub)
     return parser
+
+
+def _command_modules() -> list[Any]:
+    """Commands that live with their package: each has ``add_parser(sub)`` and ``run(args)``."""
+    from engine import model_cli
+
+    return [model_cli]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.config, args.duration, args.leads, args.seed)
         if args.command == "run":
             return _run(args)
+        for module in _command_modules():
+            if args.command == module.__name__.rsplit(".", 1)[-1].removesuffix("_cli"):
+                return int(module.run(args))
         if args.command == "replay":
             from engine.replay import replay_file
 

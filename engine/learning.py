@@ -82,6 +82,29 @@ class Snapshots:
         self.current = (self.current + [blob])[-self.limit :]
         self.taken.append(blob)
 
+    def expire(self, cutoff: float) -> list[dict[str, Any]]:
+        """Remove and return the snapshots taken before ``cutoff``.
+
+        Loaded: the whole list is known and is rewritten. Not loaded: only snapshots
+        taken in this batch are known; they are dropped from what will be appended.
+        """
+        gone: list[dict[str, Any]] = []
+        keep: list[bytes] = []
+        for blob in self.current:
+            snap = msgpack.unpackb(blob, raw=False)
+            if snap["ts"] < cutoff:
+                gone.append(snap)
+            else:
+                keep.append(blob)
+        if not gone:
+            return []
+        if self.loaded:
+            self.replace(keep)
+        else:
+            self.current = keep
+            self.taken = [b for b in self.taken if b in keep]
+        return gone
+
     def replace(self, keep: list[bytes]) -> None:
         """After labelling: only ``keep`` remains (needs :meth:`load` first)."""
         self.current = keep

@@ -259,19 +259,24 @@ class Processor:
         y = event.type in POSITIVE_OUTCOMES
         learned = False
         proc = self.learner.process_id
+        who = (event.tenant, event.lead_id)
+        later: list[bytes] = []
         for i, blob in enumerate(lead.snaps.current):
             snap = msgpack.unpackb(blob, raw=False)
-            if snap["ts"] > event.ts or event.ts - snap["ts"] > self._horizon:
-                continue  # after the outcome, or outside the label horizon
-            ex = example(
-                f"{event.event_id}#{i}", snap, y, event.ts, (event.tenant, event.lead_id), proc
-            )
+            if snap["ts"] > event.ts:  # taken after the outcome (out-of-order input): keep
+                later.append(blob)
+                continue
+            if event.ts - snap["ts"] > self._horizon:  # the horizon passed first: negative
+                eid = f"expired:{event.tenant}:{event.lead_id}:{snap['ts']}"
+                ex = example(eid, snap, False, snap["ts"] + self._horizon, who, proc)
+            else:
+                ex = example(f"{event.event_id}#{i}", snap, y, event.ts, who, proc)
             fx.labels.append(msgpack.packb(ex, use_bin_type=True))
             if self.learner.learn(ex):
                 learned = True
-                self._metrics.labels.labels("positive" if y else "negative").inc()
+                self._metrics.labels.labels("positive" if ex["y"] else "negative").inc()
         if lead.snaps.current:
-            lead.snaps.replace([])
+            lead.snaps.replace(later)
         return learned
 
     def _sweep_if_new_day(
@@ -297,7 +302,12 @@ class Processor:
         learned = False
         proc = self.learner.process_id
         expired: list[dict[str, Any]] = []
-        for member, stored in self._commit.due_leads(partition, cutoff):
+        due = dict(self._commit.due_leads(partition, cutoff))
+        members = set(due)
+        for (tenant, lead_id), known in leads.items():  # snapshots known only in this batch
+            if known.partition == partition and known.snaps.current:
+                members.add(f"{tenant}\x1f{lead_id}")
+        for member in sorted(members):
             tenant, lead_id = member.split("\x1f", 1)
             key = (tenant, lead_id)
             lead = leads.get(key)
@@ -305,16 +315,13 @@ class Processor:
                 snaps = Snapshots(self._s.scoring.max_snapshots)
                 lead = _Lead(partition, rules.AlertState(), 0.0, snaps, placeholder=True)
                 leads[key] = lead
-            lead.snaps.load(stored)
-            keep = []
-            for blob in lead.snaps.current:
-                snap = msgpack.unpackb(blob, raw=False)
-                if snap["ts"] < cutoff:
-                    eid = f"expired:{tenant}:{lead_id}:{snap['ts']}"
-                    expired.append(example(eid, snap, False, ts, key, proc))
-                else:
-                    keep.append(blob)
-            lead.snaps.replace(keep)
+            if member in due:
+                lead.snaps.load(due[member])
+            # Not in the due index: nothing stored is old enough to expire, so only the
+            # snapshots known here are looked at, and the stored list is left alone.
+            for snap in lead.snaps.expire(cutoff):
+                eid = f"expired:{tenant}:{lead_id}:{snap['ts']}"
+                expired.append(example(eid, snap, False, ts, key, proc))
         # learn in an order fixed by the data, not by how the due index happens to rank leads
         for ex in sorted(expired, key=lambda e: (e["ts"], e["id"])):
             fx.labels.append(msgpack.packb(ex, use_bin_type=True))

@@ -20,6 +20,7 @@ import pytest
 from benchmarks.simulator import SimConfig, generate
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
+from engine.model import ModelSet
 from engine.streams import Producer, StreamNames, committed_positions
 
 pytestmark = pytest.mark.slow
@@ -56,6 +57,13 @@ def _snapshot(client: Any, prefix: str) -> dict[str, Any]:
         alerts.append(alert)
     state["alerts"] = sorted(alerts, key=lambda a: a["alert_id"])
     state["hot"] = client.zrange(f"{prefix}:hot:sim", 0, -1, withscores=True)
+    # labelled examples: each learned exactly once, in the same order
+    state["labels"] = [
+        (msgpack.unpackb(f[b"l"], raw=False)["id"], msgpack.unpackb(f[b"l"], raw=False)["y"])
+        for _, f in client.xrange(f"{prefix}:labels")
+    ]
+    work = client.get(f"{prefix}:model:work")
+    state["labels_learned"] = ModelSet.loads(work).labels_seen if work else 0
     return state
 
 
@@ -122,6 +130,7 @@ def test_sigkill_and_restart_changes_nothing(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     assert kills == 3
+    assert reference["labels"] and reference["labels_learned"] == len(reference["labels"])
     crashed = _snapshot(client, prefix + "c")
 
     ids = [{a["alert_id"]: a for a in run["alerts"]} for run in (reference, crashed)]

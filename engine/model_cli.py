@@ -1,0 +1,104 @@
+"""``leadpulse model``: see the model that scores, and roll it back.
+
+- ``leadpulse model status [--json]``: the serving version, every published version with
+  its labels and quality at publish time, and the trainer's live quality.
+- ``leadpulse model rollback [VERSION]``: pin a published version (default: the one
+  before the newest); every scorer switches to it within ``scoring.model_check_s``.
+- ``leadpulse model unpin``: back to the newest version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from engine.errors import ConfigError, LeadpulseError
+from engine.model import ModelSet
+from engine.model_store import ModelStore
+from engine.redis_client import connect
+from engine.settings import load_settings
+
+__all__ = ["add_parser", "run", "status"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "model",
+        help="show the model's version and live quality; roll back",
+        description="Inspect and pin the online model published in Redis (REDIS_URL).",
+    )
+    p.add_argument("--config", help="TOML file overriding config/default.toml")
+    p.add_argument("--redis-url", default="", help="overrides REDIS_URL")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    st = actions.add_parser("status", help="serving version, versions, live quality")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    rb = actions.add_parser("rollback", help="pin a published version")
+    rb.add_argument("version", nargs="?", type=int, help="version (default: newest - 1)")
+    actions.add_parser("unpin", help="serve the newest version again")
+
+
+def status(store: ModelStore) -> dict[str, Any]:
+    """Everything `model status` shows, as data."""
+    info = store.info()
+    work = store.working_copy()
+    live = ModelSet.loads(work).status() if work else None
+    return {
+        "current": info.current,
+        "pinned": info.pinned,
+        "serving": info.serving,
+        "versions": store.versions(),
+        "trainer_live": live,
+    }
+
+
+def _fmt(q: dict[str, Any] | None) -> str:
+    if not q or not q.get("labels"):
+        return "no labels yet"
+    parts = [f"labels {q['labels']}"]
+    for name in ("auc", "log_loss", "precision_top15", "ece"):
+        if q.get(name) is not None:
+            parts.append(f"{name} {q[name]:.3f}")
+    parts.append(f"drift alarms {q['drifts']}")
+    return ", ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    url = args.redis_url or settings.redis_url()
+    if not url:
+        raise ConfigError("redis.url: `model` needs REDIS_URL or --redis-url")
+    store = ModelStore(connect(url, settings.redis.retries), settings.redis.key_prefix)
+    if args.action == "status":
+        data = status(store)
+        if args.json:
+            print(json.dumps(data, indent=2, default=str))
+            return 0
+        pinned = f" (pinned; newest is {data['current']})" if data["pinned"] is not None else ""
+        print(f"serving version {data['serving']}{pinned}")
+        for n, meta in data["versions"].items():
+            print(f"  v{n}: labels {meta['labels_seen']}, river {meta['river_version']}, "
+                  f"served score: {_fmt(meta.get('quality'))}")  # fmt: skip
+        live = data["trainer_live"]
+        if live:
+            print(f"trainer live: labels {live['labels_seen']}")
+            print(f"  served score: {_fmt(live['served_score'])}")
+            print(f"  model alone:  {_fmt(live['model_alone'])}")
+            for q in live["served_score"]["calibration"]:
+                if q["n"]:
+                    print(f"  {q['band']}: n={q['n']} predicted {q['mean_p']:.3f} "
+                          f"observed {q['rate']:.3f}")  # fmt: skip
+        return 0
+    if args.action == "rollback":
+        info = store.info()
+        version = args.version if args.version is not None else info.current - 1
+        try:
+            store.pin(version)
+        except KeyError:
+            raise LeadpulseError(f"no published version {version}") from None
+        print(f"pinned version {version}; scorers switch within {settings.scoring.model_check_s} s")
+        return 0
+    store.unpin()
+    print("unpinned: serving the newest version")
+    return 0

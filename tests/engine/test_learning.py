@@ -1,0 +1,168 @@
+"""Learning the way a brokerage labels: horizon, lost, expiry; one trainer; versions; rollback."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import msgpack
+
+from engine.app import build_parts
+from engine.dataflow import build_flow, run_flow
+from engine.learning import Learner
+from engine.model import ModelSet, OnlineModel
+from engine.model_store import ModelStore
+from engine.scoring import assess, explain
+from engine.streams import Producer
+from features.definitions import model_input
+
+T0 = 1_767_225_600.0
+DAY = 86_400.0
+
+
+def _run(client: Any, settings: Any, events: list[dict[str, Any]]) -> Any:
+    parts = build_parts(settings, client)
+    Producer(client, parts.names, 10**9).send(events)
+    run_flow(build_flow(parts, bounded=True))
+    return parts
+
+
+def _labels(client: Any, prefix: str) -> list[dict[str, Any]]:
+    return [msgpack.unpackb(f[b"l"], raw=False) for _, f in client.xrange(f"{prefix}:labels")]
+
+
+def ev(eid: str, lead: str, etype: str, ts: float, **kw: Any) -> dict[str, Any]:
+    return {"event_id": eid, "lead_id": lead, "type": etype, "ts": ts, "tenant": "t", **kw}
+
+
+def test_labels_follow_the_horizon_lost_and_expiry(client: Any, make_settings: Any) -> None:
+    settings = make_settings(streams={"partitions": 1})
+    events = [
+        # P: a hand-raise (snapshot), appointment 10 days later -> positive
+        ev("p1", "P", "showing_request", T0),
+        ev("p2", "P", "appointment_set", T0 + 10 * DAY),
+        # L: snapshot, then lost -> negative
+        ev("l1", "L", "inquiry", T0 + DAY),
+        ev("l2", "L", "lost", T0 + 2 * DAY),
+        # Q: snapshot, outcome 40 days later is outside H -> the snapshot expires negative first
+        ev("q1", "Q", "call_request", T0 + 2 * DAY),
+        ev("q2", "Q", "appointment_set", T0 + 42 * DAY),
+        # S: snapshot, then silence; the clock moves on through another lead -> expiry
+        ev("s1", "S", "inquiry", T0 + 3 * DAY),
+        ev("z1", "Z", "page_view", T0 + 45 * DAY),
+    ]
+    events.sort(key=lambda e: e["ts"])
+    _run(client, settings, events)
+    labels = {
+        (x["lead"], x["id"].split(":")[0].split("#")[0]): x["y"]
+        for x in _labels(client, settings.redis.key_prefix)
+    }
+    assert labels[("P", "p2")] is True
+    assert labels[("L", "l2")] is False
+    assert labels[("Q", "expired")] is False and ("Q", "q2") not in labels
+    assert labels[("S", "expired")] is False, labels
+    assert len(labels) == 4
+
+
+def test_a_replayed_batch_learns_nothing_twice(client: Any, make_settings: Any) -> None:
+    settings = make_settings(streams={"partitions": 1})
+    events = [ev("a", "A", "inquiry", T0), ev("b", "A", "appointment_set", T0 + DAY)]
+    parts = _run(client, settings, events)
+    learned = parts.processor.learner.live.labels_seen
+    # the same events again (an at-least-once source replaying): no new label, no new learning
+    parts2 = _run(client, settings, events)
+    assert parts2.processor.learner.live.labels_seen == learned == 1
+    assert len(_labels(client, settings.redis.key_prefix)) == 1
+
+
+def _example(i: int, y: bool) -> dict[str, Any]:
+    return {
+        "id": f"e{i}",
+        "seg": "all",
+        "x": {"saves": float(y) + random.random()},
+        "y": y,
+        "pb": 0.5,
+        "proc": 1,
+    }
+
+
+def test_one_trainer_publishes_and_a_second_process_picks_it_up(
+    client: Any, make_settings: Any
+) -> None:
+    settings = make_settings(scoring={"publish_every_labels": 2, "model_check_s": 0.01})
+    store = ModelStore(client, settings.redis.key_prefix)
+    trainer = Learner(settings, store, process_id=0)
+    scorer = Learner(settings, store, process_id=1)
+    assert trainer.trainer and not scorer.trainer
+    assert not scorer.learn(_example(0, True))  # scorers never learn
+    pipe = client.pipeline()
+    for i in range(4):  # the scorer's labelled examples travel on the labels stream
+        pipe.xadd(store.keys.labels, {"l": msgpack.packb(_example(i, i % 2 == 0))})
+    pipe.execute()
+    assert trainer.consume_remote()
+    assert trainer.live.labels_seen == 4
+    version, blob, meta = trainer.publication() or (0, b"", {})
+    assert version == 1 and meta["labels_seen"] == 4 and meta["river_version"]
+    from engine.model_store import publish_commands
+
+    pipe = client.pipeline()
+    publish_commands(pipe, store.keys, version, blob, meta)
+    pipe.execute()
+    scorer.refresh(force=True)
+    assert scorer.serving_version == 1
+    assert scorer.serving.labels_seen == 4
+    assert not trainer.consume_remote()  # exactly once: the position moved past them
+
+
+def test_rollback_pins_a_version_for_every_scorer(client: Any, make_settings: Any) -> None:
+    settings = make_settings(scoring={"publish_every_labels": 1, "model_check_s": 0.01})
+    store = ModelStore(client, settings.redis.key_prefix)
+    trainer = Learner(settings, store, process_id=0)
+    from engine.model_store import publish_commands
+
+    for i in range(2):
+        trainer.learn(_example(i, i == 0))
+        pipe = client.pipeline()
+        publish_commands(pipe, store.keys, *(trainer.publication() or ()))
+        pipe.execute()
+    scorer = Learner(settings, store, process_id=1)
+    assert scorer.serving_version == 2
+    store.pin(1)
+    scorer.refresh(force=True)
+    trainer.refresh(force=True)
+    assert scorer.serving_version == 1 and scorer.serving.labels_seen == 1
+    assert trainer.serving_version == 1 and trainer.live.labels_seen == 2  # keeps learning
+    store.unpin()
+    scorer.refresh(force=True)
+    trainer.refresh(force=True)
+    assert scorer.serving_version == 2 and trainer.serving is trainer.live
+
+
+def test_the_top_reason_moves_the_score_the_way_it_says(make_settings: Any) -> None:
+    settings = make_settings(scoring={"min_labels": 10})
+    rng = random.Random(3)
+    model = OnlineModel()
+    names = settings.features.names
+    for i in range(600):
+        saves = rng.randint(0, 4)
+        feats = {"saves": saves, "views_7d": rng.randint(0, 9), "source": "website"}
+        model.learn(str(i), model_input(feats, names), rng.random() < 0.1 + 0.2 * saves)
+    feats = {"saves": 4, "views_7d": 2, "source": "website", "side": "buyer", "timeline": "unknown"}
+    x = model_input(feats, names)
+    p = model.probability(x)
+    score = assess(feats, {}, settings, p, model.labels_seen)
+    assert score.model_weight == 1.0
+    pros, _ = explain(feats, {}, settings, model.contributions(x), score.model_weight)
+    assert pros[0] == "saved 4 homes"
+    without = dict(feats, saves=0)
+    p_without = model.probability(model_input(without, names))
+    assert p is not None and p_without is not None and p_without < p
+
+
+def test_model_set_round_trip_keeps_quality(make_settings: Any) -> None:
+    models = ModelSet(("buyer", "seller"))
+    for i in range(50):
+        models.learn({**_example(i, i % 3 == 0), "seg": "seller" if i % 2 else "buyer"})
+    again = ModelSet.loads(models.dumps())
+    assert again.status()["served_score"]["labels"] == 50
+    assert again.segment_of("seller") == "seller" and again.segment_of("both") == "buyer"
