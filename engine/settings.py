@@ -340,10 +340,10 @@ class TenantDelivery(_Section):
     secret: SecretStr = SecretStr("")
     webhook_url: str = ""
     timezone: str | None = None
-    business_open_h: int | None = Field(None, ge=0, le=23)
-    business_close_h: int | None = Field(None, ge=1, le=24)
-    quiet_start_h: int | None = Field(None, ge=0, le=23)
-    quiet_end_h: int | None = Field(None, ge=0, le=23)
+    business_open_h: int | None = Field(default=None, ge=0, le=23)
+    business_close_h: int | None = Field(default=None, ge=1, le=24)
+    quiet_start_h: int | None = Field(default=None, ge=0, le=23)
+    quiet_end_h: int | None = Field(default=None, ge=0, le=23)
     groups: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     rules: tuple[RoutingRule, ...] = ()
     default_group: str = POND
@@ -460,7 +460,11 @@ def _http_url(v: str) -> str:
     return v
 
 
-_NO_TENANT = TenantDelivery()
+_NO_TENANT = TenantDelivery.model_validate({})
+
+
+def _default_delivery() -> DeliverySettings:
+    return DeliverySettings.model_validate({})
 
 
 class Settings(_Section):
@@ -476,7 +480,7 @@ class Settings(_Section):
     alerts: AlertSettings
     metrics: MetricsSettings
     fair_housing: FairHousingSettings
-    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    delivery: DeliverySettings = Field(default_factory=_default_delivery)
 
     def redis_url(self) -> str:
         """The configured URL, else ``REDIS_URL``; empty means: use the embedded server."""

@@ -1,0 +1,126 @@
+"""The hot list as an agent sees it: one read model for the page's JSON and tests.
+
+Leads: those delivery alerted on (newest first) plus, for the whole-tenant view, the
+engine's hot list (top scores). For each: the engine's current score record
+(``engine.views``), the last delivered alert (its script, first touch, SLA), the
+assignment, the SLA clock and why channels are blocked, grouped by bucket P1 -> P5.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+from engine.delivery.consent import blocked_reasons
+from engine.delivery.keys import DeliveryKeys
+from engine.sinks import hot_key
+from engine.views import read_scores
+
+__all__ = ["BUCKETS", "read_board"]
+
+BUCKETS = ("P1", "P2", "P3", "P4", "P5")
+
+
+def _s(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _sees(assignment: dict[str, Any] | None, agent: str, team: str) -> bool:
+    if assignment is None:
+        return not agent and not team
+    state = assignment.get("state")
+    if team and assignment.get("group") != team and state != "pond":
+        return False
+    if not agent:
+        return True
+    if state == "assigned":
+        return assignment.get("agent") == agent
+    if state == "offered":
+        return agent in str(assignment.get("offered_to", "")).split(",")
+    return True  # the pond: anyone may claim
+
+
+def read_board(
+    client: Any,
+    prefix: str,
+    tenant: str,
+    *,
+    agent: str = "",
+    team: str = "",
+    limit: int = 200,
+    feed_id: str = "0-0",
+    now: float = 0.0,
+) -> dict[str, Any]:
+    keys = DeliveryKeys(prefix)
+    leads = [_s(x) for x in client.zrevrange(keys.leads(tenant), 0, limit - 1)]
+    if not agent and not team:
+        for x in client.zrevrange(hot_key(prefix, tenant), 0, limit - 1):
+            if _s(x) not in leads:
+                leads.append(_s(x))
+    buckets: dict[str, list[dict[str, Any]]] = {b: [] for b in BUCKETS}
+    board = {"tenant": tenant, "agent": agent, "team": team, "now": now, "feed_id": feed_id,
+             "buckets": buckets}  # fmt: skip
+    if not leads:
+        return board
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(keys.cards(tenant), leads)
+    for lead in leads:
+        pipe.hgetall(keys.assignment(tenant, lead))
+        pipe.hgetall(keys.clock(tenant, lead))
+        pipe.hgetall(keys.consent(tenant, lead))
+    replies = pipe.execute()
+    cards = cast(list[Any], replies[0])
+    records = {r["lead_id"]: r for r in read_scores(client, prefix, [(tenant, x) for x in leads])}
+    for i, lead in enumerate(leads):
+        asg = {_s(k): _s(v) for k, v in replies[1 + 3 * i].items()} or None
+        if not _sees(asg, agent, team):
+            continue
+        clock = {_s(k): _s(v) for k, v in replies[2 + 3 * i].items()} or None
+        consent = {_s(k): json.loads(v) for k, v in replies[3 + 3 * i].items()}
+        card = json.loads(cards[i]) if cards[i] else {}
+        record = records.get(lead)
+        if record is None and not card:
+            continue
+        blocked = (record or {}).get("blocked_channels") or card.get("blocked_channels") or []
+        row = {
+            "lead_id": lead,
+            "score": record["score"] if record else card.get("score_after"),
+            "bucket": record["bucket"] if record else card.get("bucket"),
+            "tier": record["tier"] if record else card.get("tier"),
+            "reasons": record["reasons"] if record else card.get("reasons", []),
+            "blocked_channels": sorted(set(blocked) | set(consent)),
+            "blocked_reasons": blocked_reasons(blocked, consent),
+            "assignment": _assignment_view(asg),
+            "clock": _clock_view(clock),
+            "alert": {
+                k: card.get(k)
+                for k in ("alert_id", "triggers", "first_touch", "sla", "event", "script", "lead")
+            }
+            if card
+            else None,
+        }
+        buckets.setdefault(str(row["bucket"]), []).append(row)
+    for rows in buckets.values():
+        rows.sort(key=lambda r: (-(r["score"] or 0), r["lead_id"]))
+    return board
+
+
+def _assignment_view(h: dict[str, str] | None) -> dict[str, Any] | None:
+    if h is None:
+        return None
+    return {
+        "state": h.get("state"), "agent": h.get("agent", ""), "group": h.get("group", ""),
+        "how": h.get("how", ""), "reason": h.get("reason", ""),
+        "offered_to": [x for x in h.get("offered_to", "").split(",") if x],
+        "claim_deadline": float(h.get("claim_deadline") or 0),
+    }  # fmt: skip
+
+
+def _clock_view(h: dict[str, str] | None) -> dict[str, Any] | None:
+    if h is None:
+        return None
+    out: dict[str, Any] = {k: h.get(k, "") for k in ("status", "agent", "stopped_by", "rule")}
+    for k in ("start_ts", "deadline_ts", "first_deadline_ts", "stopped_ts", "response_s"):
+        out[k] = float(h[k]) if h.get(k) else None
+    out["misses"] = int(h.get("misses") or 0)
+    return out

@@ -1,0 +1,137 @@
+"""Consent gate: per lead and channel, whether it may be used and *why not*.
+
+Derived from the events the IDX site and the messaging tools append: ``opt_out``,
+``unsubscribe``, a STOP reply (a ``reply`` whose ``props.text`` is STOP or a synonym),
+``bounce`` and ``invalid_contact``. The channel each one blocks mirrors the engine's
+feature script (``features/update.lua``), which computes the alert's
+``blocked_channels``; this module adds the reason an agent can read, e.g.
+"replied STOP to a text on 2025-05-02 14:03 UTC". The first block of a channel
+is the one kept: consent is not re-granted by later events.
+
+Pure functions (:func:`blocks_from`, :func:`blocked_reasons`) and a small Redis
+book (:class:`ConsentBook`) that stores them per lead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from engine.delivery.keys import DeliveryKeys
+from engine.events import Event
+from features.store import STOP_WORDS
+
+__all__ = ["Block", "ConsentBook", "blocked_reasons", "blocks_from", "is_stop"]
+
+WORDS = {"sms": "text", "call": "phone calls", "email": "email", "chat": "chat"}
+_DEFAULT_CHANNELS = {
+    "unsubscribe": ("email",),
+    "bounce": ("email",),
+    "opt_out": ("email", "sms", "call"),
+    "invalid_contact": ("call", "sms"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One channel closed by one event, with the words an agent reads."""
+
+    channel: str
+    why: str  # opt_out | unsubscribe | stop_reply | bounce | invalid_contact
+    event_id: str
+    ts: float
+    text: str
+
+
+def is_stop(event: Event) -> bool:
+    """A reply whose text is STOP (or STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT)."""
+    text = event.props.get("text") if event.type == "reply" else None
+    return isinstance(text, str) and text.strip().upper() in STOP_WORDS
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def blocks_from(event: Event) -> list[Block]:
+    """The channels this event closes (empty for any other event)."""
+    channel = event.channel if event.channel not in ("", "web") else ""
+    if event.type == "reply":
+        if not is_stop(event):
+            return []
+        ch = event.channel or "sms"
+        return [Block(ch, "stop_reply", event.event_id, event.ts, _text("stop_reply", ch, event))]
+    defaults = _DEFAULT_CHANNELS.get(event.type)
+    if defaults is None:
+        return []
+    channels = (channel,) if channel else defaults
+    return [
+        Block(ch, event.type, event.event_id, event.ts, _text(event.type, ch, event))
+        for ch in channels
+    ]
+
+
+def _text(why: str, channel: str, event: Event) -> str:
+    word, when = WORDS.get(channel, channel), _when(event.ts)
+    if why == "stop_reply":
+        return f"replied STOP to a {'text' if channel == 'sms' else word} on {when}"
+    if why == "opt_out":
+        return f"opted out of {word} on {when}"
+    if why == "unsubscribe":
+        return f"unsubscribed from {word} on {when}"
+    if why == "bounce":
+        return f"{word} bounced on {when}"
+    return f"{word} contact details reported invalid on {when}"
+
+
+def blocked_reasons(
+    engine_blocked: Iterable[str], recorded: Mapping[str, Mapping[str, Any]]
+) -> dict[str, str]:
+    """Every blocked channel (the engine's and the recorded ones) -> why, in words."""
+    out = {ch: str(r.get("text", "")) for ch, r in recorded.items()}
+    for ch in engine_blocked:
+        out.setdefault(ch, f"{WORDS.get(ch, ch)} blocked by an earlier opt-out, bounce or STOP")
+    return dict(sorted(out.items()))
+
+
+class ConsentBook:
+    """Stores the first block of each channel per lead (idempotent: HSETNX)."""
+
+    def __init__(self, client: Any, keys: DeliveryKeys, ttl_s: int) -> None:
+        self._r = client
+        self._keys = keys
+        self._ttl = ttl_s
+
+    def record(self, events: Iterable[Event], pipe: Any = None) -> int:
+        """Record the blocks of these events; returns how many blocks were seen."""
+        own = pipe is None
+        p = self._r.pipeline(transaction=False) if own else pipe
+        n = 0
+        for event in events:
+            for block in blocks_from(event):
+                key = self._keys.consent(event.tenant, event.lead_id)
+                p.hsetnx(key, block.channel, json.dumps(asdict(block)))
+                p.expire(key, self._ttl)
+                n += 1
+        if own and n:
+            p.execute()
+        return n
+
+    def reasons(self, tenant: str, lead: str) -> dict[str, dict[str, Any]]:
+        raw = cast(dict[bytes, bytes], self._r.hgetall(self._keys.consent(tenant, lead)))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    def state(self, tenant: str, lead: str, engine_blocked: Iterable[str] = ()) -> dict[str, Any]:
+        """Per channel: allowed or blocked, and why (for the API and the page)."""
+        recorded = self.reasons(tenant, lead)
+        why = blocked_reasons(engine_blocked, recorded)
+        return {
+            "lead_id": lead,
+            "channels": {
+                ch: {"allowed": ch not in why, "why": why.get(ch, "")} for ch in sorted(WORDS)
+            },
+            "blocked_reasons": why,
+        }

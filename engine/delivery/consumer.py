@@ -1,0 +1,477 @@
+"""The delivery service: alerts stream -> routing, consent, script -> feed + webhooks; SLA.
+
+One asyncio loop (``leadpulse deliver``) runs four things:
+
+1. **alerts**: ``XREADGROUP`` on ``lp:alerts`` in the consumer group (its own pending
+   entries first after a restart, then new ones; entries a dead consumer left pending
+   longer than ``reclaim_idle_s`` are taken over). Each alert is routed, gets its
+   consent reasons, tenant-local deadline and first touch, and script; its SLA clock
+   opens; it is published to the tenant's feed (SSE, page) and sent to its webhooks.
+   The entry is acknowledged (``XACK``) only when every webhook delivery finished
+   (delivered or dead-lettered): a crash before that delivers it again after restart,
+   and receipts keep a finished delivery from being sent twice.
+2. **events**: the events partitions are read with delivery's own cursor
+   (``engine.streams.PartitionReader``, position in ``dlv:pos``): ``agent_contact`` and
+   ``alert_ack`` stop SLA clocks; ``opt_out``, ``unsubscribe``, STOP replies, ``bounce``
+   and ``invalid_contact`` record why a channel is blocked. Events are drained right
+   before each batch of alerts is handled, so a block or response that came before
+   an alert is always known when the alert goes out.
+3. **tick**: claim timeouts (first-to-claim offers nobody took) and SLA misses
+   (escalation: next agent, then the pond; a re-alert goes out to the new owner).
+4. **webhooks**: one task per delivery with retries (``webhooks.py``).
+
+The synchronous parts (:meth:`DeliveryService.drain_events`, :meth:`handle`,
+:meth:`tick`) take the time from an injected clock, so tests drive them directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import httpx
+import msgpack
+import redis
+
+from engine.delivery.consent import ConsentBook, blocked_reasons
+from engine.delivery.feed import Feed
+from engine.delivery.keys import DeliveryKeys
+from engine.delivery.leads import LeadProfile, read_profile
+from engine.delivery.local import LocalRules
+from engine.delivery.metrics import DeliveryMetrics
+from engine.delivery.routing import Assigner, Assignment
+from engine.delivery.scripts import pick_script
+from engine.delivery.sla import SlaClocks
+from engine.delivery.webhooks import Job, Receipts, RetryPolicy, WebhookSender
+from engine.events import Event
+from engine.settings import Settings, TenantDelivery
+from engine.streams import PartitionReader, Producer, StreamNames
+from engine.validate import Validator
+
+__all__ = ["DeliveryService", "Prepared", "run_in_thread"]
+
+log = logging.getLogger(__name__)
+
+RESPONSES = frozenset({"agent_contact", "alert_ack"})
+_EVENT_BATCHES = 20  # per partition per drain: bounded, the next drain continues
+
+
+@dataclass
+class Prepared:
+    """What handling one alert produced: the payload and the webhook jobs to run."""
+
+    payload: dict[str, Any] | None
+    jobs: list[Job] = field(default_factory=list)
+
+
+class DeliveryService:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        metrics: DeliveryMetrics | None = None,
+        *,
+        consumer: str = "deliver-0",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.d = settings.delivery
+        self._r: Any = client
+        self.names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+        self.keys = DeliveryKeys(settings.redis.key_prefix)
+        self.metrics = metrics or DeliveryMetrics.create()
+        self.consumer = consumer
+        self.clock = clock
+        ttl = int(settings.features.idle_expire_d * 86_400)
+        self.producer = Producer(client, self.names, settings.streams.maxlen)
+        self.consent = ConsentBook(client, self.keys, ttl)
+        self.clocks = SlaClocks(
+            client, self.keys, self.metrics, ttl_s=ttl, report_keep=self.d.report_keep,
+            clock=clock,
+        )  # fmt: skip
+        self.assigner = Assigner(
+            client, self.keys, self.d.tenant, self.producer.send,
+            claim_timeout_s=self.d.claim_timeout_s, ttl_s=ttl, clock=clock,
+        )  # fmt: skip
+        self.feed = Feed(client, self.keys, self.d.feed_maxlen, self.metrics)
+        self.receipts = Receipts(client, self.keys, int(self.d.receipt_ttl_d * 86_400))
+        self._validator = Validator(settings.validation)
+        self._readers = [
+            PartitionReader(client, self.names, p, settings.streams.read_count)
+            for p in range(self.names.partitions)
+        ]
+        self._local: dict[str, LocalRules] = {}
+        self._inflight: set[str] = set()
+        self._pending_done = False
+
+    # -- tenant rules ---------------------------------------------------------------------
+    def local(self, tenant: str) -> LocalRules:
+        rules = self._local.get(tenant)
+        if rules is None:
+            rules = self._local[tenant] = LocalRules(self.settings, self.d.tenant(tenant))
+        return rules
+
+    # -- the alerts stream ------------------------------------------------------------------
+    def ensure_group(self) -> None:
+        try:
+            self._r.xgroup_create(self.names.alerts, self.d.consumer_group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read_alerts(self, block_ms: int | None) -> list[tuple[str, dict[str, Any]]]:
+        """Own pending entries first (after a restart), then new ones."""
+        group, name = self.d.consumer_group, self.consumer
+        if not self._pending_done:
+            reply = self._r.xreadgroup(
+                group, name, {self.names.alerts: "0"}, count=self.d.read_count
+            )
+            rows = reply[0][1] if reply else []
+            rows = [r for r in rows if r[1]]  # trimmed entries come back empty
+            if rows:
+                return self._decode(rows)
+            self._pending_done = True
+        reply = self._r.xreadgroup(
+            group, name, {self.names.alerts: ">"}, count=self.d.read_count, block=block_ms
+        )
+        return self._decode(reply[0][1] if reply else [])
+
+    def reclaim(self) -> list[tuple[str, dict[str, Any]]]:
+        """Alerts a dead consumer left pending for ``reclaim_idle_s``; keep ours alive."""
+        stream, group = self.names.alerts, self.d.consumer_group
+        if self._inflight:  # reset the idle time of entries still being retried here
+            self._r.xclaim(stream, group, self.consumer, 0, sorted(self._inflight), justid=True)
+        reply = self._r.xautoclaim(
+            stream, group, self.consumer, int(self.d.reclaim_idle_s * 1000), "0-0",
+            count=self.d.read_count,
+        )  # fmt: skip
+        rows = [r for r in reply[1] if r[1]]
+        return [(sid, a) for sid, a in self._decode(rows) if sid not in self._inflight]
+
+    @staticmethod
+    def _decode(rows: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for sid, fields in rows:
+            text = sid.decode() if isinstance(sid, bytes) else str(sid)
+            try:
+                out.append((text, msgpack.unpackb(fields[b"a"], raw=False)))
+            except (KeyError, ValueError, msgpack.UnpackException):
+                log.warning("alerts entry %s is not an alert; acknowledged and skipped", text)
+                out.append((text, {}))
+        return out
+
+    def ack(self, ids: list[str]) -> None:
+        if ids:
+            self._r.xack(self.names.alerts, self.d.consumer_group, *ids)
+
+    # -- the events streams -----------------------------------------------------------------
+    def drain_events(self) -> int:
+        """Read every partition to its end: responses stop clocks, blocks are recorded."""
+        pos_raw = cast(dict[bytes, bytes], self._r.hgetall(self.keys.positions))
+        positions = {int(k): v.decode() for k, v in pos_raw.items()}
+        n = 0
+        for p, reader in enumerate(self._readers):
+            after = positions.get(p, "0-0")
+            for _ in range(_EVENT_BATCHES):
+                rows = reader.read(after)
+                if not rows:
+                    break
+                events = []
+                for sid, fields in rows:
+                    after = sid.decode() if isinstance(sid, bytes) else str(sid)
+                    raw = fields.get(b"e")
+                    if raw is None:
+                        continue
+                    checked = self._validator.check_bytes(raw, "msgpack")
+                    if isinstance(checked, Event):
+                        events.append(checked)
+                self._apply_events(events)
+                n += len(rows)
+                self._r.hset(self.keys.positions, str(p), after)
+        if n:
+            self.metrics.events_read.inc(n)
+        return n
+
+    def _apply_events(self, events: list[Event]) -> None:
+        self.consent.record(events)
+        for ev in events:
+            if ev.type not in RESPONSES:
+                continue
+            stopped = self.clocks.note_response(
+                ev.tenant, ev.lead_id, ev.ts, ev.agent_id, ev.type, ev.event_id
+            )
+            if stopped is not None:
+                self.feed.publish(ev.tenant, "sla", _clock_view(stopped), ["*"])
+
+    # -- one alert ----------------------------------------------------------------------
+    def handle(self, alert: dict[str, Any]) -> Prepared:
+        """Route, gate, script, open the clock, publish; returns the webhook jobs."""
+        if not alert.get("alert_id"):
+            return Prepared(None)
+        self.metrics.alerts_read.inc()
+        now = self.clock()
+        emitted = float(alert.get("emit_ms") or now * 1000) / 1000
+        if now - emitted > self.d.skip_older_than_s:
+            self.metrics.alerts_skipped.inc()
+            return Prepared(None)
+        tenant, lead = str(alert["tenant"]), str(alert["lead_id"])
+        cfg = self.d.tenant(tenant)
+        profile = read_profile(self._r, self.names, alert)
+        recorded = self.consent.reasons(tenant, lead)
+        reasons = blocked_reasons(alert.get("blocked_channels") or (), recorded)
+        blocked = tuple(sorted(reasons))
+        payload = dict(alert)
+        hand = any(str(t).startswith("hand_raise:") for t in alert.get("triggers") or ())
+        self.local(tenant).localize(payload, blocked, hand or profile.repeat_views >= 3)
+        payload["blocked_channels"] = list(blocked)
+        payload["blocked_reasons"] = reasons
+        assignment = self.assigner.route(alert, profile)
+        self._count_assignment(assignment)
+        sla = payload["sla"]
+        clock = self.clocks.open(
+            tenant=tenant, lead=lead, alert_id=alert["alert_id"], source=profile.source,
+            rule=str(sla.get("rule", "default")), agent=assignment.agent,
+            start_ts=float(alert["event"]["ts"]), deadline_ts=float(sla["deadline_ts"]),
+        )  # fmt: skip
+        payload.update(
+            type="alert",
+            delivery_id=alert["alert_id"],
+            lead=_profile_view(profile),
+            assignment=assignment.as_dict(),
+            script=pick_script(alert, profile).as_dict(),
+            clock=_clock_view(clock),
+            sent_ms=int(self.clock() * 1000),
+        )
+        self._publish(payload, assignment, "alert")
+        return Prepared(payload, self._jobs(payload, assignment, cfg))
+
+    def _publish(self, payload: dict[str, Any], a: Assignment, kind: str) -> None:
+        tenant, lead = a.tenant, a.lead_id
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hset(self.keys.cards(tenant), lead, json.dumps(payload))
+        pipe.zadd(self.keys.leads(tenant), {lead: self.clock()})
+        self.feed.publish(tenant, kind, payload, a.audience, a.group, pipe=pipe)
+        pipe.execute()
+
+    def _jobs(self, payload: dict[str, Any], a: Assignment, cfg: TenantDelivery) -> list[Job]:
+        secret = cfg.secret.get_secret_value()
+        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+        base = dict(
+            alert_id=str(payload["alert_id"]),
+            delivery_id=str(payload["delivery_id"]),
+            secret=secret,
+            body=body,
+            ingest_ms=int(payload.get("ingest_ms") or 0),
+        )
+        jobs = []
+        if cfg.webhook_url:
+            jobs.append(Job(target="tenant", url=cfg.webhook_url, **base))  # type: ignore[arg-type]
+        for agent in a.audience:
+            hook = cfg.agents.get(agent)
+            if hook is not None and hook.webhook_url:
+                jobs.append(Job(target=f"agent:{agent}", url=hook.webhook_url, **base))  # type: ignore[arg-type]
+        return jobs
+
+    def _count_assignment(self, a: Assignment) -> None:
+        self.metrics.assignments.labels(a.how if a.state != "pond" else "pond").inc()
+
+    # -- timers -------------------------------------------------------------------------
+    def tick(self) -> list[Job]:
+        """Claim timeouts and SLA misses; returns the re-alert webhook jobs."""
+        jobs: list[Job] = []
+        for a in self.assigner.claim_timeouts(self.clock()):
+            self._count_assignment(a)
+            self.clocks.assign(a.tenant, a.lead_id, a.agent)
+            self.feed.publish(a.tenant, "assignment", a.as_dict(), ["*"], a.group)
+            jobs += self._realert(a, None)
+        for clock in self.clocks.due(self.clock()):
+            jobs += self._escalate(clock)
+        return jobs
+
+    def _escalate(self, clock: dict[str, Any]) -> list[Job]:
+        tenant, lead = clock["tenant"], clock["lead_id"]
+        steps = self.d.tenant(tenant).escalation
+        n = int(clock["misses"])
+        missed = str(clock.get("agent") or "")
+        if n > len(steps):
+            self.clocks.close_missed(tenant, lead)
+            closed = self.clocks.read(tenant, lead) or clock
+            self.feed.publish(tenant, "sla", _clock_view(closed), ["*"])
+            return []
+        step = steps[n - 1]
+        a = self.assigner.reassign(tenant, lead, step, missed)
+        if a is None:
+            self.clocks.close_missed(tenant, lead)
+            return []
+        self.metrics.escalations.labels(step if a.state != "pond" else "pond").inc()
+        self._count_assignment(a)
+        deadline, _ = self.local(tenant).deadline(self.clock(), str(clock.get("rule")))
+        self.clocks.extend(tenant, lead, a.agent, deadline)
+        self.feed.publish(tenant, "assignment", a.as_dict(), ["*"], a.group)
+        return self._realert(a, {"step": step, "misses": n, "missed_by": missed})
+
+    def _realert(self, a: Assignment, escalation: dict[str, Any] | None) -> list[Job]:
+        """Send the lead's last alert again to its new owner(s)."""
+        raw = self._r.hget(self.keys.cards(a.tenant), a.lead_id)
+        if raw is None:
+            return []
+        payload = json.loads(raw)
+        clock = self.clocks.read(a.tenant, a.lead_id)
+        n = int(clock["misses"]) if clock else 0
+        kind = "escalated" if escalation else "alert"
+        payload.update(
+            type="alert.escalated" if escalation else "alert.assigned",
+            delivery_id=f"{payload['alert_id']}.{'e' if escalation else 'a'}{n}",
+            assignment=a.as_dict(),
+            escalation=escalation,
+            clock=_clock_view(clock) if clock else payload.get("clock"),
+            sent_ms=int(self.clock() * 1000),
+        )
+        if clock:
+            payload["sla"] = {**payload["sla"], "deadline_ts": clock["deadline_ts"]}
+        self._publish(payload, a, kind)
+        jobs = self._jobs(payload, a, self.d.tenant(a.tenant))
+        return [j for j in jobs if escalation or j.target != "tenant"]
+
+    # -- the loop -----------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, http: httpx.AsyncClient | None = None) -> None:
+        """Run until ``stop`` is set; unfinished deliveries stay pending for the next run."""
+        self.ensure_group()
+        own_http = http is None
+        http = http or httpx.AsyncClient()
+        policy = RetryPolicy(
+            self.d.max_attempts, self.d.backoff_base_s, self.d.backoff_cap_s, self.d.timeout_s
+        )
+        sender = WebhookSender(
+            http, self.receipts, self._r, self.keys, policy, self.metrics,
+            max_in_flight=self.d.max_in_flight, dead_letter_maxlen=self.d.dead_letter_maxlen,
+            clock=self.clock,
+        )  # fmt: skip
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def finish(sid: str | None, jobs: list[Job]) -> None:
+            try:
+                await asyncio.gather(*(sender.deliver(j) for j in jobs))
+                if sid is not None:
+                    self.ack([sid])
+            finally:
+                if sid is not None:
+                    self._inflight.discard(sid)
+
+        def spawn(sid: str | None, jobs: list[Job]) -> None:
+            if sid is not None:
+                self._inflight.add(sid)
+            task = asyncio.create_task(finish(sid, jobs))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        def handle_batch(batch: list[tuple[str, dict[str, Any]]]) -> None:
+            self.drain_events()
+            done = []
+            for sid, alert in batch:
+                try:
+                    prepared = self.handle(alert)
+                except Exception:  # one bad alert must not stop delivery
+                    log.exception("alert %s could not be handled; left pending", sid)
+                    continue
+                if prepared.jobs:
+                    spawn(sid, prepared.jobs)
+                else:
+                    done.append(sid)
+            self.ack(done)
+
+        async def alerts_loop() -> None:
+            while not stop.is_set():
+                if len(self._inflight) >= self.d.max_in_flight * 8:
+                    await asyncio.sleep(self.d.block_ms / 1000)  # receivers are slow: wait
+                    continue
+                batch = await asyncio.to_thread(self.read_alerts, self.d.block_ms)
+                if batch:
+                    handle_batch(batch)
+
+        async def events_loop() -> None:
+            while not stop.is_set():
+                self.drain_events()
+                await _wait(stop, self.d.events_poll_ms / 1000)
+
+        async def tick_loop() -> None:
+            next_reclaim = 0.0
+            while not stop.is_set():
+                for job in self.tick():
+                    spawn(None, [job])
+                if time.monotonic() >= next_reclaim:
+                    next_reclaim = time.monotonic() + self.d.reclaim_idle_s / 2
+                    stale = self.reclaim()
+                    if stale:
+                        handle_batch(stale)
+                    self._lag()
+                await _wait(stop, self.d.tick_ms / 1000)
+
+        loops = [asyncio.create_task(f()) for f in (alerts_loop, events_loop, tick_loop)]
+        try:
+            await stop.wait()
+        finally:
+            await asyncio.gather(*loops, return_exceptions=True)
+            if tasks:
+                _, pending = await asyncio.wait(set(tasks), timeout=self.d.timeout_s)
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            if own_http:
+                await http.aclose()
+
+    def _lag(self) -> None:
+        try:
+            for g in self._r.xinfo_groups(self.names.alerts):
+                name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+                if name == self.d.consumer_group and g.get("lag") is not None:
+                    self.metrics.consumer_lag.set(int(g["lag"]))
+        except redis.ResponseError:
+            pass
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+def _profile_view(p: LeadProfile) -> dict[str, Any]:
+    return {
+        "side": p.side, "source": p.source, "timeline": p.timeline, "area": p.area,
+        "property_id": p.property_id, "price": p.price or None,
+    }  # fmt: skip
+
+
+def _clock_view(c: dict[str, Any]) -> dict[str, Any]:
+    keys = ("tenant", "lead_id", "alert_id", "status", "agent", "start_ts", "deadline_ts",
+            "first_deadline_ts", "stopped_ts", "stopped_by", "stop_kind", "response_s", "misses",
+            "missed_by", "rule", "source")  # fmt: skip
+    return {k: c.get(k) for k in keys}
+
+
+def run_in_thread(service: DeliveryService, stop: threading.Event) -> threading.Thread:
+    """Run the service on its own thread and event loop until ``stop`` is set (tests, demo)."""
+
+    async def main() -> None:
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+            done.set()
+
+        watcher = asyncio.create_task(watch())
+        await service.run(done)
+        await watcher
+
+    thread = threading.Thread(target=lambda: asyncio.run(main()), name="delivery", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,117 @@
+"""What delivery needs to know about a lead beyond the alert record: a read-only view.
+
+Routing needs the lead's side (seller -> listing specialists), area and price band;
+the scripts need repeat viewing, saves and unanswered contacts. The alert record
+carries none of these, so they are read here, in one pipelined round trip:
+
+- the lead's feature hash (``features/store.py`` key ``h``): side, source, timeline,
+  saves, replies, unanswered agent contacts, last area and property;
+- its property-view window (key ``v``): views per property in the last 48 h of the
+  alert's event time (the repeat-viewer signal);
+- the triggering event itself, found on its partition by the alert's ``ingest_ms``
+  (the millisecond part of its stream id): price, area, property.
+
+An alert record that carries a ``lead`` map (a later engine version) is used as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import msgpack
+
+from engine.events import partition_of
+from engine.streams import StreamNames
+from features.store import lead_key
+
+__all__ = ["LeadProfile", "read_profile"]
+
+_REPEAT_WINDOW_S = 48 * 3600.0
+_FIELDS = (
+    "side", "source", "timeline", "saves", "replies", "unanswered", "last_area", "last_property",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class LeadProfile:
+    side: str = "unknown"
+    source: str = "unknown"
+    timeline: str = "unknown"
+    saves: int = 0
+    replies: int = 0
+    unanswered: int = 0
+    repeat_views: int = 0
+    repeat_property: str = ""
+    area: str = ""
+    property_id: str = ""
+    price: float = 0.0
+
+    @classmethod
+    def from_map(cls, m: dict[str, Any]) -> LeadProfile:
+        known = {k: m[k] for k in cls.__slots__ if k in m}
+        return cls(**known)
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else ("" if x is None else str(x))
+
+
+def _int(x: Any) -> int:
+    try:
+        return int(float(_text(x) or 0))
+    except ValueError:
+        return 0
+
+
+def read_profile(client: Any, names: StreamNames, alert: dict[str, Any]) -> LeadProfile:
+    """The lead behind an alert, as of the alert's event (one round trip)."""
+    if isinstance(alert.get("lead"), dict):
+        return LeadProfile.from_map(alert["lead"])
+    tenant, lead = str(alert["tenant"]), str(alert["lead_id"])
+    event = alert.get("event") or {}
+    ts = float(event.get("ts") or 0.0)
+    prefix = names.prefix
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(lead_key(prefix, tenant, lead, "h"), list(_FIELDS))
+    pipe.zrangebyscore(lead_key(prefix, tenant, lead, "v"), ts - _REPEAT_WINDOW_S, ts)
+    ms = alert.get("ingest_ms")
+    if ms:
+        stream = names.events(partition_of(tenant, lead, names.partitions))
+        pipe.xrange(stream, f"{int(ms)}-0", f"{int(ms)}-18446744073709551615", count=1000)
+    replies = pipe.execute()
+    h = dict(zip(_FIELDS, (_text(v) for v in replies[0]), strict=True))
+    counts: dict[str, int] = {}
+    for m in cast(list[bytes], replies[1]):
+        pid = _text(m).split("|", 1)[-1]
+        counts[pid] = counts.get(pid, 0) + 1
+    best = max(sorted(counts), key=lambda p: counts[p], default="")
+    trigger: dict[str, Any] = {}
+    if ms:
+        for _, fields in replies[2]:
+            raw = fields.get(b"e")
+            if raw is None:
+                continue
+            try:
+                ev = msgpack.unpackb(raw, raw=False)
+            except (ValueError, msgpack.UnpackException):
+                continue
+            if isinstance(ev, dict) and ev.get("event_id") == event.get("event_id"):
+                trigger = ev
+                break
+    price = trigger.get("price")
+    return LeadProfile(
+        side=str(trigger.get("side") or h["side"] or "unknown"),
+        source=str(trigger.get("source") or h["source"] or "unknown"),
+        timeline=h["timeline"] or "unknown",
+        saves=_int(h["saves"]),
+        replies=_int(h["replies"]),
+        unanswered=_int(h["unanswered"]),
+        repeat_views=counts.get(best, 0),
+        repeat_property=best,
+        area=str(event.get("area") or trigger.get("area") or h["last_area"] or ""),
+        property_id=str(event.get("property_id") or h["last_property"] or ""),
+        price=float(price)
+        if isinstance(price, int | float) and not isinstance(price, bool)
+        else 0.0,
+    )

@@ -1,0 +1,159 @@
+"""The agent hot-list page and its actions (claim, acknowledge, log contact).
+
+- ``GET /hotlist`` the page (``static/hotlist.html``, plain HTML/CSS/JS, no build step);
+  ``?agent=<id>`` shows that agent's leads, the offers to them and the pond.
+- ``GET /hotlist/hotlist.js``, ``/hotlist/hotlist.css`` its assets.
+- ``GET /v1/hotlist`` the leads by bucket P1 -> P5 as JSON (``board.read_board``),
+  with the feed id it was read at: the page's SSE stream resumes from there.
+- ``POST /v1/leads/{lead_id}/claim | ack | contact`` with ``{"agent_id": ...}``: each
+  becomes an event on the lead's partition (``assigned``, ``alert_ack``,
+  ``agent_contact``); the delivery service reads ack and contact events and stops
+  the SLA clock, and the page sees that on its stream.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from importlib import resources
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.delivery.board import read_board
+from engine.delivery.consent import ConsentBook
+from engine.delivery.feed import Feed
+from engine.delivery.keys import DeliveryKeys
+from engine.delivery.metrics import DeliveryMetrics
+from engine.delivery.routing import Assigner
+from engine.delivery.sla import SlaClocks
+from engine.delivery.web import IDENT, current_tenant
+from engine.settings import Settings
+from engine.streams import Producer, StreamNames
+
+__all__ = ["Action", "page_router"]
+
+_ASSETS = {"hotlist.js": "text/javascript", "hotlist.css": "text/css"}
+_LEAD = r"^[^\x00-\x1f]{1,128}$"
+
+
+class Action(BaseModel):
+    """Body of claim / ack / contact."""
+
+    model_config = ConfigDict(extra="forbid")
+    agent_id: str = Field(pattern=IDENT)
+    alert_id: str = Field("", max_length=64)
+    channel: Literal["call", "sms", "email", "chat"] = "call"
+    note: str = Field("", max_length=200)
+
+
+def _asset(name: str) -> str:
+    return resources.files("engine.delivery").joinpath("static", name).read_text()
+
+
+def page_router(
+    settings: Settings, client: Any, metrics: DeliveryMetrics, clock: Any = time.time
+) -> APIRouter:
+    prefix = settings.redis.key_prefix
+    d = settings.delivery
+    keys = DeliveryKeys(prefix)
+    names = StreamNames(prefix, settings.streams.partitions)
+    producer = Producer(client, names, settings.streams.maxlen)
+    feed = Feed(client, keys, d.feed_maxlen, metrics)
+    ttl = int(settings.features.idle_expire_d * 86_400)
+    assigner = Assigner(
+        client, keys, d.tenant, producer.send, claim_timeout_s=d.claim_timeout_s, ttl_s=ttl,
+        clock=clock,
+    )  # fmt: skip
+    clocks = SlaClocks(client, keys, metrics, ttl_s=ttl, report_keep=d.report_keep, clock=clock)
+    consent = ConsentBook(client, keys, ttl)
+    router = APIRouter(tags=["delivery"])
+
+    @router.get("/hotlist", response_class=HTMLResponse, name="delivery_page")
+    def page(request: Request) -> HTMLResponse:
+        html = _asset("hotlist.html")
+        claim_url = request.url_for("delivery_claim", lead_id="LEAD").path
+        urls = {
+            "HOTLIST_URL": request.url_for("delivery_board").path,
+            "STREAM_URL": request.url_for("delivery_stream").path,
+            "LEADS_URL": claim_url.rsplit("/LEAD/", 1)[0],
+        }
+        for k, v in urls.items():
+            html = html.replace("{{" + k + "}}", v)
+        return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
+
+    @router.get("/hotlist/{name}", name="delivery_asset")
+    def asset(name: str) -> Response:
+        if name not in _ASSETS:
+            raise HTTPException(404, "no such asset")
+        return Response(_asset(name), media_type=_ASSETS[name])
+
+    @router.get("/v1/hotlist", name="delivery_board")
+    def board(
+        tenant: str = Depends(current_tenant),
+        agent: str = Query("", pattern=r"^$|" + IDENT),
+        team: str = Query("", pattern=r"^$|" + IDENT),
+    ) -> dict[str, Any]:
+        feed_id = feed.last_id(tenant)  # first: the stream resumes from here, nothing is lost
+        return read_board(
+            client, prefix, tenant, agent=agent, team=team, limit=d.page_limit, feed_id=feed_id,
+            now=clock(),
+        )  # fmt: skip
+
+    def _event(tenant: str, lead: str, etype: str, body: Action, **extra: Any) -> dict[str, Any]:
+        props: dict[str, Any] = {"via": "hotlist"}
+        if body.alert_id:
+            props["alert_id"] = body.alert_id
+        if body.note:
+            props["note"] = body.note
+        ev = {
+            "event_id": f"ui-{etype}-{uuid.uuid4().hex}",
+            "lead_id": lead,
+            "tenant": tenant,
+            "type": etype,
+            "ts": clock(),
+            "agent_id": body.agent_id,
+            "props": props,
+            **extra,
+        }
+        sid = producer.send([ev])[0]
+        return {"event_id": ev["event_id"], "stream_id": sid.decode(), "type": etype}
+
+    @router.post("/v1/leads/{lead_id}/claim", name="delivery_claim")
+    def claim(
+        body: Action,
+        lead_id: str = Path(pattern=_LEAD),
+        tenant: str = Depends(current_tenant),
+    ) -> JSONResponse:
+        won, assignment, message = assigner.claim(tenant, lead_id, body.agent_id)
+        view = assignment.as_dict() if assignment else None
+        if not won:
+            return JSONResponse({"claimed": False, "detail": message, "assignment": view}, 409)
+        if assignment is not None and assignment.how == "claim":
+            clocks.assign(tenant, lead_id, body.agent_id)
+            feed.publish(tenant, "assignment", assignment.as_dict(), ["*"], assignment.group)
+        return JSONResponse({"claimed": True, "detail": message, "assignment": view})
+
+    @router.post("/v1/leads/{lead_id}/ack", status_code=202, name="delivery_ack")
+    def ack(
+        body: Action,
+        lead_id: str = Path(pattern=_LEAD),
+        tenant: str = Depends(current_tenant),
+    ) -> dict[str, Any]:
+        return _event(tenant, lead_id, "alert_ack", body)
+
+    @router.post("/v1/leads/{lead_id}/contact", status_code=202, name="delivery_contact")
+    def contact(
+        body: Action,
+        lead_id: str = Path(pattern=_LEAD),
+        tenant: str = Depends(current_tenant),
+    ) -> dict[str, Any]:
+        out = _event(tenant, lead_id, "agent_contact", body, channel=body.channel)
+        why = consent.reasons(tenant, lead_id).get(body.channel)
+        if why:  # recorded as it happened, but flagged: the channel is closed
+            out["warning"] = f"{body.channel} is blocked for this lead: {why.get('text')}"
+        return out
+
+    return router

@@ -1,0 +1,256 @@
+// leadpulse hot list: loads the leads, then follows the tenant's feed over SSE.
+// Plain JavaScript, no build step. Every button becomes an event on the lead's stream.
+"use strict";
+(function () {
+  const body = document.body;
+  const urls = {
+    board: body.dataset.hotlistUrl,
+    stream: body.dataset.streamUrl,
+    leads: body.dataset.leadsUrl,
+  };
+  const params = new URLSearchParams(location.search);
+  const tenant = params.get("tenant") || "";
+  const team = params.get("team") || "";
+  const key = params.get("key") || "";
+  let agent = params.get("agent") || localStorage.getItem("leadpulse.agent") || "";
+  const rows = new Map(); // lead id -> row
+  const words = { sms: "text", call: "call", email: "email", chat: "chat", none: "no channel open" };
+  const $ = (root, sel) => root.querySelector(sel);
+
+  function query(extra) {
+    const q = new URLSearchParams(extra || {});
+    if (tenant) q.set("tenant", tenant);
+    if (key) q.set("key", key);
+    const s = q.toString();
+    return s ? "?" + s : "";
+  }
+
+  function announce(text) {
+    const el = document.getElementById("announce");
+    el.textContent = "";
+    setTimeout(() => { el.textContent = text; }, 50);
+  }
+
+  function fmt(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    const mm = String(m).padStart(h ? 2 : 1, "0"), ss = String(r).padStart(2, "0");
+    return h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+  }
+
+  // A row from the board JSON, or from a feed payload (alert / escalated).
+  function fromPayload(p) {
+    return {
+      lead_id: p.lead_id,
+      score: p.score_after,
+      bucket: p.bucket,
+      tier: p.tier,
+      reasons: p.reasons || [],
+      blocked_channels: p.blocked_channels || [],
+      blocked_reasons: p.blocked_reasons || {},
+      assignment: p.assignment || null,
+      clock: p.clock || null,
+      alert: { alert_id: p.alert_id, triggers: p.triggers, first_touch: p.first_touch,
+               sla: p.sla, event: p.event, script: p.script, lead: p.lead },
+    };
+  }
+
+  function slaText(clock, now) {
+    if (!clock || !clock.status) return ["", "No SLA clock"];
+    if (clock.status === "met" || clock.status === "late") {
+      const t = fmt(clock.response_s || 0);
+      const by = clock.stopped_by ? ` by ${clock.stopped_by}` : "";
+      return [clock.status, clock.status === "met"
+        ? `Responded in ${t}${by} (within SLA)` : `Responded in ${t}${by} (after the SLA)`];
+    }
+    if (clock.status === "missed") return ["missed", "SLA missed: no response"];
+    const left = clock.deadline_ts - now;
+    if (left >= 0) return ["open", `Respond within ${fmt(left)}`];
+    return ["overdue", `Overdue by ${fmt(-left)}`];
+  }
+
+  function ownerText(a) {
+    if (!a) return ["Unassigned", ""];
+    if (a.state === "assigned") return [a.agent, a.reason];
+    if (a.state === "offered") return [`Offered to ${(a.offered_to || []).join(", ")} (first to claim)`, a.reason];
+    return ["The pond (anyone may claim)", a.reason];
+  }
+
+  function render(li, row) {
+    const now = Date.now() / 1000;
+    li.id = "lead-" + row.lead_id;
+    li.dataset.lead = row.lead_id;
+    li.dataset.alertId = (row.alert && row.alert.alert_id) || "";
+    $(li, ".lead-id").textContent = row.lead_id;
+    $(li, ".score-n").textContent = row.score == null ? "–" : row.score;
+    $(li, ".bucket-tag").textContent = row.bucket || "";
+    $(li, ".tier").textContent = row.tier || "";
+    const reasons = $(li, ".reasons");
+    reasons.replaceChildren(...(row.reasons || []).map((r) => {
+      const item = document.createElement("li"); item.textContent = r; return item;
+    }));
+    const touch = row.alert && row.alert.first_touch;
+    $(li, ".first-touch").textContent = touch ? (words[touch] || touch) : "—";
+    const blocked = $(li, ".blocked");
+    blocked.replaceChildren(...(row.blocked_channels || []).map((ch) => {
+      const item = document.createElement("li");
+      const why = (row.blocked_reasons || {})[ch] || "blocked";
+      item.textContent = `No ${words[ch] || ch}: ${why}`;
+      item.dataset.channel = ch;
+      return item;
+    }));
+    const [owner, why] = ownerText(row.assignment);
+    $(li, ".owner").textContent = owner;
+    $(li, ".assign-reason").textContent = why || "";
+    const script = row.alert && row.alert.script;
+    $(li, ".script").hidden = !script;
+    if (script) {
+      $(li, ".script-text").textContent = script.text;
+      $(li, ".script-tip").textContent = script.tip || "";
+    }
+    li.clock = row.clock;
+    tickOne(li, now);
+    const mine = row.assignment && row.assignment.state === "assigned" && row.assignment.agent === agent;
+    $(li, ".claim").disabled = !agent || mine;
+    for (const b of li.querySelectorAll("button")) b.setAttribute("aria-describedby", li.id + "-id");
+    $(li, ".lead-id").id = li.id + "-id";
+  }
+
+  function tickOne(li, now) {
+    const el = $(li, ".sla");
+    const [status, text] = slaText(li.clock, now);
+    el.dataset.status = status;
+    el.textContent = text;
+  }
+
+  function place(li, bucket) {
+    const section = document.getElementById(bucket) || document.getElementById("P4");
+    const list = $(section, ".leads");
+    const score = Number(li.dataset.score || 0);
+    let before = null;
+    for (const other of list.children) {
+      if (other !== li && Number(other.dataset.score || 0) < score) { before = other; break; }
+    }
+    if (li.parentElement !== list || li.nextElementSibling !== before) list.insertBefore(li, before);
+  }
+
+  function counts() {
+    for (const section of document.querySelectorAll(".bucket")) {
+      const n = $(section, ".leads").children.length;
+      const c = $(section, ".count");
+      c.dataset.count = n; c.textContent = `(${n})`;
+    }
+  }
+
+  function upsert(row, fresh) {
+    const prev = rows.get(row.lead_id);
+    if (prev && !row.alert && prev.alert) row.alert = prev.alert;
+    rows.set(row.lead_id, row);
+    let li = document.getElementById("lead-" + row.lead_id);
+    if (!li) {
+      li = document.getElementById("lead-template").content.firstElementChild.cloneNode(true);
+      wire(li);
+    }
+    li.dataset.score = row.score == null ? 0 : row.score;
+    render(li, row);
+    place(li, row.bucket);
+    if (fresh) {
+      li.classList.remove("new"); void li.offsetWidth; li.classList.add("new");
+      announce(`New ${row.bucket} alert: lead ${row.lead_id}, score ${row.score}`);
+    }
+    counts();
+  }
+
+  function update(leadId, patch) {
+    const row = rows.get(leadId);
+    if (!row) return;
+    Object.assign(row, patch);
+    upsert(row, false);
+  }
+
+  async function post(li, action, extra) {
+    const result = $(li, ".result");
+    if (!agent) { result.textContent = "Enter your agent id first."; return; }
+    const lead = li.dataset.lead;
+    const bodyJson = Object.assign({ agent_id: agent, alert_id: li.dataset.alertId || "" }, extra || {});
+    result.textContent = "Sending…";
+    try {
+      const resp = await fetch(`${urls.leads}/${encodeURIComponent(lead)}/${action}${query()}`, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(bodyJson),
+      });
+      const data = await resp.json();
+      if (!resp.ok) { result.textContent = data.detail || `Failed (${resp.status})`; return; }
+      if (action === "claim") {
+        result.textContent = "Claimed";
+        if (data.assignment) update(lead, { assignment: data.assignment });
+      } else if (action === "ack") {
+        result.textContent = "Acknowledged";
+        $(li, ".ack").disabled = true;
+      } else {
+        result.textContent = data.warning ? data.warning : "Contact logged";
+      }
+    } catch (err) {
+      result.textContent = "Network error: " + err.message;
+    }
+  }
+
+  function wire(li) {
+    $(li, ".claim").addEventListener("click", () => post(li, "claim"));
+    $(li, ".ack").addEventListener("click", () => post(li, "ack"));
+    $(li, ".contact").addEventListener("click", () => post(li, "contact", { channel: $(li, ".channel").value }));
+  }
+
+  function connect(after) {
+    const q = { last_event_id: after };
+    if (agent) q.agent = agent;
+    if (team) q.team = team;
+    const es = new EventSource(urls.stream + query(q));
+    const conn = document.getElementById("conn");
+    es.onopen = () => { conn.dataset.state = "live"; conn.textContent = "Live"; };
+    es.onerror = () => { conn.dataset.state = "down"; conn.textContent = "Reconnecting…"; };
+    const onAlert = (e) => upsert(fromPayload(JSON.parse(e.data)), true);
+    es.addEventListener("alert", onAlert);
+    es.addEventListener("escalated", onAlert);
+    es.addEventListener("assignment", (e) => {
+      const a = JSON.parse(e.data);
+      update(a.lead_id, { assignment: a });
+    });
+    es.addEventListener("sla", (e) => {
+      const c = JSON.parse(e.data);
+      update(c.lead_id, { clock: c });
+    });
+    window.leadpulseStream = es;
+  }
+
+  async function load() {
+    const q = {};
+    if (agent) q.agent = agent;
+    if (team) q.team = team;
+    const resp = await fetch(urls.board + query(q));
+    if (!resp.ok) throw new Error(`hot list: HTTP ${resp.status}`);
+    const board = await resp.json();
+    for (const list of Object.values(board.buckets)) for (const row of list) upsert(row, false);
+    counts();
+    body.dataset.loaded = "true";
+    connect(board.feed_id);
+  }
+
+  document.getElementById("agent").value = agent;
+  document.getElementById("who").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const value = document.getElementById("agent").value.trim();
+    localStorage.setItem("leadpulse.agent", value);
+    params.set("agent", value);
+    location.search = params.toString();
+  });
+  setInterval(() => {
+    const now = Date.now() / 1000;
+    for (const li of document.querySelectorAll(".lead")) tickOne(li, now);
+  }, 1000);
+  load().catch((err) => {
+    const conn = document.getElementById("conn");
+    conn.dataset.state = "down";
+    conn.textContent = "Could not load the hot list: " + err.message;
+  });
+})();
