@@ -35,8 +35,10 @@ from features.definitions import FEATURE_NAMES, PROTECTED_TERMS
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "AlertSettings",
+    "ApiKeyEntry",
     "DeliverySettings",
     "FeatureSettings",
+    "GatewaySettings",
     "RoutingRule",
     "ScoringSettings",
     "Settings",
@@ -283,6 +285,73 @@ class FairHousingSettings(_Section):
     forbidden: tuple[str, ...] = ()
 
 
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_ORIGIN = re.compile(r"^https?://[^\s/]+$")
+
+
+class ApiKeyEntry(_Section):
+    """What one API key may do. The key itself is never in config: only its sha256."""
+
+    tenant: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    role: Literal["server", "tracker"] = "server"
+    origins: tuple[str, ...] = ()  # tracker keys: page origins allowed to use it (empty: any)
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in v:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"origin {origin!r} must look like https://example.com[:port]")
+        return v
+
+
+class GatewaySettings(_Section):
+    """The HTTP ingest gateway (``leadpulse serve``, ``engine/gateway``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65_535)
+    max_events: int = Field(500, ge=1, le=10_000)
+    max_body_bytes: int = Field(1_048_576, ge=1_024, le=67_108_864)
+    idempotency_window_h: float = Field(24, gt=0, le=8_760)
+    rate_per_s: float = Field(50, gt=0, le=100_000)
+    rate_burst: int = Field(100, ge=1, le=1_000_000)
+    tracker_rate_per_s: float = Field(2, gt=0, le=100_000)
+    tracker_burst: int = Field(30, ge=1, le=1_000_000)
+    hotlist_max: int = Field(100, ge=1, le=1_000)
+    contact_hash_key: SecretStr = SecretStr("")
+    default_country_code: str = Field("1", pattern=r"^[1-9][0-9]{0,2}$")
+    cors_origins: tuple[str, ...] = ("*",)
+    forwarded_allow_ips: str = "127.0.0.1"
+    api_keys: dict[str, ApiKeyEntry] = Field(default_factory=dict)
+
+    @field_validator("contact_hash_key")
+    @classmethod
+    def _secret_long_enough(cls, v: SecretStr) -> SecretStr:
+        if v.get_secret_value() and len(v.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (or empty: `serve` then refuses)")
+        return v
+
+    @field_validator("api_keys")
+    @classmethod
+    def _hashed_keys(cls, v: dict[str, ApiKeyEntry]) -> dict[str, ApiKeyEntry]:
+        for digest in v:
+            if not _SHA256_HEX.fullmatch(digest):
+                raise ValueError(
+                    "keys must be the sha256 hex digest of the API key (64 lowercase hex "
+                    "characters), never the key itself; `leadpulse serve --new-key TENANT` "
+                    "prints one"
+                )
+        return v
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in v:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"origin {origin!r} must be '*' or look like https://example.com")
+        return v
+
+
 _IDENT = r"^[A-Za-z0-9_.-]{1,64}$"
 POND = "pond"
 
@@ -481,6 +550,7 @@ class Settings(_Section):
     metrics: MetricsSettings
     fair_housing: FairHousingSettings
     delivery: DeliverySettings = Field(default_factory=_default_delivery)
+    gateway: GatewaySettings = Field(default_factory=lambda: GatewaySettings.model_validate({}))
 
     def redis_url(self) -> str:
         """The configured URL, else ``REDIS_URL``; empty means: use the embedded server."""
