@@ -1,0 +1,106 @@
+"""``leadpulse serve``: the gateway on uvicorn + uvloop; ``--new-key`` makes API keys.
+
+Wired into ``engine/cli.py`` with::
+
+    from engine.gateway import cli as gateway_cli
+    gateway_cli.add_parser(sub)                       # in _parser()
+    if args.command == "serve":                       # in main()
+        return gateway_cli.run(args)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from engine.errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``serve`` subcommand to ``subparsers`` (from ``add_subparsers``)."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="HTTP gateway: batch ingest API, IDX tracker script, lead and hot-list reads",
+        description="Serve POST /v1/events, GET /v1/leads/{id}, GET /v1/hotlist, /healthz, "
+        "/metrics, /tracker.js and /openapi.json against REDIS_URL (or --redis-url), on "
+        "uvloop. Needs gateway.contact_hash_key and at least one key in gateway.api_keys; "
+        "--new-key prints a key and its config line and exits.",
+    )
+    p.add_argument("--host", help="listen address (default: gateway.host)")
+    p.add_argument("--port", type=int, help="listen port (default: gateway.port)")
+    p.add_argument("--redis-url", default="", help="overrides REDIS_URL")
+    p.add_argument("--access-log", action="store_true", help="log every request (off: fast)")
+    p.add_argument(
+        "--new-key", metavar="TENANT", help="print a new API key for TENANT and its config line"
+    )
+    p.add_argument(
+        "--role", choices=("server", "tracker"), default="server",
+        help="with --new-key: server (read + write) or tracker (public, browser events only)",
+    )  # fmt: skip
+    p.add_argument(
+        "--origin", action="append", default=[],
+        help="with --new-key --role tracker: a page origin allowed to use the key (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--config", help="TOML file overriding config/default.toml")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``serve`` (or ``--new-key``); raises :class:`~engine.errors.LeadpulseError` on bad
+    config or an unreachable Redis, which ``engine/cli.py`` prints."""
+    if args.new_key:
+        return _new_key(args.new_key, args.role, args.origin)
+    import uvicorn
+
+    from engine.gateway.app import create_app
+    from engine.redis_client import connect
+    from engine.settings import load_settings
+
+    settings = load_settings(args.config)
+    url = args.redis_url or settings.redis_url()
+    if not url:
+        raise ConfigError("redis.url: `serve` needs REDIS_URL or --redis-url")
+    # fail at start-up with what is wrong (unreachable, Redis < 7), not at the first request
+    connect(url, settings.redis.retries, settings.redis.socket_timeout_s).close()
+    app = create_app(settings, url)
+    gw = settings.gateway
+    uvicorn.run(
+        app,
+        host=args.host or gw.host,
+        port=args.port or gw.port,
+        loop="uvloop",
+        http="httptools",
+        ws="none",
+        lifespan="on",
+        proxy_headers=True,
+        forwarded_allow_ips=gw.forwarded_allow_ips,
+        access_log=args.access_log,
+        log_level="info" if args.verbose else "warning",
+        server_header=False,
+    )
+    return 0
+
+
+def _new_key(tenant: str, role: str, origins: list[str]) -> int:
+    import re
+
+    from engine.gateway.auth import key_digest, new_key
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", tenant):
+        raise ConfigError(f"--new-key: tenant {tenant!r} must match [A-Za-z0-9_.-]{{1,64}}")
+    key = new_key(role)
+    digest = key_digest(key)
+    entry = f'tenant = "{tenant}", role = "{role}"'
+    if origins:
+        entry += ", origins = [" + ", ".join(f'"{o}"' for o in origins) + "]"
+    out = sys.stdout
+    print(f"API key ({role}, tenant {tenant}); shown once, store it safely:\n\n  {key}\n", file=out)
+    print("Add to your config file:\n\n  [gateway.api_keys]", file=out)
+    print(f'  "{digest}" = {{ {entry} }}\n', file=out)
+    env = f"LEADPULSE__GATEWAY__API_KEYS__{digest}='{{ {entry} }}'"
+    print(f"or to the environment:\n\n  {env}", file=out)
+    return 0

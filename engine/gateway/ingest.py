@@ -1,0 +1,164 @@
+"""From a request body to events ready to append: decode, check, scrub, pack.
+
+Pure (no I/O): the app reads the body and appends; this module decides, per event,
+*accepted* (a :class:`~engine.gateway.store.Prepared`) or *rejected* with a reason.
+Validation is the engine's own (:class:`engine.validate.Validator`), so the gateway
+can never accept what the engine would dead-letter, and the reason codes are the
+contract's. On top of it, the gateway's rules:
+
+- ``forbidden:tenant``  the event names a tenant other than the API key's
+- ``forbidden:type``    a tracker key sent a type other than browsing / ``identify``
+- ``forbidden:<field>`` a tracker key set a profile or routing field
+- ``bad_value:<id> looks like an email/phone``  contact data where an id belongs
+- ``too_large``         the packed event exceeds ``validation.max_event_bytes``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgpack
+
+from engine.errors import InvalidEventError
+from engine.events import partition_of
+from engine.gateway.auth import TRACKER_FORBIDDEN_FIELDS, TRACKER_TYPES, Principal
+from engine.gateway.privacy import ContactHasher, contact_like_id
+from engine.gateway.store import Prepared
+from engine.settings import ValidationSettings
+from engine.validate import Rejection, Validator, decode
+
+__all__ = [
+    "JSON_TYPES",
+    "MSGPACK_TYPES",
+    "BodyError",
+    "Ingestor",
+    "Outcome",
+    "body_format",
+    "decode_body",
+]
+
+JSON_TYPES = frozenset({"application/json", "text/plain"})  # text/plain: what beacons send
+MSGPACK_TYPES = frozenset(
+    {"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"}
+)
+_ID_FIELDS = ("event_id", "lead_id", "visitor_id", "property_id", "agent_id", "area")
+
+
+class BodyError(Exception):
+    """The request as a whole cannot be read: HTTP ``status`` with an error code."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One event's result, in request order."""
+
+    index: int
+    status: str  # accepted | duplicate | rejected
+    event_id: str | None = None
+    reason: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+
+def body_format(content_type: str | None) -> str:
+    """``json`` or ``msgpack`` from the Content-Type header; 415 for anything else."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media in JSON_TYPES:
+        return "json"
+    if media in MSGPACK_TYPES:
+        return "msgpack"
+    accepted = ", ".join(sorted(JSON_TYPES | MSGPACK_TYPES))
+    raise BodyError(415, "unsupported_media_type", f"Content-Type must be one of: {accepted}")
+
+
+def decode_body(body: bytes, fmt: str, max_events: int) -> list[Any]:
+    """The body's array of events; 400 if it is not one, 413 if it holds too many."""
+    try:
+        items = decode(body, fmt)
+    except InvalidEventError as exc:
+        raise BodyError(400, exc.reason.split(":", 1)[0], exc.reason) from None
+    if not isinstance(items, list):
+        raise BodyError(400, "not_an_array", f"the body must be an array of events, got "
+                        f"{type(items).__name__}")  # fmt: skip
+    if len(items) > max_events:
+        raise BodyError(413, "too_many_events", f"{len(items)} events > {max_events} per request")
+    return items
+
+
+class Ingestor:
+    """Turns decoded items into prepared events and per-event outcomes."""
+
+    def __init__(
+        self, validation: ValidationSettings, hasher: ContactHasher, partitions: int
+    ) -> None:
+        self._validator = Validator(validation)
+        self._hasher = hasher
+        self._partitions = partitions
+        self._max_bytes = validation.max_event_bytes
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+
+    def prepare(
+        self, items: list[Any], who: Principal
+    ) -> tuple[list[Prepared], list[Outcome | None]]:
+        """Prepared events, and outcomes with ``None`` where an event awaits its append."""
+        ready: list[Prepared] = []
+        outcomes: list[Outcome | None] = []
+        for i, item in enumerate(items):
+            checked = self._one(i, item, who)
+            if isinstance(checked, Outcome):
+                outcomes.append(checked)
+            else:
+                ready.append(checked[0])
+                outcomes.append(Outcome(i, "accepted", checked[0].event_id, None, checked[1]))
+        return ready, outcomes
+
+    def _one(self, i: int, item: Any, who: Principal) -> Outcome | tuple[Prepared, tuple[str, ...]]:
+        if isinstance(item, dict):
+            given = item.get("tenant")
+            if given not in (None, "") and given != who.tenant:
+                return _rejected(i, "forbidden:tenant does not match the API key's tenant")
+            item = {**item, "tenant": who.tenant}
+        checked = self._validator.check(item)
+        if isinstance(checked, Rejection):
+            return _rejected(i, checked.reason)
+        event = checked
+        if who.is_tracker:
+            if event.type not in TRACKER_TYPES:
+                return _rejected(i, f"forbidden:type {event.type} needs a server key")
+            for name in TRACKER_FORBIDDEN_FIELDS:
+                if getattr(event, name):
+                    return _rejected(i, f"forbidden:{name} needs a server key")
+        for name in _ID_FIELDS:
+            kind = contact_like_id(getattr(event, name))
+            if kind:
+                return _rejected(
+                    i, f"bad_value:{name} looks like an {kind}; send an opaque id and put "
+                    f"the {kind} in props.{kind}"
+                )  # fmt: skip
+        scrubbed = self._hasher.scrub(event.tenant, event.props)
+        event = replace(event, props=scrubbed.props)
+        try:
+            payload = self._pack(event.to_wire())
+        except (ValueError, TypeError, OverflowError):
+            return _rejected(i, "bad_value:props cannot be encoded (numbers beyond 64 bits?)")
+        if len(payload) > self._max_bytes:
+            return _rejected(i, f"too_large: {len(payload)} bytes > {self._max_bytes}")
+        prepared = Prepared(
+            index=i,
+            event_id=event.event_id,
+            lead_id=event.lead_id,
+            partition=partition_of(event.tenant, event.lead_id, self._partitions),
+            payload=payload,
+            contact_hashes=tuple(dict.fromkeys(scrubbed.hashes)),
+        )
+        return prepared, tuple(scrubbed.notes)
+
+
+def _rejected(i: int, reason: str) -> Outcome:
+    return Outcome(i, "rejected", None, reason)

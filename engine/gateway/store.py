@@ -1,0 +1,279 @@
+"""The gateway's Redis access: the only gateway module that imports redis.
+
+Key layout (prefix ``lp``), shared with the engine where it reads engine state:
+
+- ``lp:events:{p}``                     the lead's partition (``engine.events.partition_of``),
+                                        entry field ``e`` = msgpack of the event (as
+                                        ``engine.streams.Producer`` writes it)
+- ``lp:gw:idem:{tenant}:{event_id}``    idempotency marker, expires after the window
+- ``lp:gw:contact:{tenant}:{hash}``     set of lead ids seen with that contact hash
+- ``lp:gw:rl:{bucket}``                 rate-limit state (GCRA, ``ratelimit.py``)
+- ``lp:{tenant:lead}:s`` / ``:h``       score record / feature hash (read only, engine's)
+- ``lp:hot:{tenant}``                   hot list (read only, engine's)
+- ``lp:pos``                            committed stream positions (read only, for lag)
+
+Appending is one script call per event, pipelined per request: it checks the
+idempotency marker, XADDs, *then* sets the marker and indexes contact hashes. If
+the XADD fails nothing is marked, so a retry is not mistaken for a duplicate; the
+worst case (marker write failing after the XADD) is a second copy in the stream,
+which the feature store ignores by ``event_id``. Like the engine's commit, the
+script spans keys of several slots: one Redis primary, not Redis Cluster.
+
+The async client lives on the event loop that first uses it (uvicorn runs one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from engine.errors import StoreError
+from engine.gateway.ratelimit import GCRA_LUA, Decision, Limit
+from engine.sinks import hot_key
+from engine.streams import StreamNames
+from features.store import lead_key
+
+__all__ = [
+    "LAG_CAP",
+    "GatewayStore",
+    "PartitionLag",
+    "Prepared",
+    "contact_index_key",
+    "find_leads_by_contact_hash",
+    "idempotency_key",
+]
+
+#: /healthz counts at most this many unprocessed entries per partition (a bounded scan).
+LAG_CAP = 10_000
+
+_APPEND_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[3])
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+for i = 3, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[4])
+  redis.call('EXPIRE', KEYS[i], ARGV[5])
+end
+return id
+"""
+
+# KEYS[1] positions hash, KEYS[2..] partitions in order; ARGV[1] cap.
+# Returns {now_ms, {committed, entries after it (capped), first id after it or ''}...}
+_LAG_LUA = """
+local t = redis.call('TIME')
+local out = {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
+for i = 2, #KEYS do
+  local pos = redis.call('HGET', KEYS[1], tostring(i - 2)) or '0-0'
+  local rows = redis.call('XRANGE', KEYS[i], '(' .. pos, '+', 'COUNT', ARGV[1])
+  local first = ''
+  if #rows > 0 then first = rows[1][1] end
+  out[#out + 1] = {pos, #rows, first}
+end
+return out
+"""
+
+
+def idempotency_key(prefix: str, tenant: str, event_id: str) -> str:
+    return f"{prefix}:gw:idem:{tenant}:{event_id}"
+
+
+def contact_index_key(prefix: str, tenant: str, contact_hash: str) -> str:
+    """Set of the tenant's lead ids seen with one contact hash (``privacy.ContactHasher``)."""
+    return f"{prefix}:gw:contact:{tenant}:{contact_hash}"
+
+
+def find_leads_by_contact_hash(
+    client: redis.Redis, prefix: str, tenant: str, contact_hash: str
+) -> list[str]:
+    """Lead ids of ``tenant`` seen with ``contact_hash``, sorted (sync: for the engine's merge).
+
+    Anonymous visitors appear as ``~<visitor_id>``. Never crosses tenants: the hash
+    itself is tenant-keyed and the index is per tenant.
+    """
+    members = cast(set[bytes], client.smembers(contact_index_key(prefix, tenant, contact_hash)))
+    return sorted(_text(m) for m in members)
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A valid, scrubbed event ready to append."""
+
+    index: int
+    event_id: str
+    lead_id: str
+    partition: int
+    payload: bytes
+    contact_hashes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    partition: int
+    committed: str
+    lag: int
+    capped: bool
+    oldest_age_s: float | None
+
+
+class GatewayStore:
+    """Async Redis access for one gateway process."""
+
+    def __init__(
+        self,
+        url: str,
+        names: StreamNames,
+        *,
+        maxlen: int,
+        idempotency_ms: int,
+        contact_ttl_s: int,
+        retries: int = 2,
+        socket_timeout_s: float = 5.0,
+    ) -> None:
+        self._url = url
+        self._names = names
+        self._prefix = names.prefix
+        self._maxlen = maxlen
+        self._idem_ms = idempotency_ms
+        self._contact_ttl = contact_ttl_s
+        self._retries = retries
+        self._timeout = socket_timeout_s
+        self._client: aioredis.Redis | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._append: Any = None
+        self._gcra: Any = None
+        self._lag: Any = None
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    def _r(self) -> aioredis.Redis:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            # a short retry budget: a caller waiting on a dead Redis gets a 503 quickly
+            retry = AsyncRetry(ExponentialBackoff(cap=0.25, base=0.02), self._retries)
+            self._client = aioredis.Redis.from_url(
+                self._url,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+                retry=retry,
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                health_check_interval=30,
+            )
+            self._loop = loop
+            self._append = self._client.register_script(_APPEND_LUA)
+            self._gcra = self._client.register_script(GCRA_LUA)
+            self._lag = self._client.register_script(_LAG_LUA)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+            self._loop = None
+
+    async def ping(self) -> None:
+        try:
+            await self._r().ping()
+        except RedisError as exc:
+            raise StoreError(f"Redis unreachable: {exc.__class__.__name__}") from None
+
+    async def append(self, tenant: str, events: Sequence[Prepared]) -> list[str | None]:
+        """Append each event unless its id was seen in the window: stream id, or None."""
+        if not events:
+            return []
+        r = self._r()
+        pipe = r.pipeline(transaction=False)
+        for ev in events:
+            keys = [
+                idempotency_key(self._prefix, tenant, ev.event_id),
+                self._names.events(ev.partition),
+                *(contact_index_key(self._prefix, tenant, h) for h in ev.contact_hashes),
+            ]
+            args = [self._idem_ms, self._maxlen, ev.payload, ev.lead_id, self._contact_ttl]
+            await self._append(keys=keys, args=args, client=pipe)
+        try:
+            replies = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"append failed: {exc.__class__.__name__}") from None
+        return [None if r is None else _text(r) for r in replies]
+
+    async def rate_limit(self, bucket: str, limit: Limit) -> Decision:
+        self._r()  # binds the scripts to this loop's client
+        try:
+            allowed, wait = await self._gcra(
+                keys=[f"{self._prefix}:gw:rl:{bucket}"], args=[limit.interval_ms, limit.burst]
+            )
+        except RedisError as exc:
+            raise StoreError(f"rate limit unavailable: {exc.__class__.__name__}") from None
+        return Decision(bool(allowed), int(wait))
+
+    async def lead(self, tenant: str, lead_id: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The lead's score hash and feature hash (both empty if unknown)."""
+        pipe = self._r().pipeline(transaction=False)
+        pipe.hgetall(lead_key(self._prefix, tenant, lead_id, "s"))
+        pipe.hgetall(lead_key(self._prefix, tenant, lead_id, "h"))
+        try:
+            score, feats = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"read failed: {exc.__class__.__name__}") from None
+        return _texts(score), _texts(feats)
+
+    async def hot_list(self, tenant: str, limit: int) -> list[dict[str, str]]:
+        """Score hashes of the tenant's top ``limit`` leads, best first (expired ones skipped)."""
+        r = self._r()
+        try:
+            ids = [_text(x) for x in await r.zrevrange(hot_key(self._prefix, tenant), 0, limit - 1)]
+            pipe = r.pipeline(transaction=False)
+            for lead in ids:
+                pipe.hgetall(lead_key(self._prefix, tenant, lead, "s"))
+            rows = await pipe.execute() if ids else []
+        except RedisError as exc:
+            raise StoreError(f"read failed: {exc.__class__.__name__}") from None
+        return [h for h in (_texts(row) for row in rows) if h]
+
+    async def stream_lag(self) -> list[PartitionLag]:
+        """Per partition: entries after the committed position (capped) and the oldest's age."""
+        parts = range(self._names.partitions)
+        keys = [self._names.positions, *(self._names.events(p) for p in parts)]
+        self._r()  # binds the scripts to this loop's client
+        try:
+            reply = await self._lag(keys=keys, args=[LAG_CAP])
+        except RedisError as exc:
+            raise StoreError(f"Redis unreachable: {exc.__class__.__name__}") from None
+        now_ms = int(reply[0])
+        out = []
+        for p, (pos, n, first) in zip(parts, reply[1:], strict=True):
+            first_id = _text(first)
+            age = None
+            if first_id:
+                age = max(0.0, (now_ms - int(first_id.split("-", 1)[0])) / 1000)
+            out.append(PartitionLag(p, _text(pos), int(n), int(n) >= LAG_CAP, age))
+        return out
+
+    async def find_leads_by_contact_hash(self, tenant: str, contact_hash: str) -> list[str]:
+        """Async twin of :func:`find_leads_by_contact_hash`."""
+        key = contact_index_key(self._prefix, tenant, contact_hash)
+        try:
+            members = await cast(Awaitable[set[bytes]], self._r().smembers(key))
+        except RedisError as exc:
+            raise StoreError(f"read failed: {exc.__class__.__name__}") from None
+        return sorted(_text(m) for m in members)
+
+
+def _texts(raw: dict[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
