@@ -147,6 +147,13 @@ def _quality(quick: bool) -> dict[str, Any] | None:
     return out or None
 
 
+def _error(exc: BaseException) -> str:
+    """The exception's type and its last meaningful lines (an engine traceback's cause)."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    causes = [ln.strip() for ln in lines if "Error" in ln and not ln.startswith(" ")]
+    return f"{type(exc).__name__}: " + " | ".join((causes or lines)[-3:])[:600]
+
+
 def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     def row(measured: float | None, ok: Callable[[float], bool]) -> dict[str, Any]:
         return {"measured": measured, "met": None if measured is None else ok(measured)}
@@ -156,7 +163,7 @@ def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     ratios = result.get("ratios", {})
     p99 = None
     for level in result.get("latency", {}).get("levels", []):
-        if level["load"] == 0.5:
+        if level["load"] == 0.5 and "latency_ms" in level:
             p99 = level["latency_ms"]["p99"]
     mem = result.get("memory", {}).get("points", [])
     worst = max((p["bytes_per_lead"] for p in mem if "bytes_per_lead" in p), default=None)
@@ -236,17 +243,22 @@ def _run(
             from benchmarks.throughput import CONFIGS, measure_drain
 
             configs: dict[str, Any] = {}
+            failed: dict[str, str] = {}
             for name, (procs, workers) in CONFIGS.items():
-                drain = measure_drain(
-                    client, url, tp_work, procs, workers, bars.task(f"throughput: {name}", n_tp)
-                )
+                try:
+                    drain = measure_drain(
+                        client, url, tp_work, procs, workers, bars.task(f"throughput: {name}", n_tp)
+                    )
+                except (RuntimeError, TimeoutError) as exc:  # an engine crash is a finding
+                    failed[name] = _error(exc)
+                    bars.log(f"throughput: {name} FAILED: {failed[name]}")
+                    continue
                 configs[name] = drain.as_dict()
-            best = max(configs, key=lambda k: configs[k]["events_per_s"])
-            result["throughput"] = {
-                "configs": configs,
-                "max_events_per_s": configs[best]["events_per_s"],
-                "max_config": best,
-            }
+            result["throughput"] = {"configs": configs, "failed": failed}
+            if configs:
+                best = max(configs, key=lambda k: configs[k]["events_per_s"])
+                result["throughput"]["max_events_per_s"] = configs[best]["events_per_s"]
+                result["throughput"]["max_config"] = best
         if "baselines" in steps:
             from benchmarks.baselines import measure_floor, measure_naive
 
@@ -272,9 +284,14 @@ def _run(
             for load in LOAD_LEVELS:
                 rate = load * max_rate
                 n = int(rate * seconds)
-                row = measure_latency(
-                    client, url, work, rate, seconds, bars.task(f"latency at {load:.0%}", n)
-                )
+                try:
+                    row = measure_latency(
+                        client, url, work, rate, seconds, bars.task(f"latency at {load:.0%}", n)
+                    )
+                except (RuntimeError, TimeoutError) as exc:
+                    bars.log(f"latency at {load:.0%} FAILED: {_error(exc)}")
+                    levels.append({"load": load, "offered_per_s": rate, "error": _error(exc)})
+                    continue
                 levels.append({"load": load, **row})
             result["latency"] = {
                 "max_events_per_s": max_rate,

@@ -40,13 +40,17 @@ STAGES: dict[str, tuple[str, ...]] = {
     "parse feature reply": ("_parse",),
     "features round trip (client + server Lua)": ("apply",),
     "score (input, prior, model, reasons, record)": (
-        "assess", "_model_input", "model_input", "probability", "_explained", "_record",
-        "_lead_state", "predict", "_score",
+        "assess", "_model_input", "model_input", "probability", "predict_proba_one",
+        "_explained", "_record", "_lead_state", "predict", "_score",
     ),
     "alerts (rules, alert body)": ("evaluate", "_alert"),
-    "learn (labels, snapshots)": ("_learn", "_maybe_snapshot", "learn"),
+    "learn (labels, snapshots, model refresh)": (
+        "_learn", "_label_outcome", "_sweep_if_new_day", "_maybe_snapshot", "learn",
+        "refresh", "consume_remote", "dumps", "publication",
+    ),
+    "model quality gauges (status, observe_model)": ("status", "observe_model"),
     "commit (MULTI/EXEC)": ("commit",),
-    "metrics": ("inc", "observe", "set", "labels", "observe_model"),
+    "metrics": ("inc", "observe", "set", "labels"),
 }  # fmt: skip
 
 

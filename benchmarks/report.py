@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {name} | {_f(row['events_per_s'])} | {_f(row['seconds'], 2)} "
                 f"| {_f(ratio, 2)}× |"
             )
+        for name, err in tp.get("failed", {}).items():
+            lines.append(f"| {name} | **failed**: {err} | | |")
         lines.append("")
     base = result.get("baselines")
     if base:
@@ -71,6 +74,10 @@ def markdown(result: dict[str, Any]) -> str:
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in lat["levels"]:
+            if "error" in row:
+                lines.append(f"| {row['load']:.0%} | {_f(row['offered_per_s'])} | **failed**: "
+                             f"{row['error']} |||||||| ")  # fmt: skip
+                continue
             q, h = row["latency_ms"], row["engine_histogram"]
             lines.append(
                 f"| {row['load']:.0%} | {_f(row['offered_per_s'])} | {_f(row['sent_per_s'])} "
@@ -127,7 +134,18 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("")
     q = result.get("quality")
     if q:
-        lines += ["## Model quality", "", f"```\n{q}\n```", ""]
+        lines += ["## Model quality (benchmarks/quality*.py)", ""]
+        for name, body in q.items():
+            targets = body.get("targets") if isinstance(body, dict) else None
+            if targets:
+                lines += [f"`{name}`:", "", "| target | measured | met |", "|---|---:|:---:|"]
+                for tname, t in targets.items():
+                    met = "—" if t.get("met") is None else ("yes" if t["met"] else "**no**")
+                    lines.append(f"| {tname} {t.get('target', '')} | {_f(t.get('measured'), 3)} "
+                                 f"| {met} |")  # fmt: skip
+                lines.append("")
+            else:
+                lines += [f"`{name}`: {json.dumps(body)[:800]}", ""]
     return "\n".join(lines)
 
 
@@ -140,18 +158,19 @@ def plots(result: dict[str, Any], out: Path) -> list[str]:
 
     written: list[str] = []
     lat = result.get("latency")
-    if lat and lat["levels"]:
+    ok = [row for row in lat["levels"] if "error" not in row] if lat else []
+    if ok:
         fig, ax = plt.subplots(figsize=(7, 4.2))
-        xs = [row["offered_per_s"] for row in lat["levels"]]
+        xs = [row["offered_per_s"] for row in ok]
         for key, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-"), ("max", "x--")):
-            ys = [row["latency_ms"][key] for row in lat["levels"]]
+            ys = [row["latency_ms"][key] for row in ok]
             if all(y is not None for y in ys):
                 ax.plot(xs, [max(0.5, y) for y in ys], style, label=key)
         ax.set_yscale("log")
         ax.set_xlabel("offered load, events/s (open loop)")
         ax.set_ylabel("event → alert latency, ms")
         ax.set_title("leadpulse: latency vs offered load (1 process)")
-        for row in lat["levels"]:
+        for row in ok:
             ax.annotate(f"{row['load']:.0%}", (row["offered_per_s"], 0.6), ha="center")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
@@ -160,7 +179,7 @@ def plots(result: dict[str, Any], out: Path) -> list[str]:
         plt.close(fig)
         written.append("latency.png")
     tp = result.get("throughput")
-    if tp:
+    if tp and tp["configs"]:
         fig, ax = plt.subplots(figsize=(7, 4.2))
         names = list(tp["configs"])
         values = [tp["configs"][n]["events_per_s"] for n in names]

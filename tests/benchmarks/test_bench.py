@@ -25,7 +25,10 @@ def _positive(x: Any) -> bool:
 @pytest.mark.slow
 def test_quick_bench_writes_every_figure(redis_url: str, tmp_path: Path) -> None:
     out = tmp_path / "results"
-    code = cli.main(["--quick", "--no-progress", "--out", str(out), "--redis-url", redis_url])
+    # every step but `quality`: that one is the learning issue's, with its own tests and time
+    steps = "throughput,baselines,latency,memory,profile"
+    args = ["--quick", "--no-progress", "--out", str(out), "--redis-url", redis_url]
+    code = cli.main([*args, "--only", steps])
     assert code == 0
     result = json.loads((out / "bench-quick.json").read_text())
     assert (out / "bench-quick.md").read_text().startswith("# leadpulse bench (quick)")
@@ -72,7 +75,6 @@ def test_quick_bench_writes_every_figure(redis_url: str, tmp_path: Path) -> None
     # the stages account for the plain run's time per event (within sampling noise)
     assert sum(v for v in stages.values() if v) == pytest.approx(prof["us_per_event"], rel=0.35)
 
-    assert "quality" in result
     assert set(result["targets"]) >= {"engine >= 0.7x floor", "engine >= 4x naive"}
 
 
