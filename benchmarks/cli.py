@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -147,6 +148,10 @@ def _quality(quick: bool) -> dict[str, Any] | None:
     return out or None
 
 
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def _error(exc: BaseException) -> str:
     """The exception's type and its last meaningful lines (an engine traceback's cause)."""
     lines = [ln for ln in str(exc).splitlines() if ln.strip()]
@@ -183,6 +188,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the selected steps; write JSON, markdown and plots; 0 on success."""
     from engine.redis_client import connect
 
+    missing = [m for m in ("hdrh", "matplotlib", "rich", "pyinstrument") if not _importable(m)]
+    if missing:
+        print(
+            f"leadpulse bench: missing {', '.join(missing)}; install the bench extra: "
+            "pip install -e '.[bench]'",
+            file=sys.stderr,
+        )
+        return 2
     quick = bool(args.quick)
     sizes = QUICK if quick else FULL
     steps = [s.strip() for s in args.only.split(",") if s.strip()]

@@ -114,3 +114,16 @@ def test_histogram_quantile_interpolates_like_prometheus() -> None:
     assert histogram_quantile(hist, 0.7) == pytest.approx(0.055)
     assert histogram_quantile(hist, 0.99) == pytest.approx(0.1)  # +Inf: the last finite edge
     assert histogram_quantile({}, 0.5) is None
+
+
+def test_bench_subcommand_plugs_into_an_argparse_cli() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="leadpulse")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cli.add_parser(sub)
+    args = parser.parse_args(["bench", "--quick", "--only", "memory", "--out", "x"])
+    assert args.command == "bench" and args.quick and args.only == "memory" and args.out == "x"
+    assert callable(cli.run)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--no-such-flag"])
