@@ -20,19 +20,9 @@ import redis
 
 from engine.model_store import ModelKeys, publish_commands
 from engine.streams import StreamNames
-from features.store import lead_key
+from features.store import due_key, hot_key, lead_key
 
 __all__ = ["BatchEffects", "Committer", "due_key", "hot_key", "watermark_key"]
-
-
-def hot_key(prefix: str, tenant: str) -> str:
-    """Per-tenant hot list: a sorted set of lead ids by score."""
-    return f"{prefix}:hot:{tenant}"
-
-
-def due_key(prefix: str, partition: int) -> str:
-    """Per partition: leads with learning snapshots, by their oldest snapshot's event time."""
-    return f"{prefix}:due:{partition}"
 
 
 def watermark_key(prefix: str) -> str:

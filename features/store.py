@@ -21,7 +21,7 @@ from typing import Any, cast
 import msgpack
 import redis
 
-from engine.events import Event
+from engine.events import Event, partition_of
 from engine.settings import FeatureSettings
 from features.definitions import parse_reply
 
@@ -32,6 +32,21 @@ _HOUR = 3600.0
 _DAY = 86_400.0
 _PARTS = ("h", "e", "v", "a", "x", "s", "n", "p")
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+
+
+def hot_key(prefix: str, tenant: str) -> str:
+    """Per-tenant hot list: a sorted set of lead ids by score."""
+    return f"{prefix}:hot:{tenant}"
+
+
+def due_key(prefix: str, partition: int) -> str:
+    """Per partition: leads with learning snapshots, by their oldest snapshot's event time."""
+    return f"{prefix}:due:{partition}"
+
+
+def alias_key(prefix: str, tenant: str) -> str:
+    """Per tenant: lead id -> the lead it was folded into (identify, merge)."""
+    return f"{prefix}:alias:{tenant}"
 
 
 def lead_key(prefix: str, tenant: str, lead_id: str, part: str) -> str:
@@ -87,10 +102,16 @@ def _is_stop(event: Event) -> bool:
 class FeatureStore:
     """Applies events to Redis; one pipeline round trip per batch."""
 
-    def __init__(self, client: redis.Redis, settings: FeatureSettings, prefix: str) -> None:
+    def __init__(
+        self, client: redis.Redis, settings: FeatureSettings, prefix: str, partitions: int = 1
+    ) -> None:
         self._r = client
         self._prefix = prefix
         self._script = client.register_script(script_source(settings))
+        fold = resources.files("features").joinpath("fold.lua").read_text()
+        self._fold = client.register_script(fold)
+        self._partitions = partitions
+        self._idle = int(settings.idle_expire_d * _DAY)
 
     def keys(self, tenant: str, lead_id: str) -> list[str]:
         """The keys the script touches, in its KEYS order."""
@@ -104,7 +125,11 @@ class FeatureStore:
         pipe = self._r.pipeline(transaction=False)
         pack = msgpack.Packer(use_bin_type=False).pack
         script = self._script
+        folds = 0
         for ev in events:
+            if ev.type == "identify" and ev.visitor_id and ev.lead_id != f"~{ev.visitor_id}":
+                self._queue_fold(pipe, ev.tenant, f"~{ev.visitor_id}", ev.lead_id)
+                folds += 1
             packed = pack(
                 (
                     ev.event_id, ev.type, ev.ts, ev.property_id, ev.area, ev.source, ev.side,
@@ -113,7 +138,28 @@ class FeatureStore:
                 )
             )  # fmt: skip
             script(keys=self.keys(ev.tenant, ev.lead_id), args=(packed,), client=pipe)
-        return [self._parse(r) for r in pipe.execute()]
+        replies = pipe.execute()
+        if folds:  # fold replies sit before their identify event's reply
+            replies = [r for r in replies if isinstance(r, list)]
+        return [self._parse(r) for r in replies]
+
+    def _queue_fold(self, pipe: Any, tenant: str, source: str, target: str) -> None:
+        p = self._prefix
+        source_due = due_key(p, partition_of(tenant, source, self._partitions))
+        target_due = due_key(p, partition_of(tenant, target, self._partitions))
+        keys = [
+            *self.keys(tenant, source), *self.keys(tenant, target), alias_key(p, tenant),
+            hot_key(p, tenant), source_due, target_due,
+        ]  # fmt: skip
+        args = [source, target, f"{tenant}\x1f{source}", self._idle, f"{tenant}\x1f{target}"]
+        self._fold(keys=keys, args=args, client=pipe)
+
+    def merge(self, tenant: str, keep: str, other: str) -> bool:
+        """Fold lead ``other`` into ``keep`` (the same person from two sources) and leave a
+        pointer; True if there was state to fold. Idempotent."""
+        pipe = self._r.pipeline(transaction=False)
+        self._queue_fold(pipe, tenant, other, keep)
+        return bool(pipe.execute()[0])
 
     @staticmethod
     def _parse(reply: list[Any]) -> FeatureReply:

@@ -181,3 +181,39 @@ def test_leads_are_isolated_by_tenant(client: Any, make_settings: Any, prefix: s
     store.apply([Event("a", "L1", "property_save", T0, tenant="one")])
     (other,) = store.apply([Event("b", "L1", "property_view", T0, tenant="two", property_id="P")])
     assert other.features["saves"] == 0
+
+
+def test_identify_folds_anonymous_history_into_the_lead(
+    store: FeatureStore, client: Any, prefix: str
+) -> None:
+    """A view before sign-up and one after are two views of one property within 48 h."""
+    anon = Event("v1", "~vis9", "property_view", T0, tenant="acme", visitor_id="vis9",
+                 property_id="P7", area="z1")  # fmt: skip
+    store.apply([anon, ev("v0", "property_save", T0 - 10, lead="~vis9", property_id="P7")])
+    ident = Event("i1", "L9", "identify", T0 + 3600, tenant="acme", visitor_id="vis9")
+    after = ev("v2", "property_view", T0 + 7200, lead="L9", property_id="P7", area="z1")
+    replies = store.apply([ident, after])
+    assert replies[-1].features["repeat_views_48h"] == 2
+    assert replies[-1].features["saves"] == 1
+    assert client.exists(lead_key(prefix, "acme", "~vis9", "h")) == 0
+    assert client.hget(f"{prefix}:alias:acme", "~vis9") == b"L9"
+    # idempotent: a replayed identify folds nothing twice
+    store.apply([Event("i2", "L9", "identify", T0 + 7300, tenant="acme", visitor_id="vis9")])
+    assert store.read("acme", "L9")["saves"] == "1"
+
+
+def test_merge_keeps_one_lead_and_leaves_a_pointer(
+    store: FeatureStore, client: Any, prefix: str
+) -> None:
+    store.apply(
+        [
+            ev("a", "property_save", T0, lead="A1"),
+            ev("b", "reply", T0 + 5, lead="B1", channel="sms"),
+        ]
+    )
+    store.apply([ev("c", "opt_out", T0 + 6, lead="B1", channel="email")])
+    assert store.merge("acme", keep="A1", other="B1")
+    kept = store.read("acme", "A1")
+    assert kept["saves"] == "1" and kept["replies"] == "1" and kept["blocked"] == "email"
+    assert client.hget(f"{prefix}:alias:acme", "B1") == b"A1"
+    assert not store.merge("acme", keep="A1", other="B1")  # nothing left to fold
