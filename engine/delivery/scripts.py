@@ -32,7 +32,7 @@ __all__ = ["REPRESENTATION_CHECK", "Script", "WATCHED_PHRASES", "pick_script"]
 REPRESENTATION_CHECK = "And are you already working with an agent, or still exploring your options?"
 #: Phrases that would make a lead feel watched; no script may contain them (tested).
 WATCHED_PHRASES = (
-    "i noticed", "i saw", "you viewed", "you looked", "times", "tracking you", "our system",
+    "i noticed", "i saw", "you viewed", "you looked", "times", "track you", "our system",
     "you opened", "you clicked", "you visited", "you've been looking", "we see",
 )  # fmt: skip
 

@@ -165,7 +165,7 @@ def handle_all(svc: DeliveryService) -> list[dict[str, Any]]:
     """Read every alert now on the stream, handle it, ack it; the delivered payloads."""
     svc.ensure_group()
     svc.drain_events()
-    out = []
+    out: list[dict[str, Any]] = []
     while True:
         batch = svc.read_alerts(None)
         if not batch:

@@ -34,8 +34,13 @@ def _settings(make_settings: Any, url: str, **delivery: Any) -> Any:
         webhook_url=url, secret=SECRET, agents={"cy": {"webhook_url": url + "/agent"}}
     )
     return make_settings(
-        delivery={"backoff_base_s": 0.05, "backoff_cap_s": 0.2, "tick_ms": 50,
-                  "tenants": {"default": tenant}, **delivery}  # fmt: skip
+        delivery={
+            "backoff_base_s": 0.05,
+            "backoff_cap_s": 0.2,
+            "tick_ms": 50,
+            "tenants": {"default": tenant},
+            **delivery,
+        }  # fmt: skip
     )
 
 
@@ -203,4 +208,6 @@ def test_unacknowledged_alert_after_a_crash_is_not_sent_twice(
         stop.set()
         thread.join(10)
     assert len(receiver.got) == 2  # receipts said delivered: not sent again
-    assert restarted.assigner.read("default", "L3").agent == prepared.payload["assignment"]["agent"]
+    owner = restarted.assigner.read("default", "L3")
+    assert owner is not None and prepared.payload is not None
+    assert owner.agent == prepared.payload["assignment"]["agent"]

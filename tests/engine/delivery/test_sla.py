@@ -1,0 +1,196 @@
+"""SLA clocks: tenant-local deadlines, stops by events, misses, redistribution, report."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from engine.delivery.consumer import DeliveryService
+from engine.delivery.local import LocalRules
+from tests.engine.delivery.conftest import Clock, handle_all, send, tenant_config
+
+LA = ZoneInfo("America/Los_Angeles")
+
+
+def _at(y: int, mo: int, d: int, h: int, mi: int = 0) -> float:
+    return datetime(y, mo, d, h, mi, tzinfo=LA).timestamp()
+
+
+def _west(make_settings: Any, **delivery: Any) -> Any:
+    west = tenant_config(timezone="America/Los_Angeles", business_open_h=8, business_close_h=20,
+                         quiet_start_h=21, quiet_end_h=8)  # fmt: skip
+    return make_settings(delivery={"tenants": {"west": west, "default": tenant_config()},
+                                   **delivery})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rule", "at", "deadline", "after_hours"),
+    [
+        ("portal", _at(2024, 3, 5, 10, 0), _at(2024, 3, 5, 10, 5), False),
+        ("portal", _at(2024, 3, 5, 21, 30), _at(2024, 3, 5, 21, 45), True),
+        ("valuation_request", _at(2024, 3, 5, 14, 0), _at(2024, 3, 5, 14, 15), False),
+        ("valuation_request", _at(2024, 3, 5, 21, 30), _at(2024, 3, 6, 9, 0), True),
+        ("valuation_request", _at(2024, 3, 6, 6, 30), _at(2024, 3, 6, 9, 0), True),
+        ("open_house", _at(2024, 3, 5, 23, 0), _at(2024, 3, 6, 10, 0), True),
+        ("referral", _at(2024, 3, 5, 19, 30), _at(2024, 3, 5, 20, 30), False),
+        # spring forward: the night of 2024-03-10 is an hour short, 9:00 is PDT
+        ("valuation_request", _at(2024, 3, 9, 22, 0), _at(2024, 3, 10, 9, 0), True),
+    ],
+)
+def test_deadlines_in_the_tenants_time_zone(
+    make_settings: Any, rule: str, at: float, deadline: float, after_hours: bool
+) -> None:
+    local = LocalRules(_west(make_settings), _west(make_settings).delivery.tenant("west"))
+    assert local.deadline(at, rule) == (deadline, after_hours)
+
+
+def test_dst_night_is_an_hour_short() -> None:
+    assert _at(2024, 3, 10, 9, 0) - _at(2024, 3, 9, 22, 0) == 10 * 3600
+
+
+def test_quiet_hours_per_tenant_keep_texts_and_calls_out(make_settings: Any) -> None:
+    settings = _west(make_settings)
+    west = LocalRules(settings, settings.delivery.tenant("west"))
+    east = LocalRules(settings, settings.delivery.tenant("default"))
+    at = _at(2024, 3, 5, 19, 0)  # 19:00 in LA, 22:00 in New York
+    assert west.first_touch(at, "portal", (), call_first=True) == "call"
+    assert east.first_touch(at, "portal", (), call_first=True) == "email"  # NY quiet hours
+    assert west.first_touch(at, "portal", ("call",), call_first=True) == "sms"
+
+
+def _alert(lead: str, ts: float, rule: str = "portal", tenant: str = "default") -> dict[str, Any]:
+    return {
+        "alert_id": f"{tenant}{lead}", "tenant": tenant, "lead_id": lead,
+        "triggers": ["hand_raise:inquiry"], "score_after": 92, "bucket": "P1", "tier": "hot",
+        "reasons": ["asked about a home"],
+        "event": {"event_id": f"ev{lead}", "type": "inquiry", "ts": ts, "area": "02139"},
+        "first_touch": "call", "blocked_channels": [],
+        "sla": {"rule": rule, "deadline_ts": ts + 300, "after_hours": False},
+        "agent_id": "", "ingest_ms": int(ts * 1000), "emit_ms": int(ts * 1000),
+    }  # fmt: skip
+
+
+def test_alert_of_a_west_tenant_gets_its_local_after_hours_deadline(
+    make_settings: Any, client: Any
+) -> None:
+    at = _at(2024, 3, 5, 21, 30)
+    clock = Clock(at + 1)
+    svc = DeliveryService(_west(make_settings), client, clock=clock)
+    payload = svc.handle(_alert("W1", at, "valuation_request", tenant="west")).payload
+    assert payload is not None
+    assert payload["sla"]["deadline_ts"] == _at(2024, 3, 6, 9, 0)  # not NY's "+300 s"
+    assert payload["sla"]["after_hours"] is True
+    assert payload["clock"]["deadline_ts"] == _at(2024, 3, 6, 9, 0)
+    assert payload["first_touch"] == "email"  # 21:30 in LA: quiet hours
+
+
+def test_ack_event_stops_the_clock_and_counts_within_sla(make_settings: Any, client: Any) -> None:
+    now = time.time()
+    clock = Clock(now)
+    settings = make_settings(delivery={"tenants": {"default": tenant_config()}})
+    svc = DeliveryService(settings, client, clock=clock)
+    svc.handle(_alert("K1", now - 60))
+    svc.handle(_alert("K2", now - 60))
+    send(settings, client, [
+        {"event_id": "ack1", "lead_id": "K1", "type": "alert_ack", "ts": now, "agent_id": "cy"},
+        {"event_id": "con2", "lead_id": "K2", "type": "agent_contact", "ts": now + 400,
+         "agent_id": "dee", "channel": "call"},
+    ])  # fmt: skip
+    assert svc.drain_events() == 4  # the two responses and routing's two `assigned` events
+    k1, k2 = svc.clocks.read("default", "K1"), svc.clocks.read("default", "K2")
+    assert k1 is not None and k2 is not None
+    assert (k1["status"], k1["stopped_by"], k1["response_s"]) == ("met", "cy", 60.0)
+    assert (k2["status"], k2["response_s"]) == ("late", 460.0)  # after the 5-minute deadline
+    assert svc.drain_events() == 0  # the cursor moved on
+    report = svc.clocks.report("default")
+    cy = report["by_agent"]["cy"]
+    assert (cy["responses"], cy["within_sla"], cy["median_first_response_s"]) == (1, 1, 60.0)
+    row = report["by_source"]["unknown"]
+    assert row["clocks"] == 2 and row["within_sla"] == 1 and row["within_sla_rate"] == 0.5
+    assert row["median_first_response_s"] == 260.0
+    feed = client.xrange(svc.keys.feed("default"))
+    assert [f[b"k"] for _, f in feed].count(b"sla") == 2
+
+
+def test_a_response_seen_before_the_alert_stops_the_clock_at_once(
+    make_settings: Any, client: Any
+) -> None:
+    now = time.time()
+    settings = make_settings(delivery={"tenants": {"default": tenant_config()}})
+    svc = DeliveryService(settings, client, clock=Clock(now))
+    send(settings, client, [{"event_id": "c0", "lead_id": "Q1", "type": "agent_contact",
+                             "ts": now - 10, "agent_id": "cy", "channel": "call"}])  # fmt: skip
+    svc.drain_events()
+    svc.handle(_alert("Q1", now - 30))
+    c = svc.clocks.read("default", "Q1")
+    assert c is not None and c["status"] == "met" and c["response_s"] == 20.0
+
+
+def test_miss_redistributes_to_the_next_agent_then_the_pond(
+    make_settings: Any, client: Any
+) -> None:
+    at = _at(2024, 3, 5, 10, 0)  # business hours in LA
+    clock = Clock(at)
+    svc = DeliveryService(_west(make_settings), client, clock=clock)
+    first = svc.handle(_alert("M1", at, "portal", tenant="west")).payload
+    assert first is not None and first["assignment"]["agent"] == "cy"
+    assert first["sla"]["deadline_ts"] == at + 300
+    clock.advance(299)
+    assert svc.tick() == []
+    clock.advance(2)  # 10:05:01: cy missed it
+    svc.tick()
+    a = svc.assigner.read("west", "M1")
+    assert a is not None and (a.state, a.agent, a.how) == ("assigned", "dee", "escalation")
+    assert a.reason == "SLA missed by cy: reassigned to the next agent in north, dee"
+    c = svc.clocks.read("west", "M1")
+    assert c is not None and c["status"] == "open" and c["agent"] == "dee"
+    assert c["deadline_ts"] == clock() + 300 and c["missed_by"] == ["cy"]
+    assert svc.metrics.sla_missed.labels("unknown")._value.get() == 1
+    kinds = [f[b"k"] for _, f in client.xrange(svc.keys.feed("west"))]
+    assert kinds == [b"alert", b"assignment", b"escalated"]
+    clock.advance(301)  # dee missed it too: the pond
+    svc.tick()
+    a = svc.assigner.read("west", "M1")
+    assert a is not None and (a.state, a.group) == ("pond", "pond")
+    assert a.reason == "SLA missed by dee: returned to the pond (shared queue)"
+    assert a.missed_by == ("cy", "dee")
+    clock.advance(301)  # no step left: the clock closes as missed
+    svc.tick()
+    c = svc.clocks.read("west", "M1")
+    assert c is not None and c["status"] == "missed" and c["misses"] == 3
+    report = svc.clocks.report("west")
+    assert report["by_source"]["unknown"]["missed"] == 1  # one lead missed (three times)
+    assert report["by_agent"]["cy"]["missed"] == 1 and report["by_agent"]["dee"]["missed"] == 1
+    assert svc.metrics.escalations.labels("next_agent")._value.get() == 1
+    assert svc.metrics.escalations.labels("pond")._value.get() == 1
+
+
+def test_a_miss_late_in_the_day_gives_the_next_agent_an_after_hours_deadline(
+    make_settings: Any, client: Any
+) -> None:
+    at = _at(2024, 3, 5, 19, 56)
+    clock = Clock(at)
+    svc = DeliveryService(_west(make_settings), client, clock=clock)
+    svc.handle(_alert("N1", at, "portal", tenant="west"))
+    clock.advance(301)  # 20:01: after hours, the portal row gives 15 minutes
+    svc.tick()
+    c = svc.clocks.read("west", "N1")
+    assert c is not None and c["deadline_ts"] == clock() + 15 * 60
+
+
+def test_handle_all_through_the_stream_keeps_one_clock_per_lead(
+    make_settings: Any, client: Any
+) -> None:
+    now = time.time()
+    settings = make_settings(delivery={"tenants": {"default": tenant_config()}})
+    svc = DeliveryService(settings, client, clock=Clock(now))
+    a1 = svc.handle(_alert("O1", now - 20)).payload
+    a2 = svc.handle({**_alert("O1", now - 10), "alert_id": "second"}).payload
+    assert a1 is not None and a2 is not None
+    assert a2["clock"]["alert_id"] == a1["alert_id"]  # the open clock is kept
+    assert a2["assignment"]["how"] == "sticky"
+    assert handle_all(svc) == []
