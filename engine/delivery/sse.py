@@ -19,6 +19,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import redis
 import redis.asyncio as aredis
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -94,7 +95,8 @@ def sse_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
                         yield f"id: {after}\nevent: {kind}\ndata: {data}\n\n".encode()
             finally:
                 metrics.sse_clients.dec()
-                await r.aclose()
+                with anyio.CancelScope(shield=True):  # a hang-up cancels the stream's scope
+                    await r.aclose()
 
         return StreamingResponse(
             events(),
