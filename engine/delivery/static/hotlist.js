@@ -14,6 +14,7 @@
   const key = params.get("key") || "";
   let agent = params.get("agent") || localStorage.getItem("leadpulse.agent") || "";
   const rows = new Map(); // lead id -> row
+  const seen = (window.leadpulseSeen = {}); // lead id -> ms when its alert first arrived live
   const words = { sms: "text", call: "call", email: "email", chat: "chat", none: "no channel open" };
   const $ = (root, sel) => root.querySelector(sel);
 
@@ -155,6 +156,7 @@
     render(li, row);
     place(li, row.bucket);
     if (fresh) {
+      if (!(row.lead_id in seen)) seen[row.lead_id] = Date.now(); // for latency measurement
       li.classList.remove("new"); void li.offsetWidth; li.classList.add("new");
       announce(`New ${row.bucket} alert: lead ${row.lead_id}, score ${row.score}`);
     }
