@@ -121,7 +121,8 @@ def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
 
 
 def stream_events(client: redis.Redis, prefix: str, partitions: int = 4) -> list[dict[str, Any]]:
-    """Every event on the prefix's partitions, decoded, in stream-id order."""
+    """Every event on the prefix's partitions, decoded, in stream-id order (ids of two
+    partitions can tie within a millisecond: then partition order)."""
     rows = []
     for p in range(partitions):
         for sid, fields in client.xrange(f"{prefix}:events:{p}"):

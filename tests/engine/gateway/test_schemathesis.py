@@ -1,0 +1,68 @@
+"""schemathesis against the live gateway's /openapi.json: no 5xx, responses match the schema.
+
+Positive and negative data for every operation, with a server key (the tracker key
+and anonymous calls are covered by the contract tests). msgpack bodies are
+serialised from the generated values, as a client would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from engine.gateway.app import create_app
+from engine.settings import load_settings
+from tests.engine.gateway.conftest import ACME, gateway_overrides, live_server
+
+
+@schemathesis.serializer("application/msgpack")
+def _msgpack(ctx: Any, value: Any) -> bytes:
+    return bytes(msgpack.packb(value, use_bin_type=True))
+
+
+@pytest.fixture(scope="module")
+def live_url(redis_url: str, module_prefix: str) -> Iterator[str]:
+    settings = load_settings(overrides=gateway_overrides(module_prefix), environ={})
+    with live_server(create_app(settings, redis_url)) as url:
+        yield url
+
+
+def _schema() -> Any:
+    """The app's own /openapi.json (building it needs no Redis); calls go to ``live_url``."""
+    settings = load_settings(overrides=gateway_overrides("lpschema"), environ={})
+    return schemathesis.openapi.from_dict(create_app(settings, "redis://unused").openapi())
+
+
+schema = _schema()
+
+
+@schema.parametrize()
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+def test_api_never_5xx_and_matches_its_schema(case: Any, live_url: str) -> None:
+    case.call_and_validate(
+        base_url=live_url,
+        headers={"Authorization": f"Bearer {ACME}"},
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+            response_headers_conformance,
+        ],
+    )
