@@ -54,6 +54,7 @@ class _Lead:
     last_snapshot_ts: float
     snaps: Snapshots
     placeholder: bool = False  # made by the expiry sweep before any event of the lead
+    latest: tuple[Event, Score, FeatureReply, dict[str, float] | None, OnlineModel] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class Processor:
         fx = BatchEffects()
         learner = self.learner
         learner.refresh()
-        learned = learner.consume_remote()
+        learned = learner.catch_up()
         events: list[Event] = []
         origin: list[Entry] = []
         rejected = 0
@@ -120,24 +121,23 @@ class Processor:
             else:
                 events.append(checked)
                 origin.append(entry)
-        replies = self._store.apply(events)
+        replies = self._store.apply_iter(events)
         leads: dict[tuple[str, str], _Lead] = {}
         duplicates = 0
-        # pre-pass: which events count (first of their id, not a duplicate or late), and
-        # which is each lead's last one: its score is stored, so it gets reasons at once
-        # (with the model as it is at that moment, whatever the batch boundaries)
+        # pre-pass: which events are the first of their id in the batch, and which is each
+        # lead's last one: its score is stored, so it gets reasons at once (with the model
+        # as it is at that moment, whatever the batch boundaries)
         seen: set[tuple[str, str]] = set()
-        counts: list[bool] = []
+        first: list[bool] = []
         last_of: dict[tuple[str, str], int] = {}
-        for i, (event, reply) in enumerate(zip(events, replies, strict=True)):
-            first = (event.tenant, event.event_id) not in seen
+        for i, event in enumerate(events):
+            first.append((event.tenant, event.event_id) not in seen)
             seen.add((event.tenant, event.event_id))
-            counts.append(first and reply.status not in (DUPLICATE, LATE))
-            if counts[-1]:
+            if first[-1]:
                 last_of[(event.tenant, event.lead_id)] = i
         observe_score = m.scores.observe
         for i, (event, entry, reply) in enumerate(zip(events, origin, replies, strict=True)):
-            if not counts[i] and reply.status != LATE:
+            if reply.status == DUPLICATE or not first[i]:
                 duplicates += 1
                 continue
             if reply.status == LATE:
@@ -173,17 +173,26 @@ class Processor:
                 score = self._explained(score, reply, x, model)
             if is_last:
                 fx.score_records[key] = self._record(event, score, lead, reply)
+            else:
+                lead.latest = (event, score, reply, x, model)
             if decision.triggers:
                 alert = self._alert(event, score, decision, reply, ingest_ms(entry[1]))
                 alert["score_before"] = before.score if before.bucket else None
                 fx.alerts.append(alert)
         for key, lead in leads.items():
+            if key not in fx.score_records and lead.latest is not None:
+                # its last event was a duplicate or late: store the last one that counted
+                event, score, reply, x, model = lead.latest
+                fx.score_records[key] = self._record(
+                    event, self._explained(score, reply, x, model), lead, reply
+                )
             snaps = lead.snaps
             if snaps.rewrite or snaps.taken:
                 fx.snapshots[key] = (snaps.rewrite, snaps.current if snaps.rewrite else snaps.taken)
+            if snaps.loaded or snaps.taken:
                 member = f"{key[0]}\x1f{key[1]}"
                 oldest = snaps.oldest_ts()
-                if snaps.rewrite:  # the whole list is known: set (or drop) exactly
+                if snaps.loaded:  # the whole list is known: set (or drop) exactly
                     fx.due[(lead.partition, member)] = None if oldest is None else ("set", oldest)
                 elif oldest is not None:  # only new snapshots known: lower the score if older
                     fx.due[(lead.partition, member)] = ("lt", oldest)
@@ -194,8 +203,10 @@ class Processor:
             # Workers share the model: dump and commit under one lock, or an older dump
             # committed after a newer one would roll the saved model back.
             with learner.lock:
-                fx.model_work = learner.live.dumps()
                 fx.publish = learner.publication()
+                if fx.publish is not None or learner.checkpoint_due():
+                    fx.model_work = fx.publish[1] if fx.publish else learner.live.dumps()
+                    learner.checkpointed()
                 self._commit.commit(fx)
         else:
             self._commit.commit(fx)

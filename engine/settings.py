@@ -134,6 +134,7 @@ class ScoringSettings(_Section):
     publish_every_labels: int = Field(50, ge=1)
     publish_every_s: float = Field(30, gt=0)
     model_check_s: float = Field(1.0, gt=0, le=3_600)
+    checkpoint_every_s: float = Field(30, ge=0)
     points: dict[str, PointsRule]
     timeline_points: dict[Literal["0-3m", "3-6m", "6-18m", "18m+", "unknown"], float]
     source_points: dict[str, float]

@@ -99,7 +99,7 @@ def test_one_trainer_publishes_and_a_second_process_picks_it_up(
     for i in range(4):  # the scorer's labelled examples travel on the labels stream
         pipe.xadd(store.keys.labels, {"l": msgpack.packb(_example(i, i % 2 == 0))})
     pipe.execute()
-    assert trainer.consume_remote()
+    assert trainer.catch_up()
     assert trainer.live.labels_seen == 4
     version, blob, meta = trainer.publication() or (0, b"", {})
     assert version == 1 and meta["labels_seen"] == 4 and meta["river_version"]
@@ -111,7 +111,7 @@ def test_one_trainer_publishes_and_a_second_process_picks_it_up(
     scorer.refresh(force=True)
     assert scorer.serving_version == 1
     assert scorer.serving.labels_seen == 4
-    assert not trainer.consume_remote()  # exactly once: the position moved past them
+    assert not trainer.catch_up()  # exactly once: the position moved past them
 
 
 def test_rollback_pins_a_version_for_every_scorer(client: Any, make_settings: Any) -> None:
