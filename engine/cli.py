@@ -73,16 +73,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--workers", type=int, default=1, help="worker threads (default 1)")
     _add_common(replay)
-    for module in _command_modules():
+    for module in _command_modules().values():
         module.add_parser(sub)
     return parser
 
 
-def _command_modules() -> list[Any]:
+def _command_modules() -> dict[str, Any]:
     """Commands that live with their package: each has ``add_parser(sub)`` and ``run(args)``."""
+    from benchmarks import cli as bench_cli
     from engine import model_cli
+    from engine.delivery import cli as deliver_cli
+    from engine.gateway import cli as serve_cli
 
-    return [model_cli]
+    return {"model": model_cli, "serve": serve_cli, "deliver": deliver_cli, "bench": bench_cli}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,9 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.config, args.duration, args.leads, args.seed)
         if args.command == "run":
             return _run(args)
-        for module in _command_modules():
-            if args.command == module.__name__.rsplit(".", 1)[-1].removesuffix("_cli"):
-                return int(module.run(args))
+        module = _command_modules().get(args.command)
+        if module is not None:
+            return int(module.run(args))
         if args.command == "replay":
             from engine.replay import replay_file
 
