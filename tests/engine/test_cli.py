@@ -20,7 +20,20 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["run"], ["replay"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["demo"],
+        ["run"],
+        ["replay"],
+        ["model"],
+        ["model", "status"],
+        ["serve"],
+        ["deliver"],
+        ["bench"],
+    ],
+)
 def test_every_command_has_help(command: list[str]) -> None:
     out = subprocess.run([*LEADPULSE, *command, "--help"], capture_output=True, text=True)
     assert out.returncode == 0
