@@ -32,7 +32,7 @@ def api_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
     keys = DeliveryKeys(settings.redis.key_prefix)
     ttl = int(settings.features.idle_expire_d * 86_400)
     assigner = Assigner(
-        client, keys, d.tenant, lambda events: None, claim_timeout_s=d.claim_timeout_s,
+        client, keys, d.tenant, None, claim_timeout_s=d.claim_timeout_s,
         ttl_s=ttl,
     )  # fmt: skip
     clocks = SlaClocks(client, keys, metrics, ttl_s=ttl, report_keep=d.report_keep)

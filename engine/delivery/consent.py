@@ -121,7 +121,15 @@ class ConsentBook:
         return n
 
     def reasons(self, tenant: str, lead: str) -> dict[str, dict[str, Any]]:
-        raw = cast(dict[bytes, bytes], self._r.hgetall(self._keys.consent(tenant, lead)))
+        return self.parse(
+            cast(dict[bytes, bytes], self._r.hgetall(self._keys.consent(tenant, lead)))
+        )
+
+    def prefetch(self, pipe: Any, tenant: str, lead: str) -> None:
+        pipe.hgetall(self._keys.consent(tenant, lead))
+
+    @staticmethod
+    def parse(raw: dict[bytes, bytes]) -> dict[str, dict[str, Any]]:
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     def state(self, tenant: str, lead: str, engine_blocked: Iterable[str] = ()) -> dict[str, Any]:

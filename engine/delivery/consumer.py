@@ -10,8 +10,8 @@ One asyncio loop (``leadpulse deliver``) runs four things:
    The entry is acknowledged (``XACK``) only when every webhook delivery finished
    (delivered or dead-lettered): a crash before that delivers it again after restart,
    and receipts keep a finished delivery from being sent twice.
-2. **events**: the events partitions are read with delivery's own cursor
-   (``engine.streams.PartitionReader``, position in ``dlv:pos``): ``agent_contact`` and
+2. **events**: the events partitions are read with delivery's own cursor (one
+   ``XREAD`` over all partitions, positions in ``dlv:pos``): ``agent_contact`` and
    ``alert_ack`` stop SLA clocks; ``opt_out``, ``unsubscribe``, STOP replies, ``bounce``
    and ``invalid_contact`` record why a channel is blocked. Events are drained right
    before each batch of alerts is handled, so a block or response that came before
@@ -42,16 +42,16 @@ import redis
 from engine.delivery.consent import ConsentBook, blocked_reasons
 from engine.delivery.feed import Feed
 from engine.delivery.keys import DeliveryKeys
-from engine.delivery.leads import LeadProfile, read_profile
+from engine.delivery.leads import LeadProfile, parse_profile, queue_reads
 from engine.delivery.local import LocalRules
 from engine.delivery.metrics import DeliveryMetrics
-from engine.delivery.routing import Assigner, Assignment
+from engine.delivery.routing import Assigner, Assignment, stream_emitter
 from engine.delivery.scripts import pick_script
 from engine.delivery.sla import SlaClocks
 from engine.delivery.webhooks import Job, Receipts, RetryPolicy, WebhookSender
 from engine.events import Event
 from engine.settings import Settings, TenantDelivery
-from engine.streams import PartitionReader, Producer, StreamNames
+from engine.streams import Producer, StreamNames
 from engine.validate import Validator
 
 __all__ = ["DeliveryService", "Prepared", "run_in_thread"]
@@ -96,16 +96,12 @@ class DeliveryService:
             clock=clock,
         )  # fmt: skip
         self.assigner = Assigner(
-            client, self.keys, self.d.tenant, self.producer.send,
+            client, self.keys, self.d.tenant, stream_emitter(self.producer),
             claim_timeout_s=self.d.claim_timeout_s, ttl_s=ttl, clock=clock,
         )  # fmt: skip
         self.feed = Feed(client, self.keys, self.d.feed_maxlen, self.metrics)
         self.receipts = Receipts(client, self.keys, int(self.d.receipt_ttl_d * 86_400))
         self._validator = Validator(settings.validation)
-        self._readers = [
-            PartitionReader(client, self.names, p, settings.streams.read_count)
-            for p in range(self.names.partitions)
-        ]
         self._local: dict[str, LocalRules] = {}
         self._inflight: set[str] = set()
         self._pending_done = False
@@ -172,28 +168,35 @@ class DeliveryService:
 
     # -- the events streams -----------------------------------------------------------------
     def drain_events(self) -> int:
-        """Read every partition to its end: responses stop clocks, blocks are recorded."""
+        """Read every partition to its end: responses stop clocks, blocks are recorded.
+
+        One ``XREAD`` over all partitions per round trip, from delivery's own cursor."""
         pos_raw = cast(dict[bytes, bytes], self._r.hgetall(self.keys.positions))
-        positions = {int(k): v.decode() for k, v in pos_raw.items()}
+        positions = {self.names.events(p): "0-0" for p in range(self.names.partitions)}
+        for k, v in pos_raw.items():
+            positions[self.names.events(int(k))] = v.decode()
+        index = {self.names.events(p): p for p in range(self.names.partitions)}
         n = 0
-        for p, reader in enumerate(self._readers):
-            after = positions.get(p, "0-0")
-            for _ in range(_EVENT_BATCHES):
-                rows = reader.read(after)
-                if not rows:
-                    break
-                events = []
-                for sid, fields in rows:
-                    after = sid.decode() if isinstance(sid, bytes) else str(sid)
+        for _ in range(_EVENT_BATCHES):
+            reply = self._r.xread(positions, count=self.settings.streams.read_count)
+            if not reply:
+                break
+            events = []
+            moved = {}
+            for stream, rows in reply:
+                name = stream.decode() if isinstance(stream, bytes) else str(stream)
+                for _, fields in rows:
                     raw = fields.get(b"e")
-                    if raw is None:
-                        continue
-                    checked = self._validator.check_bytes(raw, "msgpack")
-                    if isinstance(checked, Event):
-                        events.append(checked)
-                self._apply_events(events)
+                    if raw is not None:
+                        checked = self._validator.check_bytes(raw, "msgpack")
+                        if isinstance(checked, Event):
+                            events.append(checked)
                 n += len(rows)
-                self._r.hset(self.keys.positions, str(p), after)
+                last = rows[-1][0]
+                positions[name] = last.decode() if isinstance(last, bytes) else str(last)
+                moved[str(index[name])] = positions[name]
+            self._apply_events(events)
+            self._r.hset(self.keys.positions, mapping=moved)
         if n:
             self.metrics.events_read.inc(n)
         return n
@@ -210,8 +213,44 @@ class DeliveryService:
                 self.feed.publish(ev.tenant, "sla", _clock_view(stopped), ["*"])
 
     # -- one alert ----------------------------------------------------------------------
-    def handle(self, alert: dict[str, Any]) -> Prepared:
-        """Route, gate, script, open the clock, publish; returns the webhook jobs."""
+    def _queue_reads(self, pipe: Any, alert: dict[str, Any]) -> None:
+        tenant, lead = str(alert["tenant"]), str(alert["lead_id"])
+        queue_reads(pipe, self.names, alert)
+        self.consent.prefetch(pipe, tenant, lead)
+        self.assigner.prefetch(pipe, alert)
+        self.clocks.prefetch(pipe, tenant, lead)
+
+    def handle_many(self, alerts: list[dict[str, Any]]) -> list[Prepared]:
+        """:meth:`handle` for a batch: every alert's reads in one round trip first.
+
+        A lead's second alert in the same batch reads after the first one's writes."""
+        pipe = self._r.pipeline(transaction=False)
+        sizes: list[int | None] = []
+        leads: set[tuple[str, str]] = set()
+        for alert in alerts:
+            key = (str(alert.get("tenant")), str(alert.get("lead_id")))
+            if not alert.get("alert_id") or key in leads:
+                sizes.append(None)
+                continue
+            leads.add(key)
+            before = len(pipe)
+            self._queue_reads(pipe, alert)
+            sizes.append(len(pipe) - before)
+        replies = pipe.execute() if len(pipe) else []
+        out, i = [], 0
+        for alert, n in zip(alerts, sizes, strict=True):
+            if n is None:
+                out.append(self.handle(alert))
+            else:
+                out.append(self.handle(alert, replies[i : i + n]))
+                i += n
+        return out
+
+    def handle(self, alert: dict[str, Any], prefetched: list[Any] | None = None) -> Prepared:
+        """Route, gate, script, open the clock, publish; returns the webhook jobs.
+
+        Two round trips (reads, then one transaction of writes), plus one for a
+        round-robin turn; ``prefetched`` (from :meth:`handle_many`) saves the first."""
         if not alert.get("alert_id"):
             return Prepared(None)
         self.metrics.alerts_read.inc()
@@ -222,8 +261,13 @@ class DeliveryService:
             return Prepared(None)
         tenant, lead = str(alert["tenant"]), str(alert["lead_id"])
         cfg = self.d.tenant(tenant)
-        profile = read_profile(self._r, self.names, alert)
-        recorded = self.consent.reasons(tenant, lead)
+        if prefetched is None:
+            reads = self._r.pipeline(transaction=False)
+            self._queue_reads(reads, alert)
+            prefetched = reads.execute()
+        n = len(prefetched) - 5  # the profile's replies, then consent 1, route 2, clock 2
+        profile = parse_profile(alert, prefetched[:n])
+        recorded = self.consent.parse(prefetched[n])
         reasons = blocked_reasons(alert.get("blocked_channels") or (), recorded)
         blocked = tuple(sorted(reasons))
         payload = dict(alert)
@@ -231,13 +275,17 @@ class DeliveryService:
         self.local(tenant).localize(payload, blocked, hand or profile.repeat_views >= 3)
         payload["blocked_channels"] = list(blocked)
         payload["blocked_reasons"] = reasons
-        assignment = self.assigner.route(alert, profile)
+        writes = self._r.pipeline(transaction=True)
+        assignment = self.assigner.route(
+            alert, profile, prefetched=(prefetched[n + 1], prefetched[n + 2]), pipe=writes
+        )
         self._count_assignment(assignment)
         sla = payload["sla"]
         clock = self.clocks.open(
             tenant=tenant, lead=lead, alert_id=alert["alert_id"], source=profile.source,
             rule=str(sla.get("rule", "default")), agent=assignment.agent,
             start_ts=float(alert["event"]["ts"]), deadline_ts=float(sla["deadline_ts"]),
+            prefetched=(prefetched[n + 3], prefetched[n + 4]), pipe=writes,
         )  # fmt: skip
         payload.update(
             type="alert",
@@ -248,16 +296,19 @@ class DeliveryService:
             clock=_clock_view(clock),
             sent_ms=int(self.clock() * 1000),
         )
-        self._publish(payload, assignment, "alert")
+        self._publish(payload, assignment, "alert", writes)
+        writes.execute()
         return Prepared(payload, self._jobs(payload, assignment, cfg))
 
-    def _publish(self, payload: dict[str, Any], a: Assignment, kind: str) -> None:
+    def _publish(self, payload: dict[str, Any], a: Assignment, kind: str, pipe: Any = None) -> None:
         tenant, lead = a.tenant, a.lead_id
-        pipe = self._r.pipeline(transaction=False)
-        pipe.hset(self.keys.cards(tenant), lead, json.dumps(payload))
-        pipe.zadd(self.keys.leads(tenant), {lead: self.clock()})
-        self.feed.publish(tenant, kind, payload, a.audience, a.group, pipe=pipe)
-        pipe.execute()
+        own = pipe is None
+        p = self._r.pipeline(transaction=False) if own else pipe
+        p.hset(self.keys.cards(tenant), lead, json.dumps(payload))
+        p.zadd(self.keys.leads(tenant), {lead: self.clock()})
+        self.feed.publish(tenant, kind, payload, a.audience, a.group, pipe=p)
+        if own:
+            p.execute()
 
     def _jobs(self, payload: dict[str, Any], a: Assignment, cfg: TenantDelivery) -> list[Job]:
         secret = cfg.secret.get_secret_value()
@@ -374,12 +425,18 @@ class DeliveryService:
         def handle_batch(batch: list[tuple[str, dict[str, Any]]]) -> None:
             self.drain_events()
             done = []
-            for sid, alert in batch:
-                try:
-                    prepared = self.handle(alert)
-                except Exception:  # one bad alert must not stop delivery
-                    log.exception("alert %s could not be handled; left pending", sid)
-                    continue
+            try:
+                prepared_all: list[Prepared | None] = list(self.handle_many([a for _, a in batch]))
+            except Exception:  # e.g. one malformed alert: handle them one by one
+                log.exception("batch of %d alerts failed; handling one by one", len(batch))
+                prepared_all = [None] * len(batch)
+            for (sid, alert), prepared in zip(batch, prepared_all, strict=True):
+                if prepared is None:
+                    try:
+                        prepared = self.handle(alert)
+                    except Exception:  # one bad alert must not stop delivery
+                        log.exception("alert %s could not be handled; left pending", sid)
+                        continue
                 if prepared.jobs:
                     spawn(sid, prepared.jobs)
                 else:

@@ -25,7 +25,7 @@ from engine.events import partition_of
 from engine.streams import StreamNames
 from features.store import lead_key
 
-__all__ = ["LeadProfile", "read_profile"]
+__all__ = ["LeadProfile", "parse_profile", "queue_reads", "read_profile"]
 
 _REPEAT_WINDOW_S = 48 * 3600.0
 _FIELDS = (
@@ -64,22 +64,35 @@ def _int(x: Any) -> int:
         return 0
 
 
+def queue_reads(pipe: Any, names: StreamNames, alert: dict[str, Any]) -> int:
+    """Queue the reads of :func:`parse_profile` on a pipeline; returns how many replies."""
+    tenant, lead = str(alert["tenant"]), str(alert["lead_id"])
+    ts = float((alert.get("event") or {}).get("ts") or 0.0)
+    prefix = names.prefix
+    pipe.hmget(lead_key(prefix, tenant, lead, "h"), list(_FIELDS))
+    pipe.zrangebyscore(lead_key(prefix, tenant, lead, "v"), ts - _REPEAT_WINDOW_S, ts)
+    ms = alert.get("ingest_ms")
+    if not ms:
+        return 2
+    stream = names.events(partition_of(tenant, lead, names.partitions))
+    pipe.xrange(stream, f"{int(ms)}-0", f"{int(ms)}-18446744073709551615", count=1000)
+    return 3
+
+
 def read_profile(client: Any, names: StreamNames, alert: dict[str, Any]) -> LeadProfile:
     """The lead behind an alert, as of the alert's event (one round trip)."""
     if isinstance(alert.get("lead"), dict):
         return LeadProfile.from_map(alert["lead"])
-    tenant, lead = str(alert["tenant"]), str(alert["lead_id"])
-    event = alert.get("event") or {}
-    ts = float(event.get("ts") or 0.0)
-    prefix = names.prefix
     pipe = client.pipeline(transaction=False)
-    pipe.hmget(lead_key(prefix, tenant, lead, "h"), list(_FIELDS))
-    pipe.zrangebyscore(lead_key(prefix, tenant, lead, "v"), ts - _REPEAT_WINDOW_S, ts)
-    ms = alert.get("ingest_ms")
-    if ms:
-        stream = names.events(partition_of(tenant, lead, names.partitions))
-        pipe.xrange(stream, f"{int(ms)}-0", f"{int(ms)}-18446744073709551615", count=1000)
-    replies = pipe.execute()
+    queue_reads(pipe, names, alert)
+    return parse_profile(alert, pipe.execute())
+
+
+def parse_profile(alert: dict[str, Any], replies: list[Any]) -> LeadProfile:
+    """A profile from the replies of :func:`queue_reads`."""
+    if isinstance(alert.get("lead"), dict):
+        return LeadProfile.from_map(alert["lead"])
+    event = alert.get("event") or {}
     h = dict(zip(_FIELDS, (_text(v) for v in replies[0]), strict=True))
     counts: dict[str, int] = {}
     for m in cast(list[bytes], replies[1]):
@@ -87,18 +100,17 @@ def read_profile(client: Any, names: StreamNames, alert: dict[str, Any]) -> Lead
         counts[pid] = counts.get(pid, 0) + 1
     best = max(sorted(counts), key=lambda p: counts[p], default="")
     trigger: dict[str, Any] = {}
-    if ms:
-        for _, fields in replies[2]:
-            raw = fields.get(b"e")
-            if raw is None:
-                continue
-            try:
-                ev = msgpack.unpackb(raw, raw=False)
-            except (ValueError, msgpack.UnpackException):
-                continue
-            if isinstance(ev, dict) and ev.get("event_id") == event.get("event_id"):
-                trigger = ev
-                break
+    for _, fields in replies[2] if len(replies) > 2 else []:
+        raw = fields.get(b"e")
+        if raw is None:
+            continue
+        try:
+            ev = msgpack.unpackb(raw, raw=False)
+        except (ValueError, msgpack.UnpackException):
+            continue
+        if isinstance(ev, dict) and ev.get("event_id") == event.get("event_id"):
+            trigger = ev
+            break
     price = trigger.get("price")
     return LeadProfile(
         side=str(trigger.get("side") or h["side"] or "unknown"),

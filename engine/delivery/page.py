@@ -27,7 +27,7 @@ from engine.delivery.consent import ConsentBook
 from engine.delivery.feed import Feed
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
-from engine.delivery.routing import Assigner
+from engine.delivery.routing import Assigner, stream_emitter
 from engine.delivery.sla import SlaClocks
 from engine.delivery.web import IDENT, current_tenant
 from engine.settings import Settings
@@ -64,8 +64,8 @@ def page_router(
     feed = Feed(client, keys, d.feed_maxlen, metrics)
     ttl = int(settings.features.idle_expire_d * 86_400)
     assigner = Assigner(
-        client, keys, d.tenant, producer.send, claim_timeout_s=d.claim_timeout_s, ttl_s=ttl,
-        clock=clock,
+        client, keys, d.tenant, stream_emitter(producer), claim_timeout_s=d.claim_timeout_s,
+        ttl_s=ttl, clock=clock,
     )  # fmt: skip
     clocks = SlaClocks(client, keys, metrics, ttl_s=ttl, report_keep=d.report_keep, clock=clock)
     consent = ConsentBook(client, keys, ttl)

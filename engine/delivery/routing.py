@@ -28,11 +28,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, cast
 
+import msgpack
+
 from engine.delivery.keys import DeliveryKeys, member
 from engine.delivery.leads import LeadProfile
 from engine.settings import POND, RoutingRule, TenantDelivery
+from engine.streams import Producer
 
-__all__ = ["Assigner", "Assignment", "Match", "match_rule", "next_in_turn"]
+__all__ = [
+    "Assigner", "Assignment", "Match", "assigned_event", "match_rule", "next_in_turn",
+    "stream_emitter",
+]  # fmt: skip
 
 _HISTORY = 50
 
@@ -183,7 +189,7 @@ class Assigner:
         client: Any,
         keys: DeliveryKeys,
         tenants: Callable[[str], TenantDelivery],
-        emit: Callable[[list[dict[str, Any]]], Any],
+        emit: Callable[[dict[str, Any], Any], Any] | None,
         *,
         claim_timeout_s: float,
         ttl_s: int,
@@ -212,23 +218,43 @@ class Assigner:
         return {_s(k): int(v) for k, v in raw.items()}
 
     # -- deciding ---------------------------------------------------------------------
-    def route(self, alert: dict[str, Any], profile: LeadProfile) -> Assignment:
-        """Assign the lead of a new alert (idempotent per alert id)."""
+    def prefetch(self, pipe: Any, alert: dict[str, Any]) -> None:
+        """Queue the reads :meth:`route` needs (two replies) on a batch pipeline."""
+        pipe.get(self._keys.route(str(alert["alert_id"])))
+        pipe.hgetall(self._keys.assignment(str(alert["tenant"]), str(alert["lead_id"])))
+
+    def route(
+        self,
+        alert: dict[str, Any],
+        profile: LeadProfile,
+        *,
+        prefetched: tuple[Any, Any] | None = None,
+        pipe: Any = None,
+    ) -> Assignment:
+        """Assign the lead of a new alert (idempotent per alert id).
+
+        With ``prefetched`` (the replies of :meth:`prefetch`) and ``pipe`` the only
+        round trip is a round-robin turn; the writes are queued on ``pipe``."""
         alert_id = str(alert["alert_id"])
-        done = self._r.get(self._keys.route(alert_id))
+        tenant, lead = str(alert["tenant"]), str(alert["lead_id"])
+        if prefetched is None:
+            reads = self._r.pipeline(transaction=False)
+            self.prefetch(reads, alert)
+            done, raw = reads.execute()
+        else:
+            done, raw = prefetched
         if done is not None:
             d = json.loads(done)
             d["offered_to"], d["missed_by"] = tuple(d["offered_to"]), tuple(d["missed_by"])
             return Assignment(**d)
-        tenant, lead = str(alert["tenant"]), str(alert["lead_id"])
         now = self._clock()
         cfg = self._tenants(tenant)
-        current = self.read(tenant, lead)
+        current = Assignment.from_hash({_s(k): _s(v) for k, v in raw.items()}) if raw else None
         result: Assignment
         if current is not None and current.state in ("assigned", "offered"):
             what = f"assigned to {current.agent}" if current.agent else "offered to its group"
             result = replace(current, how="sticky", reason=f"already {what}: {current.reason}")
-            self._remember(alert_id, result)
+            self._remember(alert_id, result, pipe)
             return result
         if alert.get("agent_id") and current is None:
             agent = str(alert["agent_id"])
@@ -236,7 +262,7 @@ class Assigner:
                 tenant, lead, "assigned", agent, _group_of(cfg, agent), "event",
                 f"assigned to {agent} by an earlier event", now, alert_id,
             )  # fmt: skip
-            return self._save(result, emit=False)
+            return self._save(result, emit=False, pipe=pipe)
         m = match_rule(cfg, str(alert.get("bucket", "")), profile)
         how = "rule" if m.rule is not None else "default"
         members = cfg.groups.get(m.group, ())
@@ -258,7 +284,8 @@ class Assigner:
                 tenant, lead, "assigned", agent, m.group, how,
                 f"{m.why} -> {m.group}, round robin -> {agent}", now, alert_id,
             )  # fmt: skip
-        return self._save(result, emit=result.state != "offered", event_id=f"dlv-asg-{alert_id}")
+        emit = result.state != "offered"
+        return self._save(result, emit=emit, event_id=f"dlv-asg-{alert_id}", pipe=pipe)
 
     def claim(self, tenant: str, lead: str, agent: str) -> tuple[bool, Assignment | None, str]:
         """First to claim wins: (won, assignment now, message)."""
@@ -284,7 +311,9 @@ class Assigner:
             return False, current, f"{lead} is already assigned to {holder}"
         if int(won) == 2:
             return True, current, f"{lead} is already yours"
-        self._after_save(new, emit=True, event_id=f"dlv-claim-{uuid.uuid4().hex}")
+        pipe = self._r.pipeline(transaction=True)
+        self._after_save(new, emit=True, event_id=f"dlv-claim-{uuid.uuid4().hex}", pipe=pipe)
+        pipe.execute()
         return True, new, reason
 
     def claim_timeouts(self, now: float | None = None) -> list[Assignment]:
@@ -340,25 +369,32 @@ class Assigner:
         n = int(self._r.incr(self._keys.round_robin(tenant, group)))
         return next_in_turn(members, n - 1, exclude) or members[(n - 1) % len(members)]
 
-    def _remember(self, alert_id: str, a: Assignment) -> None:
-        d = a.as_dict()
-        self._r.set(self._keys.route(alert_id), json.dumps(d), ex=self._ttl)
+    def _remember(self, alert_id: str, a: Assignment, pipe: Any = None) -> None:
+        target = pipe if pipe is not None else self._r
+        target.set(self._keys.route(alert_id), json.dumps(a.as_dict()), ex=self._ttl)
 
-    def _save(self, a: Assignment, *, emit: bool, event_id: str = "") -> Assignment:
+    def _save(
+        self, a: Assignment, *, emit: bool, event_id: str = "", pipe: Any = None
+    ) -> Assignment:
+        """Assignment, history, load, claim timer and the ``assigned`` event: one round trip
+        (queued on ``pipe`` when given; the caller executes it)."""
         key = self._keys.assignment(a.tenant, a.lead_id)
-        pipe = self._r.pipeline(transaction=True)
+        own = pipe is None
+        if own:
+            pipe = self._r.pipeline(transaction=True)
         pipe.delete(key)
         pipe.hset(key, mapping=a.to_hash())
         if a.state == "offered":
             pipe.zadd(self._keys.claims, {member(a.tenant, a.lead_id): a.claim_deadline})
         else:
             pipe.zrem(self._keys.claims, member(a.tenant, a.lead_id))
-        pipe.execute()
-        self._after_save(a, emit=emit, event_id=event_id or f"dlv-asg-{uuid.uuid4().hex}")
+        event_id = event_id or f"dlv-asg-{uuid.uuid4().hex}"
+        self._after_save(a, emit=emit, event_id=event_id, pipe=pipe)
+        if own:
+            pipe.execute()
         return a
 
-    def _after_save(self, a: Assignment, *, emit: bool, event_id: str) -> None:
-        pipe = self._r.pipeline(transaction=False)
+    def _after_save(self, a: Assignment, *, emit: bool, event_id: str, pipe: Any) -> None:
         key = self._keys.assignment(a.tenant, a.lead_id)
         hist = self._keys.history(a.tenant, a.lead_id)
         pipe.expire(key, self._ttl)
@@ -369,9 +405,8 @@ class Assigner:
             pipe.hincrby(self._keys.load(a.tenant), a.agent, 1)
         if a.alert_id:
             pipe.set(self._keys.route(a.alert_id), json.dumps(a.as_dict()), ex=self._ttl)
-        pipe.execute()
-        if emit:
-            self._emit([assigned_event(a, event_id)])
+        if emit and self._emit is not None:
+            self._emit(assigned_event(a, event_id), pipe)
 
 
 def assigned_event(a: Assignment, event_id: str) -> dict[str, Any]:
@@ -389,6 +424,16 @@ def assigned_event(a: Assignment, event_id: str) -> dict[str, Any]:
     if a.alert_id:
         ev["props"]["alert_id"] = a.alert_id
     return ev
+
+
+def stream_emitter(producer: Producer) -> Callable[[dict[str, Any], Any], Any]:
+    """Append an event to its lead's partition inside the caller's pipeline."""
+
+    def emit(event: dict[str, Any], pipe: Any) -> Any:
+        payload = msgpack.packb(event, use_bin_type=True)
+        return producer.send_raw(payload, producer.partition(event), pipe)
+
+    return emit
 
 
 def _group_of(cfg: TenantDelivery, agent: str) -> str:

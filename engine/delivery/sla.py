@@ -64,7 +64,12 @@ class SlaClocks:
         self._cas = client.register_script(_CAS)
 
     def read(self, tenant: str, lead: str) -> dict[str, Any] | None:
-        raw = cast(dict[bytes, bytes], self._r.hgetall(self._keys.clock(tenant, lead)))
+        return self._parse(
+            cast(dict[bytes, bytes], self._r.hgetall(self._keys.clock(tenant, lead)))
+        )
+
+    @staticmethod
+    def _parse(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
         if not raw:
             return None
         h = {_s(k): _s(v) for k, v in raw.items()}
@@ -84,6 +89,11 @@ class SlaClocks:
         return {lead: c for lead in present if (c := self.read(tenant, lead)) is not None}
 
     # -- opening ------------------------------------------------------------------------
+    def prefetch(self, pipe: Any, tenant: str, lead: str) -> None:
+        """Queue the reads :meth:`open` needs (two replies) on a batch pipeline."""
+        pipe.hgetall(self._keys.clock(tenant, lead))
+        pipe.hgetall(self._keys.response(tenant, lead))
+
     def open(
         self,
         *,
@@ -95,37 +105,62 @@ class SlaClocks:
         agent: str,
         start_ts: float,
         deadline_ts: float,
+        prefetched: tuple[Any, Any] | None = None,
+        pipe: Any = None,
     ) -> dict[str, Any]:
-        """Start the lead's clock (or keep the open one, with the earlier deadline)."""
+        """Start the lead's clock (or keep the open one, with the earlier deadline).
+
+        With ``prefetched`` (the two replies of :meth:`prefetch`) and ``pipe`` it reads
+        nothing and only queues its writes: the caller executes the pipeline."""
         key = self._keys.clock(tenant, lead)
-        current = self.read(tenant, lead)
+        if prefetched is None:
+            reads = self._r.pipeline(transaction=False)
+            self.prefetch(reads, tenant, lead)
+            prefetched = tuple(reads.execute())
+        assert prefetched is not None
+        raw, resp = prefetched
+        own = pipe is None
+        w = self._r.pipeline(transaction=True) if own else pipe
+        current = self._parse(raw)
         if current is not None and current["status"] == "open":
             if deadline_ts < current["deadline_ts"]:
-                self._r.hset(key, "deadline_ts", deadline_ts)
-                self._r.zadd(self._keys.due, {member(tenant, lead): deadline_ts})
-            return self.read(tenant, lead) or current
-        fields = {
+                w.hset(key, "deadline_ts", deadline_ts)
+                w.zadd(self._keys.due, {member(tenant, lead): deadline_ts})
+                current["deadline_ts"] = deadline_ts
+            if own:
+                w.execute()
+            return current
+        fields: dict[str, Any] = {
             "tenant": tenant, "lead_id": lead, "alert_id": alert_id, "source": source or "unknown",
             "rule": rule, "agent": agent, "start_ts": start_ts, "deadline_ts": deadline_ts,
             "first_deadline_ts": deadline_ts, "status": "open", "misses": 0, "missed_by": "",
             "stopped_ts": "", "stopped_by": "", "stop_kind": "", "response_s": "",
         }  # fmt: skip
-        pipe = self._r.pipeline(transaction=True)
-        pipe.delete(key)
-        pipe.hset(key, mapping=fields)
-        pipe.expire(key, self._ttl)
-        pipe.zadd(self._keys.due, {member(tenant, lead): deadline_ts})
-        rep = self._keys.report(tenant)
-        pipe.hincrby(rep, f"source:{fields['source']}:clocks", 1)
-        if agent:
-            pipe.hincrby(rep, f"agent:{agent}:clocks", 1)
-        pipe.execute()
         # a response already seen (events are read before alerts) stops it at once
-        resp = cast(dict[bytes, bytes], self._r.hgetall(self._keys.response(tenant, lead)))
         if resp and float(resp[b"ts"]) >= start_ts - SKEW_S:
-            self.stop(tenant, lead, float(resp[b"ts"]), _s(resp.get(b"agent", b"")),
-                      _s(resp.get(b"kind", b"")), _s(resp.get(b"event_id", b"")))  # fmt: skip
-        return self.read(tenant, lead) or fields
+            ts = float(resp[b"ts"])
+            who = _s(resp.get(b"agent", b"")) or agent
+            response_s = max(0.0, ts - start_ts)
+            within = ts <= deadline_ts
+            fields.update(
+                status="met" if within else "late", stopped_ts=ts, stopped_by=who,
+                stop_kind=_s(resp.get(b"kind", b"")), response_s=response_s,
+            )  # fmt: skip
+        w.delete(key)
+        w.hset(key, mapping=fields)
+        w.expire(key, self._ttl)
+        rep = self._keys.report(tenant)
+        w.hincrby(rep, f"source:{fields['source']}:clocks", 1)
+        if agent:
+            w.hincrby(rep, f"agent:{agent}:clocks", 1)
+        if fields["status"] == "open":
+            w.zadd(self._keys.due, {member(tenant, lead): deadline_ts})
+        else:
+            self._count_response(w, tenant, lead, fields["source"], fields["stopped_by"],
+                                 fields["response_s"], fields["status"] == "met")  # fmt: skip
+        if own:
+            w.execute()
+        return {**fields, "missed_by": []}
 
     def assign(self, tenant: str, lead: str, agent: str) -> None:
         """The open clock's owner changed (a claim or a claim timeout)."""
@@ -165,9 +200,23 @@ class SlaClocks:
         )  # fmt: skip
         if not won:
             return None
-        source = c["source"]
-        rep = self._keys.report(tenant)
         pipe = self._r.pipeline(transaction=False)
+        self._count_response(pipe, tenant, lead, c["source"], who, response_s, within)
+        pipe.execute()
+        return self.read(tenant, lead)
+
+    def _count_response(
+        self,
+        pipe: Any,
+        tenant: str,
+        lead: str,
+        source: str,
+        who: str,
+        response_s: float,
+        within: bool,
+    ) -> None:
+        """Report commands for one first response (the caller executes the pipeline)."""
+        rep = self._keys.report(tenant)
         pipe.zrem(self._keys.due, member(tenant, lead))
         for dim, value in (("source", source), ("agent", who)):
             if not value:
@@ -178,11 +227,9 @@ class SlaClocks:
             rt = self._keys.response_times(tenant, dim, value)
             pipe.lpush(rt, round(response_s, 3))
             pipe.ltrim(rt, 0, self._keep - 1)
-        pipe.execute()
         self._m.first_response.observe(response_s)
         if within:
             self._m.sla_met.labels(source).inc()
-        return self.read(tenant, lead)
 
     # -- misses -------------------------------------------------------------------------
     def due(self, now: float | None = None) -> list[dict[str, Any]]:

@@ -155,3 +155,28 @@ def test_first_to_claim_then_timeout_to_round_robin(make_settings: Any, client: 
     assert c2.state == "assigned" and c2.how == "claim_timeout" and c2.agent == "cy"
     assert c2.reason == "nobody claimed within 60 s: north, round robin -> cy"
     assert svc.metrics.assignments.labels("claim_timeout")._value.get() == 1
+
+
+def test_a_batch_reads_once_and_keeps_a_lead_with_one_agent(
+    make_settings: Any, client: Any
+) -> None:
+    clock = Clock(time.time())
+    svc = _svc(make_settings, client, clock)
+    settings = svc.settings
+    send(settings, client, [
+        {"event_id": f"q{i}", "lead_id": lead, "type": "inquiry", "ts": clock() - 10 + i,
+         "area": "02139", "side": "buyer"}
+        for i, lead in enumerate(["Z1", "Z2", "Z1", "Z3"])
+    ])  # fmt: skip
+    run_engine(settings, client)
+    svc.ensure_group()
+    batch = svc.read_alerts(None)
+    assert len(batch) == 4
+    out = svc.handle_many([a for _, a in batch])
+    owners: dict[str, list[str]] = {"Z1": [], "Z2": [], "Z3": []}
+    for p in out:
+        assert p.payload is not None
+        owners[p.payload["lead_id"]].append(p.payload["assignment"]["agent"])
+    assert len(set(owners["Z1"])) == 1  # the second alert of Z1 is sticky to the first
+    assert sorted(a for agents in owners.values() for a in set(agents)) == ["cy", "dee", "eli"]
+    assert svc.assigner.load("default") == {"cy": 1, "dee": 1, "eli": 1}
