@@ -211,3 +211,26 @@ def test_unacknowledged_alert_after_a_crash_is_not_sent_twice(
     owner = restarted.assigner.read("default", "L3")
     assert owner is not None and prepared.payload is not None
     assert owner.agent == prepared.payload["assignment"]["agent"]
+
+
+def test_alerts_left_pending_by_a_dead_consumer_are_taken_over(
+    client: Any, make_settings: Any, receiver: Receiver
+) -> None:
+    receiver.start()
+    settings = _settings(make_settings, receiver.url, reclaim_idle_s=0.2)
+    send(settings, client, _hand_raises(3, start=20))
+    run_engine(settings, client)
+    dead = DeliveryService(settings, client, consumer="dead-one")
+    dead.ensure_group()
+    assert len(dead.read_alerts(None)) == 3  # read, never handled: the process died
+    time.sleep(0.3)
+    survivor = DeliveryService(settings, client, consumer="survivor")
+    stop = threading.Event()
+    thread = run_in_thread(survivor, stop)
+    try:
+        wait_for(lambda: _pending(client, survivor) == 0, timeout=10)
+    finally:
+        stop.set()
+        thread.join(10)
+    hits = sorted(r.json()["lead_id"] for r in receiver.got if r.path == "/hook")
+    assert hits == ["L20", "L21", "L22"]
