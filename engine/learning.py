@@ -46,6 +46,7 @@ def example(
         "x": snap["x"],
         "pb": snap["pb"],
         "pp": snap.get("pp"),
+        "pr": snap.get("pr"),
         "pm": snap.get("pm"),
         "ts": snap["ts"],
         "y": y,

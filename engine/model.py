@@ -123,6 +123,11 @@ class OnlineModel:
             }
 
 
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
 class Quality:
     """Progressive quality over a rolling window of labelled examples (score first, then learn).
 
@@ -221,6 +226,13 @@ class ModelSet:
 
     def __init__(self, segments: tuple[str, ...] = ("all",), learning_rate: float = 0.05) -> None:
         self.models = {seg: OnlineModel(learning_rate) for seg in segments}
+        # Platt scaling of the points prior: starts as the identity (weight 1, intercept 0)
+        # and learns from every label, so the prior's probabilities become honest long
+        # before the model carries the score; ranking (AUC) is unchanged by it.
+        self.prior_calibration = linear_model.LogisticRegression(
+            optimizer=optim.SGD(0.05), initializer=optim.initializers.Constant(1.0), l2=0.0
+        )
+        self.prior_labels = 0
         self.served = Quality()
         self.model_only = Quality()
         self.position = "0-0"
@@ -252,7 +264,17 @@ class ModelSet:
         drifted = self.served.update(float(example["pb"]), y)
         if p_model is not None:
             self.model_only.update(p_model, y)
+        raw_prior = example.get("pr", example.get("pp"))
+        if raw_prior is not None:
+            self.prior_calibration.learn_one({"z": _logit(float(raw_prior))}, y)
+            self.prior_labels += 1
         return True, drifted
+
+    def calibrated_prior(self, p: float) -> float:
+        """The points prior's probability, Platt-scaled on the labels seen so far."""
+        if not self.prior_labels:
+            return p
+        return float(self.prior_calibration.predict_proba_one({"z": _logit(p)}).get(True, p))
 
     def dumps(self) -> bytes:
         state = dict(self.__dict__)

@@ -160,7 +160,10 @@ class Processor:
             model = models.model(segment)
             x = self._model_input(event, lead, reply, model.ready)
             p_model = model.probability(x) if x is not None else None
-            score = assess(reply.features, reply.context, self._s, p_model, model.labels_seen)
+            score = assess(
+                reply.features, reply.context, self._s, p_model, model.labels_seen,
+                models.calibrated_prior,
+            )  # fmt: skip
             before = lead.alert
             decision = rules.evaluate(event, score, before, reply.context, self._s.alerts)
             lead.alert = decision.state
@@ -354,7 +357,8 @@ class Processor:
                 "x": x,
                 "seg": segment,
                 "pb": score.probability,  # what was served
-                "pp": score.prior_probability,  # the points prior alone
+                "pp": score.prior_probability,  # the points prior alone (as served: calibrated)
+                "pr": score.raw_prior_probability,  # the raw points prior (calibration input)
                 "pm": score.model_probability,  # the model alone (None before it is ready)
             }
             lead.snaps.take(msgpack.packb(snap, use_bin_type=True))
@@ -374,6 +378,7 @@ class Processor:
             "reasons": json.dumps(score.reasons),
             "concerns": json.dumps(score.concerns),
             "prior_probability": score.prior_probability,
+            "raw_prior_probability": score.raw_prior_probability or 0.0,
             "model_weight": score.model_weight,
             "ts": event.ts,
             "last_event_id": event.event_id,

@@ -15,7 +15,7 @@ the way an agent talks.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -62,6 +62,7 @@ class Score:
     prior_probability: float
     model_probability: float | None
     concerns: tuple[str, ...] = ()  # the largest contributions *against* the lead
+    raw_prior_probability: float | None = None  # the points prior before calibration
 
 
 def _sigmoid(z: float) -> float:
@@ -200,9 +201,15 @@ def assess(
     settings: Settings,
     model_probability: float | None,
     labels_seen: int,
+    calibrate_prior: Callable[[float], float] | None = None,
 ) -> Score:
-    """Score, bucket and tier without reasons (the per-event hot path; see :func:`explain`)."""
-    p_prior, _ = prior(features, settings)
+    """Score, bucket and tier without reasons (the per-event hot path; see :func:`explain`).
+
+    ``calibrate_prior`` maps the raw points prior to a calibrated probability (Platt
+    scaling learned from the labels); without it the raw prior is used.
+    """
+    raw_prior, _ = prior(features, settings)
+    p_prior = calibrate_prior(raw_prior) if calibrate_prior else raw_prior
     w = _weight(model_probability, labels_seen, settings)
     p = (1 - w) * p_prior + w * (model_probability if model_probability is not None else 0.0)
     score = int(round(p * 100))
@@ -215,6 +222,7 @@ def assess(
         model_weight=round(w, 4),
         prior_probability=round(p_prior, 6),
         model_probability=None if model_probability is None else round(model_probability, 6),
+        raw_prior_probability=round(raw_prior, 6),
     )
 
 

@@ -40,6 +40,7 @@ def score_record(raw: dict[Any, Any]) -> dict[str, Any] | None:
         "reasons": json.loads(h["reasons"]),
         "concerns": json.loads(h.get("concerns", "[]")),
         "prior_probability": float(h["prior_probability"]),
+        "raw_prior_probability": float(h.get("raw_prior_probability", h["prior_probability"])),
         "model_weight": float(h["model_weight"]),
         "ts": float(h["ts"]),
         "last_event_id": h["last_event_id"],

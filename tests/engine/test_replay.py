@@ -162,7 +162,11 @@ def _features(client: Any, prefix: str, leads: list[str]) -> dict[str, dict[byte
 
 
 def _two_runs(
-    tmp_path: Path, events: list[dict[str, Any]], redis_url: str, make_settings: Any
+    tmp_path: Path,
+    events: list[dict[str, Any]],
+    redis_url: str,
+    make_settings: Any,
+    scoring: dict[str, Any] | None = None,
 ) -> Any:
     runs = []
     for workers in (1, 2):
@@ -170,7 +174,9 @@ def _two_runs(
         out.mkdir()
         settings = make_settings(streams={"partitions": 4})
         prefix = settings.redis.key_prefix + f"w{workers}"
-        settings = make_settings(streams={"partitions": 4}, redis={"key_prefix": prefix})
+        settings = make_settings(
+            streams={"partitions": 4}, redis={"key_prefix": prefix}, scoring=scoring or {}
+        )
         runs.append((_replay(out, events, redis_url, settings, workers=workers), prefix))
     return runs
 
@@ -184,14 +190,16 @@ def _comparable(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_two_workers_give_the_same_result_as_one(
     tmp_path: Path, redis_url: str, make_settings: Any, client: Any
 ) -> None:
-    """Without outcomes (no learning) two workers reproduce one worker exactly."""
+    """Without labels (no outcomes, a horizon longer than the data) two workers reproduce
+    one worker exactly."""
     events = [
         e
         for e in _sim_events(60)
         if e["type"]
         not in ("appointment_set", "appointment_held", "agreement_signed", "closed", "lost")
     ]
-    ((one, p1), (two, p2)) = _two_runs(tmp_path, events, redis_url, make_settings)
+    no_expiry = {"label_horizon_d": 365}
+    ((one, p1), (two, p2)) = _two_runs(tmp_path, events, redis_url, make_settings, no_expiry)
     assert len(one[0]) == 60
     assert one[0] == two[0]
     assert _comparable(one[1]) == _comparable(two[1])
@@ -217,7 +225,7 @@ def test_two_workers_learn_the_same_labels_once(
     leads = sorted(one[0])
     assert _features(client, p1, leads) == _features(client, p2, leads)
     for lead in leads:
-        assert one[0][lead]["prior_probability"] == two[0][lead]["prior_probability"]
+        assert one[0][lead]["raw_prior_probability"] == two[0][lead]["raw_prior_probability"]
 
     def hand(run: Any) -> list[str]:
         return sorted(a["alert_id"] for a in run[1] if a["triggers"][0].startswith("hand_raise"))
