@@ -148,6 +148,11 @@ def _quality(quick: bool) -> dict[str, Any] | None:
     return out or None
 
 
+def _load() -> float:
+    """The 1-minute load average: how contended the machine was during a step."""
+    return round(os.getloadavg()[0], 2)
+
+
 def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -266,7 +271,7 @@ def _run(
                     failed[name] = _error(exc)
                     bars.log(f"throughput: {name} FAILED: {failed[name]}")
                     continue
-                configs[name] = drain.as_dict()
+                configs[name] = {**drain.as_dict(), "loadavg_1m_after": _load()}
             result["throughput"] = {"configs": configs, "failed": failed}
             if configs:
                 best = max(configs, key=lambda k: configs[k]["events_per_s"])
@@ -279,6 +284,7 @@ def _run(
             result["baselines"] = {
                 "floor": measure_floor(client, work, n, bars.task("floor (Lua + predict)", n)),
                 "naive": measure_naive(client, work, n, bars.task("naive peer", n)),
+                "loadavg_1m_after": _load(),
             }
             engine = result.get("throughput", {}).get("configs", {}).get("1 worker")
             if engine:
@@ -305,7 +311,7 @@ def _run(
                     bars.log(f"latency at {load:.0%} FAILED: {_error(exc)}")
                     levels.append({"load": load, "offered_per_s": rate, "error": _error(exc)})
                     continue
-                levels.append({"load": load, **row})
+                levels.append({"load": load, **row, "loadavg_1m_after": _load()})
             result["latency"] = {
                 "max_events_per_s": max_rate,
                 "max_from": "throughput: 1 worker" if one else "assumed (throughput not run)",

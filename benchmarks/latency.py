@@ -134,6 +134,10 @@ def measure_latency(
         for v in lat:
             hdr.record_value(max(0, v))
         prom = prometheus_histogram(text.decode(), _METRIC)
+        batches = prometheus_histogram(text.decode(), "leadpulse_batch_seconds")
+        slow = {
+            le: batches.get("count", 0.0) - batches[le] for le in ("0.1", "0.25") if le in batches
+        }
         count = prom.get("count", 0.0)
 
         def prom_ms(q: float) -> float | None:
@@ -162,6 +166,14 @@ def measure_latency(
                 "p95_ms": prom_ms(0.95),
                 "p99_ms": prom_ms(0.99),
                 "agrees_on_count": int(count) == len(lat),
+            },
+            "engine_batches": {
+                "count": batches.get("count"),
+                "p99_ms": None
+                if histogram_quantile(batches, 0.99) is None
+                else round(1000 * (histogram_quantile(batches, 0.99) or 0.0), 1),
+                "over_100ms": slow.get("0.1"),
+                "over_250ms": slow.get("0.25"),
             },
         }
     finally:

@@ -35,18 +35,18 @@ def markdown(result: dict[str, Any]) -> str:
             f"## Throughput (full pipeline, backlog of {w['throughput_events']:,} events, "
             "alerts on)",
             "",
-            "| configuration | events/s | drain s | vs 1 worker |",
-            "|---|---:|---:|---:|",
+            "| configuration | events/s | drain s | vs 1 worker | load avg after |",
+            "|---|---:|---:|---:|---:|",
         ]
         one = tp["configs"].get("1 worker", {}).get("events_per_s")
         for name, row in tp["configs"].items():
             ratio = row["events_per_s"] / one if one else None
             lines.append(
                 f"| {name} | {_f(row['events_per_s'])} | {_f(row['seconds'], 2)} "
-                f"| {_f(ratio, 2)}× |"
+                f"| {_f(ratio, 2)}× | {_f(row.get('loadavg_1m_after'), 2)} |"
             )
         for name, err in tp.get("failed", {}).items():
-            lines.append(f"| {name} | **failed**: {err} | | |")
+            lines.append(f"| {name} | **failed**: {err} | | | |")
         lines.append("")
     base = result.get("baselines")
     if base:
@@ -70,20 +70,23 @@ def markdown(result: dict[str, Any]) -> str:
             f"(load = share of {_f(lat['max_events_per_s'])} events/s, the 1-worker maximum)",
             "",
             "| load | offered/s | sent/s | alerts | p50 ms | p95 ms | p99 ms | max ms "
-            "| engine histogram p50 / p99 ms | lag at end of send |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| engine histogram p50 / p99 ms | lag at end of send | batches > 100 ms "
+            "| load avg |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in lat["levels"]:
             if "error" in row:
                 lines.append(f"| {row['load']:.0%} | {_f(row['offered_per_s'])} | **failed**: "
-                             f"{row['error']} |||||||| ")  # fmt: skip
+                             f"{row['error']} |||||||||| ")  # fmt: skip
                 continue
             q, h = row["latency_ms"], row["engine_histogram"]
             lines.append(
                 f"| {row['load']:.0%} | {_f(row['offered_per_s'])} | {_f(row['sent_per_s'])} "
                 f"| {row['alerts']} | {_f(q['p50'])} | {_f(q['p95'])} | {_f(q['p99'])} "
                 f"| {_f(q['max'])} | {_f(h['p50_ms'], 1)} / {_f(h['p99_ms'], 1)} "
-                f"| {row['lag_events_at_end_of_send']} |"
+                f"| {row['lag_events_at_end_of_send']} "
+                f"| {_f(row.get('engine_batches', {}).get('over_100ms'))} "
+                f"| {_f(row.get('loadavg_1m_after'), 2)} |"
             )
         lines.append("")
     mem = result.get("memory")
