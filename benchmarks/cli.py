@@ -86,6 +86,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-sample", type=int, help="leads replayed in full before copying")
     p.add_argument("--profile-html", help="also write the pyinstrument HTML report here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
 
 
 class _Bars:

@@ -127,3 +127,10 @@ def test_bench_subcommand_plugs_into_an_argparse_cli() -> None:
     assert callable(cli.run)
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "--no-such-flag"])
+
+
+def test_leadpulse_bench_is_wired_into_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli import main
+
+    assert main(["bench", "--only", "no-such-step"]) == 2  # refused before any work
+    assert "no-such-step" in capsys.readouterr().err
