@@ -36,7 +36,14 @@ from starlette.middleware.cors import CORSMiddleware
 
 from engine.errors import ConfigError, StoreError
 from engine.gateway.auth import KeyRing, Principal
-from engine.gateway.ingest import BodyError, Ingestor, Outcome, body_format, decode_body
+from engine.gateway.ingest import (
+    BodyError,
+    Ingestor,
+    Outcome,
+    body_format,
+    decode_body,
+    lead_candidates,
+)
 from engine.gateway.metrics import GatewayMetrics
 from engine.gateway.models import (
     ErrorOut,
@@ -343,7 +350,8 @@ def create_app(
         body = await _read_body(request, gw.max_body_bytes)
         items = decode_body(body, fmt, gw.max_events)
         m.events_per_request.observe(len(items))
-        ready, outcomes = ingestor.prepare(items, who)
+        aliases = await store.resolve_aliases(who.tenant, lead_candidates(items))
+        ready, outcomes = ingestor.prepare(items, who, aliases)
         ids = await store.append(who.tenant, ready)
         for prepared, sid in zip(ready, ids, strict=True):
             if sid is None:

@@ -1,10 +1,11 @@
 """From a request body to events ready to append: decode, check, scrub, pack.
 
-Pure (no I/O): the app reads the body and appends; this module decides, per event,
-*accepted* (a :class:`~engine.gateway.store.Prepared`) or *rejected* with a reason.
-Validation is the engine's own (:class:`engine.validate.Validator`), so the gateway
-can never accept what the engine would dead-letter, and the reason codes are the
-contract's. On top of it, the gateway's rules:
+Pure (no I/O): the app reads the body, looks up aliases and appends; this module
+decides, per event, *accepted* (a :class:`~engine.gateway.store.Prepared`) or
+*rejected* with a reason. Validation is the engine's own
+(:class:`engine.validate.Validator`), so the gateway can never accept what the engine
+would dead-letter, and the reason codes are the contract's. On top of it, the
+gateway's rules:
 
 - ``forbidden:tenant``  the event names a tenant other than the API key's
 - ``forbidden:type``    a tracker key sent a type other than browsing / ``identify``
@@ -15,6 +16,7 @@ contract's. On top of it, the gateway's rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,6 +38,7 @@ __all__ = [
     "Outcome",
     "body_format",
     "decode_body",
+    "lead_candidates",
 ]
 
 JSON_TYPES = frozenset({"application/json", "text/plain"})  # text/plain: what beacons send
@@ -91,6 +94,23 @@ def decode_body(body: bytes, fmt: str, max_events: int) -> list[Any]:
     return items
 
 
+def lead_candidates(items: list[Any], limit: int = 1_000) -> list[str]:
+    """The lead ids the items name (``lead_id``, else ``~visitor_id``), before validation:
+    what to look up in the alias map. Bounded, and only strings and ints are considered."""
+    out: set[str] = set()
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        lead, visitor = item.get("lead_id"), item.get("visitor_id")
+        if isinstance(lead, str | int) and not isinstance(lead, bool) and lead != "":
+            out.add(str(lead)[:256])
+        elif isinstance(visitor, str | int) and not isinstance(visitor, bool) and visitor != "":
+            out.add(f"~{visitor}"[:256])
+        if len(out) >= limit:
+            break
+    return sorted(out)
+
+
 class Ingestor:
     """Turns decoded items into prepared events and per-event outcomes."""
 
@@ -104,13 +124,18 @@ class Ingestor:
         self._pack = msgpack.Packer(use_bin_type=True).pack
 
     def prepare(
-        self, items: list[Any], who: Principal
+        self, items: list[Any], who: Principal, aliases: Mapping[str, str] | None = None
     ) -> tuple[list[Prepared], list[Outcome | None]]:
-        """Prepared events, and outcomes with ``None`` where an event awaits its append."""
+        """Prepared events, and outcomes with ``None`` where an event awaits its append.
+
+        ``aliases`` (lead id -> the lead it was folded into) rewrites ``lead_id`` so an
+        event still sent under an old id (a visitor's, after identify; a merged lead's)
+        lands on the lead that now holds its state; ``visitor_id`` is kept.
+        """
         ready: list[Prepared] = []
         outcomes: list[Outcome | None] = []
         for i, item in enumerate(items):
-            checked = self._one(i, item, who)
+            checked = self._one(i, item, who, aliases or {})
             if isinstance(checked, Outcome):
                 outcomes.append(checked)
             else:
@@ -118,7 +143,9 @@ class Ingestor:
                 outcomes.append(Outcome(i, "accepted", checked[0].event_id, None, checked[1]))
         return ready, outcomes
 
-    def _one(self, i: int, item: Any, who: Principal) -> Outcome | tuple[Prepared, tuple[str, ...]]:
+    def _one(
+        self, i: int, item: Any, who: Principal, aliases: Mapping[str, str]
+    ) -> Outcome | tuple[Prepared, tuple[str, ...]]:
         if isinstance(item, dict):
             given = item.get("tenant")
             if given not in (None, "") and given != who.tenant:
@@ -142,7 +169,9 @@ class Ingestor:
                     f"the {kind} in props.{kind}"
                 )  # fmt: skip
         scrubbed = self._hasher.scrub(event.tenant, event.props)
-        event = replace(event, props=scrubbed.props)
+        event = replace(
+            event, props=scrubbed.props, lead_id=aliases.get(event.lead_id, event.lead_id)
+        )
         try:
             payload = self._pack(event.to_wire())
         except (ValueError, TypeError, OverflowError):

@@ -11,6 +11,8 @@ Key layout (prefix ``lp``), shared with the engine where it reads engine state:
 - ``lp:{tenant:lead}:s`` / ``:h``       score record / feature hash (read only, engine's)
 - ``lp:hot:{tenant}``                   hot list (read only, engine's)
 - ``lp:pos``                            committed stream positions (read only, for lag)
+- ``lp:alias:{tenant}``                 lead id -> the lead it was folded into (read only:
+                                        the engine writes it on identify and merge)
 
 Appending is one script call per event, pipelined per request: it checks the
 idempotency marker, XADDs, *then* sets the marker and indexes contact hashes. If
@@ -41,7 +43,7 @@ from engine.errors import StoreError
 from engine.gateway.ratelimit import GCRA_LUA, Decision, Limit
 from engine.sinks import hot_key
 from engine.streams import StreamNames
-from features.store import lead_key
+from features.store import alias_key, lead_key
 
 __all__ = [
     "LAG_CAP",
@@ -211,6 +213,37 @@ class GatewayStore:
         except RedisError as exc:
             raise StoreError(f"append failed: {exc.__class__.__name__}") from None
         return [None if r is None else _text(r) for r in replies]
+
+    async def resolve_aliases(self, tenant: str, lead_ids: Sequence[str]) -> dict[str, str]:
+        """Leads that were folded into another (identify, merge) -> the lead they live on now.
+
+        Follows chains (a visitor identified as a lead later merged into another) up to
+        four hops; ids without an alias are left out. One round trip when none has one.
+        """
+        direct: dict[str, str] = {}
+        asked: set[str] = set()
+        pending = sorted(set(lead_ids))
+        key = alias_key(self._prefix, tenant)
+        for _ in range(4):
+            if not pending:
+                break
+            try:
+                found = await cast(Awaitable[list[Any]], self._r().hmget(key, pending))
+            except RedisError as exc:
+                raise StoreError(f"read failed: {exc.__class__.__name__}") from None
+            asked.update(pending)
+            hops = {src: _text(dst) for src, dst in zip(pending, found, strict=True) if dst}
+            direct.update(hops)
+            pending = sorted(set(hops.values()) - asked)
+        out: dict[str, str] = {}
+        for src in set(lead_ids):
+            dst, seen = src, {src}
+            while dst in direct and direct[dst] not in seen:  # a cycle stops where it closes
+                dst = direct[dst]
+                seen.add(dst)
+            if dst != src:
+                out[src] = dst
+        return out
 
     async def rate_limit(self, bucket: str, limit: Limit) -> Decision:
         self._r()  # binds the scripts to this loop's client

@@ -561,3 +561,20 @@ def test_cors_lets_browser_pages_post(gateway: Gateway) -> None:
     assert r.headers["access-control-allow-origin"] in ("*", "https://site.example")
     r = gateway.post_events([ev("c1")], headers={"Origin": "https://site.example"})
     assert r.headers["access-control-allow-origin"] == "*"
+
+
+def test_ids_folded_by_the_engine_are_rewritten_at_ingest(
+    gateway: Gateway, client: redis.Redis, prefix: str
+) -> None:
+    # the engine's pointers: visitor v1 identified as L5, and L5 later merged into L9
+    client.hset(f"{prefix}:alias:acme", mapping={"~v1": "L5", "L5": "L9"})
+    client.hset(f"{prefix}:alias:beta", mapping={"L1": "L-other"})
+    e1 = ev("a1", "", visitor_id="v1")
+    del e1["lead_id"]
+    events = [e1, ev("a2", "L5"), ev("a3", "L1"), ev("a4", "L9", visitor_id="v1")]
+    assert gateway.post_events(events).json()["accepted"] == 4
+    stored = {e["event_id"]: e for e in stream_events(client, prefix)}
+    assert [stored[x]["lead_id"] for x in ("a1", "a2", "a3", "a4")] == ["L9", "L9", "L1", "L9"]
+    assert stored["a1"]["visitor_id"] == "v1"
+    p = partition_of("acme", "L9", 4)
+    assert client.xlen(f"{prefix}:events:{p}") >= 3  # on the lead that holds the state now

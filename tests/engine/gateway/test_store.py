@@ -18,18 +18,26 @@ from engine.gateway.store import GatewayStore, Prepared, find_leads_by_contact_h
 from engine.streams import StreamNames
 from tests.engine.gateway.conftest import free_port
 
+_made: list[GatewayStore] = []
+
 
 @pytest.fixture
 def run() -> Iterator[asyncio.Runner]:
+    """One uvloop loop; stores made in the test are closed on it even when the test fails
+    (uvloop's close waits forever on a connection that is still open)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         yield runner
+        while _made:
+            runner.run(_made.pop().close())
 
 
 def _store(url: str, prefix: str, **kw: int) -> GatewayStore:
-    return GatewayStore(
+    store = GatewayStore(
         url, StreamNames(prefix, 2), maxlen=1_000, idempotency_ms=kw.get("idem", 60_000),
         contact_ttl_s=3_600, retries=0, socket_timeout_s=1.0,
     )  # fmt: skip
+    _made.append(store)
+    return store
 
 
 def _p(i: int, eid: str, partition: int = 0, hashes: tuple[str, ...] = ()) -> Prepared:
@@ -95,8 +103,22 @@ def test_unreachable_redis_is_a_store_error_without_details(
 
 
 def test_a_new_event_loop_gets_its_own_client(redis_url: str, prefix: str) -> None:
-    s = _store(redis_url, prefix)
+    s = GatewayStore(
+        redis_url, StreamNames(prefix, 2), maxlen=1_000, idempotency_ms=1_000, contact_ttl_s=60
+    )
     for _ in range(2):  # e.g. two test clients, one after the other
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(s.ping())
             runner.run(s.close())
+
+
+def test_aliases_follow_chains_and_stop_on_cycles(
+    run: asyncio.Runner, redis_url: str, client: redis.Redis, prefix: str
+) -> None:
+    client.hset(f"{prefix}:alias:acme", mapping={"~v": "A", "A": "B", "B": "C", "X": "Y", "Y": "X"})
+    s = _store(redis_url, prefix)
+    got = run.run(s.resolve_aliases("acme", ["~v", "A", "Z", "X"]))
+    assert got == {"~v": "C", "A": "C", "X": "Y"}
+    assert run.run(s.resolve_aliases("beta", ["~v"])) == {}
+    assert run.run(s.resolve_aliases("acme", [])) == {}
+    run.run(s.close())
