@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ import msgpack
 from engine.model import ModelSet
 from engine.model_store import ModelStore
 from engine.settings import Settings
+from features.definitions import FEATURE_NAMES, model_input, unpack_features
 
 __all__ = ["Learner", "Snapshots", "example"]
 
@@ -37,13 +38,21 @@ log = logging.getLogger(__name__)
 
 
 def example(
-    example_id: str, snap: Mapping[str, Any], y: bool, at: float, who: tuple[str, str], proc: int
+    example_id: str,
+    snap: Mapping[str, Any],
+    y: bool,
+    at: float,
+    who: tuple[str, str],
+    proc: int,
+    names: Sequence[str] = FEATURE_NAMES,
 ) -> dict[str, Any]:
-    """One labelled example: the snapshot's input, segment and served probability, and y."""
+    """One labelled example: the snapshot's model input, segment, served probability, y."""
     return {
         "id": example_id,
         "seg": snap["seg"],
-        "x": snap["x"],
+        "x": snap["x"] if "x" in snap else model_input(unpack_features(snap["f"]), names),
+        "outcome": snap.get("outcome"),
+        "outcome_at": snap.get("outcome_at"),
         "pb": snap["pb"],
         "pp": snap.get("pp"),
         "pr": snap.get("pr"),

@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,7 +32,7 @@ from engine.settings import Settings
 from engine.sinks import BatchEffects, Committer
 from engine.streams import ingest_ms
 from engine.validate import Rejection, Validator
-from features.definitions import model_input
+from features.definitions import model_input, pack_features
 from features.store import DUPLICATE, LATE, FeatureReply, FeatureStore
 
 __all__ = ["Entry", "Processor", "BatchResult"]
@@ -154,7 +154,7 @@ class Processor:
                 lead.placeholder = False
             leads[key] = lead
             if event.type in OUTCOMES:
-                learned |= self._label_outcome(event, lead, reply, fx)
+                self._label_outcome(event, lead, reply)
             models = learner.serving
             segment = models.segment_of(str(reply.features.get("side", "")))
             model = models.model(segment)
@@ -167,8 +167,7 @@ class Processor:
             before = lead.alert
             decision = rules.evaluate(event, score, before, reply.context, self._s.alerts)
             lead.alert = decision.state
-            if x is not None:
-                self._maybe_snapshot(event, x, segment, score, lead)
+            self._maybe_snapshot(event, reply.features, segment, score, lead)
             fx.done.append((event.tenant, event.lead_id, event.event_id))
             observe_score(score.score)
             is_last = last_of[key] == i
@@ -247,11 +246,8 @@ class Processor:
     def _model_input(
         self, event: Event, lead: _Lead, reply: FeatureReply, model_ready: bool
     ) -> dict[str, float] | None:
-        """The model's input, built only when something will use it (model or snapshot)."""
-        snapshot_due = (
-            event.type in self._hand or event.ts - lead.last_snapshot_ts >= self._snapshot_every
-        ) and event.type not in OUTCOMES
-        if model_ready or snapshot_due:
+        """The model's input, built only when the model can use it."""
+        if model_ready:
             return model_input(reply.features, self._s.features.names)
         return None
 
@@ -265,41 +261,37 @@ class Processor:
         )
         return replace(score, reasons=pros, concerns=cons)
 
-    def _label_outcome(
-        self, event: Event, lead: _Lead, reply: FeatureReply, fx: BatchEffects
-    ) -> bool:
-        """Label the lead's snapshots within the horizon by this outcome; learn each once."""
+    def _label_outcome(self, event: Event, lead: _Lead, reply: FeatureReply) -> None:
+        """Mark the lead's open snapshots within the horizon with this outcome's label.
+
+        Nothing is learned here: every snapshot is learned when its horizon has passed
+        (the sweep), positive or negative, so the model sees both classes with the same
+        delay; learning positives at once and negatives a horizon later would teach it
+        a positive rate far above the real one. The first outcome wins.
+        """
         lead.snaps.load(reply.snapshots)
         y = event.type in POSITIVE_OUTCOMES
-        learned = False
-        proc = self.learner.process_id
-        who = (event.tenant, event.lead_id)
-        later: list[bytes] = []
-        for i, blob in enumerate(lead.snaps.current):
+        changed = False
+        marked: list[bytes] = []
+        for blob in lead.snaps.current:
             snap = msgpack.unpackb(blob, raw=False)
-            if snap["ts"] > event.ts:  # taken after the outcome (out-of-order input): keep
-                later.append(blob)
-                continue
-            if event.ts - snap["ts"] > self._horizon:  # the horizon passed first: negative
-                eid = f"expired:{event.tenant}:{event.lead_id}:{snap['ts']}"
-                ex = example(eid, snap, False, snap["ts"] + self._horizon, who, proc)
-            else:
-                ex = example(f"{event.event_id}#{i}", snap, y, event.ts, who, proc)
-            fx.labels.append(msgpack.packb(ex, use_bin_type=True))
-            if self.learner.learn(ex):
-                learned = True
-                self._metrics.labels.labels("positive" if ex["y"] else "negative").inc()
-        if lead.snaps.current:
-            lead.snaps.replace(later)
-        return learned
+            if "y" not in snap and snap["ts"] <= event.ts <= snap["ts"] + self._horizon:
+                snap["y"], snap["outcome"], snap["outcome_at"] = y, event.type, event.ts
+                blob = msgpack.packb(snap, use_bin_type=True)
+                changed = True
+                self._metrics.labels.labels("positive" if y else "negative").inc()
+            marked.append(blob)
+        if changed:
+            lead.snaps.replace(marked)
 
     def _sweep_if_new_day(
         self, partition: int, ts: float, leads: dict[tuple[str, str], _Lead], fx: BatchEffects
     ) -> bool:
-        """At the first event of a new event-time day in a partition, expire old snapshots.
+        """At the first event of a new event-time day in a partition, settle old snapshots.
 
-        A snapshot older than the horizon with no outcome is a negative example. Runs
-        at a point fixed by the stream (not by batch boundaries) so replays learn the same.
+        A snapshot whose horizon has passed is learned: positive if an outcome marked it
+        so, negative otherwise. Runs at a point fixed by the stream (not by batch
+        boundaries) so replays learn the same.
         """
         day = int(ts // 86_400)
         with self._wm_lock:
@@ -334,18 +326,25 @@ class Processor:
             # Not in the due index: nothing stored is old enough to expire, so only the
             # snapshots known here are looked at, and the stored list is left alone.
             for snap in lead.snaps.expire(cutoff):
-                eid = f"expired:{tenant}:{lead_id}:{snap['ts']}"
-                expired.append(example(eid, snap, False, ts, key, proc))
+                eid = f"settled:{tenant}:{lead_id}:{snap['ts']}"
+                y = bool(snap.get("y", False))
+                expired.append(example(eid, snap, y, ts, key, proc, self._s.features.names))
         # learn in an order fixed by the data, not by how the due index happens to rank leads
         for ex in sorted(expired, key=lambda e: (e["ts"], e["id"])):
             fx.labels.append(msgpack.packb(ex, use_bin_type=True))
+            if not ex["y"] and "outcome" not in ex:
+                self._metrics.labels.labels("expired").inc()
             if self.learner.learn(ex):
                 learned = True
-                self._metrics.labels.labels("expired").inc()
         return learned
 
     def _maybe_snapshot(
-        self, event: Event, x: dict[str, float], segment: str, score: Score, lead: _Lead
+        self,
+        event: Event,
+        features: Mapping[str, float | str],
+        segment: str,
+        score: Score,
+        lead: _Lead,
     ) -> None:
         """At most one snapshot per lead per ``snapshot_every_h``, plus every hand-raise."""
         if event.type in OUTCOMES:
@@ -354,7 +353,7 @@ class Processor:
         if due or event.type in HAND_RAISE_TYPES:
             snap = {
                 "ts": event.ts,
-                "x": x,
+                "f": pack_features(features),
                 "seg": segment,
                 "pb": score.probability,  # what was served
                 "pp": score.prior_probability,  # the points prior alone (as served: calibrated)

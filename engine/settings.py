@@ -124,7 +124,7 @@ class ScoringSettings(_Section):
     prior_intercept: float = Field(-3.0, ge=-10, le=10)
     prior_logit_per_point: float = Field(0.055, gt=0, le=1)
     min_labels: int = Field(200, ge=1)
-    learning_rate: float = Field(0.05, gt=0, le=1)
+    learning_rate: float = Field(0.005, gt=0, le=1)
     snapshot_every_h: float = Field(1, gt=0)
     max_snapshots: int = Field(24, ge=1, le=1_000)
     label_horizon_d: float = Field(30, gt=0)

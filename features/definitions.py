@@ -24,7 +24,9 @@ __all__ = [
     "PROTECTED_TERMS",
     "RAW_FIELDS",
     "model_input",
+    "pack_features",
     "parse_reply",
+    "unpack_features",
 ]
 
 #: Numeric features in the order the Lua script returns them.
@@ -118,6 +120,20 @@ def parse_reply(values: Sequence[str]) -> tuple[dict[str, float | str], dict[str
         "last_property": raw["last_property"],
     }
     return feats, context
+
+
+def pack_features(features: Mapping[str, float | str]) -> list[float | str]:
+    """A compact copy of a feature vector (for learning snapshots): numbers then profile."""
+    return [float(features.get(n, 0.0)) for n in NUMERIC] + [
+        str(features.get(c) or "unknown") for c in CATEGORICAL
+    ]
+
+
+def unpack_features(values: Sequence[float | str]) -> dict[str, float | str]:
+    """The inverse of :func:`pack_features` (older snapshots with fewer fields read as 0)."""
+    out: dict[str, float | str] = dict(zip(NUMERIC, values[: len(NUMERIC)], strict=False))
+    out.update(zip(CATEGORICAL, values[len(NUMERIC) :], strict=False))
+    return out
 
 
 _UNIT_INTERVAL = frozenset({"reply_recency", "reactivated"})  # already in [0, 1]: no log

@@ -180,7 +180,9 @@ class FeatureStore:
             *self.keys(tenant, source), *self.keys(tenant, target), alias_key(p, tenant),
             hot_key(p, tenant), source_due, target_due,
         ]  # fmt: skip
-        args = [source, target, f"{tenant}\x1f{source}", self._idle, f"{tenant}\x1f{target}"]
+        args: list[str | int] = [
+            source, target, f"{tenant}\x1f{source}", self._idle, f"{tenant}\x1f{target}",
+        ]  # fmt: skip
         self._fold(keys=keys, args=args, client=pipe)
 
     def merge(self, tenant: str, keep: str, other: str) -> bool:
