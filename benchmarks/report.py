@@ -33,7 +33,7 @@ def markdown(result: dict[str, Any]) -> str:
         w = result["workload"]
         lines += [
             f"## Throughput (full pipeline, backlog of {w['throughput_events']:,} events, "
-            "alerts on)",
+            f"alerts on; median of {tp.get('rounds', 1)} interleaved rounds)",
             "",
             "| configuration | events/s | drain s | vs 1 worker | load avg after |",
             "|---|---:|---:|---:|---:|",
@@ -53,6 +53,8 @@ def markdown(result: dict[str, Any]) -> str:
         r = result.get("ratios", {})
         lines += [
             "## Engine vs floor and naive peer (one process, one thread)",
+            "",
+            "Ratios: median over rounds of per-round ratios, each side measured back to back.",
             "",
             "| | events/s | engine / this |",
             "|---|---:|---:|",
