@@ -314,9 +314,9 @@ def replay_labels(
 
 
 def _kind(ex: Mapping[str, Any]) -> str:
-    if str(ex["id"]).startswith("expired:"):
-        return "expired"
-    return "positive_outcome" if ex["y"] else "lost"
+    if ex["y"]:
+        return "positive_outcome"
+    return "lost" if ex.get("outcome") == "lost" else "expired"
 
 
 def _iso(ts: float) -> str:
@@ -455,13 +455,16 @@ def compare(
     lo, hi = evaluable[0]["ts"], evaluable[-1]["ts"]
     split = lo + (1.0 - TEST_SHARE) * (hi - lo)
     test = [ex for ex in evaluable if ex["ts"] >= split]
-    train = [ex for ex in evaluable if ex["at"] < split]
+    # known by the split: an outcome (or `lost`) is known when it happens; a snapshot with
+    # neither is known to be negative once its horizon is over (when the engine learns it)
+    train = [ex for ex in evaluable if (ex.get("outcome_at") or ex["at"]) < split]
     # matured: the whole horizon (and the next daily sweep) was over by the split, so
     # every label is final and none is missing: no early-positive bias, but older data
     matured = [ex for ex in train if ex["ts"] <= split - (horizon_d + 1.0) * DAY]
     y = np.array([bool(ex["y"]) for ex in test])
     scores: dict[str, Floats] = {
-        "points_prior": np.array([float(ex["pp"]) for ex in test]),
+        # the seeds' points score as such (`pr`); `pp` is the same after online calibration
+        "points_prior": np.array([float(ex.get("pr") or ex["pp"]) for ex in test]),
         "online_served": np.array([float(ex["pb"]) for ex in test]),
     }
     ready = np.array([ex.get("pm") is not None for ex in test])

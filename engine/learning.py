@@ -29,6 +29,7 @@ import msgpack
 
 from engine.model import ModelSet
 from engine.model_store import ModelStore
+from engine.scoring import PRIOR_INPUT, prior_logit
 from engine.settings import Settings
 from features.definitions import FEATURE_NAMES, model_input, unpack_features
 
@@ -47,10 +48,13 @@ def example(
     names: Sequence[str] = FEATURE_NAMES,
 ) -> dict[str, Any]:
     """One labelled example: the snapshot's model input, segment, served probability, y."""
+    x = snap["x"] if "x" in snap else model_input(unpack_features(snap["f"]), names)
+    if snap.get("pr") is not None:
+        x[PRIOR_INPUT] = prior_logit(float(snap["pr"]))
     return {
         "id": example_id,
         "seg": snap["seg"],
-        "x": snap["x"] if "x" in snap else model_input(unpack_features(snap["f"]), names),
+        "x": x,
         "outcome": snap.get("outcome"),
         "outcome_at": snap.get("outcome_at"),
         "pb": snap["pb"],

@@ -27,7 +27,7 @@ from engine.events import HAND_RAISE_TYPES, OUTCOME_TYPES, POSITIVE_OUTCOMES, Ev
 from engine.learning import Learner, Snapshots, example
 from engine.metrics import Metrics
 from engine.model import OnlineModel
-from engine.scoring import Score, assess, explain
+from engine.scoring import PRIOR_INPUT, Score, assess, explain, prior, prior_logit
 from engine.settings import Settings
 from engine.sinks import BatchEffects, Committer
 from engine.streams import ingest_ms
@@ -158,11 +158,14 @@ class Processor:
             models = learner.serving
             segment = models.segment_of(str(reply.features.get("side", "")))
             model = models.model(segment)
+            raw_prior, _ = prior(reply.features, self._s)
             x = self._model_input(event, lead, reply, model.ready)
+            if x is not None:
+                x[PRIOR_INPUT] = prior_logit(raw_prior)
             p_model = model.probability(x) if x is not None else None
             score = assess(
                 reply.features, reply.context, self._s, p_model, model.labels_seen,
-                models.calibrated_prior,
+                models.calibrated_prior, raw_prior,
             )  # fmt: skip
             before = lead.alert
             decision = rules.evaluate(event, score, before, reply.context, self._s.alerts)

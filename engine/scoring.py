@@ -22,10 +22,31 @@ from typing import Any
 from engine.settings import Settings
 from features.definitions import CATEGORICAL
 
-__all__ = ["Score", "assess", "blend", "bucket_of", "explain", "prior", "reason_text", "tier_of"]
+__all__ = [
+    "PRIOR_INPUT",
+    "prior_logit",
+    "Score",
+    "assess",
+    "blend",
+    "bucket_of",
+    "explain",
+    "prior",
+    "reason_text",
+    "tier_of",
+]
 
 _HAND_RAISES = ("inquiries", "showing_requests", "valuation_requests", "call_requests")
 _ENGAGED = _HAND_RAISES + ("saves", "replies", "saved_searches", "email_clicks")
+#: The model input that carries the points prior's log-odds (the model learns how far to
+#: trust the seeds' rules, and can only add to them).
+PRIOR_INPUT = "prior_logit"
+
+
+def prior_logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
 _SAME_REASON = {"replies": "reply_recency", "views_24h": "views_7d", "views_30d": "views_7d"}
 _CHANNEL_WORDS = {"sms": "text", "email": "email", "call": "phone", "chat": "chat", "web": "web"}
 _TIMELINE_WORDS = {
@@ -202,13 +223,16 @@ def assess(
     model_probability: float | None,
     labels_seen: int,
     calibrate_prior: Callable[[float], float] | None = None,
+    raw_prior: float | None = None,
 ) -> Score:
     """Score, bucket and tier without reasons (the per-event hot path; see :func:`explain`).
 
     ``calibrate_prior`` maps the raw points prior to a calibrated probability (Platt
-    scaling learned from the labels); without it the raw prior is used.
+    scaling learned from the labels); without it the raw prior is used. ``raw_prior``
+    saves recomputing :func:`prior` when the caller already has it.
     """
-    raw_prior, _ = prior(features, settings)
+    if raw_prior is None:
+        raw_prior, _ = prior(features, settings)
     p_prior = calibrate_prior(raw_prior) if calibrate_prior else raw_prior
     w = _weight(model_probability, labels_seen, settings)
     p = (1 - w) * p_prior + w * (model_probability if model_probability is not None else 0.0)
@@ -241,7 +265,13 @@ def explain(
     contrib: dict[str, float] = {
         k: (1 - w) * v * sc.prior_logit_per_point for k, v in points.items()
     }
+    total_points = sum(points.values())
     for name, c in model_contributions.items():
+        if name == PRIOR_INPUT:  # the model's use of the prior goes back to its signals
+            for k, v in points.items():
+                if total_points:
+                    contrib[k] = contrib.get(k, 0.0) + w * c * v / total_points
+            continue
         base = name.split("=", 1)[0]
         contrib[base] = contrib.get(base, 0.0) + w * c
     for part, whole in _SAME_REASON.items():  # one sentence per fact, not two

@@ -20,7 +20,9 @@ import pytest
 from benchmarks.simulator import SimConfig, generate
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
-from engine.model import ModelSet
+from engine.learning import Learner
+from engine.model_store import ModelStore
+from engine.settings import load_settings
 from engine.streams import Producer, StreamNames, committed_positions
 
 pytestmark = pytest.mark.slow
@@ -62,8 +64,9 @@ def _snapshot(client: Any, prefix: str) -> dict[str, Any]:
         (msgpack.unpackb(f[b"l"], raw=False)["id"], msgpack.unpackb(f[b"l"], raw=False)["y"])
         for _, f in client.xrange(f"{prefix}:labels")
     ]
-    work = client.get(f"{prefix}:model:work")
-    state["labels_learned"] = ModelSet.loads(work).labels_seen if work else 0
+    # the trainer as it restarts from its checkpoint and catches up on the labels stream
+    settings = load_settings(overrides={"redis": {"key_prefix": prefix}}, environ={})
+    state["labels_learned"] = Learner(settings, ModelStore(client, prefix), 0).live.labels_seen
     return state
 
 
