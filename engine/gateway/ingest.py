@@ -17,7 +17,7 @@ gateway's rules:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -169,11 +169,15 @@ class Ingestor:
                     f"the {kind} in props.{kind}"
                 )  # fmt: skip
         scrubbed = self._hasher.scrub(event.tenant, event.props)
-        event = replace(
-            event, props=scrubbed.props, lead_id=aliases.get(event.lead_id, event.lead_id)
-        )
+        lead = aliases.get(event.lead_id, event.lead_id)
+        wire = event.to_wire()  # (cheaper than dataclasses.replace, then to_wire)
+        wire["lead_id"] = lead
+        if scrubbed.props:
+            wire["props"] = scrubbed.props
+        else:
+            wire.pop("props", None)
         try:
-            payload = self._pack(event.to_wire())
+            payload = self._pack(wire)
         except (ValueError, TypeError, OverflowError):
             return _rejected(i, "bad_value:props cannot be encoded (numbers beyond 64 bits?)")
         if len(payload) > self._max_bytes:
@@ -181,8 +185,8 @@ class Ingestor:
         prepared = Prepared(
             index=i,
             event_id=event.event_id,
-            lead_id=event.lead_id,
-            partition=partition_of(event.tenant, event.lead_id, self._partitions),
+            lead_id=lead,
+            partition=partition_of(event.tenant, lead, self._partitions),
             payload=payload,
             contact_hashes=tuple(dict.fromkeys(scrubbed.hashes)),
         )

@@ -14,11 +14,11 @@ Key layout (prefix ``lp``), shared with the engine where it reads engine state:
 - ``lp:alias:{tenant}``                 lead id -> the lead it was folded into (read only:
                                         the engine writes it on identify and merge)
 
-Appending is one script call per event, pipelined per request: it checks the
-idempotency marker, XADDs, *then* sets the marker and indexes contact hashes. If
-the XADD fails nothing is marked, so a retry is not mistaken for a duplicate; the
-worst case (marker write failing after the XADD) is a second copy in the stream,
-which the feature store ignores by ``event_id``. Like the engine's commit, the
+Appending is one script call per request: per event it checks the idempotency
+marker, XADDs, *then* sets the marker and indexes contact hashes. An event whose
+XADD fails is not marked, so a retry is not mistaken for a duplicate; the worst
+case (a marker write failing after its XADD) is a second copy in the stream, which
+the feature store ignores by ``event_id``. Like the engine's commit, the
 script spans keys of several slots: one Redis primary, not Redis Cluster.
 
 The async client lives on the event loop that first uses it (uvicorn runs one).
@@ -58,15 +58,27 @@ __all__ = [
 #: /healthz counts at most this many unprocessed entries per partition (a bounded scan).
 LAG_CAP = 10_000
 
+# One call per request. KEYS, per event: idempotency key, stream, its contact index sets.
+# ARGV: idempotency ms, stream maxlen, contact index ttl s, then per event: payload, lead
+# id, number of contact keys. Reply: per event the stream id, or nil for a duplicate.
 _APPEND_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[3])
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
-for i = 3, #KEYS do
-  redis.call('SADD', KEYS[i], ARGV[4])
-  redis.call('EXPIRE', KEYS[i], ARGV[5])
+local idem_ms, maxlen, contact_s = ARGV[1], ARGV[2], ARGV[3]
+local out, k, a = {}, 1, 4
+while a <= #ARGV do
+  local idem, stream, n = KEYS[k], KEYS[k + 1], tonumber(ARGV[a + 2])
+  if redis.call('EXISTS', idem) == 1 then
+    out[#out + 1] = false
+  else
+    out[#out + 1] = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', ARGV[a])
+    redis.call('SET', idem, '1', 'PX', idem_ms)
+    for c = 1, n do
+      redis.call('SADD', KEYS[k + 1 + c], ARGV[a + 1])
+      redis.call('EXPIRE', KEYS[k + 1 + c], contact_s)
+    end
+  end
+  k, a = k + 2 + n, a + 3
 end
-return id
+return out
 """
 
 # KEYS[1] positions hash, KEYS[2..] partitions in order; ARGV[1] cap.
@@ -195,21 +207,24 @@ class GatewayStore:
             raise StoreError(f"Redis unreachable: {exc.__class__.__name__}") from None
 
     async def append(self, tenant: str, events: Sequence[Prepared]) -> list[str | None]:
-        """Append each event unless its id was seen in the window: stream id, or None."""
+        """Append each event unless its id was seen in the window: stream id, or None.
+
+        One script call for the whole request (atomic: a few ms of Redis time for the
+        largest request). If it fails part-way, the events before the failure are in
+        the stream and marked: the client's retry gets them back as duplicates.
+        """
         if not events:
             return []
-        r = self._r()
-        pipe = r.pipeline(transaction=False)
+        self._r()  # binds the scripts to this loop's client
+        keys: list[str] = []
+        args: list[Any] = [self._idem_ms, self._maxlen, self._contact_ttl]
         for ev in events:
-            keys = [
-                idempotency_key(self._prefix, tenant, ev.event_id),
-                self._names.events(ev.partition),
-                *(contact_index_key(self._prefix, tenant, h) for h in ev.contact_hashes),
-            ]
-            args = [self._idem_ms, self._maxlen, ev.payload, ev.lead_id, self._contact_ttl]
-            await self._append(keys=keys, args=args, client=pipe)
+            keys.append(idempotency_key(self._prefix, tenant, ev.event_id))
+            keys.append(self._names.events(ev.partition))
+            keys.extend(contact_index_key(self._prefix, tenant, h) for h in ev.contact_hashes)
+            args.extend((ev.payload, ev.lead_id, len(ev.contact_hashes)))
         try:
-            replies = await pipe.execute()
+            replies = await self._append(keys=keys, args=args)
         except RedisError as exc:
             raise StoreError(f"append failed: {exc.__class__.__name__}") from None
         return [None if r is None else _text(r) for r in replies]
