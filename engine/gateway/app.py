@@ -386,7 +386,7 @@ def create_app(
         who: Annotated[Principal, Depends(reader)],
     ) -> LeadOut:
         raw_score, raw_feats = await store.lead(who.tenant, lead_id)
-        record = score_record(raw_score) if raw_score else None
+        record = _score(raw_score)
         if record is None and not raw_feats:
             raise ApiError(404, "not_found", "no such lead for this key's tenant")
         features: dict[str, float | str] = {}
@@ -399,7 +399,7 @@ def create_app(
         return LeadOut(
             tenant=who.tenant,
             lead_id=lead_id,
-            score=ScoreOut(**record) if record else None,
+            score=record,
             features=features,
             last_event_ts=_num(last) if last else None,
         )
@@ -415,7 +415,7 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=gw.hotlist_max)] = 10,
     ) -> HotListOut:
         rows = await store.hot_list(who.tenant, limit)
-        leads = [ScoreOut(**r) for r in (score_record(row) for row in rows) if r is not None]
+        leads = [r for r in (_score(row) for row in rows) if r is not None]
         return HotListOut(tenant=who.tenant, leads=leads)
 
     @app.get(
@@ -492,6 +492,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise BodyError(413, "too_large", f"body over {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _score(raw: dict[str, str]) -> ScoreOut | None:
+    """The engine's score record, or None if there is none or it is not readable (a record
+    half-written by another version is skipped, not a 500)."""
+    if not raw:
+        return None
+    try:
+        record = score_record(raw)
+        return ScoreOut(**record) if record else None
+    except (KeyError, ValueError, TypeError):
+        log.warning("unreadable score record skipped")
+        return None
 
 
 def _num(value: str | None) -> float:

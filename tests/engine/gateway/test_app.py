@@ -578,3 +578,15 @@ def test_ids_folded_by_the_engine_are_rewritten_at_ingest(
     assert stored["a1"]["visitor_id"] == "v1"
     p = partition_of("acme", "L9", 4)
     assert client.xlen(f"{prefix}:events:{p}") >= 3  # on the lead that holds the state now
+
+
+def test_an_unreadable_score_record_is_skipped_not_a_500(
+    gateway: Gateway, client: redis.Redis, prefix: str
+) -> None:
+    seed_score(client, prefix, "acme", "OK", 80)
+    client.hset(lead_key(prefix, "acme", "BAD", "s"), mapping={"score": "x", "tenant": "acme"})
+    client.hset(lead_key(prefix, "acme", "BAD", "h"), mapping={"saves": "1"})
+    client.zadd(hot_key(prefix, "acme"), {"BAD": 99})
+    assert [x["lead_id"] for x in gateway.get("/v1/hotlist").json()["leads"]] == ["OK"]
+    body = gateway.get("/v1/leads/BAD").json()
+    assert body["score"] is None and body["features"]["saves"] == 1
