@@ -142,13 +142,22 @@ def tier_of(features: Mapping[str, Any], settings: Settings) -> str:
 
 
 def bucket_of(score: int, context: Mapping[str, Any], settings: Settings) -> str:
-    """P1-P4 by score (seed 000); P5 for clean-up: invalid, not interested, unreachable."""
+    """P1-P4 by score (seed 000); P5 for clean-up: invalid, not interested, unreachable.
+
+    Seed 000's P1 is "call today": a score of 90+ *or* a showing request, valuation
+    request or direct question. A calibrated probability rarely reaches 0.9, so a
+    hand-raise within ``buckets.hand_raise_p1_h`` of the lead's latest event is P1
+    whatever the score.
+    """
     blocked = set(context.get("blocked", ()))
     if context.get("not_interested") or context.get("invalid_contact"):
         return "P5"
     if {"email", "sms", "call"} <= blocked:
         return "P5"
     b = settings.buckets
+    hand_ts = float(context.get("last_hand_ts") or 0.0)
+    if hand_ts and float(context.get("last_ts") or 0.0) - hand_ts <= b.hand_raise_p1_h * 3600:
+        return "P1"
     if score >= b.p1:
         return "P1"
     if score >= b.p2:

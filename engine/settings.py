@@ -174,6 +174,7 @@ class BucketSettings(_Section):
     p1: int = Field(90, ge=1, le=100)
     p2: int = Field(70, ge=1, le=100)
     p3: int = Field(50, ge=1, le=100)
+    hand_raise_p1_h: float = Field(24, ge=0, le=720)
 
     @model_validator(mode="after")
     def _ordered(self) -> BucketSettings:

@@ -92,6 +92,7 @@ RAW_FIELDS: tuple[str, ...] = (
     "agent_id",
     "last_area",
     "last_property",
+    "last_hand_ts",
 )
 
 
@@ -118,6 +119,7 @@ def parse_reply(values: Sequence[str]) -> tuple[dict[str, float | str], dict[str
         "agent_id": raw["agent_id"],
         "last_area": raw["last_area"],
         "last_property": raw["last_property"],
+        "last_hand_ts": float(raw["last_hand_ts"] or 0.0),
     }
     return feats, context
 

@@ -107,6 +107,8 @@ local counters = {
   bounce='bounces', opt_out='opt_outs',
 }
 if counters[etype] then incr(counters[etype]) end
+local hand_raises = {inquiry=1, showing_request=1, valuation_request=1, call_request=1}
+if hand_raises[etype] and ts >= num('last_hand_ts') then put('last_hand_ts', ts) end
 
 local viewed = false
 if etype == 'property_view' then
@@ -192,7 +194,7 @@ if num('react_ts') > 0 and now - num('react_ts') <= flag_window then reactivated
 local function f(k) return hv[k] or '0' end
 local packed = string.format(
   '%d\31%d\31%d\31%d\31%d\31%d\31' .. string.rep('%s\31', 14) .. '%.6g\31%.17g\31%.17g\31%d\31'
-  .. string.rep('%s\31', 4) .. string.rep('%s\31', 3) .. '%.17g\31%s\31%d\31' .. string.rep('%s\31', 6) .. '%s',
+  .. string.rep('%s\31', 4) .. string.rep('%s\31', 3) .. '%.17g\31%s\31%d\31' .. string.rep('%s\31', 7) .. '%s',
   redis.call('ZCOUNT', v, now - w_short, '+inf'),
   redis.call('ZCOUNT', v, now - w_mid, '+inf'),
   redis.call('ZCOUNT', v, now - w_long, '+inf'),
@@ -207,7 +209,8 @@ local packed = string.format(
   hv['source'] or '', hv['side'] or '', hv['timeline'] or '', now, best_pid,
   reactivated_now, hv['blocked'] or '', hv['last_reply_channel'] or '',
   f('not_interested'), f('invalid_contact'),
-  hv['agent_id'] or '', hv['last_area'] or '', hv['last_property'] or '')
+  hv['agent_id'] or '', hv['last_area'] or '', hv['last_property'] or '',
+  hv['last_hand_ts'] or '0')
 redis.call('HSET', x, eid, packed)
 for _, k in ipairs({h, e, x}) do redis.call('EXPIRE', k, idle) end
 if viewed then

@@ -476,3 +476,14 @@ def test_unknown_timeline_reason_does_not_claim_a_stated_timeline() -> None:
     )
     assert s.concerns
     assert "stated a timeline" not in s.concerns[0]
+
+
+def test_a_recent_hand_raise_is_call_today_whatever_the_score() -> None:
+    """Seed 000: P1 is a 90+ score *or* a showing/valuation request or direct question."""
+    settings = load_settings(environ={})
+    now = 1_767_225_600.0
+    recent = {"last_hand_ts": now - 3600, "last_ts": now}
+    stale = {"last_hand_ts": now - 25 * 3600, "last_ts": now}
+    assert bucket_of(30, recent, settings) == "P1"
+    assert bucket_of(30, stale, settings) == "P4"
+    assert bucket_of(30, {**recent, "not_interested": True}, settings) == "P5"
