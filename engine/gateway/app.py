@@ -302,6 +302,14 @@ def create_app(
             raise ApiError(403, "forbidden", "tracker keys cannot read leads; use a server key")
         return who
 
+    async def current_tenant(who: Annotated[Principal, Depends(reader)]) -> str:
+        """The tenant of a server key (401/403/429 as for the reads): for routers mounted
+        on this app, e.g. ``app.dependency_overrides[delivery.web.current_tenant] =
+        app.state.current_tenant``."""
+        return who.tenant
+
+    app.state.current_tenant = current_tenant
+
     # -- routes --------------------------------------------------------------------------
     event_array = {
         "type": "array",

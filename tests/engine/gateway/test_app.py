@@ -590,3 +590,19 @@ def test_an_unreadable_score_record_is_skipped_not_a_500(
     assert [x["lead_id"] for x in gateway.get("/v1/hotlist").json()["leads"]] == ["OK"]
     body = gateway.get("/v1/leads/BAD").json()
     assert body["score"] is None and body["features"]["saves"] == 1
+
+
+def test_mounted_routers_can_use_the_key_to_tenant_dependency(gateway: Gateway) -> None:
+    from fastapi import APIRouter, Depends
+
+    router = APIRouter()
+    dependency = Depends(gateway.app.state.current_tenant)
+
+    @router.get("/v1/whoami")
+    async def whoami(tenant: str = dependency) -> str:  # (a string annotation: no Annotated)
+        return tenant
+
+    gateway.app.include_router(router)
+    assert gateway.get("/v1/whoami", key=BETA).json() == "beta"
+    _error(gateway.get("/v1/whoami", key=None), 401, "unauthorized")
+    _error(gateway.get("/v1/whoami", key=ACME_TRACKER), 403, "forbidden")
