@@ -223,6 +223,7 @@ def _throughput_and_baselines(
                     "events": rows[0]["events"],
                     "events_per_s": round(_median([r["events_per_s"] for r in rows]), 1),
                     "seconds": round(_median([r["seconds"] for r in rows]), 3),
+                    "loadavg_1m_after": round(_median([r["loadavg_1m_after"] for r in rows]), 2),
                     "rounds": rows,
                 }
         result["throughput"] = {"configs": configs, "failed": failed, "rounds": rounds}

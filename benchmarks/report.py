@@ -194,9 +194,14 @@ def plots(result: dict[str, Any], out: Path) -> list[str]:
                 names.append(label)
                 values.append(base[key]["events_per_s"])
         colors = ["#3b6ea5"] * len(tp["configs"]) + ["#999999", "#c8553d"][: len(names)]
-        bars = ax.bar(names, values, color=colors[: len(names)])
+        failed = list(tp.get("failed", {}))
+        names += failed
+        values += [0.0] * len(failed)
+        colors = colors[: len(names) - len(failed)] + ["#dddddd"] * len(failed)
+        bars = ax.bar(names, values, color=colors)
         for bar, v in zip(bars, values, strict=True):
-            ax.annotate(f"{v:,.0f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
+            label = f"{v:,.0f}" if v else "crashed"
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, v), ha="center",
                         va="bottom")  # fmt: skip
         ax.set_ylabel("events/s")
         ax.set_title("leadpulse: sustained throughput (full pipeline) vs workers")
