@@ -121,6 +121,7 @@ class Processor:
             else:
                 events.append(checked)
                 origin.append(entry)
+        events = self._store.resolve_aliases(events)
         replies = self._store.apply_iter(events)
         leads: dict[tuple[str, str], _Lead] = {}
         duplicates = 0

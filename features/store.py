@@ -16,7 +16,7 @@ from __future__ import annotations
 import queue
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any, cast
 
@@ -120,6 +120,34 @@ class FeatureStore:
         """The keys the script touches, in its KEYS order."""
         base = f"{self._prefix}:{{{tenant}:{lead_id}}}:"
         return [base + part for part in _PARTS]
+
+    def resolve_aliases(self, events: list[Event]) -> list[Event]:
+        """Anonymous events of a visitor already folded into a lead go to that lead.
+
+        The visitor's events and its ``identify`` travel on different partitions, so
+        some anonymous events can be applied after the fold; without this they would
+        start a new anonymous state. One round trip, only when the batch has ``~`` ids.
+        """
+        wanted = {(e.tenant, e.lead_id) for e in events if e.lead_id.startswith("~")}
+        if not wanted:
+            return events
+        pairs = sorted(wanted)
+        pipe = self._r.pipeline(transaction=False)
+        for tenant, lead in pairs:
+            pipe.hget(alias_key(self._prefix, tenant), lead)
+        found = {
+            pair: target.decode()
+            for pair, target in zip(pairs, pipe.execute(), strict=True)
+            if target is not None
+        }
+        if not found:
+            return events
+        return [
+            replace(e, lead_id=found[(e.tenant, e.lead_id)])
+            if (e.tenant, e.lead_id) in found and e.type != "identify"
+            else e
+            for e in events
+        ]
 
     def apply(self, events: Sequence[Event]) -> list[FeatureReply]:
         """Apply a batch in order, in one pipelined round trip (EVALSHA, reloading if needed)."""

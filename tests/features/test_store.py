@@ -217,3 +217,14 @@ def test_merge_keeps_one_lead_and_leaves_a_pointer(
     assert kept["saves"] == "1" and kept["replies"] == "1" and kept["blocked"] == "email"
     assert client.hget(f"{prefix}:alias:acme", "B1") == b"A1"
     assert not store.merge("acme", keep="A1", other="B1")  # nothing left to fold
+
+
+def test_anonymous_events_after_the_fold_go_to_the_lead(store: FeatureStore) -> None:
+    """The identify can overtake the visitor's own events (they sit on other partitions)."""
+    store.apply([Event("i1", "L5", "identify", T0, tenant="acme", visitor_id="v5")])
+    late = Event("v1", "~v5", "property_save", T0 + 1, tenant="acme", visitor_id="v5")
+    (redirected,) = store.resolve_aliases([late])
+    assert redirected.lead_id == "L5"
+    store.apply([redirected])
+    assert store.read("acme", "L5")["saves"] == "1"
+    assert store.read("acme", "~v5") == {}
