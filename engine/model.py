@@ -164,17 +164,19 @@ class Quality:
 
     def precision_at_top(self) -> float | None:
         """Share of positives among the top ``top_share`` scores of the window."""
-        if len(self.recent) < 20:
+        recent = list(self.recent)  # a copy: other worker threads keep appending
+        if len(recent) < 20:
             return None
-        ranked = sorted(self.recent, key=lambda py: -py[0])
+        ranked = sorted(recent, key=lambda py: -py[0])
         top = ranked[: max(1, int(len(ranked) * self.top_share))]
         return sum(y for _, y in top) / len(top)
 
     def calibration(self) -> list[dict[str, Any]]:
         """Per score band: examples, mean predicted probability, observed positive rate."""
         out = []
+        recent = list(self.recent)
         for lo, hi, name in self.BANDS:
-            rows = [(p, y) for p, y in self.recent if lo <= p * 100 < hi]
+            rows = [(p, y) for p, y in recent if lo <= p * 100 < hi]
             if rows:
                 mean_p = sum(p for p, _ in rows) / len(rows)
                 rate = sum(y for _, y in rows) / len(rows)
@@ -185,13 +187,14 @@ class Quality:
 
     def ece(self, bins: int = 10) -> float | None:
         """Expected calibration error: mean |predicted - observed| over equal-width bins."""
-        if not self.recent:
+        recent = list(self.recent)
+        if not recent:
             return None
-        total = len(self.recent)
+        total = len(recent)
         err = 0.0
         for b in range(bins):
             lo, hi = b / bins, (b + 1) / bins
-            rows = [(p, y) for p, y in self.recent if lo <= p < hi or (b == bins - 1 and p >= hi)]
+            rows = [(p, y) for p, y in recent if lo <= p < hi or (b == bins - 1 and p >= hi)]
             if rows:
                 err += (
                     len(rows)

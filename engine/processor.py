@@ -91,6 +91,7 @@ class Processor:
         self._hand = frozenset(settings.alerts.hand_raise_types)
         self._watermarks: dict[int, int] | None = None  # partition -> swept event-time day
         self._wm_lock = threading.Lock()
+        self._next_model_metrics = 0.0
 
     # -- decode + validate ---------------------------------------------------------------
     def _decode(self, fields: dict[bytes, bytes]) -> Event | Rejection:
@@ -226,8 +227,12 @@ class Processor:
             m.alert_latency.observe(max(0.0, (emit_ms - alert["ingest_ms"]) / 1000.0))
             for trigger in alert["triggers"]:
                 m.alerts.labels(trigger.split(":", 1)[0]).inc()
-        if learned:
-            m.observe_model(learner.live.status(), learner.serving_version)
+        now = time.monotonic()
+        if learned and now >= self._next_model_metrics:  # status() costs ms: once a second
+            self._next_model_metrics = now + 1.0
+            with learner.lock:
+                status = learner.live.status()
+            m.observe_model(status, learner.serving_version)
         m.batch_seconds.observe(time.perf_counter() - started)
         return BatchResult(tuple(fx.alerts), len(entries), rejected, duplicates)
 
