@@ -228,3 +228,18 @@ def test_anonymous_events_after_the_fold_go_to_the_lead(store: FeatureStore) -> 
     store.apply([redirected])
     assert store.read("acme", "L5")["saves"] == "1"
     assert store.read("acme", "~v5") == {}
+
+
+def test_merge_by_contact_hash_keeps_the_known_lead(
+    store: FeatureStore, client: Any, prefix: str
+) -> None:
+    """The gateway indexes keyed contact hashes; `leadpulse merge --contact-hash` folds them."""
+    from engine.gateway.store import contact_index_key
+    from engine.merge_cli import merge_by_contact
+
+    store.apply([ev("a", "property_save", T0, lead="W1"), ev("b", "property_save", T0, lead="P2")])
+    client.sadd(contact_index_key(prefix, "acme", "h" * 32), "W1", "P2", "~anon")
+    keep, folded = merge_by_contact(store, client, prefix, "acme", "h" * 32)
+    assert keep == "P2" and folded == ["W1"]  # "~anon" had no state of its own to fold
+    assert store.read("acme", "P2")["saves"] == "2"
+    assert client.hget(f"{prefix}:alias:acme", "W1") == b"P2"
