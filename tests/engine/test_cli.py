@@ -29,6 +29,7 @@ def _env(**extra: str) -> dict[str, str]:
         ["replay"],
         ["model"],
         ["model", "status"],
+        ["merge"],
         ["serve"],
         ["deliver"],
         ["bench"],
