@@ -1,10 +1,13 @@
 """The agent hot-list page and its actions (claim, acknowledge, log contact).
 
 - ``GET /hotlist`` the page (``static/hotlist.html``, plain HTML/CSS/JS, no build step);
-  ``?agent=<id>`` shows that agent's leads, the offers to them and the pond.
+  ``?agent=<id>`` shows that agent's leads, the offers to them and the pond. The page
+  and its assets are static and need no key; under the gateway the script asks for a
+  server API key once and sends it as ``Authorization: Bearer`` on every call.
 - ``GET /hotlist/hotlist.js``, ``/hotlist/hotlist.css`` its assets.
-- ``GET /v1/hotlist`` the leads by bucket P1 -> P5 as JSON (``board.read_board``),
-  with the feed id it was read at: the page's SSE stream resumes from there.
+- ``GET /v1/board`` the leads by bucket P1 -> P5 as JSON (``board.read_board``),
+  with the feed id it was read at: the page's SSE stream resumes from there. (Not
+  ``/v1/hotlist``: that is the gateway's top-leads read.)
 - ``POST /v1/leads/{lead_id}/claim | ack | contact`` with ``{"agent_id": ...}``: each
   becomes an event on the lead's partition (``assigned``, ``alert_ack``,
   ``agent_contact``); the delivery service reads ack and contact events and stops
@@ -76,7 +79,7 @@ def page_router(
         html = _asset("hotlist.html")
         claim_url = request.url_for("delivery_claim", lead_id="LEAD").path
         urls = {
-            "HOTLIST_URL": request.url_for("delivery_board").path,
+            "BOARD_URL": request.url_for("delivery_board").path,
             "STREAM_URL": request.url_for("delivery_stream").path,
             "LEADS_URL": claim_url.rsplit("/LEAD/", 1)[0],
         }
@@ -84,13 +87,21 @@ def page_router(
             html = html.replace("{{" + k + "}}", v)
         return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
-    @router.get("/hotlist/{name}", name="delivery_asset")
+    @router.get(
+        "/hotlist/{name}",
+        name="delivery_asset",
+        response_class=Response,
+        responses={
+            200: {"content": {t: {"schema": {"type": "string"}} for t in _ASSETS.values()}},
+            404: {"description": "no such asset"},
+        },
+    )
     def asset(name: str) -> Response:
         if name not in _ASSETS:
             raise HTTPException(404, "no such asset")
         return Response(_asset(name), media_type=_ASSETS[name])
 
-    @router.get("/v1/hotlist", name="delivery_board")
+    @router.get("/v1/board", name="delivery_board")
     def board(
         tenant: str = Depends(current_tenant),
         agent: str = Query("", pattern=r"^$|" + IDENT),
@@ -121,7 +132,13 @@ def page_router(
         sid = producer.send([ev])[0]
         return {"event_id": ev["event_id"], "stream_id": sid.decode(), "type": etype}
 
-    @router.post("/v1/leads/{lead_id}/claim", name="delivery_claim")
+    _bad_body: dict[int | str, dict[str, Any]] = {400: {"description": "the body is not JSON"}}
+
+    @router.post(
+        "/v1/leads/{lead_id}/claim",
+        name="delivery_claim",
+        responses={**_bad_body, 409: {"description": "another agent holds or won the lead"}},
+    )
     def claim(
         body: Action,
         lead_id: str = Path(pattern=_LEAD),
@@ -136,7 +153,9 @@ def page_router(
             feed.publish(tenant, "assignment", assignment.as_dict(), ["*"], assignment.group)
         return JSONResponse({"claimed": True, "detail": message, "assignment": view})
 
-    @router.post("/v1/leads/{lead_id}/ack", status_code=202, name="delivery_ack")
+    @router.post(
+        "/v1/leads/{lead_id}/ack", status_code=202, name="delivery_ack", responses=_bad_body
+    )
     def ack(
         body: Action,
         lead_id: str = Path(pattern=_LEAD),
@@ -144,7 +163,10 @@ def page_router(
     ) -> dict[str, Any]:
         return _event(tenant, lead_id, "alert_ack", body)
 
-    @router.post("/v1/leads/{lead_id}/contact", status_code=202, name="delivery_contact")
+    @router.post(
+        "/v1/leads/{lead_id}/contact", status_code=202, name="delivery_contact",
+        responses=_bad_body,
+    )  # fmt: skip
     def contact(
         body: Action,
         lead_id: str = Path(pattern=_LEAD),

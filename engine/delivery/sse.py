@@ -59,7 +59,15 @@ def sse_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
     keepalive_ms = int(settings.delivery.sse_keepalive_s * 1000)
     router = APIRouter(tags=["delivery"])
 
-    @router.get("/v1/alerts/stream", name="delivery_stream")
+    @router.get(
+        "/v1/alerts/stream",
+        name="delivery_stream",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            400: {"description": "Last-Event-ID is not a feed id"},
+        },
+    )
     async def stream(
         request: Request,
         tenant: str = Depends(current_tenant),

@@ -9,6 +9,10 @@ Routes (all errors are ``{"error": code, "detail": text}``, see ``/openapi.json`
 - ``GET /healthz``             Redis reachable, stream lag per partition (503 when down)
 - ``GET /metrics``             Prometheus text
 - ``GET /tracker.js``          the IDX tracker script
+- alert delivery (``engine.delivery.routers``): ``GET /hotlist`` the agents' page (static,
+  no key), ``GET /v1/board``, ``GET /v1/alerts/stream`` (SSE), ``POST /v1/leads/{id}/
+  claim|ack|contact`` and delivery's reads, all scoped to the tenant of the server key
+  sent in ``Authorization: Bearer`` / ``X-Api-Key`` (never a key in the URL)
 - ``GET /openapi.json``        this API
 
 Per request on ``/v1/*``: authenticate (401), origin check for tracker keys (403),
@@ -26,11 +30,14 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path, Query, Request, Security
+import redis
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
@@ -84,6 +91,8 @@ _COUNTERS = {
     )
 } | {"unanswered": "agent_contacts_unanswered"}  # fmt: skip
 _PROFILE = ("source", "side", "timeline")
+#: Delivery routes served without a key: the hot-list page and its script and style.
+_KEYLESS = frozenset({"delivery_page", "delivery_asset"})
 
 _E401 = {"model": ErrorOut, "description": "no API key, or not a known one"}
 _E403 = {"model": ErrorOut, "description": "the key may not do this (role or page origin)"}
@@ -192,6 +201,7 @@ def create_app(
             log.warning("gateway started but %s", exc)
         yield
         await store.close()
+        app.state.delivery_client.close()
 
     app = FastAPI(
         title="leadpulse gateway",
@@ -227,6 +237,12 @@ def create_app(
     async def _store_error(request: Request, exc: StoreError) -> Response:
         log.warning("503: %s", exc)
         return _error(503, "unavailable", str(exc), {"Retry-After": "1"})
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis_down(request: Request, exc: Exception) -> Response:
+        log.warning("503: Redis: %s", exc.__class__.__name__)  # delivery's sync reads
+        return _error(503, "unavailable", "Redis unavailable; retry", {"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> Response:
@@ -309,6 +325,40 @@ def create_app(
         return who.tenant
 
     app.state.current_tenant = current_tenant
+
+    # -- alert delivery: the hot-list page, its board, SSE feed and actions ---------------
+    # Each delivery route takes its tenant from delivery's ``current_tenant``; here that
+    # is the server key's tenant (header only: ``reader`` never looks at the URL).
+    from engine.delivery import web as delivery_web
+    from engine.redis_client import connect
+
+    try:
+        delivery_client = connect(
+            redis_url, min(settings.redis.retries, 3), settings.redis.socket_timeout_s
+        )
+    except StoreError as exc:  # as for the store: serve, and answer 503 until Redis is back
+        log.warning("delivery routes started without Redis: %s", exc)
+        delivery_client = redis.Redis.from_url(
+            redis_url, socket_timeout=settings.redis.socket_timeout_s,
+            socket_connect_timeout=settings.redis.socket_timeout_s,
+        )  # fmt: skip
+    app.state.delivery_client = delivery_client
+    shared: dict[int | str, dict[str, Any]] = {
+        401: _E401,
+        403: _E403,
+        422: _E422,
+        429: _E429,
+        503: _E503,
+    }
+    keyed, keyless = APIRouter(), APIRouter()
+    for router in delivery_web.routers(settings, delivery_client):
+        for route in router.routes:  # the page and its assets are static: no key
+            (keyless if getattr(route, "name", "") in _KEYLESS else keyed).routes.append(route)
+    # Depends(reader) puts the key schemes in /openapi.json; FastAPI runs it once per
+    # request all the same (dependencies are cached), so a request is rate-limited once.
+    app.include_router(keyed, responses=shared, dependencies=[Depends(reader)])
+    app.include_router(keyless)
+    app.dependency_overrides[delivery_web.current_tenant] = current_tenant
 
     # -- routes --------------------------------------------------------------------------
     event_array = {
@@ -480,6 +530,15 @@ def create_app(
             components["Event"] = EventIn.model_json_schema(
                 ref_template="#/components/schemas/{model}"
             )
+            # delivery's default tenant dependency reads ?tenant=; here the key decides
+            # (dependency_overrides), so that parameter is not part of this API
+            for ops in schema.get("paths", {}).values():
+                for op in ops.values():
+                    if "delivery" in op.get("tags", ()) and "parameters" in op:
+                        op["parameters"] = [
+                            p for p in op["parameters"]
+                            if (p.get("in"), p.get("name")) != ("query", "tenant")
+                        ]  # fmt: skip
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -25,7 +25,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "serve",
         help="HTTP gateway: batch ingest API, IDX tracker script, lead and hot-list reads",
         description="Serve POST /v1/events, GET /v1/leads/{id}, GET /v1/hotlist, /healthz, "
-        "/metrics, /tracker.js and /openapi.json against REDIS_URL (or --redis-url), on "
+        "/metrics, /tracker.js, /openapi.json and alert delivery (the agents' page at "
+        "/hotlist, /v1/board, /v1/alerts/stream) against REDIS_URL (or --redis-url), on "
         "uvloop. Needs gateway.contact_hash_key and at least one key in gateway.api_keys; "
         "--new-key prints a key and its config line and exits.",
     )

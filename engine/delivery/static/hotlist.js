@@ -1,17 +1,22 @@
 // leadpulse hot list: loads the leads, then follows the tenant's feed over SSE.
 // Plain JavaScript, no build step. Every button becomes an event on the lead's stream.
+// Auth: if the server answers 401, the page asks for the API key once, keeps it in
+// sessionStorage (this tab only) and sends it as "Authorization: Bearer" on every call;
+// never in the URL. The feed is read with fetch() + a stream reader (EventSource cannot
+// send headers) and resumes with the Last-Event-ID header.
 "use strict";
 (function () {
   const body = document.body;
   const urls = {
-    board: body.dataset.hotlistUrl,
+    board: body.dataset.boardUrl,
     stream: body.dataset.streamUrl,
     leads: body.dataset.leadsUrl,
   };
   const params = new URLSearchParams(location.search);
   const tenant = params.get("tenant") || "";
   const team = params.get("team") || "";
-  const key = params.get("key") || "";
+  const KEY = "leadpulse.key";
+  let key = sessionStorage.getItem(KEY) || "";
   let agent = params.get("agent") || localStorage.getItem("leadpulse.agent") || "";
   const rows = new Map(); // lead id -> row
   const seen = (window.leadpulseSeen = {}); // lead id -> ms when its alert first arrived live
@@ -21,9 +26,39 @@
   function query(extra) {
     const q = new URLSearchParams(extra || {});
     if (tenant) q.set("tenant", tenant);
-    if (key) q.set("key", key);
     const s = q.toString();
     return s ? "?" + s : "";
+  }
+
+  function headers(extra) {
+    const h = Object.assign({}, extra || {});
+    if (key) h.Authorization = "Bearer " + key;
+    return h;
+  }
+
+  class Unauthorized extends Error {}
+
+  // Ask for the key (once per tab); resolves when the agent submits it.
+  function askKey(message) {
+    key = "";
+    sessionStorage.removeItem(KEY);
+    const form = document.getElementById("key-form");
+    const input = document.getElementById("api-key");
+    document.getElementById("key-msg").textContent = message;
+    form.hidden = false;
+    input.focus();
+    return new Promise((resolve) => {
+      form.onsubmit = (e) => {
+        e.preventDefault();
+        const value = input.value.trim();
+        if (!value) return;
+        key = value;
+        sessionStorage.setItem(KEY, value);
+        input.value = "";
+        form.hidden = true;
+        resolve();
+      };
+    });
   }
 
   function announce(text) {
@@ -178,10 +213,11 @@
     result.textContent = "Sending…";
     try {
       const resp = await fetch(`${urls.leads}/${encodeURIComponent(lead)}/${action}${query()}`, {
-        method: "POST", headers: { "Content-Type": "application/json" },
+        method: "POST", headers: headers({ "Content-Type": "application/json" }),
         body: JSON.stringify(bodyJson),
       });
       const data = await resp.json();
+      if (resp.status === 401) { result.textContent = "Your API key was refused."; restart(); return; }
       if (!resp.ok) { result.textContent = data.detail || `Failed (${resp.status})`; return; }
       if (action === "claim") {
         result.textContent = "Claimed";
@@ -203,33 +239,84 @@
     $(li, ".contact").addEventListener("click", () => post(li, "contact", { channel: $(li, ".channel").value }));
   }
 
-  function connect(after) {
-    const q = { last_event_id: after };
+  // One server-sent event: {id, event, data} from its lines.
+  function parseEvent(block) {
+    const ev = { id: null, event: "message", data: [] };
+    for (const line of block.split("\n")) {
+      if (!line || line.startsWith(":")) continue;
+      const i = line.indexOf(":");
+      const field = i < 0 ? line : line.slice(0, i);
+      let value = i < 0 ? "" : line.slice(i + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "id") ev.id = value;
+      else if (field === "event") ev.event = value;
+      else if (field === "data") ev.data.push(value);
+      else if (field === "retry" && /^\d+$/.test(value)) ev.retry = Number(value);
+    }
+    return ev;
+  }
+
+  function dispatch(ev) {
+    if (!ev.data.length) return;
+    const data = JSON.parse(ev.data.join("\n"));
+    if (ev.event === "alert" || ev.event === "escalated") upsert(fromPayload(data), true);
+    else if (ev.event === "assignment") update(data.lead_id, { assignment: data });
+    else if (ev.event === "sla") update(data.lead_id, { clock: data });
+  }
+
+  let stream = null; // the AbortController of the open feed
+
+  // Follow the feed from `after`; on a drop, reconnect with Last-Event-ID.
+  async function connect(after) {
+    const q = {};
     if (agent) q.agent = agent;
     if (team) q.team = team;
-    const es = new EventSource(urls.stream + query(q));
     const conn = document.getElementById("conn");
-    es.onopen = () => { conn.dataset.state = "live"; conn.textContent = "Live"; };
-    es.onerror = () => { conn.dataset.state = "down"; conn.textContent = "Reconnecting…"; };
-    const onAlert = (e) => upsert(fromPayload(JSON.parse(e.data)), true);
-    es.addEventListener("alert", onAlert);
-    es.addEventListener("escalated", onAlert);
-    es.addEventListener("assignment", (e) => {
-      const a = JSON.parse(e.data);
-      update(a.lead_id, { assignment: a });
-    });
-    es.addEventListener("sla", (e) => {
-      const c = JSON.parse(e.data);
-      update(c.lead_id, { clock: c });
-    });
-    window.leadpulseStream = es;
+    let last = after || "";
+    let retry = 2000;
+    const ctl = new AbortController();
+    stream = ctl;
+    window.leadpulseStream = ctl;
+    while (!ctl.signal.aborted) {
+      try {
+        const resp = await fetch(urls.stream + query(q), {
+          headers: headers(last ? { "Last-Event-ID": last, Accept: "text/event-stream" }
+                                : { Accept: "text/event-stream" }),
+          signal: ctl.signal, cache: "no-store",
+        });
+        if (resp.status === 401) throw new Unauthorized("API key refused");
+        if (!resp.ok || !resp.body) throw new Error(`HTTP ${resp.status}`);
+        conn.dataset.state = "live"; conn.textContent = "Live";
+        const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buf = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += value.replace(/\r\n?/g, "\n");
+          let cut;
+          while ((cut = buf.indexOf("\n\n")) >= 0) {
+            const ev = parseEvent(buf.slice(0, cut));
+            buf = buf.slice(cut + 2);
+            if (ev.retry) retry = ev.retry;
+            if (ev.id) last = ev.id;
+            dispatch(ev);
+          }
+        }
+      } catch (err) {
+        if (ctl.signal.aborted) return;
+        if (err instanceof Unauthorized) { restart(); return; }
+      }
+      conn.dataset.state = "down"; conn.textContent = "Reconnecting…";
+      await new Promise((r) => setTimeout(r, retry));
+    }
   }
 
   async function load() {
     const q = {};
     if (agent) q.agent = agent;
     if (team) q.team = team;
-    const resp = await fetch(urls.board + query(q));
+    const resp = await fetch(urls.board + query(q), { headers: headers() });
+    if (resp.status === 401) throw new Unauthorized(key ? "That API key was refused." : "");
     if (!resp.ok) throw new Error(`hot list: HTTP ${resp.status}`);
     const board = await resp.json();
     for (const list of Object.values(board.buckets)) for (const row of list) upsert(row, false);
@@ -250,9 +337,35 @@
     const now = Date.now() / 1000;
     for (const li of document.querySelectorAll(".lead")) tickOne(li, now);
   }, 1000);
-  load().catch((err) => {
-    const conn = document.getElementById("conn");
-    conn.dataset.state = "down";
-    conn.textContent = "Could not load the hot list: " + err.message;
-  });
+  // Load the board and follow the feed; on a 401, ask for the key and start again.
+  async function start() {
+    for (;;) {
+      try {
+        await load();
+        return;
+      } catch (err) {
+        const conn = document.getElementById("conn");
+        conn.dataset.state = "down";
+        if (!(err instanceof Unauthorized)) {
+          conn.textContent = "Could not load the hot list: " + err.message;
+          return;
+        }
+        conn.textContent = "Waiting for your API key";
+        await askKey(err.message || "Enter your API key to see your team's leads.");
+      }
+    }
+  }
+
+  let restarting = false;
+  function restart() {
+    if (restarting) return;
+    restarting = true;
+    if (stream) stream.abort();
+    askKey("Your API key was refused; enter it again.").then(() => {
+      restarting = false;
+      start();
+    });
+  }
+
+  start();
 })();

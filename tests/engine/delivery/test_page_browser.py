@@ -5,6 +5,9 @@ its alert appear on the page within 2 seconds (engine -> alerts stream -> delive
 feed -> SSE -> page); clicking Acknowledge appends an ``alert_ack`` event, delivery
 reads it and stops the SLA clock, visible on the page and in Redis. A screenshot is
 saved under benchmarks/results/tmp/ (its path is printed).
+
+Twice: on a bare app of delivery's routers, and on the gateway (``leadpulse serve``),
+where the page asks for the API key, keeps it in sessionStorage and sends it in a header.
 """
 
 from __future__ import annotations
@@ -21,8 +24,13 @@ import pytest
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
 from engine.delivery.consumer import DeliveryService, run_in_thread
+from engine.gateway.app import create_app
+from engine.gateway.auth import key_digest
 from engine.streams import ingest_ms
 from tests.engine.delivery.conftest import Server, make_app, send, wait_for
+from tests.engine.gateway.conftest import gateway_overrides, live_server
+
+KEY = "lpk_test_default_server_0123456789"
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SHOT = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / "tmp"
@@ -37,16 +45,21 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def live(make_settings: Any, client: Any) -> Iterator[tuple[Any, DeliveryService, Server]]:
+@pytest.fixture(params=["routers", "gateway"])
+def live(
+    request: Any, make_settings: Any, client: Any, prefix: str, redis_url: str
+) -> Iterator[tuple[Any, DeliveryService, str, str]]:
     tenant = {
         "groups": {"north": ["cy"]},
         "rules": [{"group": "north", "areas": ["02139"]}],
         "default_group": "pond",
     }
+    gateway = gateway_overrides(prefix)["gateway"]
+    gateway["api_keys"] = {key_digest(KEY): {"tenant": "default", "role": "server"}}
     settings = make_settings(
         streams={"idle_poll_ms": 5},
         delivery={"block_ms": 20, "events_poll_ms": 20, "tenants": {"default": tenant}},
+        gateway=gateway,
     )
     engine_stop, delivery_stop = threading.Event(), threading.Event()
     engine = threading.Thread(
@@ -57,8 +70,12 @@ def live(make_settings: Any, client: Any) -> Iterator[tuple[Any, DeliveryService
     svc = DeliveryService(settings, client)
     delivery = run_in_thread(svc, delivery_stop)
     try:
-        with Server(make_app(settings, client)) as server:
-            yield settings, svc, server
+        if request.param == "gateway":
+            with live_server(create_app(settings, redis_url)) as url:
+                yield settings, svc, url, request.param
+        else:
+            with Server(make_app(settings, client)) as server:
+                yield settings, svc, server.url, request.param
     finally:
         delivery_stop.set()
         engine_stop.set()
@@ -85,13 +102,13 @@ def _event(lead: str, etype: str, area: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_hot_list_live_alert_and_acknowledge(
-    live: tuple[Any, DeliveryService, Server], client: Any
+    live: tuple[Any, DeliveryService, str, str], client: Any
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    settings, svc, server = live
+    settings, svc, url, mode = live
     send(settings, client, [
         _event("H1", "valuation_request", "02139", side="seller"),
         _event("H2", "inquiry", "90210"),
@@ -102,8 +119,14 @@ def test_hot_list_live_alert_and_acknowledge(
     wait_for(lambda: client.hlen(svc.keys.cards("default")) == 3, timeout=10)
     driver = _chrome()
     try:
-        driver.get(f"{server.url}/hotlist?agent=cy")
+        driver.get(f"{url}/hotlist?agent=cy")
         wait = WebDriverWait(driver, 10, poll_frequency=0.02)
+        if mode == "gateway":  # 401 without a key: the page asks for it, once
+            form = driver.find_element(By.ID, "key-form")
+            wait.until(lambda d: form.is_displayed())
+            driver.find_element(By.ID, "api-key").send_keys(KEY)
+            form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            assert driver.execute_script("return sessionStorage.getItem('leadpulse.key')") == KEY
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "body[data-loaded=true]")))
         wait.until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
         shown = {
@@ -152,7 +175,8 @@ def test_hot_list_live_alert_and_acknowledge(
         assert clock is not None and clock["status"] == "met"
         assert clock["stop_kind"] == "alert_ack" and clock["stopped_by"] == "cy"
         SHOT.mkdir(parents=True, exist_ok=True)
-        path = SHOT / "delivery-hotlist.png"
+        assert KEY not in driver.current_url
+        path = SHOT / f"delivery-hotlist-{mode}.png"
         driver.save_screenshot(str(path))
         print(f"screenshot: {path}")
         assert path.stat().st_size > 10_000

@@ -98,14 +98,14 @@ def test_hot_list_claim_ack_contact_and_lead_api(
     ])  # fmt: skip
     run_engine(settings, client)
     handle_all(svc)
-    board = httpx.get(f"{server.url}/v1/hotlist").json()
+    board = httpx.get(f"{server.url}/v1/board").json()
     rows = {r["lead_id"]: r for rows in board["buckets"].values() for r in rows}
     assert set(rows) == {"B1", "B2"} and board["feed_id"] != "0-0"
     assert rows["B2"]["blocked_reasons"]["sms"].startswith("replied STOP to a text")
     assert rows["B2"]["alert"]["script"]["kind"] == "showing"
     assert rows["B1"]["assignment"]["state"] == "pond"
     assert rows["B2"]["clock"]["status"] == "open"
-    mine = httpx.get(f"{server.url}/v1/hotlist?agent=dee").json()
+    mine = httpx.get(f"{server.url}/v1/board?agent=dee").json()
     assert {r["lead_id"] for rows in mine["buckets"].values() for r in rows} == {"B1"}  # pond
 
     claimed = httpx.post(f"{server.url}/v1/leads/B1/claim", json={"agent_id": "dee"})

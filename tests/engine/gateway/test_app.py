@@ -529,6 +529,11 @@ def test_openapi_describes_every_route_body_and_error(gateway: Gateway) -> None:
     paths = spec["paths"]
     assert set(paths) == {
         "/v1/events", "/v1/leads/{lead_id}", "/v1/hotlist", "/healthz", "/metrics", "/tracker.js",
+        # alert delivery, mounted on the gateway
+        "/hotlist", "/hotlist/{name}", "/v1/board", "/v1/alerts/stream",
+        "/v1/leads/{lead_id}/claim", "/v1/leads/{lead_id}/ack", "/v1/leads/{lead_id}/contact",
+        "/v1/leads/{lead_id}/delivery", "/v1/alerts/{alert_id}/receipts", "/v1/sla/report",
+        "/v1/delivery/dead",
     }  # fmt: skip
     post = paths["/v1/events"]["post"]
     assert set(post["requestBody"]["content"]) == {

@@ -56,7 +56,10 @@ def _schema() -> Any:
     return schemathesis.openapi.from_dict(create_app(settings, "redis://unused").openapi())
 
 
-schema = _schema()
+# GET /v1/alerts/stream is Server-Sent Events: a 200 streams until the client hangs up,
+# so a generated call never ends and its body can never be validated. Its 401 / 422 /
+# tenant scoping are tested in tests/engine/delivery/test_gateway.py instead.
+schema = _schema().exclude(method="GET", path="/v1/alerts/stream")
 
 
 @schema.parametrize()
