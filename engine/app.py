@@ -40,6 +40,7 @@ def build_parts(
         dead_letter_maxlen=settings.streams.dead_letter_maxlen,
         max_snapshots=settings.scoring.max_snapshots,
         idle_expire_s=int(settings.features.idle_expire_d * 86_400),
+        retain_processed_s=settings.streams.retain_processed_s,
     )
     metrics = metrics or Metrics.create()
     learner = Learner(

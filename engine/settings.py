@@ -66,7 +66,16 @@ class StreamSettings(_Section):
     partitions: int = Field(4, ge=1, le=1024)
     read_count: int = Field(500, ge=1, le=10_000)
     idle_poll_ms: int = Field(20, ge=1, le=5_000)
-    maxlen: int = Field(1_000_000, ge=1_000)
+    maxlen: int = Field(0, ge=0)  # 0: no cap at append; committed entries are trimmed instead
+    retain_processed_s: float = Field(3_600, ge=0)
+
+    @field_validator("maxlen")
+    @classmethod
+    def _cap(cls, v: int) -> int:
+        if 0 < v < 1_000:
+            raise ValueError("must be 0 (no cap) or at least 1000")
+        return v
+
     dead_letter_maxlen: int = Field(100_000, ge=100)
     alerts_maxlen: int = Field(100_000, ge=100)
 

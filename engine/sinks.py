@@ -60,6 +60,7 @@ class Committer:
         max_snapshots: int,
         idle_expire_s: int,
         labels_maxlen: int = 1_000_000,
+        retain_processed_s: float = 3_600,
     ) -> None:
         self._r = client
         self._names = names
@@ -69,6 +70,7 @@ class Committer:
         self._max_snapshots = max_snapshots
         self._idle = idle_expire_s
         self._labels_maxlen = labels_maxlen
+        self._retain_ms = int(retain_processed_s * 1000)
         self.model_keys = ModelKeys(names.prefix)
 
     def commit(self, fx: BatchEffects) -> None:
@@ -127,6 +129,12 @@ class Committer:
             publish_commands(pipe, self.model_keys, *fx.publish)
         if fx.positions:
             pipe.hset(self._names.positions, mapping={str(k): v for k, v in fx.positions.items()})
+            # Retention: only entries older than the committed position by the retention
+            # window go; an entry the dataflow has not processed is never trimmed.
+            for partition, sid in fx.positions.items():
+                ms = int(str(sid).split("-", 1)[0]) - self._retain_ms
+                if ms > 0:
+                    pipe.xtrim(self._names.events(partition), minid=f"{ms}-0", approximate=True)
         pipe.execute()
 
     def watermarks(self) -> dict[int, int]:

@@ -80,14 +80,17 @@ class Producer:
         """
         target = pipe if pipe is not None else self._r
         return target.xadd(
-            self._names.events(0), {"j": line}, maxlen=self._maxlen, approximate=True
+            self._names.events(0), {"j": line}, maxlen=self._maxlen or None, approximate=True
         )
 
     def send_raw(self, payload: bytes, partition: int, pipe: Any = None) -> Any:
         """Append already-encoded bytes (for undecodable input that must still be seen)."""
         target = pipe if pipe is not None else self._r
         return target.xadd(
-            self._names.events(partition), {"e": payload}, maxlen=self._maxlen, approximate=True
+            self._names.events(partition),
+            {"e": payload},
+            maxlen=self._maxlen or None,
+            approximate=True,
         )
 
 

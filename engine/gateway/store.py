@@ -69,7 +69,11 @@ while a <= #ARGV do
   if redis.call('EXISTS', idem) == 1 then
     out[#out + 1] = false
   else
-    out[#out + 1] = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', ARGV[a])
+    if tonumber(maxlen) > 0 then
+      out[#out + 1] = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', ARGV[a])
+    else  -- no cap: the engine trims what it has committed (never an unprocessed event)
+      out[#out + 1] = redis.call('XADD', stream, '*', 'e', ARGV[a])
+    end
     redis.call('SET', idem, '1', 'PX', idem_ms)
     for c = 1, n do
       redis.call('SADD', KEYS[k + 1 + c], ARGV[a + 1])

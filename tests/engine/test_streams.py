@@ -1,0 +1,41 @@
+"""Stream retention: processed entries are trimmed, unprocessed ones never are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.app import build_parts
+from engine.dataflow import build_flow, run_flow
+from engine.streams import Producer, committed_positions
+
+T0 = 1_767_225_600.0
+
+
+def _events(start: int, n: int) -> list[dict[str, Any]]:
+    return [
+        {"event_id": f"e{i}", "lead_id": f"L{i % 7}", "type": "page_view", "ts": T0 + i}
+        for i in range(start, start + n)
+    ]
+
+
+def test_committed_entries_are_trimmed_and_pending_ones_kept(
+    client: Any, make_settings: Any
+) -> None:
+    settings = make_settings(streams={"partitions": 1, "retain_processed_s": 0})
+    parts = build_parts(settings, client)
+    producer = Producer(client, parts.names, settings.streams.maxlen)
+    for i in range(0, 1_000, 250):
+        producer.send(_events(i, 250))
+    run_flow(build_flow(parts, bounded=True))
+    stream = parts.names.events(0)
+    assert client.xlen(stream) < 1_000 // 2  # most of what was processed is gone
+    committed = committed_positions(client, parts.names)[0]
+    producer.send(_events(1_000, 300))  # appended, not yet processed
+    pending = client.xrange(stream, min=f"({committed}", max="+")
+    assert len(pending) == 300  # nothing unprocessed was trimmed
+    run_flow(build_flow(build_parts(settings, client), bounded=True))
+    assert client.xlen(stream) < 1_300 // 2  # trimmed again (approximately: whole nodes)
+
+
+def test_no_cap_at_append_by_default(make_settings: Any) -> None:
+    assert make_settings().streams.maxlen == 0
