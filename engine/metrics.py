@@ -39,6 +39,7 @@ class Metrics:
     scores: Histogram
     labels: Counter
     model_labels_seen: Gauge
+    stream_lag: Gauge
     model_quality: Gauge
     model_calibration: Gauge
     model_drift: Counter
@@ -106,6 +107,11 @@ class Metrics:
             model_labels_seen=Gauge(
                 f"{prefix}_model_labels_seen", "Labels the online model has learned from",
                 registry=r,
+            ),
+            stream_lag=Gauge(
+                f"{prefix}_stream_lag_entries",
+                "Entries appended to a partition and not yet committed by the dataflow",
+                ["partition"], registry=r,
             ),
             model_quality=Gauge(
                 f"{prefix}_model_quality",

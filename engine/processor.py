@@ -92,6 +92,7 @@ class Processor:
         self._watermarks: dict[int, int] | None = None  # partition -> swept event-time day
         self._wm_lock = threading.Lock()
         self._next_model_metrics = 0.0
+        self._next_lag = 0.0
 
     # -- decode + validate ---------------------------------------------------------------
     def _decode(self, fields: dict[bytes, bytes]) -> Event | Rejection:
@@ -115,6 +116,7 @@ class Processor:
         for entry in entries:
             partition, sid, fields = entry
             fx.positions[partition] = sid.decode() if isinstance(sid, bytes) else sid
+            fx.processed[partition] = fx.processed.get(partition, 0) + 1
             checked = self._decode(fields)
             if isinstance(checked, Rejection):
                 rejected += 1
@@ -228,6 +230,10 @@ class Processor:
             for trigger in alert["triggers"]:
                 m.alerts.labels(trigger.split(":", 1)[0]).inc()
         now = time.monotonic()
+        if now >= self._next_lag:  # one round trip, at most once a second
+            self._next_lag = now + 1.0
+            for partition, lag in self._commit.lag(fx.positions).items():
+                m.stream_lag.labels(str(partition)).set(lag)
         if learned and now >= self._next_model_metrics:  # status() costs ms: once a second
             self._next_model_metrics = now + 1.0
             with learner.lock:

@@ -12,6 +12,7 @@ or primary; see README "Design decisions".)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -19,7 +20,7 @@ import msgpack
 import redis
 
 from engine.model_store import ModelKeys, publish_commands
-from engine.streams import StreamNames
+from engine.streams import StreamNames, processed_key, stream_lag
 from features.store import due_key, hot_key, lead_key
 
 __all__ = ["BatchEffects", "Committer", "due_key", "hot_key", "watermark_key"]
@@ -40,6 +41,7 @@ class BatchEffects:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     done: list[tuple[str, str, str]] = field(default_factory=list)
     positions: dict[int, str] = field(default_factory=dict)
+    processed: dict[int, int] = field(default_factory=dict)  # entries per partition
     labels: list[bytes] = field(default_factory=list)
     due: dict[tuple[int, str], tuple[str, float] | None] = field(default_factory=dict)
     watermarks: dict[int, int] = field(default_factory=dict)
@@ -129,6 +131,8 @@ class Committer:
             publish_commands(pipe, self.model_keys, *fx.publish)
         if fx.positions:
             pipe.hset(self._names.positions, mapping={str(k): v for k, v in fx.positions.items()})
+            for partition, n in fx.processed.items():
+                pipe.hincrby(processed_key(self._names), str(partition), n)
             # Retention: only entries older than the committed position by the retention
             # window go; an entry the dataflow has not processed is never trimmed.
             for partition, sid in fx.positions.items():
@@ -136,6 +140,10 @@ class Committer:
                 if ms > 0:
                     pipe.xtrim(self._names.events(partition), minid=f"{ms}-0", approximate=True)
         pipe.execute()
+
+    def lag(self, partitions: Iterable[int]) -> dict[int, int]:
+        """Unprocessed entries per partition (for the lag metric)."""
+        return stream_lag(self._r, self._names, partitions)
 
     def watermarks(self) -> dict[int, int]:
         raw = cast(dict[bytes, bytes], self._r.hgetall(watermark_key(self._prefix)))

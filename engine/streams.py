@@ -21,7 +21,15 @@ import redis
 
 from engine.events import partition_of
 
-__all__ = ["StreamNames", "Producer", "PartitionReader", "committed_positions", "ingest_ms"]
+__all__ = [
+    "PartitionReader",
+    "Producer",
+    "StreamNames",
+    "committed_positions",
+    "ingest_ms",
+    "processed_key",
+    "stream_lag",
+]
 
 
 class StreamNames:
@@ -92,6 +100,34 @@ class Producer:
             maxlen=self._maxlen or None,
             approximate=True,
         )
+
+
+def processed_key(names: StreamNames) -> str:
+    """Hash partition -> entries processed ever (committed with the positions)."""
+    return f"{names.prefix}:processed"
+
+
+def stream_lag(
+    client: redis.Redis, names: StreamNames, partitions: Iterable[int]
+) -> dict[int, int]:
+    """Entries appended to each partition but not yet committed by the dataflow.
+
+    ``entries-added`` (Redis 7 XINFO) counts every append ever, trimmed or not; the
+    engine counts what it processed in the same transaction as its positions. One
+    round trip.
+    """
+    parts = list(partitions)
+    pipe = client.pipeline(transaction=False)
+    for p in parts:
+        pipe.xinfo_stream(names.events(p))
+    pipe.hmget(processed_key(names), [str(p) for p in parts])
+    replies = pipe.execute(raise_on_error=False)
+    done = replies[-1]
+    out = {}
+    for p, info, processed in zip(parts, replies[:-1], done, strict=True):
+        added = int(info.get("entries-added", 0)) if isinstance(info, dict) else 0
+        out[p] = max(0, added - int(processed or 0))
+    return out
 
 
 def committed_positions(client: redis.Redis, names: StreamNames) -> dict[int, str]:

@@ -13,7 +13,7 @@ from engine.metrics import Metrics
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "config" / "grafana" / "leadpulse.json"
 # Shown on the dashboard before the engine exposes them (README says so).
-PENDING = {"leadpulse_stream_lag_entries", "leadpulse_delivery_consumer_lag"}
+PENDING = {"leadpulse_delivery_consumer_lag"}
 
 
 def _engine_metrics() -> dict[str, str]:

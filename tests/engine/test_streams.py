@@ -39,3 +39,17 @@ def test_committed_entries_are_trimmed_and_pending_ones_kept(
 
 def test_no_cap_at_append_by_default(make_settings: Any) -> None:
     assert make_settings().streams.maxlen == 0
+
+
+def test_stream_lag_counts_what_is_not_committed(client: Any, make_settings: Any) -> None:
+    from engine.streams import stream_lag
+
+    settings = make_settings(streams={"partitions": 1})
+    parts = build_parts(settings, client)
+    producer = Producer(client, parts.names, settings.streams.maxlen)
+    producer.send(_events(0, 40))
+    assert stream_lag(client, parts.names, [0]) == {0: 40}
+    run_flow(build_flow(parts, bounded=True))
+    assert stream_lag(client, parts.names, [0]) == {0: 0}
+    producer.send(_events(40, 5))
+    assert stream_lag(client, parts.names, [0]) == {0: 5}
