@@ -7,8 +7,7 @@ they all run the same code.
 from __future__ import annotations
 
 import logging
-
-import redis
+from typing import TYPE_CHECKING
 
 from engine.dataflow import EngineParts
 from engine.learning import Learner
@@ -19,6 +18,9 @@ from engine.settings import Settings
 from engine.sinks import Committer
 from engine.streams import StreamNames
 from features.store import FeatureStore
+
+if TYPE_CHECKING:  # redis-py is used by the store and stream modules, not here
+    import redis
 
 __all__ = ["build_parts"]
 
