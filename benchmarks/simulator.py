@@ -120,6 +120,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from engine.events import (
+    BEHAVIOUR_TYPES,
+    EVENT_TYPES,
+    HAND_RAISE_TYPES,
+    POSITIVE_OUTCOMES,
+)
+
 __all__ = [
     "CADENCE",
     "EVENT_TYPES",
@@ -145,27 +152,8 @@ HOUR = 3_600.0
 MINUTE = 60.0
 TZ_OFFSET_S = -5 * HOUR  # local time of the simulated market (diurnal and business hours)
 
-# Contract v1 event types (DESIGN.md), kept here so the simulator has no dependencies.
-BEHAVIOUR_TYPES = (
-    "page_view", "property_view", "property_save", "property_unsave", "search",
-    "saved_search", "share", "mortgage_calc", "valuation_view",
-)  # fmt: skip
-HAND_RAISE_TYPES = ("inquiry", "showing_request", "valuation_request", "call_request")
-CONVERSATION_TYPES = ("email_open", "email_click", "reply", "call_answered", "call_missed")
-NEGATIVE_TYPES = ("unsubscribe", "bounce", "opt_out", "invalid_contact", "not_interested")
-LIFECYCLE_TYPES = (
-    "lead_created", "profile_update", "identify", "assigned", "agent_contact", "alert_ack",
-)  # fmt: skip
-POSITIVE_OUTCOME_TYPES = ("appointment_set", "appointment_held", "agreement_signed", "closed")
-OUTCOME_TYPES = (*POSITIVE_OUTCOME_TYPES, "lost")
-EVENT_TYPES: frozenset[str] = frozenset(
-    BEHAVIOUR_TYPES
-    + HAND_RAISE_TYPES
-    + CONVERSATION_TYPES
-    + NEGATIVE_TYPES
-    + LIFECYCLE_TYPES
-    + OUTCOME_TYPES
-)
+# Contract v1 event types: the engine's own lists (engine/events.py has no dependencies).
+POSITIVE_OUTCOME_TYPES = POSITIVE_OUTCOMES
 # Events the lead itself causes: none of them happen while a lead is dormant.
 _LEAD_ORIGINATED: frozenset[str] = frozenset(
     BEHAVIOUR_TYPES

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -49,6 +49,13 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
 ENV_PREFIX = "LEADPULSE__"
+
+
+def _members(values: Iterable[str], allowed: Collection[str], what: str) -> None:
+    """Refuse any value outside ``allowed``, naming it and what is allowed."""
+    for value in values:
+        if value not in allowed:
+            raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(sorted(allowed))}")
 
 
 class _Section(BaseModel):
@@ -173,9 +180,7 @@ class ScoringSettings(_Section):
     def _sources_known(cls, v: dict[str, float]) -> dict[str, float]:
         from engine.events import SOURCES
 
-        for name in v:
-            if name not in SOURCES:
-                raise ValueError(f"unknown source {name!r}; allowed: {', '.join(sorted(SOURCES))}")
+        _members(v, SOURCES, "source")
         return v
 
 
@@ -204,9 +209,7 @@ class TierSettings(_Section):
     def _timelines(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         from engine.events import TIMELINES
 
-        for t in v:
-            if t not in TIMELINES:
-                raise ValueError(f"unknown timeline {t!r}; allowed: {', '.join(sorted(TIMELINES))}")
+        _members(v, TIMELINES, "timeline")
         return v
 
     @field_validator("hot_sources", "warm_sources")
@@ -214,9 +217,7 @@ class TierSettings(_Section):
     def _sources(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         from engine.events import SOURCES
 
-        for t in v:
-            if t not in SOURCES:
-                raise ValueError(f"unknown source {t!r}; allowed: {', '.join(sorted(SOURCES))}")
+        _members(v, SOURCES, "source")
         return v
 
 
@@ -264,9 +265,7 @@ class AlertSettings(_Section):
     def _hand_raises(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         from engine.events import HAND_RAISE_TYPES
 
-        for t in v:
-            if t not in HAND_RAISE_TYPES:
-                raise ValueError(f"{t!r} is not a hand-raise type ({', '.join(HAND_RAISE_TYPES)})")
+        _members(v, HAND_RAISE_TYPES, "hand-raise type")
         return v
 
     @field_validator("sla")
@@ -398,9 +397,7 @@ class RoutingRule(_Section):
     def _sources(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         from engine.events import SOURCES
 
-        for t in v:
-            if t not in SOURCES:
-                raise ValueError(f"unknown source {t!r}; allowed: {', '.join(sorted(SOURCES))}")
+        _members(v, SOURCES, "source")
         return v
 
     @model_validator(mode="after")
