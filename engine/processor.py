@@ -215,6 +215,7 @@ class Processor:
                 fx.publish = learner.publication()
                 if fx.publish is not None or learner.checkpoint_due():
                     fx.model_work = fx.publish[1] if fx.publish else learner.live.dumps()
+                    fx.learned_to = learner.live.position
                     learner.checkpointed()
                 self._commit.commit(fx)
         else:

@@ -12,6 +12,7 @@ or primary; see README "Design decisions".)
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -46,6 +47,7 @@ class BatchEffects:
     due: dict[tuple[int, str], tuple[str, float] | None] = field(default_factory=dict)
     watermarks: dict[int, int] = field(default_factory=dict)
     model_work: bytes | None = None
+    learned_to: str = "0-0"  # labels stream id the checkpointed model has learned up to
     publish: tuple[int, bytes, dict[str, Any]] | None = None
 
 
@@ -127,6 +129,13 @@ class Committer:
             )
         if fx.model_work is not None:
             pipe.set(self.model_keys.work, fx.model_work)
+            # Retention: the trainer restarts from this checkpoint and reads only labels
+            # after ``learned_to``, so older ones may go once past the retention window
+            # too (an audit trail for an hour, and never a label the model has not seen).
+            learned_ms = int(fx.learned_to.split("-", 1)[0])
+            ms = min(learned_ms, int(time.time() * 1000) - self._retain_ms)
+            if learned_ms > 0 and ms > 0:
+                pipe.xtrim(self.model_keys.labels, minid=f"{ms}-0", approximate=True)
         if fx.publish is not None:
             publish_commands(pipe, self.model_keys, *fx.publish)
         if fx.positions:

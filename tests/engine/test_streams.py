@@ -53,3 +53,39 @@ def test_stream_lag_counts_what_is_not_committed(client: Any, make_settings: Any
     assert stream_lag(client, parts.names, [0]) == {0: 0}
     producer.send(_events(40, 5))
     assert stream_lag(client, parts.names, [0]) == {0: 5}
+
+
+def _labelled_run(client: Any, make_settings: Any, retain_s: float) -> tuple[Any, int, int]:
+    """A bounded run that learns (labels at the horizon), checkpointing every batch."""
+    from benchmarks.simulator import SimConfig, generate
+
+    settings = make_settings(
+        streams={"partitions": 1, "retain_processed_s": retain_s, "read_count": 200},
+        scoring={"checkpoint_every_s": 0},
+    )
+    parts = build_parts(settings, client)
+    producer = Producer(client, parts.names, settings.streams.maxlen)
+    events = list(generate(SimConfig(seed=5, leads=60, days=60.0, tenant="sim")))
+    for i in range(0, len(events), 1_000):
+        producer.send(events[i : i + 1_000])
+    run_flow(build_flow(parts, bounded=True))
+    labels = f"{settings.redis.key_prefix}:labels"
+    added = int(client.xinfo_stream(labels)["entries-added"])
+    return settings, added, int(client.xlen(labels))
+
+
+def test_learned_labels_are_trimmed_after_the_checkpoint(client: Any, make_settings: Any) -> None:
+    from engine.learning import Learner
+    from engine.model_store import ModelStore
+
+    settings, added, kept = _labelled_run(client, make_settings, retain_s=0)
+    assert added > 200
+    assert kept < added // 2  # what the checkpointed model has learned is gone
+    # ... and nothing it still needed: a trainer restarted from the checkpoint has them all
+    store = ModelStore(client, settings.redis.key_prefix)
+    assert Learner(settings, store, 0).live.labels_seen == added
+
+
+def test_labels_within_the_retention_window_are_kept(client: Any, make_settings: Any) -> None:
+    _, added, kept = _labelled_run(client, make_settings, retain_s=3_600)
+    assert added > 200 and kept == added
