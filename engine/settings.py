@@ -497,7 +497,7 @@ class DeliverySettings(_Section):
     tick_ms: int = Field(250, ge=10, le=60_000)
     reclaim_idle_s: float = Field(60, gt=0)
     skip_older_than_s: float = Field(86_400, gt=0)
-    max_attempts: int = Field(8, ge=1, le=100)
+    max_attempts: int = Field(12, ge=1, le=100)  # 2.5-5 min of failures (backoff below)
     backoff_base_s: float = Field(0.5, gt=0, le=600)
     backoff_cap_s: float = Field(60, gt=0, le=86_400)
     timeout_s: float = Field(5, gt=0, le=120)

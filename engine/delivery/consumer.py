@@ -18,7 +18,11 @@ One asyncio loop (``leadpulse deliver``) runs four things:
    an alert is always known when the alert goes out.
 3. **tick**: claim timeouts (first-to-claim offers nobody took) and SLA misses
    (escalation: next agent, then the pond; a re-alert goes out to the new owner).
-4. **webhooks**: one task per delivery with retries (``webhooks.py``).
+4. **webhooks**: one task per delivery with retries (``webhooks.py``); one lead's
+   deliveries to one URL go one at a time in stream order, so a retried alert is never
+   overtaken by the lead's next one. At most ``max_in_flight * 8`` alerts are held
+   (retrying or queued behind one); beyond that reading stops and the backlog waits
+   in the stream, so memory stays bounded however long a receiver is down.
 
 The synchronous parts (:meth:`DeliveryService.drain_events`, :meth:`handle`,
 :meth:`tick`) take the time from an injected clock, so tests drive them directly.
@@ -319,6 +323,7 @@ class DeliveryService:
             secret=secret,
             body=body,
             ingest_ms=int(payload.get("ingest_ms") or 0),
+            order_key=f"{payload['tenant']}/{payload['lead_id']}",  # per-lead order
         )
         jobs = []
         if cfg.webhook_url:

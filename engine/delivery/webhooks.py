@@ -18,6 +18,14 @@ the cap); any other status is permanent. After ``max_attempts`` (or a permanent
 failure) the delivery goes to the dead-letter stream with the last error. Every
 attempt updates the receipt (attempts, status, HTTP status, last error, latency),
 readable per alert id; a restarted consumer continues the attempt count from it.
+
+Order and outages: deliveries of one lead to one URL go one at a time, in the order
+:meth:`WebhookSender.deliver` was called (the alerts stream's order), so a retried alert
+is never overtaken by a later alert for the same lead; the later one waits (without
+spending attempts) until the earlier one is delivered or dead-lettered. A 2xx from a
+URL wakes every retry backing off for that URL, so after an outage the backlog goes
+out as soon as one request gets through, not when each alert's own backoff ends
+(retries that honour a ``Retry-After`` keep waiting).
 """
 
 from __future__ import annotations
@@ -97,6 +105,7 @@ class Job:
     secret: str
     body: bytes
     ingest_ms: int
+    order_key: str = ""  # "<tenant>/<lead>": one delivery at a time per key and URL
 
 
 def _safe_url(url: str) -> str:
@@ -162,9 +171,32 @@ class WebhookSender:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
+        # the last delivery queued per (order key, url): a later one waits for it to finish
+        self._tails: dict[tuple[str, str], asyncio.Future[None]] = {}
+        # per URL, set (and dropped) by the next 2xx there: wakes the retries backing off
+        self._recovered: dict[str, asyncio.Event] = {}
 
     async def deliver(self, job: Job) -> dict[str, Any]:
-        """Deliver until a 2xx, a permanent failure or the last attempt; returns the receipt."""
+        """Deliver until a 2xx, a permanent failure or the last attempt; returns the receipt.
+
+        Jobs with the same ``order_key`` and URL finish in call order: this takes its
+        place in the queue before its first ``await``, and tasks start in creation order."""
+        if not job.order_key:
+            return await self._deliver(job)
+        key = (job.order_key, job.url)
+        ahead = self._tails.get(key)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[key] = mine
+        try:
+            if ahead is not None:
+                await asyncio.wait([ahead])  # not ``await ahead``: a cancel must not reach it
+            return await self._deliver(job)
+        finally:
+            mine.set_result(None)
+            if self._tails.get(key) is mine:
+                del self._tails[key]
+
+    async def _deliver(self, job: Job) -> dict[str, Any]:
         receipt = self._receipts.get(job)
         if receipt and receipt["status"] in ("delivered", "dead"):
             return receipt  # a replayed alert: never send a finished delivery again
@@ -200,8 +232,27 @@ class WebhookSender:
             self._receipts.put(job, receipt)
             wait = p.backoff(receipt["attempts"], self._rng)
             if retry_after is not None:
-                wait = min(p.cap_s, max(wait, retry_after))
-            await self._sleep(wait)
+                await self._sleep(min(p.cap_s, max(wait, retry_after)))
+            else:
+                await self._pause(job.url, wait)
+
+    async def _pause(self, url: str, seconds: float) -> None:
+        """Back off ``seconds``, or less if a request to ``url`` succeeds meanwhile."""
+        up = self._recovered.get(url)
+        if up is None:
+            up = self._recovered[url] = asyncio.Event()
+        timer = asyncio.ensure_future(self._sleep(seconds))
+        woken = asyncio.ensure_future(up.wait())
+        try:
+            await asyncio.wait([timer, woken], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            woken.cancel()
+
+    def _succeeded(self, url: str) -> None:
+        up = self._recovered.pop(url, None)
+        if up is not None:
+            up.set()
 
     async def _attempt(
         self, job: Job, receipt: dict[str, Any]
@@ -231,6 +282,7 @@ class WebhookSender:
         code = resp.status_code
         if 200 <= code < 300:
             self._m.attempts.labels("ok").inc()
+            self._succeeded(job.url)
             return True, False, code, "", None
         text = resp.text[:200].strip()
         error = f"HTTP {code}" + (f": {text}" if text else "")
