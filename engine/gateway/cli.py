@@ -11,12 +11,14 @@ Wired into ``engine/cli.py`` with::
 from __future__ import annotations
 
 import argparse
+import copy
+import logging
 import sys
 from typing import Any
 
 from engine.errors import ConfigError
 
-__all__ = ["add_parser", "run"]
+__all__ = ["RedactQuery", "add_parser", "log_config", "run"]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -80,10 +82,36 @@ def run(args: argparse.Namespace) -> int:
         proxy_headers=True,
         forwarded_allow_ips=gw.forwarded_allow_ips,
         access_log=args.access_log,
+        log_config=log_config(),
         log_level="info" if args.verbose else "warning",
         server_header=False,
     )
     return 0
+
+
+class RedactQuery(logging.Filter):
+    """Drop query strings from uvicorn's access log lines.
+
+    The access log prints each request's path with its query: a tracker key arrives in
+    ``?key=`` (sendBeacon cannot set headers), and a server key put in a URL by mistake
+    is refused but would still be printed. Neither belongs in a log file.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and "?" in str(args[2]):
+            record.args = (*args[:2], str(args[2]).split("?", 1)[0] + "?[redacted]", *args[3:])
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging config with :class:`RedactQuery` on the access log."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_query"] = {"()": RedactQuery}
+    config["handlers"]["access"]["filters"] = ["redact_query"]
+    return config
 
 
 def _new_key(tenant: str, role: str, origins: list[str]) -> int:
