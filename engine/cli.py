@@ -139,7 +139,10 @@ def _run(args: argparse.Namespace) -> int:
     url = args.redis_url or settings.redis_url()
     if not url:
         raise ConfigError("redis.url: `run` needs REDIS_URL or --redis-url (try `demo`)")
-    client = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
+    # At most 2 quick per-command retries (~0.3 s): enough to replace a dropped connection.
+    # A longer outage is the dataflow's to ride out (it redoes reads and whole batches and
+    # says so on /healthz); redis-py retrying for seconds would hide it from /healthz.
+    client = connect(url, min(settings.redis.retries, 2), settings.redis.socket_timeout_s)
     metrics = Metrics.create()
     if settings.metrics.port:
         serve(metrics, settings.metrics.port + args.process_id)

@@ -9,6 +9,10 @@ stream partition owns its leads and is the only writer of that partition's commi
 position. Rolling state lives in Redis, not in Bytewax; the only Bytewax state is the
 source position, which is also committed to Redis with each batch's effects, so a
 restart resumes from Redis with or without Bytewax recovery.
+
+Redis going away (a restart, a failover) does not stop the flow: a read that fails is
+tried again after a capped exponential backoff, a batch that fails is redone
+(``Processor.process_retrying``), and both report to ``/healthz`` meanwhile.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import cluster_main, run_main
 
+from engine.metrics import RedisHealth
 from engine.processor import Entry, Processor
+from engine.redis_client import UNREACHABLE
 from engine.streams import PartitionReader, StreamNames, committed_positions
 
 __all__ = ["EngineParts", "build_flow", "run_flow"]
@@ -56,6 +62,8 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
         end: str | None,
         stop: threading.Event | None,
         idle: timedelta,
+        health: RedisHealth,
+        backoff: Any,  # redis_client.outage_backoff(): .compute(failures) -> seconds
     ) -> None:
         self._reader = reader
         self._partition = partition
@@ -64,11 +72,26 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
         self._stop = stop
         self._idle = idle
         self._awake: datetime | None = None
+        self._health = health
+        self._backoff = backoff
+        self._failures = 0
 
     def next_batch(self) -> list[Entry]:
         if self._end is not None and _id_key(self._pos) >= self._end:
             raise StopIteration
-        rows = self._reader.read(self._pos)
+        try:
+            rows = self._reader.read(self._pos)
+        except UNREACHABLE as exc:  # Redis restarting or gone: never crash, try again later
+            if self._stop is not None and self._stop.is_set():
+                raise StopIteration from None
+            self._failures += 1
+            self._health.failed(f"{exc.__class__.__name__}: {exc}")
+            wait = self._backoff.compute(self._failures)
+            self._awake = datetime.now(UTC) + timedelta(seconds=wait)
+            return []
+        if self._failures:
+            self._failures = 0
+            self._health.ok()
         if not rows:
             if self._stop is not None and self._stop.is_set():
                 raise StopIteration
@@ -120,7 +143,10 @@ class RedisStreamSource(FixedPartitionedSource[Entry, str]):
         reader = PartitionReader(parts.client, parts.names, p, parts.read_count)
         end = reader.last_id() if self._bounded else None
         idle = timedelta(milliseconds=parts.idle_poll_ms)
-        return _StreamPartition(reader, p, start, end, self._stop, idle)
+        proc = parts.processor
+        return _StreamPartition(
+            reader, p, start, end, self._stop, idle, proc.health, proc.outage_backoff
+        )
 
 
 class _CallbackPartition(StatelessSinkPartition[Any]):
@@ -151,7 +177,7 @@ def build_flow(
     entries = op.input("streams", flow, RedisStreamSource(parts, bounded=bounded, stop=stop))
 
     def process(batch: list[Entry]) -> Sequence[dict[str, Any]]:
-        return parts.processor.process(batch).alerts
+        return parts.processor.process_retrying(batch, stop).alerts
 
     alerts = op.flat_map_batch("process", entries, process)
     op.output("alerts", alerts, _CallbackSink(on_alerts or (lambda items: None)))

@@ -160,6 +160,21 @@ class Learner:
         self.catch_up()  # examples learned after the last checkpoint, before a restart
         self.refresh(force=True)
 
+    def reload(self) -> None:
+        """Back to what Redis holds, as at a restart: the checkpoint, then the labels after it.
+
+        After a batch failed half-way (Redis unreachable) the live model may have learned
+        examples that were never committed; the batch's retry teaches them again, once,
+        at the same point of the stream.
+        """
+        blob = self._store.working_copy() if self.trainer else None
+        live = ModelSet.loads(blob) if blob else ModelSet(self._s.segments, self._s.learning_rate)
+        with self.lock:
+            self.live = live
+            self.serving, self.serving_version = live, None
+        self.catch_up()
+        self.refresh(force=True)
+
     def refresh(self, force: bool = False) -> None:
         """Pick up a pinned or newer published version (at most every ``model_check_s``)."""
         now = self._clock()

@@ -3,16 +3,28 @@
 ``Metrics.create(registry)`` makes every instrument once; tests pass a fresh
 ``CollectorRegistry``. Children with fixed labels are pre-bound (calling
 ``.labels()`` per event costs ~2 us more, DESIGN.md).
+
+The same HTTP server answers ``/healthz`` (:class:`RedisHealth`): the engine keeps
+running through a Redis outage, so something has to say it is not making progress.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-__all__ = ["Metrics", "serve"]
+__all__ = ["Metrics", "RedisHealth", "serve"]
+
+log = logging.getLogger(__name__)
 
 # Event -> alert latency: the SLA is minutes, the target well under a second; buckets
 # resolve 1 ms .. 10 s so p99 under load is visible without a thousand series.
@@ -23,6 +35,49 @@ _SCORE_BUCKETS = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 _BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000)
 # One batch through Redis and the model: ~ms for hundreds of events.
 _BATCH_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class RedisHealth:
+    """Whether the engine's last Redis round trip succeeded (``/healthz``, ``redis_up``).
+
+    The dataflow reports every read and batch: ``ok()`` (cheap: a no-op unless Redis was
+    down) or ``failed(reason)``. While Redis is unreachable the dataflow keeps retrying
+    instead of dying, so this is how an orchestrator or an alert learns that it is not
+    making progress, and why.
+    """
+
+    def __init__(self, up: Gauge, clock: Callable[[], float] = time.monotonic) -> None:
+        self._up = up
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._reason = ""  # empty: the last round trip succeeded
+        self._since = clock()
+        up.set(1)  # the engine starts only after connect() reached Redis
+
+    def ok(self) -> None:
+        if not self._reason:
+            return
+        with self._lock:
+            if self._reason:
+                log.warning("Redis reachable again after %.1f s", self._clock() - self._since)
+                self._reason, self._since = "", self._clock()
+                self._up.set(1)
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            if not self._reason:
+                log.warning("Redis unreachable (%s): retrying with backoff", reason)
+                self._since = self._clock()
+            self._reason = reason
+            self._up.set(0)
+
+    def report(self) -> tuple[bool, dict[str, Any]]:
+        """(healthy, the JSON body of ``/healthz``)."""
+        with self._lock:
+            reason, age = self._reason, round(self._clock() - self._since, 3)
+        if reason:
+            return False, {"status": "unavailable", "redis": reason, "failing_for_s": age}
+        return True, {"status": "ok", "redis": "ok", "up_for_s": age}
 
 
 @dataclass(frozen=True)
@@ -44,6 +99,8 @@ class Metrics:
     model_calibration: Gauge
     model_drift: Counter
     model_version: Gauge
+    redis_up: Gauge
+    health: RedisHealth
 
     def observe_model(self, status: dict[str, Any], serving_version: int | None) -> None:
         """Publish the model's live quality (``ModelSet.status()``) as gauges."""
@@ -67,6 +124,10 @@ class Metrics:
         cls, registry: CollectorRegistry | None = None, prefix: str = "leadpulse"
     ) -> Metrics:
         r = registry if registry is not None else CollectorRegistry()
+        redis_up = Gauge(
+            f"{prefix}_redis_up", "1 if the last Redis round trip succeeded, 0 while failing",
+            registry=r,
+        )  # fmt: skip
         return cls(
             registry=r,
             events_in=Counter(f"{prefix}_events_in", "Stream entries read", registry=r),
@@ -132,9 +193,37 @@ class Metrics:
                 f"{prefix}_model_version", "Model version scoring (0: unpublished live copy)",
                 registry=r,
             ),
+            redis_up=redis_up,
+            health=RedisHealth(redis_up),
         )  # fmt: skip
 
 
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes every few seconds
+        pass
+
+
 def serve(metrics: Metrics, port: int, addr: str = "127.0.0.1") -> None:
-    """Expose ``/metrics`` over HTTP on a daemon thread."""
-    start_http_server(port, addr=addr, registry=metrics.registry)
+    """Expose ``/metrics`` and ``/healthz`` over HTTP on a daemon thread.
+
+    ``/healthz``: 200 while the last Redis round trip succeeded, 503 with the reason (and
+    ``Retry-After``) while it is failing. Any other path is the Prometheus text.
+    """
+    prometheus = make_wsgi_app(metrics.registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/healthz":
+            return prometheus(environ, start_response)
+        healthy, body = metrics.health.report()
+        headers = [("Content-Type", "application/json")]
+        if not healthy:
+            headers.append(("Retry-After", "1"))
+        start_response("200 OK" if healthy else "503 Service Unavailable", headers)
+        return [json.dumps(body).encode()]
+
+    httpd = make_server(addr, port, app, _Server, handler_class=_QuietHandler)
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()

@@ -8,6 +8,9 @@ reason), apply the valid ones to the feature store in one pipelined round trip,
 score them in stream order (threading each lead's alert state and snapshots
 through the batch), learn from outcome events, evaluate alert rules, and commit
 all effects with the partition positions in one transaction.
+
+That one transaction is also what lets the live dataflow ride out a Redis restart:
+``process_retrying`` redoes a batch that failed because Redis was unreachable.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from typing import Any
 import msgpack
 
 from engine import alerts as rules
+from engine.errors import StoreError
 from engine.events import HAND_RAISE_TYPES, OUTCOME_TYPES, POSITIVE_OUTCOMES, Event
 from engine.learning import Learner, Snapshots, example
 from engine.metrics import Metrics
 from engine.model import OnlineModel
+from engine.redis_client import UNREACHABLE, outage_backoff
 from engine.scoring import PRIOR_INPUT, Score, assess, explain, prior, prior_logit
 from engine.settings import Settings
 from engine.sinks import BatchEffects, Committer
@@ -93,6 +98,8 @@ class Processor:
         self._wm_lock = threading.Lock()
         self._next_model_metrics = 0.0
         self._next_lag = 0.0
+        self.health = metrics.health  # the dataflow's reads report here too
+        self.outage_backoff = outage_backoff(settings.redis.outage_backoff_cap_s)
 
     # -- decode + validate ---------------------------------------------------------------
     def _decode(self, fields: dict[bytes, bytes]) -> Event | Rejection:
@@ -103,6 +110,62 @@ class Processor:
         return Rejection("malformed_entry: no event field")
 
     # -- the batch -------------------------------------------------------------------------
+    def process_retrying(
+        self, entries: Sequence[Entry], stop: threading.Event | None = None
+    ) -> BatchResult:
+        """:meth:`process`, redone with capped exponential backoff while Redis is unreachable.
+
+        Redoing a batch is safe because it commits in one MULTI/EXEC with its stream
+        positions: a failed attempt left only feature updates behind, and the store
+        replays those with the same replies. Two things could still differ, and are
+        handled before each retry: in-memory state that ran ahead of Redis (the sweep
+        watermarks, what the model learned) is reloaded from Redis as a restart would,
+        and a batch whose commit landed but whose reply was lost is not applied again.
+        Gives up only when ``stop`` is set (SIGTERM during an outage): the batch stays
+        uncommitted and is read again at the next start.
+        """
+        failures = 0
+        while True:
+            try:
+                if failures:
+                    self._resync()
+                    if self._landed(entries):
+                        self.health.ok()
+                        return BatchResult((), len(entries), 0, 0)
+                result = self.process(entries)
+                self.health.ok()
+                return result
+            except UNREACHABLE as exc:
+                failures += 1
+                self.health.failed(f"{exc.__class__.__name__}: {exc}")
+                delay = self.outage_backoff.compute(failures)
+                log.info("batch of %d redone in %.2f s (try %d): %s", len(entries), delay,
+                         failures + 1, exc)  # fmt: skip
+                if stop is not None and stop.wait(delay):
+                    msg = "stopped while Redis was unreachable: the batch was not committed"
+                    raise StoreError(msg) from exc
+                if stop is None:
+                    time.sleep(delay)
+
+    def _resync(self) -> None:
+        """Forget what may have run ahead of Redis in a failed batch; reload it from Redis."""
+        with self._wm_lock:
+            self._watermarks = None
+        self.learner.reload()
+
+    def _landed(self, entries: Sequence[Entry]) -> bool:
+        """Whether this batch's commit is in Redis already (its reply was lost)."""
+        last: dict[int, tuple[int, int]] = {}
+        for partition, sid, _ in entries:
+            ms, _, seq = (sid.decode() if isinstance(sid, bytes) else sid).partition("-")
+            last[partition] = (int(ms), int(seq or 0))
+        committed = self._commit.committed()
+        for partition, at in last.items():
+            ms, _, seq = committed[partition].partition("-")
+            if (int(ms), int(seq or 0)) < at:
+                return False
+        return True
+
     def process(self, entries: Sequence[Entry]) -> BatchResult:
         started = time.perf_counter()
         m = self._metrics

@@ -5,7 +5,10 @@ With no ``REDIS_URL`` (and no ``redis.url`` in config) leadpulse starts the real
 loopback port, in a temporary directory, without persistence, and stops it on
 exit. Connections use redis-py's ``Retry`` with exponential backoff rather than
 a hand-rolled loop, and are checked at start-up so a wrong URL fails with a
-message that says what is wrong.
+message that says what is wrong. That per-command retry rides out a dropped
+connection; a longer outage (a restart, a failover) is ridden out one level up, by
+the dataflow retrying its read or its whole batch (``UNREACHABLE``,
+``outage_backoff``), because only there is it known what is safe to redo.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -28,7 +31,19 @@ from redis.retry import Retry
 
 from engine.errors import EmbeddedServerError, StoreError
 
-__all__ = ["EmbeddedServer", "connect", "resolve_url"]
+__all__ = [
+    "UNREACHABLE",
+    "EmbeddedServer",
+    "connect",
+    "outage_backoff",
+    "resolve_url",
+    "without_retry",
+]
+
+#: "Redis cannot be reached right now": down, restarting, failing over, or still loading
+#: its AOF (``BusyLoadingError`` is a ``ConnectionError``). Wait and retry on these; any
+#: other Redis error is a bug or bad data and must surface.
+UNREACHABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
 
 
 def _free_port() -> int:
@@ -114,3 +129,27 @@ def connect(url: str, retries: int = 6, socket_timeout_s: float = 5.0) -> redis.
     if int(version.split(".")[0]) < 7:
         raise StoreError(f"Redis at {url} is {version}; leadpulse needs 7.0 or newer")
     return client
+
+
+def outage_backoff(cap_s: float) -> ExponentialBackoff:
+    """The wait before the n-th retry of a read or batch while Redis is unreachable.
+
+    ``compute(n)`` = min(cap_s, 0.05 s * 2**n): 0.1 s, 0.2 s, ... so a short blip costs
+    little and a long outage costs one attempt every ``cap_s``.
+    """
+    return ExponentialBackoff(cap=cap_s, base=0.05)
+
+
+def without_retry(client: redis.Redis) -> redis.Redis:
+    """A twin of ``client`` (same server, same options, own pool) that never re-sends.
+
+    For the batch transaction. redis-py's ``Retry`` re-sends a MULTI/EXEC whose reply was
+    lost (connection dropped, or timed out, after EXEC ran), and that would commit a batch
+    twice: its alerts and labels appended again. The caller decides instead, after
+    checking what landed (``Processor.process_retrying``).
+    """
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    )

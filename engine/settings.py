@@ -67,6 +67,7 @@ class RedisSettings(_Section):
     key_prefix: str = Field("lp", pattern=r"^[a-z][a-z0-9_]{0,15}$")
     socket_timeout_s: float = Field(5.0, gt=0, le=120)
     retries: int = Field(6, ge=0, le=50)
+    outage_backoff_cap_s: float = Field(2.0, gt=0, le=300)
 
 
 class StreamSettings(_Section):

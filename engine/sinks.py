@@ -21,7 +21,8 @@ import msgpack
 import redis
 
 from engine.model_store import ModelKeys, publish_commands
-from engine.streams import StreamNames, processed_key, stream_lag
+from engine.redis_client import without_retry
+from engine.streams import StreamNames, committed_positions, processed_key, stream_lag
 from features.store import due_key, hot_key, lead_key
 
 __all__ = ["BatchEffects", "Committer", "due_key", "hot_key", "watermark_key"]
@@ -67,6 +68,8 @@ class Committer:
         retain_processed_s: float = 3_600,
     ) -> None:
         self._r = client
+        # never re-sent by redis-py: a lost EXEC reply must not commit a batch twice
+        self._tx = without_retry(client)
         self._names = names
         self._prefix = names.prefix
         self._alerts_maxlen = alerts_maxlen
@@ -78,7 +81,7 @@ class Committer:
         self.model_keys = ModelKeys(names.prefix)
 
     def commit(self, fx: BatchEffects) -> None:
-        pipe = self._r.pipeline(transaction=True)
+        pipe = self._tx.pipeline(transaction=True)
         p = self._prefix
         for (tenant, lead), record in fx.score_records.items():
             skey = lead_key(p, tenant, lead, "s")
@@ -149,6 +152,10 @@ class Committer:
                 if ms > 0:
                     pipe.xtrim(self._names.events(partition), minid=f"{ms}-0", approximate=True)
         pipe.execute()
+
+    def committed(self) -> dict[int, str]:
+        """The committed position per partition (did a batch whose reply was lost land?)."""
+        return committed_positions(self._r, self._names)
 
     def lag(self, partitions: Iterable[int]) -> dict[int, int]:
         """Unprocessed entries per partition (for the lag metric)."""
