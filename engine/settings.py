@@ -621,12 +621,19 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+#: Settings whose values may be secrets (an HMAC key, an API key pasted in place of its
+#: digest, credentials in a URL): errors name them but never echo what was given.
+_SECRET_PARTS = frozenset({"secret", "contact_hash_key", "api_keys", "url", "webhook_url"})
+
+
 def _format_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown setting")
+        elif _SECRET_PARTS.intersection(str(p) for p in e["loc"]):
+            lines.append(f"{key}: {e['msg']} (value not shown: it may be a secret)")
         else:
             lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
     return "invalid configuration: " + "; ".join(lines)

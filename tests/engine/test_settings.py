@@ -329,3 +329,36 @@ def test_sla_row_with_unknown_key_is_refused() -> None:
     row = {"minutes": 5, "after_hours_minutes": 15, "first_touch": ["call"]}
     with pytest.raises(ConfigError, match=r"alerts\.sla"):
         load_settings(overrides={"alerts": {"sla": {"portl": row}}}, environ={})
+
+
+@pytest.mark.parametrize(
+    "overrides, secret",
+    [
+        ({"gateway": {"contact_hash_key": "short-but-secret-AAAA"}}, "short-but-secret-AAAA"),
+        (  # an API key pasted where its sha256 digest belongs
+            {"gateway": {"api_keys": {"lpk_live_pasted_key_0123": {"tenant": "a"}}}},
+            "lpk_live_pasted_key_0123",
+        ),
+        (  # credentials in a URL
+            {
+                "delivery": {
+                    "tenants": {"acme": {"webhook_url": "ftp://u:pw-XYZ@h", "secret": "s" * 16}}
+                }
+            },
+            "pw-XYZ",
+        ),
+        (
+            {"delivery": {"tenants": {"acme": {"webhook_url": "https://h", "secret": "short-s3"}}}},
+            "short-s3",
+        ),
+    ],
+)
+def test_errors_name_a_secret_setting_but_never_echo_it(
+    overrides: dict[str, Any], secret: str
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_settings(overrides=overrides, environ={})
+    assert secret not in str(exc.value)
+    assert "value not shown" in str(exc.value)
+    section = next(iter(overrides))
+    assert str(exc.value).startswith(f"invalid configuration: {section}.")
