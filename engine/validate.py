@@ -25,7 +25,8 @@ from engine.settings import ValidationSettings
 
 __all__ = ["Rejection", "Validator", "decode"]
 
-_CONTROL = re.compile(r"[\x00-\x1f]")
+_BAD_CHARS = re.compile(r"[\x00-\x1f\ud800-\udfff]")  # control chars, lone surrogates
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # from JSON "\ud800": not encodable as UTF-8
 _TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _KNOWN = frozenset(
     {
@@ -112,7 +113,7 @@ class Validator:
         if not isinstance(etype, str):
             raise InvalidEventError(f"wrong_type:type must be a string, got {type(etype).__name__}")
         if etype not in EVENT_TYPES:
-            raise InvalidEventError(f"unknown_type:{etype[:40]}")
+            raise InvalidEventError(f"unknown_type:{_shown(etype)}")
         ts = self._ts(obj.get("ts"))
         tenant = obj.get("tenant")
         if tenant is None or tenant == "":
@@ -147,10 +148,15 @@ class Validator:
         for key, value in props.items():
             if not isinstance(key, str) or len(key) > s.max_id_len:
                 raise InvalidEventError("bad_value:props keys must be short strings")
-            if isinstance(value, str) and len(value) > s.max_string_len:
-                raise InvalidEventError(f"too_long:props.{key[:40]}")
+            if not key.isascii() and _SURROGATE.search(key):
+                raise InvalidEventError("bad_value:props keys must be valid Unicode")
+            if isinstance(value, str):
+                if len(value) > s.max_string_len:
+                    raise InvalidEventError(f"too_long:props.{_shown(key)}")
+                if not value.isascii() and _SURROGATE.search(value):
+                    raise InvalidEventError(f"bad_value:props.{_shown(key)} is not valid Unicode")
             if isinstance(value, float) and not math.isfinite(value):
-                raise InvalidEventError(f"bad_value:props.{key[:40]} must be finite")
+                raise InvalidEventError(f"bad_value:props.{_shown(key)} must be finite")
         return Event(
             event_id=event_id,
             lead_id=lead_id,
@@ -170,11 +176,16 @@ class Validator:
             return ""
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise InvalidEventError(f"wrong_type:{name} must be a string")
-        value = str(value)
+        try:
+            value = str(value)
+        except ValueError:  # an int of more than sys.get_int_max_str_digits() digits
+            raise InvalidEventError(f"too_long:{name} is over {self._s.max_id_len} chars") from None
         if len(value) > self._s.max_id_len:
             raise InvalidEventError(f"too_long:{name} is {len(value)} chars > {self._s.max_id_len}")
-        if _CONTROL.search(value):
-            raise InvalidEventError(f"bad_value:{name} has control characters")
+        bad = _BAD_CHARS.search(value)
+        if bad:
+            what = "control characters" if bad[0] < " " else "a lone surrogate (not Unicode)"
+            raise InvalidEventError(f"bad_value:{name} has {what}")
         return value
 
     def _number(self, obj: dict[str, Any], name: str, lo: float, hi: float) -> float:
@@ -221,3 +232,9 @@ class Validator:
         if ts > now + self._s.max_future_skew_s:
             raise InvalidEventError("bad_value:ts is in the future")
         return ts
+
+
+def _shown(text: str) -> str:
+    """At most 40 characters of a caller's string for a reason code, always UTF-8 encodable
+    (a lone surrogate from a JSON ``\\ud800`` escape becomes ``?``)."""
+    return text[:40].encode("utf-8", "replace").decode()

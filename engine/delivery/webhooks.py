@@ -70,15 +70,19 @@ def verify(
     tolerance_s: float = 300.0,
     now: float | None = None,
 ) -> bool:
-    """What a receiver does: a fresh timestamp and a matching signature (constant time)."""
-    try:
-        ts = int(timestamp)
-    except ValueError:
+    """What a receiver does: a fresh timestamp and a matching signature (constant time).
+
+    Never raises on what a sender controls: a timestamp that is not plain ASCII digits
+    (or too long to be one) and a signature with non-ASCII characters are just False.
+    """
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 20):
         return False
+    ts = int(timestamp)
     now = time.time() if now is None else now
     if abs(now - ts) > tolerance_s:
         return False
-    return hmac.compare_digest(sign(secret, ts, body), signature)
+    expected = sign(secret, ts, body).encode()
+    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
 
 
 @dataclass(frozen=True)

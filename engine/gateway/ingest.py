@@ -16,6 +16,7 @@ gateway's rules:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,7 @@ MSGPACK_TYPES = frozenset(
     {"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"}
 )
 _ID_FIELDS = ("event_id", "lead_id", "visitor_id", "property_id", "agent_id", "area")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # JSON "\ud800": no UTF-8 form, never a valid id
 
 
 class BodyError(Exception):
@@ -96,7 +98,8 @@ def decode_body(body: bytes, fmt: str, max_events: int) -> list[Any]:
 
 def lead_candidates(items: list[Any], limit: int = 1_000) -> list[str]:
     """The lead ids the items name (``lead_id``, else ``~visitor_id``), before validation:
-    what to look up in the alias map. Bounded, and only strings and ints are considered."""
+    what to look up in the alias map. Bounded, and only strings and ints are considered
+    (not text with a lone surrogate: it cannot be sent to Redis, and is rejected anyway)."""
     out: set[str] = set()
     for item in items:
         if not isinstance(item, dict):
@@ -108,7 +111,7 @@ def lead_candidates(items: list[Any], limit: int = 1_000) -> list[str]:
             out.add(f"~{visitor}"[:256])
         if len(out) >= limit:
             break
-    return sorted(out)
+    return sorted(c for c in out if c.isascii() or not _SURROGATE.search(c))
 
 
 class Ingestor:
@@ -178,8 +181,9 @@ class Ingestor:
             wire.pop("props", None)
         try:
             payload = self._pack(wire)
-        except (ValueError, TypeError, OverflowError):
-            return _rejected(i, "bad_value:props cannot be encoded (numbers beyond 64 bits?)")
+        except (ValueError, TypeError, OverflowError) as exc:  # only props can fail here
+            bad = "text that is not Unicode" if isinstance(exc, UnicodeError) else "a huge int"
+            return _rejected(i, f"bad_value:props has {bad} (msgpack cannot encode it)")
         if len(payload) > self._max_bytes:
             return _rejected(i, f"too_large: {len(payload)} bytes > {self._max_bytes}")
         prepared = Prepared(
