@@ -76,13 +76,15 @@ def _rss_kb(pid: int) -> int:
 def workload(
     window_events: int, window_days: float, seed: int, rate: float, tag: str
 ) -> Iterator[dict[str, Any]]:
-    """Endless events of one bounded lead population, event time following the wall clock.
+    """Endless events: new leads arrive, behave, go quiet; event time follows the wall clock.
 
-    One simulator window is replayed pass after pass with fresh event ids, its event
-    time compressed so that at ``rate`` events/s each event's ``ts`` is about the wall
-    time it is sent at: agents' actions (``assigned`` events, SLA escalations, all in
-    wall time) then interleave with the leads' events as they do live. Windows shrink
-    by the same factor (48 h of behaviour takes ~``window_events / rate`` / 7 s).
+    One simulator window is replayed pass after pass with fresh event and lead ids (the
+    leads of a pass are new leads, as a brokerage gets every day; those of earlier
+    passes go idle and their keys expire after ``features.idle_expire_d``). Its event
+    time is compressed so that at ``rate`` events/s each event's ``ts`` is about the
+    wall time it is sent at: agents' actions (``assigned`` events, SLA escalations,
+    all in wall time) interleave with the leads' events as they do live, and a lead's
+    ``window_days`` of behaviour take one pass (``window_events / rate`` seconds).
     """
     config = events_for_count(window_events, seed=seed, days=window_days, tenant=TENANT)
     window = list(generate(config))
@@ -97,6 +99,9 @@ def workload(
             out = dict(ev)
             out["ts"] = round(base + (ev["ts"] - origin) * squeeze, 3)
             out["event_id"] = f"{ev['event_id']}.{tag}{passes}"
+            for field_name in ("lead_id", "visitor_id"):  # new leads every pass
+                if field_name in out:
+                    out[field_name] = f"{out[field_name]}.{tag}{passes}"
             yield out
         passes += 1
 

@@ -25,7 +25,26 @@ from engine.redis_client import without_retry
 from engine.streams import StreamNames, committed_positions, processed_key, stream_lag
 from features.store import due_key, hot_key, lead_key
 
-__all__ = ["BatchEffects", "Committer", "due_key", "hot_key", "watermark_key"]
+__all__ = ["BatchEffects", "Committer", "due_key", "hot_index_key", "hot_key", "watermark_key"]
+
+
+def hot_index_key(prefix: str) -> str:
+    """Zset "tenant<0x1f>lead" -> wall ms of the lead's last score record, for every lead
+    on a hot list: how :meth:`Committer.prune_hot` finds leads gone idle."""
+    return f"{prefix}:hotidx"
+
+
+#: Drop from the hot lists leads whose last score record is older than the cutoff (their
+#: feature keys have expired by now): one atomic pass of at most ARGV[3] leads.
+_PRUNE_HOT = r"""
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[3])
+for _, m in ipairs(gone) do
+  local sep = string.find(m, '\31', 1, true)
+  redis.call('ZREM', ARGV[1] .. ':hot:' .. string.sub(m, 1, sep - 1), string.sub(m, sep + 1))
+  redis.call('ZREM', KEYS[1], m)
+end
+return #gone
+"""
 
 
 def watermark_key(prefix: str) -> str:
@@ -79,18 +98,39 @@ class Committer:
         self._labels_maxlen = labels_maxlen
         self._retain_ms = int(retain_processed_s * 1000)
         self.model_keys = ModelKeys(names.prefix)
+        self._prune_hot = client.register_script(_PRUNE_HOT)
+        self._next_prune = 0.0
+
+    def prune_hot(self, now: float | None = None, limit: int = 1_000) -> int:
+        """Take leads idle longer than ``features.idle_expire_d`` off the hot lists.
+
+        Their features and score record expire then; without this they would stay on
+        the hot list at their last score for ever (and the zset would grow with every
+        lead a brokerage ever had). Idempotent; returns how many went.
+        """
+        now = time.time() if now is None else now
+        cutoff_ms = int((now - self._idle) * 1000)
+        return int(self._prune_hot(keys=[hot_index_key(self._prefix)],
+                                   args=[self._prefix, cutoff_ms, limit]))  # fmt: skip
 
     def commit(self, fx: BatchEffects) -> None:
+        if time.monotonic() >= self._next_prune:  # once a minute, outside the transaction
+            self._next_prune = time.monotonic() + 60
+            self.prune_hot()
         pipe = self._tx.pipeline(transaction=True)
         p = self._prefix
+        now_ms = int(time.time() * 1000)
         for (tenant, lead), record in fx.score_records.items():
             skey = lead_key(p, tenant, lead, "s")
             pipe.hset(skey, mapping=record)
             pipe.expire(skey, self._idle)
+            indexed = f"{tenant}\x1f{lead}"
             if record["bucket"] == "P5":
                 pipe.zrem(hot_key(p, tenant), lead)
+                pipe.zrem(hot_index_key(p), indexed)
             else:
                 pipe.zadd(hot_key(p, tenant), {lead: record["score"]})
+                pipe.zadd(hot_index_key(p), {indexed: now_ms})
         for (tenant, lead), (clear, push) in fx.snapshots.items():
             nkey = lead_key(p, tenant, lead, "n")
             if clear:

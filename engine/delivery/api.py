@@ -46,7 +46,7 @@ def api_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
         tenant: str = Depends(current_tenant),
     ) -> dict[str, Any]:
         a = assigner.read(tenant, lead_id)
-        card = client.hget(keys.cards(tenant), lead_id)
+        card = client.get(keys.card(tenant, lead_id))
         alert = json.loads(card) if card else None
         blocked = alert.get("blocked_channels", []) if alert else []
         return {

@@ -63,7 +63,7 @@ def read_board(
     if not leads:
         return board
     pipe = client.pipeline(transaction=False)
-    pipe.hmget(keys.cards(tenant), leads)
+    pipe.mget([keys.card(tenant, lead) for lead in leads])
     for lead in leads:
         pipe.hgetall(keys.assignment(tenant, lead))
         pipe.hgetall(keys.clock(tenant, lead))

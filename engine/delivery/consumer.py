@@ -93,6 +93,7 @@ class DeliveryService:
         self.consumer = consumer
         self.clock = clock
         ttl = int(settings.features.idle_expire_d * 86_400)
+        self._ttl = ttl
         self.producer = Producer(client, self.names, settings.streams.maxlen)
         self.consent = ConsentBook(client, self.keys, ttl)
         self.clocks = SlaClocks(
@@ -308,8 +309,12 @@ class DeliveryService:
         tenant, lead = a.tenant, a.lead_id
         own = pipe is None
         p = self._r.pipeline(transaction=False) if own else pipe
-        p.hset(self.keys.cards(tenant), lead, json.dumps(payload))
-        p.zadd(self.keys.leads(tenant), {lead: self.clock()})
+        # Both expire with the lead (features.idle_expire_d): a brokerage gets new leads
+        # every day, and a per-tenant hash of every lead's card grew for ever (the soak).
+        now = self.clock()
+        p.set(self.keys.card(tenant, lead), json.dumps(payload), ex=self._ttl)
+        p.zadd(self.keys.leads(tenant), {lead: now})
+        p.zremrangebyscore(self.keys.leads(tenant), "-inf", f"({now - self._ttl}")
         self.feed.publish(tenant, kind, payload, a.audience, a.group, pipe=p)
         if own:
             p.execute()
@@ -374,7 +379,7 @@ class DeliveryService:
 
     def _realert(self, a: Assignment, escalation: dict[str, Any] | None) -> list[Job]:
         """Send the lead's last alert again to its new owner(s)."""
-        raw = self._r.hget(self.keys.cards(a.tenant), a.lead_id)
+        raw = self._r.get(self.keys.card(a.tenant, a.lead_id))
         if raw is None:
             return []
         payload = json.loads(raw)

@@ -18,8 +18,8 @@ All under ``{prefix}:dlv:`` so they never collide with the engine's keys:
 - ``dlv:rep:{tenant}``          hash: SLA report counters by source and agent
 - ``dlv:rt:{tenant}:{dim}:{v}`` list: recent response times (seconds) for medians
 - ``dlv:consent:{tenant}:{lead}`` hash channel -> why it is blocked (JSON)
-- ``dlv:cards:{tenant}``        hash lead -> the lead's last delivered alert (JSON)
-- ``dlv:leads:{tenant}``        zset lead -> last alert time (the page's leads)
+- ``dlv:card:{tenant}:{lead}``  the lead's last delivered alert (JSON); expires with the lead
+- ``dlv:leads:{tenant}``        zset lead -> last alert time (the page's leads; idle ones go)
 
 Tenant ids match ``[A-Za-z0-9_.-]``, so ``{tenant}:{lead}`` splits at the first colon.
 """
@@ -83,8 +83,8 @@ class DeliveryKeys:
     def consent(self, tenant: str, lead: str) -> str:
         return f"{self.base}:consent:{tenant}:{lead}"
 
-    def cards(self, tenant: str) -> str:
-        return f"{self.base}:cards:{tenant}"
+    def card(self, tenant: str, lead: str) -> str:
+        return f"{self.base}:card:{tenant}:{lead}"
 
     def leads(self, tenant: str) -> str:
         return f"{self.base}:leads:{tenant}"

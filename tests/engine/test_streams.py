@@ -89,3 +89,31 @@ def test_learned_labels_are_trimmed_after_the_checkpoint(client: Any, make_setti
 def test_labels_within_the_retention_window_are_kept(client: Any, make_settings: Any) -> None:
     _, added, kept = _labelled_run(client, make_settings, retain_s=3_600)
     assert added > 200 and kept == added
+
+
+def test_leads_gone_idle_leave_the_hot_list(client: Any, make_settings: Any) -> None:
+    """A lead idle past ``idle_expire_d`` loses its features, so it leaves the hot list too
+    (found by the soak: with new leads every day the hot zset grew for ever)."""
+    import time
+
+    from engine.sinks import hot_index_key, hot_key
+
+    settings = make_settings(streams={"partitions": 1}, features={"idle_expire_d": 2 / 86_400})
+    prefix = settings.redis.key_prefix
+
+    def hand_raise(eid: str, lead: str) -> dict[str, Any]:
+        return {"event_id": eid, "lead_id": lead, "tenant": "t1", "type": "showing_request",
+                "ts": time.time(), "property_id": "P1"}  # fmt: skip
+
+    def run(events: list[dict[str, Any]]) -> None:
+        parts = build_parts(settings, client)
+        Producer(client, parts.names, 0).send(events)
+        run_flow(build_flow(parts, bounded=True))
+
+    run([hand_raise("a", "L1"), hand_raise("b", "L2")])
+    assert {m.decode() for m in client.zrange(hot_key(prefix, "t1"), 0, -1)} == {"L1", "L2"}
+    time.sleep(2.2)  # both idle past the expiry: their keys are gone
+    assert not client.exists(f"{prefix}:{{t1:L1}}:s")
+    run([hand_raise("c", "L2")])  # L2 is back; the next commit prunes L1
+    assert [m.decode() for m in client.zrange(hot_key(prefix, "t1"), 0, -1)] == ["L2"]
+    assert [m.decode() for m in client.zrange(hot_index_key(prefix), 0, -1)] == ["t1\x1fL2"]

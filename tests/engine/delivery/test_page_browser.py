@@ -116,7 +116,8 @@ def test_hot_list_live_alert_and_acknowledge(
          "ts": time.time(), "props": {"text": "STOP"}},
         _event("H3", "showing_request", "02139"),
     ])  # fmt: skip
-    wait_for(lambda: client.hlen(svc.keys.cards("default")) == 3, timeout=10)
+    cards = [svc.keys.card("default", lead) for lead in ("H1", "H2", "H3")]
+    wait_for(lambda: client.exists(*cards) == 3, timeout=10)
     driver = _chrome()
     try:
         driver.get(f"{url}/hotlist?agent=cy")
