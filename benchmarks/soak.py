@@ -74,30 +74,30 @@ def _rss_kb(pid: int) -> int:
 
 
 def workload(
-    window_events: int, window_days: float, seed: int, rate: float, tag: str
+    window_events: int, window_days: float, seed: int, events_total: float, tag: str
 ) -> Iterator[dict[str, Any]]:
-    """Endless events: new leads arrive, behave, go quiet; event time follows the wall clock.
+    """Endless events: new leads arrive, behave for ``window_days``, go quiet.
 
-    One simulator window is replayed pass after pass with fresh event and lead ids (the
-    leads of a pass are new leads, as a brokerage gets every day; those of earlier
-    passes go idle and their keys expire after ``features.idle_expire_d``). Its event
-    time is compressed so that at ``rate`` events/s each event's ``ts`` is about the
-    wall time it is sent at: agents' actions (``assigned`` events, SLA escalations,
-    all in wall time) interleave with the leads' events as they do live, and a lead's
-    ``window_days`` of behaviour take one pass (``window_events / rate`` seconds).
+    One simulator window is replayed pass after pass with fresh event and lead ids: the
+    leads of a pass are new leads, as a brokerage gets every day, and those of earlier
+    passes go idle (their keys expire after ``features.idle_expire_d``). Event time runs
+    at simulator speed, ``window_days`` per pass, so every event-time window (48 h
+    repeats, 30-day dedup horizon, the label horizon, the daily sweep) turns over many
+    times during the soak. The passes are placed so that the ``events_total``-th event
+    is about a day before now (the validator refuses the future).
     """
     config = events_for_count(window_events, seed=seed, days=window_days, tenant=TENANT)
     window = list(generate(config))
-    pass_s = len(window) / rate  # wall seconds one pass takes at `rate`
-    squeeze = pass_s / (window_days * 86_400)
+    span = window_days * 86_400
+    planned = int(events_total // max(1, len(window))) + 2
+    first = time.time() - 86_400 - planned * span  # where pass 0 starts
     origin = config.start_ts
-    start = time.time()
     passes = 0
     while True:
-        base = start + passes * pass_s
+        shift = first + passes * span - origin
         for ev in window:
             out = dict(ev)
-            out["ts"] = round(base + (ev["ts"] - origin) * squeeze, 3)
+            out["ts"] = round(ev["ts"] + shift, 3)
             out["event_id"] = f"{ev['event_id']}.{tag}{passes}"
             for field_name in ("lead_id", "visitor_id"):  # new leads every pass
                 if field_name in out:
@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info(client, server.url, [("redis_kind", server.kind)])
     samples: list[dict[str, Any]] = []
     base = f"http://127.0.0.1:{ports['serve']}"
-    warm = workload(args.window_events, args.window_days, args.seed, 2_000.0, "c")
+    warm = workload(args.window_events, args.window_days, args.seed, args.calibrate_events, "c")
     sender = Sender(base, api_key, warm, args.batch)
     try:
         plist = list(procs.values())
@@ -455,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
             max_rate = target / (time.monotonic() - t0)
             rate = args.load * max_rate
             print(f"calibrated max {max_rate:.0f} events/s -> soak at {rate:.0f}", flush=True)
-        sender.events = workload(args.window_events, args.window_days, args.seed, rate, "s")
+        total = rate * args.minutes * 60
+        sender.events = workload(args.window_events, args.window_days, args.seed, total, "s")
 
         start = time.monotonic()
         duration = args.minutes * 60

@@ -36,8 +36,8 @@ from engine.settings import POND, RoutingRule, TenantDelivery
 from engine.streams import Producer
 
 __all__ = [
-    "Assigner", "Assignment", "Match", "assigned_event", "match_rule", "next_in_turn",
-    "stream_emitter",
+    "Assigner", "Assignment", "Match", "assigned_event", "lead_event_time", "match_rule",
+    "next_in_turn", "stream_emitter",
 ]  # fmt: skip
 
 _HISTORY = 50
@@ -120,6 +120,10 @@ class Assignment:
     offered_to: tuple[str, ...] = ()
     claim_deadline: float = 0.0
     missed_by: tuple[str, ...] = field(default_factory=tuple)
+    # The lead's event time at this assignment (``ts`` is wall time, for SLA clocks): the
+    # `assigned` event carries it, so a replay or backfill of old events while delivery
+    # runs does not stamp a lead with today's date and make its next events look late.
+    event_ts: float = 0.0
 
     def to_hash(self) -> dict[str, str]:
         d = asdict(self)
@@ -142,6 +146,7 @@ class Assignment:
             offered_to=tuple(x for x in h.get("offered_to", "").split(",") if x),
             claim_deadline=float(h.get("claim_deadline") or 0),
             missed_by=tuple(x for x in h.get("missed_by", "").split(",") if x),
+            event_ts=float(h.get("event_ts") or 0),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -256,11 +261,12 @@ class Assigner:
             result = replace(current, how="sticky", reason=f"already {what}: {current.reason}")
             self._remember(alert_id, result, pipe)
             return result
+        event_ts = float((alert.get("event") or {}).get("ts") or now)
         if alert.get("agent_id") and current is None:
             agent = str(alert["agent_id"])
             result = Assignment(
                 tenant, lead, "assigned", agent, _group_of(cfg, agent), "event",
-                f"assigned to {agent} by an earlier event", now, alert_id,
+                f"assigned to {agent} by an earlier event", now, alert_id, event_ts=event_ts,
             )  # fmt: skip
             return self._save(result, emit=False, pipe=pipe)
         m = match_rule(cfg, str(alert.get("bucket", "")), profile)
@@ -269,20 +275,21 @@ class Assigner:
         if m.group == POND or not members:
             result = Assignment(
                 tenant, lead, "pond", "", POND, how, f"{m.why} -> the pond (shared queue)",
-                now, alert_id,
+                now, alert_id, event_ts=event_ts,
             )  # fmt: skip
         elif m.first_to_claim:
             result = Assignment(
                 tenant, lead, "offered", "", m.group, how,
                 f"{m.why} -> offered to {m.group}: first to claim within "
                 f"{self._claim_timeout:.0f} s",
-                now, alert_id, tuple(members), now + self._claim_timeout,
+                now, alert_id, tuple(members), now + self._claim_timeout, event_ts=event_ts,
             )  # fmt: skip
         else:
             agent = self._turn(tenant, m.group, members, set())
             result = Assignment(
                 tenant, lead, "assigned", agent, m.group, how,
                 f"{m.why} -> {m.group}, round robin -> {agent}", now, alert_id,
+                event_ts=event_ts,
             )  # fmt: skip
         emit = result.state != "offered"
         return self._save(result, emit=emit, event_id=f"dlv-asg-{alert_id}", pipe=pipe)
@@ -297,7 +304,7 @@ class Assigner:
         reason = f"claimed by {agent} (first to claim; was {was})"
         new = Assignment(
             tenant, lead, "assigned", agent, group, "claim", reason, now,
-            current.alert_id if current else "",
+            current.alert_id if current else "", event_ts=lead_event_time(current, now),
         )  # fmt: skip
         key = self._keys.assignment(tenant, lead)
         args: list[Any] = [agent, member(tenant, lead)]
@@ -331,6 +338,7 @@ class Assigner:
             agent = self._turn(tenant, current.group, members, set())
             new = replace(
                 current, state="assigned", agent=agent, how="claim_timeout", ts=now,
+                event_ts=lead_event_time(current, now),
                 reason=f"nobody claimed within {self._claim_timeout:.0f} s: {current.group}, "
                 f"round robin -> {agent}", offered_to=(), claim_deadline=0.0,
             )  # fmt: skip
@@ -344,6 +352,7 @@ class Assigner:
             return None
         now = self._clock()
         missed_by = tuple(dict.fromkeys(current.missed_by + ((missed,) if missed else ())))
+        event_ts = lead_event_time(current, now)
         who = missed or "nobody"
         members = self._tenants(tenant).groups.get(current.group, ())
         agent = None
@@ -351,7 +360,7 @@ class Assigner:
             agent = self._turn(tenant, current.group, members, set(missed_by))
         if agent is not None:
             new = replace(
-                current, state="assigned", agent=agent, how="escalation", ts=now,
+                current, state="assigned", agent=agent, how="escalation", ts=now, event_ts=event_ts,
                 reason=f"SLA missed by {who}: reassigned to the next agent in "
                 f"{current.group}, {agent}", missed_by=missed_by, offered_to=(),
                 claim_deadline=0.0,
@@ -359,6 +368,7 @@ class Assigner:
         else:
             new = replace(
                 current, state="pond", agent="", group=POND, how="escalation", ts=now,
+                event_ts=event_ts,
                 reason=f"SLA missed by {who}: returned to the pond (shared queue)",
                 missed_by=missed_by, offered_to=(), claim_deadline=0.0,
             )  # fmt: skip
@@ -409,6 +419,16 @@ class Assigner:
             self._emit(assigned_event(a, event_id), pipe)
 
 
+def lead_event_time(current: Assignment | None, now: float) -> float:
+    """The lead's event time now: its last assignment's, moved on by the wall time since.
+
+    Live, that is about ``now``; while old events are replayed it stays in their era.
+    """
+    if current is None or not current.event_ts:
+        return now
+    return current.event_ts + max(0.0, now - current.ts)
+
+
 def assigned_event(a: Assignment, event_id: str) -> dict[str, Any]:
     """The ``assigned`` event (contract v1) that records an assignment in the stream."""
     ev: dict[str, Any] = {
@@ -416,7 +436,7 @@ def assigned_event(a: Assignment, event_id: str) -> dict[str, Any]:
         "lead_id": a.lead_id,
         "tenant": a.tenant,
         "type": "assigned",
-        "ts": a.ts,
+        "ts": a.event_ts or a.ts,
         "props": {"reason": a.reason[:250], "group": a.group, "how": a.how, "state": a.state},
     }
     if a.agent:

@@ -180,3 +180,24 @@ def test_a_batch_reads_once_and_keeps_a_lead_with_one_agent(
     assert len(set(owners["Z1"])) == 1  # the second alert of Z1 is sticky to the first
     assert sorted(a for agents in owners.values() for a in set(agents)) == ["cy", "dee", "eli"]
     assert svc.assigner.load("default") == {"cy": 1, "dee": 1, "eli": 1}
+
+
+def test_assigned_events_carry_the_leads_event_time_not_the_wall_clock(
+    make_settings: Any, client: Any
+) -> None:
+    """Alerts from a replay of old events, delivered today: the `assigned` events stay in
+    the leads' era (the alert's event time, moved on by the wall time since), so the
+    engine does not see those leads jump to today and reject their next events as late."""
+    clock = Clock(time.time())
+    old = clock() - 200 * 86_400  # the triggering event happened 200 days ago
+    rules = [{"group": "north", "areas": ["02139"], "first_to_claim": True}]
+    svc = _svc(make_settings, client, clock, rules=rules)
+    p = LeadProfile(side="buyer", area="02139")
+    svc.assigner.route(_alert("R1", old), p)  # offered to north: no event yet
+    clock.advance(61)
+    svc.tick()  # nobody claimed: round robin, 61 s later in the lead's time too
+    (timeout,) = _assigned_events(svc, "R1")
+    assert timeout["ts"] == old + 61
+    svc.assigner.route(_alert("R2", old), LeadProfile(side="buyer", area="99999"))
+    (direct,) = _assigned_events(svc, "R2")
+    assert direct["ts"] == old and _read(svc, "R2").ts == clock()  # SLA clocks: wall time
