@@ -304,8 +304,12 @@ class ApiKeyEntry(_Section):
     """What one API key may do. The key itself is never in config: only its sha256."""
 
     tenant: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    role: Literal["server", "tracker"] = "server"
+    #: server: back office, reads and writes all of its tenant; tracker: public browser key,
+    #: appends browsing events only; agent: one agent's hot-list key, sees and acts only as
+    #: ``agent`` (see engine/gateway/auth.py)
+    role: Literal["server", "tracker", "agent"] = "server"
     origins: tuple[str, ...] = ()  # tracker keys: page origins allowed to use it (empty: any)
+    agent: str = Field("", pattern=r"^(|[A-Za-z0-9_.-]{1,64})$")  # agent keys: the agent id
 
     @field_validator("origins")
     @classmethod
@@ -314,6 +318,16 @@ class ApiKeyEntry(_Section):
             if not _ORIGIN.fullmatch(origin):
                 raise ValueError(f"origin {origin!r} must look like https://example.com[:port]")
         return v
+
+    @model_validator(mode="after")
+    def _agent_bound(self) -> ApiKeyEntry:
+        if self.role == "agent" and not self.agent:
+            raise ValueError('an agent key must name its agent: agent = "<agent id>"')
+        if self.role != "agent" and self.agent:
+            raise ValueError(
+                f"only agent keys name an agent; remove agent from this {self.role} key"
+            )
+        return self
 
 
 class GatewaySettings(_Section):

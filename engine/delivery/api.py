@@ -6,6 +6,10 @@
 - ``GET /v1/sla/report``               per source and agent: median first response,
   contact within SLA, misses
 - ``GET /v1/delivery/dead``            the newest dead-lettered deliveries
+
+An agent key (``web.current_agent``) may read a lead's delivery only for a lead the
+board shows it (assigned or offered to it, or in the pond); receipts, the SLA report
+and dead letters are manager views, refused to agent keys (403).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner
 from engine.delivery.sla import SlaClocks
-from engine.delivery.web import current_tenant
+from engine.delivery.web import current_agent, current_tenant, require_visible, unrestricted_only
 from engine.delivery.webhooks import Receipts, read_dead_letters
 from engine.settings import Settings
 
@@ -44,7 +48,9 @@ def api_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
     def lead(
         lead_id: str = Path(pattern=r"^[^\x00-\x1f]{1,128}$"),
         tenant: str = Depends(current_tenant),
+        me: str = Depends(current_agent),
     ) -> dict[str, Any]:
+        require_visible(client, keys, tenant, lead_id, me)
         a = assigner.read(tenant, lead_id)
         card = client.get(keys.card(tenant, lead_id))
         alert = json.loads(card) if card else None
@@ -59,7 +65,9 @@ def api_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
             "alert": alert,
         }
 
-    @router.get("/v1/alerts/{alert_id}/receipts", name="delivery_receipts")
+    manager = [Depends(unrestricted_only)]
+
+    @router.get("/v1/alerts/{alert_id}/receipts", name="delivery_receipts", dependencies=manager)
     def alert_receipts(
         alert_id: str = Path(pattern=r"^[0-9a-f]{1,64}$"),
         tenant: str = Depends(current_tenant),
@@ -70,11 +78,11 @@ def api_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
             raise HTTPException(404, "no such alert")
         return {"alert_id": alert_id, "receipts": rows}
 
-    @router.get("/v1/sla/report", name="delivery_sla_report")
+    @router.get("/v1/sla/report", name="delivery_sla_report", dependencies=manager)
     def sla_report(tenant: str = Depends(current_tenant)) -> dict[str, Any]:
         return clocks.report(tenant)
 
-    @router.get("/v1/delivery/dead", name="delivery_dead")
+    @router.get("/v1/delivery/dead", name="delivery_dead", dependencies=manager)
     def dead(
         tenant: str = Depends(current_tenant), count: int = Query(50, ge=1, le=1000)
     ) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 - ``GET /hotlist`` the page (``static/hotlist.html``, plain HTML/CSS/JS, no build step);
   ``?agent=<id>`` shows that agent's leads, the offers to them and the pond. The page
-  and its assets are static and need no key; under the gateway the script asks for a
-  server API key once and sends it as ``Authorization: Bearer`` on every call.
+  and its assets are static and need no key; under the gateway the script asks for an
+  API key once (an agent key, or a server key for the back office) and sends it as
+  ``Authorization: Bearer`` on every call. With an agent key the server decides who
+  the agent is (``web.current_agent``): the board names it and the page adopts it.
 - ``GET /hotlist/hotlist.js``, ``/hotlist/hotlist.css`` its assets.
 - ``GET /v1/board`` the leads by bucket P1 -> P5 as JSON (``board.read_board``),
   with the feed id it was read at: the page's SSE stream resumes from there. (Not
@@ -11,7 +13,8 @@
 - ``POST /v1/leads/{lead_id}/claim | ack | contact`` with ``{"agent_id": ...}``: each
   becomes an event on the lead's partition (``assigned``, ``alert_ack``,
   ``agent_contact``); the delivery service reads ack and contact events and stops
-  the SLA clock, and the page sees that on its stream.
+  the SLA clock, and the page sees that on its stream. With an agent key, ``agent_id``
+  must be the key's agent and the lead one the board shows that agent (else 403).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner, stream_emitter
 from engine.delivery.sla import SlaClocks
-from engine.delivery.web import IDENT, current_tenant
+from engine.delivery.web import IDENT, current_agent, current_tenant, require_visible, scope_view
 from engine.settings import Settings
 from engine.streams import Producer, StreamNames
 
@@ -104,9 +107,11 @@ def page_router(
     @router.get("/v1/board", name="delivery_board")
     def board(
         tenant: str = Depends(current_tenant),
+        me: str = Depends(current_agent),
         agent: str = Query("", pattern=r"^$|" + IDENT),
         team: str = Query("", pattern=r"^$|" + IDENT),
     ) -> dict[str, Any]:
+        agent, team = scope_view(settings, tenant, me, agent, team)
         feed_id = feed.last_id(tenant)  # first: the stream resumes from here, nothing is lost
         return read_board(
             client, prefix, tenant, agent=agent, team=team, limit=d.page_limit, feed_id=feed_id,
@@ -132,6 +137,12 @@ def page_router(
         sid = producer.send([ev])[0]
         return {"event_id": ev["event_id"], "stream_id": sid.decode(), "type": etype}
 
+    def _may_act(tenant: str, lead: str, me: str, body: Action) -> None:
+        """An agent key acts only as its agent, and only on a lead the board shows it."""
+        if me and body.agent_id != me:
+            raise HTTPException(403, f"this key is agent {me}'s: it cannot act as {body.agent_id}")
+        require_visible(client, keys, tenant, lead, me)
+
     _bad_body: dict[int | str, dict[str, Any]] = {400: {"description": "the body is not JSON"}}
 
     @router.post(
@@ -143,7 +154,9 @@ def page_router(
         body: Action,
         lead_id: str = Path(pattern=_LEAD),
         tenant: str = Depends(current_tenant),
+        me: str = Depends(current_agent),
     ) -> JSONResponse:
+        _may_act(tenant, lead_id, me, body)
         won, assignment, message = assigner.claim(tenant, lead_id, body.agent_id)
         view = assignment.as_dict() if assignment else None
         if not won:
@@ -160,7 +173,9 @@ def page_router(
         body: Action,
         lead_id: str = Path(pattern=_LEAD),
         tenant: str = Depends(current_tenant),
+        me: str = Depends(current_agent),
     ) -> dict[str, Any]:
+        _may_act(tenant, lead_id, me, body)
         return _event(tenant, lead_id, "alert_ack", body)
 
     @router.post(
@@ -171,7 +186,9 @@ def page_router(
         body: Action,
         lead_id: str = Path(pattern=_LEAD),
         tenant: str = Depends(current_tenant),
+        me: str = Depends(current_agent),
     ) -> dict[str, Any]:
+        _may_act(tenant, lead_id, me, body)
         out = _event(tenant, lead_id, "agent_contact", body, channel=body.channel)
         why = consent.reasons(tenant, lead_id).get(body.channel)
         if why:  # recorded as it happened, but flagged: the channel is closed

@@ -7,7 +7,9 @@ and gets everything after it that the feed still holds (``feed_maxlen``). The
 ``last_event_id`` query parameter does the same for a first connection (the page
 passes the ``feed_id`` it loaded the hot list at, so nothing falls in between).
 Without either, the stream starts with what comes next. A comment line every
-``sse_keepalive_s`` keeps proxies from closing an idle connection.
+``sse_keepalive_s`` keeps proxies from closing an idle connection. With an agent key
+(``web.current_agent``) ``agent`` is the key's agent and ``team`` a group that lists
+it (``web.scope_view``, 403 otherwise).
 
 Each connection blocks on ``XREAD`` with its own asyncio Redis connection, so open
 streams never hold a worker thread.
@@ -28,7 +30,7 @@ from fastapi.responses import StreamingResponse
 from engine.delivery.feed import visible
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
-from engine.delivery.web import IDENT, current_tenant
+from engine.delivery.web import IDENT, current_agent, current_tenant, scope_view
 from engine.settings import Settings
 
 __all__ = ["async_client_like", "sse_router"]
@@ -71,10 +73,12 @@ def sse_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
     async def stream(
         request: Request,
         tenant: str = Depends(current_tenant),
+        me: str = Depends(current_agent),
         agent: str = Query("", pattern=r"^$|" + IDENT),
         team: str = Query("", pattern=r"^$|" + IDENT),
         last_event_id: str = Query("", max_length=41),
     ) -> StreamingResponse:
+        agent, team = scope_view(settings, tenant, me, agent, team)
         start = request.headers.get("last-event-id") or last_event_id
         if start and not _ID.match(start):
             raise HTTPException(400, "Last-Event-ID must be a feed id like 1700000000000-0")

@@ -4,19 +4,23 @@ Routes (all errors are ``{"error": code, "detail": text}``, see ``/openapi.json`
 
 - ``POST /v1/events``          a JSON or msgpack array of events; per-event result;
                                accepted events are in Redis before the response
-- ``GET /v1/leads/{lead_id}``  score record and feature counters (server keys)
-- ``GET /v1/hotlist``          the tenant's top leads (server keys)
+- ``GET /v1/leads/{lead_id}``  score record and feature counters (server keys; agent
+                               keys only for a lead assigned / offered to them or in
+                               the pond)
+- ``GET /v1/hotlist``          the tenant's top leads (server keys only)
 - ``GET /healthz``             Redis reachable, stream lag per partition (503 when down)
 - ``GET /metrics``             Prometheus text
 - ``GET /tracker.js``          the IDX tracker script
 - alert delivery (``engine.delivery.routers``): ``GET /hotlist`` the agents' page (static,
   no key), ``GET /v1/board``, ``GET /v1/alerts/stream`` (SSE), ``POST /v1/leads/{id}/
-  claim|ack|contact`` and delivery's reads, all scoped to the tenant of the server key
-  sent in ``Authorization: Bearer`` / ``X-Api-Key`` (never a key in the URL)
+  claim|ack|contact`` and delivery's reads, all scoped to the tenant of the server or
+  agent key sent in ``Authorization: Bearer`` / ``X-Api-Key`` (never a key in the URL);
+  an agent key also to its agent (``engine.delivery.web.current_agent``)
 - ``GET /openapi.json``        this API
 
 Per request on ``/v1/*``: authenticate (401), origin check for tracker keys (403),
-rate limit (429 + ``Retry-After``), then the route. Redis trouble is a 503 with
+rate limit (429 + ``Retry-After``), role check (403: trackers only post events, agent
+keys never do, see ``engine.gateway.auth``), then the route. Redis trouble is a 503 with
 ``Retry-After``, never a 500; nothing the caller sends is logged.
 
 No ``from __future__ import annotations`` here: FastAPI reads the route signatures'
@@ -38,6 +42,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
@@ -254,7 +259,9 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
         return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
@@ -280,8 +287,8 @@ def create_app(
             raise ApiError(401, "unauthorized", "unknown API key", {"WWW-Authenticate": "Bearer"})
         if from_query and not who.is_tracker:
             raise ApiError(
-                401, "unauthorized", "server keys must be sent in a header, never in the URL "
-                "(rotate this key: URLs end up in logs)", {"WWW-Authenticate": "Bearer"},
+                401, "unauthorized", "server and agent keys must be sent in a header, never in "
+                "the URL (rotate this key: URLs end up in logs)", {"WWW-Authenticate": "Bearer"},
             )  # fmt: skip
         if who.is_tracker and who.origins:
             origin = request.headers.get("origin", "")
@@ -306,7 +313,13 @@ def create_app(
         key: Annotated[str | None, Security(query_key)],
     ) -> Principal:
         presented = auth.credentials if auth else api_key
-        return await _admit(request, presented or key, from_query=not presented and bool(key))
+        who = await _admit(request, presented or key, from_query=not presented and bool(key))
+        if who.is_agent:  # an agent acts through its actions, never with raw events
+            raise ApiError(
+                403, "forbidden", "agent keys cannot post events; use the hot list's claim, "
+                "ack and contact actions, or a server key",
+            )  # fmt: skip
+        return who
 
     async def reader(
         request: Request,
@@ -318,18 +331,35 @@ def create_app(
             raise ApiError(403, "forbidden", "tracker keys cannot read leads; use a server key")
         return who
 
+    async def manager(who: Annotated[Principal, Depends(reader)]) -> Principal:
+        """Tenant-wide reads: server keys only."""
+        if who.is_agent:
+            raise ApiError(
+                403, "forbidden", "agent keys cannot read the whole tenant; use /v1/board"
+            )
+        return who
+
     async def current_tenant(who: Annotated[Principal, Depends(reader)]) -> str:
-        """The tenant of a server key (401/403/429 as for the reads): for routers mounted
-        on this app, e.g. ``app.dependency_overrides[delivery.web.current_tenant] =
-        app.state.current_tenant``."""
+        """The tenant of a server or agent key (401/403/429 as for the reads): for routers
+        mounted on this app, e.g. ``app.dependency_overrides[delivery.web.current_tenant]
+        = app.state.current_tenant``."""
         return who.tenant
 
+    async def current_agent(who: Annotated[Principal, Depends(reader)]) -> str:
+        """The agent of an agent key, ``""`` (unrestricted) for a server key: overrides
+        ``delivery.web.current_agent``, which scopes the board, feed, lead reads and
+        actions to that agent."""
+        return who.agent if who.is_agent else ""
+
     app.state.current_tenant = current_tenant
+    app.state.current_agent = current_agent
 
     # -- alert delivery: the hot-list page, its board, SSE feed and actions ---------------
-    # Each delivery route takes its tenant from delivery's ``current_tenant``; here that
-    # is the server key's tenant (header only: ``reader`` never looks at the URL).
+    # Each delivery route takes its tenant from delivery's ``current_tenant`` and who may
+    # act from ``current_agent``; here those are the key's tenant and, for an agent key,
+    # its agent (header only: ``reader`` never looks at the URL).
     from engine.delivery import web as delivery_web
+    from engine.delivery.keys import DeliveryKeys
     from engine.redis_client import connect
 
     try:
@@ -359,6 +389,8 @@ def create_app(
     app.include_router(keyed, responses=shared, dependencies=[Depends(reader)])
     app.include_router(keyless)
     app.dependency_overrides[delivery_web.current_tenant] = current_tenant
+    app.dependency_overrides[delivery_web.current_agent] = current_agent
+    delivery_keys = DeliveryKeys(settings.redis.key_prefix)
 
     # -- routes --------------------------------------------------------------------------
     event_array = {
@@ -443,6 +475,14 @@ def create_app(
         lead_id: Annotated[str, Path(min_length=1, max_length=settings.validation.max_id_len)],
         who: Annotated[Principal, Depends(reader)],
     ) -> LeadOut:
+        if who.is_agent and not await run_in_threadpool(
+            delivery_web.lead_visible, delivery_client, delivery_keys, who.tenant, lead_id,
+            who.agent,
+        ):  # fmt: skip
+            raise ApiError(
+                403, "forbidden", f"lead {lead_id} is not assigned or offered to agent "
+                f"{who.agent}, nor in the pond",
+            )  # fmt: skip
         raw_score, raw_feats = await store.lead(who.tenant, lead_id)
         record = _score(raw_score)
         if record is None and not raw_feats:
@@ -469,7 +509,7 @@ def create_app(
         responses={401: _E401, 403: _E403, 422: _E422, 429: _E429, 503: _E503},
     )
     async def get_hotlist(
-        who: Annotated[Principal, Depends(reader)],
+        who: Annotated[Principal, Depends(manager)],
         limit: Annotated[int, Query(ge=1, le=gw.hotlist_max)] = 10,
     ) -> HotListOut:
         rows = await store.hot_list(who.tenant, limit)

@@ -12,6 +12,12 @@ taken. Keys have a role:
   fields, may not read leads, can be limited to page origins, and is rate-limited
   per client address. It may come in the ``key`` query parameter (``sendBeacon``
   cannot set headers).
+- ``agent``: one agent's key for the hot-list page, bound to that agent id (``agent``
+  in its config entry). Least privilege: it reads the board, the alert feed and a lead
+  only as its agent (leads assigned or offered to it, and the pond), claims / acks /
+  logs contact only as its agent and only on those leads, may see a team view only of
+  a group it belongs to, and may not post events nor read the tenant-wide views
+  (``/v1/hotlist``, SLA report, receipts, dead letters). Header only, like server keys.
 """
 
 from __future__ import annotations
@@ -42,16 +48,22 @@ TRACKER_FORBIDDEN_FIELDS = ("source", "side", "timeline", "agent_id", "channel")
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the key's tenant and role, and a short id of the key for logs."""
+    """Who is calling: the key's tenant and role, a short id of the key for logs, and for
+    an agent key its agent."""
 
     tenant: str
     role: str
     key_id: str  # first 12 hex of the digest: names the key in logs and limits, reveals nothing
     origins: tuple[str, ...] = ()
+    agent: str = ""  # agent keys only: the one agent this key acts as
 
     @property
     def is_tracker(self) -> bool:
         return self.role == "tracker"
+
+    @property
+    def is_agent(self) -> bool:
+        return self.role == "agent"
 
 
 def key_digest(key: str) -> str:
@@ -60,8 +72,10 @@ def key_digest(key: str) -> str:
 
 
 def new_key(role: str = "server") -> str:
-    """A fresh random key (256 bits); ``lpk_trk_`` marks tracker keys for people."""
-    return ("lpk_trk_" if role == "tracker" else "lpk_") + secrets.token_urlsafe(32)
+    """A fresh random key (256 bits); ``lpk_trk_`` marks tracker keys, ``lpk_agt_`` agent
+    keys, for people (the prefix grants nothing: the config entry decides the role)."""
+    prefix = {"tracker": "lpk_trk_", "agent": "lpk_agt_"}.get(role, "lpk_")
+    return prefix + secrets.token_urlsafe(32)
 
 
 class KeyRing:
@@ -81,5 +95,7 @@ class KeyRing:
         found: Principal | None = None
         for stored, hexdigest, entry in self._entries:
             if hmac.compare_digest(stored, digest):  # no break: compare with every key
-                found = Principal(entry.tenant, entry.role, hexdigest[:12], entry.origins)
+                found = Principal(
+                    entry.tenant, entry.role, hexdigest[:12], entry.origins, entry.agent
+                )
         return found

@@ -40,8 +40,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--new-key", metavar="TENANT", help="print a new API key for TENANT and its config line"
     )
     p.add_argument(
-        "--role", choices=("server", "tracker"), default="server",
-        help="with --new-key: server (read + write) or tracker (public, browser events only)",
+        "--role", choices=("server", "tracker", "agent"), default="server",
+        help="with --new-key: server (back office: read + write), tracker (public, browser "
+        "events only) or agent (one agent's hot list: sees and acts only as --agent)",
+    )  # fmt: skip
+    p.add_argument(
+        "--agent", default="", metavar="AGENT_ID",
+        help="with --new-key --role agent: the agent id the key is bound to (required)",
     )  # fmt: skip
     p.add_argument(
         "--origin", action="append", default=[],
@@ -56,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``serve`` (or ``--new-key``); raises :class:`~engine.errors.LeadpulseError` on bad
     config or an unreachable Redis, which ``engine/cli.py`` prints."""
     if args.new_key:
-        return _new_key(args.new_key, args.role, args.origin)
+        return _new_key(args.new_key, args.role, args.origin, args.agent)
     import uvicorn
 
     from engine.gateway.app import create_app
@@ -114,20 +119,33 @@ def log_config() -> dict[str, Any]:
     return config
 
 
-def _new_key(tenant: str, role: str, origins: list[str]) -> int:
+def _new_key(tenant: str, role: str, origins: list[str], agent: str = "") -> int:
     import re
 
     from engine.gateway.auth import key_digest, new_key
 
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", tenant):
         raise ConfigError(f"--new-key: tenant {tenant!r} must match [A-Za-z0-9_.-]{{1,64}}")
+    if role == "agent" and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", agent):
+        raise ConfigError(
+            f"--new-key --role agent: --agent {agent!r} must be the agent id the key acts "
+            "as ([A-Za-z0-9_.-]{1,64})"
+        )
+    if role != "agent" and agent:
+        raise ConfigError(f"--agent: only agent keys name an agent (this is a {role} key)")
     key = new_key(role)
     digest = key_digest(key)
     entry = f'tenant = "{tenant}", role = "{role}"'
+    if agent:
+        entry += f', agent = "{agent}"'
     if origins:
         entry += ", origins = [" + ", ".join(f'"{o}"' for o in origins) + "]"
     out = sys.stdout
-    print(f"API key ({role}, tenant {tenant}); shown once, store it safely:\n\n  {key}\n", file=out)
+    who = f", agent {agent}" if agent else ""
+    print(
+        f"API key ({role}, tenant {tenant}{who}); shown once, store it safely:\n\n  {key}\n",
+        file=out,
+    )
     print("Add to your config file:\n\n  [gateway.api_keys]", file=out)
     print(f'  "{digest}" = {{ {entry} }}\n', file=out)
     env = f"LEADPULSE__GATEWAY__API_KEYS__{digest}='{{ {entry} }}'"

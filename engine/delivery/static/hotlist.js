@@ -3,7 +3,8 @@
 // Auth: if the server answers 401, the page asks for the API key once, keeps it in
 // sessionStorage (this tab only) and sends it as "Authorization: Bearer" on every call;
 // never in the URL. The feed is read with fetch() + a stream reader (EventSource cannot
-// send headers) and resumes with the Last-Event-ID header.
+// send headers) and resumes with the Last-Event-ID header. An agent key is bound to one
+// agent: the server fills that agent in (the board names it) and the page adopts it.
 "use strict";
 (function () {
   const body = document.body;
@@ -317,8 +318,15 @@
     if (team) q.team = team;
     const resp = await fetch(urls.board + query(q), { headers: headers() });
     if (resp.status === 401) throw new Unauthorized(key ? "That API key was refused." : "");
-    if (!resp.ok) throw new Error(`hot list: HTTP ${resp.status}`);
+    if (!resp.ok) {
+      const why = await resp.json().then((d) => d.detail, () => "");
+      throw new Error(why || `hot list: HTTP ${resp.status}`);
+    }
     const board = await resp.json();
+    if (board.agent && board.agent !== agent) { // an agent key: the server says who we are
+      agent = board.agent;
+      document.getElementById("agent").value = agent;
+    }
     for (const list of Object.values(board.buckets)) for (const row of list) upsert(row, false);
     counts();
     body.dataset.loaded = "true";
