@@ -47,10 +47,11 @@ from typing import Any, cast
 
 import msgpack
 
+from benchmarks.harness import rss_kb
 from engine.delivery.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 __all__ = [
-    "Arrival", "FaultyReceiver", "analyse", "pending", "rss_kb", "spawn_deliver",
+    "Arrival", "FaultyReceiver", "analyse", "pending", "spawn_deliver",
     "stream_alerts",
 ]  # fmt: skip
 
@@ -178,17 +179,6 @@ def spawn_deliver(
             [sys.executable, "-m", "engine.cli", "deliver", "--consumer", "fault-0"],
             env=full, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-
-
-def rss_kb(pid: int) -> int:
-    """Resident set size of a process in kB (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def pending(client: Any, stream: str, group: str) -> tuple[int, int]:

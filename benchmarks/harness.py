@@ -43,6 +43,7 @@ __all__ = [
     "free_port",
     "machine_info",
     "new_prefix",
+    "rss_kb",
     "settings_for",
 ]
 
@@ -54,6 +55,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of a process in kB (Linux ``/proc``; 0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def new_prefix(kind: str) -> str:

@@ -52,7 +52,7 @@ from typing import Any
 import httpx
 import msgpack
 
-from benchmarks.harness import DedicatedServer, free_port, machine_info
+from benchmarks.harness import DedicatedServer, free_port, machine_info, rss_kb
 from benchmarks.simulator import events_for_count, generate
 from engine.streams import StreamNames, stream_lag
 
@@ -60,17 +60,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TENANT = "soak"
 PREFIX = "lp"
 PARTITIONS = 4
-
-
-def _rss_kb(pid: int) -> int:
-    """Resident set size of a process in KiB (Linux /proc), 0 once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def workload(
@@ -472,10 +461,10 @@ def main(argv: list[str] | None = None) -> int:
                 mem = client.info("memory")
                 sample = {
                     "t": round(now, 1),
-                    "rss_run_kb": _rss_kb(procs["run"].pid),
-                    "rss_serve_kb": _rss_kb(procs["serve"].pid),
-                    "rss_deliver_kb": _rss_kb(procs["deliver"].pid),
-                    "rss_redis_kb": _rss_kb(redis_pid),
+                    "rss_run_kb": rss_kb(procs["run"].pid),
+                    "rss_serve_kb": rss_kb(procs["serve"].pid),
+                    "rss_deliver_kb": rss_kb(procs["deliver"].pid),
+                    "rss_redis_kb": rss_kb(redis_pid),
                     "redis_used_kb": int(mem["used_memory"]) // 1024,
                     "lag": lag,
                     "pending": _pending(client, names),

@@ -12,7 +12,6 @@ where the page asks for the API key, keeps it in sessionStorage and sends it in 
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -27,21 +26,17 @@ from engine.delivery.consumer import DeliveryService, run_in_thread
 from engine.gateway.app import create_app
 from engine.gateway.auth import key_digest
 from engine.streams import ingest_ms
+from tests.browser import chrome, needs_chromium
 from tests.engine.delivery.conftest import Server, make_app, send, wait_for
 from tests.engine.gateway.conftest import gateway_overrides, live_server
 
 KEY = "lpk_test_default_server_0123456789"
 
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SHOT = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / "tmp"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not (shutil.which("chromium") and CHROMEDRIVER.exists()),
-        reason="Debian's chromium and chromium-driver are not installed "
-        "(apt-get install -y chromium chromium-driver)",
-    ),
+    needs_chromium,
 ]
 
 
@@ -83,18 +78,6 @@ def live(
         engine.join(30)
 
 
-def _chrome() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                "--disable-background-networking", "--disable-dev-shm-usage",
-                "--window-size=1280,1400"):  # fmt: skip
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-
-
 def _event(lead: str, etype: str, area: str, **extra: Any) -> dict[str, Any]:
     return {"event_id": f"{etype}-{lead}-{time.time_ns()}", "lead_id": lead, "type": etype,
             "ts": time.time(), "area": area, "property_id": f"{lead}-home", "source": "portal",
@@ -118,7 +101,7 @@ def test_hot_list_live_alert_and_acknowledge(
     ])  # fmt: skip
     cards = [svc.keys.card("default", lead) for lead in ("H1", "H2", "H3")]
     wait_for(lambda: client.exists(*cards) == 3, timeout=10)
-    driver = _chrome()
+    driver = chrome()
     try:
         driver.get(f"{url}/hotlist?agent=cy")
         wait = WebDriverWait(driver, 10, poll_frequency=0.02)

@@ -8,11 +8,9 @@ and the page says why.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,19 +20,15 @@ from engine.dataflow import build_flow, run_flow
 from engine.delivery.consumer import DeliveryService, run_in_thread
 from engine.gateway.app import create_app
 from engine.gateway.auth import key_digest
+from tests.browser import chrome, needs_chromium
 from tests.engine.delivery.conftest import send, wait_for
 from tests.engine.gateway.conftest import gateway_overrides, live_server
 
 CY = "lpk_agt_test_default_cy_0123456789"
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not (shutil.which("chromium") and CHROMEDRIVER.exists()),
-        reason="Debian's chromium and chromium-driver are not installed "
-        "(apt-get install -y chromium chromium-driver)",
-    ),
+    needs_chromium,
 ]
 
 
@@ -89,18 +83,6 @@ def live(
         engine.join(30)
 
 
-def _chrome() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                "--disable-background-networking", "--disable-dev-shm-usage",
-                "--window-size=1280,1400"):  # fmt: skip
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-
-
 def test_agent_key_page_is_the_agents_own(
     live: tuple[DeliveryService, str, dict[str, str]],
 ) -> None:
@@ -110,7 +92,7 @@ def test_agent_key_page_is_the_agents_own(
     svc, url, holders = live
     mine = next(lead for lead, who in holders.items() if who == "cy")
     assert sorted(holders.values()) == ["cy", "dee", "pond"]
-    driver = _chrome()
+    driver = chrome()
     try:
         driver.get(f"{url}/hotlist")  # no ?agent=: the key decides
         wait = WebDriverWait(driver, 10, poll_frequency=0.02)
