@@ -29,6 +29,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import cluster_main, run_main
 
+from engine.errors import LeadpulseError
 from engine.metrics import RedisHealth
 from engine.processor import Entry, Processor
 from engine.redis_client import UNREACHABLE
@@ -187,8 +188,21 @@ def build_flow(
 def run_flow(
     flow: Dataflow, *, workers: int = 1, process_id: int = 0, addresses: list[str] | None = None
 ) -> None:
-    """Run in this process: one worker, several worker threads, or one of several processes."""
-    if workers == 1 and not addresses:
-        run_main(flow)
-    else:
-        cluster_main(flow, addresses or [], process_id, worker_count_per_proc=workers)
+    """Run in this process: one worker, several worker threads, or one of several processes.
+
+    Bytewax wraps what a step raised in its own runtime error; a leadpulse error inside
+    (e.g. SIGTERM while Redis is still down) is raised as itself, so the CLI prints one
+    line instead of a Rust-and-Python traceback.
+    """
+    try:
+        if workers == 1 and not addresses:
+            run_main(flow)
+        else:
+            cluster_main(flow, addresses or [], process_id, worker_count_per_proc=workers)
+    except Exception as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, LeadpulseError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise cause from None

@@ -6,6 +6,7 @@ import importlib
 import inspect
 import pkgutil
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -95,3 +96,26 @@ def test_all_names_only_things_that_exist(name: str) -> None:
     missing = [n for n in names if not hasattr(mod, n)]
     assert not missing, f"{name}.__all__ names missing attributes: {missing}"
     assert not [n for n in names if n.startswith("_")], f"{name}.__all__ exports private names"
+
+
+def test_a_leadpulse_error_inside_the_dataflow_surfaces_as_itself(
+    client: Any, make_settings: Any, monkeypatch: Any
+) -> None:
+    """Bytewax wraps step errors in its own; the CLI must see ours (one line, exit 2)."""
+    from engine.app import build_parts
+    from engine.dataflow import build_flow, run_flow
+    from engine.errors import StoreError
+    from engine.streams import Producer
+
+    settings = make_settings(streams={"partitions": 1})
+    parts = build_parts(settings, client)
+    Producer(client, parts.names, 0).send(
+        [{"event_id": "e1", "lead_id": "L1", "type": "page_view", "ts": 1_767_225_600.0}]
+    )
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("Redis unreachable at shutdown; the batch stays uncommitted")
+
+    monkeypatch.setattr(parts.processor, "process_retrying", fail)
+    with pytest.raises(StoreError, match="stays uncommitted"):
+        run_flow(build_flow(parts, bounded=True))
