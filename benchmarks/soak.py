@@ -63,7 +63,12 @@ PARTITIONS = 4
 
 
 def workload(
-    window_events: int, window_days: float, seed: int, events_total: float, tag: str
+    window_events: int,
+    window_days: float,
+    seed: int,
+    events_total: float,
+    tag: str,
+    end_ts: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Endless events: new leads arrive, behave for ``window_days``, go quiet.
 
@@ -73,13 +78,17 @@ def workload(
     at simulator speed, ``window_days`` per pass, so every event-time window (48 h
     repeats, 30-day dedup horizon, the label horizon, the daily sweep) turns over many
     times during the soak. The passes are placed so that the ``events_total``-th event
-    is about a day before now (the validator refuses the future).
+    is at ``end_ts``: by default about a day before now (the validator refuses the
+    future). Event time must not go backwards between workloads: a partition sweeps
+    learning snapshots at each new event-time day, so events older than what it has
+    seen would wait for the next new day (and then be settled all at once).
     """
     config = events_for_count(window_events, seed=seed, days=window_days, tenant=TENANT)
     window = list(generate(config))
     span = window_days * 86_400
     planned = int(events_total // max(1, len(window))) + 2
-    first = time.time() - 86_400 - planned * span  # where pass 0 starts
+    end_ts = time.time() - 86_400 if end_ts is None else end_ts
+    first = end_ts - planned * span  # where pass 0 starts
     origin = config.start_ts
     passes = 0
     while True:
@@ -423,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info(client, server.url, [("redis_kind", server.kind)])
     samples: list[dict[str, Any]] = []
     base = f"http://127.0.0.1:{ports['serve']}"
-    warm = workload(args.window_events, args.window_days, args.seed, args.calibrate_events, "c")
+    # calibration first in event time too: four years back, well before the soak's passes
+    warm = workload(args.window_events, args.window_days, args.seed, args.calibrate_events, "c",
+                    end_ts=time.time() - 1_500 * 86_400)  # fmt: skip
     sender = Sender(base, api_key, warm, args.batch)
     try:
         plist = list(procs.values())
