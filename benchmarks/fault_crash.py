@@ -404,9 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "fault_crash"))
     args = ap.parse_args(argv)
     # 90 days of event time: outcomes reach the 30-day label horizon, so the run learns
-    sim = events_for_count(args.events, seed=args.seed, days=90.0, tenant="sim")
-    events = list(generate(sim))
-    events = events[: max(args.events, 1)]
+    # (the count is within +-20 %: ask for more, keep exactly --events, the earliest ones)
+    sim = events_for_count(int(args.events * 1.25), seed=args.seed, days=90.0, tenant="sim")
+    events = list(generate(sim))[: args.events]
+    if len(events) < args.events:
+        raise SystemExit(f"the simulator gave {len(events):,} events, fewer than {args.events:,}")
     assert any(e["type"] == "appointment_set" for e in events)
     serve_events = list(generate(SimConfig(seed=args.seed + 1, leads=2_000, tenant="sim")))
     serve_events = serve_events[: args.serve_events]
