@@ -24,7 +24,7 @@ from typing import Any
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
 
-__all__ = ["Feed", "visible"]
+__all__ = ["OTHER_AGENT", "Feed", "redact_for_agent", "visible"]
 
 
 def visible(fields: dict[bytes, bytes], agent: str, team: str) -> bool:
@@ -36,6 +36,34 @@ def visible(fields: dict[bytes, bytes], agent: str, team: str) -> bool:
     if agent:
         return to == "*" or agent in to.split(",")
     return True
+
+
+#: What an agent key sees instead of a colleague's name.
+OTHER_AGENT = "another agent"
+
+
+def redact_for_agent(kind: str, data: dict[str, Any], me: str) -> dict[str, Any]:
+    """What an agent key may see of a tenant-wide entry: that a lead went to somebody
+    else (so it leaves the agent's board), not to whom, why, or who missed it before.
+
+    Assignment and SLA-clock entries go to every agent of the tenant ("*") so boards stay
+    current; for a viewer signed in with an agent key the other agents' names go.
+    """
+    if kind not in ("assignment", "sla"):
+        return data
+    out = dict(data)
+    if out.get("agent") not in ("", None, me):
+        out["agent"] = OTHER_AGENT
+        out["reason"] = ""
+    if out.get("stopped_by") not in ("", None, me):
+        out["stopped_by"] = OTHER_AGENT
+    for names in ("missed_by", "offered_to"):
+        value = out.get(names)
+        if isinstance(value, list):
+            out[names] = [x if x == me else OTHER_AGENT for x in value]
+        elif isinstance(value, str) and value:
+            out[names] = ",".join(x if x == me else OTHER_AGENT for x in value.split(","))
+    return out
 
 
 class Feed:

@@ -17,6 +17,7 @@ streams never hold a worker thread.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,7 +28,7 @@ import redis.asyncio as aredis
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
-from engine.delivery.feed import visible
+from engine.delivery.feed import redact_for_agent, visible
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.web import IDENT, current_agent, current_tenant, scope_view
@@ -104,6 +105,8 @@ def sse_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
                             continue
                         kind = fields[b"k"].decode()
                         data = fields[b"d"].decode()
+                        if me:  # an agent key: colleagues' names stay hidden
+                            data = json.dumps(redact_for_agent(kind, json.loads(data), me))
                         yield f"id: {after}\nevent: {kind}\ndata: {data}\n\n".encode()
             finally:
                 metrics.sse_clients.dec()

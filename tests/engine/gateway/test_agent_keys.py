@@ -9,6 +9,7 @@ the pond; a server key still does everything; a tracker key still reads nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import time
 import tomllib
@@ -271,3 +272,18 @@ def test_new_key_makes_an_agent_key_whose_config_line_loads(
     with pytest.raises(ConfigError, match="only agent keys"):
         cli.run(_serve("--new-key", "acme", "--agent", "cy"))
     assert capsys.readouterr().out == ""  # nothing printed for a refused key
+
+
+def test_an_agent_key_sees_that_a_lead_went_but_not_to_whom(
+    served: tuple[str, dict[str, str]], client: Any, prefix: str
+) -> None:
+    url, _ = served
+    before = client.xrevrange(f"{prefix}:dlv:feed:acme", count=1)[0][0].decode()
+    claim = httpx.post(f"{url}/v1/leads/OF/claim", json={"agent_id": "dee"}, headers=_h(ACME))
+    assert claim.status_code == 200 and claim.json()["claimed"] is True
+    (seen,) = _sse(f"{url}/v1/alerts/stream?last_event_id={before}", _h(CY))
+    assert seen["event"] == "assignment" and seen["data"]["lead_id"] == "OF"
+    assert seen["data"]["state"] == "assigned" and seen["data"]["agent"] == "another agent"
+    assert "dee" not in json.dumps(seen["data"])  # nor in the reason or the offer list
+    (full,) = _sse(f"{url}/v1/alerts/stream?last_event_id={before}", _h(ACME))
+    assert full["data"]["agent"] == "dee" and "dee" in full["data"]["reason"]
