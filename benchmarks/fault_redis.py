@@ -239,6 +239,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> int | None:
         return None
 
 
+def _number(value: bytes) -> Any:
+    """A stored number as the number it is. The reference may run on another server kind:
+    Redis 7.0 writes Lua numbers with ``%.17g``, Valkey 8 as the shortest text that reads
+    back as the same double (``1772408555.9979999`` vs ``1772408555.998``)."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def snapshot(client: redis.Redis, prefix: str, tenant: str) -> dict[str, Any]:
     """Everything a run leaves behind that must not depend on outages (as test_crash.py)."""
     state: dict[str, Any] = {}
@@ -246,7 +256,7 @@ def snapshot(client: redis.Redis, prefix: str, tenant: str) -> dict[str, Any]:
         k = key.decode()[len(prefix) :]
         kind = cast(bytes, client.type(key)).decode()
         if kind == "hash":  # features, score records; reply caches must be empty at the end
-            state[k] = client.hgetall(key)
+            state[k] = {f: _number(v) for f, v in cast(dict[bytes, bytes], client.hgetall(key)).items()}
         elif kind == "zset":
             state[k] = client.zrange(key, 0, -1, withscores=True)
         elif kind == "list":
