@@ -256,7 +256,8 @@ def snapshot(client: redis.Redis, prefix: str, tenant: str) -> dict[str, Any]:
         k = key.decode()[len(prefix) :]
         kind = cast(bytes, client.type(key)).decode()
         if kind == "hash":  # features, score records; reply caches must be empty at the end
-            state[k] = {f: _number(v) for f, v in cast(dict[bytes, bytes], client.hgetall(key)).items()}
+            fields = cast(dict[bytes, bytes], client.hgetall(key))
+            state[k] = {f: _number(v) for f, v in fields.items()}
         elif kind == "zset":
             state[k] = client.zrange(key, 0, -1, withscores=True)
         elif kind == "list":
