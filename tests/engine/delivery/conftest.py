@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -141,6 +142,28 @@ def make_app(settings: Settings, client: redis.Redis) -> FastAPI:
 def send(settings: Settings, client: redis.Redis, events: list[dict[str, Any]]) -> list[bytes]:
     names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
     return Producer(client, names, settings.streams.maxlen).send(events)
+
+
+@contextmanager
+def live_pipeline(settings: Settings, client: redis.Redis) -> Iterator[DeliveryService]:
+    """The engine (live dataflow) and the delivery service on threads, stopped after."""
+    from engine.delivery.consumer import run_in_thread
+
+    engine_stop, delivery_stop = threading.Event(), threading.Event()
+    engine = threading.Thread(
+        target=run_flow, args=(build_flow(build_parts(settings, client), stop=engine_stop),),
+        daemon=True,
+    )  # fmt: skip
+    engine.start()
+    svc = DeliveryService(settings, client)
+    delivery = run_in_thread(svc, delivery_stop)
+    try:
+        yield svc
+    finally:
+        delivery_stop.set()
+        engine_stop.set()
+        delivery.join(15)
+        engine.join(30)
 
 
 def run_engine(settings: Settings, client: redis.Redis) -> None:

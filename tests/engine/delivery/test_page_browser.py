@@ -12,7 +12,6 @@ where the page asks for the API key, keeps it in sessionStorage and sends it in 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,14 +19,12 @@ from typing import Any
 
 import pytest
 
-from engine.app import build_parts
-from engine.dataflow import build_flow, run_flow
-from engine.delivery.consumer import DeliveryService, run_in_thread
+from engine.delivery.consumer import DeliveryService
 from engine.gateway.app import create_app
 from engine.gateway.auth import key_digest
 from engine.streams import ingest_ms
 from tests.browser import chrome, needs_chromium
-from tests.engine.delivery.conftest import Server, make_app, send, wait_for
+from tests.engine.delivery.conftest import Server, live_pipeline, make_app, send, wait_for
 from tests.engine.gateway.conftest import gateway_overrides, live_server
 
 KEY = "lpk_test_default_server_0123456789"
@@ -56,26 +53,13 @@ def live(
         delivery={"block_ms": 20, "events_poll_ms": 20, "tenants": {"default": tenant}},
         gateway=gateway,
     )
-    engine_stop, delivery_stop = threading.Event(), threading.Event()
-    engine = threading.Thread(
-        target=run_flow, args=(build_flow(build_parts(settings, client), stop=engine_stop),),
-        daemon=True,
-    )  # fmt: skip
-    engine.start()
-    svc = DeliveryService(settings, client)
-    delivery = run_in_thread(svc, delivery_stop)
-    try:
+    with live_pipeline(settings, client) as svc:
         if request.param == "gateway":
             with live_server(create_app(settings, redis_url)) as url:
                 yield settings, svc, url, request.param
         else:
             with Server(make_app(settings, client)) as server:
                 yield settings, svc, server.url, request.param
-    finally:
-        delivery_stop.set()
-        engine_stop.set()
-        delivery.join(15)
-        engine.join(30)
 
 
 def _event(lead: str, etype: str, area: str, **extra: Any) -> dict[str, Any]:

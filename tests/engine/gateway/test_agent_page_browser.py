@@ -8,20 +8,17 @@ and the page says why.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from engine.app import build_parts
-from engine.dataflow import build_flow, run_flow
-from engine.delivery.consumer import DeliveryService, run_in_thread
+from engine.delivery.consumer import DeliveryService
 from engine.gateway.app import create_app
 from engine.gateway.auth import key_digest
 from tests.browser import chrome, needs_chromium
-from tests.engine.delivery.conftest import send, wait_for
+from tests.engine.delivery.conftest import live_pipeline, send, wait_for
 from tests.engine.gateway.conftest import gateway_overrides, live_server
 
 CY = "lpk_agt_test_default_cy_0123456789"
@@ -48,15 +45,7 @@ def live(
         delivery={"block_ms": 20, "events_poll_ms": 20, "tenants": {"default": tenant}},
         gateway=gateway,
     )
-    engine_stop, delivery_stop = threading.Event(), threading.Event()
-    engine = threading.Thread(
-        target=run_flow, args=(build_flow(build_parts(settings, client), stop=engine_stop),),
-        daemon=True,
-    )  # fmt: skip
-    engine.start()
-    svc = DeliveryService(settings, client)
-    delivery = run_in_thread(svc, delivery_stop)
-    try:
+    with live_pipeline(settings, client) as svc:
         now = time.time()
         send(settings, client, [
             {"event_id": f"sr-{lead}", "lead_id": lead, "type": "showing_request", "ts": now,
@@ -76,11 +65,6 @@ def live(
         wait_for(routed, timeout=15)
         with live_server(create_app(settings, redis_url)) as url:
             yield svc, url, holders
-    finally:
-        delivery_stop.set()
-        engine_stop.set()
-        delivery.join(15)
-        engine.join(30)
 
 
 def test_agent_key_page_is_the_agents_own(
