@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.delivery.board import read_board
 from engine.delivery.consent import ConsentBook
-from engine.delivery.feed import Feed
+from engine.delivery.feed import Feed, redact_for_agent
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner, stream_emitter
@@ -113,10 +113,17 @@ def page_router(
     ) -> dict[str, Any]:
         agent, team = scope_view(settings, tenant, me, agent, team)
         feed_id = feed.last_id(tenant)  # first: the stream resumes from here, nothing is lost
-        return read_board(
+        board = read_board(
             client, prefix, tenant, agent=agent, team=team, limit=d.page_limit, feed_id=feed_id,
             now=clock(),
         )  # fmt: skip
+        if me:  # an agent key: colleagues' names stay hidden, as on the feed
+            for rows in board["buckets"].values():
+                for row in rows:
+                    for field, kind in (("assignment", "assignment"), ("clock", "sla")):
+                        if row.get(field):
+                            row[field] = redact_for_agent(kind, row[field], me)
+        return board
 
     def _event(tenant: str, lead: str, etype: str, body: Action, **extra: Any) -> dict[str, Any]:
         props: dict[str, Any] = {"via": "hotlist"}

@@ -119,6 +119,7 @@ def test_agent_key_reads_only_as_its_agent(served: tuple[str, dict[str, str]]) -
         board = httpx.get(f"{url}{path}", headers=_h(CY)).json()
         assert board["agent"] == "cy" and board["tenant"] == "acme"
         assert _leads(board) == {cy, "OF", "PD"}  # its lead, the offer to north, the pond
+        assert not {"dee", "eli"} & set(re.findall(r"\w+", json.dumps(board)))  # colleagues
     # its own team (and the pond) yes; another agent's board or another team no
     assert _leads(httpx.get(f"{url}/v1/board?team=north", headers=_h(CY)).json()) == {
         cy, "OF", "PD"
