@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 import msgpack
 
-from benchmarks.harness import DedicatedServer, free_port, machine_info
+from benchmarks.harness import DedicatedServer, free_port, machine_info, wait_http
 from benchmarks.simulator import SimConfig, events_for_count, generate
 from engine.learning import Learner
 from engine.model_store import ModelStore
@@ -301,15 +301,7 @@ def crash_gateway(
 
     rng = random.Random(seed)
     proc = _spawn_serve(url, config, port)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(base + "/healthz", timeout=1)
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("serve did not start") from None
-            time.sleep(0.05)
+    wait_http(base + "/healthz", [proc], timeout_s=30)
     sender = threading.Thread(target=post_all)
     sender.start()
     kill_points = sorted(rng.uniform(0.05, 0.9) * len(events) for _ in range(kills))

@@ -50,7 +50,7 @@ import httpx
 import msgpack
 import redis
 
-from benchmarks.harness import DedicatedServer, free_port, machine_info
+from benchmarks.harness import DedicatedServer, free_port, machine_info, wait_http
 from benchmarks.simulator import events_for_count, generate
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
@@ -216,19 +216,6 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         )  # fmt: skip
 
 
-def _wait_ok(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not come up (exit code {proc.poll()})")
-        time.sleep(0.05)
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> int | None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -348,8 +335,8 @@ def run_scenario(
     client = redis.Redis.from_url(server.url, socket_timeout=30)
     windows: list[dict[str, Any]] = []
     try:
-        _wait_ok(eng_health, engine)
-        _wait_ok(f"{gw_base}/healthz", gateway)
+        wait_http(eng_health, [engine])
+        wait_http(f"{gw_base}/healthz", [gateway])
         sender = _Sender(gw_base, events, chunk, rate)
         monitor = _Monitor(eng_health, f"{gw_base}/healthz", server.url)
         threads = [threading.Thread(target=x.run, daemon=True) for x in (sender, monitor)]

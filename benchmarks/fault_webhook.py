@@ -47,7 +47,7 @@ from typing import Any, cast
 
 import msgpack
 
-from benchmarks.harness import rss_kb
+from benchmarks.harness import delete_prefix, rss_kb
 from engine.delivery.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 __all__ = [
@@ -270,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
     })  # fmt: skip
     url, server = resolve_url(settings.redis_url())
     client = connect(url)
-    for key in client.scan_iter(match=f"{_PREFIX}:*", count=1000):
-        client.delete(key)
+    delete_prefix(client, _PREFIX)
     parts = build_parts(settings, client)
     alerts_key, group = parts.names.alerts, settings.delivery.consumer_group
     dead_key = f"{_PREFIX}:dlv:dead"

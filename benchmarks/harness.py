@@ -44,6 +44,7 @@ __all__ = [
     "machine_info",
     "new_prefix",
     "rss_kb",
+    "wait_http",
     "settings_for",
 ]
 
@@ -55,6 +56,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_http(
+    url: str, procs: Iterable[subprocess.Popen[bytes]] = (), timeout_s: float = 60
+) -> None:
+    """Until ``url`` answers 200: a started service is up (raises if one of ``procs``
+    exits first or ``timeout_s`` passes)."""
+    import httpx
+
+    procs = list(procs)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"{url} did not come up")
+        time.sleep(0.05)
 
 
 def rss_kb(pid: int) -> int:

@@ -42,7 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,7 +51,7 @@ from typing import Any
 import httpx
 import msgpack
 
-from benchmarks.harness import DedicatedServer, free_port, machine_info, rss_kb
+from benchmarks.harness import DedicatedServer, free_port, machine_info, rss_kb, wait_http
 from benchmarks.simulator import events_for_count, generate
 from engine.streams import StreamNames, stream_lag
 
@@ -184,18 +183,6 @@ def _spawn(command: list[str], config: Path, url: str, log: Path) -> subprocess.
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-
-
-def _wait_http(url: str, procs: list[subprocess.Popen[bytes]], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError:
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise RuntimeError(f"{url} did not come up") from None
-            time.sleep(0.1)
 
 
 class Sender:
@@ -438,9 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     sender = Sender(base, api_key, warm, args.batch)
     try:
         plist = list(procs.values())
-        _wait_http(f"http://127.0.0.1:{ports['serve']}/healthz", plist)
-        _wait_http(f"http://127.0.0.1:{ports['run']}/metrics", plist)
-        _wait_http(f"http://127.0.0.1:{ports['deliver']}/metrics", plist)
+        wait_http(f"http://127.0.0.1:{ports['serve']}/healthz", plist)
+        wait_http(f"http://127.0.0.1:{ports['run']}/metrics", plist)
+        wait_http(f"http://127.0.0.1:{ports['deliver']}/metrics", plist)
 
         rate = args.rate
         max_rate = float("nan")

@@ -14,13 +14,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from benchmarks.harness import wait_http
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
 from engine.gateway.auth import key_digest
@@ -101,14 +101,7 @@ def test_serve_access_log_redacts_query_strings(
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and proc.poll() is None, "serve did not start"
-                time.sleep(0.05)
+        wait_http(base + "/healthz", [proc], timeout_s=30)
         refused = httpx.get(f"{base}/v1/hotlist?key={ACME}", timeout=5)
         assert refused.status_code in (401, 403)
         beacon = httpx.post(
