@@ -71,6 +71,17 @@ import numpy.typing as npt
 
 from benchmarks import diginetica
 from benchmarks.simulator import SimConfig, generate, write_jsonl
+from engine.evaluation import (
+    ECE_BINS,
+    TOP_SHARE,
+    auc,
+    brier,
+    ece,
+    log_loss,
+    metrics,
+    precision_at_top,
+    reliability,
+)
 
 __all__ = [
     "MODELS",
@@ -90,8 +101,6 @@ __all__ = [
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEST_SHARE = 0.30  # the last 30 % of event time is the test split
-TOP_SHARE = 0.15  # precision in the top 15 % of scores
-ECE_BINS = 10
 FLUSH_AFTER_D = diginetica.FLUSH_AFTER_D
 DAY = 86_400.0
 
@@ -111,113 +120,7 @@ Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 
 
-# -- metrics (pure) ------------------------------------------------------------------------
-
-
-def _arrays(y: Iterable[Any], p: Iterable[Any]) -> tuple[Bools, Floats]:
-    ya = np.asarray(list(y) if not isinstance(y, np.ndarray) else y, dtype=bool)
-    pa = np.asarray(list(p) if not isinstance(p, np.ndarray) else p, dtype=np.float64)
-    if ya.shape != pa.shape or ya.ndim != 1:
-        raise ValueError(f"y and p must be 1-d and the same length: {ya.shape} vs {pa.shape}")
-    return ya, pa
-
-
-def _average_ranks(p: Floats) -> Floats:
-    """1-based ranks, ties sharing their average rank."""
-    _, inverse, counts = np.unique(p, return_inverse=True, return_counts=True)
-    upper = np.cumsum(counts).astype(np.float64)  # rank of the last member of each value
-    return (upper - (counts - 1) / 2.0)[inverse]
-
-
-def auc(y: Iterable[Any], p: Iterable[Any]) -> float | None:
-    """ROC AUC (Mann-Whitney, ties count half); None without both classes."""
-    ya, pa = _arrays(y, p)
-    pos = int(ya.sum())
-    neg = len(ya) - pos
-    if pos == 0 or neg == 0:
-        return None
-    ranks = _average_ranks(pa)
-    return float((ranks[ya].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
-
-
-def precision_at_top(y: Iterable[Any], p: Iterable[Any], share: float = TOP_SHARE) -> float | None:
-    """Share of positives among the top ``share`` of scores (``max(1, floor(n*share))``).
-
-    Ties at the cut count by expectation (as if broken at random), so a constant
-    score gets the base rate whatever order the examples come in.
-    """
-    ya, pa = _arrays(y, p)
-    n = len(ya)
-    if n == 0:
-        return None
-    k = max(1, int(n * share))
-    cut = np.sort(pa)[::-1][k - 1]
-    above = pa > cut
-    tied = pa == cut
-    n_above = int(above.sum())
-    hits = float(ya[above].sum()) + (k - n_above) * float(ya[tied].mean())
-    return hits / k
-
-
-def ece(y: Iterable[Any], p: Iterable[Any], bins: int = ECE_BINS) -> float | None:
-    """Expected calibration error: sum over equal-width bins of n_b/n * |mean p - rate|."""
-    ya, pa = _arrays(y, p)
-    if len(ya) == 0:
-        return None
-    pa = np.clip(pa, 0.0, 1.0)
-    idx = np.minimum((pa * bins).astype(int), bins - 1)
-    err = 0.0
-    for b in range(bins):
-        mask = idx == b
-        if mask.any():
-            err += mask.mean() * abs(pa[mask].mean() - ya[mask].mean())
-    return float(err)
-
-
-def brier(y: Iterable[Any], p: Iterable[Any]) -> float | None:
-    ya, pa = _arrays(y, p)
-    return None if len(ya) == 0 else float(np.mean((pa - ya) ** 2))
-
-
-def log_loss(y: Iterable[Any], p: Iterable[Any]) -> float | None:
-    ya, pa = _arrays(y, p)
-    if len(ya) == 0:
-        return None
-    pa = np.clip(pa, 1e-6, 1 - 1e-6)
-    return float(-np.mean(np.where(ya, np.log(pa), np.log(1 - pa))))
-
-
-def reliability(y: Iterable[Any], p: Iterable[Any], groups: int = 10) -> list[dict[str, float]]:
-    """Predicted vs observed by decile of the score (equal-count groups, in score order)."""
-    ya, pa = _arrays(y, p)
-    if len(ya) == 0:
-        return []
-    order = np.argsort(pa, kind="stable")
-    out = []
-    for part in np.array_split(order, min(groups, len(ya))):
-        out.append(
-            {
-                "mean_p": float(pa[part].mean()),
-                "rate": float(ya[part].mean()),
-                "n": int(len(part)),
-            }
-        )
-    return out
-
-
-def metrics(y: Iterable[Any], p: Iterable[Any]) -> dict[str, Any]:
-    """Every figure of one model on one set of examples."""
-    ya, pa = _arrays(y, p)
-    return {
-        "n": int(len(ya)),
-        "positives": int(ya.sum()),
-        "auc": auc(ya, pa),
-        "precision_top15": precision_at_top(ya, pa),
-        "ece": ece(ya, pa),
-        "brier": brier(ya, pa),
-        "log_loss": log_loss(ya, pa),
-        "mean_p": float(pa.mean()) if len(pa) else None,
-    }
+# -- metrics: engine/evaluation.py (re-exported: auc, ece, precision_at_top, ...) -----------
 
 
 # -- replay through the engine ---------------------------------------------------------------
