@@ -81,11 +81,12 @@ def _parser() -> argparse.ArgumentParser:
 def _command_modules() -> dict[str, Any]:
     """Commands that live with their package: each has ``add_parser(sub)`` and ``run(args)``."""
     from benchmarks import cli as bench_cli
-    from engine import merge_cli, model_cli
+    from engine import backtest, merge_cli, model_cli
     from engine.delivery import cli as deliver_cli
     from engine.gateway import cli as serve_cli
 
     return {
+        "backtest": backtest,
         "model": model_cli,
         "merge": merge_cli,
         "serve": serve_cli,
