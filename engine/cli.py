@@ -1,7 +1,11 @@
-"""The ``leadpulse`` command line: demo, run, replay.
+"""The ``leadpulse`` command line: up, demo, run, replay (and the commands in packages).
 
 Every command builds the engine through ``engine/app.py`` and runs the same
 Bytewax dataflow; only where events come from and where results go differ.
+
+Every error a user can cause (a bad setting or URL, an unreachable server, a missing
+file, a busy port) ends the command with one line on stderr, exit code 2, no
+traceback and never a secret (URLs go through ``engine.errors.redact_url``).
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ import logging
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from engine.errors import LeadpulseError
+from engine.errors import LeadpulseError, redact_text
 
 __all__ = ["main"]
 
@@ -46,9 +51,10 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        help="run the dataflow against REDIS_URL until stopped",
-        description="Run the dataflow against REDIS_URL (or redis.url in config) until "
-        "SIGINT/SIGTERM; serves Prometheus metrics on metrics.port.",
+        help="run the dataflow until stopped (REDIS_URL, else the data dir's server)",
+        description="Run the dataflow against REDIS_URL (or redis.url in config; without "
+        "either, the data dir's embedded server) until SIGINT/SIGTERM; serves Prometheus "
+        "metrics and /healthz on metrics.port (plus the process id).",
     )
     run.add_argument("--workers", type=int, default=1, help="worker threads in this process")
     run.add_argument("--process-id", type=int, default=0, help="this process's index (-i)")
@@ -56,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         "--addresses", default="", help='all processes "host:port;host:port" (-a), empty: one'
     )
     run.add_argument("--redis-url", default="", help="overrides REDIS_URL")
+    add_data_dir(run)
     _add_common(run)
 
     replay = sub.add_parser(
@@ -72,20 +79,35 @@ def _parser() -> argparse.ArgumentParser:
         "--redis-url", default="", help="use this server instead of an embedded one"
     )
     replay.add_argument("--workers", type=int, default=1, help="worker threads (default 1)")
+    replay.add_argument(
+        "--rejects-out", help="output JSONL, one line per rejected input line: line, reason, raw"
+    )
     _add_common(replay)
     for module in _command_modules().values():
         module.add_parser(sub)
     return parser
 
 
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    """``--data-dir``: where the embedded server lives when no Redis URL is given."""
+    from engine.redis_client import default_data_dir
+
+    p.add_argument(
+        "--data-dir", default=default_data_dir(),
+        help="without REDIS_URL: the embedded server's data (default ./leadpulse-data or "
+        "LEADPULSE_DATA_DIR; `leadpulse up` makes it)",
+    )  # fmt: skip
+
+
 def _command_modules() -> dict[str, Any]:
     """Commands that live with their package: each has ``add_parser(sub)`` and ``run(args)``."""
     from benchmarks import cli as bench_cli
-    from engine import backtest, merge_cli, model_cli
+    from engine import backtest, merge_cli, model_cli, up
     from engine.delivery import cli as deliver_cli
     from engine.gateway import cli as serve_cli
 
     return {
+        "up": up,
         "backtest": backtest,
         "model": model_cli,
         "merge": merge_cli,
@@ -102,51 +124,72 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command == "demo":
-            from engine.demo import run_demo
-
-            return run_demo(args.config, args.duration, args.leads, args.seed)
-        if args.command == "run":
-            return _run(args)
-        module = _command_modules().get(args.command)
-        if module is not None:
-            return int(module.run(args))
-        if args.command == "replay":
-            from engine.replay import replay_file
-
-            return replay_file(
-                args.events,
-                args.scores_out,
-                alerts_out=args.alerts_out,
-                redis_url=args.redis_url,
-                config=args.config,
-                workers=args.workers,
-            )
+        return _dispatch(args)
     except LeadpulseError as exc:
-        print(f"leadpulse: {exc}", file=sys.stderr)
+        _say(str(exc))
         return 2
+    except OSError as exc:  # a file or a port the user named
+        where = f"{exc.filename}: " if exc.filename else ""
+        _say(f"{where}{exc.strerror or exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: one line, the traceback with -v
+        if args.verbose:
+            traceback.print_exc()
+        _say(f"unexpected {type(exc).__name__}: {exc} (run again with -v for the traceback)")
+        return 1
+
+
+def _say(message: str) -> None:
+    """One line on stderr, URLs redacted."""
+    line = " ".join(redact_text(message).split())
+    print(f"leadpulse: {line}", file=sys.stderr)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from engine.demo import run_demo
+
+        return run_demo(args.config, args.duration, args.leads, args.seed)
+    if args.command == "run":
+        return _run(args)
+    module = _command_modules().get(args.command)
+    if module is not None:
+        return int(module.run(args))
+    if args.command == "replay":
+        from engine.replay import replay_file
+
+        return replay_file(
+            args.events,
+            args.scores_out,
+            alerts_out=args.alerts_out,
+            rejects_out=args.rejects_out,
+            redis_url=args.redis_url,
+            config=args.config,
+            workers=args.workers,
+        )
     return 1
 
 
 def _run(args: argparse.Namespace) -> int:
     from engine.app import build_parts
     from engine.dataflow import build_flow, run_flow
-    from engine.errors import ConfigError
     from engine.metrics import Metrics, serve
-    from engine.redis_client import connect
+    from engine.redis_client import connect, redact_url, redis_for
     from engine.settings import load_settings
+    from engine.up import start_line
 
     settings = load_settings(args.config)
-    url = args.redis_url or settings.redis_url()
-    if not url:
-        raise ConfigError("redis.url: `run` needs REDIS_URL or --redis-url (try `demo`)")
+    url, local = redis_for(args.redis_url or settings.redis_url(), args.data_dir)
     # At most 2 quick per-command retries (~0.3 s): enough to replace a dropped connection.
     # A longer outage is the dataflow's to ride out (it redoes reads and whole batches and
     # says so on /healthz); redis-py retrying for seconds would hide it from /healthz.
     client = connect(url, min(settings.redis.retries, 2), settings.redis.socket_timeout_s)
     metrics = Metrics.create()
-    if settings.metrics.port:
-        serve(metrics, settings.metrics.port + args.process_id)
+    port = settings.metrics.port + args.process_id if settings.metrics.port else 0
+    if port:
+        serve(metrics, port)
     parts = build_parts(settings, client, metrics, process_id=args.process_id)
     stop = threading.Event()
 
@@ -157,6 +200,12 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _stop)
     flow = build_flow(parts, stop=stop)
     addresses = [a for a in args.addresses.split(";") if a]
+    start_line(
+        "leadpulse run",
+        f"metrics and /healthz on http://127.0.0.1:{port}" if port else "no metrics port",
+        f"Redis {redact_url(url)}" + (f" (embedded, data in {args.data_dir})" if local else ""),
+        f"process {args.process_id}, {args.workers} worker(s)",
+    )
     run_flow(flow, workers=args.workers, process_id=args.process_id, addresses=addresses)
     return 0
 

@@ -22,7 +22,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-__all__ = ["Metrics", "RedisHealth", "serve"]
+from engine.errors import ConfigError
+
+__all__ = ["Metrics", "RedisHealth", "serve", "serve_http"]
 
 log = logging.getLogger(__name__)
 
@@ -213,17 +215,36 @@ def serve(metrics: Metrics, port: int, addr: str = "127.0.0.1") -> None:
     ``/healthz``: 200 while the last Redis round trip succeeded, 503 with the reason (and
     ``Retry-After``) while it is failing. Any other path is the Prometheus text.
     """
-    prometheus = make_wsgi_app(metrics.registry)
+    serve_http(metrics.registry, port, metrics.health.report, addr, what="metrics.port")
+
+
+def serve_http(
+    registry: CollectorRegistry,
+    port: int,
+    health: Callable[[], tuple[bool, dict[str, Any]]],
+    addr: str = "127.0.0.1",
+    what: str = "metrics.port",
+) -> None:
+    """``/healthz`` (JSON from ``health()``: 200 or 503) and Prometheus text on any other
+    path, on a daemon thread. A busy port is a :class:`ConfigError` naming the setting."""
+    prometheus = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != "/healthz":
             return prometheus(environ, start_response)
-        healthy, body = metrics.health.report()
+        healthy, body = health()
         headers = [("Content-Type", "application/json")]
         if not healthy:
             headers.append(("Retry-After", "1"))
         start_response("200 OK" if healthy else "503 Service Unavailable", headers)
         return [json.dumps(body).encode()]
 
-    httpd = make_server(addr, port, app, _Server, handler_class=_QuietHandler)
+    try:
+        httpd = make_server(addr, port, app, _Server, handler_class=_QuietHandler)
+    except OSError as exc:
+        why = "is in use (another leadpulse process?)" if exc.errno == 98 else exc.strerror
+        raise ConfigError(
+            f"{what}: cannot listen on {addr}:{port}: {why}; set another port "
+            f"(LEADPULSE__{what.upper().replace('.', '__')}) or 0 for none"
+        ) from None
     threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
