@@ -440,8 +440,13 @@ def create_app(
         body = await _read_body(request, gw.max_body_bytes)
         items = decode_body(body, fmt, gw.max_events)
         m.events_per_request.observe(len(items))
-        aliases = await store.resolve_aliases(who.tenant, lead_candidates(items))
-        ready, outcomes = ingestor.prepare(items, who, aliases)
+        candidates = lead_candidates(items)
+        aliases = await store.resolve_aliases(who.tenant, candidates)
+        bound: set[str] = set()
+        if who.is_tracker:  # which of the leads it names a server key has vouched for
+            targets = {aliases.get(c, c) for c in candidates}
+            bound = await store.bound(who.tenant, [t for t in targets if not t.startswith("~")])
+        ready, outcomes = ingestor.prepare(items, who, aliases, bound)
         ids = await store.append(who.tenant, ready)
         for prepared, sid in zip(ready, ids, strict=True):
             if sid is None:

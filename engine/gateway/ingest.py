@@ -12,12 +12,20 @@ gateway's rules:
 - ``forbidden:<field>`` a tracker key set a profile or routing field
 - ``bad_value:<id> looks like an email/phone``  contact data where an id belongs
 - ``too_large``         the packed event exceeds ``validation.max_event_bytes``
+
+Who may address a lead (README "Threat model"): an event sent with a server key
+*binds* its lead (the store marks it known). A tracker key is public, so its events
+reach a lead only if that lead is bound; any other ``lead_id`` is kept visitor-level:
+the event is stored under ``~<visitor_id>`` (or ``~<lead_id>`` without a visitor id),
+the anonymous id the engine scores but never alerts on, and its result carries the
+note ``visitor_level:...``. A made-up lead id from a public page therefore never
+becomes an agent's lead.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,7 +105,7 @@ def decode_body(body: bytes, fmt: str, max_events: int) -> list[Any]:
 
 
 def lead_candidates(items: list[Any], limit: int = 1_000) -> list[str]:
-    """The lead ids the items name (``lead_id``, else ``~visitor_id``), before validation:
+    """The lead ids the items name (``lead_id`` and ``~visitor_id``), before validation:
     what to look up in the alias map. Bounded, and only strings and ints are considered
     (not text with a lone surrogate: it cannot be sent to Redis, and is rejected anyway)."""
     out: set[str] = set()
@@ -107,7 +115,7 @@ def lead_candidates(items: list[Any], limit: int = 1_000) -> list[str]:
         lead, visitor = item.get("lead_id"), item.get("visitor_id")
         if isinstance(lead, str | int) and not isinstance(lead, bool) and lead != "":
             out.add(str(lead)[:256])
-        elif isinstance(visitor, str | int) and not isinstance(visitor, bool) and visitor != "":
+        if isinstance(visitor, str | int) and not isinstance(visitor, bool) and visitor != "":
             out.add(f"~{visitor}"[:256])
         if len(out) >= limit:
             break
@@ -124,21 +132,28 @@ class Ingestor:
         self._hasher = hasher
         self._partitions = partitions
         self._max_bytes = validation.max_event_bytes
+        self._max_id_len = validation.max_id_len
         self._pack = msgpack.Packer(use_bin_type=True).pack
 
     def prepare(
-        self, items: list[Any], who: Principal, aliases: Mapping[str, str] | None = None
+        self,
+        items: list[Any],
+        who: Principal,
+        aliases: Mapping[str, str] | None = None,
+        bound: Set[str] = frozenset(),
     ) -> tuple[list[Prepared], list[Outcome | None]]:
         """Prepared events, and outcomes with ``None`` where an event awaits its append.
 
         ``aliases`` (lead id -> the lead it was folded into) rewrites ``lead_id`` so an
         event still sent under an old id (a visitor's, after identify; a merged lead's)
-        lands on the lead that now holds its state; ``visitor_id`` is kept.
+        lands on the lead that now holds its state; ``visitor_id`` is kept. ``bound``:
+        the (resolved) lead ids a server key has vouched for; a tracker key's event for
+        any other lead id is kept visitor-level (module docstring).
         """
         ready: list[Prepared] = []
         outcomes: list[Outcome | None] = []
         for i, item in enumerate(items):
-            checked = self._one(i, item, who, aliases or {})
+            checked = self._one(i, item, who, aliases or {}, bound)
             if isinstance(checked, Outcome):
                 outcomes.append(checked)
             else:
@@ -147,7 +162,7 @@ class Ingestor:
         return ready, outcomes
 
     def _one(
-        self, i: int, item: Any, who: Principal, aliases: Mapping[str, str]
+        self, i: int, item: Any, who: Principal, aliases: Mapping[str, str], bound: Set[str]
     ) -> Outcome | tuple[Prepared, tuple[str, ...]]:
         if isinstance(item, dict):
             given = item.get("tenant")
@@ -173,6 +188,17 @@ class Ingestor:
                 )  # fmt: skip
         scrubbed = self._hasher.scrub(event.tenant, event.props)
         lead = aliases.get(event.lead_id, event.lead_id)
+        if who.is_tracker and not lead.startswith("~") and lead not in bound:
+            anonymous = f"~{event.visitor_id or event.lead_id}"
+            if len(anonymous) > self._max_id_len:
+                return _rejected(i, f"too_long:lead_id {event.lead_id[:40]} is not bound by a "
+                                 "server key and too long for a visitor-level id")  # fmt: skip
+            resolved = aliases.get(anonymous, anonymous)
+            lead = resolved if resolved.startswith("~") or resolved in bound else anonymous
+            scrubbed.notes.append(
+                f"visitor_level:lead_id {event.lead_id[:40]} is not bound by a server key; "
+                f"stored as {lead[:41]}"
+            )
         wire = event.to_wire()  # (cheaper than dataclasses.replace, then to_wire)
         wire["lead_id"] = lead
         if scrubbed.props:
@@ -193,6 +219,7 @@ class Ingestor:
             partition=partition_of(event.tenant, lead, self._partitions),
             payload=payload,
             contact_hashes=tuple(dict.fromkeys(scrubbed.hashes)),
+            bind=not who.is_tracker and not lead.startswith("~"),
         )
         return prepared, tuple(scrubbed.notes)
 

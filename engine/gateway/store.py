@@ -7,6 +7,9 @@ Key layout (prefix ``lp``), shared with the engine where it reads engine state:
                                         ``engine.streams.Producer`` writes it)
 - ``lp:gw:idem:{tenant}:{event_id}``    idempotency marker, expires after the window
 - ``lp:gw:contact:{tenant}:{hash}``     set of lead ids seen with that contact hash
+- ``lp:gw:bound:{tenant}:{lead}``       the lead is known to a server key (it sent an event
+                                        for it): tracker events may address it; expires
+                                        with the lead (``features.idle_expire_d``)
 - ``lp:gw:rl:{bucket}``                 rate-limit state (GCRA, ``ratelimit.py``)
 - ``lp:{tenant:lead}:s`` / ``:h``       score record / feature hash (read only, engine's)
 - ``lp:hot:{tenant}``                   hot list (read only, engine's)
@@ -50,6 +53,7 @@ __all__ = [
     "GatewayStore",
     "PartitionLag",
     "Prepared",
+    "bound_key",
     "contact_index_key",
     "find_leads_by_contact_hash",
     "idempotency_key",
@@ -58,14 +62,18 @@ __all__ = [
 #: /healthz counts at most this many unprocessed entries per partition (a bounded scan).
 LAG_CAP = 10_000
 
-# One call per request. KEYS, per event: idempotency key, stream, its contact index sets.
-# ARGV: idempotency ms, stream maxlen, contact index ttl s, then per event: payload, lead
-# id, number of contact keys. Reply: per event the stream id, or nil for a duplicate.
+# One call per request. KEYS, per event: idempotency key, stream, bound marker, its contact
+# index sets. ARGV: idempotency ms, stream maxlen, contact index (and bound marker) ttl s,
+# then per event: payload, lead id, number of contact keys, bind (1: set the marker).
+# Reply: per event the stream id, or nil for a duplicate.
 _APPEND_LUA = """
 local idem_ms, maxlen, contact_s = ARGV[1], ARGV[2], ARGV[3]
 local out, k, a = {}, 1, 4
 while a <= #ARGV do
   local idem, stream, n = KEYS[k], KEYS[k + 1], tonumber(ARGV[a + 2])
+  if ARGV[a + 3] == '1' then  -- a server key vouches for the lead, duplicate or not
+    redis.call('SET', KEYS[k + 2], '1', 'EX', contact_s)
+  end
   if redis.call('EXISTS', idem) == 1 then
     out[#out + 1] = false
   else
@@ -76,11 +84,11 @@ while a <= #ARGV do
     end
     redis.call('SET', idem, '1', 'PX', idem_ms)
     for c = 1, n do
-      redis.call('SADD', KEYS[k + 1 + c], ARGV[a + 1])
-      redis.call('EXPIRE', KEYS[k + 1 + c], contact_s)
+      redis.call('SADD', KEYS[k + 2 + c], ARGV[a + 1])
+      redis.call('EXPIRE', KEYS[k + 2 + c], contact_s)
     end
   end
-  k, a = k + 2 + n, a + 3
+  k, a = k + 3 + n, a + 4
 end
 return out
 """
@@ -103,6 +111,11 @@ return out
 
 def idempotency_key(prefix: str, tenant: str, event_id: str) -> str:
     return f"{prefix}:gw:idem:{tenant}:{event_id}"
+
+
+def bound_key(prefix: str, tenant: str, lead_id: str) -> str:
+    """Marker: a server key sent an event for this lead (tracker events may address it)."""
+    return f"{prefix}:gw:bound:{tenant}:{lead_id}"
 
 
 def contact_index_key(prefix: str, tenant: str, contact_hash: str) -> str:
@@ -136,6 +149,7 @@ class Prepared:
     partition: int
     payload: bytes
     contact_hashes: tuple[str, ...] = ()
+    bind: bool = False  # sent with a server key: mark the lead as known (``bound_key``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,8 +239,9 @@ class GatewayStore:
         for ev in events:
             keys.append(idempotency_key(self._prefix, tenant, ev.event_id))
             keys.append(self._names.events(ev.partition))
+            keys.append(bound_key(self._prefix, tenant, ev.lead_id))
             keys.extend(contact_index_key(self._prefix, tenant, h) for h in ev.contact_hashes)
-            args.extend((ev.payload, ev.lead_id, len(ev.contact_hashes)))
+            args.extend((ev.payload, ev.lead_id, len(ev.contact_hashes), int(ev.bind)))
         try:
             replies = await self._append(keys=keys, args=args)
         except RedisError as exc:
@@ -263,6 +278,18 @@ class GatewayStore:
             if dst != src:
                 out[src] = dst
         return out
+
+    async def bound(self, tenant: str, lead_ids: Sequence[str]) -> set[str]:
+        """The ids among ``lead_ids`` a server key has sent events for (``bound_key``)."""
+        ids = sorted(set(lead_ids))
+        if not ids:
+            return set()
+        keys = [bound_key(self._prefix, tenant, lead) for lead in ids]
+        try:
+            found = await cast(Awaitable[list[Any]], self._r().mget(keys))
+        except RedisError as exc:
+            raise StoreError(f"read failed: {exc.__class__.__name__}") from None
+        return {lead for lead, hit in zip(ids, found, strict=True) if hit is not None}
 
     async def rate_limit(self, bucket: str, limit: Limit) -> Decision:
         self._r()  # binds the scripts to this loop's client
