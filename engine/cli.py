@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from engine import up
 from engine.errors import LeadpulseError, redact_text
 
 __all__ = ["main"]
@@ -62,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         "--addresses", default="", help='all processes "host:port;host:port" (-a), empty: one'
     )
     run.add_argument("--redis-url", default="", help="overrides REDIS_URL")
-    add_data_dir(run)
+    up.add_data_dir(run)
     _add_common(run)
 
     replay = sub.add_parser(
@@ -86,17 +87,6 @@ def _parser() -> argparse.ArgumentParser:
     for module in _command_modules().values():
         module.add_parser(sub)
     return parser
-
-
-def add_data_dir(p: argparse.ArgumentParser) -> None:
-    """``--data-dir``: where the embedded server lives when no Redis URL is given."""
-    from engine.redis_client import default_data_dir
-
-    p.add_argument(
-        "--data-dir", default=default_data_dir(),
-        help="without REDIS_URL: the embedded server's data (default ./leadpulse-data or "
-        "LEADPULSE_DATA_DIR; `leadpulse up` makes it)",
-    )  # fmt: skip
 
 
 def _command_modules() -> dict[str, Any]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from engine.errors import ConfigError, LeadpulseError
-from engine.redis_client import connect
+from engine.errors import LeadpulseError
+from engine.redis_client import connect, redis_for
 from engine.settings import load_settings
+from engine.up import add_data_dir
 from features.store import FeatureStore
 
 __all__ = ["add_parser", "merge_by_contact", "run"]
@@ -33,6 +34,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--contact-hash", help="keyed email/phone hash from the gateway's index")
     p.add_argument("--config", help="TOML file overriding config/default.toml")
     p.add_argument("--redis-url", default="", help="overrides REDIS_URL")
+    add_data_dir(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
 
 
@@ -53,10 +55,15 @@ def merge_by_contact(
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    url = args.redis_url or settings.redis_url()
-    if not url:
-        raise ConfigError("redis.url: `merge` needs REDIS_URL or --redis-url")
-    client = connect(url, settings.redis.retries)
+    url, local = redis_for(args.redis_url or settings.redis_url(), args.data_dir, create=False)
+    try:
+        return _merge(args, settings, connect(url, settings.redis.retries))
+    finally:
+        if local is not None:
+            local.release()
+
+
+def _merge(args: argparse.Namespace, settings: Any, client: Any) -> int:
     prefix = settings.redis.key_prefix
     store = FeatureStore(client, settings.features, prefix, settings.streams.partitions)
     if args.contact_hash:

@@ -13,11 +13,12 @@ import argparse
 import json
 from typing import Any
 
-from engine.errors import ConfigError, LeadpulseError
+from engine.errors import LeadpulseError
 from engine.model import ModelSet
 from engine.model_store import ModelStore
-from engine.redis_client import connect
+from engine.redis_client import connect, redis_for
 from engine.settings import load_settings
+from engine.up import add_data_dir
 
 __all__ = ["add_parser", "run", "status"]
 
@@ -26,10 +27,12 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "model",
         help="show the model's version and live quality; roll back",
-        description="Inspect and pin the online model published in Redis (REDIS_URL).",
+        description="Inspect and pin the online model published in Redis (REDIS_URL, else "
+        "the data dir's embedded server).",
     )
     p.add_argument("--config", help="TOML file overriding config/default.toml")
     p.add_argument("--redis-url", default="", help="overrides REDIS_URL")
+    add_data_dir(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     st = actions.add_parser("status", help="serving version, versions, live quality")
@@ -66,10 +69,16 @@ def _fmt(q: dict[str, Any] | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    url = args.redis_url or settings.redis_url()
-    if not url:
-        raise ConfigError("redis.url: `model` needs REDIS_URL or --redis-url")
-    store = ModelStore(connect(url, settings.redis.retries), settings.redis.key_prefix)
+    url, local = redis_for(args.redis_url or settings.redis_url(), args.data_dir, create=False)
+    try:
+        store = ModelStore(connect(url, settings.redis.retries), settings.redis.key_prefix)
+        return _act(args, settings, store)
+    finally:
+        if local is not None:
+            local.release()
+
+
+def _act(args: argparse.Namespace, settings: Any, store: ModelStore) -> int:
     if args.action == "status":
         data = status(store)
         if args.json:

@@ -29,7 +29,16 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.redis_client import default_data_dir
 
-__all__ = ["TENANT", "add_parser", "bind", "local_overrides", "make_keys", "run", "start_line"]
+__all__ = [
+    "TENANT",
+    "add_data_dir",
+    "add_parser",
+    "bind",
+    "local_overrides",
+    "make_keys",
+    "run",
+    "start_line",
+]
 
 TENANT = "default"
 _KEYS = "keys.toml"
@@ -53,9 +62,7 @@ def add_parser(sub: Any) -> None:
         "--data-dir, so a restart resumes where it stopped. First start: makes a server key "
         "and an agent key and prints them once. Ctrl-C stops everything cleanly.",
     )
-    p.add_argument("--data-dir", default=default_data_dir(),
-                   help="server data, key digests, hashing secret (default ./leadpulse-data "
-                   "or LEADPULSE_DATA_DIR)")  # fmt: skip
+    add_data_dir(p)
     p.add_argument("--host", help="listen address (default: gateway.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default: gateway.port, 8080)")
     p.add_argument("--demo", action="store_true", help="also feed simulated IDX traffic")
@@ -66,6 +73,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--redis-url", default="", help="overrides REDIS_URL (no embedded server)")
     p.add_argument("--config", help="TOML file overriding config/default.toml")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    """``--data-dir``: where the embedded server, key digests and hashing secret live when
+    no Redis URL is given."""
+    p.add_argument(
+        "--data-dir", default=default_data_dir(),
+        help="without REDIS_URL: the embedded server's data, API key digests and hashing "
+        "secret (default ./leadpulse-data, or LEADPULSE_DATA_DIR)",
+    )  # fmt: skip
 
 
 # -- the data dir's keys and secret ---------------------------------------------------------

@@ -16,8 +16,14 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["add_parser", "run"]
+from redis.exceptions import RedisError
+
+from engine.up import add_data_dir
+
+__all__ = ["add_parser", "health", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +33,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "deliver",
         help="deliver alerts: webhooks, SSE feed, routing and SLA clocks, until stopped",
         description="Consume the alerts stream in a consumer group against REDIS_URL (or "
-        "redis.url in config): route each alert to an agent, gate consent, attach the "
-        "script, publish it to the tenant's SSE feed, send signed webhooks with retries "
-        "(ACK after delivery), and run SLA clocks and claim timeouts with escalation. "
-        "Serves Prometheus metrics on delivery.metrics_port.",
+        "redis.url in config; without either, the data dir's embedded server and its "
+        "agents, as `leadpulse up` makes them): route each alert to an agent, gate "
+        "consent, attach the script, publish it to the tenant's SSE feed, send signed "
+        "webhooks with retries (ACK after delivery), and run SLA clocks and claim "
+        "timeouts with escalation. "
+        "Serves Prometheus metrics and a JSON /healthz on delivery.metrics_port.",
     )
     p.add_argument(
         "--consumer",
@@ -39,26 +47,57 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "its pending alerts after a crash)",
     )
     p.add_argument("--redis-url", default="", help="overrides REDIS_URL")
+    add_data_dir(p)
     p.add_argument("--config", help="TOML file overriding config/default.toml")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.delivery.consumer import DeliveryService
-    from engine.delivery.metrics import DeliveryMetrics, serve
-    from engine.errors import ConfigError
-    from engine.redis_client import connect
+    from engine.redis_client import redis_for
     from engine.settings import load_settings
 
     settings = load_settings(args.config)
-    url = args.redis_url or settings.redis_url()
-    if not url:
-        raise ConfigError("redis.url: `deliver` needs REDIS_URL or --redis-url")
+    url, local = redis_for(args.redis_url or settings.redis_url(), args.data_dir)
+    try:
+        if local is not None:
+            from engine.up import local_overrides
+
+            settings = load_settings(
+                args.config, overrides=local_overrides(settings, args.data_dir)
+            )
+        return _deliver(args, settings, url, local is not None)
+    finally:
+        if local is not None:
+            local.release()
+
+
+def health(client: Any) -> Callable[[], tuple[bool, dict[str, Any]]]:
+    """``/healthz`` of deliver: Redis answers a PING (200), or why not (503)."""
+
+    def report() -> tuple[bool, dict[str, Any]]:
+        try:
+            client.ping()
+        except RedisError as exc:
+            return False, {"status": "unavailable", "redis": type(exc).__name__}
+        return True, {"status": "ok", "redis": "ok"}
+
+    return report
+
+
+def _deliver(args: argparse.Namespace, settings: Any, url: str, local: bool) -> int:
+    from engine.delivery.consumer import DeliveryService
+    from engine.delivery.metrics import DeliveryMetrics
+    from engine.metrics import serve_http
+    from engine.redis_client import connect, redact_url
+    from engine.up import start_line
+
     client = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
     metrics = DeliveryMetrics.create()
-    if settings.delivery.metrics_port:
-        serve(metrics, settings.delivery.metrics_port)
+    port = settings.delivery.metrics_port
+    if port:
+        probe = connect(url, 0, 1.0)  # its own short-timeout client: /healthz never hangs
+        serve_http(metrics.registry, port, health(probe), what="delivery.metrics_port")
     consumer = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
     service = DeliveryService(settings, client, metrics, consumer=consumer)
 
@@ -67,7 +106,13 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("delivering alerts as %s in group %s", consumer, settings.delivery.consumer_group)
+        where = f" (embedded, data in {args.data_dir})" if local else ""
+        start_line(
+            "leadpulse deliver",
+            f"metrics and /healthz on http://127.0.0.1:{port}" if port else "no metrics port",
+            f"Redis {redact_url(url)}{where}",
+            f"consumer {consumer} in group {settings.delivery.consumer_group}",
+        )
         await service.run(stop)
 
     try:

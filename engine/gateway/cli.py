@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.up import add_data_dir
 
 __all__ = ["RedactQuery", "add_parser", "log_config", "run"]
 
@@ -29,12 +30,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Serve POST /v1/events, GET /v1/leads/{id}, GET /v1/hotlist, /healthz, "
         "/metrics, /tracker.js, /openapi.json and alert delivery (the agents' page at "
         "/hotlist, /v1/board, /v1/alerts/stream) against REDIS_URL (or --redis-url), on "
-        "uvloop. Needs gateway.contact_hash_key and at least one key in gateway.api_keys; "
-        "--new-key prints a key and its config line and exits.",
+        "uvloop. Without a Redis URL: the data dir's embedded server, API keys and hashing "
+        "secret (made, and the keys printed once, on first use, as `leadpulse up` does). "
+        "With one: needs gateway.contact_hash_key and at least one key in "
+        "gateway.api_keys. --new-key prints a key and its config line and exits.",
     )
     p.add_argument("--host", help="listen address (default: gateway.host)")
     p.add_argument("--port", type=int, help="listen port (default: gateway.port)")
     p.add_argument("--redis-url", default="", help="overrides REDIS_URL")
+    add_data_dir(p)
     p.add_argument("--access-log", action="store_true", help="log every request (off: fast)")
     p.add_argument(
         "--new-key", metavar="TENANT", help="print a new API key for TENANT and its config line"
@@ -62,35 +66,74 @@ def run(args: argparse.Namespace) -> int:
     config or an unreachable Redis, which ``engine/cli.py`` prints."""
     if args.new_key:
         return _new_key(args.new_key, args.role, args.origin, args.agent)
-    import uvicorn
-
-    from engine.gateway.app import create_app
-    from engine.redis_client import connect
+    from engine.redis_client import redis_for
     from engine.settings import load_settings
 
     settings = load_settings(args.config)
-    url = args.redis_url or settings.redis_url()
-    if not url:
-        raise ConfigError("redis.url: `serve` needs REDIS_URL or --redis-url")
+    url, local = redis_for(args.redis_url or settings.redis_url(), args.data_dir)
+    if local is not None:
+        settings = _local_settings(args, settings)
+    try:
+        return _serve(args, settings, url, local is not None)
+    finally:
+        if local is not None:
+            local.release()
+
+
+def _local_settings(args: argparse.Namespace, settings: Any) -> Any:
+    """The data dir's keys and hashing secret; on first use make and print the keys."""
+    from pathlib import Path
+
+    from engine.settings import load_settings
+    from engine.up import local_overrides, make_keys
+
+    data_dir = Path(args.data_dir)
+    if not (data_dir / "keys.toml").exists() and not settings.gateway.api_keys:
+        keys = make_keys(data_dir, "agent")
+        print("API keys for tenant default, shown once (only their digests are kept):\n"
+              f"  server key: {keys['server']}\n  agent key (agent): {keys['agent']}",
+              flush=True)  # fmt: skip
+    return load_settings(args.config, overrides=local_overrides(settings, data_dir))
+
+
+def _serve(args: argparse.Namespace, settings: Any, url: str, local: bool) -> int:
+    import signal
+
+    import uvicorn
+
+    from engine.gateway.app import create_app
+    from engine.redis_client import connect, redact_url
+    from engine.up import bind, start_line
+
     # fail at start-up with what is wrong (unreachable, Redis < 7), not at the first request
     connect(url, settings.redis.retries, settings.redis.socket_timeout_s).close()
     app = create_app(settings, url)
     gw = settings.gateway
-    uvicorn.run(
-        app,
-        host=args.host or gw.host,
-        port=args.port or gw.port,
-        loop="uvloop",
-        http="httptools",
-        ws="none",
-        lifespan="on",
-        proxy_headers=True,
-        forwarded_allow_ips=gw.forwarded_allow_ips,
-        access_log=args.access_log,
-        log_config=log_config(),
-        log_level="info" if args.verbose else "warning",
-        server_header=False,
-    )
+    host, port = args.host or gw.host, args.port or gw.port
+    sock = bind(host, port)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, loop="uvloop", http="httptools", ws="none", lifespan="on",
+            proxy_headers=True, forwarded_allow_ips=gw.forwarded_allow_ips,
+            access_log=args.access_log, log_config=log_config(),
+            log_level="info" if args.verbose else "warning", server_header=False,
+        )
+    )  # fmt: skip
+
+    def stop(signum: int, frame: Any) -> None:  # uvicorn re-raises the signal after it stops
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    where = f" (embedded, data in {args.data_dir})" if local else ""
+    start_line(
+        "leadpulse serve", f"http://{host}:{port} (hot list at /hotlist)",
+        f"Redis {redact_url(url)}{where}", f"{len(gw.api_keys)} API key(s)",
+    )  # fmt: skip
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 
