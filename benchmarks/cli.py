@@ -77,8 +77,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=str(RESULTS), help="results directory")
     p.add_argument(
         "--redis-url",
-        default=os.environ.get("REDIS_URL", "") or "redis://127.0.0.1:6379/0",
-        help="server for the pipeline runs (default REDIS_URL, else 127.0.0.1:6379)",
+        default="",
+        help="measure against this server (it gets written to); default: a dedicated server "
+        "started for the run (redis-server from PATH, else the embedded Valkey); REDIS_URL "
+        "is never used silently",
     )
     p.add_argument("--only", default=",".join(STEPS), help=f"comma list of {', '.join(STEPS)}")
     p.add_argument("--events", type=int, help="throughput backlog size (overrides the mode's)")
@@ -318,12 +320,34 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    url = args.redis_url
-    client = connect(url)
-    try:
-        return _run(args, client, url, quick, sizes, steps, out)
-    finally:
-        client.close()
+    with _server(args.redis_url) as url:
+        client = connect(url)
+        try:
+            return _run(args, client, url, quick, sizes, steps, out)
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def _server(url: str) -> Iterator[str]:
+    """``--redis-url`` when given, else a dedicated server for this run, stopped after."""
+    from engine.redis_client import check_url, redact_url
+
+    if url:
+        check_url(url)
+        print(f"leadpulse bench: measuring against {redact_url(url)}", file=sys.stderr)
+        yield url
+        return
+    from benchmarks.harness import DedicatedServer
+
+    with DedicatedServer() as server:
+        note = (
+            " (REDIS_URL is not used: pass --redis-url for that)"
+            if os.environ.get("REDIS_URL")
+            else ""
+        )
+        print(f"leadpulse bench: dedicated {server.kind} {server.version}{note}", file=sys.stderr)
+        yield server.url
 
 
 def _run(
@@ -337,6 +361,7 @@ def _run(
 ) -> int:
     from benchmarks import report
     from benchmarks.harness import Workload, machine_info
+    from engine.redis_client import redact_url
 
     n_tp = args.events or sizes.throughput_events
     seconds = args.seconds or sizes.latency_seconds
@@ -350,7 +375,7 @@ def _run(
     began = time.perf_counter()
     result: dict[str, Any] = {
         "mode": "quick" if quick else "full",
-        "machine": machine_info(client, url),
+        "machine": machine_info(client, redact_url(url)),
         "steps": steps,
     }
     with bars.running():
