@@ -50,6 +50,7 @@ __all__ = [
     "connect",
     "outage_backoff",
     "redact_url",
+    "redis_for",
     "resolve_url",
     "without_retry",
 ]
@@ -369,3 +370,18 @@ class LocalServer:
                 deadline = time.monotonic() + 30
                 while _pid_alive(pid) and time.monotonic() < deadline:
                     time.sleep(0.02)
+
+
+def redis_for(
+    url: str, data_dir: str | Path, *, create: bool = True
+) -> tuple[str, LocalServer | None]:
+    """``url`` (checked) when one is given, else the data dir's server, attached.
+
+    ``create=False`` (``model``, ``merge``: commands that only read or fold what is
+    there) refuses a data dir that does not exist instead of starting an empty server.
+    """
+    if url:
+        check_url(url)
+        return url, None
+    local = LocalServer(data_dir, create=create)
+    return local.url, local
