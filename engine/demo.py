@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from benchmarks.simulator import SimConfig, generate
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
-from engine.redis_client import connect, resolve_url
+from engine.redis_client import connect, redact_url, resolve_url
 from engine.settings import load_settings
 from engine.streams import Producer
 from engine.views import read_hot_list
@@ -60,7 +60,7 @@ def run_demo(
 ) -> int:
     settings = load_settings(config, overrides={"redis": {"key_prefix": _PREFIX}})
     url, server = resolve_url(settings.redis_url())
-    where = "embedded valkey at " + url if server else url
+    where = "embedded valkey at " + url if server else redact_url(url)
     print(f"leadpulse demo: {leads} simulated leads on {where}, {duration:.0f} s", file=out)
     try:
         client = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)

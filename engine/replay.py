@@ -136,7 +136,7 @@ def _rejects(
     found: dict[int, str] = {}
     for _, fields in client.xrange(names.dead_letter):
         reason = (fields.get(b"reason") or b"?").decode(errors="replace")
-        reasons[reason] += 1
+        reasons[reason.split(" ", 1)[0].rstrip(":")] += 1  # the code, without its detail
         if index is not None:
             partition = int(fields.get(b"partition") or 0)
             number = index.line_of(partition, fields.get(b"id") or b"0-0")
