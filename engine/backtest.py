@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 import uuid
@@ -112,9 +113,9 @@ def _epoch(ts: Any) -> float | None:
     return None
 
 
-def scan(path: str | Path) -> tuple[int, int, float | None]:
-    """(lines, outcome events, newest ``ts``) of the file; one-line errors for bad files."""
-    lines = outcomes = 0
+def _read(path: str | Path) -> tuple[int, int, int, float | None]:
+    """(lines, JSON objects, outcome events, newest ``ts``); one-line errors for bad files."""
+    lines = objects = outcomes = 0
     last: float | None = None
     try:
         with open(path, "rb") as fh:
@@ -128,6 +129,7 @@ def scan(path: str | Path) -> tuple[int, int, float | None]:
                     continue
                 if not isinstance(obj, dict):
                     continue
+                objects += 1
                 outcomes += obj.get("type") in OUTCOMES
                 ts = _epoch(obj.get("ts"))
                 if ts is not None and (last is None or ts > last):
@@ -138,8 +140,29 @@ def scan(path: str | Path) -> tuple[int, int, float | None]:
         raise BacktestError(f"backtest: {path} is a directory, not an events file") from None
     except OSError as exc:
         raise BacktestError(f"backtest: cannot read {path}: {exc.strerror or exc}") from None
+    return lines, objects, outcomes, last
+
+
+def scan(path: str | Path) -> tuple[int, int, float | None]:
+    """(lines, outcome events, newest ``ts``) of a file worth replaying, or one line why not.
+
+    Without an outcome event (``appointment_set`` ... ``closed``, ``lost``) no score can
+    be checked against what happened: every label would be a horizon expiry.
+    """
+    lines, objects, outcomes, last = _read(path)
     if lines == 0:
         raise BacktestError(f"backtest: {path} holds no events (empty file)")
+    if objects == 0:
+        raise BacktestError(
+            f"backtest: none of the {lines} lines of {path} is a JSON object (contract v1: "
+            "one event per line)"
+        )
+    if outcomes == 0:
+        kinds = ", ".join(sorted(OUTCOMES))
+        raise BacktestError(
+            f"backtest: no labelled examples: the {lines} events of {path} hold no outcome "
+            f"event ({kinds}), so no lead's score can be checked against what happened"
+        )
     return lines, outcomes, last
 
 
@@ -215,20 +238,14 @@ def replay_examples(path: str, config: str | None = None, redis_url: str = "") -
 
 
 def why_no_examples(got: Replayed) -> str:
-    """One line: why the replay labelled nothing."""
+    """One line: why the replay labelled nothing although the file has outcome events."""
     if got.rejected and sum(got.rejected.values()) >= got.events:
         top = ", ".join(f"{r} {n}" for r, n in got.rejected.most_common(3))
         return f"backtest: all {got.events} events were rejected ({top}); see `Event contract v1`"
-    if got.outcome_events == 0:
-        kinds = ", ".join(sorted(OUTCOMES))
-        return (
-            f"backtest: no labelled examples: the file's {got.events} events hold no outcome "
-            f"event ({kinds}), so no lead's score can be checked against what happened"
-        )
     return (
         f"backtest: no labelled examples from {got.outcome_events} outcome events: their "
         "leads had no scored moment before the outcome (an outcome must follow the lead's "
-        "other events)"
+        "other events, in the same tenant)"
     )
 
 
@@ -377,6 +394,9 @@ def evaluate(
     probs["batch_lr"], note = batch_lr(parts.train, test)
     if note:
         out["notes"].append(note)
+    if np.isnan(cast(np.ndarray, probs["prior"])).any():
+        probs["prior"] = None
+        out["notes"].append("points prior: some examples carry no prior (`pp`/`pr`)")
     for name, p in probs.items():
         if p is None:
             out["scores"][name] = None
@@ -471,8 +491,8 @@ def plot(result: Mapping[str, Any], path: Path) -> str | None:
         bins = result["scores"][key]["calibration"]
         xs, ys = [b["mean_p"] for b in bins], [b["rate"] for b in bins]
         sizes = [12 + 120 * b["n"] / result["split"]["test"] for b in bins]
-        rel.plot(xs, ys, "-", linewidth=1.2, label=SCORES[key].replace("`", ""))
-        rel.scatter(xs, ys, s=sizes, alpha=0.7)
+        (line,) = rel.plot(xs, ys, "-", linewidth=1.2, label=SCORES[key].replace("`", ""))
+        rel.scatter(xs, ys, s=sizes, alpha=0.7, color=line.get_color())
         rows = result["scores"][key]["buckets"]
         lift.bar(
             np.arange(len(BUCKETS)) + (i - (len(present) - 1) / 2) * 0.25,
@@ -523,6 +543,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.split < 1.0:
         raise BacktestError(f"backtest: --split must be between 0 and 1, got {args.split}")
+    if not args.verbose:  # drift warnings are for a live run; a backtest reports quality
+        logging.getLogger("engine.learning").setLevel(logging.ERROR)
     got = replay_examples(args.events, args.config, args.redis_url)
     if not got.examples:
         raise BacktestError(why_no_examples(got))
