@@ -68,7 +68,7 @@ def test_replay_cli_writes_scores_and_reports_its_rate(tmp_path: Path) -> None:
         [*LEADPULSE, *args], capture_output=True, text=True, env=_env(), timeout=120
     )
     assert out.returncode == 0, out.stderr
-    assert "replayed 2 events (1 rejected)" in out.stderr
+    assert "replayed 2 events (1 rejected: 1 missing_field:lead_id;" in out.stderr
     assert "events/s" in out.stderr
     (record,) = [json.loads(line) for line in scores.read_text().splitlines()]
     assert record["lead_id"] == "L" and record["tier"] == "hot"
@@ -85,12 +85,15 @@ def test_a_bad_setting_is_refused_at_start_naming_the_key() -> None:
     assert "alerts.jump_pointz: unknown setting" in out.stderr
 
 
-def test_run_needs_a_redis_url() -> None:
+def test_run_without_a_redis_url_wants_a_usable_data_dir(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
     out = subprocess.run(
-        [*LEADPULSE, "run"], capture_output=True, text=True, env=_env(), timeout=60
-    )
+        [*LEADPULSE, "run", "--data-dir", str(not_a_dir / "data")],
+        capture_output=True, text=True, env=_env(), timeout=60,
+    )  # fmt: skip
     assert out.returncode == 2
-    assert "REDIS_URL" in out.stderr
+    assert "cannot create data dir" in out.stderr
 
 
 def test_run_reports_an_unreachable_server_clearly() -> None:

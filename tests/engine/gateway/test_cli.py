@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from pathlib import Path
 
 import httpx
 import pytest
@@ -70,10 +71,14 @@ def test_new_key_refuses_a_bad_tenant() -> None:
         cli.run(_parse("--new-key", "no spaces"))
 
 
-def test_serve_needs_a_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_without_a_redis_url_uses_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
-    with pytest.raises(ConfigError, match="redis.url"):
-        cli.run(_parse())
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    with pytest.raises(ConfigError, match="cannot create data dir"):
+        cli.run(_parse("--data-dir", str(not_a_dir / "data")))
 
 
 def test_serve_says_when_redis_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
