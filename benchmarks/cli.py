@@ -331,11 +331,10 @@ def run(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _server(url: str) -> Iterator[str]:
     """``--redis-url`` when given, else a dedicated server for this run, stopped after."""
-    from engine.redis_client import check_url, redact_url
+    from engine.redis_client import check_url
 
     if url:
         check_url(url)
-        print(f"leadpulse bench: measuring against {redact_url(url)}", file=sys.stderr)
         yield url
         return
     from benchmarks.harness import DedicatedServer

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import LeadpulseError
-from engine.model import ModelSet
-from engine.model_store import ModelStore
 from engine.redis_client import connect, redis_for
 from engine.settings import load_settings
 from engine.up import add_data_dir
+
+if TYPE_CHECKING:  # river costs ~2 s to import: only `model` itself pays it, not every --help
+    from engine.model_store import ModelStore
 
 __all__ = ["add_parser", "run", "status"]
 
@@ -44,6 +45,8 @@ def add_parser(sub: Any) -> None:
 
 def status(store: ModelStore) -> dict[str, Any]:
     """Everything `model status` shows, as data."""
+    from engine.model import ModelSet
+
     info = store.info()
     work = store.working_copy()
     live = ModelSet.loads(work).status() if work else None
@@ -70,6 +73,8 @@ def _fmt(q: dict[str, Any] | None) -> str:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     url, local = redis_for(args.redis_url or settings.redis_url(), args.data_dir, create=False)
+    from engine.model_store import ModelStore
+
     try:
         store = ModelStore(connect(url, settings.redis.retries), settings.redis.key_prefix)
         return _act(args, settings, store)
