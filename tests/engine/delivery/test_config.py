@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,8 +68,14 @@ def test_deliver_subcommand_parser_and_missing_redis() -> None:
     assert "--redis-url" in help_text and "consumer group" in help_text
 
 
-def test_deliver_without_redis_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deliver_without_redis_uses_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
-    args = argparse.Namespace(config=None, redis_url="", consumer="", verbose=False)
-    with pytest.raises(ConfigError, match="`deliver` needs REDIS_URL"):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    args = argparse.Namespace(
+        config=None, redis_url="", consumer="", verbose=False, data_dir=str(not_a_dir / "d")
+    )
+    with pytest.raises(ConfigError, match="cannot create data dir"):
         cli.run(args)
