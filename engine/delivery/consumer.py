@@ -186,16 +186,16 @@ class DeliveryService:
             reply = self._r.xread(positions, count=self.settings.streams.read_count)
             if not reply:
                 break
-            events = []
+            events: list[tuple[Event, float]] = []
             moved = {}
             for stream, rows in reply:
                 name = stream.decode() if isinstance(stream, bytes) else str(stream)
-                for _, fields in rows:
+                for sid, fields in rows:
                     raw = fields.get(b"e")
                     if raw is not None:
                         checked = self._validator.check_bytes(raw, "msgpack")
                         if isinstance(checked, Event):
-                            events.append(checked)
+                            events.append((checked, _arrival(sid)))
                 n += len(rows)
                 last = rows[-1][0]
                 positions[name] = last.decode() if isinstance(last, bytes) else str(last)
@@ -206,13 +206,14 @@ class DeliveryService:
             self.metrics.events_read.inc(n)
         return n
 
-    def _apply_events(self, events: list[Event]) -> None:
-        self.consent.record(events)
-        for ev in events:
+    def _apply_events(self, events: list[tuple[Event, float]]) -> None:
+        """Consent blocks; responses stop clocks (``at``: the entry's arrival, wall time)."""
+        self.consent.record([ev for ev, _ in events])
+        for ev, at in events:
             if ev.type not in RESPONSES:
                 continue
             stopped = self.clocks.note_response(
-                ev.tenant, ev.lead_id, ev.ts, ev.agent_id, ev.type, ev.event_id
+                ev.tenant, ev.lead_id, ev.ts, ev.agent_id, ev.type, ev.event_id, at=at
             )
             if stopped is not None:
                 self.feed.publish(ev.tenant, "sla", _clock_view(stopped), ["*"])
@@ -277,7 +278,8 @@ class DeliveryService:
         blocked = tuple(sorted(reasons))
         payload = dict(alert)
         hand = any(str(t).startswith("hand_raise:") for t in alert.get("triggers") or ())
-        self.local(tenant).localize(payload, blocked, hand or profile.repeat_views >= 3)
+        arrival = self.local(tenant).arrival(alert, now)
+        self.local(tenant).localize(payload, blocked, hand or profile.repeat_views >= 3, arrival)
         payload["blocked_channels"] = list(blocked)
         payload["blocked_reasons"] = reasons
         writes = self._r.pipeline(transaction=True)
@@ -289,7 +291,8 @@ class DeliveryService:
         clock = self.clocks.open(
             tenant=tenant, lead=lead, alert_id=alert["alert_id"], source=profile.source,
             rule=str(sla.get("rule", "default")), agent=assignment.agent,
-            start_ts=float(alert["event"]["ts"]), deadline_ts=float(sla["deadline_ts"]),
+            start_ts=arrival.start_ts, deadline_ts=arrival.deadline_ts,
+            event_ts=arrival.event_ts, late_on_arrival=arrival.late_on_arrival,
             prefetched=(prefetched[n + 3], prefetched[n + 4]), pipe=writes,
         )  # fmt: skip
         payload.update(
@@ -510,6 +513,15 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
+def _arrival(sid: Any) -> float:
+    """Wall time (s) a stream entry was appended: the millisecond part of its id."""
+    text = sid.decode() if isinstance(sid, bytes) else str(sid)
+    try:
+        return int(text.split("-", 1)[0]) / 1000
+    except ValueError:
+        return time.time()
+
+
 def _profile_view(p: LeadProfile) -> dict[str, Any]:
     return {
         "side": p.side, "source": p.source, "timeline": p.timeline, "area": p.area,
@@ -520,7 +532,8 @@ def _profile_view(p: LeadProfile) -> dict[str, Any]:
 def _clock_view(c: dict[str, Any]) -> dict[str, Any]:
     keys = ("tenant", "lead_id", "alert_id", "status", "agent", "start_ts", "deadline_ts",
             "first_deadline_ts", "stopped_ts", "stopped_by", "stop_kind", "response_s", "misses",
-            "missed_by", "rule", "source")  # fmt: skip
+            "missed_by", "rule", "source", "event_ts", "late_on_arrival",
+            "arrival_delay_s")  # fmt: skip
     return {k: c.get(k) for k in keys}
 
 

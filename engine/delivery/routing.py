@@ -353,7 +353,8 @@ class Assigner:
         now = self._clock()
         missed_by = tuple(dict.fromkeys(current.missed_by + ((missed,) if missed else ())))
         event_ts = lead_event_time(current, now)
-        who = missed or "nobody"
+        why = _miss_words(current, missed)
+        where = "still in" if current.state == POND else "returned to"
         members = self._tenants(tenant).groups.get(current.group, ())
         agent = None
         if step == "next_agent" and members:
@@ -361,7 +362,7 @@ class Assigner:
         if agent is not None:
             new = replace(
                 current, state="assigned", agent=agent, how="escalation", ts=now, event_ts=event_ts,
-                reason=f"SLA missed by {who}: reassigned to the next agent in "
+                reason=f"{why}: reassigned to the next agent in "
                 f"{current.group}, {agent}", missed_by=missed_by, offered_to=(),
                 claim_deadline=0.0,
             )  # fmt: skip
@@ -369,7 +370,7 @@ class Assigner:
             new = replace(
                 current, state="pond", agent="", group=POND, how="escalation", ts=now,
                 event_ts=event_ts,
-                reason=f"SLA missed by {who}: returned to the pond (shared queue)",
+                reason=f"{why}: {where} the pond (shared queue)",
                 missed_by=missed_by, offered_to=(), claim_deadline=0.0,
             )  # fmt: skip
         return self._save(new, emit=True, event_id=f"dlv-esc-{uuid.uuid4().hex}")
@@ -454,6 +455,15 @@ def stream_emitter(producer: Producer) -> Callable[[dict[str, Any], Any], Any]:
         return producer.send_raw(payload, producer.partition(event), pipe)
 
     return emit
+
+
+def _miss_words(current: Assignment, missed: str) -> str:
+    """Who missed the SLA, in words: an agent, or nobody's (unclaimed) - never "nobody"."""
+    if missed:
+        return f"SLA missed by {missed}"
+    if current.state == "offered":
+        return f"SLA missed while offered to {current.group}, unclaimed"
+    return "SLA missed while unclaimed in the pond"
 
 
 def _group_of(cfg: TenantDelivery, agent: str) -> str:
