@@ -1,12 +1,19 @@
 """Quality benchmark (issue 3, section 7): the online model against the rules and batch models.
 
-Two datasets, each replayed through the real engine (``engine.replay.replay_file``:
+Three datasets, each replayed through the real engine (``engine.replay.replay_file``:
 the same Bytewax dataflow as ``leadpulse run``, event time from ``ts``):
 
 - ``simulator``: the seeded IDX simulator (``benchmarks/simulator.py``), whose leads
   convert with a known latent intent;
 - ``diginetica``: the real DIGINETICA click log (``benchmarks/diginetica.py``),
-  sessions as leads, views as property views, purchases as ``appointment_set``.
+  sessions as leads, views as property views, purchases as ``appointment_set``;
+- ``online_shoppers``: 12,330 real web sessions with a purchase outcome
+  (``benchmarks/online_shoppers.py``): sessions as leads, product pages as property
+  views, other pages as page views, a purchase as ``appointment_set``, no purchase as
+  ``lost``; traffic and visitor type as declared profile fields
+  (``benchmarks/data/online_shoppers/leadpulse.toml``); ``PageValues`` (computed from
+  later transactions: it leaks the outcome) left out. Split by month: the test set is
+  October to December.
 
 Every labelled example the engine produced is read back from the ``<prefix>:labels``
 stream: the model input ``x`` at the scored moment ``ts``, the label ``y`` known at
@@ -23,7 +30,7 @@ The comparison, on one forward-in-time split per dataset:
   are dropped. A synthetic ``page_view`` of a dummy lead ``FLUSH_AFTER_D`` days after
   the last event lets the daily expiry sweep label every open snapshot.
 - *test*: evaluable examples whose scored moment is in the last ``TEST_SHARE`` (30 %)
-  of their event-time range.
+  of their event-time range (Online Shoppers: from October 1st).
 - *train* (batch models only): examples whose label was known before the split
   (``at < split``), i.e. what a batch job run at the split time could have used.
 - models: ``points_prior`` (the seeds' rule-based points score, ``pp``),
@@ -69,7 +76,7 @@ import msgpack
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks import diginetica
+from benchmarks import diginetica, online_shoppers
 from benchmarks.simulator import SimConfig, generate, write_jsonl
 from engine.evaluation import (
     ECE_BINS,
@@ -138,7 +145,9 @@ class Replayed:
     live_quality: dict[str, Any] = field(default_factory=dict)
 
 
-def _settings(prefix: str, overrides: Mapping[str, Mapping[str, Any]]) -> Any:
+def _settings(
+    prefix: str, overrides: Mapping[str, Mapping[str, Any]], config: Path | None = None
+) -> Any:
     from engine.settings import load_settings
 
     sections: dict[str, Any] = {
@@ -149,7 +158,7 @@ def _settings(prefix: str, overrides: Mapping[str, Mapping[str, Any]]) -> Any:
     }
     for name, values in overrides.items():
         sections[name] = {**sections.get(name, {}), **values}
-    return load_settings(overrides=sections, environ={})
+    return load_settings(config, overrides=sections, environ={})
 
 
 def replay_labels(
@@ -157,15 +166,17 @@ def replay_labels(
     redis_url: str,
     work_dir: Path,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    config: Path | None = None,
 ) -> Replayed:
-    """Write ``events`` as contract-v1 JSONL, replay it, return the labelled examples."""
+    """Write ``events`` as contract-v1 JSONL, replay it (with the override file ``config``,
+    if any), return the labelled examples."""
     from engine.model import ModelSet
     from engine.model_store import ModelStore
     from engine.redis_client import connect
     from engine.replay import replay_file
 
     prefix = "qb" + uuid.uuid4().hex[:10]
-    settings = _settings(prefix, overrides or {})
+    settings = _settings(prefix, overrides or {}, config)
     path = work_dir / f"{prefix}.jsonl"
     count = write_jsonl(path, events)
     client = connect(redis_url)
@@ -179,27 +190,7 @@ def replay_labels(
         if code != 0:
             raise RuntimeError(f"replay of {path} failed with exit code {code}")
         store = ModelStore(client, prefix)
-        examples: list[dict[str, Any]] = []
-        seen: set[tuple[Any, ...]] = set()
-        ids: set[str] = set()
-        duplicates = 0
-        position = "-"
-        while True:
-            rows = cast(list[Any], client.xrange(store.keys.labels, min=position, count=5_000))
-            if not rows:
-                break
-            for _sid, fields in rows:
-                ex = msgpack.unpackb(fields[b"l"], raw=False)
-                if ex["id"] in ids:
-                    continue  # the same example appended twice: one label
-                ids.add(ex["id"])
-                snap = (ex["tenant"], ex["lead"], ex["seg"], ex["ts"])
-                if snap in seen:
-                    duplicates += 1
-                    continue
-                seen.add(snap)
-                examples.append(ex)
-            position = "(" + rows[-1][0].decode()  # exclusive: after the last one read
+        examples, duplicates = _read_examples(client, store.keys.labels)
         blob = store.working_copy()
         live = ModelSet.loads(blob).status()["served_score"] if blob else {}
         horizon = float(settings.scoring.label_horizon_d)
@@ -211,6 +202,31 @@ def replay_labels(
         client.close()
         for leftover in work_dir.glob(f"{prefix}*"):
             leftover.unlink()
+
+
+def _read_examples(client: Any, key: str) -> tuple[list[dict[str, Any]], int]:
+    """The labels stream's examples, once per id, and how many repeated a scored moment."""
+    examples: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    ids: set[str] = set()
+    duplicates = 0
+    position = "-"
+    while True:
+        rows = cast(list[Any], client.xrange(key, min=position, count=5_000))
+        if not rows:
+            return examples, duplicates
+        for _sid, fields in rows:
+            ex = msgpack.unpackb(fields[b"l"], raw=False)
+            if ex["id"] in ids:
+                continue  # the same example appended twice: one label
+            ids.add(ex["id"])
+            snap = (ex["tenant"], ex["lead"], ex["seg"], ex["ts"])
+            if snap in seen:
+                duplicates += 1
+                continue
+            seen.add(snap)
+            examples.append(ex)
+        position = "(" + rows[-1][0].decode()  # exclusive: after the last one read
 
 
 # -- the comparison ------------------------------------------------------------------------
@@ -327,21 +343,13 @@ def _bootstrap(
     return out
 
 
-def compare(
-    examples: Sequence[Mapping[str, Any]],
-    end_ts: float,
-    horizon_d: float,
-    exclude_leads: Iterable[str] = (),
-    bootstrap_rounds: int = 200,
-) -> dict[str, Any]:
-    """Forward-in-time comparison of every model on one dataset's labelled examples."""
-    notes: list[str] = []
-    skip = set(exclude_leads)
-    own = [ex for ex in examples if ex["lead"] not in skip]
+def _evaluable(
+    own: Sequence[Mapping[str, Any]], until: float
+) -> tuple[dict[str, Any], list[Mapping[str, Any]]]:
+    """Label counts, and the examples whose whole horizon lies inside the data."""
     kinds: dict[str, int] = {}
     for ex in own:
         kinds[_kind(ex)] = kinds.get(_kind(ex), 0) + 1
-    until = end_ts - horizon_d * DAY
     evaluable = sorted(
         (ex for ex in own if ex["ts"] <= until), key=lambda e: (e["ts"], e["lead"], e["id"])
     )
@@ -355,23 +363,20 @@ def compare(
     }
     if not evaluable:
         raise ValueError("no evaluable labelled examples: is the data longer than the horizon?")
-    lo, hi = evaluable[0]["ts"], evaluable[-1]["ts"]
-    split = lo + (1.0 - TEST_SHARE) * (hi - lo)
-    test = [ex for ex in evaluable if ex["ts"] >= split]
-    # known by the split: an outcome (or `lost`) is known when it happens; a snapshot with
-    # neither is known to be negative once its horizon is over (when the engine learns it)
-    train = [ex for ex in evaluable if (ex.get("outcome_at") or ex["at"]) < split]
-    # matured: the whole horizon (and the next daily sweep) was over by the split, so
-    # every label is final and none is missing: no early-positive bias, but older data
-    matured = [ex for ex in train if ex["ts"] <= split - (horizon_d + 1.0) * DAY]
+    return labels, evaluable
+
+
+def _score_models(
+    test: Sequence[Mapping[str, Any]], batch: Mapping[str, Floats | None], notes: list[str]
+) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]], dict[str, Floats]]:
+    """Every model's figures and reliability curve on ``test``; the scores by model."""
     y = np.array([bool(ex["y"]) for ex in test])
     scores: dict[str, Floats] = {
         # the seeds' points score as such (`pr`); `pp` is the same after online calibration
         "points_prior": np.array([float(ex.get("pr") or ex["pp"]) for ex in test]),
         "online_served": np.array([float(ex["pb"]) for ex in test]),
     }
-    ready = np.array([ex.get("pm") is not None for ex in test])
-    batch = _fit_batch({"known": train, "matured": matured}, test, notes)
+    ready = np.array([ex.get("pm") is not None for ex in test], dtype=bool)
     results: dict[str, Any] = {}
     curves: dict[str, list[dict[str, float]]] = {}
     for name in MODELS:
@@ -394,20 +399,25 @@ def compare(
             yy, pp = y, got
         results[name] = metrics(yy, pp)
         curves[name] = reliability(yy, pp)
-    pairs = {
-        "online_served_minus_batch_lr": ("online_served", "batch_lr"),
-        "online_served_minus_points_prior": ("online_served", "points_prior"),
-        "batch_lr_minus_points_prior": ("batch_lr", "points_prior"),
-    }
-    pairs = {k: v for k, v in pairs.items() if v[0] in scores and v[1] in scores}
-    boot = _bootstrap([ex["lead"] for ex in test], y, scores, pairs, bootstrap_rounds)
-    split_info = {
+    return results, curves, scores
+
+
+def _split_info(
+    until: float,
+    lo: float,
+    split: float,
+    hi: float,
+    test: Sequence[Mapping[str, Any]],
+    train: Sequence[Mapping[str, Any]],
+    matured: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    return {
         "evaluable_until": _iso(until),
         "first_scored": _iso(lo),
         "split": _iso(split),
         "last_scored": _iso(hi),
         "test": len(test),
-        "test_positives": int(y.sum()),
+        "test_positives": sum(bool(ex["y"]) for ex in test),
         "test_leads": len({ex["lead"] for ex in test}),
         "train": len(train),
         "train_positives": sum(bool(ex["y"]) for ex in train),
@@ -415,17 +425,53 @@ def compare(
         "train_matured": len(matured),
         "train_matured_positives": sum(bool(ex["y"]) for ex in matured),
     }
+
+
+def compare(
+    examples: Sequence[Mapping[str, Any]],
+    end_ts: float,
+    horizon_d: float,
+    exclude_leads: Iterable[str] = (),
+    bootstrap_rounds: int = 200,
+    split_ts: float | None = None,
+) -> dict[str, Any]:
+    """Forward-in-time comparison of every model on one dataset's labelled examples.
+
+    ``split_ts``: where the test set starts (default: the last ``TEST_SHARE`` of the
+    evaluable examples' event-time range).
+    """
+    notes: list[str] = []
+    skip = set(exclude_leads)
+    own = [ex for ex in examples if ex["lead"] not in skip]
+    until = end_ts - horizon_d * DAY
+    labels, evaluable = _evaluable(own, until)
+    lo, hi = evaluable[0]["ts"], evaluable[-1]["ts"]
+    split = lo + (1.0 - TEST_SHARE) * (hi - lo) if split_ts is None else split_ts
+    test = [ex for ex in evaluable if ex["ts"] >= split]
+    # known by the split: an outcome (or `lost`) is known when it happens; a snapshot with
+    # neither is known to be negative once its horizon is over (when the engine learns it)
+    train = [ex for ex in evaluable if (ex.get("outcome_at") or ex["at"]) < split]
+    # matured: the whole horizon (and the next daily sweep) was over by the split, so
+    # every label is final and none is missing: no early-positive bias, but older data
+    matured = [ex for ex in train if ex["ts"] <= split - (horizon_d + 1.0) * DAY]
+    batch = _fit_batch({"known": train, "matured": matured}, test, notes)
+    results, curves, scores = _score_models(test, batch, notes)
+    pairs = {
+        "online_served_minus_batch_lr": ("online_served", "batch_lr"),
+        "online_served_minus_points_prior": ("online_served", "points_prior"),
+        "batch_lr_minus_points_prior": ("batch_lr", "points_prior"),
+    }
+    pairs = {k: v for k, v in pairs.items() if v[0] in scores and v[1] in scores}
+    y = np.array([bool(ex["y"]) for ex in test])
+    boot = _bootstrap([ex["lead"] for ex in test], y, scores, pairs, bootstrap_rounds)
+    ys = [ex["y"] for ex in evaluable]
     progressive = {
-        "points_prior": metrics(
-            [ex["y"] for ex in evaluable], [float(ex["pp"]) for ex in evaluable]
-        ),
-        "online_served": metrics(
-            [ex["y"] for ex in evaluable], [float(ex["pb"]) for ex in evaluable]
-        ),
+        "points_prior": metrics(ys, [float(ex["pp"]) for ex in evaluable]),
+        "online_served": metrics(ys, [float(ex["pb"]) for ex in evaluable]),
     }
     return {
         "labels": labels,
-        "split": split_info,
+        "split": _split_info(until, lo, split, hi, test, train, matured),
         "models": results,
         "auc_differences_bootstrap": boot,
         "progressive_all_evaluable": progressive,
@@ -495,12 +541,17 @@ class Plan:
     sim: SimConfig
     diginetica_every: int  # use every n-th session of the sample (1: all)
     bootstrap_rounds: int
+    shoppers_every: int = 1  # every n-th Online Shoppers session (1: all 12,330)
 
 
 PLANS = {
-    "full": Plan(SimConfig(seed=7, leads=2_000, days=150.0), 1, 500),
-    "small": Plan(SimConfig(seed=7, leads=160, days=90.0), 4, 100),
+    "full": Plan(SimConfig(seed=7, leads=2_000, days=150.0), 1, 500, 1),
+    "small": Plan(SimConfig(seed=7, leads=160, days=90.0), 4, 100, 25),
 }
+
+#: Online Shoppers is split by month: the test set is the last quarter (October to
+#: December: 5,274 of 12,330 sessions), trained on February to September.
+SHOPPERS_TEST_FROM = "Oct"
 
 #: DIGINETICA sessions last minutes (median ~4 min, 90 % under 17): with the default
 #: snapshot cadence (one per lead per hour) every session would give one example, taken
@@ -566,6 +617,51 @@ def run_diginetica(plan: Plan, redis_url: str, work_dir: Path) -> dict[str, Any]
     return out
 
 
+def _replay_shoppers(
+    events: Sequence[dict[str, Any]], redis_url: str, work_dir: Path, notes: list[str]
+) -> Replayed:
+    """Replay with the dataset's override file; an engine without ``features.profile``
+    gets the events without it (said in a note: traffic and visitor type unused)."""
+    from engine.errors import ConfigError
+
+    try:
+        return replay_labels(events, redis_url, work_dir, config=online_shoppers.CONFIG_FILE)
+    except ConfigError as exc:
+        if "features.profile" not in str(exc):
+            raise
+    notes.append(
+        f"this engine refused {online_shoppers.CONFIG_FILE.name} (features.profile): replayed "
+        "without it, so traffic and visitor type were not model inputs"
+    )
+    return replay_labels(events, redis_url, work_dir)
+
+
+def run_online_shoppers(plan: Plan, redis_url: str, work_dir: Path) -> dict[str, Any]:
+    data = online_shoppers.load(every=plan.shoppers_every)
+    notes: list[str] = []
+    got = _replay_shoppers(data.events, redis_url, work_dir, notes)
+    # every session ends in its outcome (purchase or `lost`) right after its last page:
+    # nothing is censored, so the evaluable range runs to the end of the data
+    split, _ = online_shoppers.month_start(SHOPPERS_TEST_FROM)
+    out = compare(
+        got.examples, data.last_ts + got.horizon_d * DAY, got.horizon_d,
+        {online_shoppers.FLUSH_LEAD}, plan.bootstrap_rounds, split_ts=split,
+    )  # fmt: skip
+    out["notes"] += notes
+    out["source"] = {
+        "data": str(online_shoppers.DATA_DIR),
+        "sessions_used": "all" if plan.shoppers_every == 1 else f"every {plan.shoppers_every}th",
+        **data.summary(),
+        "test_from": _iso(split),
+        "replay_seconds": round(got.seconds, 1),
+        "settings_overrides": {"streams": {"partitions": 1}},
+        "config_file": None if notes else online_shoppers.CONFIG_FILE.name,
+    }
+    out["labels"]["duplicate_snapshot_labels"] = got.duplicates
+    out["engine_live_quality"] = _live(got.live_quality)
+    return out
+
+
 def _live(snapshot: Mapping[str, Any]) -> dict[str, Any]:
     """The engine's own rolling view of the served score (what `model status` shows)."""
     keep = ("labels", "window", "auc", "log_loss", "precision_top15", "ece", "drifts")
@@ -574,7 +670,11 @@ def _live(snapshot: Mapping[str, Any]) -> dict[str, Any]:
 
 # -- report ------------------------------------------------------------------------------------
 
-DATASETS = {"simulator": "Seeded simulator", "diginetica": "DIGINETICA (real)"}
+DATASETS = {
+    "simulator": "Seeded simulator",
+    "diginetica": "DIGINETICA (real)",
+    "online_shoppers": "Online Shoppers (real)",
+}
 
 
 def _f(v: Any, digits: int = 3) -> str:
@@ -586,7 +686,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"# Quality benchmark ({result['mode']} mode)",
         "",
         "Online model vs the rule-based points score and offline batch models, on a "
-        "forward-in-time split (test: scored moments in the last 30 % of event time; batch "
+        "forward-in-time split (test: scored moments in the last 30 % of event time, for "
+        "Online Shoppers the sessions from October on; batch "
         "models trained on examples whose label was known before the split). Generated by "
         "`python -m benchmarks.quality` — see its docstring for the method.",
         "",
@@ -785,6 +886,7 @@ def run_quality(
             datasets = {
                 "simulator": run_simulator(plan, url, work),
                 "diginetica": run_diginetica(plan, url, work),
+                "online_shoppers": run_online_shoppers(plan, url, work),
             }
     finally:
         if server is not None:
@@ -799,6 +901,7 @@ def run_quality(
             "ece_bins": ECE_BINS,
             "label_horizon_d": _horizon_d(),
             "flush_after_d": FLUSH_AFTER_D,
+            "online_shoppers_test_from": SHOPPERS_TEST_FROM,
             "models": MODELS,
         },
         "datasets": datasets,

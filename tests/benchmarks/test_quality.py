@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks import diginetica
+from benchmarks import diginetica, online_shoppers
 from benchmarks import quality as q
 
 # -- the metric code on hand-made cases -----------------------------------------------------
@@ -144,6 +144,72 @@ def test_diginetica_events_are_time_ordered_with_a_flush_at_the_end() -> None:
     assert len({e["event_id"] for e in data.events}) == len(data.events)
 
 
+# -- Online Shoppers as events ----------------------------------------------------------------
+
+
+def test_online_shoppers_sessions_become_leads_in_time_order() -> None:
+    from engine.settings import load_settings
+    from engine.validate import Rejection, Validator
+
+    rows = online_shoppers.read_rows()
+    data = online_shoppers.load(every=40)
+    events = data.events
+    assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
+    assert len({e["event_id"] for e in events}) == len(events)
+    chosen = rows[::40]
+    assert data.sessions == len(chosen) and data.purchases == sum(
+        r["Revenue"] == "YES" for r in chosen
+    )
+    validator = Validator(load_settings(environ={}).validation)
+    assert not [e for e in events if isinstance(validator.check(e), Rejection)]
+    by_lead: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        by_lead.setdefault(e["lead_id"], []).append(e)
+    for i, row in enumerate(chosen):
+        got = by_lead[f"os{40 * i:05d}"]
+        first, *pages, last = got
+        assert first["type"] == "lead_created" and "page_value" not in first["props"]
+        assert first["props"] == {
+            "traffic": f"t{row['TrafficType']}",
+            "visitor": row["VisitorType"],
+        }
+        kinds = [e["type"] for e in pages]
+        assert kinds.count("property_view") == int(row["ProductRelated"])
+        assert kinds.count("page_view") == int(row["Administrative"]) + int(row["Informational"])
+        views = [e["property_id"] for e in pages if e["type"] == "property_view"]
+        assert len(set(views)) == len(views)  # every product page its own property
+        dwell = sum(e["dwell_s"] for e in pages if e["type"] == "property_view")
+        rounding = 0.0005 * len(views) + 1e-6  # each page's dwell is rounded to 1 ms
+        assert dwell == pytest.approx(float(row["ProductRelated_Duration"]), abs=rounding)
+        assert last["type"] == ("appointment_set" if row["Revenue"] == "YES" else "lost")
+        assert all(last["ts"] > e["ts"] for e in got[:-1])  # the outcome follows every page
+    # months in calendar order, sessions spread inside their month
+    months = [online_shoppers.MONTHS[r["Month"]] for r in chosen]
+    starts = [by_lead[f"os{40 * i:05d}"][0]["ts"] for i in range(len(chosen))]
+    for k in range(1, len(chosen)):
+        if months[k - 1] == months[k]:
+            assert starts[k - 1] < starts[k]  # file order within the month
+        else:
+            assert (starts[k - 1] < starts[k]) == (months[k - 1] < months[k])
+
+
+def test_online_shoppers_page_values_and_no_lost_modes() -> None:
+    data = online_shoppers.load(every=200, page_values=True, lost=False)
+    created = [e for e in data.events if e["type"] == "lead_created"]
+    assert all(e["props"]["page_value"] in ("0", "0-10", "10-50", "50+") for e in created)
+    assert not any(e["type"] == "lost" for e in data.events)
+    flush = data.events[-1]
+    assert flush["lead_id"] == online_shoppers.FLUSH_LEAD
+    assert flush["ts"] - data.last_ts == pytest.approx(online_shoppers.FLUSH_AFTER_D * q.DAY)
+
+
+def test_online_shoppers_config_declares_the_profile_fields() -> None:
+    import tomllib
+
+    config = tomllib.loads(online_shoppers.CONFIG_FILE.read_text())
+    assert config["features"]["profile"] == ["props.traffic", "props.visitor"]
+
+
 # -- the small mode end to end ----------------------------------------------------------------
 
 
@@ -151,10 +217,11 @@ def _unit(x: Any) -> bool:
     return isinstance(x, float) and math.isfinite(x) and 0.0 <= x <= 1.0
 
 
-def test_small_mode_writes_every_model_for_both_datasets(redis_url: str, tmp_path: Path) -> None:
+def test_small_mode_writes_every_model_for_every_dataset(redis_url: str, tmp_path: Path) -> None:
     result = q.run_quality("small", tmp_path, redis_url)
     saved = json.loads((tmp_path / "quality_small.json").read_text())
-    assert saved["mode"] == "small" and saved["datasets"].keys() == {"simulator", "diginetica"}
+    assert saved["mode"] == "small"
+    assert saved["datasets"].keys() == {"simulator", "diginetica", "online_shoppers"}
     assert (tmp_path / "quality_small.md").read_text().startswith("# Quality benchmark (small")
     png = tmp_path / "quality_small_reliability.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
