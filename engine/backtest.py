@@ -9,7 +9,7 @@ label was known. Those examples are read back and judged on a forward-in-time ho
 
 - *test*: examples scored after the ``--split`` quantile (default 0.7) of their scored
   moments; *train* (for the batch model only): examples whose label was known before
-  that moment (``at`` < split);
+  that moment (the outcome's time, else ``at``, before the split);
 - scores: the points prior (``pp``), the served score (``pb``) and a batch
   ``StandardScaler`` + ``LogisticRegression`` (scikit-learn) fitted on the train
   examples' model input ``x``;
@@ -285,7 +285,8 @@ def split(
     at = float(np.quantile([float(ex["ts"]) for ex in usable], fraction))
     return Split(
         test=[ex for ex in usable if ex["ts"] > at],
-        train=[ex for ex in usable if ex["at"] < at],
+        # known by the split: an outcome when it happened, an expiry when the horizon ended
+        train=[ex for ex in usable if (ex.get("outcome_at") or ex["at"]) < at],
         split_ts=at,
         censored=len(examples) - len(usable),
         kinds=kinds,
