@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from engine.delivery.consent import ConsentBook
+from engine.delivery.feed import agent_names, redact_lead
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner
@@ -55,7 +56,7 @@ def api_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
         card = client.get(keys.card(tenant, lead_id))
         alert = json.loads(card) if card else None
         blocked = alert.get("blocked_channels", []) if alert else []
-        return {
+        out = {
             "tenant": tenant,
             "lead_id": lead_id,
             "assignment": a.as_dict() if a else None,
@@ -64,6 +65,7 @@ def api_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
             "consent": consent.state(tenant, lead_id, blocked),
             "alert": alert,
         }
+        return redact_lead(out, me, agent_names(d.tenant(tenant))) if me else out
 
     manager = [Depends(unrestricted_only)]
 

@@ -9,14 +9,16 @@ assignment, the SLA clock and why channels are blocked, grouped by bucket P1 -> 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, cast
 
 from engine.delivery.consent import blocked_reasons
+from engine.delivery.feed import redact_for_agent
 from engine.delivery.keys import DeliveryKeys
 from engine.sinks import hot_key
 from engine.views import read_scores
 
-__all__ = ["BUCKETS", "read_board"]
+__all__ = ["BUCKETS", "read_board", "redact_board"]
 
 BUCKETS = ("P1", "P2", "P3", "P4", "P5")
 
@@ -105,6 +107,16 @@ def read_board(
     return board
 
 
+def redact_board(board: dict[str, Any], me: str, names: Iterable[str] = ()) -> None:
+    """In place, for an agent key: colleagues' names in every row's owner and clock
+    (pond rows too: who missed the lead before), as on the feed."""
+    for rows in board.get("buckets", {}).values():
+        for row in rows:
+            for field, kind in (("assignment", "assignment"), ("clock", "sla")):
+                if row.get(field):
+                    row[field] = redact_for_agent(kind, row[field], me, names)
+
+
 def _assignment_view(h: dict[str, str] | None) -> dict[str, Any] | None:
     if h is None:
         return None
@@ -112,6 +124,7 @@ def _assignment_view(h: dict[str, str] | None) -> dict[str, Any] | None:
         "state": h.get("state"), "agent": h.get("agent", ""), "group": h.get("group", ""),
         "how": h.get("how", ""), "reason": h.get("reason", ""),
         "offered_to": [x for x in h.get("offered_to", "").split(",") if x],
+        "missed_by": [x for x in h.get("missed_by", "").split(",") if x],
         "claim_deadline": float(h.get("claim_deadline") or 0),
     }  # fmt: skip
 

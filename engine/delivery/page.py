@@ -28,9 +28,9 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.delivery.board import read_board
+from engine.delivery.board import read_board, redact_board
 from engine.delivery.consent import ConsentBook
-from engine.delivery.feed import Feed, redact_for_agent
+from engine.delivery.feed import Feed, agent_names
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner, stream_emitter
@@ -118,11 +118,7 @@ def page_router(
             now=clock(),
         )  # fmt: skip
         if me:  # an agent key: colleagues' names stay hidden, as on the feed
-            for rows in board["buckets"].values():
-                for row in rows:
-                    for field, kind in (("assignment", "assignment"), ("clock", "sla")):
-                        if row.get(field):
-                            row[field] = redact_for_agent(kind, row[field], me)
+            redact_board(board, me, agent_names(d.tenant(tenant)))
         return board
 
     def _event(tenant: str, lead: str, etype: str, body: Action, **extra: Any) -> dict[str, Any]:

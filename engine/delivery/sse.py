@@ -28,7 +28,7 @@ import redis.asyncio as aredis
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
-from engine.delivery.feed import redact_for_agent, visible
+from engine.delivery.feed import agent_names, redact_for_agent, visible
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.web import IDENT, current_agent, current_tenant, scope_view
@@ -84,6 +84,7 @@ def sse_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
         if start and not _ID.match(start):
             raise HTTPException(400, "Last-Event-ID must be a feed id like 1700000000000-0")
         feed = keys.feed(tenant)
+        names = agent_names(settings.delivery.tenant(tenant))
         r = async_client_like(client)
         if not start:
             rows = await r.xrevrange(feed, count=1)
@@ -106,7 +107,8 @@ def sse_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
                         kind = fields[b"k"].decode()
                         data = fields[b"d"].decode()
                         if me:  # an agent key: colleagues' names stay hidden
-                            data = json.dumps(redact_for_agent(kind, json.loads(data), me))
+                            seen = redact_for_agent(kind, json.loads(data), me, names)
+                            data = json.dumps(seen)
                         yield f"id: {after}\nevent: {kind}\ndata: {data}\n\n".encode()
             finally:
                 metrics.sse_clients.dec()
