@@ -24,8 +24,6 @@ from typing import IO, Any
 
 import msgpack
 
-from engine.app import build_parts
-from engine.dataflow import build_flow, run_flow
 from engine.errors import ConfigError
 from engine.redis_client import connect, redact_url, resolve_url
 from engine.settings import Settings, load_settings
@@ -183,6 +181,9 @@ def _replay(
     settings: Settings, url: str, events_path: str, outs: dict[str, IO[str]], workers: int
 ) -> int:
     client = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
+    from engine.app import build_parts  # bytewax and river: only once Redis answered
+    from engine.dataflow import build_flow, run_flow
+
     names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
     if client.exists(names.positions) or client.exists(names.events(0)):
         raise ConfigError(

@@ -250,18 +250,19 @@ class _Parts:
 def _serve_all(
     settings: Any, url: str, args: argparse.Namespace, fresh: dict[str, str] | None, where: str
 ) -> int:
-    import uvicorn
+    from engine.redis_client import connect
+
+    client = connect(url, min(settings.redis.retries, 2), settings.redis.socket_timeout_s)
+    host, port = args.host or settings.gateway.host, args.port or settings.gateway.port
+    sock = bind(host, port)
+    import uvicorn  # the heavy imports once Redis answered and the port is ours
 
     from engine.app import build_parts
     from engine.dataflow import build_flow, run_flow
     from engine.delivery.consumer import DeliveryService, run_in_thread
     from engine.gateway.app import create_app
     from engine.gateway.cli import log_config
-    from engine.redis_client import connect
 
-    client = connect(url, min(settings.redis.retries, 2), settings.redis.socket_timeout_s)
-    host, port = args.host or settings.gateway.host, args.port or settings.gateway.port
-    sock = bind(host, port)
     config = uvicorn.Config(
         create_app(settings, url), loop="uvloop", http="httptools", ws="none", lifespan="on",
         access_log=False, log_config=log_config(), server_header=False,

@@ -86,13 +86,14 @@ def health(client: Any) -> Callable[[], tuple[bool, dict[str, Any]]]:
 
 
 def _deliver(args: argparse.Namespace, settings: Any, url: str, local: bool) -> int:
-    from engine.delivery.consumer import DeliveryService
-    from engine.delivery.metrics import DeliveryMetrics
-    from engine.metrics import serve_http
     from engine.redis_client import connect, redact_url
     from engine.up import start_line
 
     client = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
+    from engine.delivery.consumer import DeliveryService
+    from engine.delivery.metrics import DeliveryMetrics
+    from engine.metrics import serve_http
+
     metrics = DeliveryMetrics.create()
     port = settings.delivery.metrics_port
     if port:

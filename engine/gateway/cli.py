@@ -99,18 +99,23 @@ def _local_settings(args: argparse.Namespace, settings: Any) -> Any:
 def _serve(args: argparse.Namespace, settings: Any, url: str, local: bool) -> int:
     import signal
 
-    import uvicorn
-
-    from engine.gateway.app import create_app
     from engine.redis_client import connect, redact_url
     from engine.up import bind, start_line
 
     # fail at start-up with what is wrong (unreachable, Redis < 7), not at the first request
     connect(url, settings.redis.retries, settings.redis.socket_timeout_s).close()
-    app = create_app(settings, url)
     gw = settings.gateway
     host, port = args.host or gw.host, args.port or gw.port
     sock = bind(host, port)
+    import uvicorn
+
+    from engine.gateway.app import create_app
+
+    try:
+        app = create_app(settings, url)
+    except BaseException:
+        sock.close()
+        raise
     server = uvicorn.Server(
         uvicorn.Config(
             app, loop="uvloop", http="httptools", ws="none", lifespan="on",
