@@ -22,7 +22,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, redact_text
 
 __all__ = ["Metrics", "RedisHealth", "serve", "serve_http"]
 
@@ -66,6 +66,7 @@ class RedisHealth:
                 self._up.set(1)
 
     def failed(self, reason: str) -> None:
+        reason = redact_text(reason)  # /healthz and the log line may quote a server's URL
         with self._lock:
             if not self._reason:
                 log.warning("Redis unreachable (%s): retrying with backoff", reason)
