@@ -34,7 +34,10 @@ __all__ = [
 ]
 
 _SECRET_QUERY = re.compile(r"(?i)([?&](?:password|pass|pwd|secret|token|key|auth)=)[^&#]*")
-_URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+")
+# a URL with a scheme, or a schemeless "user:password@host" (an email has no colon)
+_URL_IN_TEXT = re.compile(
+    r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+|[^\s'\"<>@]*:[^\s'\"<>]*@[a-z0-9.\-\[\]]+"
+)
 
 
 def redact_url(url: str) -> str:

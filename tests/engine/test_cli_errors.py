@@ -8,6 +8,7 @@ four) once per module; each test then checks its own.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -174,3 +175,49 @@ def test_one_line_exit_2_no_traceback_no_secret(
 
 def test_every_case_is_checked(outcomes: dict[str, tuple[Case, Result]]) -> None:
     assert sorted(outcomes) == sorted(_static_names())
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cretPW@h:6379/0", "redis://:***@h:6379/0"),
+        ("rediss://user:s3cretPW@h:6380/1", "rediss://user:***@h:6380/1"),
+        ("redis://s3cretPW@h/0", "redis://***@h/0"),
+        ("redis://:s3cret/PW@h:1/0", "redis://:***@h:1/0"),  # a password holding "/"
+        ("http://h/hook?token=s3cretPW&a=1", "http://h/hook?token=***&a=1"),
+        (":s3cretPW@127.0.0.1:6379", ":***@127.0.0.1:6379"),  # no scheme
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    from engine.errors import redact_text, redact_url
+
+    assert redact_url(url) == shown
+    assert redact_text(f"cannot reach {url}: refused") == f"cannot reach {shown}: refused"
+
+
+def test_replay_names_rejected_lines_and_reasons(tmp_path: Path) -> None:
+    events = tmp_path / "e.jsonl"
+    lines = [
+        '{"event_id": "1", "lead_id": "L", "type": "showing_request", "ts": 1767225600}',
+        "not json",
+        "",
+        '{"event_id": "2", "type": "property_view", "ts": 1767225601}',
+        '{"event_id": "3", "lead_id": "M", "type": "teleport", "ts": 1767225601}',
+        '{"event_id": "4", "type": "page_view", "ts": 1767225602}',
+    ]
+    events.write_text("\n".join(lines) + "\n")
+    rejects = tmp_path / "r.jsonl"
+    argv = ["replay", str(events), "--scores-out", str(tmp_path / "s.jsonl"),
+            "--rejects-out", str(rejects)]  # fmt: skip
+    out = _run(Case(tuple(argv), (), ""), tmp_path)
+    assert out.code == 0, out.stderr
+    assert "(4 rejected: 2 missing_field:lead_id, 1 malformed_json, 1 unknown_type:teleport)" in (
+        out.stderr
+    )
+    rows = [json.loads(x) for x in rejects.read_text().splitlines()]
+    assert [(r["line"], r["reason"].split(" ")[0].rstrip(":")) for r in rows] == [
+        (2, "malformed_json"), (4, "missing_field:lead_id"), (5, "unknown_type:teleport"),
+        (6, "missing_field:lead_id"),
+    ]  # fmt: skip
+    assert [r["raw"] for r in rows] == [lines[1], lines[3], lines[4], lines[5]]
