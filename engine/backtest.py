@@ -436,6 +436,24 @@ def _lines_buckets(scores: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _lines_calibration(scores: Mapping[str, Any]) -> list[str]:
+    """Predicted against observed in each of the ECE's bins (where a score has examples)."""
+    present = [k for k in SCORES if scores.get(k)]
+    head = " | ".join(f"{SCORES[k]}: mean p, rate (n)" for k in present)
+    lines = ["| predicted | " + head + " |", "|---|" + "---:|" * len(present)]
+    for b in range(ECE_BINS):
+        lo = b / ECE_BINS
+        cells = []
+        for k in present:
+            got = [c for c in scores[k]["calibration"] if abs(c["lo"] - lo) < 1e-9]
+            cells.append(
+                f"{got[0]['mean_p']:.3f}, {got[0]['rate']:.3f} ({got[0]['n']})" if got else "–"
+            )
+        if any(c != "–" for c in cells):
+            lines.append(f"| {lo:.1f}-{lo + 1 / ECE_BINS:.1f} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(result: Mapping[str, Any]) -> str:
     """The report: what was replayed, the hold-out, the table of figures, the buckets."""
     s = result["split"]
@@ -469,6 +487,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         )
     lines += ["", "Conversion rate and lift (rate / overall rate) by bucket, test set:", ""]
     lines += _lines_buckets(result["scores"])
+    lines += ["", "Calibration, test set (the ECE's 10 equal-width bins):", ""]
+    lines += _lines_calibration(result["scores"])
     return "\n".join(lines + _notes(result))
 
 

@@ -197,6 +197,26 @@ def test_batch_model_needs_enough_training_examples() -> None:
     assert probs is None and why is not None and "too few examples" in why
 
 
+def test_without_the_bench_extra_the_batch_model_and_plot_say_which_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sys
+
+    rows = _examples()
+    out = bt.evaluate(rows, 0.5, 30.0, None, last_ts=None)
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn... raises ImportError
+    monkeypatch.setitem(sys.modules, "sklearn.linear_model", None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    probs, why = bt.batch_lr(rows[:200], rows[200:])
+    assert probs is None and why is not None and "pip install 'leadpulse[bench]'" in why
+    why = bt.plot(out, tmp_path / "p.png")
+    assert why is not None and "matplotlib" in why and "leadpulse[bench]" in why
+    assert not (tmp_path / "p.png").exists()
+    without = bt.evaluate(rows, 0.5, 30.0, None, last_ts=None)
+    assert without["scores"]["batch_lr"] is None and without["scores"]["served"]
+    assert "| batch logistic regression | – |" in bt.markdown(without)
+
+
 # -- the command end to end ------------------------------------------------------------------------
 
 
