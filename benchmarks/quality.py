@@ -556,7 +556,7 @@ SHOPPERS_TEST_FROM = "Oct"
 #: DIGINETICA sessions last minutes (median ~4 min, 90 % under 17): with the default
 #: snapshot cadence (one per lead per hour) every session would give one example, taken
 #: at its first view, when nothing tells buyers apart. Every view is a scored moment there.
-DIGINETICA_OVERRIDES: dict[str, dict[str, Any]] = {"scoring": {"snapshot_every_h": 1e-6}}
+DIGINETICA_OVERRIDES: dict[str, dict[str, Any]] = {}
 
 
 def _flush_event(last_ts: float, tenant: str) -> dict[str, Any]:
@@ -681,6 +681,56 @@ def _f(v: Any, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def _dataset_lines(title: str, data: Mapping[str, Any]) -> list[str]:
+    """One dataset's section of the report."""
+    s, lab = data["split"], data["labels"]
+    lines = [
+        f"## {title}",
+        "",
+        f"{lab['total']} labelled examples ({lab['positives']} positive; "
+        + ", ".join(f"{k} {v}" for k, v in lab["by_kind"].items())
+        + f"); {lab['censored_dropped']} censored (horizon past the data) dropped. "
+        f"Test: {s['test']} examples of {s['test_leads']} leads, "
+        f"{s['test_positives']} positive, scored {s['split'][:10]} .. "
+        f"{s['last_scored'][:10]}; batch training: {s['train']} examples "
+        f"({s['train_positives']} positive).",
+        "",
+        "| model | n | positives | AUC | precision top 15 % | ECE | Brier |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, what in MODELS.items():
+        row = data["models"].get(name)
+        if not row:
+            lines.append(f"| {what} | – | – | – | – | – | – |")
+            continue
+        lines.append(
+            f"| {what} | {row['n']} | {row['positives']} | {_f(row['auc'])} | "
+            f"{_f(row['precision_top15'])} | {_f(row['ece'])} | {_f(row['brier'])} |"
+        )
+    lines += [
+        "",
+        "| target (on the served online score) | measured | 95 % interval | met |",
+        "|---|---:|---:|:---:|",
+    ]
+    for name, t in data["targets"].items():
+        met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        iv = t.get("interval")
+        span = f"{_f(iv[0])} .. {_f(iv[1])}" if iv else "–"
+        lines.append(
+            f"| {name.replace('_', ' ')} {t['target']} | {_f(t['measured'])} | {span} | {met} |"
+        )
+    boot = data.get("auc_differences_bootstrap", {})
+    if boot:
+        lines += ["", "AUC differences, lead-clustered bootstrap (2.5 % / median / 97.5 %):", ""]
+        for name, b in boot.items():
+            lines.append(
+                f"- {name.replace('_', ' ')}: {_f(b['p2_5'])} / {_f(b['median'])} / "
+                f"{_f(b['p97_5'])}"
+            )
+    lines += [f"- note: {note}" for note in data.get("notes", [])]
+    return lines + [""]
+
+
 def markdown(result: Mapping[str, Any]) -> str:
     lines = [
         f"# Quality benchmark ({result['mode']} mode)",
@@ -703,59 +753,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         ]
     for key, title in DATASETS.items():
         data = result["datasets"].get(key)
-        if not data:
-            continue
-        s, lab = data["split"], data["labels"]
-        lines += [
-            f"## {title}",
-            "",
-            f"{lab['total']} labelled examples ({lab['positives']} positive; "
-            + ", ".join(f"{k} {v}" for k, v in lab["by_kind"].items())
-            + f"); {lab['censored_dropped']} censored (horizon past the data) dropped. "
-            f"Test: {s['test']} examples of {s['test_leads']} leads, "
-            f"{s['test_positives']} positive, scored {s['split'][:10]} .. "
-            f"{s['last_scored'][:10]}; batch training: {s['train']} examples "
-            f"({s['train_positives']} positive).",
-            "",
-            "| model | n | positives | AUC | precision top 15 % | ECE | Brier |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for name, what in MODELS.items():
-            row = data["models"].get(name)
-            if not row:
-                lines.append(f"| {what} | – | – | – | – | – | – |")
-                continue
-            lines.append(
-                f"| {what} | {row['n']} | {row['positives']} | {_f(row['auc'])} | "
-                f"{_f(row['precision_top15'])} | {_f(row['ece'])} | {_f(row['brier'])} |"
-            )
-        lines += [
-            "",
-            "| target (on the served online score) | measured | 95 % interval | met |",
-            "|---|---:|---:|:---:|",
-        ]
-        for name, t in data["targets"].items():
-            met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")
-            iv = t.get("interval")
-            span = f"{_f(iv[0])} .. {_f(iv[1])}" if iv else "–"
-            lines.append(
-                f"| {name.replace('_', ' ')} {t['target']} | {_f(t['measured'])} | {span} | {met} |"
-            )
-        boot = data.get("auc_differences_bootstrap", {})
-        if boot:
-            lines += [
-                "",
-                "AUC differences, lead-clustered bootstrap (2.5 % / median / 97.5 %):",
-                "",
-            ]
-            for name, b in boot.items():
-                lines.append(
-                    f"- {name.replace('_', ' ')}: {_f(b['p2_5'])} / {_f(b['median'])} / "
-                    f"{_f(b['p97_5'])}"
-                )
-        for note in data.get("notes", []):
-            lines.append(f"- note: {note}")
-        lines.append("")
+        if data:
+            lines += _dataset_lines(title, data)
     for para in result.get("findings", []):
         lines += [para, ""]
     return "\n".join(lines)
