@@ -385,6 +385,8 @@ def evaluate(
         "notes": [],
     }
     why = too_few(list(y), "test")
+    if why and parts.censored == len(examples):
+        why += f"; all {len(examples)} were scored in the file's last {horizon_d:g} days (censored)"
     if why:
         out["too_few"] = why
         return out

@@ -189,6 +189,8 @@ def test_too_few_examples_gives_no_figures() -> None:
     negatives = [{**r, "y": False, "outcome": "lost"} for r in _examples()]
     out = bt.evaluate(negatives, 0.7, 30.0, None, last_ts=None)
     assert "are negative (need both classes)" in out["too_few"]
+    short = bt.evaluate(_examples(), 0.7, 30.0, None, last_ts=20.0 * DAY)  # all censored
+    assert short["censored_dropped"] == 400 and "(censored)" in short["too_few"]
 
 
 def test_batch_model_needs_enough_training_examples() -> None:
