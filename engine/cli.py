@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine import up
-from engine.errors import LeadpulseError, redact_text
+from engine.errors import LeadpulseError
+from engine.redact import redact_text
 
 __all__ = ["main"]
 

@@ -22,7 +22,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-from engine.errors import ConfigError, redact_text
+from engine.errors import ConfigError
+from engine.redact import redact_text
 
 __all__ = ["Metrics", "RedisHealth", "serve", "serve_http"]
 

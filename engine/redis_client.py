@@ -38,7 +38,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from engine.errors import ConfigError, EmbeddedServerError, StoreError, redact_text, redact_url
+from engine.errors import ConfigError, EmbeddedServerError, StoreError
+from engine.redact import redact_text, redact_url
 
 __all__ = [
     "UNREACHABLE",

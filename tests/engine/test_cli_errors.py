@@ -190,7 +190,7 @@ def test_every_case_is_checked(outcomes: dict[str, tuple[Case, Result]]) -> None
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:
-    from engine.errors import redact_text, redact_url
+    from engine.redact import redact_text, redact_url
 
     assert redact_url(url) == shown
     assert redact_text(f"cannot reach {url}: refused") == f"cannot reach {shown}: refused"
