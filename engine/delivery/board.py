@@ -15,8 +15,10 @@ from typing import Any, cast
 from engine.delivery.consent import blocked_reasons
 from engine.delivery.feed import redact_for_agent
 from engine.delivery.keys import DeliveryKeys
+from engine.delivery.scripts import bucket_label
 from engine.sinks import hot_key
 from engine.views import read_scores
+from features.store import lead_key
 
 __all__ = ["BUCKETS", "read_board", "redact_board"]
 
@@ -52,7 +54,9 @@ def read_board(
     limit: int = 200,
     feed_id: str = "0-0",
     now: float = 0.0,
+    tz: str = "UTC",
 ) -> dict[str, Any]:
+    """The board; ``tz``: the tenant's time zone (times in words, and for the page)."""
     keys = DeliveryKeys(prefix)
     leads = [_s(x) for x in client.zrevrange(keys.leads(tenant), 0, limit - 1)]
     if not agent and not team:
@@ -61,7 +65,7 @@ def read_board(
                 leads.append(_s(x))
     buckets: dict[str, list[dict[str, Any]]] = {b: [] for b in BUCKETS}
     board = {"tenant": tenant, "agent": agent, "team": team, "now": now, "feed_id": feed_id,
-             "buckets": buckets}  # fmt: skip
+             "timezone": tz, "buckets": buckets}  # fmt: skip
     if not leads:
         return board
     pipe = client.pipeline(transaction=False)
@@ -70,41 +74,53 @@ def read_board(
         pipe.hgetall(keys.assignment(tenant, lead))
         pipe.hgetall(keys.clock(tenant, lead))
         pipe.hgetall(keys.consent(tenant, lead))
+        pipe.hget(lead_key(prefix, tenant, lead, "s"), "bucket_by")
     replies = pipe.execute()
     cards = cast(list[Any], replies[0])
     records = {r["lead_id"]: r for r in read_scores(client, prefix, [(tenant, x) for x in leads])}
     for i, lead in enumerate(leads):
-        asg = {_s(k): _s(v) for k, v in replies[1 + 3 * i].items()} or None
+        asg = {_s(k): _s(v) for k, v in replies[1 + 4 * i].items()} or None
         if not _sees(asg, agent, team):
             continue
-        clock = {_s(k): _s(v) for k, v in replies[2 + 3 * i].items()} or None
-        consent = {_s(k): json.loads(v) for k, v in replies[3 + 3 * i].items()}
+        clock = {_s(k): _s(v) for k, v in replies[2 + 4 * i].items()} or None
+        consent = {_s(k): json.loads(v) for k, v in replies[3 + 4 * i].items()}
         card = json.loads(cards[i]) if cards[i] else {}
         record = records.get(lead)
         if record is None and not card:
             continue
-        blocked = (record or {}).get("blocked_channels") or card.get("blocked_channels") or []
-        row = {
-            "lead_id": lead,
-            "score": record["score"] if record else card.get("score_after"),
-            "bucket": record["bucket"] if record else card.get("bucket"),
-            "tier": record["tier"] if record else card.get("tier"),
-            "reasons": record["reasons"] if record else card.get("reasons", []),
-            "blocked_channels": sorted(set(blocked) | set(consent)),
-            "blocked_reasons": blocked_reasons(blocked, consent),
-            "assignment": _assignment_view(asg),
-            "clock": _clock_view(clock),
-            "alert": {
-                k: card.get(k)
-                for k in ("alert_id", "triggers", "first_touch", "sla", "event", "script", "lead")
-            }
-            if card
-            else None,
-        }
+        by = _s(replies[4 + 4 * i]) if replies[4 + 4 * i] else card.get("bucket_by", "score")
+        row = _row(lead, record, card, consent, tz)
+        row.update(assignment=_assignment_view(asg), clock=_clock_view(clock), bucket_by=by,
+                   bucket_label=bucket_label(row["bucket"], by))  # fmt: skip
         buckets.setdefault(str(row["bucket"]), []).append(row)
     for rows in buckets.values():
         rows.sort(key=lambda r: (-(r["score"] or 0), r["lead_id"]))
     return board
+
+
+_CARD = ("alert_id", "triggers", "first_touch", "sla", "event", "script", "lead", "why_now",
+         "text", "bucket_label")  # fmt: skip
+
+
+def _row(
+    lead: str,
+    record: dict[str, Any] | None,
+    card: dict[str, Any],
+    consent: dict[str, Any],
+    tz: str,
+) -> dict[str, Any]:
+    """A lead's row: the engine's record (else the last alert's), consent in words."""
+    blocked = (record or {}).get("blocked_channels") or card.get("blocked_channels") or []
+    return {
+        "lead_id": lead,
+        "score": record["score"] if record else card.get("score_after"),
+        "bucket": record["bucket"] if record else card.get("bucket"),
+        "tier": record["tier"] if record else card.get("tier"),
+        "reasons": record["reasons"] if record else card.get("reasons", []),
+        "blocked_channels": sorted(set(blocked) | set(consent)),
+        "blocked_reasons": blocked_reasons(blocked, consent, tz),
+        "alert": {k: card.get(k) for k in _CARD} if card else None,
+    }
 
 
 def redact_board(board: dict[str, Any], me: str, names: Iterable[str] = ()) -> None:
@@ -136,4 +152,5 @@ def _clock_view(h: dict[str, str] | None) -> dict[str, Any] | None:
     for k in ("start_ts", "deadline_ts", "first_deadline_ts", "stopped_ts", "response_s"):
         out[k] = float(h[k]) if h.get(k) else None
     out["misses"] = int(h.get("misses") or 0)
+    out["late_on_arrival"] = h.get("late_on_arrival") == "1"
     return out

@@ -5,7 +5,8 @@ Derived from the events the IDX site and the messaging tools append: ``opt_out``
 ``bounce`` and ``invalid_contact``. The channel each one blocks mirrors the engine's
 feature script (``features/update.lua``), which computes the alert's
 ``blocked_channels``; this module adds the reason an agent can read, e.g.
-"replied STOP to a text on 2025-05-02 14:03 UTC". The first block of a channel
+"replied STOP to a text on 2025-05-02 10:03 EDT" (in the tenant's time zone when
+read through :func:`blocked_reasons` with ``tz``). The first block of a channel
 is the one kept: consent is not re-granted by later events.
 
 Pure functions (:func:`blocks_from`, :func:`blocked_reasons`) and a small Redis
@@ -19,12 +20,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 from engine.delivery.keys import DeliveryKeys
 from engine.events import Event
 from features.store import STOP_WORDS
 
-__all__ = ["Block", "ConsentBook", "blocked_reasons", "blocks_from", "is_stop"]
+__all__ = ["Block", "ConsentBook", "blocked_reasons", "blocks_from", "is_stop", "words"]
 
 WORDS = {"sms": "text", "call": "phone calls", "email": "email", "chat": "chat"}
 _DEFAULT_CHANNELS = {
@@ -52,8 +54,14 @@ def is_stop(event: Event) -> bool:
     return isinstance(text, str) and text.strip().upper() in STOP_WORDS
 
 
-def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _when(ts: float, tz: str = "UTC") -> str:
+    """The date and time in the tenant's zone: "2025-06-03 14:00 EDT"."""
+    try:
+        zone: Any = ZoneInfo(tz) if tz != "UTC" else UTC
+    except (ValueError, KeyError, OSError):
+        zone = UTC
+    when = datetime.fromtimestamp(ts, zone)
+    return f"{when:%Y-%m-%d %H:%M} {when.tzname()}"
 
 
 def blocks_from(event: Event) -> list[Block]:
@@ -75,7 +83,12 @@ def blocks_from(event: Event) -> list[Block]:
 
 
 def _text(why: str, channel: str, event: Event) -> str:
-    word, when = WORDS.get(channel, channel), _when(event.ts)
+    return words(why, channel, event.ts)
+
+
+def words(why: str, channel: str, ts: float, tz: str = "UTC") -> str:
+    """Why a channel is blocked, in words, with the date and time in zone ``tz``."""
+    word, when = WORDS.get(channel, channel), _when(ts, tz)
     if why == "stop_reply":
         return f"replied STOP to a {'text' if channel == 'sms' else word} on {when}"
     if why == "opt_out":
@@ -88,13 +101,24 @@ def _text(why: str, channel: str, event: Event) -> str:
 
 
 def blocked_reasons(
-    engine_blocked: Iterable[str], recorded: Mapping[str, Mapping[str, Any]]
+    engine_blocked: Iterable[str], recorded: Mapping[str, Mapping[str, Any]], tz: str = "UTC"
 ) -> dict[str, str]:
-    """Every blocked channel (the engine's and the recorded ones) -> why, in words."""
-    out = {ch: str(r.get("text", "")) for ch, r in recorded.items()}
+    """Every blocked channel (the engine's and the recorded ones) -> why, in words, with
+    times in the tenant's zone ``tz``."""
+    out = {ch: _recorded_words(ch, r, tz) for ch, r in recorded.items()}
     for ch in engine_blocked:
         out.setdefault(ch, f"{WORDS.get(ch, ch)} blocked by an earlier opt-out, bounce or STOP")
     return dict(sorted(out.items()))
+
+
+def _recorded_words(channel: str, r: Mapping[str, Any], tz: str) -> str:
+    ts, why = r.get("ts"), r.get("why")
+    if tz != "UTC" and isinstance(ts, int | float) and isinstance(why, str):
+        try:
+            return words(why, channel, float(ts), tz)
+        except (ValueError, OverflowError, OSError):
+            pass
+    return str(r.get("text", ""))
 
 
 class ConsentBook:
@@ -132,10 +156,12 @@ class ConsentBook:
     def parse(raw: dict[bytes, bytes]) -> dict[str, dict[str, Any]]:
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
-    def state(self, tenant: str, lead: str, engine_blocked: Iterable[str] = ()) -> dict[str, Any]:
+    def state(
+        self, tenant: str, lead: str, engine_blocked: Iterable[str] = (), tz: str = "UTC"
+    ) -> dict[str, Any]:
         """Per channel: allowed or blocked, and why (for the API and the page)."""
         recorded = self.reasons(tenant, lead)
-        why = blocked_reasons(engine_blocked, recorded)
+        why = blocked_reasons(engine_blocked, recorded, tz)
         return {
             "lead_id": lead,
             "channels": {

@@ -50,7 +50,7 @@ from engine.delivery.leads import LeadProfile, parse_profile, queue_reads
 from engine.delivery.local import LocalRules
 from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner, Assignment, stream_emitter
-from engine.delivery.scripts import pick_script
+from engine.delivery.scripts import alert_text, bucket_label, pick_script, why_now
 from engine.delivery.sla import SlaClocks
 from engine.delivery.webhooks import Job, Receipts, RetryPolicy, WebhookSender
 from engine.events import Event
@@ -274,9 +274,11 @@ class DeliveryService:
         n = len(prefetched) - 5  # the profile's replies, then consent 1, route 2, clock 2
         profile = parse_profile(alert, prefetched[:n])
         recorded = self.consent.parse(prefetched[n])
-        reasons = blocked_reasons(alert.get("blocked_channels") or (), recorded)
+        tz = self.local(tenant).alerts.timezone
+        reasons = blocked_reasons(alert.get("blocked_channels") or (), recorded, tz)
         blocked = tuple(sorted(reasons))
         payload = dict(alert)
+        payload["event"] = _event_view(alert, profile)
         hand = any(str(t).startswith("hand_raise:") for t in alert.get("triggers") or ())
         arrival = self.local(tenant).arrival(alert, now)
         self.local(tenant).localize(payload, blocked, hand or profile.repeat_views >= 3, arrival)
@@ -300,13 +302,25 @@ class DeliveryService:
             delivery_id=alert["alert_id"],
             lead=_profile_view(profile),
             assignment=assignment.as_dict(),
-            script=pick_script(alert, profile).as_dict(),
+            script=pick_script(payload, profile).as_dict(),
             clock=_clock_view(clock),
             sent_ms=int(self.clock() * 1000),
         )
+        self._texts(payload, profile)
         self._publish(payload, assignment, "alert", writes)
         writes.execute()
         return Prepared(payload, self._jobs(payload, assignment, cfg))
+
+    def _texts(self, payload: dict[str, Any], profile: LeadProfile) -> None:
+        """The agent-facing words: the bucket and the rule that set it, why now (naming
+        the home), one alert line with the deadline in the tenant's time zone."""
+        tz = self.local(str(payload["tenant"])).alerts.timezone
+        by = payload.get("bucket_by")
+        payload["bucket_by"] = by if isinstance(by, str) and by else "score"
+        payload["bucket_label"] = bucket_label(payload.get("bucket"), payload["bucket_by"])
+        payload["why_now"] = why_now(payload)
+        payload["sla"] = {**payload["sla"], "timezone": tz}
+        payload["text"] = alert_text(payload, tz)
 
     def _publish(self, payload: dict[str, Any], a: Assignment, kind: str, pipe: Any = None) -> None:
         tenant, lead = a.tenant, a.lead_id
@@ -399,6 +413,7 @@ class DeliveryService:
         )
         if clock:
             payload["sla"] = {**payload["sla"], "deadline_ts": clock["deadline_ts"]}
+            payload["text"] = alert_text(payload, payload["sla"].get("timezone", "UTC"))
         self._publish(payload, a, kind)
         jobs = self._jobs(payload, a, self.d.tenant(a.tenant))
         return [j for j in jobs if escalation or j.target != "tenant"]
@@ -525,8 +540,19 @@ def _arrival(sid: Any) -> float:
 def _profile_view(p: LeadProfile) -> dict[str, Any]:
     return {
         "side": p.side, "source": p.source, "timeline": p.timeline, "area": p.area,
-        "property_id": p.property_id, "price": p.price or None,
+        "property_id": p.property_id, "price": p.price or None, "address": p.address,
+        "title": p.title,
     }  # fmt: skip
+
+
+def _event_view(alert: dict[str, Any], p: LeadProfile) -> dict[str, Any]:
+    """The alert's event with the home's address and title (the engine's copy, else the
+    triggering event's props), so scripts, the page and webhooks can name the home."""
+    event = dict(alert["event"]) if isinstance(alert.get("event"), dict) else {}
+    for key, value in (("address", p.address), ("title", p.title)):
+        if not isinstance(event.get(key), str) or not event.get(key):
+            event[key] = value
+    return event
 
 
 def _clock_view(c: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,9 @@ carries none of these, so they are read here, in one pipelined round trip:
 - its property-view window (key ``v``): views per property in the last 48 h of the
   alert's event time (the repeat-viewer signal);
 - the triggering event itself, found on its partition by the alert's ``ingest_ms``
-  (the millisecond part of its stream id): price, area, property.
+  (the millisecond part of its stream id): price, area, property, and the home's
+  ``props.address`` / ``props.title`` (the alert's ``event.address`` / ``.title``
+  when the engine copies them there).
 
 An alert record that carries a ``lead`` map (a later engine version) is used as is.
 """
@@ -46,6 +48,8 @@ class LeadProfile:
     area: str = ""
     property_id: str = ""
     price: float = 0.0
+    address: str = ""  # the home the event was about, as the site names it (props.address)
+    title: str = ""  # its listing title (props.title)
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> LeadProfile:
@@ -112,6 +116,7 @@ def parse_profile(alert: dict[str, Any], replies: list[Any]) -> LeadProfile:
             trigger = ev
             break
     price = trigger.get("price")
+    props: dict[str, Any] = trigger["props"] if isinstance(trigger.get("props"), dict) else {}
     return LeadProfile(
         side=str(trigger.get("side") or h["side"] or "unknown"),
         source=str(trigger.get("source") or h["source"] or "unknown"),
@@ -126,4 +131,10 @@ def parse_profile(alert: dict[str, Any], replies: list[Any]) -> LeadProfile:
         price=float(price)
         if isinstance(price, int | float) and not isinstance(price, bool)
         else 0.0,
+        address=_str(event.get("address")) or _str(props.get("address")),
+        title=_str(event.get("title")) or _str(props.get("title")),
     )
+
+
+def _str(x: Any) -> str:
+    return x if isinstance(x, str) else ""

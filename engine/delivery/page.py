@@ -115,7 +115,7 @@ def page_router(
         feed_id = feed.last_id(tenant)  # first: the stream resumes from here, nothing is lost
         board = read_board(
             client, prefix, tenant, agent=agent, team=team, limit=d.page_limit, feed_id=feed_id,
-            now=clock(),
+            now=clock(), tz=d.tenant(tenant).timezone or settings.alerts.timezone,
         )  # fmt: skip
         if me:  # an agent key: colleagues' names stay hidden, as on the feed
             redact_board(board, me, agent_names(d.tenant(tenant)))

@@ -23,6 +23,21 @@
   const seen = (window.leadpulseSeen = {}); // lead id -> ms when its alert first arrived live
   const words = { sms: "text", call: "call", email: "email", chat: "chat", none: "no channel open" };
   const $ = (root, sel) => root.querySelector(sel);
+  let zone = ""; // the tenant's time zone (the board says which); "" = the browser's
+
+  // A time with its date in the tenant's zone: "Mon 5 Jan 2026, 10:05 CST".
+  function localTime(ts, tz) {
+    if (ts == null || !isFinite(ts)) return "";
+    const opts = { weekday: "short", day: "numeric", month: "short", year: "numeric",
+                   hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZoneName: "short" };
+    try {
+      if (tz || zone) opts.timeZone = tz || zone;
+      return new Intl.DateTimeFormat("en-GB", opts).format(new Date(ts * 1000));
+    } catch (err) {
+      delete opts.timeZone;
+      return new Intl.DateTimeFormat("en-GB", opts).format(new Date(ts * 1000));
+    }
+  }
 
   function query(extra) {
     const q = new URLSearchParams(extra || {});
@@ -81,6 +96,8 @@
       lead_id: p.lead_id,
       score: p.score_after,
       bucket: p.bucket,
+      bucket_by: p.bucket_by || "score",
+      bucket_label: p.bucket_label || p.bucket,
       tier: p.tier,
       reasons: p.reasons || [],
       blocked_channels: p.blocked_channels || [],
@@ -88,12 +105,20 @@
       assignment: p.assignment || null,
       clock: p.clock || null,
       alert: { alert_id: p.alert_id, triggers: p.triggers, first_touch: p.first_touch,
-               sla: p.sla, event: p.event, script: p.script, lead: p.lead },
+               sla: p.sla, event: p.event, script: p.script, lead: p.lead,
+               why_now: p.why_now, text: p.text, bucket_label: p.bucket_label },
     };
   }
 
-  function slaText(clock, now) {
+  function slaText(clock, now, tz) {
     if (!clock || !clock.status) return ["", "No SLA clock"];
+    const late = clock.late_on_arrival === true || clock.late_on_arrival === "1"
+      ? " · late on arrival (not the agent's delay)" : "";
+    const [status, text] = slaWords(clock, now, tz);
+    return [status, text + late];
+  }
+
+  function slaWords(clock, now, tz) {
     if (clock.status === "met" || clock.status === "late") {
       const t = fmt(clock.response_s || 0);
       const by = clock.stopped_by ? ` by ${clock.stopped_by}` : "";
@@ -102,8 +127,9 @@
     }
     if (clock.status === "missed") return ["missed", "SLA missed: no response"];
     const left = clock.deadline_ts - now;
-    if (left >= 0) return ["open", `Respond within ${fmt(left)}`];
-    return ["overdue", `Overdue by ${fmt(-left)}`];
+    const due = localTime(clock.deadline_ts, tz);
+    if (left >= 0) return ["open", `Respond within ${fmt(left)} (by ${due})`];
+    return ["overdue", `Overdue by ${fmt(-left)} (was due ${due})`];
   }
 
   function ownerText(a) {
@@ -120,11 +146,15 @@
     li.dataset.alertId = (row.alert && row.alert.alert_id) || "";
     $(li, ".lead-id").textContent = row.lead_id;
     $(li, ".score-n").textContent = row.score == null ? "–" : row.score;
-    $(li, ".bucket-tag").textContent = row.bucket || "";
+    $(li, ".bucket-tag").textContent = row.bucket_label || row.bucket || "";
+    $(li, ".bucket-tag").dataset.by = row.bucket_by || "score";
     $(li, ".tier").textContent = row.tier || "";
     const reasons = $(li, ".reasons");
-    reasons.replaceChildren(...(row.reasons || []).map((r) => {
-      const item = document.createElement("li"); item.textContent = r; return item;
+    const whyNow = row.alert && row.alert.why_now;
+    reasons.replaceChildren(...(whyNow ? [whyNow] : []).concat(row.reasons || []).map((r, i) => {
+      const item = document.createElement("li"); item.textContent = r;
+      if (whyNow && i === 0) item.className = "why-now";
+      return item;
     }));
     const touch = row.alert && row.alert.first_touch;
     $(li, ".first-touch").textContent = touch ? (words[touch] || touch) : "—";
@@ -146,6 +176,11 @@
       $(li, ".script-tip").textContent = script.tip || "";
     }
     li.clock = row.clock;
+    const sla = (row.alert && row.alert.sla) || {};
+    li.zone = sla.timezone || "";
+    if (li.clock && sla.late_on_arrival && li.clock.late_on_arrival == null) {
+      li.clock = Object.assign({}, li.clock, { late_on_arrival: true });
+    }
     tickOne(li, now);
     const mine = row.assignment && row.assignment.state === "assigned" && row.assignment.agent === agent;
     $(li, ".claim").disabled = !agent || mine;
@@ -155,7 +190,7 @@
 
   function tickOne(li, now) {
     const el = $(li, ".sla");
-    const [status, text] = slaText(li.clock, now);
+    const [status, text] = slaText(li.clock, now, li.zone);
     el.dataset.status = status;
     el.textContent = text;
   }
@@ -194,7 +229,7 @@
     if (fresh) {
       if (!(row.lead_id in seen)) seen[row.lead_id] = Date.now(); // for latency measurement
       li.classList.remove("new"); void li.offsetWidth; li.classList.add("new");
-      announce(`New ${row.bucket} alert: lead ${row.lead_id}, score ${row.score}`);
+      announce(`New ${row.bucket_label || row.bucket} alert: lead ${row.lead_id}, score ${row.score}`);
     }
     counts();
   }
@@ -323,6 +358,7 @@
       throw new Error(why || `hot list: HTTP ${resp.status}`);
     }
     const board = await resp.json();
+    zone = board.timezone || "";
     if (board.agent && board.agent !== agent) { // an agent key: the server says who we are
       agent = board.agent;
       document.getElementById("agent").value = agent;

@@ -56,9 +56,9 @@ def test_after_an_sms_opt_out_no_alert_recommends_a_text(make_settings: Any, cli
     for p in opted:
         assert p["first_touch"] == "email"
         assert p["blocked_channels"] == ["call", "sms"]
-        assert p["blocked_reasons"] == {
-            "call": "opted out of phone calls on 2025-06-03 18:00 UTC",
-            "sms": "opted out of text on 2025-06-03 18:00 UTC",
+        assert p["blocked_reasons"] == {  # in the tenant's time zone (America/New_York)
+            "call": "opted out of phone calls on 2025-06-03 14:00 EDT",
+            "sms": "opted out of text on 2025-06-03 14:00 EDT",
         }
 
 
