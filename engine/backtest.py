@@ -517,12 +517,13 @@ def plot(result: Mapping[str, Any], path: Path) -> str | None:
         (line,) = rel.plot(xs, ys, "-", linewidth=1.2, label=SCORES[key].replace("`", ""))
         rel.scatter(xs, ys, s=sizes, alpha=0.7, color=line.get_color())
         rows = result["scores"][key]["buckets"]
-        lift.bar(
+        bars = lift.bar(
             np.arange(len(BUCKETS)) + (i - (len(present) - 1) / 2) * 0.25,
             [r["lift"] or 0.0 for r in rows],
             width=0.25,
             label=SCORES[key].replace("`", ""),
         )
+        lift.bar_label(bars, [f"n={r['n']}" if r["n"] else "" for r in rows], fontsize=6)
     rel.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
     rel.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability (10 bins)",
             ylabel="observed conversion rate", title="Reliability, test set")  # fmt: skip
