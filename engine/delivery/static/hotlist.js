@@ -25,18 +25,22 @@
   const $ = (root, sel) => root.querySelector(sel);
   let zone = ""; // the tenant's time zone (the board says which); "" = the browser's
 
-  // A time with its date in the tenant's zone: "Mon 5 Jan 2026, 10:05 CST".
+  // A time with its date in the tenant's zone: "Mon 5 Jan 2026, 10:05 EST" (as the
+  // server words it); the browser's own zone if the tenant's is unknown to it.
   function localTime(ts, tz) {
     if (ts == null || !isFinite(ts)) return "";
     const opts = { weekday: "short", day: "numeric", month: "short", year: "numeric",
                    hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZoneName: "short" };
+    let parts;
     try {
-      if (tz || zone) opts.timeZone = tz || zone;
-      return new Intl.DateTimeFormat("en-GB", opts).format(new Date(ts * 1000));
+      parts = new Intl.DateTimeFormat("en-US", Object.assign({ timeZone: tz || zone || undefined }, opts))
+        .formatToParts(new Date(ts * 1000));
     } catch (err) {
-      delete opts.timeZone;
-      return new Intl.DateTimeFormat("en-GB", opts).format(new Date(ts * 1000));
+      parts = new Intl.DateTimeFormat("en-US", opts).formatToParts(new Date(ts * 1000));
     }
+    const p = {};
+    for (const part of parts) p[part.type] = part.value;
+    return `${p.weekday} ${p.day} ${p.month} ${p.year}, ${p.hour}:${p.minute} ${p.timeZoneName}`;
   }
 
   function query(extra) {

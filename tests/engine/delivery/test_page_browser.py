@@ -12,6 +12,7 @@ where the page asks for the API key, keeps it in sessionStorage and sends it in 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,7 +110,8 @@ def test_hot_list_live_alert_and_acknowledge(
         assert h3.find_element(By.CSS_SELECTOR, ".sla").get_attribute("data-status") == "open"
 
         # a showing request appears live, without reload, within 2 seconds
-        (sid,) = send(settings, client, [_event("N1", "showing_request", "02139")])
+        showing = _event("N1", "showing_request", "02139", props={"address": "1 Main St"})
+        (sid,) = send(settings, client, [showing])
         started = time.monotonic()
         WebDriverWait(driver, 2, poll_frequency=0.02).until(
             ec.presence_of_element_located((By.ID, "lead-N1"))
@@ -127,7 +129,18 @@ def test_hot_list_live_alert_and_acknowledge(
             "P4",
         )
         assert card.find_element(By.CSS_SELECTOR, ".owner").text == "cy"
-        assert card.find_element(By.CSS_SELECTOR, ".sla").text.startswith("Respond within")
+        sla = card.find_element(By.CSS_SELECTOR, ".sla").text
+        assert sla.startswith("Respond within") and f"{time.gmtime().tm_year}," in sla  # dated
+        assert sla.endswith(("EST)", "EDT)"))  # the tenant's zone (America/New_York)
+        # the home by its address, the rule that set the bucket, never the property id
+        assert card.find_element(By.CSS_SELECTOR, ".why-now").text == "Asked to see 1 Main St"
+        payload = json.loads(client.get(svc.keys.card("default", "N1")))
+        tag = card.find_element(By.CSS_SELECTOR, ".bucket-tag").text
+        assert tag == payload["bucket_label"]
+        if payload["bucket_by"] == "hand_raise":
+            assert tag == f"{payload['bucket']} · hand-raise"
+        script = card.find_element(By.CSS_SELECTOR, ".script-text").get_attribute("textContent")
+        assert "1 Main St" in script and "N1-home" not in script
 
         # acknowledge: an alert_ack event; delivery stops the clock; the page shows it
         card.find_element(By.CSS_SELECTOR, "button.ack").click()
