@@ -13,12 +13,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from benchmarks.simulator import SimConfig, generate
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
+from engine.delivery.scripts import bucket_label, local_time, why_now
 from engine.redis_client import connect, redact_url, resolve_url
 from engine.settings import load_settings
 from engine.streams import Producer
@@ -29,19 +29,25 @@ __all__ = ["run_demo", "format_alert"]
 _PREFIX = "lpdemo"
 
 
-def format_alert(alert: dict[str, Any]) -> str:
-    """One alert as an agent would want to read it in a terminal."""
-    when = datetime.fromtimestamp(alert["event"]["ts"], UTC).strftime("%b %d %H:%M")
-    due = datetime.fromtimestamp(alert["sla"]["deadline_ts"], UTC).strftime("%H:%M")
-    before = alert["score_before"]
-    move = f"{before}->{alert['score_after']}" if before is not None else f"{alert['score_after']}"
-    blocked = (
-        f" | blocked: {','.join(alert['blocked_channels'])}" if alert["blocked_channels"] else ""
-    )
+def format_alert(alert: dict[str, Any], tz: str = "UTC") -> str:
+    """One alert as an agent would want to read it in a terminal: the bucket (and the
+    rule that set it, "P1 · hand-raise"), what the lead did naming the home, times with
+    their date in the tenant's zone ``tz``."""
+    event = alert.get("event") if isinstance(alert.get("event"), dict) else {}
+    sla = alert.get("sla") if isinstance(alert.get("sla"), dict) else {}
+    before = alert.get("score_before")
+    after = alert.get("score_after")
+    move = f"{before}->{after}" if before is not None else f"{after}"
+    label = bucket_label(alert.get("bucket"), alert.get("bucket_by", "score"))
+    blocked = alert.get("blocked_channels") or []
+    shown = f" | blocked: {','.join(map(str, blocked))}" if blocked else ""
+    reasons = "; ".join(map(str, alert.get("reasons") or []))
     return (
-        f"ALERT {alert['lead_id']:>7} {move:>7} {alert['bucket']} {alert['tier']:<9} "
-        f"[{', '.join(alert['triggers'])}] at {when} -> {alert['first_touch']} by {due} UTC"
-        f"{blocked}\n        why: {'; '.join(alert['reasons'])}"
+        f"ALERT {alert.get('lead_id')!s:>7} {move:>7} {label:<15} {alert.get('tier')!s:<9} "
+        f"[{', '.join(map(str, alert.get('triggers') or []))}] {why_now(alert)}\n"
+        f"        at {local_time((event or {}).get('ts'), tz)} -> {alert.get('first_touch')} "
+        f"by {local_time((sla or {}).get('deadline_ts'), tz)}{shown}\n"
+        f"        why: {reasons}"
     )
 
 
@@ -69,6 +75,7 @@ def run_demo(
         parts = build_parts(settings, client)
         producer = Producer(client, parts.names, settings.streams.maxlen)
         sim = SimConfig(seed=seed, leads=leads, days=30.0, tenant="demo")
+        tz = settings.delivery.tenant(sim.tenant).timezone or settings.alerts.timezone
         events = list(generate(sim))
         alerts_seen: list[dict[str, Any]] = []
         lock = threading.Lock()
@@ -77,7 +84,7 @@ def run_demo(
             with lock:
                 for alert in batch:
                     alerts_seen.append(alert)
-                    print(format_alert(alert), file=out, flush=True)
+                    print(format_alert(alert, tz), file=out, flush=True)
 
         stop = threading.Event()
         flow = build_flow(parts, stop=stop, on_alerts=on_alerts)

@@ -229,6 +229,14 @@ _DID = {
     "mortgage_calc": "ran a mortgage calculation",
     "saved_search": "saved a search",
     "search": "searched for homes",
+    "page_view": "browsed the site",
+    "email_open": "opened an email",
+    "email_click": "clicked a link in an email",
+    "call_answered": "answered a call",
+    "call_missed": "missed a call",
+    "agent_contact": "was contacted by an agent",
+    "identify": "signed in",
+    "lead_created": "registered",
 }
 
 
@@ -239,11 +247,10 @@ def why_now(alert: Any) -> str:
     etype = str(event.get("type") or "")
     home = home_name(event) or ("the home they viewed" if event.get("property_id") else "")
     template = _DID.get(etype)
-    if template is None or ("{home}" in template and not home):
-        words = etype.replace("_", " ") if etype else "new activity"
-        text = f"{words} on {home}" if home else words
+    if template is None:
+        text = etype.replace("_", " ") if etype else "new activity"
     else:
-        text = template.format(home=home)
+        text = template.format(home=home or "a home")
     if any(str(t) == "reactivation" for t in _seq(a.get("triggers"))):
         text += " after a long quiet spell"
     return text[:1].upper() + text[1:]

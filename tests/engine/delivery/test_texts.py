@@ -66,3 +66,21 @@ def test_the_engines_bucket_by_is_shown_when_it_lands(make_settings: Any, client
     assert p["why_now"] == "Viewed 9 Oak Ave" and "P9" not in p["script"]["text"]
     old = svc.handle({**alert, "alert_id": "bb2", "lead_id": "T10", "bucket_by": None}).payload
     assert old is not None and old["bucket_label"] == "P1" and old["bucket_by"] == "score"
+
+
+def test_the_demo_prints_the_rule_the_home_and_dated_local_times() -> None:
+    from engine.demo import format_alert
+
+    at = datetime(2026, 1, 5, 15, 0, tzinfo=ZoneInfo("UTC")).timestamp()
+    alert = {"lead_id": "L7", "score_before": 40, "score_after": 45, "bucket": "P1",
+             "bucket_by": "hand_raise", "tier": "hot", "triggers": ["hand_raise:showing_request"],
+             "event": {"type": "showing_request", "ts": at, "property_id": "P77",
+                       "address": "12 Elm St"},
+             "first_touch": "call", "sla": {"deadline_ts": at + 300},
+             "blocked_channels": ["sms"], "reasons": ["asked to see a home"]}  # fmt: skip
+    text = format_alert(alert, "America/Chicago")
+    assert text.startswith("ALERT ") and "P1 · hand-raise" in text
+    assert "Asked to see 12 Elm St" in text and "P77" not in text
+    assert "at Mon 5 Jan 2026, 09:00 CST -> call by Mon 5 Jan 2026, 09:05 CST" in text
+    assert "UTC" not in text and "blocked: sms" in text
+    assert format_alert({}).startswith("ALERT ")  # odd input never raises
