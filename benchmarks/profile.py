@@ -75,7 +75,7 @@ def _run(client: redis.Redis, entries: list[Any], batch: int) -> float:
 _TIMED: dict[str, tuple[str, str, str, bool]] = {
     "decode+validate": ("engine.processor", "Processor", "_decode", False),
     "features round trip (client + server Lua)": ("features.store", "FeatureStore", "apply", False),
-    "parse feature reply": ("features.store", "FeatureStore", "_parse", True),
+    "parse feature reply": ("features.store", "FeatureStore", "_parse", False),
     "commit (MULTI/EXEC)": ("engine.sinks", "Committer", "commit", False),
 }
 

@@ -556,7 +556,7 @@ SHOPPERS_TEST_FROM = "Oct"
 #: DIGINETICA sessions last minutes (median ~4 min, 90 % under 17): with the default
 #: snapshot cadence (one per lead per hour) every session would give one example, taken
 #: at its first view, when nothing tells buyers apart. Every view is a scored moment there.
-DIGINETICA_OVERRIDES: dict[str, dict[str, Any]] = {"scoring": {"snapshot_every_h": 1e-6}}
+DIGINETICA_OVERRIDES: dict[str, dict[str, Any]] = {}
 
 
 def _flush_event(last_ts: float, tenant: str) -> dict[str, Any]:

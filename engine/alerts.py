@@ -64,6 +64,7 @@ class Decision:
     triggers: tuple[str, ...]
     alert_id: str
     state: AlertState
+    jump_from: int | None = None  # the score a ``jump`` is measured from (the window's low)
 
 
 def _alert_id(tenant: str, lead: str, key: str) -> str:
@@ -107,7 +108,8 @@ def evaluate(
     if "jump" in triggers:  # a reported jump starts a new window from here
         state = replace(state, jump_base=float(score.score), jump_base_ts=ts)
     alert_id = _alert_id(event.tenant, event.lead_id, event.event_id) if triggers else ""
-    return Decision(tuple(triggers), alert_id, state)
+    jump_from = int(base) if "jump" in triggers else None
+    return Decision(tuple(triggers), alert_id, state, jump_from)
 
 
 def sla_rule_for(event: Event, source: str, s: AlertSettings) -> tuple[str, SlaRule]:

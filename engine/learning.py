@@ -1,19 +1,31 @@
-"""Learning: labelled examples from snapshots, one trainer, versioned models for scorers.
+"""Learning: labelled examples from the moments that predict, one trainer, versioned models.
 
-Labels the way a brokerage defines them: a scored moment (a *snapshot*: at most one
-per lead per ``snapshot_every_h``, plus one at every hand-raise) is positive if a
-positive outcome follows within the horizon H, negative on ``lost`` or when H passes
-with no outcome. Expiry is swept per partition in event time, at the first event of
-each new event-time day, so it happens at the same point of the stream whatever the
-batch boundaries (and a crash-and-replay learns exactly what an uninterrupted run
-learns).
+A *moment* is a lead's feature vector as it was served, with what was served. Every
+event (but an outcome) replaces the lead's latest moment; a hand-raise also pins its
+moment, so it is kept. An outcome therefore labels the vector as it stood just
+before the outcome (plus the pinned hand-raise moments of the horizon H before it):
+the model learns from the vectors it scores, never from an empty one taken at sign-up.
+
+- An explicit outcome (positive, or ``lost``) is learned at once, in the batch that
+  carries it. The lead's first outcome wins: later outcomes, and later events, make no
+  example (a converted or lost lead's behaviour would teach the model its own label).
+- Leads that never get an outcome: when H passes after a moment with no outcome, the
+  moment is learned as a negative (the expiry sweep, in event time, at the first event
+  of each new event-time day of a partition, so a replay learns exactly what an
+  uninterrupted run learns).
+- Warm-up: a stream that sends only positives (a funnel with won dates and no ``lost``)
+  would teach the model positives at once and their negatives only H later; during the
+  first H of a partition's event time, and until it has seen an explicit ``lost``, a
+  positive is therefore held and learned with the negatives of its period (at its
+  moment's horizon). After that, positives and horizon negatives arrive at the same
+  rate and are learned as they come.
 
 Every labelled example goes to the ``labels`` stream in the batch transaction. The
-trainer process learns its own partitions' examples inline (at the outcome event,
-score first, then learn) and the other processes' examples from the stream; it keeps
-its working copy in Redis with each batch and publishes a version every
-``publish_every_labels`` labels or ``publish_every_s`` seconds. Every other process
-scores with the newest published version, or the pinned one after a rollback.
+trainer process learns its own partitions' examples inline and the other processes'
+examples from the stream; it keeps its working copy in Redis with each batch and
+publishes a version every ``publish_every_labels`` labels or ``publish_every_s``
+seconds. Every other process scores with the newest published version, or the pinned
+one after a rollback.
 """
 
 from __future__ import annotations
@@ -29,11 +41,10 @@ import msgpack
 
 from engine.model import ModelSet
 from engine.model_store import ModelStore
-from engine.scoring import PRIOR_INPUT, prior_logit
 from engine.settings import Settings
 from features.definitions import FEATURE_NAMES, model_input, unpack_features
 
-__all__ = ["Learner", "Snapshots", "example"]
+__all__ = ["Learner", "Moments", "Snapshots", "example"]
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +58,8 @@ def example(
     proc: int,
     names: Sequence[str] = FEATURE_NAMES,
 ) -> dict[str, Any]:
-    """One labelled example: the snapshot's model input, segment, served probability, y."""
+    """One labelled example: the moment's model input, segment, what was served, y."""
     x = snap["x"] if "x" in snap else model_input(unpack_features(snap["f"]), names)
-    if snap.get("pr") is not None:
-        x[PRIOR_INPUT] = prior_logit(float(snap["pr"]))
     return {
         "id": example_id,
         "seg": snap["seg"],
@@ -61,6 +70,8 @@ def example(
         "pp": snap.get("pp"),
         "pr": snap.get("pr"),
         "pm": snap.get("pm"),
+        "bucket": snap.get("bk"),
+        "kind": "hand_raise" if snap.get("k") == "h" else "latest",
         "ts": snap["ts"],
         "y": y,
         "at": at,
@@ -70,38 +81,56 @@ def example(
     }
 
 
-@dataclass
-class Snapshots:
-    """A lead's learning snapshots while its events in one batch are processed.
+def _pinned(blob: bytes) -> bool:
+    return bool(msgpack.unpackb(blob, raw=False).get("k") == "h")
 
-    ``stored`` is what Redis held at the start of the batch (known only once loaded:
-    the store returns it with outcome events, the sweep reads it itself); ``taken``
-    are snapshots taken in this batch. ``rewrite`` means the stored list must be
-    replaced by ``current`` at commit.
+
+@dataclass
+class Moments:
+    """A lead's learning moments while its events in one batch are processed.
+
+    The stored list ends with the lead's latest moment; ``tail_latest`` says whether that
+    last moment is a plain "latest" one (replaced by the next event) rather than a pinned
+    hand-raise. ``loaded`` once the stored list is known (outcome events and the sweep
+    read it); then ``current`` is the whole list and ``rewrite`` replaces it at commit.
+    Not loaded, ``taken`` is appended at commit, after dropping the stored tail if
+    ``drop_tail`` (it was superseded in this batch).
     """
 
     limit: int
+    tail_latest: bool = False
     current: list[bytes] = field(default_factory=list)
     loaded: bool = False
     rewrite: bool = False
+    drop_tail: bool = False
     taken: list[bytes] = field(default_factory=list)
 
     def load(self, stored: list[bytes]) -> None:
-        if not self.loaded:
-            base = [] if self.rewrite else list(stored)
-            self.current = (base + self.current)[-self.limit :]
-            self.loaded = True
+        if self.loaded:
+            return
+        base = [] if self.rewrite else list(stored)
+        if self.drop_tail and base:
+            base = base[:-1]
+        self.current = (base + self.taken)[-self.limit :]
+        self.loaded, self.rewrite, self.drop_tail, self.taken = True, True, False, []
+        self.tail_latest = bool(self.current) and not _pinned(self.current[-1])
 
-    def take(self, blob: bytes) -> None:
+    def take(self, blob: bytes, pinned: bool) -> None:
+        """The lead's newest moment: replaces a plain latest one, or is added after a pin."""
+        if self.tail_latest:
+            if self.current:
+                self.current.pop()
+                if self.taken:
+                    self.taken.pop()
+            elif not self.loaded:
+                self.drop_tail = True  # the superseded moment is the stored tail
         self.current = (self.current + [blob])[-self.limit :]
-        self.taken.append(blob)
+        if not self.loaded:
+            self.taken.append(blob)
+        self.tail_latest = not pinned
 
     def expire(self, cutoff: float) -> list[dict[str, Any]]:
-        """Remove and return the snapshots taken before ``cutoff``.
-
-        Loaded: the whole list is known and is rewritten. Not loaded: only snapshots
-        taken in this batch are known; they are dropped from what will be appended.
-        """
+        """Remove and return the moments taken before ``cutoff``."""
         gone: list[dict[str, Any]] = []
         keep: list[bytes] = []
         for blob in self.current:
@@ -114,7 +143,7 @@ class Snapshots:
             return []
         if self.loaded:
             self.replace(keep)
-        else:
+        else:  # only this batch's moments are known: they are dropped from what is appended
             self.current = keep
             self.taken = [b for b in self.taken if b in keep]
         return gone
@@ -124,11 +153,23 @@ class Snapshots:
         self.current = keep
         self.taken = []
         self.rewrite = True
+        self.tail_latest = bool(keep) and not _pinned(keep[-1])
 
     def oldest_ts(self) -> float | None:
         if not self.current:
             return None
         return min(float(msgpack.unpackb(b, raw=False)["ts"]) for b in self.current)
+
+    def effect(self) -> tuple[str, list[bytes]] | None:
+        """What the commit does to the stored list: rewrite, append or replace its tail."""
+        if self.rewrite:
+            return "rewrite", self.current
+        if self.taken:
+            return ("replace_tail" if self.drop_tail else "append"), self.taken
+        return None
+
+
+Snapshots = Moments  # the older name, kept for readers of earlier versions
 
 
 class Learner:
@@ -151,7 +192,7 @@ class Learner:
         self._on_drift = on_drift or (lambda: None)
         self.lock = threading.RLock()
         blob = store.working_copy() if self.trainer else None
-        self.live = ModelSet.loads(blob) if blob else ModelSet(sc.segments, sc.learning_rate)
+        self.live = ModelSet.loads(blob) if blob else self._fresh()
         self.serving = self.live
         self.serving_version: int | None = None
         self._next_check = 0.0
@@ -159,6 +200,10 @@ class Learner:
         self._last_checkpoint = clock()
         self.catch_up()  # examples learned after the last checkpoint, before a restart
         self.refresh(force=True)
+
+    def _fresh(self) -> ModelSet:
+        sc = self._s
+        return ModelSet(sc.segments, sc.learning_rate, sc.model, sc.evidence_window)
 
     def reload(self) -> None:
         """Back to what Redis holds, as at a restart: the checkpoint, then the labels after it.
@@ -168,7 +213,7 @@ class Learner:
         at the same point of the stream.
         """
         blob = self._store.working_copy() if self.trainer else None
-        live = ModelSet.loads(blob) if blob else ModelSet(self._s.segments, self._s.learning_rate)
+        live = ModelSet.loads(blob) if blob else self._fresh()
         with self.lock:
             self.live = live
             self.serving, self.serving_version = live, None

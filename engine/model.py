@@ -1,11 +1,20 @@
 """The online model: River, learning one labelled example at a time.
 
-A ``StandardScaler | LogisticRegression`` pipeline: cheap to predict (~4 us),
-linear so every score decomposes into per-feature contributions an agent can
-read, and learnable one example at a time. The model is scored before it learns
-from an example (progressive validation), and learning is idempotent: each
-example has an id and an id already learned is skipped, so an outcome replayed
-after a crash never teaches the model twice.
+Two families behind one interface, chosen with ``scoring.model``:
+
+- ``logistic`` (default): numeric inputs standardised by River's ``StandardScaler``
+  (with a variance floor and clipping, so a near-constant feature cannot saturate a
+  probability), profile levels (``source=referral``) passed unscaled as one-hots, into
+  River's ``LogisticRegression``. Cheap (~5 us a prediction) and linear, so every
+  score decomposes exactly into per-input contributions an agent can read.
+- ``forest``: River's adaptive random forest (``ARFClassifier``) on the same inputs,
+  Platt-calibrated online; its contributions are measured by perturbation (each
+  input set back to "no activity"), only for scores someone reads.
+
+The model is scored before it learns from an example (progressive validation), and
+learning is idempotent: each example has an id and an id already learned is skipped,
+so an outcome replayed after a crash never teaches the model twice. Probabilities are
+kept inside [0.001, 0.999]: never a certainty.
 """
 
 from __future__ import annotations
@@ -18,21 +27,126 @@ from collections.abc import Mapping
 from typing import Any
 
 import river
-from river import compose, drift, linear_model, metrics, optim, preprocessing, utils
+from river import drift, forest, linear_model, metrics, optim, preprocessing, utils
 
-__all__ = ["ModelSet", "OnlineModel", "Quality"]
+__all__ = ["ModelSet", "OnlineModel", "Quality", "P_MIN", "P_MAX"]
 
 
 _REMEMBERED_IDS = 20_000  # learned-example ids kept for idempotency (far more than a replay window)
+P_MIN, P_MAX = 0.001, 0.999  # no probability is ever exactly 0 or 1
+_VAR_FLOOR = 0.05  # on log1p counts: a feature seen once in 1,000 leads is not a 30-sigma event
+_CLIP = 4.0  # standardised inputs are clipped to +-4 sd
+
+
+def _clamp(p: float) -> float:
+    return min(P_MAX, max(P_MIN, p))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def is_level(name: str) -> bool:
+    """``field=level`` inputs are profile one-hots; everything else is numeric."""
+    return "=" in name
+
+
+def baseline_of(name: str) -> str | None:
+    """The "no activity" counterpart of an input: ``source=unknown`` for a level, else None."""
+    return name.split("=", 1)[0] + "=unknown" if is_level(name) else None
+
+
+class _Logistic:
+    """Scaled numeric inputs + unscaled one-hots -> logistic regression."""
+
+    def __init__(self, learning_rate: float) -> None:
+        self.scaler = preprocessing.StandardScaler()
+        self.lr = linear_model.LogisticRegression(
+            optimizer=optim.SGD(learning_rate), l2=1e-4, intercept_lr=learning_rate
+        )
+        self._coef: dict[str, tuple[float, float]] = {}  # name -> (mean, 1 / floored sd)
+
+    def _z(self, name: str, v: float) -> float:
+        mean, inv = self._coef.get(name, (0.0, 1.0 / math.sqrt(_VAR_FLOOR)))
+        z = (v - mean) * inv
+        return _CLIP if z > _CLIP else -_CLIP if z < -_CLIP else z
+
+    def transform(self, x: Mapping[str, float]) -> dict[str, float]:
+        z = self._z
+        return {k: (v if "=" in k else z(k, v)) for k, v in x.items()}
+
+    def proba(self, x: Mapping[str, float]) -> float:
+        return float(self.lr.predict_proba_one(self.transform(x)).get(True, 0.0))
+
+    def learn(self, x: Mapping[str, float], y: bool) -> None:
+        numeric = {k: v for k, v in x.items() if not is_level(k)}
+        self.scaler.learn_one(numeric)
+        means, variances = self.scaler.means, self.scaler.vars
+        for k in numeric:  # the scaler's statistics, read once per label, not per prediction
+            self._coef[k] = (means[k], 1.0 / math.sqrt(max(variances[k], _VAR_FLOOR)))
+        self.lr.learn_one(self.transform(x), y)
+
+    def contributions(self, x: Mapping[str, float]) -> dict[str, float]:
+        """Log-odds of each input against a lead with no activity (exact for a linear model)."""
+        w = self.lr.weights
+        out: dict[str, float] = {}
+        for k, v in x.items():
+            base = baseline_of(k)
+            if base is not None:
+                c = w.get(k, 0.0) - w.get(base, 0.0) if k != base else 0.0
+            else:
+                c = w.get(k, 0.0) * (self._z(k, v) - self._z(k, 0.0))
+            if c:
+                out[k] = c
+        return out
+
+
+class _Forest:
+    """River's adaptive random forest, Platt-calibrated online; contributions by perturbation."""
+
+    def __init__(self, seed: int = 42) -> None:
+        self.forest = forest.ARFClassifier(n_models=10, seed=seed)
+        self.platt = linear_model.LogisticRegression(
+            optimizer=optim.SGD(0.02), initializer=optim.initializers.Constant(1.0), l2=0.0
+        )
+
+    def _raw(self, x: Mapping[str, float]) -> float:
+        return float(self.forest.predict_proba_one(dict(x)).get(True, 0.0))
+
+    def proba(self, x: Mapping[str, float]) -> float:
+        z = _logit(_clamp(self._raw(x)))
+        return float(self.platt.predict_proba_one({"z": z}).get(True, 0.0))
+
+    def learn(self, x: Mapping[str, float], y: bool) -> None:
+        self.platt.learn_one({"z": _logit(_clamp(self._raw(x)))}, y)
+        self.forest.learn_one(dict(x), y)
+
+    def contributions(self, x: Mapping[str, float]) -> dict[str, float]:
+        full = _logit(_clamp(self.proba(x)))
+        out: dict[str, float] = {}
+        for k, v in x.items():
+            base = baseline_of(k)
+            if (base is None and not v) or k == base:
+                continue
+            moved = {n: val for n, val in x.items() if n != k}
+            if base is not None:
+                moved[base] = 1.0
+            else:
+                moved[k] = 0.0
+            c = full - _logit(_clamp(self.proba(moved)))
+            if c:
+                out[k] = c
+        return out
 
 
 class OnlineModel:
-    """Thread-safe wrapper around the River pipeline, with its progressive metrics."""
+    """Thread-safe wrapper around one model family, with its progressive metrics."""
 
-    def __init__(self, learning_rate: float = 0.05) -> None:
-        self._pipeline = compose.Pipeline(
-            preprocessing.StandardScaler(),
-            linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate), l2=1e-4),
+    def __init__(self, learning_rate: float = 0.05, family: str = "logistic") -> None:
+        self.family = family
+        self._impl: _Logistic | _Forest = (
+            _Forest() if family == "forest" else _Logistic(learning_rate)
         )
         self.labels_seen = 0
         self.positives = 0
@@ -54,29 +168,18 @@ class OnlineModel:
         return (None, {}) if p is None else (p, self.contributions(x))
 
     def probability(self, x: Mapping[str, float]) -> float | None:
-        """P(positive outcome), or None before the model is ready (the hot path: ~5 us)."""
+        """P(positive outcome), or None before the model is ready (the hot path)."""
         if not self.ready:
             return None
         with self._lock:
-            p = self._pipeline.predict_proba_one(x)  # type: ignore[arg-type]
-            return float(p.get(True, 0.0))
+            return _clamp(self._impl.proba(x))
 
     def contributions(self, x: Mapping[str, float]) -> dict[str, float]:
-        """Log-odds contribution of each input: weight x standardised value."""
+        """Log-odds contribution of each input against a lead with no activity."""
         if not self.ready:
             return {}
         with self._lock:
-            scaled = self._scaler.transform_one(dict(x))
-            weights = self._lr.weights
-            return {k: weights.get(k, 0.0) * v for k, v in scaled.items() if v}
-
-    @property
-    def _lr(self) -> Any:
-        return self._pipeline["LogisticRegression"]
-
-    @property
-    def _scaler(self) -> Any:
-        return self._pipeline["StandardScaler"]
+            return self._impl.contributions(x)
 
     def learn(self, example_id: str, x: Mapping[str, float], y: bool) -> bool:
         """Score, update metrics, then learn; False if this example was already learned."""
@@ -84,10 +187,10 @@ class OnlineModel:
             if example_id in self._learned_set:
                 return False
             if self.ready:
-                p = self._pipeline.predict_proba_one(dict(x)).get(True, 0.0)
+                p = _clamp(self._impl.proba(x))
                 self.log_loss.update(y, {True: p, False: 1 - p})
                 self.auc.update(y, {True: p, False: 1 - p})
-            self._pipeline.learn_one(dict(x), y)
+            self._impl.learn(x, y)
             self.labels_seen += 1
             self.positives += int(y)
             if len(self._learned) == self._learned.maxlen:
@@ -113,9 +216,10 @@ class OnlineModel:
         model.dirty = False
         return model
 
-    def status(self) -> dict[str, float | int | None]:
+    def status(self) -> dict[str, float | int | str | None]:
         with self._lock:
             return {
+                "family": self.family,
                 "labels_seen": self.labels_seen,
                 "positives": self.positives,
                 "log_loss": self.log_loss.get() if self.labels_seen else None,
@@ -123,9 +227,37 @@ class OnlineModel:
             }
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
+class Evidence:
+    """Which scorer to trust, from prequential log loss on the last ``window`` labels.
+
+    Each label adds the loss of the (calibrated) points prior and of the model, both
+    predicted before the label was learned. The served score blends them with weights
+    proportional to ``exp(-total recent loss)``: exponential weights over two experts.
+    A model that is better on the recent window takes over; one that is worse hands
+    back to the prior, whatever the label count.
+    """
+
+    def __init__(self, window: int = 500) -> None:
+        self.losses: deque[tuple[float, float]] = deque(maxlen=window)
+        self.weight = 0.0
+
+    def update(self, p_prior: float, p_model: float, y: bool) -> None:
+        def loss(p: float) -> float:
+            p = _clamp(p)
+            return -math.log(p if y else 1 - p)
+
+        self.losses.append((loss(p_prior), loss(p_model)))
+        diff = sum(a - b for a, b in self.losses)  # > 0: the model has lost less
+        self.weight = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, diff))))
+
+    def snapshot(self) -> dict[str, Any]:
+        n = len(self.losses)
+        return {
+            "window": n,
+            "model_weight": round(self.weight, 4),
+            "prior_log_loss": sum(a for a, _ in self.losses) / n if n else None,
+            "model_log_loss": sum(b for _, b in self.losses) / n if n else None,
+        }
 
 
 class Quality:
@@ -221,14 +353,22 @@ class ModelSet:
     """The models a deployment scores with: one per segment (e.g. buyer / seller).
 
     Learning goes through :meth:`learn`, which first measures the served probability
-    (recorded when the snapshot was taken) and the model's own prediction, then learns,
-    exactly once per example id. ``position`` is how far this model has consumed the
-    labels stream (so the trainer resumes exactly), ``version`` the last published
+    (recorded when the moment was taken), the calibrated prior and the model's own
+    prediction, then learns, exactly once per example id. The prior and the model are
+    both scored prequentially; :attr:`model_weight` (from :class:`Evidence`) is how much
+    the served score follows the model. ``position`` is how far this model has consumed
+    the labels stream (so the trainer resumes exactly), ``version`` the last published
     version.
     """
 
-    def __init__(self, segments: tuple[str, ...] = ("all",), learning_rate: float = 0.05) -> None:
-        self.models = {seg: OnlineModel(learning_rate) for seg in segments}
+    def __init__(
+        self,
+        segments: tuple[str, ...] = ("all",),
+        learning_rate: float = 0.05,
+        family: str = "logistic",
+        evidence_window: int = 500,
+    ) -> None:
+        self.models = {seg: OnlineModel(learning_rate, family) for seg in segments}
         # Platt scaling of the points prior: starts as the identity (weight 1, intercept 0)
         # and learns from every label, so the prior's probabilities become honest long
         # before the model carries the score; ranking (AUC) is unchanged by it.
@@ -236,8 +376,10 @@ class ModelSet:
             optimizer=optim.SGD(0.05), initializer=optim.initializers.Constant(1.0), l2=0.0
         )
         self.prior_labels = 0
+        self.evidence = {seg: Evidence(evidence_window) for seg in segments}
         self.served = Quality()
         self.model_only = Quality()
+        self.prior_only = Quality()
         self.position = "0-0"
         self.version = 0
         self.labels_at_publish = 0
@@ -253,22 +395,33 @@ class ModelSet:
     def model(self, segment: str) -> OnlineModel:
         return self.models.get(segment) or next(iter(self.models.values()))
 
+    def model_weight(self, segment: str) -> float:
+        """How much the served score follows the model (0 until it has beaten the prior)."""
+        ev = self.evidence.get(segment) or next(iter(self.evidence.values()))
+        return ev.weight if self.model(segment).ready else 0.0
+
     @property
     def labels_seen(self) -> int:
         return sum(m.labels_seen for m in self.models.values())
 
     def learn(self, example: Mapping[str, Any]) -> tuple[bool, bool]:
         """Learn one labelled example; returns (learned, drift detected)."""
-        model = self.model(example["seg"])
+        seg = example["seg"] if example["seg"] in self.models else next(iter(self.models))
+        model = self.model(seg)
         y = bool(example["y"])
-        p_model = model.probability(example["x"])
-        if not model.learn(example["id"], example["x"], y):
+        x = example["x"]
+        p_model = model.probability(x)
+        raw_prior = example.get("pr", example.get("pp"))
+        p_prior = self.calibrated_prior(float(raw_prior)) if raw_prior is not None else None
+        if not model.learn(example["id"], x, y):
             return False, False
         drifted = self.served.update(float(example["pb"]), y)
         if p_model is not None:
             self.model_only.update(p_model, y)
-        raw_prior = example.get("pr", example.get("pp"))
-        if raw_prior is not None:
+        if p_prior is not None:
+            self.prior_only.update(p_prior, y)
+            if p_model is not None:
+                self.evidence[seg].update(p_prior, p_model, y)
             self.prior_calibration.learn_one({"z": _logit(float(raw_prior))}, y)
             self.prior_labels += 1
         return True, drifted
@@ -276,8 +429,9 @@ class ModelSet:
     def calibrated_prior(self, p: float) -> float:
         """The points prior's probability, Platt-scaled on the labels seen so far."""
         if not self.prior_labels:
-            return p
-        return float(self.prior_calibration.predict_proba_one({"z": _logit(p)}).get(True, p))
+            return _clamp(p)
+        z = {"z": _logit(p)}
+        return _clamp(float(self.prior_calibration.predict_proba_one(z).get(True, p)))
 
     def dumps(self) -> bytes:
         state = dict(self.__dict__)
@@ -302,6 +456,8 @@ class ModelSet:
             "labels_seen": self.labels_seen,
             "river_version": river.__version__,
             "segments": {k: m.status() for k, m in self.models.items()},
+            "evidence": {k: e.snapshot() for k, e in self.evidence.items()},
             "served_score": self.served.snapshot(),
             "model_alone": self.model_only.snapshot(),
+            "prior_alone": self.prior_only.snapshot(),
         }

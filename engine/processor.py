@@ -28,11 +28,12 @@ import msgpack
 from engine import alerts as rules
 from engine.errors import StoreError
 from engine.events import HAND_RAISE_TYPES, OUTCOME_TYPES, POSITIVE_OUTCOMES, Event
-from engine.learning import Learner, Snapshots, example
+from engine.learning import Learner, Moments, example
 from engine.metrics import Metrics
 from engine.model import OnlineModel
+from engine.reasons import explain, low_reasons
 from engine.redis_client import UNREACHABLE, outage_backoff
-from engine.scoring import PRIOR_INPUT, Score, assess, explain, prior, prior_logit
+from engine.scoring import Score, assess, prior
 from engine.settings import Settings
 from engine.sinks import BatchEffects, Committer
 from engine.streams import ingest_ms
@@ -56,9 +57,11 @@ class _Lead:
 
     partition: int
     alert: rules.AlertState
-    last_snapshot_ts: float
-    snaps: Snapshots
+    snaps: Moments
+    outcome: str = ""  # the lead's first outcome: no example is made after it
+    outcome_ts: float = 0.0
     placeholder: bool = False  # made by the expiry sweep before any event of the lead
+    pending: dict[str, Any] | None = None  # the latest moment, packed only when it lasts
     latest: tuple[Event, Score, FeatureReply, dict[str, float] | None, OnlineModel] | None = None
 
 
@@ -91,10 +94,10 @@ class Processor:
         self._metrics = metrics
         self._validator = Validator(settings.validation)
         self._clock = clock
-        self._snapshot_every = settings.scoring.snapshot_every_h * 3600.0
         self._horizon = settings.scoring.label_horizon_d * 86_400.0
         self._hand = frozenset(settings.alerts.hand_raise_types)
         self._watermarks: dict[int, int] | None = None  # partition -> swept event-time day
+        self._warm: dict[int, tuple[float, bool]] = {}  # partition -> (first ts, lost seen)
         self._wm_lock = threading.Lock()
         self._next_model_metrics = 0.0
         self._next_lag = 0.0
@@ -151,6 +154,7 @@ class Processor:
         """Forget what may have run ahead of Redis in a failed batch; reload it from Redis."""
         with self._wm_lock:
             self._watermarks = None
+            self._warm = {}
         self.learner.reload()
 
     def _landed(self, entries: Sequence[Entry]) -> bool:
@@ -217,50 +221,58 @@ class Processor:
             lead = leads.get(key) or self._lead_state(entry[0], reply)
             if lead.placeholder:  # the sweep touched it first: take its real state now
                 fresh = self._lead_state(entry[0], reply)
-                lead.alert, lead.last_snapshot_ts = fresh.alert, fresh.last_snapshot_ts
+                lead.alert, lead.outcome, lead.outcome_ts = (
+                    fresh.alert, fresh.outcome, fresh.outcome_ts
+                )  # fmt: skip
+                if not lead.snaps.loaded:
+                    lead.snaps.tail_latest = fresh.snaps.tail_latest
                 lead.placeholder = False
             leads[key] = lead
             if event.type in OUTCOMES:
-                self._label_outcome(event, lead, reply)
+                learned |= self._label_outcome(event, lead, reply, fx, entry[0])
             models = learner.serving
             segment = models.segment_of(str(reply.features.get("side", "")))
             model = models.model(segment)
             raw_prior, _ = prior(reply.features, self._s)
-            x = self._model_input(event, lead, reply, model.ready)
-            if x is not None:
-                x[PRIOR_INPUT] = prior_logit(raw_prior)
+            x = self._model_input(reply, model.ready)
             p_model = model.probability(x) if x is not None else None
             score = assess(
-                reply.features, reply.context, self._s, p_model, model.labels_seen,
-                models.calibrated_prior, raw_prior,
+                reply.features, reply.context, self._s, p_model, models.model_weight(segment),
+                models.calibrated_prior, raw_prior, outcome=lead.outcome,
             )  # fmt: skip
             before = lead.alert
             decision = rules.evaluate(event, score, before, reply.context, self._s.alerts)
             lead.alert = decision.state
-            self._maybe_snapshot(event, reply.features, segment, score, lead)
+            self._take_moment(event, reply.features, segment, score, lead)
             fx.done.append((event.tenant, event.lead_id, event.event_id))
             observe_score(score.score)
             is_last = last_of[key] == i
             if decision.triggers or is_last:
-                score = self._explained(score, reply, x, model)
+                score = self._explained(score, reply, x, model, lead)
             if is_last:
                 fx.score_records[key] = self._record(event, score, lead, reply)
             else:
                 lead.latest = (event, score, reply, x, model)
             if decision.triggers:
                 alert = self._alert(event, score, decision, reply, ingest_ms(entry[1]))
-                alert["score_before"] = before.score if before.bucket else None
+                # a jump names the score it is measured from (the window's low), not the last
+                if decision.jump_from is not None:
+                    alert["score_before"] = decision.jump_from
+                else:
+                    alert["score_before"] = before.score if before.bucket else None
                 fx.alerts.append(alert)
         for key, lead in leads.items():
             if key not in fx.score_records and lead.latest is not None:
                 # its last event was a duplicate or late: store the last one that counted
                 event, score, reply, x, model = lead.latest
                 fx.score_records[key] = self._record(
-                    event, self._explained(score, reply, x, model), lead, reply
+                    event, self._explained(score, reply, x, model, lead), lead, reply
                 )
+            self._flush_moment(lead)
             snaps = lead.snaps
-            if snaps.rewrite or snaps.taken:
-                fx.snapshots[key] = (snaps.rewrite, snaps.current if snaps.rewrite else snaps.taken)
+            effect = snaps.effect()
+            if effect is not None:
+                fx.snapshots[key] = effect
             if snaps.loaded or snaps.taken:
                 member = f"{key[0]}\x1f{key[1]}"
                 oldest = snaps.oldest_ts()
@@ -318,50 +330,101 @@ class Processor:
         return _Lead(
             partition=partition,
             alert=rules.AlertState.from_hash(st),
-            last_snapshot_ts=float(st.get("last_snapshot_ts") or 0.0),
-            snaps=Snapshots(self._s.scoring.max_snapshots),
+            snaps=Moments(self._s.scoring.max_snapshots, tail_latest=st.get("moment") == "l"),
+            outcome=st.get("outcome", ""),
+            outcome_ts=float(st.get("outcome_ts") or 0.0),
         )
 
-    def _model_input(
-        self, event: Event, lead: _Lead, reply: FeatureReply, model_ready: bool
-    ) -> dict[str, float] | None:
+    def _model_input(self, reply: FeatureReply, model_ready: bool) -> dict[str, float] | None:
         """The model's input, built only when the model can use it."""
         if model_ready:
-            return model_input(reply.features, self._s.features.names)
+            return model_input(reply.features, self._s.features.model_names)
         return None
 
     def _explained(
-        self, score: Score, reply: FeatureReply, x: dict[str, float] | None, model: OnlineModel
+        self,
+        score: Score,
+        reply: FeatureReply,
+        x: dict[str, float] | None,
+        model: OnlineModel,
+        lead: _Lead,
     ) -> Score:
         """Add reasons (only for scores someone reads: alerts and stored records)."""
         contributions = model.contributions(x) if x is not None and score.model_weight else {}
+        _, points = prior(reply.features, self._s)
+        low = low_reasons(reply.context, lead.outcome, lead.outcome_ts, self._s)
         pros, cons = explain(
-            reply.features, reply.context, self._s, contributions, score.model_weight
+            reply.features, reply.context, self._s, points, contributions, score.model_weight, low
         )
         return replace(score, reasons=pros, concerns=cons)
 
-    def _label_outcome(self, event: Event, lead: _Lead, reply: FeatureReply) -> None:
-        """Mark the lead's open snapshots within the horizon with this outcome's label.
+    def _label_outcome(
+        self, event: Event, lead: _Lead, reply: FeatureReply, fx: BatchEffects, partition: int
+    ) -> bool:
+        """Label the lead's open moments with its first outcome; True if something was learned.
 
-        Nothing is learned here: every snapshot is learned when its horizon has passed
-        (the sweep), positive or negative, so the model sees both classes with the same
-        delay; learning positives at once and negatives a horizon later would teach it
-        a positive rate far above the real one. The first outcome wins.
+        The latest moment (the vector just before the outcome) and the pinned hand-raise
+        moments within the horizon get the outcome's label (older ones: negative, no
+        positive came within their horizon). Learned at once, in stream order, except a
+        positive during a partition's warm-up (see ``engine/learning.py``), which is
+        marked and learned at its moment's horizon. A later outcome changes nothing.
         """
-        lead.snaps.load(reply.snapshots)
+        m = self._metrics
+        if lead.outcome:
+            m.labels.labels("repeat_outcome").inc()
+            return False
         y = event.type in POSITIVE_OUTCOMES
-        changed = False
+        lead.outcome, lead.outcome_ts = event.type, event.ts
+        self._flush_moment(lead)
+        lead.snaps.load(reply.snapshots)
+        hold = y and self._warming_up(partition, event.ts, fx)
+        if not y:
+            self._warm_mark(partition, event.ts, fx, lost=True)
+        examples: list[dict[str, Any]] = []
         marked: list[bytes] = []
         for blob in lead.snaps.current:
             snap = msgpack.unpackb(blob, raw=False)
-            if "y" not in snap and snap["ts"] <= event.ts <= snap["ts"] + self._horizon:
-                snap["y"], snap["outcome"], snap["outcome_at"] = y, event.type, event.ts
-                blob = msgpack.packb(snap, use_bin_type=True)
-                changed = True
-                self._metrics.labels.labels("positive" if y else "negative").inc()
-            marked.append(blob)
-        if changed:
-            lead.snaps.replace(marked)
+            label = y and snap["ts"] <= event.ts <= snap["ts"] + self._horizon
+            snap["outcome"], snap["outcome_at"] = event.type, event.ts
+            if hold:
+                snap["y"] = label
+                marked.append(msgpack.packb(snap, use_bin_type=True))
+            else:
+                eid = f"outcome:{event.tenant}:{event.lead_id}:{snap['ts']}"
+                who = (event.tenant, event.lead_id)
+                names = self._s.features.model_names
+                examples.append(example(eid, snap, label, event.ts, who, self.learner.process_id,
+                                        names))  # fmt: skip
+        lead.snaps.replace(marked)
+        if not examples and not marked:
+            m.labels.labels("no_moment").inc()
+        learned = False
+        for ex in examples:
+            fx.labels.append(msgpack.packb(ex, use_bin_type=True))
+            m.labels.labels("positive" if ex["y"] else "negative").inc()
+            learned |= self.learner.learn(ex)
+        return learned
+
+    def _warming_up(self, partition: int, ts: float, fx: BatchEffects) -> bool:
+        """Within the first horizon of the partition's event time, with no ``lost`` seen yet."""
+        first, lost = self._warm_state(partition, ts, fx)
+        return not lost and ts - first < self._horizon
+
+    def _warm_state(self, partition: int, ts: float, fx: BatchEffects) -> tuple[float, bool]:
+        with self._wm_lock:
+            if partition not in self._warm:
+                stored = self._commit.warm_marks().get(partition)
+                self._warm[partition] = stored or (ts, False)
+                if stored is None:
+                    fx.warm[partition] = self._warm[partition]
+            return self._warm[partition]
+
+    def _warm_mark(self, partition: int, ts: float, fx: BatchEffects, lost: bool) -> None:
+        first, seen = self._warm_state(partition, ts, fx)
+        if lost and not seen:
+            with self._wm_lock:
+                self._warm[partition] = (first, True)
+                fx.warm[partition] = (first, True)
 
     def _sweep_if_new_day(
         self, partition: int, ts: float, leads: dict[tuple[str, str], _Lead], fx: BatchEffects
@@ -382,6 +445,7 @@ class Processor:
             self._watermarks[partition] = day
         fx.watermarks[partition] = day
         if swept is None:
+            self._warm_state(partition, ts, fx)  # the partition's first event time
             return False  # first event ever seen here: nothing can be due yet
         cutoff = ts - self._horizon
         learned = False
@@ -397,8 +461,8 @@ class Processor:
             key = (tenant, lead_id)
             lead = leads.get(key)
             if lead is None:
-                snaps = Snapshots(self._s.scoring.max_snapshots)
-                lead = _Lead(partition, rules.AlertState(), 0.0, snaps, placeholder=True)
+                snaps = Moments(self._s.scoring.max_snapshots)
+                lead = _Lead(partition, rules.AlertState(), snaps, placeholder=True)
                 leads[key] = lead
             if member in due:
                 lead.snaps.load(due[member])
@@ -407,7 +471,7 @@ class Processor:
             for snap in lead.snaps.expire(cutoff):
                 eid = f"settled:{tenant}:{lead_id}:{snap['ts']}"
                 y = bool(snap.get("y", False))
-                expired.append(example(eid, snap, y, ts, key, proc, self._s.features.names))
+                expired.append(example(eid, snap, y, ts, key, proc, self._s.features.model_names))
         # learn in an order fixed by the data, not by how the due index happens to rank leads
         for ex in sorted(expired, key=lambda e: (e["ts"], e["id"])):
             fx.labels.append(msgpack.packb(ex, use_bin_type=True))
@@ -417,7 +481,7 @@ class Processor:
                 learned = True
         return learned
 
-    def _maybe_snapshot(
+    def _take_moment(
         self,
         event: Event,
         features: Mapping[str, float | str],
@@ -425,22 +489,35 @@ class Processor:
         score: Score,
         lead: _Lead,
     ) -> None:
-        """At most one snapshot per lead per ``snapshot_every_h``, plus every hand-raise."""
-        if event.type in OUTCOMES:
+        """Every event but an outcome replaces the lead's latest moment; a hand-raise pins it.
+
+        No moment after the lead's first outcome: what a converted or lost lead does next
+        would teach the model its own label.
+        """
+        if event.type in OUTCOMES or lead.outcome:
             return
-        due = event.ts - lead.last_snapshot_ts >= self._snapshot_every
-        if due or event.type in HAND_RAISE_TYPES:
-            snap = {
-                "ts": event.ts,
-                "f": pack_features(features),
-                "seg": segment,
-                "pb": score.probability,  # what was served
-                "pp": score.prior_probability,  # the points prior alone (as served: calibrated)
-                "pr": score.raw_prior_probability,  # the raw points prior (calibration input)
-                "pm": score.model_probability,  # the model alone (None before it is ready)
-            }
-            lead.snaps.take(msgpack.packb(snap, use_bin_type=True))
-            lead.last_snapshot_ts = max(lead.last_snapshot_ts, event.ts)
+        pinned = event.type in HAND_RAISE_TYPES
+        snap = {
+            "ts": event.ts,
+            "f": features,
+            "seg": segment,
+            "pb": score.probability,  # what was served
+            "pp": score.prior_probability,  # the points prior alone (as served: calibrated)
+            "pr": score.raw_prior_probability,  # the raw points prior (calibration input)
+            "pm": score.model_probability,  # the model alone (None before it is ready)
+            "bk": score.bucket,
+            "k": "h" if pinned else "l",
+        }
+        lead.pending = snap  # a later event of the batch may supersede it: packed at flush
+        if pinned:
+            self._flush_moment(lead)
+
+    @staticmethod
+    def _flush_moment(lead: _Lead) -> None:
+        snap, lead.pending = lead.pending, None
+        if snap is not None:
+            snap["f"] = pack_features(snap["f"])
+            lead.snaps.take(msgpack.packb(snap, use_bin_type=True), snap["k"] == "h")
 
     def _record(
         self, event: Event, score: Score, lead: _Lead, reply: FeatureReply
@@ -465,7 +542,10 @@ class Processor:
             "last_alert_ts": a.last_alert_ts,
             "jump_base": a.jump_base,
             "jump_base_ts": a.jump_base_ts,
-            "last_snapshot_ts": lead.last_snapshot_ts,
+            "moment": "l" if lead.pending is not None or lead.snaps.tail_latest else "",
+            "outcome": lead.outcome,
+            "outcome_ts": lead.outcome_ts,
+            "bucket_by": score.bucket_by,
         }
 
     def _alert(
@@ -491,6 +571,7 @@ class Processor:
             "score_after": score.score,
             "probability": score.probability,
             "bucket": score.bucket,
+            "bucket_by": score.bucket_by,
             "tier": score.tier,
             "reasons": list(score.reasons),
             "concerns": list(score.concerns),
@@ -500,6 +581,8 @@ class Processor:
                 "ts": event.ts,
                 "property_id": event.property_id or ctx.get("last_property", ""),
                 "area": event.area or ctx.get("last_area", ""),
+                "address": _text_prop(event, "address"),
+                "title": _text_prop(event, "title"),
             },
             "first_touch": touch,
             "blocked_channels": list(ctx["blocked"]),
@@ -511,3 +594,9 @@ class Processor:
             "agent_id": ctx.get("agent_id", ""),
             "ingest_ms": ingested,
         }
+
+
+def _text_prop(event: Event, name: str) -> str:
+    """A listing's address or title as the event carried it in ``props`` (else empty)."""
+    value = event.props.get(name)
+    return value[:200] if isinstance(value, str) else ""

@@ -107,6 +107,28 @@ class FeatureSettings(_Section):
     max_window_members: int = Field(300, ge=10, le=100_000)
     idle_expire_d: float = Field(120, gt=0)
     names: tuple[str, ...]
+    profile: tuple[str, ...] = ()
+
+    @field_validator("profile")
+    @classmethod
+    def _declared_profile(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from features.definitions import LOCATION_PROXIES, PROFILE_BUILTIN, profile_prop
+
+        for name in v:
+            key = profile_prop(name)
+            if name in PROFILE_BUILTIN:
+                raise ValueError(f"{name!r} is always a profile field: list it in features.names")
+            if key is None or not re.fullmatch(r"[A-Za-z0-9_]{1,40}", key):
+                raise ValueError(f"{name!r}: declare a field of the event's props as props.<key>")
+            _refuse_protected(f"features.profile: {name}", key, LOCATION_PROXIES)
+        if len(set(v)) != len(v) or len(v) > 8:
+            raise ValueError("at most 8 declared profile fields, each once")
+        return v
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """Every input the model sees: the configured features, then the declared profile."""
+        return self.names + self.profile
 
     @field_validator("view_windows_h")
     @classmethod
@@ -140,9 +162,7 @@ PointsRule = tuple[float, float]
 class ScoringSettings(_Section):
     prior_intercept: float = Field(-3.0, ge=-10, le=10)
     prior_logit_per_point: float = Field(0.055, gt=0, le=1)
-    min_labels: int = Field(200, ge=1)
     learning_rate: float = Field(0.005, gt=0, le=1)
-    snapshot_every_h: float = Field(1, gt=0)
     max_snapshots: int = Field(64, ge=1, le=1_000)
     label_horizon_d: float = Field(30, gt=0)
     reasons: int = Field(3, ge=1, le=10)
@@ -152,6 +172,8 @@ class ScoringSettings(_Section):
     publish_every_s: float = Field(30, gt=0)
     model_check_s: float = Field(1.0, gt=0, le=3_600)
     checkpoint_every_s: float = Field(30, ge=0)
+    model: Literal["logistic", "forest"] = "logistic"
+    evidence_window: int = Field(500, ge=20, le=100_000)
     points: dict[str, PointsRule]
     timeline_points: dict[Literal["0-3m", "3-6m", "6-18m", "18m+", "unknown"], float]
     source_points: dict[str, float]
@@ -674,6 +696,9 @@ def load_settings(
     for where, key in _walk_keys(data):
         if not where.startswith("fair_housing"):
             _refuse_protected(where, key, extra)
+    for name in data.get("features", {}).get("profile", ()) or ():
+        if isinstance(name, str):  # declared profile fields are values, not keys
+            _refuse_protected(f"features.profile: {name}", name.split(".", 1)[-1], extra)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

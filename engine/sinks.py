@@ -25,7 +25,10 @@ from engine.redis_client import without_retry
 from engine.streams import StreamNames, committed_positions, processed_key, stream_lag
 from features.store import due_key, hot_key, lead_key
 
-__all__ = ["BatchEffects", "Committer", "due_key", "hot_index_key", "hot_key", "watermark_key"]
+__all__ = [
+    "BatchEffects", "Committer", "due_key", "hot_index_key", "hot_key", "warm_key",
+    "watermark_key",
+]  # fmt: skip
 
 
 def hot_index_key(prefix: str) -> str:
@@ -52,12 +55,18 @@ def watermark_key(prefix: str) -> str:
     return f"{prefix}:wm"
 
 
+def warm_key(prefix: str) -> str:
+    """Hash partition -> "first event time|lost seen" (learning warm-up, engine/learning.py)."""
+    return f"{prefix}:warm"
+
+
 @dataclass
 class BatchEffects:
     """The writes a batch wants; built by the processor, applied by :class:`Committer`."""
 
     score_records: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    snapshots: dict[tuple[str, str], tuple[bool, list[bytes]]] = field(default_factory=dict)
+    # lead -> ("rewrite" | "append" | "replace_tail", moments): see learning.Moments.effect
+    snapshots: dict[tuple[str, str], tuple[str, list[bytes]]] = field(default_factory=dict)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     done: list[tuple[str, str, str]] = field(default_factory=list)
@@ -66,6 +75,7 @@ class BatchEffects:
     labels: list[bytes] = field(default_factory=list)
     due: dict[tuple[int, str], tuple[str, float] | None] = field(default_factory=dict)
     watermarks: dict[int, int] = field(default_factory=dict)
+    warm: dict[int, tuple[float, bool]] = field(default_factory=dict)
     model_work: bytes | None = None
     learned_to: str = "0-0"  # labels stream id the checkpointed model has learned up to
     publish: tuple[int, bytes, dict[str, Any]] | None = None
@@ -131,10 +141,12 @@ class Committer:
             else:
                 pipe.zadd(hot_key(p, tenant), {lead: record["score"]})
                 pipe.zadd(hot_index_key(p), {indexed: now_ms})
-        for (tenant, lead), (clear, push) in fx.snapshots.items():
+        for (tenant, lead), (mode, push) in fx.snapshots.items():
             nkey = lead_key(p, tenant, lead, "n")
-            if clear:
+            if mode == "rewrite":
                 pipe.delete(nkey)
+            elif mode == "replace_tail":
+                pipe.rpop(nkey)
             if push:
                 pipe.rpush(nkey, *push)
                 pipe.ltrim(nkey, -self._max_snapshots, -1)
@@ -166,6 +178,9 @@ class Committer:
                 pipe.zadd(due_key(p, partition), {member: oldest}, lt=mode == "lt")
         if fx.watermarks:
             pipe.hset(watermark_key(p), mapping={str(k): v for k, v in fx.watermarks.items()})
+        if fx.warm:
+            marks = {str(k): f"{first!r}|{int(lost)}" for k, (first, lost) in fx.warm.items()}
+            pipe.hset(warm_key(p), mapping=marks)
         for label in fx.labels:
             pipe.xadd(
                 self.model_keys.labels, {"l": label}, maxlen=self._labels_maxlen, approximate=True
@@ -204,6 +219,15 @@ class Committer:
     def watermarks(self) -> dict[int, int]:
         raw = cast(dict[bytes, bytes], self._r.hgetall(watermark_key(self._prefix)))
         return {int(k): int(v) for k, v in raw.items()}
+
+    def warm_marks(self) -> dict[int, tuple[float, bool]]:
+        """Per partition: (first event time, explicit negative seen) for the warm-up rule."""
+        raw = cast(dict[bytes, bytes], self._r.hgetall(warm_key(self._prefix)))
+        out: dict[int, tuple[float, bool]] = {}
+        for k, v in raw.items():
+            first, _, lost = v.decode().partition("|")
+            out[int(k)] = (float(first), lost == "1")
+        return out
 
     def due_leads(self, partition: int, cutoff: float) -> list[tuple[str, list[bytes]]]:
         """Leads of ``partition`` holding a snapshot older than ``cutoff``, with their snapshots.

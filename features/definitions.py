@@ -1,8 +1,10 @@
 """What a lead's feature vector holds, and what it must never hold.
 
 The Redis script (``update.lua``) keeps the raw rolling state; this module names
-the features the model and the prior can see and turns the script's reply into
-a plain ``dict``. Everything here is pure and tested without I/O.
+the features the model and the prior can see, defines which event type moves which
+counter (:data:`COUNTERS`, baked into the script when it is loaded, so the rule lives
+here once) and turns the script's reply into a plain ``dict``. Everything here is
+pure and tested without I/O.
 
 Fair Housing: no protected characteristic or proxy is ever a feature. The
 engine never stores names, language or neighbourhood demographics; ``area`` is
@@ -18,16 +20,47 @@ from typing import Any
 
 __all__ = [
     "CATEGORICAL",
+    "COUNTERS",
+    "PROFILE_BUILTIN",
     "FEATURE_NAMES",
     "NUMERIC",
     "PRIOR_SIGNALS",
+    "LOCATION_PROXIES",
+    "PROPS_PREFIX",
     "PROTECTED_TERMS",
     "RAW_FIELDS",
+    "is_categorical",
     "model_input",
     "pack_features",
     "parse_reply",
+    "profile_prop",
     "unpack_features",
 ]
+
+#: Event type -> the lifetime counter it increments (one rule: the Lua script gets this
+#: table when it is loaded; ``fold.lua`` sums the same counters when leads merge).
+COUNTERS: dict[str, str] = {
+    "page_view": "page_views",
+    "property_save": "saves",
+    "property_unsave": "unsaves",
+    "search": "searches",
+    "saved_search": "saved_searches",
+    "share": "shares",
+    "mortgage_calc": "mortgage_calcs",
+    "valuation_view": "valuation_views",
+    "inquiry": "inquiries",
+    "showing_request": "showing_requests",
+    "valuation_request": "valuation_requests",
+    "call_request": "call_requests",
+    "email_open": "email_opens",
+    "email_click": "email_clicks",
+    "unsubscribe": "unsubscribes",
+    "bounce": "bounces",
+    "opt_out": "opt_outs",
+    "agent_contact": "agent_contacts",
+    "call_answered": "calls_answered",
+    "call_missed": "calls_missed",
+}
 
 #: Numeric features in the order the Lua script returns them.
 NUMERIC: tuple[str, ...] = (
@@ -59,10 +92,16 @@ NUMERIC: tuple[str, ...] = (
     "bounces",
     "opt_outs",
     "agent_contacts_unanswered",
+    "page_views",
+    "agent_contacts",
+    "calls_answered",
+    "calls_missed",
 )
 
-#: Profile features (one-hot for the model).
-CATEGORICAL: tuple[str, ...] = ("source", "side", "timeline")
+#: Profile fields every event may carry (categorical: one-hot for the model). A tenant
+#: may declare more, read from the event's ``props`` (``features.profile``).
+PROFILE_BUILTIN: tuple[str, ...] = ("source", "side", "timeline")
+CATEGORICAL = PROFILE_BUILTIN
 
 FEATURE_NAMES: tuple[str, ...] = NUMERIC + CATEGORICAL
 
@@ -75,6 +114,14 @@ PROTECTED_TERMS: tuple[str, ...] = (
     "ethnicity", "ethnic", "sex", "gender", "familial_status", "pregnant", "children",
     "disability", "disabled", "handicap", "name", "first_name", "last_name", "surname",
     "language", "demographics", "neighborhood_demographics", "marital_status", "age",
+)  # fmt: skip
+
+#: Location fields a declared profile field may not read: where someone lives or looks is
+#: a proxy for protected characteristics (redlining); ``area`` is only ever counted.
+LOCATION_PROXIES: tuple[str, ...] = (
+    "zip", "zipcode", "postcode", "postal", "area", "neighborhood", "neighbourhood", "city",
+    "county", "region", "country", "address", "street", "location", "geo", "latitude",
+    "longitude", "lat", "lon", "ip",
 )  # fmt: skip
 
 #: Raw (non-feature) fields the script returns after the numeric features.
@@ -96,18 +143,36 @@ RAW_FIELDS: tuple[str, ...] = (
 )
 
 
-def parse_reply(values: Sequence[str]) -> tuple[dict[str, float | str], dict[str, Any]]:
+PROPS_PREFIX = "props."
+
+
+def profile_prop(name: str) -> str | None:
+    """The ``props`` key a declared profile field reads (``props.origin`` -> ``origin``)."""
+    return name[len(PROPS_PREFIX) :] if name.startswith(PROPS_PREFIX) else None
+
+
+def is_categorical(name: str) -> bool:
+    return name in PROFILE_BUILTIN or name.startswith(PROPS_PREFIX)
+
+
+def parse_reply(
+    values: Sequence[str], profile_props: Sequence[str] = ()
+) -> tuple[dict[str, float | str], dict[str, Any]]:
     """Split the script's reply fields into (features, raw context).
 
     ``values`` holds the numeric features in :data:`NUMERIC` order, then the
-    :data:`RAW_FIELDS`, all as text (Lua replies cannot carry floats).
+    :data:`RAW_FIELDS`, then one value per declared profile field (``profile_props``,
+    e.g. ``props.origin``), all as text (Lua replies cannot carry floats).
     """
     n = len(NUMERIC)
     pairs = zip(NUMERIC, values[:n], strict=True)
     feats: dict[str, float | str] = {name: float(v) for name, v in pairs}
-    raw = dict(zip(RAW_FIELDS, values[n:], strict=True))
-    for name in CATEGORICAL:
+    m = n + len(RAW_FIELDS)
+    raw = dict(zip(RAW_FIELDS, values[n:m], strict=True))
+    for name in PROFILE_BUILTIN:
         feats[name] = raw[name] or "unknown"
+    for name, value in zip(profile_props, values[m:], strict=True):
+        feats[name] = value or "unknown"
     context: dict[str, Any] = {
         "last_ts": float(raw["last_ts"]),
         "repeat_property": raw["repeat_property"],
@@ -124,17 +189,31 @@ def parse_reply(values: Sequence[str]) -> tuple[dict[str, float | str], dict[str
     return feats, context
 
 
-def pack_features(features: Mapping[str, float | str]) -> list[float | str]:
-    """A compact copy of a feature vector (for learning snapshots): numbers then profile."""
-    return [float(features.get(n, 0.0)) for n in NUMERIC] + [
-        str(features.get(c) or "unknown") for c in CATEGORICAL
-    ]
+def _compact(v: float) -> float | int:
+    return int(v) if v.is_integer() and abs(v) < 2**31 else v
 
 
-def unpack_features(values: Sequence[float | str]) -> dict[str, float | str]:
+def pack_features(features: Mapping[str, float | str]) -> list[Any]:
+    """A compact copy of a feature vector (for learning moments): numbers, profile, props.
+
+    Whole numbers are packed as ints (1 byte each in msgpack for small counts).
+    """
+    out: list[Any] = [_compact(float(features.get(n, 0.0))) for n in NUMERIC]
+    out += [str(features.get(c) or "unknown") for c in PROFILE_BUILTIN]
+    props = {k: str(v) for k, v in features.items() if k.startswith(PROPS_PREFIX)}
+    if props:
+        out.append(props)
+    return out
+
+
+def unpack_features(values: Sequence[Any]) -> dict[str, float | str]:
     """The inverse of :func:`pack_features` (older snapshots with fewer fields read as 0)."""
-    out: dict[str, float | str] = dict(zip(NUMERIC, values[: len(NUMERIC)], strict=False))
-    out.update(zip(CATEGORICAL, values[len(NUMERIC) :], strict=False))
+    n, c = len(NUMERIC), len(PROFILE_BUILTIN)
+    out: dict[str, float | str] = dict(zip(NUMERIC, values[:n], strict=False))
+    out.update(zip(PROFILE_BUILTIN, values[n : n + c], strict=False))
+    for extra in values[n + c :]:
+        if isinstance(extra, dict):
+            out.update({str(k): str(v) for k, v in extra.items()})
     return out
 
 
@@ -142,18 +221,24 @@ _UNIT_INTERVAL = frozenset({"reply_recency", "reactivated"})  # already in [0, 1
 
 
 def model_input(features: Mapping[str, float | str], names: Sequence[str]) -> dict[str, float]:
-    """The model's view of a lead: log-scaled counts and one-hot profile.
+    """The model's view of a lead: log-scaled counts and one-hot profile levels.
 
     Counts are heavy-tailed (one lead views 300 homes), so ``log1p`` keeps a
-    single outlier from dominating a linear model. Only ``names`` (config) are
-    used: a feature not listed there is invisible to the model.
+    single outlier from dominating a linear model. A lead with no activity has every
+    numeric input at 0 (the baseline explanations are measured against): the first
+    view of a home is not a repeat, so ``repeat_views_48h`` counts views after it.
+    Profile fields become ``name=level`` inputs of value 1 (the model keeps them out
+    of its scaler). Only ``names`` (config) are used: a feature not listed there is
+    invisible to the model.
     """
     x: dict[str, float] = {}
     for name in names:
-        if name in CATEGORICAL:
+        if is_categorical(name):
             x[f"{name}={features.get(name) or 'unknown'}"] = 1.0
             continue
         v = float(features.get(name, 0.0))
+        if name == "repeat_views_48h":
+            v = max(0.0, v - 1.0)
         if name in _UNIT_INTERVAL:
             x[name] = v
         else:

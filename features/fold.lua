@@ -32,10 +32,7 @@ end
 local src, dst = hash(sh), hash(th)
 local function num(t, k) return tonumber(t[k] or '0') end
 local out = {}
-local sums = {'n', 'saves', 'unsaves', 'searches', 'saved_searches', 'shares', 'mortgage_calcs',
-  'valuation_views', 'inquiries', 'showing_requests', 'valuation_requests', 'call_requests',
-  'email_opens', 'email_clicks', 'unsubscribes', 'bounces', 'opt_outs', 'replies', 'unanswered',
-  'dwell_s'}
+local sums = {@SUMS@}  -- generated from features/definitions.py COUNTERS
 for _, k in ipairs(sums) do
   if src[k] then out[k] = num(src, k) + num(dst, k) end
 end
@@ -52,7 +49,7 @@ if num(src, 'last_ts') > num(dst, 'last_ts') then
     if src[k] then out[k] = src[k] end
   end
 end
-for _, field in ipairs({'source', 'side', 'timeline'}) do
+for _, field in ipairs({'source', 'side', 'timeline'@PROFILE_FIELDS@}) do
   if src[field] and num(src, field .. '_ts') > tonumber(dst[field .. '_ts'] or '-1') then
     out[field] = src[field]
     out[field .. '_ts'] = src[field .. '_ts']

@@ -25,7 +25,7 @@ import redis
 
 from engine.events import Event, partition_of
 from engine.settings import FeatureSettings
-from features.definitions import parse_reply
+from features.definitions import COUNTERS, NUMERIC, parse_reply, profile_prop
 
 __all__ = ["APPLIED", "DUPLICATE", "FeatureReply", "FeatureStore", "LATE", "REPLAYED", "lead_key"]
 
@@ -68,7 +68,27 @@ class FeatureReply:
 
 
 #: Score-state fields the script returns with every reply (for the alert rules).
-STATE_FIELDS = ("score", "bucket", "last_alert_ts", "jump_base", "jump_base_ts", "last_snapshot_ts")
+STATE_FIELDS = (
+    "score", "bucket", "last_alert_ts", "jump_base", "jump_base_ts", "moment", "outcome",
+    "outcome_ts",
+)  # fmt: skip
+
+
+_WINDOWED = {
+    "views_24h": "redis.call('ZCOUNT', v, now - w_short, '+inf')",
+    "views_7d": "redis.call('ZCOUNT', v, now - w_mid, '+inf')",
+    "views_30d": "redis.call('ZCOUNT', v, now - w_long, '+inf')",
+    "repeat_views_48h": "best",
+    "distinct_properties_30d": "redis.call('ZCOUNT', p, now - w_distinct, '+inf')",
+    "distinct_areas_30d": "redis.call('ZCOUNT', a, now - w_distinct, '+inf')",
+    "reply_recency": "string.format('%.6g', reply_recency)",
+    "dwell_min": "string.format('%.17g', num('dwell_s') / 60)",
+    "days_silent_before": "string.format('%.17g', num('gap_s') / 86400)",
+    "reactivated": "reactivated",
+    "agent_contacts_unanswered": "f('unanswered')",
+}
+#: The Lua expression of each numeric feature (a counter is read as stored).
+_LUA_NUMERIC = {name: _WINDOWED.get(name, f"f('{name}')") for name in NUMERIC}
 
 
 def script_source(settings: FeatureSettings) -> str:
@@ -91,9 +111,29 @@ def script_source(settings: FeatureSettings) -> str:
     for name, value in values.items():
         text = text.replace(f"@{name}@", repr(float(value)))
     text = text.replace("@STATE_FIELDS@", ", ".join(f"'{f}'" for f in STATE_FIELDS))
+    counters = ", ".join(f"{etype}='{name}'" for etype, name in COUNTERS.items())
+    text = text.replace("@COUNTERS@", "{" + counters + "}")
+    text = text.replace("@NUMERIC_EXPR@", ", ".join(_LUA_NUMERIC[n] for n in NUMERIC))
+    text = text.replace("@N_PROPS@", str(len(settings.profile)))
     if "@" in text:
         raise ValueError("update.lua has an unfilled @PLACEHOLDER@")
     return text
+
+
+def fold_source(settings: FeatureSettings) -> str:
+    """``fold.lua`` with the counters it sums and the declared profile fields filled in."""
+    text = resources.files("features").joinpath("fold.lua").read_text()
+    sums = ["n", *sorted(set(COUNTERS.values())), "replies", "unanswered", "dwell_s"]
+    text = text.replace("@SUMS@", ", ".join(f"'{k}'" for k in sums))
+    fields = "".join(f", 'pp{i + 1}'" for i in range(len(settings.profile)))
+    return text.replace("@PROFILE_FIELDS@", fields)
+
+
+def _prop_text(value: Any) -> str:
+    """A declared profile value as the script stores it (bounded; non-text becomes text)."""
+    if value is None or isinstance(value, dict | list):
+        return ""
+    return str(value)[:64]
 
 
 def _is_stop(event: Event) -> bool:
@@ -110,11 +150,12 @@ class FeatureStore:
         self._r = client
         self._prefix = prefix
         self._script = client.register_script(script_source(settings))
-        fold = resources.files("features").joinpath("fold.lua").read_text()
-        self._fold = client.register_script(fold)
+        self._fold = client.register_script(fold_source(settings))
         self._partitions = partitions
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="feature-store")
         self._idle = int(settings.idle_expire_d * _DAY)
+        self._profile = settings.profile
+        self._props = [profile_prop(name) or name for name in settings.profile]
 
     def keys(self, tenant: str, lead_id: str) -> list[str]:
         """The keys the script touches, in its KEYS order."""
@@ -156,6 +197,7 @@ class FeatureStore:
         pipe = self._r.pipeline(transaction=False)
         pack = msgpack.Packer(use_bin_type=False).pack
         script = self._script
+        props = self._props
         folds = 0
         for ev in events:
             if ev.type == "identify" and ev.visitor_id and ev.lead_id != f"~{ev.visitor_id}":
@@ -166,6 +208,7 @@ class FeatureStore:
                     ev.event_id, ev.type, ev.ts, ev.property_id, ev.area, ev.source, ev.side,
                     ev.timeline, ev.channel, ev.dwell_s, ev.agent_id,
                     "stop" if ev.type == "reply" and _is_stop(ev) else "",
+                    [_prop_text(ev.props.get(k)) for k in props],
                 )
             )  # fmt: skip
             script(keys=self.keys(ev.tenant, ev.lead_id), args=(packed,), client=pipe)
@@ -220,12 +263,11 @@ class FeatureStore:
         self._queue_fold(pipe, tenant, other, keep)
         return bool(pipe.execute()[0])
 
-    @staticmethod
-    def _parse(reply: list[Any]) -> FeatureReply:
+    def _parse(self, reply: list[Any]) -> FeatureReply:
         status = reply[0]
         if status in (DUPLICATE, LATE):
             return FeatureReply(status, {}, {}, {}, [])
-        feats, context = parse_reply(reply[1].decode().split("\x1f"))
+        feats, context = parse_reply(reply[1].decode().split("\x1f"), self._profile)
         state = {k: _s(v) for k, v in zip(STATE_FIELDS, reply[2], strict=True) if v is not None}
         return FeatureReply(status, feats, context, state, reply[3])
 

@@ -7,6 +7,7 @@
 --       8 p (zset: properties viewed, by last view ts)
 -- ARGV[1]: the event, cmsgpack array: event_id type ts property_id area source side
 --          timeline channel dwell_s agent_id flags ("stop" = a STOP reply)
+--          [declared profile values, in features.profile order]
 -- Config (windows in seconds, caps) is baked in when the script is loaded (placeholders).
 -- Reply: {status, core, score_state (HMGET of STATE_FIELDS), snapshots}
 --   status 1 applied, 0 duplicate event_id, 2 replay of an applied but uncommitted
@@ -98,14 +99,7 @@ local function reply(ch)
   end
 end
 
-local counters = {
-  property_save='saves', property_unsave='unsaves', search='searches',
-  saved_search='saved_searches', share='shares', mortgage_calc='mortgage_calcs',
-  valuation_view='valuation_views', inquiry='inquiries', showing_request='showing_requests',
-  valuation_request='valuation_requests', call_request='call_requests',
-  email_open='email_opens', email_click='email_clicks', unsubscribe='unsubscribes',
-  bounce='bounces', opt_out='opt_outs',
-}
+local counters = @COUNTERS@
 if counters[etype] then incr(counters[etype]) end
 local hand_raises = {inquiry=1, showing_request=1, valuation_request=1, call_request=1}
 if hand_raises[etype] and ts >= num('last_hand_ts') then put('last_hand_ts', ts) end
@@ -154,6 +148,18 @@ for i, field in ipairs({'source', 'side', 'timeline'}) do
     end
   end
 end
+-- declared profile fields from props (features.profile): newest event time wins too
+local props = ARGV[13] or {}
+for i = 1, #props do
+  local value, field = props[i], 'pp' .. i
+  if value ~= '' then
+    local at = tonumber(hv[field .. '_ts'] or '-1')
+    if ts >= at then
+      put(field, value)
+      put(field .. '_ts', ts)
+    end
+  end
+end
 if agent ~= '' then put('agent_id', agent) end
 local dwell = tonumber(ARGV[10])
 if dwell > 0 then put('dwell_s', num('dwell_s') + dwell) end
@@ -189,28 +195,19 @@ if num('last_reply_ts') > 0 then reply_recency = math.exp(-(now - num('last_repl
 local reactivated = 0
 if num('react_ts') > 0 and now - num('react_ts') <= flag_window then reactivated = 1 end
 
--- one string, fields joined by \31 (unit separator): stored values go out as they are
--- stored (no tonumber/tostring round trip), which is several times cheaper than cmsgpack
+-- one string, fields joined by \31 (unit separator): numeric features in NUMERIC order
+-- (the list is generated from features/definitions.py), then RAW_FIELDS, then the
+-- declared profile fields; stored values go out as they are stored (no round trip)
 local function f(k) return hv[k] or '0' end
-local packed = string.format(
-  '%d\31%d\31%d\31%d\31%d\31%d\31' .. string.rep('%s\31', 14) .. '%.6g\31%.17g\31%.17g\31%d\31'
-  .. string.rep('%s\31', 4) .. string.rep('%s\31', 3) .. '%.17g\31%s\31%d\31' .. string.rep('%s\31', 7) .. '%s',
-  redis.call('ZCOUNT', v, now - w_short, '+inf'),
-  redis.call('ZCOUNT', v, now - w_mid, '+inf'),
-  redis.call('ZCOUNT', v, now - w_long, '+inf'),
-  best, redis.call('ZCOUNT', p, now - w_distinct, '+inf'),
-  redis.call('ZCOUNT', a, now - w_distinct, '+inf'),
-  f('saves'), f('unsaves'), f('searches'), f('saved_searches'), f('shares'),
-  f('mortgage_calcs'), f('valuation_views'), f('inquiries'), f('showing_requests'),
-  f('valuation_requests'), f('call_requests'), f('email_opens'), f('email_clicks'),
-  f('replies'), reply_recency, num('dwell_s') / 60, num('gap_s') / 86400, reactivated,
-  f('unsubscribes'), f('bounces'), f('opt_outs'), f('unanswered'),
-  -- raw fields (RAW_FIELDS)
-  hv['source'] or '', hv['side'] or '', hv['timeline'] or '', now, best_pid,
-  reactivated_now, hv['blocked'] or '', hv['last_reply_channel'] or '',
-  f('not_interested'), f('invalid_contact'),
-  hv['agent_id'] or '', hv['last_area'] or '', hv['last_property'] or '',
-  hv['last_hand_ts'] or '0')
+local out = {@NUMERIC_EXPR@}
+local raw_fields = {
+  hv['source'] or '', hv['side'] or '', hv['timeline'] or '', string.format('%.17g', now),
+  best_pid, reactivated_now, hv['blocked'] or '', hv['last_reply_channel'] or '',
+  f('not_interested'), f('invalid_contact'), hv['agent_id'] or '', hv['last_area'] or '',
+  hv['last_property'] or '', hv['last_hand_ts'] or '0'}
+for i = 1, #raw_fields do out[#out + 1] = raw_fields[i] end
+for i = 1, @N_PROPS@ do out[#out + 1] = hv['pp' .. i] or '' end
+local packed = table.concat(out, '\31')
 redis.call('HSET', x, eid, packed)
 for _, k in ipairs({h, e, x}) do redis.call('EXPIRE', k, idle) end
 if viewed then

@@ -12,7 +12,8 @@ from engine.dataflow import build_flow, run_flow
 from engine.learning import Learner
 from engine.model import ModelSet, OnlineModel
 from engine.model_store import ModelStore
-from engine.scoring import assess, explain
+from engine.reasons import explain
+from engine.scoring import assess
 from engine.streams import Producer
 from features.definitions import model_input
 
@@ -141,7 +142,7 @@ def test_rollback_pins_a_version_for_every_scorer(client: Any, make_settings: An
 
 
 def test_the_top_reason_moves_the_score_the_way_it_says(make_settings: Any) -> None:
-    settings = make_settings(scoring={"min_labels": 10})
+    settings = make_settings()
     rng = random.Random(3)
     model = OnlineModel()
     names = settings.features.names
@@ -152,9 +153,9 @@ def test_the_top_reason_moves_the_score_the_way_it_says(make_settings: Any) -> N
     feats = {"saves": 4, "views_7d": 2, "source": "website", "side": "buyer", "timeline": "unknown"}
     x = model_input(feats, names)
     p = model.probability(x)
-    score = assess(feats, {}, settings, p, model.labels_seen)
+    score = assess(feats, {}, settings, p, 1.0)
     assert score.model_weight == 1.0
-    pros, _ = explain(feats, {}, settings, model.contributions(x), score.model_weight)
+    pros, _ = explain(feats, {}, settings, {}, model.contributions(x), score.model_weight)
     assert pros[0] == "saved 4 homes"
     without = dict(feats, saves=0)
     p_without = model.probability(model_input(without, names))

@@ -65,13 +65,59 @@ def test_learning_moves_predictions_the_right_way() -> None:
     assert p_pos > 0.5 > p_neg
 
 
-def test_contributions_are_log_odds_per_input() -> None:
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def test_contributions_are_log_odds_against_no_activity() -> None:
     m = trained()
     p, contrib = m.predict(X_POS)
     assert p is not None
     assert set(contrib) <= set(X_POS)
-    intercept = m._pipeline["LogisticRegression"].intercept
-    assert 1 / (1 + math.exp(-(sum(contrib.values()) + intercept))) == pytest.approx(p, abs=1e-6)
+    baseline = {"saves": 0.0, "views_7d": 0.0, "source=unknown": 1.0}
+    p0 = m.probability(baseline)
+    assert p0 is not None
+    assert sum(contrib.values()) == pytest.approx(_logit(p) - _logit(p0), abs=1e-6)
+    # a lead with no activity has nothing to explain
+    assert m.contributions(baseline) == {}
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(st.floats(min_value=-1e9, max_value=1e9, allow_nan=False))
+def test_no_input_saturates_the_probability(value: float) -> None:
+    """Clipped, variance-floored inputs: never a probability of exactly 0 or 1."""
+    m = OnlineModel(learning_rate=0.5)
+    for i in range(200):  # a near-constant feature: tiny variance in training
+        m.learn(f"e{i}", {"rare": 0.0 if i % 100 else 1.0, "x": float(i % 2)}, i % 2 == 0)
+    p = m.probability({"rare": value, "x": 1.0})
+    assert p is not None and 0.0 < p < 1.0
+    assert 0.001 <= p <= 0.999
+
+
+def test_profile_levels_reach_the_model() -> None:
+    """A one-hot level is not scaled away: the source alone separates the classes."""
+    m = OnlineModel(learning_rate=0.1)
+    rng = random.Random(5)
+    for i in range(600):
+        referral = rng.random() < 0.5
+        x = {"source=referral" if referral else "source=website": 1.0}
+        m.learn(str(i), x, rng.random() < (0.6 if referral else 0.1))
+    p_ref = m.probability({"source=referral": 1.0})
+    p_web = m.probability({"source=website": 1.0})
+    assert p_ref is not None and p_web is not None and p_ref > p_web + 0.2
+
+
+def test_forest_family_learns_and_explains() -> None:
+    m = OnlineModel(family="forest")
+    for i in range(150):
+        m.learn(f"p{i}", X_POS, True)
+        m.learn(f"n{i}", X_NEG, False)
+    p_pos, contrib = m.predict(X_POS)
+    p_neg = m.probability(X_NEG)
+    assert p_pos is not None and p_neg is not None and p_pos > p_neg
+    assert 0.001 <= p_neg and p_pos <= 0.999
+    assert contrib and set(contrib) <= set(X_POS)
+    assert OnlineModel.loads(m.dumps()).probability(X_POS) == pytest.approx(p_pos)
 
 
 TRAINED = trained()
@@ -186,7 +232,13 @@ def test_learns_a_simple_synthetic_problem() -> None:
 
 def test_status_before_and_after_labels() -> None:
     m = OnlineModel()
-    assert m.status() == {"labels_seen": 0, "positives": 0, "log_loss": None, "auc": None}
+    assert m.status() == {
+        "family": "logistic",
+        "labels_seen": 0,
+        "positives": 0,
+        "log_loss": None,
+        "auc": None,
+    }
     s = trained().status()
     assert s["labels_seen"] == 40 and s["positives"] == 20
     assert s["log_loss"] is not None and s["auc"] is not None

@@ -32,7 +32,7 @@ def test_defaults_load_and_match_default_toml() -> None:
     assert (s.buckets.p1, s.buckets.p2, s.buckets.p3) == (90, 70, 50)
     assert s.features.names == tuple(DEFAULT_TOML["features"]["names"])
     assert s.scoring.points["inquiries"] == (22.0, 44.0)
-    assert s.scoring.min_labels == DEFAULT_TOML["scoring"]["min_labels"]
+    assert s.scoring.evidence_window == DEFAULT_TOML["scoring"]["evidence_window"]
     assert s.alerts.timezone == "America/New_York"
     assert set(s.alerts.sla) == set(DEFAULT_TOML["alerts"]["sla"])
     assert s.alerts.sla["portal"].minutes == 5

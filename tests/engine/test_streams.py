@@ -79,7 +79,7 @@ def test_learned_labels_are_trimmed_after_the_checkpoint(client: Any, make_setti
     from engine.model_store import ModelStore
 
     settings, added, kept = _labelled_run(client, make_settings, retain_s=0)
-    assert added > 200
+    assert added > 20
     assert kept < added // 2  # what the checkpointed model has learned is gone
     # ... and nothing it still needed: a trainer restarted from the checkpoint has them all
     store = ModelStore(client, settings.redis.key_prefix)
@@ -88,7 +88,7 @@ def test_learned_labels_are_trimmed_after_the_checkpoint(client: Any, make_setti
 
 def test_labels_within_the_retention_window_are_kept(client: Any, make_settings: Any) -> None:
     _, added, kept = _labelled_run(client, make_settings, retain_s=3_600)
-    assert added > 200 and kept == added
+    assert added > 20 and kept == added
 
 
 def test_leads_gone_idle_leave_the_hot_list(client: Any, make_settings: Any) -> None:

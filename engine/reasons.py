@@ -1,0 +1,292 @@
+"""Reasons and concerns: why a score is what it is, in words that are true. Pure, no I/O.
+
+Every contribution is measured against a lead with *no activity* (the prior's points
+are zero for a signal that is zero; the model's contributions are taken against the
+same baseline, see ``engine/model.py``), so a count of zero can never be a reason.
+Signals that describe one fact are one *group* (property views in 24 h / 7 d / 30 d,
+"browsing without engaging" and distinct homes are all "views"): a group's net
+contribution puts it among the reasons (> 0) or the concerns (< 0), never both, so a
+concern cannot contradict a reason. The text follows the sign and states only what
+the features hold ("12 property views this week (3 different homes)").
+
+A lead in P5 or marked lost is low for a reason that is not a contribution: that
+reason comes first among its concerns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from engine.settings import Settings
+
+__all__ = ["GROUPS", "explain", "group_of", "low_reasons", "reason_text"]
+
+#: Signals that state one fact, explained once (signal -> group).
+GROUPS: dict[str, tuple[str, ...]] = {
+    "views": ("views_24h", "views_7d", "views_30d", "views_30d_broad", "distinct_properties_30d"),
+    "replies": ("replies", "reply_recency", "calls_answered"),
+    "silence": ("days_silent_before", "reactivated"),
+    "contacts": ("agent_contacts", "agent_contacts_unanswered", "calls_missed"),
+    "email": ("email_opens", "email_clicks"),
+    "consent": ("unsubscribes", "bounces", "opt_outs"),
+}
+_GROUP_OF = {signal: group for group, signals in GROUPS.items() for signal in signals}
+_ENGAGED = (
+    "inquiries", "showing_requests", "valuation_requests", "call_requests", "saves", "replies",
+    "saved_searches", "email_clicks",
+)  # fmt: skip
+_CHANNEL_WORDS = {"sms": "text", "email": "email", "call": "phone", "chat": "chat", "web": "web"}
+_TIMELINE_WORDS = {
+    "0-3m": "plans to move within 3 months",
+    "3-6m": "plans to move in 3-6 months",
+    "6-18m": "plans to move in 6-18 months",
+    "18m+": "plans to move in 18+ months",
+}
+_SOURCE_WORDS = {
+    "referral": "came by referral",
+    "valuation_funnel": "came through a home-value request",
+    "listing_ad": "came from a listing ad",
+    "portal": "came from a portal inquiry",
+    "open_house": "met at an open house",
+    "database": "is a past contact",
+    "giveaway": "came from a giveaway",
+    "social": "came from social media",
+    "website": "signed up on the website",
+    "chat": "started a chat",
+    "paid_search": "came from a search ad",
+    "other": "came from another source",
+}
+_SIDE_WORDS = {"buyer": "is buying", "seller": "is selling", "both": "is buying and selling"}
+#: Counts with one sentence each: (singular, plural with {n}).
+_COUNTS = {
+    "saves": ("saved a home", "saved {n} homes"),
+    "unsaves": ("removed a home from saved", "removed {n} homes from saved"),
+    "searches": ("ran a search", "ran {n} searches"),
+    "saved_searches": ("saved a search", "saved {n} searches"),
+    "shares": ("shared a listing", "shared {n} listings"),
+    "mortgage_calcs": ("used the mortgage calculator", "used the mortgage calculator {n} times"),
+    "valuation_views": ("looked up home values", "looked up home values {n} times"),
+    "inquiries": ("asked a question about a home", "asked {n} questions about homes"),
+    "showing_requests": ("asked to see a home", "asked to see homes {n} times"),
+    "valuation_requests": ("requested a home valuation", "requested {n} home valuations"),
+    "call_requests": ("asked for a call", "asked for a call {n} times"),
+    "page_views": ("viewed a page on the site", "viewed {n} pages on the site"),
+}
+
+
+def group_of(signal: str) -> str:
+    """The fact a signal (or a model input such as ``source=referral``) belongs to."""
+    base = signal.split("=", 1)[0]
+    return _GROUP_OF.get(base, base)
+
+
+def _n(f: Mapping[str, Any], name: str) -> int:
+    try:
+        return int(round(float(f.get(name, 0) or 0)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _span(days: float) -> str:
+    if days >= 1:
+        return _plural(round(days), "day")
+    hours = days * 24
+    return _plural(max(1, round(hours)), "hour") if hours >= 1 else "less than an hour"
+
+
+def _ago(hours: float) -> str:
+    if hours < 1:
+        return "within the hour"
+    if hours < 48:
+        return f"{round(hours)} h ago"
+    return f"{round(hours / 24)} days ago"
+
+
+def _views(f: Mapping[str, Any], positive: bool) -> str | None:
+    week, month, homes = _n(f, "views_7d"), _n(f, "views_30d"), _n(f, "distinct_properties_30d")
+    if month <= 0:
+        return None
+    n, when = (week, "this week") if week else (month, "this month")
+    spread = f" ({_plural(homes, 'different home')})" if homes > 1 else ""
+    if n > 1 and homes == 1:
+        spread = " (all of one home)"
+    engaged = any(_n(f, k) > 0 for k in _ENGAGED)
+    if not positive and not engaged:
+        return f"{_plural(month, 'property view')} this month without saving, asking or replying"
+    return f"{_plural(n, 'property view')} {when}{spread}"
+
+
+def _replies(f: Mapping[str, Any], context: Mapping[str, Any]) -> str | None:
+    replies, calls = _n(f, "replies"), _n(f, "calls_answered")
+    if replies <= 0 and calls <= 0:
+        return None
+    r = float(f.get("reply_recency", 0) or 0)
+    when = _ago(-72.0 * math.log(r)) if 0 < r <= 1 else "over a month ago"
+    channel = str(context.get("last_reply_channel") or "")
+    if channel == "call":
+        return (
+            f"answered a call {when}"
+            if replies <= 1
+            else f"replied {replies} times, last by phone {when}"
+        )
+    how = _CHANNEL_WORDS.get(channel, "message")
+    return (
+        f"replied by {how} {when}"
+        if replies <= 1
+        else f"replied {replies} times, last by {how} {when}"
+    )
+
+
+def _silence(f: Mapping[str, Any], positive: bool) -> str | None:
+    gap = float(f.get("days_silent_before", 0) or 0)
+    if gap <= 0:
+        return None
+    if float(f.get("reactivated", 0) or 0) > 0:
+        return f"active again after {_span(gap)} away"
+    return (
+        f"back after {_span(gap)}"
+        if positive
+        else f"quiet for {_span(gap)} before the latest activity"
+    )
+
+
+def _contacts(f: Mapping[str, Any], positive: bool) -> str | None:
+    made, unanswered, missed = (
+        _n(f, "agent_contacts"),
+        _n(f, "agent_contacts_unanswered"),
+        _n(f, "calls_missed"),
+    )
+    if not positive and unanswered > 0:
+        return f"no answer to {_plural(unanswered, 'contact attempt')} since the last reply"
+    if made > 0:
+        return f"{_plural(made, 'agent contact')} so far"
+    if missed > 0:
+        return _plural(missed, "missed call")
+    if unanswered > 0:
+        return f"{_plural(unanswered, 'contact attempt')} without an answer yet"
+    return None
+
+
+def _email(f: Mapping[str, Any]) -> str | None:
+    parts = []
+    if _n(f, "email_opens") > 0:
+        parts.append(f"opened {_plural(_n(f, 'email_opens'), 'email')}")
+    if _n(f, "email_clicks") > 0:
+        parts.append(f"clicked {_plural(_n(f, 'email_clicks'), 'email link')}")
+    return ", ".join(parts) or None
+
+
+def _consent(f: Mapping[str, Any], context: Mapping[str, Any]) -> str | None:
+    parts = []
+    if _n(f, "unsubscribes") > 0:
+        parts.append("unsubscribed from email")
+    if _n(f, "bounces") > 0:
+        parts.append("email address bounced")
+    if _n(f, "opt_outs") > 0:
+        blocked = ", ".join(_CHANNEL_WORDS.get(c, c) for c in context.get("blocked", ()))
+        parts.append(f"opted out of {blocked or 'contact'}")
+    return ", ".join(parts) or None
+
+
+def _profile(signal: str, f: Mapping[str, Any]) -> str | None:
+    value = str(f.get(signal) or "unknown")
+    if value == "unknown":
+        return None
+    if signal == "source":
+        return _SOURCE_WORDS.get(value)
+    if signal == "timeline":
+        return _TIMELINE_WORDS.get(value)
+    if signal == "side":
+        return _SIDE_WORDS.get(value)
+    return f"{signal.split('.', 1)[-1].replace('_', ' ')}: {value}"
+
+
+def reason_text(
+    signal: str, f: Mapping[str, Any], context: Mapping[str, Any], positive: bool = True
+) -> str | None:
+    """One group's fact in the words an agent uses, or None when there is no fact to state."""
+    group = group_of(signal)
+    if group == "views":
+        return _views(f, positive)
+    if group == "replies":
+        return _replies(f, context)
+    if group == "silence":
+        return _silence(f, positive)
+    if group == "contacts":
+        return _contacts(f, positive)
+    if group == "email":
+        return _email(f)
+    if group == "consent":
+        return _consent(f, context)
+    if group in ("source", "side", "timeline") or group.startswith("props."):
+        return _profile(group, f)
+    if group == "repeat_views_48h":
+        n = _n(f, group)
+        return f"viewed the same home {n} times in 2 days" if n >= 2 else None
+    if group == "dwell_min":
+        minutes = float(f.get(group, 0) or 0)
+        return f"spent {round(minutes)} min on the site" if minutes >= 0.5 else None
+    if group in _COUNTS:
+        n = _n(f, group)
+        one, many = _COUNTS[group]
+        return None if n <= 0 else one if n == 1 else many.format(n=n)
+    return None
+
+
+def low_reasons(
+    context: Mapping[str, Any], outcome: str, outcome_ts: float, settings: Settings
+) -> tuple[str, ...]:
+    """Why a P5 or lost lead is low, whatever its contributions say."""
+    out: list[str] = []
+    if outcome == "lost":
+        day = datetime.fromtimestamp(outcome_ts, UTC).astimezone(ZoneInfo(settings.alerts.timezone))
+        out.append(f"marked lost on {day:%Y-%m-%d}")
+    if context.get("not_interested"):
+        out.append("said they are not interested")
+    if context.get("invalid_contact"):
+        out.append("contact details are invalid")
+    blocked = set(context.get("blocked", ()))
+    if {"email", "sms", "call"} <= blocked:
+        out.append("opted out of email, text and phone")
+    return tuple(out)
+
+
+def explain(
+    features: Mapping[str, Any],
+    context: Mapping[str, Any],
+    settings: Settings,
+    prior_points: Mapping[str, float],
+    model_contributions: Mapping[str, float],
+    model_weight: float,
+    low: tuple[str, ...] = (),
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(reasons for, concerns against): the largest net contributions, by group, in
+    log-odds of the same blend the score was made of; ``scoring.reasons`` of each at most."""
+    sc = settings.scoring
+    w = model_weight
+    by_group: dict[str, float] = {}
+    for name, pts in prior_points.items():
+        g = group_of(name)
+        by_group[g] = by_group.get(g, 0.0) + (1 - w) * pts * sc.prior_logit_per_point
+    for name, c in model_contributions.items():
+        g = group_of(name)
+        by_group[g] = by_group.get(g, 0.0) + w * c
+    ranked = sorted(by_group.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
+    pros: list[str] = []
+    cons: list[str] = list(low)
+    for group, c in ranked:
+        if abs(c) < 1e-6:
+            continue
+        text = reason_text(group, features, context, positive=c > 0)
+        bucket = pros if c > 0 else cons
+        if text and text not in pros and text not in cons and len(bucket) < sc.reasons:
+            bucket.append(text)
+    return tuple(pros), tuple(cons[: max(sc.reasons, len(low))])
