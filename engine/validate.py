@@ -5,6 +5,13 @@
 ``unknown_type:foo``, ``too_long:event_id`` ...) so a bad event is dead-lettered
 with the reason and the flow moves on. ``parse`` is the raising variant for
 callers that want an exception (:class:`InvalidEventError`).
+
+Lead and visitor ids end up in Redis key names, URL paths (``/v1/leads/{id}/...``)
+and agents' screens, so they have an alphabet (:data:`ID_CHARS`): ASCII letters,
+digits and ``_ . : -``, at least one letter or digit, and for ``lead_id`` an optional
+leading ``~`` (a visitor-level lead). Anything else (``/``, spaces, ``@``, control,
+zero-width, bidi-override or fullwidth characters, a bare ``.`` / ``..``) is refused
+with ``bad_value:<field> ...`` saying which character (:func:`id_problem`).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import json
 import math
 import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,7 +31,14 @@ from engine.errors import InvalidEventError
 from engine.events import CHANNELS, EVENT_TYPES, SIDES, SOURCES, TIMELINES, Event
 from engine.settings import ValidationSettings
 
-__all__ = ["Rejection", "Validator", "decode"]
+__all__ = ["ID_CHARS", "Rejection", "Validator", "decode", "id_problem"]
+
+#: The characters of a lead or visitor id (plus a leading ``~`` on a visitor-level lead).
+ID_CHARS = "A-Z a-z 0-9 _ . : -"
+_ID = re.compile(r"~?[A-Za-z0-9_.:-]+")
+_ALNUM = re.compile(r"[A-Za-z0-9]")
+_PHONEISH = re.compile(r"\+?[\d ().-]{7,24}")  # refused anyway (space, + or parentheses)
+_ID_FIELDS = frozenset({"lead_id", "visitor_id"})
 
 _BAD_CHARS = re.compile(r"[\x00-\x1f\ud800-\udfff]")  # control chars, lone surrogates
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # from JSON "\ud800": not encodable as UTF-8
@@ -48,6 +63,43 @@ class Rejection:
 
     reason: str
     raw: bytes | dict[str, Any] | None = None
+
+
+def id_problem(value: str, field: str = "lead_id") -> str | None:
+    """Why ``value`` is not a valid lead (or visitor) id, or None if it is one.
+
+    ``value`` is non-empty and within the length limit (checked by the caller).
+    """
+    allow_tilde = field == "lead_id"
+    if _ID.fullmatch(value) and (allow_tilde or not value.startswith("~")):
+        if _ALNUM.search(value):
+            return None
+        return f"bad_value:{field} needs a letter or digit (not only dots)"
+    if "@" in value or "\uff20" in value or "\ufe6b" in value:
+        return (f"bad_value:{field} looks like an email; send an opaque id and put the "
+                "email in props.email")  # fmt: skip
+    if _PHONEISH.fullmatch(value.strip()):
+        return (f"bad_value:{field} looks like a phone number; send an opaque id and put "
+                "the number in props.phone")  # fmt: skip
+    body = value[1:] if allow_tilde and value.startswith("~") else value
+    bad = next(c for c in body if not _ID.fullmatch(c) or c == "~")
+    what = _describe(bad)
+    return f"bad_value:{field} has {what}; ids use only {ID_CHARS}"
+
+
+def _describe(c: str) -> str:
+    """A character in words, safe to echo (never the character itself when invisible)."""
+    if c == " ":
+        return "a space"
+    if c < " " or c == "\x7f":
+        return f"a control character (U+{ord(c):04X})"
+    category = unicodedata.category(c)
+    if category in ("Cf", "Cs", "Co", "Cn", "Zl", "Zp") or c.isspace():
+        return f"an invisible or formatting character (U+{ord(c):04X})"
+    if not c.isascii():
+        name = unicodedata.name(c, "non-ASCII")
+        return f"a non-ASCII character (U+{ord(c):04X} {name.lower()})"
+    return f"the character {c!r}"
 
 
 def decode(payload: bytes | str, content_type: str = "msgpack") -> Any:
@@ -186,6 +238,10 @@ class Validator:
         if bad:
             what = "control characters" if bad[0] < " " else "a lone surrogate (not Unicode)"
             raise InvalidEventError(f"bad_value:{name} has {what}")
+        if name in _ID_FIELDS:
+            problem = id_problem(value, name)
+            if problem:
+                raise InvalidEventError(problem)
         return value
 
     def _number(self, obj: dict[str, Any], name: str, lo: float, hi: float) -> float:

@@ -10,7 +10,8 @@ gateway's rules:
 - ``forbidden:tenant``  the event names a tenant other than the API key's
 - ``forbidden:type``    a tracker key sent a type other than browsing / ``identify``
 - ``forbidden:<field>`` a tracker key set a profile or routing field
-- ``bad_value:<id> looks like an email/phone``  contact data where an id belongs
+- ``bad_value:<id> looks like an email / a phone number``  contact data where an id
+  belongs
 - ``too_large``         the packed event exceeds ``validation.max_event_bytes``
 
 Who may address a lead (README "Threat model"): an event sent with a server key
@@ -46,6 +47,7 @@ __all__ = [
     "Ingestor",
     "Outcome",
     "body_format",
+    "contact_reason",
     "decode_body",
     "lead_candidates",
 ]
@@ -182,10 +184,7 @@ class Ingestor:
         for name in _ID_FIELDS:
             kind = contact_like_id(getattr(event, name))
             if kind:
-                return _rejected(
-                    i, f"bad_value:{name} looks like an {kind}; send an opaque id and put "
-                    f"the {kind} in props.{kind}"
-                )  # fmt: skip
+                return _rejected(i, contact_reason(name, kind))
         scrubbed = self._hasher.scrub(event.tenant, event.props)
         lead = aliases.get(event.lead_id, event.lead_id)
         if who.is_tracker and not lead.startswith("~") and lead not in bound:
@@ -222,6 +221,13 @@ class Ingestor:
             bind=not who.is_tracker and not lead.startswith("~"),
         )
         return prepared, tuple(scrubbed.notes)
+
+
+def contact_reason(name: str, kind: str) -> str:
+    """The rejection of an id field that looks like contact data (``kind``: email, phone)."""
+    words = "an email" if kind == "email" else "a phone number"
+    return (f"bad_value:{name} looks like {words}; send an opaque id and put the {kind} in "
+            f"props.{kind}")  # fmt: skip
 
 
 def _rejected(i: int, reason: str) -> Outcome:

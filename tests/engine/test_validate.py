@@ -430,6 +430,12 @@ json_values = st.recursive(
 id_text = st.text(
     alphabet=st.characters(min_codepoint=32, exclude_categories=("Cs",)), min_size=1, max_size=40
 )
+# lead and visitor ids: the id alphabet (engine/validate.py, ID_CHARS), at least one letter
+# or digit; a lead id may start with "~" (visitor-level)
+visitor_ids = st.from_regex(
+    r"[A-Za-z0-9_.:-]{0,20}[A-Za-z0-9][A-Za-z0-9_.:-]{0,19}", fullmatch=True
+)
+lead_ids = visitor_ids | visitor_ids.map(lambda v: "~" + v)
 valid_ts = st.one_of(
     st.floats(min_value=VS.min_ts, max_value=NOW + VS.max_future_skew_s),
     st.integers(min_value=int(VS.min_ts), max_value=int(NOW)),
@@ -443,8 +449,8 @@ extra_keys = st.text(min_size=1, max_size=12).map(lambda s: "x_" + s)
 
 CONTRACT_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "event_id": id_text | st.integers(min_value=0, max_value=2**63),
-    "lead_id": id_text,
-    "visitor_id": id_text,
+    "lead_id": lead_ids,
+    "visitor_id": visitor_ids,
     "type": st.sampled_from(sorted(EVENT_TYPES)),
     "ts": valid_ts,
     "tenant": st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True).filter(
@@ -562,3 +568,46 @@ def test_valid_events_survive_msgpack_bytes(obj: dict[str, Any]) -> None:
     result = V.check(obj)
     assert isinstance(result, Event)
     assert V.check_bytes(msgpack.packb(result.to_wire())) == result
+
+
+# -- the id alphabet (issue 16): ids that could not be acted on are refused with a reason --
+
+
+@pytest.mark.parametrize(
+    "value,words",
+    [
+        ("a/b", "the character '/'"),
+        ("..", "needs a letter or digit"),
+        (".", "needs a letter or digit"),
+        ("lead\u200b1", "invisible or formatting character (U+200B)"),
+        ("lead\u202e1", "invisible or formatting character (U+202E)"),
+        ("\uff2c\uff11", "non-ASCII character (U+FF2C fullwidth latin capital letter l)"),
+        ("j\u00f6rg", "non-ASCII character (U+00F6"),
+        ("lead 1", "a space"),
+        ("lead\x7f", "control character (U+007F)"),
+        ("jane@example.com", "looks like an email"),
+        ("jane\uff20example.com", "looks like an email"),
+        ("+1 555 123 4567", "looks like a phone number"),
+        ("~~x", "the character '~'"),
+    ],
+)
+@pytest.mark.parametrize("field", ["lead_id", "visitor_id"])
+def test_ids_outside_the_alphabet_are_refused_with_a_reason(
+    field: str, value: str, words: str
+) -> None:
+    result = V.check(with_(**{field: value}))
+    assert isinstance(result, Rejection)
+    assert result.reason.startswith(f"bad_value:{field} ") and words in result.reason, result
+
+
+@pytest.mark.parametrize("value", ["lead-42", "crm:00Q5e00000AbCdE", "a.b_c-d", "0", "L..1"])
+def test_ids_in_the_alphabet_are_kept(value: str) -> None:
+    for field in ("lead_id", "visitor_id"):
+        result = V.check(with_(**{field: value}))
+        assert isinstance(result, Event), result
+
+
+def test_only_a_lead_id_may_be_visitor_level() -> None:
+    assert isinstance(V.check(with_(lead_id="~v1")), Event)
+    result = V.check(with_(lead_id="", visitor_id="~v1"))
+    assert isinstance(result, Rejection) and result.reason.startswith("bad_value:visitor_id")

@@ -264,7 +264,7 @@ def test_ids_that_look_like_contact_data_are_rejected(
     e[field] = value
     (result,) = gateway.post_events([e]).json()["results"]
     assert result["status"] == "rejected"
-    assert result["reason"].startswith(f"bad_value:{field} looks like an")
+    assert result["reason"].startswith(f"bad_value:{field} looks like a")
     assert value not in result["reason"]
     assert stream_events(client, prefix) == []
 

@@ -338,7 +338,7 @@ _hostile_event: st.SearchStrategy[Callable[..., Bad]] = st.one_of(
     ),
     _other_tenants.map(lambda t: _bad_from_value("tenant", t, ("forbidden:tenant",))),
     st.tuples(st.sampled_from([f for f in IDS if f != "visitor_id"]), _contact_ids).map(
-        lambda fv: _bad_from_value(fv[0], fv[1], (f"bad_value:{fv[0]} looks like an",))
+        lambda fv: _bad_from_value(fv[0], fv[1], (f"bad_value:{fv[0]} looks like a",))
     ),
     st.integers(2**64, 2**200).map(
         lambda n: _bad_from_value("props.x", n, ("bad_value:props has a huge int",))
