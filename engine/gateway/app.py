@@ -47,6 +47,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from engine.errors import ConfigError, StoreError
+from engine.gateway.actions import ActionGuard
 from engine.gateway.auth import KeyRing, Principal
 from engine.gateway.ingest import (
     BodyError,
@@ -191,10 +192,8 @@ def create_app(
         retries=min(settings.redis.retries, 3),
         socket_timeout_s=settings.redis.socket_timeout_s,
     )
-    ingestor = Ingestor(
-        settings.validation, ContactHasher(secret.encode(), gw.default_country_code),
-        settings.streams.partitions,
-    )  # fmt: skip
+    hasher = ContactHasher(secret.encode(), gw.default_country_code)
+    ingestor = Ingestor(settings.validation, hasher, settings.streams.partitions)
     m = metrics if metrics is not None else GatewayMetrics.create()
     tracker_js = resources.files("engine.gateway").joinpath("tracker.js").read_bytes()
 
@@ -219,6 +218,9 @@ def create_app(
     )
     app.state.store = store
     app.state.metrics = m
+    app.add_middleware(
+        ActionGuard, keys=keys, hasher=hasher, max_id_len=settings.validation.max_id_len
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(gw.cors_origins),

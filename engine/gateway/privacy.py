@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "ContactHasher",
     "Scrubbed",
     "contact_like_id",
+    "fold",
     "normalise_email",
     "normalise_phone",
 ]
@@ -45,7 +47,9 @@ EMAIL_KEYS = frozenset({"email", "e_mail", "email_address", "mail"})
 PHONE_KEYS = frozenset({"phone", "phone_number", "mobile", "cell", "tel", "telephone"})
 
 _EMAIL_FULL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+$")
-_EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# \w: any script's letters and digits (jörg@müller.de); text is NFKC-folded first, so a
+# fullwidth "＠" or "．" reads as "@" or "."
+_EMAIL_IN_TEXT = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 # formatted phone numbers only: "+<digits and separators>", or NANP "(555) 123-4567" styles
 _PHONE_IN_TEXT = re.compile(
     r"(?<![\w+])\+\d[\d ().-]{6,20}\d(?!\w)"
@@ -55,9 +59,15 @@ _EXTENSION = re.compile(r"\s*(?:x|ext\.?|extension)\s*\d+\s*$", re.IGNORECASE)
 _MAX_DEPTH = 8  # nested props deeper than this are dropped (they could hide contact data)
 
 
+def fold(text: str) -> str:
+    """NFKC for non-ASCII text (fullwidth and compatibility forms to their plain
+    characters), so look-alike "@", "." and digits cannot hide contact data."""
+    return text if text.isascii() else unicodedata.normalize("NFKC", text)
+
+
 def normalise_email(value: str) -> str | None:
-    """Trimmed and lower-cased, or None if it is not an email address."""
-    text = value.strip().lower()
+    """Trimmed, NFKC-folded and lower-cased, or None if it is not an email address."""
+    text = fold(value).strip().lower()
     return text if _EMAIL_FULL.fullmatch(text) else None
 
 
@@ -71,7 +81,7 @@ def normalise_phone(value: str | int, country_code: str = "1") -> str | None:
     """
     if isinstance(value, bool):
         return None
-    text = _EXTENSION.sub("", str(value).strip())
+    text = _EXTENSION.sub("", fold(str(value)).strip())
     if not text or re.search(r"[^\d\s().+-]", text):
         return None
     digits = re.sub(r"\D", "", text)
@@ -90,6 +100,7 @@ def normalise_phone(value: str | int, country_code: str = "1") -> str | None:
 
 def contact_like_id(value: str) -> str | None:
     """ "email" or "phone" if an identifier looks like one (then it must be refused)."""
+    value = fold(value)
     if "@" in value and _EMAIL_IN_TEXT.search(value):
         return "email"
     m = _PHONE_IN_TEXT.fullmatch(value.strip())
@@ -163,6 +174,7 @@ class ContactHasher:
 
     def _text(self, tenant: str, value: Any, depth: int, notes: list[str], where: str) -> Any:
         if isinstance(value, str):
+            value = fold(value)
             if "@" in value:
                 value = _EMAIL_IN_TEXT.sub(lambda m: self._token(tenant, "email", m[0]), value)
             if any(c.isdigit() for c in value):
