@@ -8,9 +8,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.delivery.consumer import DeliveryService
 from engine.delivery.local import LocalRules
+from engine.delivery.sla import response_time
+from engine.settings import load_settings
 from tests.engine.delivery.conftest import Clock, handle_all, send, tenant_config
 
 LA = ZoneInfo("America/Los_Angeles")
@@ -348,3 +352,52 @@ def test_a_response_by_someone_else_is_not_counted_for_them(
     assert "eli" not in report["by_agent"]
     assert report["by_agent"]["cy"]["responses"] == 0
     assert report["by_source"]["unknown"]["within_sla"] == 1  # the lead was answered in time
+
+
+# -- properties of the arrival rules (pure) ---------------------------------------------
+
+_T0 = 1_767_607_200.0  # Mon 5 Jan 2026 10:00 EST
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    event_age=st.floats(0, 30 * 86_400),
+    emit_lag=st.floats(0, 7200),
+    rule=st.sampled_from(["portal", "valuation_request", "open_house", "referral", "default"]),
+    tz=st.sampled_from(["America/Los_Angeles", "America/New_York"]),
+)
+def test_a_clock_never_starts_expired_and_late_means_the_event_was(
+    event_age: float, emit_lag: float, rule: str, tz: str
+) -> None:
+    settings = load_settings(overrides={"delivery": {"tenants": {"t": {"timezone": tz}}}},
+                             environ={})  # fmt: skip
+    local = LocalRules(settings, settings.delivery.tenant("t"))
+    now = _T0 + 3 * 86_400
+    emitted = now - emit_lag
+    alert = {"event": {"ts": emitted - event_age}, "sla": {"rule": rule},
+             "emit_ms": emitted * 1000}  # fmt: skip
+    a = local.arrival(alert, now)
+    assert a.deadline_ts > now  # the agent always has time left when the alert arrives
+    assert a.start_ts in (pytest.approx(emitted), now)
+    assert a.late_on_arrival == (local.deadline(a.event_ts, rule)[0] <= a.start_ts)
+    assert a.arrival_delay_s == pytest.approx(max(0.0, a.start_ts - a.event_ts))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.floats(_T0, _T0 + 1000),
+    event_back=st.floats(0, 5000),
+    ts_off=st.floats(-5000, 5000),
+    at_off=st.floats(-5000, 5000),
+)
+def test_a_response_counts_only_after_the_alert_and_never_before_the_start(
+    start: float, event_back: float, ts_off: float, at_off: float
+) -> None:
+    clock = {"start_ts": start, "event_ts": start - event_back}
+    ts, at = start + ts_off, start + at_off
+    when = response_time(clock, ts, at)
+    after = at >= start - 5 or ts >= start - event_back - 5
+    assert (when is not None) == after
+    if when is not None:
+        assert when >= start
+        assert when <= max(at, start) + 1e-6  # never later than it arrived
