@@ -546,7 +546,11 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "backtest",
         help="replay a CRM export forward in time and judge the score on its outcomes",
-        description=(__doc__ or "").split("\n\n", 1)[0],
+        description="Replay EVENTS.jsonl (contract v1, e.g. a CRM export with its outcomes) "
+        "forward in event time through the same dataflow as `run`, on a fresh embedded "
+        "server unless --redis-url is given, and judge the points prior, the served score "
+        "and a batch logistic regression on a forward hold-out: AUC, precision in the top "
+        "15 %, calibration (ECE, reliability plot), conversion rate and lift by bucket.",
     )
     p.add_argument("events", help="input JSONL file (contract v1), e.g. a CRM export")
     p.add_argument("--out", default="backtest", help="output directory (default ./backtest)")
