@@ -47,7 +47,12 @@ __all__ = [
     "load_settings",
 ]
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+_CHECKOUT_DEFAULTS = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+#: config/default.toml in a checkout; in an installed wheel the package's own copy
+#: (engine/default.toml, a link to config/default.toml in the repository)
+DEFAULT_CONFIG_PATH = (
+    _CHECKOUT_DEFAULTS if _CHECKOUT_DEFAULTS.is_file() else Path(__file__).parent / "default.toml"
+)
 ENV_PREFIX = "LEADPULSE__"
 
 
@@ -598,8 +603,10 @@ class Settings(_Section):
     gateway: GatewaySettings = Field(default_factory=lambda: GatewaySettings.model_validate({}))
 
     def redis_url(self) -> str:
-        """The configured URL, else ``REDIS_URL``; empty means: use the embedded server."""
-        return self.redis.url or os.environ.get("REDIS_URL", "")
+        """``REDIS_URL`` from the environment, else ``redis.url`` (config file or
+        ``LEADPULSE__REDIS__URL``); empty means: use the embedded server. The environment
+        wins so one config file can serve hosts with different servers."""
+        return os.environ.get("REDIS_URL", "") or self.redis.url
 
 
 def _refuse_protected(where: str, name: str, extra: tuple[str, ...] = ()) -> None:
