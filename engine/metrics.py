@@ -244,9 +244,13 @@ def serve_http(
     try:
         httpd = make_server(addr, port, app, _Server, handler_class=_QuietHandler)
     except OSError as exc:
-        why = "is in use (another leadpulse process?)" if exc.errno == 98 else exc.strerror
+        why = (
+            "is in use (another leadpulse process?)"
+            if exc.errno == 98
+            else (f"cannot be listened on ({exc.strerror})")
+        )
         raise ConfigError(
-            f"{what}: cannot listen on {addr}:{port}: {why}; set another port "
+            f"{what}: {addr}:{port} {why}; set another port "
             f"(LEADPULSE__{what.upper().replace('.', '__')}) or 0 for none"
         ) from None
     threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()

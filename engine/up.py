@@ -172,10 +172,12 @@ def bind(host: str, port: int, what: str = "gateway.port") -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        why = "is in use (another leadpulse?)" if exc.errno == 98 else f"({exc.strerror})"
-        raise ConfigError(
-            f"{what}: cannot listen on {host}:{port}: {why}; pick another with --port"
-        ) from None
+        why = (
+            "is in use (another leadpulse?)"
+            if exc.errno == 98
+            else (f"cannot be listened on ({exc.strerror})")
+        )
+        raise ConfigError(f"{what}: {host}:{port} {why}; pick another with --port") from None
     except (OverflowError, ValueError):
         sock.close()
         raise ConfigError(f"{what}: {port} is not a port (1-65535)") from None
