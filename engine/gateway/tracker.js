@@ -13,7 +13,12 @@
  * filters, except password / email / tel inputs).
  * API: leadpulse.identify(leadId, traits), leadpulse.propertyView({...}),
  * leadpulse.search(filters), leadpulse.track(type, fields), leadpulse.flush(),
- * leadpulse.reset(), leadpulse.visitorId().
+ * leadpulse.reset(), leadpulse.visitorId(), leadpulse.optOut(), leadpulse.optIn(),
+ * leadpulse.optedOut().
+ *
+ * Privacy: nothing is sent and no cookie is set while the browser sends Global Privacy
+ * Control (navigator.globalPrivacyControl), after leadpulse.optOut() (remembered in the
+ * lp_optout cookie; optIn() clears it), or under Do Not Track with data-respect-dnt="true".
  */
 (function (w, d) {
   "use strict";
@@ -28,9 +33,9 @@
   var DAYS = parseInt(script.getAttribute("data-cookie-days") || "395", 10);
   var DOMAIN = script.getAttribute("data-cookie-domain") || "";
   var MAX_BATCH = 20, FLUSH_MS = 2000, MAX_TRIES = 3;
-  var VID = "lp_vid", LID = "lp_lid";
-  var off = script.getAttribute("data-respect-dnt") === "true" &&
-    (navigator.doNotTrack === "1" || navigator.globalPrivacyControl === true);
+  var VID = "lp_vid", LID = "lp_lid", OPT = "lp_optout";
+  var signalled = navigator.globalPrivacyControl === true ||
+    (script.getAttribute("data-respect-dnt") === "true" && navigator.doNotTrack === "1");
 
   function cookie(name) {
     var m = d.cookie.match(new RegExp("(?:^|; )" + name + "=([^;]*)"));
@@ -50,11 +55,26 @@
     return s;
   }
 
-  var visitor = cookie(VID);
-  if (!/^[a-z0-9]{8,64}$/.test(visitor)) visitor = rand(22);
-  setCookie(VID, visitor, DAYS); // refresh the expiry on every visit
-  var lead = cookie(LID);
+  var off = signalled || cookie(OPT) === "1";
+  var visitor = "", lead = "";
+  function start() { // only when tracking is allowed: no cookie otherwise
+    visitor = cookie(VID);
+    if (!/^[a-z0-9]{8,64}$/.test(visitor)) visitor = rand(22);
+    setCookie(VID, visitor, DAYS); // refresh the expiry on every visit
+    lead = cookie(LID);
+  }
+  if (!off) start();
   var seq = 0, queue = [], timer = null;
+  function optOut() {
+    off = true; queue = []; visitor = ""; lead = "";
+    if (timer) { clearTimeout(timer); timer = null; }
+    setCookie(VID, "", 0); setCookie(LID, "", 0);
+    setCookie(OPT, "1", DAYS);
+  }
+  function optIn() { // the visitor's choice; a browser privacy signal still wins
+    setCookie(OPT, "", 0);
+    if (off && !signalled) { off = false; start(); }
+  }
 
   function clip(v) {
     return typeof v === "string" ? v.slice(0, 200) : v;
@@ -116,7 +136,7 @@
     track("search", { area: f.area, props: { filters: f } });
   }
   function identify(leadId, traits) {
-    if (!leadId) return;
+    if (!leadId || off) return;
     lead = String(leadId);
     setCookie(LID, lead, DAYS);
     track("identify", { lead_id: lead, props: traits || undefined });
@@ -167,7 +187,10 @@
     track: track,
     flush: function () { flush(false); },
     reset: function () { lead = ""; setCookie(LID, "", 0); },
-    visitorId: function () { return visitor; }
+    visitorId: function () { return visitor; },
+    optOut: optOut,
+    optIn: optIn,
+    optedOut: function () { return off; }
   };
   w.leadpulse = api;
 

@@ -49,7 +49,7 @@ pytestmark = pytest.mark.skipif(
 #: The README's copy-paste snippet (a queue until the script has loaded).
 SNIPPET = """<script>
   window.leadpulse = window.leadpulse || [];
-  ["identify", "track", "search", "propertyView", "flush"].forEach(function (m) {
+  ["identify", "track", "search", "propertyView", "flush", "optOut", "optIn"].forEach(function (m) {
     leadpulse[m] = leadpulse[m] || function () {
       leadpulse.push([m].concat([].slice.call(arguments)));
     };
@@ -238,3 +238,51 @@ def test_tracker_in_chromium_events_then_a_score(
         views = [client.zcard(lead_key(prefix, "acme", x, "v")) for x in ("lead-42", anon)]
         assert sum(views) == 3
         print(f"history on lead-42: views {views[0]}, on {anon}: views {views[1]}")
+
+
+def _quiet_for(client: redis.Redis, prefix: str, seconds: float = 3.0) -> list[Any]:
+    """What reached the stream within ``seconds`` (the tracker flushes every 2 s)."""
+    time.sleep(seconds)
+    return stream_events(client, prefix)
+
+
+def test_global_privacy_control_is_honoured_by_default(
+    browser: Any, site: tuple[str, Path], redis_url: str, client: redis.Redis, prefix: str
+) -> None:
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": (
+        "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', "
+        "{get: () => true})"
+    )})  # fmt: skip
+    settings = load_settings(overrides=gateway_overrides(prefix), environ={})
+    with live_server(create_app(settings, redis_url)) as gateway:
+        base, root = site
+        _site(root, SNIPPET.replace("GATEWAY", gateway).replace("TRACKER_KEY", ACME_TRACKER))
+        browser.get(f"{base}/p3.html")
+        assert browser.execute_script("return navigator.globalPrivacyControl") is True
+        assert browser.execute_script("return leadpulse.optedOut()") is True
+        browser.execute_script("leadpulse.track('share', {property_id: 'P3'}); leadpulse.flush()")
+        assert _quiet_for(client, prefix) == []
+        assert browser.get_cookie("lp_vid") is None
+        browser.execute_script("leadpulse.optIn()")  # the browser's signal still wins
+        assert browser.execute_script("return leadpulse.optedOut()") is True
+
+
+def test_opt_out_stops_tracking_and_is_remembered(
+    browser: Any, site: tuple[str, Path], redis_url: str, client: redis.Redis, prefix: str
+) -> None:
+    settings = load_settings(overrides=gateway_overrides(prefix), environ={})
+    with live_server(create_app(settings, redis_url)) as gateway:
+        base, root = site
+        _site(root, SNIPPET.replace("GATEWAY", gateway).replace("TRACKER_KEY", ACME_TRACKER))
+        browser.get(f"{base}/p1.html")
+        browser.execute_script("leadpulse.optOut()")  # before the first flush
+        assert browser.get_cookie("lp_optout")["value"] == "1"
+        assert browser.get_cookie("lp_vid") is None
+        browser.get(f"{base}/p2.html")  # remembered across pages
+        assert browser.execute_script("return leadpulse.optedOut()") is True
+        assert _quiet_for(client, prefix) == []
+        browser.execute_script("leadpulse.optIn(); leadpulse.flush()")
+        assert browser.get_cookie("lp_optout") is None
+        browser.execute_script("leadpulse.track('share', {property_id: 'P2'}); leadpulse.flush()")
+        (event,) = _wait_for(client, prefix, 1)
+        assert event["type"] == "share" and event["lead_id"] == f"~{event['visitor_id']}"
