@@ -617,29 +617,9 @@ def run_diginetica(plan: Plan, redis_url: str, work_dir: Path) -> dict[str, Any]
     return out
 
 
-def _replay_shoppers(
-    events: Sequence[dict[str, Any]], redis_url: str, work_dir: Path, notes: list[str]
-) -> Replayed:
-    """Replay with the dataset's override file; an engine without ``features.profile``
-    gets the events without it (said in a note: traffic and visitor type unused)."""
-    from engine.errors import ConfigError
-
-    try:
-        return replay_labels(events, redis_url, work_dir, config=online_shoppers.CONFIG_FILE)
-    except ConfigError as exc:
-        if "features.profile" not in str(exc):
-            raise
-    notes.append(
-        f"this engine refused {online_shoppers.CONFIG_FILE.name} (features.profile): replayed "
-        "without it, so traffic and visitor type were not model inputs"
-    )
-    return replay_labels(events, redis_url, work_dir)
-
-
 def run_online_shoppers(plan: Plan, redis_url: str, work_dir: Path) -> dict[str, Any]:
     data = online_shoppers.load(every=plan.shoppers_every)
-    notes: list[str] = []
-    got = _replay_shoppers(data.events, redis_url, work_dir, notes)
+    got = replay_labels(data.events, redis_url, work_dir, config=online_shoppers.CONFIG_FILE)
     # every session ends in its outcome (purchase or `lost`) right after its last page:
     # nothing is censored, so the evaluable range runs to the end of the data
     split, _ = online_shoppers.month_start(SHOPPERS_TEST_FROM)
@@ -647,7 +627,6 @@ def run_online_shoppers(plan: Plan, redis_url: str, work_dir: Path) -> dict[str,
         got.examples, data.last_ts + got.horizon_d * DAY, got.horizon_d,
         {online_shoppers.FLUSH_LEAD}, plan.bootstrap_rounds, split_ts=split,
     )  # fmt: skip
-    out["notes"] += notes
     out["source"] = {
         "data": str(online_shoppers.DATA_DIR),
         "sessions_used": "all" if plan.shoppers_every == 1 else f"every {plan.shoppers_every}th",
@@ -655,7 +634,7 @@ def run_online_shoppers(plan: Plan, redis_url: str, work_dir: Path) -> dict[str,
         "test_from": _iso(split),
         "replay_seconds": round(got.seconds, 1),
         "settings_overrides": {"streams": {"partitions": 1}},
-        "config_file": None if notes else online_shoppers.CONFIG_FILE.name,
+        "config_file": online_shoppers.CONFIG_FILE.name,
     }
     out["labels"]["duplicate_snapshot_labels"] = got.duplicates
     out["engine_live_quality"] = _live(got.live_quality)

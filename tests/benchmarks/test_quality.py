@@ -210,6 +210,16 @@ def test_online_shoppers_config_declares_the_profile_fields() -> None:
     assert config["features"]["profile"] == ["props.traffic", "props.visitor"]
 
 
+def test_online_shoppers_profile_fields_reach_the_model(redis_url: str, tmp_path: Path) -> None:
+    data = online_shoppers.load(every=150)
+    got = q.replay_labels(data.events, redis_url, tmp_path, config=online_shoppers.CONFIG_FILE)
+    own = [ex for ex in got.examples if ex["lead"] != online_shoppers.FLUSH_LEAD]
+    assert len(own) == data.sessions  # one labelled example a session (its outcome)
+    assert all(any(k.startswith("props.traffic=t") for k in ex["x"]) for ex in own)
+    assert all(any(k.startswith("props.visitor=") for k in ex["x"]) for ex in own)
+    assert not any("page_value" in k for ex in own for k in ex["x"])
+
+
 # -- the small mode end to end ----------------------------------------------------------------
 
 
