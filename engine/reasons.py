@@ -96,10 +96,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def _span(days: float) -> str:
-    if days >= 1:
-        return _plural(round(days), "day")
-    hours = days * 24
-    return _plural(max(1, round(hours)), "hour") if hours >= 1 else "less than an hour"
+    return _plural(round(days), "day")
 
 
 def _ago(hours: float) -> str:
@@ -147,7 +144,7 @@ def _replies(f: Mapping[str, Any], context: Mapping[str, Any]) -> str | None:
 
 def _silence(f: Mapping[str, Any], positive: bool) -> str | None:
     gap = float(f.get("days_silent_before", 0) or 0)
-    if gap <= 0:
+    if gap < 1:  # a pause within a day is a session, not a silence worth a sentence
         return None
     if float(f.get("reactivated", 0) or 0) > 0:
         return f"active again after {_span(gap)} away"
