@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.delivery.board import read_board, redact_board
-from engine.delivery.consent import ConsentBook
+from engine.delivery.consent import ConsentBook, blocked_reasons
 from engine.delivery.feed import Feed, agent_names
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
@@ -193,9 +193,10 @@ def page_router(
     ) -> dict[str, Any]:
         _may_act(tenant, lead_id, me, body)
         out = _event(tenant, lead_id, "agent_contact", body, channel=body.channel)
-        why = consent.reasons(tenant, lead_id).get(body.channel)
+        tz = d.tenant(tenant).timezone or settings.alerts.timezone
+        why = blocked_reasons((), consent.reasons(tenant, lead_id), tz).get(body.channel)
         if why:  # recorded as it happened, but flagged: the channel is closed
-            out["warning"] = f"{body.channel} is blocked for this lead: {why.get('text')}"
+            out["warning"] = f"{body.channel} is blocked for this lead: {why}"
         return out
 
     return router

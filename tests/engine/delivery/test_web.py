@@ -123,6 +123,8 @@ def test_hot_list_claim_ack_contact_and_lead_api(
     )
     assert contact.status_code == 202
     assert contact.json()["warning"].startswith("sms is blocked for this lead: replied STOP")
+    assert contact.json()["warning"].endswith(("EST", "EDT"))  # the tenant's zone, not UTC
+    assert rows["B2"]["blocked_reasons"]["sms"].endswith(("EST", "EDT"))
     svc.drain_events()
     detail = httpx.get(f"{server.url}/v1/leads/B2/delivery").json()
     assert detail["clock"]["status"] == "met" and detail["clock"]["stop_kind"] == "alert_ack"
