@@ -565,7 +565,24 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--redis-url", default="", help="use this server (fresh key prefix, deleted after)"
     )
+    p.add_argument(
+        "--refit-prior",
+        action="store_true",
+        help="also write prior.toml: the points prior refitted on this file's labels",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+
+def _refit(examples: list[dict[str, Any]], config: str | None, path: Path) -> str:
+    """Write the points prior refitted on every labelled example; say what happened."""
+    from engine.prior_fit import refit_prior, to_toml
+    from engine.settings import load_settings
+
+    fit = refit_prior(examples, load_settings(config))
+    if fit is None:
+        return "prior not refitted: fewer than 50 labelled examples or a single class"
+    path.write_text(to_toml(fit))
+    return f"refitted prior ({fit.examples} examples): {path} (review it, then add it to --config)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -591,6 +608,8 @@ def run(args: argparse.Namespace) -> int:
             result["notes"].append(why or "plot: backtest_reliability.png")
         (out / "backtest.json").write_text(json.dumps(result, indent=2) + "\n")
         (out / "backtest.md").write_text(markdown(result))
+        if getattr(args, "refit_prior", False):
+            print(_refit(got.examples, args.config, out / "prior.toml"), file=sys.stderr)
     except OSError as exc:
         raise BacktestError(f"backtest: cannot write to {out}: {exc.strerror or exc}") from None
     print(markdown(result))

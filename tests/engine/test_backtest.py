@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from benchmarks.simulator import SimConfig, generate, write_jsonl
 from engine import backtest as bt
 from engine import evaluation as ev
 from engine.cli import main
+from engine.settings import load_settings
 
 DAY = 86_400.0
 
@@ -239,9 +241,12 @@ def test_backtest_command_end_to_end(
     client = redis.Redis.from_url(redis_url)
     before = _prefixes(client)
     out = tmp_path / "report"
-    code = main(["backtest", str(sim_file), "--out", str(out), "--redis-url", redis_url])
+    code = main(["backtest", str(sim_file), "--out", str(out), "--redis-url", redis_url,
+                 "--refit-prior"])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
+    refitted = tomllib.loads((out / "prior.toml").read_text())  # a config the engine accepts
+    assert load_settings(overrides=refitted, environ={}).scoring.points
     assert _prefixes(client) == before  # its keys are gone
     client.close()
     saved = json.loads((out / "backtest.json").read_text())
