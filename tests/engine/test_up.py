@@ -198,3 +198,23 @@ def test_up_demo_feeds_traffic_and_deliver_shares_the_data_dir(tmp_path: Path) -
             assert deliver.stop(signal.SIGTERM) == 0
         assert call(f"{base}/healthz")[0] == 200  # deliver left; up's server stays
         assert proc.stop() == 0
+
+
+def test_run_and_serve_print_one_start_line_without_v(tmp_path: Path, redis_url: str) -> None:
+    metrics, port = free_port(), free_port()
+    run = Proc(["run"], {"REDIS_URL": redis_url, "LEADPULSE__REDIS__KEY_PREFIX": "tstartln",
+                         "LEADPULSE__METRICS__PORT": str(metrics)})  # fmt: skip
+    serve = Proc(["serve", "--data-dir", str(tmp_path / "data"), "--port", str(port)])
+    try:
+        for proc, name in ((run, "leadpulse run"), (serve, "leadpulse serve")):
+            proc.wait_for(lambda p=proc, n=name: any(n in line for line in p.err))
+        (line,) = [x for x in run.err if "leadpulse run" in x]
+        assert f"http://127.0.0.1:{metrics}" in line and "Redis redis://" in line
+        assert call(f"http://127.0.0.1:{metrics}/healthz")[1]["status"] == "ok"
+        (line,) = [x for x in serve.err if "leadpulse serve" in x]
+        assert f"http://127.0.0.1:{port}" in line and "redis://:***@127.0.0.1:" in line
+        assert len(keys_of(serve.out)) == 2  # a fresh data dir: serve made and printed keys
+        assert call(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    finally:
+        assert run.stop(signal.SIGTERM) == 0
+        assert serve.stop(signal.SIGTERM) == 0
