@@ -206,8 +206,8 @@ def test_run_and_serve_print_one_start_line_without_v(tmp_path: Path, redis_url:
                          "LEADPULSE__METRICS__PORT": str(metrics)})  # fmt: skip
     serve = Proc(["serve", "--data-dir", str(tmp_path / "data"), "--port", str(port)])
     try:
-        for proc, name in ((run, "leadpulse run"), (serve, "leadpulse serve")):
-            proc.wait_for(lambda p=proc, n=name: any(n in line for line in p.err))
+        run.wait_for(lambda: any("leadpulse run" in line for line in run.err))
+        serve.wait_for(lambda: any("leadpulse serve" in line for line in serve.err))
         (line,) = [x for x in run.err if "leadpulse run" in x]
         assert f"http://127.0.0.1:{metrics}" in line and "Redis redis://" in line
         assert call(f"http://127.0.0.1:{metrics}/healthz")[1]["status"] == "ok"
