@@ -372,7 +372,7 @@ class GatewaySettings(_Section):
     hotlist_max: int = Field(100, ge=1, le=1_000)
     contact_hash_key: SecretStr = SecretStr("")
     default_country_code: str = Field("1", pattern=r"^[1-9][0-9]{0,2}$")
-    cors_origins: tuple[str, ...] = ("*",)
+    cors_origins: tuple[str, ...] = ()  # POST /v1/events is open to every page regardless
     forwarded_allow_ips: str = "127.0.0.1"
     api_keys: dict[str, ApiKeyEntry] = Field(default_factory=dict)
 
@@ -399,8 +399,13 @@ class GatewaySettings(_Section):
     @classmethod
     def _cors(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for origin in v:
-            if origin != "*" and not _ORIGIN.fullmatch(origin):
-                raise ValueError(f"origin {origin!r} must be '*' or look like https://example.com")
+            if origin == "*":
+                raise ValueError(
+                    "'*' is not allowed: the tracker's POST /v1/events answers every origin "
+                    "anyway; list the origins of pages that call the other routes"
+                )
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"origin {origin!r} must look like https://example.com")
         return v
 
 

@@ -44,11 +44,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.cors import CORSMiddleware
 
 from engine.errors import ConfigError, StoreError
 from engine.gateway.actions import ActionGuard
 from engine.gateway.auth import KeyRing, Principal
+from engine.gateway.edges import SecurityHeaders, SplitCors
 from engine.gateway.ingest import (
     BodyError,
     Ingestor,
@@ -215,20 +215,15 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        redirect_slashes=False,  # a redirect would take its Location from the Host header
     )
     app.state.store = store
     app.state.metrics = m
     app.add_middleware(
         ActionGuard, keys=keys, hasher=hasher, max_id_len=settings.validation.max_id_len
     )
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=list(gw.cors_origins),
-        allow_methods=["GET", "POST"],
-        allow_headers=["Authorization", "X-Api-Key", "Content-Type"],
-        expose_headers=["Retry-After"],
-        max_age=600,
-    )
+    app.add_middleware(SplitCors, origins=gw.cors_origins)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(_MetricsMiddleware, metrics=m)
 
     # -- errors: one shape everywhere ---------------------------------------------------

@@ -44,6 +44,7 @@ def test_api_key_added_from_the_environment() -> None:
         ({"api_keys": {key_digest("k"): {"tenant": "a", "scope": "x"}}}, "unknown setting"),
         ({"contact_hash_key": "short"}, "gateway.contact_hash_key"),
         ({"cors_origins": ["not a url"]}, "gateway.cors_origins"),
+        ({"cors_origins": ["*"]}, "gateway.cors_origins"),
         ({"max_events": 0}, "gateway.max_events"),
         ({"rate_per_s": 0}, "gateway.rate_per_s"),
         ({"default_country_code": "+1"}, "gateway.default_country_code"),
