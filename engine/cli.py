@@ -170,6 +170,11 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     url, local = redis_for(args.redis_url or settings.redis_url(), args.data_dir)
+    if local is not None:
+        local.claim(
+            f"engine-{args.process_id}",
+            f"an engine (leadpulse up, or run --process-id {args.process_id})",
+        )
     # At most 2 quick per-command retries (~0.3 s): enough to replace a dropped connection.
     # A longer outage is the dataflow's to ride out (it redoes reads and whole batches and
     # says so on /healthz); redis-py retrying for seconds would hide it from /healthz.

@@ -312,6 +312,7 @@ class LocalServer:
                 raise ConfigError(f"cannot create data dir {data_dir}: {exc.strerror}") from None
         self._server: EmbeddedServer | None = None
         self._released = False
+        self._claims: list[int] = []
         with self._locked():
             self.url, self.started = self._attach()
             users = self.path / "users"
@@ -352,11 +353,28 @@ class LocalServer:
         state_file.write_text(json.dumps(record))
         return self._server.url, True
 
+    def claim(self, role: str, what: str) -> None:
+        """Be the only process of this data dir in ``role`` (e.g. the engine's process 0:
+        two dataflows on one partition would apply its events twice); held until exit."""
+        path = self.path / f"{role}.lock"
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                f"{what} already runs on data dir {self.path}; stop it first (or give this "
+                "one another --data-dir)"
+            ) from None
+        self._claims.append(fd)
+
     def release(self) -> None:
         """Leave the server; the last process out stops it (idempotent)."""
         if self._released:
             return
         self._released = True
+        for fd in self._claims:
+            os.close(fd)
         with self._locked():
             self._me.unlink(missing_ok=True)
             others = [p for p in self._me.parent.iterdir() if _pid_alive(_user_pid(p.name))]

@@ -201,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
         check_url(url)
     local = None if url else LocalServer(data_dir)
     try:
+        if local is not None:
+            local.claim("engine-0", "an engine (leadpulse up, or run --process-id 0)")
         if url and not data_dir.is_dir():
             try:
                 data_dir.mkdir(parents=True, mode=0o700)

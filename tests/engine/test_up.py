@@ -197,6 +197,14 @@ def test_up_demo_feeds_traffic_and_deliver_shares_the_data_dir(tmp_path: Path) -
         finally:
             assert deliver.stop(signal.SIGTERM) == 0
         assert call(f"{base}/healthz")[0] == 200  # deliver left; up's server stays
+        for argv in (["run"], ["up", "--port", str(free_port())]):  # a second engine: refused
+            second = subprocess.run(
+                [*LEADPULSE, *argv, "--data-dir", str(data)], capture_output=True, text=True,
+                env=env(), timeout=60,
+            )  # fmt: skip
+            assert second.returncode == 2, second
+            assert second.stderr.count("\n") == 1 and "already runs on data dir" in second.stderr
+        assert call(f"{base}/healthz")[0] == 200
         assert proc.stop() == 0
 
 
