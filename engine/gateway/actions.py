@@ -19,12 +19,13 @@ key is only looked at here to fill in ``agent_id``, never to let a request throu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from engine.gateway.auth import KeyRing
+from engine.gateway.auth import KeyRing, presented_key
 from engine.gateway.ingest import contact_reason
 from engine.gateway.privacy import ContactHasher, contact_like_id
 from engine.validate import id_problem
@@ -57,8 +58,17 @@ def lead_id_problem(lead: str, max_len: int) -> str | None:
 class ActionGuard:
     """ASGI middleware: the checks above on the action routes; other requests pass."""
 
-    def __init__(self, app: Any, *, keys: KeyRing, hasher: ContactHasher, max_id_len: int) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        keys: KeyRing,
+        hasher: ContactHasher,
+        max_id_len: int,
+        timeout_s: float = 10.0,
+    ) -> None:
         self._app = app
+        self._timeout_s = timeout_s
         self._keys = keys
         self._hasher = hasher
         self._max_id_len = max_id_len
@@ -75,9 +85,16 @@ class ActionGuard:
         if problem:
             await _reply(send, 422, "bad_request", f"lead_id: {problem}")
             return
-        body = await _read(receive, MAX_ACTION_BYTES)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                body = await _read(receive, MAX_ACTION_BYTES)
+        except TimeoutError:
+            await _reply(send, 408, "timeout", f"no body data for {self._timeout_s:g} s")
+            return
         if body is None:
             await _reply(send, 413, "too_large", f"an action body is at most {MAX_ACTION_BYTES} B")
+            return
+        if body is _GONE:  # the client went away mid-body: nobody to answer
             return
         body = self._rewrite(body, scope)
         headers = [(k, v) for k, v in scope.get("headers", ()) if k != b"content-length"]
@@ -95,7 +112,7 @@ class ActionGuard:
             return body
         tenant = ""
         agent = ""
-        who = self._keys.authenticate(_presented(scope))
+        who = self._keys.authenticate(presented_key(scope.get("headers", ())))
         if who is not None:
             tenant, agent = who.tenant, who.agent if who.is_agent else ""
         if agent and obj.get("agent_id") in (None, ""):
@@ -107,27 +124,17 @@ class ActionGuard:
         return json.dumps(obj).encode()
 
 
-def _presented(scope: Scope) -> str:
-    """The key in ``Authorization: Bearer`` or ``X-Api-Key`` ("" if none)."""
-    bearer = api_key = ""
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            text = value.decode("latin-1")
-            if text[:7].lower() == "bearer ":
-                bearer = text[7:].strip()
-        elif name == b"x-api-key":
-            api_key = value.decode("latin-1")
-    return bearer or api_key
+_GONE = b"\0gone"  # marker: the client disconnected before its body was complete
 
 
 async def _read(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or None past ``limit`` bytes (the rest is not read)."""
+    """The whole body, None past ``limit`` bytes (the rest is not read), or ``_GONE``."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return _GONE
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -27,6 +27,7 @@ No ``from __future__ import annotations`` here: FastAPI reads the route signatur
 ``Annotated`` metadata at run time, and those refer to names local to ``create_app``.
 """
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -44,6 +45,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from engine.errors import ConfigError, StoreError
 from engine.gateway.actions import ActionGuard
@@ -71,6 +73,7 @@ from engine.gateway.models import (
 from engine.gateway.privacy import ContactHasher
 from engine.gateway.ratelimit import limit_for
 from engine.gateway.store import GatewayStore
+from engine.gateway.streams import StreamGuard, Streams
 from engine.settings import Settings
 from engine.streams import StreamNames
 from engine.views import score_record
@@ -197,13 +200,17 @@ def create_app(
     m = metrics if metrics is not None else GatewayMetrics.create()
     tracker_js = resources.files("engine.gateway").joinpath("tracker.js").read_bytes()
 
+    streams = Streams(keys, per_key=gw.sse_max_per_key, total=gw.sse_max_streams)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             await store.ping()
         except StoreError as exc:  # keep serving: /healthz says 503 until Redis is back
             log.warning("gateway started but %s", exc)
+        streams.watch_signals()  # SIGTERM ends the open alert streams: serve exits at once
         yield
+        streams.close_all()
         await store.close()
         app.state.delivery_client.close()
 
@@ -219,9 +226,12 @@ def create_app(
     )
     app.state.store = store
     app.state.metrics = m
+    app.state.streams = streams
+    app.add_middleware(StreamGuard, streams=streams)
     app.add_middleware(
-        ActionGuard, keys=keys, hasher=hasher, max_id_len=settings.validation.max_id_len
-    )
+        ActionGuard, keys=keys, hasher=hasher, max_id_len=settings.validation.max_id_len,
+        timeout_s=gw.body_timeout_s,
+    )  # fmt: skip
     app.add_middleware(SplitCors, origins=gw.cors_origins)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(_MetricsMiddleware, metrics=m)
@@ -434,7 +444,7 @@ def create_app(
     )
     async def post_events(request: Request, who: Annotated[Principal, Depends(writer)]) -> Response:
         fmt = body_format(request.headers.get("content-type"))
-        body = await _read_body(request, gw.max_body_bytes)
+        body = await _read_body(request, gw.max_body_bytes, gw.body_timeout_s)
         items = decode_body(body, fmt, gw.max_events)
         m.events_per_request.observe(len(items))
         candidates = lead_candidates(items)
@@ -588,19 +598,31 @@ def create_app(
     return app
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing more than ``limit`` bytes (413) before reading them all."""
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, refusing more than ``limit`` bytes (413) before reading them all, and a
+    client that stops sending for ``timeout_s`` (408). A client that goes away mid-body
+    is a 400 ``aborted`` (logged at debug: it is the client's doing, not a fault)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise BodyError(413, "too_large", f"body of {declared} bytes > {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(timeout_s):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            return b"".join(chunks)
+        except TimeoutError:
+            raise BodyError(408, "timeout", f"no body data for {timeout_s:g} s") from None
+        except ClientDisconnect:
+            log.debug("client went away during its upload")
+            raise BodyError(400, "aborted", "the client closed the connection mid-body") from None
         size += len(chunk)
         if size > limit:
             raise BodyError(413, "too_large", f"body over {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _score(raw: dict[str, str]) -> ScoreOut | None:

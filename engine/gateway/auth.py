@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from engine.events import BEHAVIOUR_TYPES
@@ -38,6 +38,7 @@ __all__ = [
     "Principal",
     "key_digest",
     "new_key",
+    "presented_key",
 ]
 
 #: Event types a (public) tracker key may append: browsing, plus identify.
@@ -69,6 +70,20 @@ class Principal:
 def key_digest(key: str) -> str:
     """The sha256 hex digest stored in config for ``key``."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The key in ``Authorization: Bearer`` or ``X-Api-Key`` of raw ASGI headers ("" if
+    none): for middlewares that must know the caller before the routes authenticate."""
+    bearer = api_key = ""
+    for name, value in headers:
+        if name == b"authorization":
+            text = value.decode("latin-1")
+            if text[:7].lower() == "bearer ":
+                bearer = text[7:].strip()
+        elif name == b"x-api-key":
+            api_key = value.decode("latin-1")
+    return bearer or api_key
 
 
 def new_key(role: str = "server") -> str:
