@@ -33,6 +33,7 @@ from engine.metrics import Metrics
 from engine.model import OnlineModel
 from engine.reasons import explain, low_reasons
 from engine.redis_client import UNREACHABLE, outage_backoff
+from engine.reporting.batch import gather as report_batch
 from engine.scoring import Score, assess, prior
 from engine.settings import Settings
 from engine.sinks import BatchEffects, Committer
@@ -280,6 +281,8 @@ class Processor:
                     fx.due[(lead.partition, member)] = None if oldest is None else ("set", oldest)
                 elif oldest is not None:  # only new snapshots known: lower the score if older
                     fx.due[(lead.partition, member)] = ("lt", oldest)
+        # brokerage reporting: per-day counters, committed with the batch (engine/reporting)
+        fx.report = report_batch(self._s, self._commit.client, events, fx)
         emit_ms = int(self._clock() * 1000)
         for alert in fx.alerts:
             alert["emit_ms"] = emit_ms

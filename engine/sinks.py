@@ -22,6 +22,7 @@ import redis
 
 from engine.model_store import ModelKeys, publish_commands
 from engine.redis_client import without_retry
+from engine.reporting.batch import ReportDelta
 from engine.streams import StreamNames, committed_positions, processed_key, stream_lag
 from features.store import due_key, hot_key, lead_key
 
@@ -79,6 +80,7 @@ class BatchEffects:
     model_work: bytes | None = None
     learned_to: str = "0-0"  # labels stream id the checkpointed model has learned up to
     publish: tuple[int, bytes, dict[str, Any]] | None = None
+    report: ReportDelta | None = None  # brokerage reporting counters (engine/reporting)
 
 
 class Committer:
@@ -110,6 +112,11 @@ class Committer:
         self.model_keys = ModelKeys(names.prefix)
         self._prune_hot = client.register_script(_PRUNE_HOT)
         self._next_prune = 0.0
+
+    @property
+    def client(self) -> redis.Redis:
+        """The client reads go through (engine/reporting reads its marks with it)."""
+        return self._r
 
     def prune_hot(self, now: float | None = None, limit: int = 1_000) -> int:
         """Take leads idle longer than ``features.idle_expire_d`` off the hot lists.
@@ -196,6 +203,8 @@ class Committer:
                 pipe.xtrim(self.model_keys.labels, minid=f"{ms}-0", approximate=True)
         if fx.publish is not None:
             publish_commands(pipe, self.model_keys, *fx.publish)
+        if fx.report is not None:
+            fx.report.apply(pipe)
         if fx.positions:
             pipe.hset(self._names.positions, mapping={str(k): v for k, v in fx.positions.items()})
             for partition, n in fx.processed.items():

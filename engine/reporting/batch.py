@@ -1,0 +1,170 @@
+"""The engine's side: one batch's report increments, committed in the batch's MULTI/EXEC.
+
+``gather(settings, client, events, fx)`` runs after the processor has
+gathered the batch's effects (``fx``: which events counted, the alerts they raised,
+the labelled examples) and before the commit: one pipelined read of the batch's
+leads' report marks, then :func:`engine.reporting.aggregates.observe` per counted
+event in stream order. The result (:class:`ReportDelta`) is one field of
+``BatchEffects``; the committer applies it in the same transaction as the batch's
+positions, so a batch's counts land exactly once (a batch that did not commit is
+read again and counted from the same marks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import msgpack
+
+from engine.delivery.consent import blocks_from
+from engine.events import Event
+from engine.reporting.aggregates import CONSENT, AlertSeen, LeadMark, Seen, observe, quality
+from engine.reporting.keys import day_key, mark_key, tenants_key
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
+    from engine.sinks import BatchEffects
+
+__all__ = ["DEFAULT_RETENTION_D", "ReportDelta", "day_of_for", "gather", "retention_d"]
+
+DEFAULT_RETENTION_D = 400
+
+
+@dataclass
+class ReportDelta:
+    """Counter increments ``(key, field) -> n``, report marks to write, their TTL."""
+
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    marks: dict[str, dict[str, str]] = field(default_factory=dict)
+    tenants: set[str] = field(default_factory=set)
+    tenants_key: str = ""
+    ttl_s: int = DEFAULT_RETENTION_D * 86_400
+
+    def apply(self, pipe: Any) -> None:
+        """Queue the writes on the batch's transaction (HINCRBY + EXPIRE per day key)."""
+        keys: set[str] = set()
+        for (key, name), n in self.counts.items():
+            if n:
+                pipe.hincrby(key, name, n)
+                keys.add(key)
+        for key in keys:
+            pipe.expire(key, self.ttl_s)
+        for key, mapping in self.marks.items():
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(key, self.ttl_s)
+        if self.tenants and self.tenants_key:
+            pipe.sadd(self.tenants_key, *sorted(self.tenants))
+
+
+def retention_d(settings: Settings) -> int:
+    """``reporting.retention_d`` when the settings have it, else 400 days."""
+    section = getattr(settings, "reporting", None)
+    return int(getattr(section, "retention_d", DEFAULT_RETENTION_D))
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def day_of_for(zone: str) -> Callable[[float], str]:
+    """Event time -> the local date (``YYYY-MM-DD``) in ``zone``; cached per 15 minutes
+    (every UTC offset in use is a multiple of 15 minutes)."""
+    tz = _zone(zone)
+
+    @lru_cache(maxsize=4_096)
+    def quarter(q: int) -> str:
+        return datetime.fromtimestamp(q * 900, tz).strftime("%Y-%m-%d")
+
+    return lambda ts: quarter(int(ts // 900))
+
+
+def tenant_zone(settings: Settings, tenant: str) -> str:
+    tz = settings.delivery.tenant(tenant).timezone
+    return tz or settings.alerts.timezone
+
+
+def gather(
+    settings: Settings, client: Any, events: Sequence[Event], fx: BatchEffects
+) -> ReportDelta:
+    """The batch's report increments (one pipelined read of the leads' marks)."""
+    prefix = settings.redis.key_prefix
+    delta = ReportDelta(tenants_key=tenants_key(prefix), ttl_s=retention_d(settings) * 86_400)
+    counted = _counted(events, fx)
+    leads = sorted({(ev.tenant, ev.lead_id) for ev in counted})
+    marks: dict[tuple[str, str], LeadMark] = {}
+    if leads:
+        pipe = client.pipeline(transaction=False)
+        for tenant, lead in leads:
+            pipe.hgetall(mark_key(prefix, tenant, lead))
+        for who, raw in zip(leads, pipe.execute(), strict=True):
+            marks[who] = LeadMark.from_hash(raw or {})
+    alerts = {(a["tenant"], a["event"]["event_id"]): a for a in fx.alerts}
+    days: dict[str, Callable[[float], str]] = {}
+    changed: set[tuple[str, str]] = set()
+    for ev in counted:
+        day_of = days.get(ev.tenant) or days.setdefault(
+            ev.tenant, day_of_for(tenant_zone(settings, ev.tenant))
+        )
+        mark = marks[(ev.tenant, ev.lead_id)]
+        before = mark.to_hash()
+        for day, name, n in observe(mark, _seen(ev, alerts), day_of):
+            key = (day_key(prefix, ev.tenant, day), name)
+            delta.counts[key] = delta.counts.get(key, 0) + n
+        if mark.to_hash() != before:
+            changed.add((ev.tenant, ev.lead_id))
+        delta.tenants.add(ev.tenant)
+    for tenant, lead in changed:
+        delta.marks[mark_key(prefix, tenant, lead)] = marks[(tenant, lead)].to_hash()
+    _quality(settings, fx, delta, days)
+    return delta
+
+
+def _counted(events: Sequence[Event], fx: BatchEffects) -> list[Event]:
+    """The events that counted (the processor listed them in ``fx.done``), in stream
+    order, each once; visitor-level leads (``~`` ids) are not leads yet."""
+    todo = set(fx.done)
+    out = []
+    for ev in events:
+        key = (ev.tenant, ev.lead_id, ev.event_id)
+        if key in todo:
+            todo.discard(key)
+            if not ev.lead_id.startswith("~"):
+                out.append(ev)
+    return out
+
+
+def _seen(ev: Event, alerts: dict[tuple[str, str], dict[str, Any]]) -> Seen:
+    """The event with the alert it raised and the channels it closed (the feature
+    script's consent rules, as delivery applies them)."""
+    alert = alerts.get((ev.tenant, ev.event_id))
+    seen_alert = None
+    if alert is not None and alert.get("lead_id") == ev.lead_id:
+        sla = alert.get("sla") or {}
+        seen_alert = AlertSeen(str(alert.get("bucket") or ""), float(sla.get("deadline_ts") or 0))
+    closed = tuple(b.channel for b in blocks_from(ev)) if ev.type in CONSENT else ()
+    return Seen(event=ev, source=ev.source, agent="", blocked=closed, alert=seen_alert)
+
+
+def _quality(
+    settings: Settings, fx: BatchEffects, delta: ReportDelta,
+    days: dict[str, Callable[[float], str]],
+) -> None:  # fmt: skip
+    prefix = settings.redis.key_prefix
+    for blob in fx.labels:
+        ex = msgpack.unpackb(blob, raw=False)
+        tenant = str(ex.get("tenant") or "")
+        if not tenant:
+            continue
+        day_of = days.get(tenant) or days.setdefault(
+            tenant, day_of_for(tenant_zone(settings, tenant))
+        )
+        for day, name, n in quality(ex, day_of):
+            key = (day_key(prefix, tenant, day), name)
+            delta.counts[key] = delta.counts.get(key, 0) + n
+        delta.tenants.add(tenant)
