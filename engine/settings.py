@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from engine.delivery.target_settings import TargetSettings
 from engine.errors import ConfigError, ForbiddenFeatureError
 from features.definitions import FEATURE_NAMES, PROTECTED_TERMS
 
@@ -476,6 +477,7 @@ class TenantDelivery(_Section):
     default_group: str = POND
     escalation: tuple[Literal["next_agent", "pond"], ...] = ("next_agent", "pond")
     agents: dict[str, AgentDelivery] = Field(default_factory=dict)
+    targets: dict[str, TargetSettings] = Field(default_factory=dict)  # CRM write-back, chat
 
     @field_validator("webhook_url")
     @classmethod
@@ -674,7 +676,9 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
 
 #: Settings whose values may be secrets (an HMAC key, an API key pasted in place of its
 #: digest, credentials in a URL): errors name them but never echo what was given.
-_SECRET_PARTS = frozenset({"secret", "contact_hash_key", "api_keys", "url", "webhook_url"})
+_SECRET_PARTS = frozenset(
+    {"secret", "contact_hash_key", "api_keys", "url", "webhook_url", "system_key", "targets"}
+)
 
 
 def _format_error(err: ValidationError) -> str:

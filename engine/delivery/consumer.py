@@ -52,6 +52,7 @@ from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner, Assignment, stream_emitter
 from engine.delivery.scripts import alert_text, bucket_label, pick_script, why_now
 from engine.delivery.sla import SlaClocks
+from engine.delivery.targets import TargetJobs
 from engine.delivery.webhooks import Job, Receipts, RetryPolicy, WebhookSender
 from engine.events import Event
 from engine.settings import Settings, TenantDelivery
@@ -108,6 +109,7 @@ class DeliveryService:
         self.receipts = Receipts(client, self.keys, int(self.d.receipt_ttl_d * 86_400))
         self._validator = Validator(settings.validation)
         self._local: dict[str, LocalRules] = {}
+        self._targets = TargetJobs()  # CRM write-back, Slack, Teams (targets.py)
         self._inflight: set[str] = set()
         self._pending_done = False
 
@@ -354,6 +356,9 @@ class DeliveryService:
             hook = cfg.agents.get(agent)
             if hook is not None and hook.webhook_url:
                 jobs.append(Job(target=f"agent:{agent}", url=hook.webhook_url, **base))  # type: ignore[arg-type]
+        if cfg.targets:
+            ids = {k: v for k, v in base.items() if k not in ("body", "secret")}
+            jobs += self._targets.jobs(payload, cfg.targets, ids)
         return jobs
 
     def _count_assignment(self, a: Assignment) -> None:

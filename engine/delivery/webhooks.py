@@ -9,7 +9,14 @@ Wire format (README "Alert delivery"):
 - ``X-Leadpulse-Signature``: ``v1=`` + hex HMAC-SHA256 with the tenant's secret over
   ``timestamp + "." + body``. A receiver recomputes it, compares in constant time
   and rejects timestamps older than a few minutes (replays): :func:`verify`;
-- ``X-Leadpulse-Alert-Id``, ``X-Leadpulse-Delivery-Id``, ``X-Leadpulse-Attempt``.
+- ``X-Leadpulse-Alert-Id``, ``X-Leadpulse-Delivery-Id``, ``X-Leadpulse-Attempt``;
+- Standard Webhooks (standardwebhooks.com) too: ``webhook-id`` (the delivery id),
+  ``webhook-timestamp`` and ``webhook-signature: v1,<base64 HMAC-SHA256(secret,
+  "<id>.<timestamp>." + body)>``, so a receiver's stock verifier works unchanged
+  (given the secret as ``whsec_`` + base64 of its UTF-8 bytes).
+
+Other targets (CRM write-back, Slack, Teams: ``targets.py``) are jobs with their own
+method, headers and body, unsigned, through the same retries, receipts and order.
 
 A 2xx answer delivers. Network errors, timeouts, 408, 425, 429 and 5xx are retried
 with exponential backoff and jitter (attempt n waits ``min(cap, base * 2^(n-1))``
@@ -36,8 +43,10 @@ import hmac
 import json
 import random
 import time
+from base64 import b64encode
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -47,7 +56,8 @@ from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
 
 __all__ = [
-    "Job", "Receipts", "RetryPolicy", "WebhookSender", "read_dead_letters", "sign", "verify",
+    "Job", "Receipts", "RetryPolicy", "WebhookSender", "read_dead_letters", "sign",
+    "standard_signature", "verify",
 ]  # fmt: skip
 
 SIGNATURE_HEADER = "X-Leadpulse-Signature"
@@ -59,6 +69,12 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     """``v1=<hex HMAC-SHA256(secret, "<timestamp>." + body)>``."""
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
     return "v1=" + mac.hexdigest()
+
+
+def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Standard Webhooks: ``v1,<base64 HMAC-SHA256(secret, "<id>.<timestamp>." + body)>``."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest()).decode()
 
 
 def verify(
@@ -110,6 +126,11 @@ class Job:
     body: bytes
     ingest_ms: int
     order_key: str = ""  # "<tenant>/<lead>": one delivery at a time per key and URL
+    method: str = "POST"
+    headers: tuple[tuple[str, str], ...] = ()  # a target's own (auth, content type)
+    signed: bool = True  # False: a CRM or chat target (its own auth in ``headers``)
+    shown_url: str = ""  # what receipts show, when the URL itself is a secret (Slack)
+    pace: Callable[[], Awaitable[None]] | None = None  # a target's rate limit, before sending
 
 
 def _safe_url(url: str) -> str:
@@ -206,9 +227,9 @@ class WebhookSender:
             return receipt  # a replayed alert: never send a finished delivery again
         receipt = receipt or {
             "alert_id": job.alert_id, "delivery_id": job.delivery_id, "target": job.target,
-            "url": _safe_url(job.url), "status": "pending", "attempts": 0, "http_status": None,
-            "last_error": "", "first_attempt_ms": None, "done_ms": None, "latency_ms": None,
-            "ingest_to_done_ms": None,
+            "url": job.shown_url or _safe_url(job.url), "status": "pending", "attempts": 0,
+            "http_status": None, "last_error": "", "first_attempt_ms": None, "done_ms": None,
+            "latency_ms": None, "ingest_to_done_ms": None,
         }  # fmt: skip
         p = self._policy
         while True:
@@ -262,22 +283,16 @@ class WebhookSender:
         self, job: Job, receipt: dict[str, Any]
     ) -> tuple[bool, bool, int | None, str, float | None]:
         """(ok, permanent, http status, error, retry-after seconds)."""
-        ts = int(self._clock())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "leadpulse-delivery/1",
-            TIMESTAMP_HEADER: str(ts),
-            SIGNATURE_HEADER: sign(job.secret, ts, job.body),
-            "X-Leadpulse-Alert-Id": job.alert_id,
-            "X-Leadpulse-Delivery-Id": job.delivery_id,
-            "X-Leadpulse-Attempt": str(receipt["attempts"]),
-        }
+        headers = self._headers(job, receipt["attempts"])
+        if job.pace is not None:
+            await job.pace()
         started = time.perf_counter()
         async with self._slots:
             try:
-                resp = await self._http.post(
-                    job.url, content=job.body, headers=headers, timeout=self._policy.timeout_s
-                )
+                resp = await self._http.request(
+                    job.method, job.url, content=job.body, headers=headers,
+                    timeout=self._policy.timeout_s,
+                )  # fmt: skip
             except httpx.HTTPError as exc:
                 self._m.attempt_seconds.observe(time.perf_counter() - started)
                 self._m.attempts.labels("error").inc()
@@ -292,7 +307,28 @@ class WebhookSender:
         error = f"HTTP {code}" + (f": {text}" if text else "")
         retryable = code in _RETRYABLE or code >= 500
         self._m.attempts.labels("retry" if retryable else "failed").inc()
-        return False, not retryable, code, error, _retry_after(resp.headers.get("Retry-After"))
+        wait = _retry_after(resp.headers.get("Retry-After"), self._clock())
+        return False, not retryable, code, error, wait
+
+    def _headers(self, job: Job, attempt: int) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "leadpulse-delivery/1",
+            "X-Leadpulse-Alert-Id": job.alert_id,
+            "X-Leadpulse-Delivery-Id": job.delivery_id,
+            "X-Leadpulse-Attempt": str(attempt),
+        }
+        if job.signed:
+            ts = int(self._clock())
+            headers[TIMESTAMP_HEADER] = str(ts)
+            headers[SIGNATURE_HEADER] = sign(job.secret, ts, job.body)
+            headers["webhook-id"] = job.delivery_id
+            headers["webhook-timestamp"] = str(ts)
+            headers["webhook-signature"] = standard_signature(
+                job.secret, job.delivery_id, ts, job.body
+            )
+        headers.update(job.headers)
+        return headers
 
     def _dead_letter(self, job: Job, receipt: dict[str, Any]) -> None:
         self._m.dead_letters.inc()
@@ -313,12 +349,17 @@ class WebhookSender:
         )
 
 
-def _retry_after(value: str | None) -> float | None:
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait: ``Retry-After`` as seconds or as an HTTP date (RFC 9110)."""
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
 
 
