@@ -208,15 +208,11 @@ def run(args: argparse.Namespace) -> int:
                 data_dir.mkdir(parents=True, mode=0o700)
             except OSError as exc:
                 raise ConfigError(f"cannot create data dir {data_dir}: {exc.strerror}") from None
-        fresh = None
-        if args.new_keys or not (data_dir / _KEYS).exists():
-            fresh = make_keys(data_dir, args.agent)
-        settings = load_settings(args.config, overrides=local_overrides(base, data_dir))
         if local is not None:
             url, where = local.url, f"embedded valkey, data in {data_dir}"
         else:
             where = redact_url(url)
-        return _serve_all(settings, url, args, fresh, where)
+        return _serve_all(base, url, args, where)
     finally:
         if local is not None:
             local.release()
@@ -251,14 +247,18 @@ class _Parts:
             thread.join(30)
 
 
-def _serve_all(
-    settings: Any, url: str, args: argparse.Namespace, fresh: dict[str, str] | None, where: str
-) -> int:
+def _serve_all(base: Any, url: str, args: argparse.Namespace, where: str) -> int:
     from engine.redis_client import connect
+    from engine.settings import load_settings
 
-    client = connect(url, min(settings.redis.retries, 2), settings.redis.socket_timeout_s)
-    host, port = args.host or settings.gateway.host, args.port or settings.gateway.port
+    client = connect(url, min(base.redis.retries, 2), base.redis.socket_timeout_s)
+    host, port = args.host or base.gateway.host, args.port or base.gateway.port
     sock = bind(host, port)
+    data_dir = Path(args.data_dir)
+    fresh = None  # keys are made only once everything they are printed with works
+    if args.new_keys or not (data_dir / _KEYS).exists():
+        fresh = make_keys(data_dir, args.agent)
+    settings = load_settings(args.config, overrides=local_overrides(base, data_dir))
     import uvicorn  # the heavy imports once Redis answered and the port is ours
 
     from engine.app import build_parts

@@ -168,9 +168,13 @@ def test_one_line_exit_2_no_traceback_no_secret(
     assert result.code == 2, result.stderr
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("leadpulse: ")
-    assert case.expect in lines[0]
+    assert case.expect in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
     assert SECRET not in result.stderr + result.stdout
+    if "--data-dir" in case.argv:  # keys are made only when they can be printed and used
+        data = Path(case.argv[case.argv.index("--data-dir") + 1])
+        assert not (data / "keys.toml").exists()
+        assert "lpk_" not in result.stdout
 
 
 def test_every_case_is_checked(outcomes: dict[str, tuple[Case, Result]]) -> None:
