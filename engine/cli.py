@@ -17,7 +17,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from engine import up
 from engine.errors import LeadpulseError
@@ -31,8 +31,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (the usage itself is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="leadpulse",
         description="Real-time lead scoring: IDX events -> Redis features -> River score "
         "-> alerts.",
@@ -96,6 +103,7 @@ def _command_modules() -> dict[str, Any]:
     from engine import backtest, merge_cli, model_cli, up
     from engine.delivery import cli as deliver_cli
     from engine.gateway import cli as serve_cli
+    from engine.reporting import cli as report_cli
 
     return {
         "up": up,
@@ -105,6 +113,7 @@ def _command_modules() -> dict[str, Any]:
         "serve": serve_cli,
         "deliver": deliver_cli,
         "bench": bench_cli,
+        "report": report_cli,
     }
 
 

@@ -71,6 +71,7 @@ class AlertSeen:
 
     bucket: str
     deadline_ts: float
+    hand_raise: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class LeadMark:
     clock_ts: float = 0.0  # open speed-to-lead clock: its first alert's event time
     clock_deadline: float = 0.0
     clock_day: str = ""
+    clock_kind: str = ""  # "hand_raise" | "score": what the alert that opened it was
     done: set[str] = field(default_factory=set)  # lead counts already made
     blocked: set[str] = field(default_factory=set)  # opt-outs already counted, by channel
 
@@ -104,6 +106,7 @@ class LeadMark:
             "day": self.day, "source": self.source, "bucket": self.bucket,
             "agent": self.agent, "clock_ts": repr(self.clock_ts),
             "clock_deadline": repr(self.clock_deadline), "clock_day": self.clock_day,
+            "clock_kind": self.clock_kind,
             "done": ",".join(sorted(self.done)), "blocked": ",".join(sorted(self.blocked)),
         }  # fmt: skip
 
@@ -114,7 +117,7 @@ class LeadMark:
             day=h.get("day", ""), source=h.get("source", ""), bucket=h.get("bucket", ""),
             agent=h.get("agent", ""), clock_ts=_f(h.get("clock_ts")),
             clock_deadline=_f(h.get("clock_deadline")), clock_day=h.get("clock_day", ""),
-            done={x for x in h.get("done", "").split(",") if x},
+            clock_kind=h.get("clock_kind", ""), done={x for x in h.get("done", "").split(",") if x},
             blocked={x for x in h.get("blocked", "").split(",") if x},
         )  # fmt: skip
 
@@ -220,14 +223,23 @@ def _alerted(mark: LeadMark, alert: AlertSeen, ev: Event, day_of: DayOf) -> list
             (d, fname("alerted", "source", mark.source), 1),
             (d, fname("alerted", "bucket", mark.bucket), 1),
         ]
+        for metric in LEAD_COUNTS[2:]:  # counted before the first alert: move them
+            if metric in mark.done:
+                out.append((d, fname(metric, "bucket", NO_ALERT), -1))
+                out.append((d, fname(metric, "bucket", mark.bucket), 1))
     if mark.clock_ts:  # one clock per lead: a later alert keeps it, with the earlier deadline
         if alert.deadline_ts and alert.deadline_ts < mark.clock_deadline:
             mark.clock_deadline = alert.deadline_ts
         return out
     mark.clock_ts, mark.clock_deadline = ev.ts, alert.deadline_ts or ev.ts
     mark.clock_day = day_of(ev.ts)
+    mark.clock_kind = "hand_raise" if alert.hand_raise else "score"
     d = mark.clock_day
-    return out + [(d, fname("clocks"), 1), (d, fname("clocks", "source", mark.source), 1)]
+    return out + [
+        (d, fname("clocks"), 1),
+        (d, fname("clocks", "source", mark.source), 1),
+        (d, fname("clocks", "trigger", mark.clock_kind), 1),
+    ]
 
 
 def _responded(mark: LeadMark, ev: Event, lead_agent: str) -> list[Increment]:
@@ -238,10 +250,12 @@ def _responded(mark: LeadMark, ev: Event, lead_agent: str) -> list[Increment]:
     within = ev.ts <= mark.clock_deadline
     agent = ev.agent_id or mark.agent or lead_agent or UNASSIGNED
     d, b = mark.clock_day, stl_bin(seconds)
+    kind = mark.clock_kind or "score"
     mark.clock_ts = mark.clock_deadline = 0.0
-    mark.clock_day = ""
+    mark.clock_day = mark.clock_kind = ""
     out: list[Increment] = []
-    for dim, value in (("all", ""), ("source", mark.source), ("agent", agent)):
+    dims = (("all", ""), ("source", mark.source), ("agent", agent), ("trigger", kind))
+    for dim, value in dims:
         out.append((d, fname("responses", dim, value), 1))
         out.append((d, fname("stl", dim, value, b), 1))
         if within:

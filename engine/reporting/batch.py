@@ -146,7 +146,9 @@ def _seen(ev: Event, alerts: dict[tuple[str, str], dict[str, Any]]) -> Seen:
     seen_alert = None
     if alert is not None and alert.get("lead_id") == ev.lead_id:
         sla = alert.get("sla") or {}
-        seen_alert = AlertSeen(str(alert.get("bucket") or ""), float(sla.get("deadline_ts") or 0))
+        hand = any(str(t).startswith("hand_raise") for t in alert.get("triggers") or ())
+        bucket = str(alert.get("bucket") or "")
+        seen_alert = AlertSeen(bucket, float(sla.get("deadline_ts") or 0), hand)
     closed = tuple(b.channel for b in blocks_from(ev)) if ev.type in CONSENT else ()
     return Seen(event=ev, source=ev.source, agent="", blocked=closed, alert=seen_alert)
 

@@ -262,6 +262,7 @@ def compute(c: Counter[str], tenant: str, since: date, until: date, days: int) -
     leads = _get(c, "leads")
     base = _get(c, "converted") / leads if leads >= MIN_N and _get(c, "converted") else None
     speed = {"all": [_speed(c, "all", "")]}
+    speed["trigger"] = [_speed(c, "trigger", t) for t in _values(c, "clocks", "trigger")]
     speed["source"] = [_speed(c, "source", s) for s in _values(c, "clocks", "source")]
     speed["agent"] = [_speed(c, "agent", a) for a in _values(c, "responses", "agent")]
     optouts = {
