@@ -55,12 +55,12 @@ def _day(text: str, name: str) -> date:
         raise LeadpulseError(f"{name} {text!r} is not a date (YYYY-MM-DD)") from None
 
 
-def parse_period(since: str, until: str, today: date) -> tuple[date, date]:
+def parse_period(since: str, until: str, today: date, dash: str = "--") -> tuple[date, date]:
     """The period asked for (one clear error for a bad or backwards one)."""
-    end = _day(until, "--until") if until else today
-    start = _day(since, "--since") if since else weekly(end)[0]
+    end = _day(until, f"{dash}until") if until else today
+    start = _day(since, f"{dash}since") if since else weekly(end)[0]
     if start > end:
-        raise LeadpulseError(f"--since {start} is after --until {end}")
+        raise LeadpulseError(f"{dash}since {start} is after {dash}until {end}")
     if (end - start).days >= MAX_DAYS:
         raise LeadpulseError(f"the period is {(end - start).days + 1} days; at most {MAX_DAYS}")
     return start, end
