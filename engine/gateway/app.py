@@ -395,9 +395,15 @@ def create_app(
     # request all the same (dependencies are cached), so a request is rate-limited once.
     app.include_router(keyed, responses=shared, dependencies=[Depends(reader)])
     app.include_router(keyless)
+    from engine.gateway import reports  # GET /v1/reports/weekly (engine/reporting)
+
+    app.include_router(reports.router(settings, delivery_client), dependencies=[Depends(reader)])
     app.dependency_overrides[delivery_web.current_tenant] = current_tenant
     app.dependency_overrides[delivery_web.current_agent] = current_agent
     delivery_keys = DeliveryKeys(settings.redis.key_prefix)
+    from engine.gateway.crm import crm_router  # CRM webhooks in: signed by the CRM, no key
+
+    app.include_router(crm_router(settings, redis_url, store))
 
     # -- routes --------------------------------------------------------------------------
     event_array = {
