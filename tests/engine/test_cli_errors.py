@@ -119,6 +119,9 @@ def _cases(tmp: Path, redis_url: str, busy: int) -> dict[str, Case]:
         "serve-busy-port": Case(("serve", "--port", busy_s), (*good, *gateway), "in use"),
         "up-busy-port": Case(
             ("up", "--port", busy_s, "--data-dir", str(tmp / "up")), good, "in use"),
+        "replay-usage": Case(("replay", str(events)), (), "required: --scores-out"),
+        "run-usage": Case(("run", "--workers", "many"), (), "invalid int value"),
+        "unknown-command": Case(("nope",), (), "invalid choice"),
     })  # fmt: skip
     return cases
 
@@ -155,7 +158,7 @@ def _static_names() -> list[str]:
         "replay-missing-file", "replay-directory", "replay-unwritable-scores",
         "replay-unwritable-rejects", "run-missing-config", "model-no-data-dir",
         "merge-no-data-dir", "run-busy-metrics-port", "deliver-busy-metrics-port",
-        "serve-busy-port", "up-busy-port",
+        "serve-busy-port", "up-busy-port", "replay-usage", "run-usage", "unknown-command",
     ]  # fmt: skip
 
 
@@ -167,7 +170,7 @@ def test_one_line_exit_2_no_traceback_no_secret(
     lines = result.stderr.splitlines()
     assert result.code == 2, result.stderr
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("leadpulse: ")
+    assert lines[0].startswith("leadpulse")
     assert case.expect in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
     assert SECRET not in result.stderr + result.stdout
