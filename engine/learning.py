@@ -13,12 +13,13 @@ the model learns from the vectors it scores, never from an empty one taken at si
   moment is learned as a negative (the expiry sweep, in event time, at the first event
   of each new event-time day of a partition, so a replay learns exactly what an
   uninterrupted run learns).
-- Warm-up: a stream that sends only positives (a funnel with won dates and no ``lost``)
-  would teach the model positives at once and their negatives only H later; during the
-  first H of a partition's event time, and until it has seen an explicit ``lost``, a
-  positive is therefore held and learned with the negatives of its period (at its
-  moment's horizon). After that, positives and horizon negatives arrive at the same
-  rate and are learned as they come.
+- Pacing: a stream that sends only positives (a funnel with won dates and no ``lost``)
+  would teach the model positives at once and their negatives only H later: recent
+  positives against old negatives, a model that starts far too high and confuses
+  "recent" with "converts". Until a partition has seen an explicit ``lost``, a positive
+  is therefore held and learned at its moment's horizon, with the negatives of its
+  period (the pace of the negatives). From the first ``lost`` on, explicit outcomes are
+  learned at once.
 
 Every labelled example goes to the ``labels`` stream in the batch transaction. The
 trainer process learns its own partitions' examples inline and the other processes'

@@ -98,7 +98,7 @@ class Processor:
         self._horizon = settings.scoring.label_horizon_d * 86_400.0
         self._hand = frozenset(settings.alerts.hand_raise_types)
         self._watermarks: dict[int, int] | None = None  # partition -> swept event-time day
-        self._warm: dict[int, tuple[float, bool]] = {}  # partition -> (first ts, lost seen)
+        self._lost: dict[int, bool] = {}  # partition -> an explicit `lost` was committed
         self._wm_lock = threading.Lock()
         self._next_model_metrics = 0.0
         self._next_lag = 0.0
@@ -155,7 +155,7 @@ class Processor:
         """Forget what may have run ahead of Redis in a failed batch; reload it from Redis."""
         with self._wm_lock:
             self._watermarks = None
-            self._warm = {}
+            self._lost = {}
         self.learner.reload()
 
     def _landed(self, entries: Sequence[Entry]) -> bool:
@@ -369,8 +369,9 @@ class Processor:
         The latest moment (the vector just before the outcome) and the pinned hand-raise
         moments within the horizon get the outcome's label (older ones: negative, no
         positive came within their horizon). Learned at once, in stream order, except a
-        positive during a partition's warm-up (see ``engine/learning.py``), which is
-        marked and learned at its moment's horizon. A later outcome changes nothing.
+        positive in a partition that has never seen ``lost`` (see ``engine/learning.py``):
+        it is marked and learned at its moment's horizon, with the negatives of its period.
+        A later outcome changes nothing.
         """
         m = self._metrics
         if lead.outcome:
@@ -380,9 +381,9 @@ class Processor:
         lead.outcome, lead.outcome_ts = event.type, event.ts
         self._flush_moment(lead)
         lead.snaps.load(reply.snapshots)
-        hold = y and self._warming_up(partition, event.ts, fx)
+        hold = y and self._paced(partition)
         if not y:
-            self._warm_mark(partition, event.ts, fx, lost=True)
+            self._mark_lost(partition, fx)
         examples: list[dict[str, Any]] = []
         marked: list[bytes] = []
         for blob in lead.snaps.current:
@@ -408,26 +409,21 @@ class Processor:
             learned |= self.learner.learn(ex)
         return learned
 
-    def _warming_up(self, partition: int, ts: float, fx: BatchEffects) -> bool:
-        """Within the first horizon of the partition's event time, with no ``lost`` seen yet."""
-        first, lost = self._warm_state(partition, ts, fx)
-        return not lost and ts - first < self._horizon
+    def _paced(self, partition: int) -> bool:
+        """Positives wait for their horizon until the partition has seen an explicit ``lost``."""
+        return not self._lost_seen(partition)
 
-    def _warm_state(self, partition: int, ts: float, fx: BatchEffects) -> tuple[float, bool]:
+    def _lost_seen(self, partition: int) -> bool:
         with self._wm_lock:
-            if partition not in self._warm:
-                stored = self._commit.warm_marks().get(partition)
-                self._warm[partition] = stored or (ts, False)
-                if stored is None:
-                    fx.warm[partition] = self._warm[partition]
-            return self._warm[partition]
+            if partition not in self._lost:
+                self._lost[partition] = partition in self._commit.lost_seen()
+            return self._lost[partition]
 
-    def _warm_mark(self, partition: int, ts: float, fx: BatchEffects, lost: bool) -> None:
-        first, seen = self._warm_state(partition, ts, fx)
-        if lost and not seen:
+    def _mark_lost(self, partition: int, fx: BatchEffects) -> None:
+        if not self._lost_seen(partition):
             with self._wm_lock:
-                self._warm[partition] = (first, True)
-                fx.warm[partition] = (first, True)
+                self._lost[partition] = True
+            fx.lost_seen.add(partition)
 
     def _sweep_if_new_day(
         self, partition: int, ts: float, leads: dict[tuple[str, str], _Lead], fx: BatchEffects
@@ -448,7 +444,6 @@ class Processor:
             self._watermarks[partition] = day
         fx.watermarks[partition] = day
         if swept is None:
-            self._warm_state(partition, ts, fx)  # the partition's first event time
             return False  # first event ever seen here: nothing can be due yet
         cutoff = ts - self._horizon
         learned = False

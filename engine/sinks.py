@@ -27,7 +27,7 @@ from engine.streams import StreamNames, committed_positions, processed_key, stre
 from features.store import due_key, hot_key, lead_key
 
 __all__ = [
-    "BatchEffects", "Committer", "due_key", "hot_index_key", "hot_key", "warm_key",
+    "BatchEffects", "Committer", "due_key", "hot_index_key", "hot_key", "lost_seen_key",
     "watermark_key",
 ]  # fmt: skip
 
@@ -56,9 +56,9 @@ def watermark_key(prefix: str) -> str:
     return f"{prefix}:wm"
 
 
-def warm_key(prefix: str) -> str:
-    """Hash partition -> "first event time|lost seen" (learning warm-up, engine/learning.py)."""
-    return f"{prefix}:warm"
+def lost_seen_key(prefix: str) -> str:
+    """Set of partitions that have committed an explicit ``lost`` (pacing, engine/learning.py)."""
+    return f"{prefix}:lostseen"
 
 
 @dataclass
@@ -76,7 +76,7 @@ class BatchEffects:
     labels: list[bytes] = field(default_factory=list)
     due: dict[tuple[int, str], tuple[str, float] | None] = field(default_factory=dict)
     watermarks: dict[int, int] = field(default_factory=dict)
-    warm: dict[int, tuple[float, bool]] = field(default_factory=dict)
+    lost_seen: set[int] = field(default_factory=set)
     model_work: bytes | None = None
     learned_to: str = "0-0"  # labels stream id the checkpointed model has learned up to
     publish: tuple[int, bytes, dict[str, Any]] | None = None
@@ -185,9 +185,8 @@ class Committer:
                 pipe.zadd(due_key(p, partition), {member: oldest}, lt=mode == "lt")
         if fx.watermarks:
             pipe.hset(watermark_key(p), mapping={str(k): v for k, v in fx.watermarks.items()})
-        if fx.warm:
-            marks = {str(k): f"{first!r}|{int(lost)}" for k, (first, lost) in fx.warm.items()}
-            pipe.hset(warm_key(p), mapping=marks)
+        if fx.lost_seen:
+            pipe.sadd(lost_seen_key(p), *sorted(fx.lost_seen))
         for label in fx.labels:
             pipe.xadd(
                 self.model_keys.labels, {"l": label}, maxlen=self._labels_maxlen, approximate=True
@@ -229,14 +228,9 @@ class Committer:
         raw = cast(dict[bytes, bytes], self._r.hgetall(watermark_key(self._prefix)))
         return {int(k): int(v) for k, v in raw.items()}
 
-    def warm_marks(self) -> dict[int, tuple[float, bool]]:
-        """Per partition: (first event time, explicit negative seen) for the warm-up rule."""
-        raw = cast(dict[bytes, bytes], self._r.hgetall(warm_key(self._prefix)))
-        out: dict[int, tuple[float, bool]] = {}
-        for k, v in raw.items():
-            first, _, lost = v.decode().partition("|")
-            out[int(k)] = (float(first), lost == "1")
-        return out
+    def lost_seen(self) -> set[int]:
+        """Partitions that have committed an explicit ``lost`` outcome."""
+        return {int(m) for m in cast(set[bytes], self._r.smembers(lost_seen_key(self._prefix)))}
 
     def due_leads(self, partition: int, cutoff: float) -> list[tuple[str, list[bytes]]]:
         """Leads of ``partition`` holding a snapshot older than ``cutoff``, with their snapshots.
