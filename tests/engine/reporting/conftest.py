@@ -1,4 +1,4 @@
-"""Simulator traffic with known outcomes through the real engine, once per module.
+"""Simulator traffic with known outcomes through the real engine, once per session.
 
 ``sim_run`` replays a month of seeded simulator traffic (plus a few escalation
 ``assigned`` events, as delivery writes them after an SLA miss) through the bounded
@@ -59,7 +59,7 @@ def drop(client: Any, prefix: str) -> None:
         client.delete(*keys[i : i + 500])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sim_run(redis_url: str) -> Iterator[SimRun]:
     client = connect(redis_url)
     prefix = "t" + uuid.uuid4().hex[:10]
