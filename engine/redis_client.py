@@ -348,9 +348,11 @@ class LocalServer:
         valkey.mkdir(mode=0o700, exist_ok=True)
         self._server = EmbeddedServer(valkey, password)
         record = {"port": self._server.port, "pid": self._server.pid, "password": password}
-        state_file = self.path / "server.json"
-        state_file.touch(mode=0o600)
-        state_file.write_text(json.dumps(record))
+        tmp = self.path / "server.json.tmp"  # replaced whole: never half a record
+        tmp.unlink(missing_ok=True)
+        tmp.touch(mode=0o600)
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.path / "server.json")
         return self._server.url, True
 
     def claim(self, role: str, what: str) -> None:
