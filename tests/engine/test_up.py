@@ -162,6 +162,10 @@ def test_up_first_start_restart_and_shared_server(tmp_path: Path) -> None:
         assert "serving version" in model.stdout
         assert call(f"{base}/healthz")[0] == 200
         pid = server_pid(data)
+        # accepted just before Ctrl-C: in Redis (AOF) whether or not the engine got to it
+        late = [{"event_id": f"late-{i}", "lead_id": f"L{i}", "type": "inquiry",
+                 "ts": time.time()} for i in range(2, 12)]  # fmt: skip
+        assert call(f"{base}/v1/events", keys["server"], late)[1]["accepted"] == 10
         assert first.stop(signal.SIGINT) == 0
         assert any("stopped" in line for line in first.err), first.err
         assert "Traceback" not in "\n".join(first.err)
@@ -170,9 +174,16 @@ def test_up_first_start_restart_and_shared_server(tmp_path: Path) -> None:
     with up(data, port) as second:  # a restart resumes: same keys, same leads
         assert not keys_of(second.out), "keys are printed only once"
         assert any("keys.toml" in line for line in second.out)
-        status, board = call(f"{base}/v1/hotlist", keys["server"])
-        assert status == 200 and [r["lead_id"] for r in board["leads"]] == ["L1"]
-        assert board["leads"][0]["agent_id"] == "agent"  # routed to up's agent
+        hot = f"{base}/v1/hotlist?limit=50"
+
+        def routed() -> bool:
+            leads = call(hot, keys["server"])[1]["leads"]
+            return len(leads) == 11 and all(r.get("agent_id") for r in leads)
+
+        second.wait_for(routed)
+        board = call(hot, keys["server"])[1]["leads"]
+        assert sorted(r["lead_id"] for r in board) == sorted(f"L{i}" for i in range(1, 12))
+        assert {r["agent_id"] for r in board} == {"agent"}  # routed to up's agent
         assert second.stop(signal.SIGTERM) == 0
 
 
