@@ -13,7 +13,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +64,7 @@ class Result:
     stderr: str
 
 
-def _busy_port() -> Iterator[int]:
+def _busy_port() -> Generator[int, None, None]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(1)
@@ -228,3 +228,18 @@ def test_replay_names_rejected_lines_and_reasons(tmp_path: Path) -> None:
         (6, "missing_field:lead_id"),
     ]  # fmt: skip
     assert [r["raw"] for r in rows] == [lines[1], lines[3], lines[4], lines[5]]
+
+
+def test_deliver_healthz_says_why_redis_is_unavailable(redis_url: str) -> None:
+    import redis
+
+    from engine.delivery.cli import health
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = redis.Redis(port=port, socket_connect_timeout=1)
+    assert health(down)() == (False, {"status": "unavailable", "redis": "ConnectionError"})
+    up = redis.Redis.from_url(redis_url)
+    assert health(up)() == (True, {"status": "ok", "redis": "ok"})
+    up.close()
