@@ -116,6 +116,7 @@ MODELS: dict[str, str] = {
     "points_prior": "rule-based points score (seeds), `pp`",
     "online_served": "online model as served (prior/model blend), `pb`",
     "online_model": "online model alone, `pm` (where ready)",
+    "online_forest": 'online forest as served (`scoring.model = "forest"`, a second replay)',
     "batch_lr": "batch StandardScaler + LogisticRegression",
     "batch_gbm": "batch HistGradientBoostingClassifier",
     "batch_lr_matured": "diagnostic: batch LR on matured labels only (horizon over by the split)",
@@ -202,6 +203,23 @@ def replay_labels(
         client.close()
         for leftover in work_dir.glob(f"{prefix}*"):
             leftover.unlink()
+
+
+def with_forest(
+    examples: list[dict[str, Any]],
+    events: Sequence[dict[str, Any]],
+    redis_url: str,
+    work_dir: Path,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    config: Path | None = None,
+) -> list[dict[str, Any]]:
+    """The same events replayed with ``scoring.model = "forest"``: each example gets the
+    forest's served probability as ``pf`` (same moments and labels: joined by moment)."""
+    sections = {k: dict(v) for k, v in (overrides or {}).items()}
+    sections["scoring"] = {**sections.get("scoring", {}), "model": "forest"}
+    forest = replay_labels(events, redis_url, work_dir, sections, config)
+    served = {(ex["tenant"], ex["lead"], ex["ts"]): ex["pb"] for ex in forest.examples}
+    return [dict(ex, pf=served.get((ex["tenant"], ex["lead"], ex["ts"]))) for ex in examples]
 
 
 def _read_examples(client: Any, key: str) -> tuple[list[dict[str, Any]], int]:
@@ -376,6 +394,8 @@ def _score_models(
         "points_prior": np.array([float(ex.get("pr") or ex["pp"]) for ex in test]),
         "online_served": np.array([float(ex["pb"]) for ex in test]),
     }
+    if test and all(ex.get("pf") is not None for ex in test):
+        scores["online_forest"] = np.array([float(ex["pf"]) for ex in test])
     ready = np.array([ex.get("pm") is not None for ex in test], dtype=bool)
     results: dict[str, Any] = {}
     curves: dict[str, list[dict[str, float]]] = {}
@@ -581,7 +601,8 @@ def run_simulator(plan: Plan, redis_url: str, work_dir: Path) -> dict[str, Any]:
     end = cfg.start_ts + cfg.days * DAY  # the simulator cuts every event at or after this
     events.append(_flush_event(max(end, events[-1]["ts"]), cfg.tenant))
     got = replay_labels(events, redis_url, work_dir)
-    out = compare(got.examples, end, got.horizon_d, {diginetica.FLUSH_LEAD}, plan.bootstrap_rounds)
+    examples = with_forest(got.examples, events, redis_url, work_dir)
+    out = compare(examples, end, got.horizon_d, {diginetica.FLUSH_LEAD}, plan.bootstrap_rounds)
     out["source"] = {
         "simulator": {"seed": cfg.seed, "leads": cfg.leads, "days": cfg.days},
         "events": got.events,
@@ -599,10 +620,11 @@ def run_diginetica(plan: Plan, redis_url: str, work_dir: Path) -> dict[str, Any]
     chosen = ids[:: plan.diginetica_every] if plan.diginetica_every > 1 else None
     data = diginetica.load(sessions=chosen)
     got = replay_labels(data.events, redis_url, work_dir, DIGINETICA_OVERRIDES)
+    examples = with_forest(got.examples, data.events, redis_url, work_dir, DIGINETICA_OVERRIDES)
     # outcomes are observed (the purchase file runs past the view log) at least until the
     # last view: a scored moment is evaluable if its horizon ends before that
     out = compare(
-        got.examples, data.last_view_ts, got.horizon_d, {diginetica.FLUSH_LEAD},
+        examples, data.last_view_ts, got.horizon_d, {diginetica.FLUSH_LEAD},
         plan.bootstrap_rounds,
     )  # fmt: skip
     out["source"] = {
@@ -620,11 +642,14 @@ def run_diginetica(plan: Plan, redis_url: str, work_dir: Path) -> dict[str, Any]
 def run_online_shoppers(plan: Plan, redis_url: str, work_dir: Path) -> dict[str, Any]:
     data = online_shoppers.load(every=plan.shoppers_every)
     got = replay_labels(data.events, redis_url, work_dir, config=online_shoppers.CONFIG_FILE)
+    examples = with_forest(
+        got.examples, data.events, redis_url, work_dir, config=online_shoppers.CONFIG_FILE
+    )
     # every session ends in its outcome (purchase or `lost`) right after its last page:
     # nothing is censored, so the evaluable range runs to the end of the data
     split, _ = online_shoppers.month_start(SHOPPERS_TEST_FROM)
     out = compare(
-        got.examples, data.last_ts + got.horizon_d * DAY, got.horizon_d,
+        examples, data.last_ts + got.horizon_d * DAY, got.horizon_d,
         {online_shoppers.FLUSH_LEAD}, plan.bootstrap_rounds, split_ts=split,
     )  # fmt: skip
     out["source"] = {
