@@ -344,6 +344,7 @@ def _feed_demo(client: Any, settings: Any, stop: threading.Event) -> None:
         if stop.wait(0.2):
             return
         event = {**event, "event_id": f"demo-{run_id}-{event['event_id']}", "ts": time.time()}
+        event.pop("agent_id", None)  # the simulator's agents are not this data dir's
         for field in ("lead_id", "visitor_id"):
             if field in event:
                 event[field] = f"demo-{event[field]}"
