@@ -27,6 +27,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import NoMatchFound
 
 from engine.delivery.board import read_board, redact_board
 from engine.delivery.consent import ConsentBook, blocked_reasons
@@ -41,7 +42,11 @@ from engine.streams import Producer, StreamNames
 
 __all__ = ["Action", "page_router"]
 
-_ASSETS = {"hotlist.js": "text/javascript", "hotlist.css": "text/css"}
+_ASSETS = {
+    "hotlist.js": "text/javascript",
+    "hotlist.css": "text/css",
+    "report.js": "text/javascript",
+}
 _LEAD = r"^[^\x00-\x1f]{1,128}$"
 
 
@@ -57,6 +62,14 @@ class Action(BaseModel):
 
 def _asset(name: str) -> str:
     return resources.files("engine.delivery").joinpath("static", name).read_text()
+
+
+def _report_url(request: Request) -> str:
+    """``GET /v1/reports/weekly`` where the app mounts it (the gateway), else ""."""
+    try:
+        return request.url_for("reports_weekly").path
+    except NoMatchFound:
+        return ""
 
 
 def page_router(
@@ -85,6 +98,7 @@ def page_router(
             "BOARD_URL": request.url_for("delivery_board").path,
             "STREAM_URL": request.url_for("delivery_stream").path,
             "LEADS_URL": claim_url.rsplit("/LEAD/", 1)[0],
+            "REPORT_URL": _report_url(request),  # the weekly report view, where it is mounted
         }
         for k, v in urls.items():
             html = html.replace("{{" + k + "}}", v)
