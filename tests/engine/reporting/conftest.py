@@ -61,7 +61,7 @@ def drop(client: Any, prefix: str) -> None:
 
 @pytest.fixture(scope="session")
 def sim_run(redis_url: str) -> Iterator[SimRun]:
-    client = connect(redis_url)
+    client: Any = connect(redis_url)
     prefix = "t" + uuid.uuid4().hex[:10]
     events = sim_events()
     load(client, prefix, events)
