@@ -324,6 +324,13 @@ class FairHousingSettings(_Section):
     forbidden: tuple[str, ...] = ()
 
 
+class ReportingSettings(_Section):
+    """Brokerage reports (``engine/reporting``): per-tenant, per-day counters."""
+
+    retention_d: int = Field(400, ge=1, le=3_650)  # a day's counters live this long after
+    # their last write (and a lead's report mark after its last change)
+
+
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _ORIGIN = re.compile(r"^https?://[^\s/]+$")
 
@@ -611,6 +618,9 @@ class Settings(_Section):
     fair_housing: FairHousingSettings
     delivery: DeliverySettings = Field(default_factory=_default_delivery)
     gateway: GatewaySettings = Field(default_factory=lambda: GatewaySettings.model_validate({}))
+    reporting: ReportingSettings = Field(
+        default_factory=lambda: ReportingSettings.model_validate({})
+    )
 
     def redis_url(self) -> str:
         """``REDIS_URL`` from the environment, else ``redis.url`` (config file or

@@ -62,9 +62,8 @@ class ReportDelta:
 
 
 def retention_d(settings: Settings) -> int:
-    """``reporting.retention_d`` when the settings have it, else 400 days."""
-    section = getattr(settings, "reporting", None)
-    return int(getattr(section, "retention_d", DEFAULT_RETENTION_D))
+    """``reporting.retention_d``: days a day's counters live after their last write."""
+    return settings.reporting.retention_d
 
 
 @lru_cache(maxsize=64)
