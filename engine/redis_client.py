@@ -379,7 +379,12 @@ class LocalServer:
             os.close(fd)
         with self._locked():
             self._me.unlink(missing_ok=True)
-            others = [p for p in self._me.parent.iterdir() if _pid_alive(_user_pid(p.name))]
+            others = []
+            for entry in self._me.parent.iterdir():
+                if _pid_alive(_user_pid(entry.name)):
+                    others.append(entry)
+                else:  # left by a process that was killed
+                    entry.unlink(missing_ok=True)
             if others:
                 return
             if self._server is not None:
