@@ -237,3 +237,24 @@ def test_run_and_serve_print_one_start_line_without_v(tmp_path: Path, redis_url:
     finally:
         assert run.stop(signal.SIGTERM) == 0
         assert serve.stop(signal.SIGTERM) == 0
+
+
+def test_up_killed_then_restarted_reuses_its_server_and_stops_it(tmp_path: Path) -> None:
+    data, port = tmp_path / "data", free_port()
+    base = f"http://127.0.0.1:{port}"
+    with up(data, port) as first:
+        key = keys_of(first.out)["server"]
+        ev = {"event_id": "k1", "lead_id": "K1", "type": "inquiry", "ts": time.time()}
+        assert call(f"{base}/v1/events", key, [ev])[1]["accepted"] == 1
+        pid = server_pid(data)
+        assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    try:
+        assert alive(pid)  # its own session: a killed up leaves the server (and the data) up
+        with up(data, port) as second:
+            assert server_pid(data) == pid  # attached, not a second server on the same AOF
+            second.wait_for(lambda: call(f"{base}/v1/leads/K1", key)[0] == 200)
+            assert second.stop(signal.SIGINT) == 0
+        assert not alive(pid)  # the last one out stopped it
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)  # the server this test's up started
