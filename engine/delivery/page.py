@@ -6,7 +6,8 @@
   API key once (an agent key, or a server key for the back office) and sends it as
   ``Authorization: Bearer`` on every call. With an agent key the server decides who
   the agent is (``web.current_agent``): the board names it and the page adopts it.
-- ``GET /hotlist/hotlist.js``, ``/hotlist/hotlist.css`` its assets.
+- ``GET /hotlist/hotlist.js``, ``/hotlist/hotlist.css`` its assets; ``report.js`` the
+  *Weekly report* view (``GET /v1/reports/weekly``, shown where the gateway mounts it).
 - ``GET /v1/board`` the leads by bucket P1 -> P5 as JSON (``board.read_board``),
   with the feed id it was read at: the page's SSE stream resumes from there. (Not
   ``/v1/hotlist``: that is the gateway's top-leads read.)

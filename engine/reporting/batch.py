@@ -71,6 +71,7 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+@lru_cache(maxsize=64)
 def day_of_for(zone: str) -> Callable[[float], str]:
     """Event time -> the local date (``YYYY-MM-DD``) in ``zone``; cached per 15 minutes
     (every UTC offset in use is a multiple of 15 minutes)."""
