@@ -73,8 +73,16 @@ class _Logistic:
         return _CLIP if z > _CLIP else -_CLIP if z < -_CLIP else z
 
     def transform(self, x: Mapping[str, float]) -> dict[str, float]:
-        z = self._z
-        return {k: (v if "=" in k else z(k, v)) for k, v in x.items()}
+        coef, default = self._coef, (0.0, 1.0 / math.sqrt(_VAR_FLOOR))
+        out: dict[str, float] = {}
+        for k, v in x.items():  # the hot path: inlined _z
+            if "=" in k:
+                out[k] = v
+                continue
+            mean, inv = coef.get(k, default)
+            z = (v - mean) * inv
+            out[k] = _CLIP if z > _CLIP else -_CLIP if z < -_CLIP else z
+        return out
 
     def proba(self, x: Mapping[str, float]) -> float:
         return float(self.lr.predict_proba_one(self.transform(x)).get(True, 0.0))
@@ -240,15 +248,20 @@ class Evidence:
     def __init__(self, window: int = 500) -> None:
         self.losses: deque[tuple[float, float]] = deque(maxlen=window)
         self.weight = 0.0
+        self._diff = 0.0  # running sum of (prior loss - model loss) over the window
 
     def update(self, p_prior: float, p_model: float, y: bool) -> None:
         def loss(p: float) -> float:
             p = _clamp(p)
             return -math.log(p if y else 1 - p)
 
-        self.losses.append((loss(p_prior), loss(p_model)))
-        diff = sum(a - b for a, b in self.losses)  # > 0: the model has lost less
-        self.weight = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, diff))))
+        if len(self.losses) == self.losses.maxlen:
+            old_prior, old_model = self.losses[0]
+            self._diff -= old_prior - old_model
+        pair = (loss(p_prior), loss(p_model))
+        self.losses.append(pair)
+        self._diff += pair[0] - pair[1]  # > 0: the model has lost less
+        self.weight = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, self._diff))))
 
     def snapshot(self) -> dict[str, Any]:
         n = len(self.losses)

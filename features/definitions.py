@@ -14,6 +14,7 @@ used only as an identifier to count *how many distinct* areas a lead looks at
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -220,6 +221,23 @@ def unpack_features(values: Sequence[Any]) -> dict[str, float | str]:
 _UNIT_INTERVAL = frozenset({"reply_recency", "reactivated"})  # already in [0, 1]: no log
 
 
+_CAT, _UNIT, _REPEAT, _LOG = 0, 1, 2, 3
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(names: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """How each configured input is built (worked out once per feature list)."""
+
+    def kind(name: str) -> int:
+        if is_categorical(name):
+            return _CAT
+        if name in _UNIT_INTERVAL:
+            return _UNIT
+        return _REPEAT if name == "repeat_views_48h" else _LOG
+
+    return tuple((name, kind(name)) for name in names)
+
+
 def model_input(features: Mapping[str, float | str], names: Sequence[str]) -> dict[str, float]:
     """The model's view of a lead: log-scaled counts and one-hot profile levels.
 
@@ -232,15 +250,16 @@ def model_input(features: Mapping[str, float | str], names: Sequence[str]) -> di
     invisible to the model.
     """
     x: dict[str, float] = {}
-    for name in names:
-        if is_categorical(name):
-            x[f"{name}={features.get(name) or 'unknown'}"] = 1.0
+    get, log1p = features.get, math.log1p
+    for name, kind in _plan(tuple(names)):
+        if kind == _CAT:
+            x[f"{name}={get(name) or 'unknown'}"] = 1.0
             continue
-        v = float(features.get(name, 0.0))
-        if name == "repeat_views_48h":
-            v = max(0.0, v - 1.0)
-        if name in _UNIT_INTERVAL:
+        v = float(get(name, 0.0))
+        if kind == _UNIT:
             x[name] = v
-        else:
-            x[name] = math.copysign(math.log1p(abs(v)), v)
+            continue
+        if kind == _REPEAT:
+            v = max(0.0, v - 1.0)
+        x[name] = log1p(v) if v >= 0 else -log1p(-v)
     return x
