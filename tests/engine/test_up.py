@@ -137,6 +137,16 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.fixture(autouse=True)
+def no_server_left(tmp_path: Path) -> Iterator[None]:
+    """A failing test may leave its data dir's server running: stop it."""
+    yield
+    record = tmp_path / "data" / "server.json"
+    if record.exists() and alive(server_pid(tmp_path / "data")):
+        os.kill(server_pid(tmp_path / "data"), signal.SIGKILL)
+        pytest.fail("the data dir's server outlived the test")
+
+
 def test_up_first_start_restart_and_shared_server(tmp_path: Path) -> None:
     data, port = tmp_path / "data", free_port()
     base = f"http://127.0.0.1:{port}"
@@ -248,13 +258,9 @@ def test_up_killed_then_restarted_reuses_its_server_and_stops_it(tmp_path: Path)
         assert call(f"{base}/v1/events", key, [ev])[1]["accepted"] == 1
         pid = server_pid(data)
         assert first.stop(signal.SIGKILL) == -signal.SIGKILL
-    try:
-        assert alive(pid)  # its own session: a killed up leaves the server (and the data) up
-        with up(data, port) as second:
-            assert server_pid(data) == pid  # attached, not a second server on the same AOF
-            second.wait_for(lambda: call(f"{base}/v1/leads/K1", key)[0] == 200)
-            assert second.stop(signal.SIGINT) == 0
-        assert not alive(pid)  # the last one out stopped it
-    finally:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)  # the server this test's up started
+    assert alive(pid)  # its own session: a killed up leaves the server (and the data) up
+    with up(data, port) as second:
+        assert server_pid(data) == pid  # attached, not a second server on the same AOF
+        second.wait_for(lambda: call(f"{base}/v1/leads/K1", key)[0] == 200)
+        assert second.stop(signal.SIGINT) == 0
+    assert not alive(pid)  # the last one out stopped it

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.browser import chrome, needs_chromium
-from tests.engine.test_up import call, free_port, keys_of, up
+from tests.engine.test_up import call, free_port, keys_of, no_server_left, up
 
 pytestmark = [pytest.mark.slow, needs_chromium]
+__all__ = ["no_server_left"]  # autouse here too: no server outlives a failed test
 
 
 def test_printed_agent_key_signs_in_sees_a_showing_request_and_acknowledges(
