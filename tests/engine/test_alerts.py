@@ -139,7 +139,25 @@ def test_jump_landing_below_min_score_does_not_alert() -> None:
 
 def test_jump_counts_from_the_lowest_score_in_the_window() -> None:
     prev = state(48, "P4", base=35, base_ts=T0 - 3 * HOUR)  # dipped to 35 earlier today
-    assert evaluate(ev(), sc(52), prev, NO_CTX, A).triggers == ("jump",)
+    d = evaluate(ev(), sc(52), prev, NO_CTX, A)
+    assert d.triggers == ("jump",)
+    assert d.jump_from == 35  # the alert names the score it jumped from, not the last (48)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.integers(0, 100), st.integers(0, 100), st.integers(0, 100), st.floats(0, 30)
+)  # fmt: skip
+def test_a_jump_is_a_jump_from_the_score_it_names(
+    last: int, low: int, now: int, hours_ago: float
+) -> None:
+    """Whatever the history, a reported jump rose by at least jump_points from jump_from."""
+    prev = state(last, "P4", base=min(low, last), base_ts=T0 - hours_ago * HOUR)
+    d = evaluate(ev(), sc(now), prev, NO_CTX, A)
+    if "jump" in d.triggers:
+        assert d.jump_from is not None and now - d.jump_from >= A.jump_points
+    else:
+        assert d.jump_from is None
 
 
 def test_jump_base_expires_with_the_window() -> None:
