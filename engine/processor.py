@@ -36,7 +36,7 @@ from engine.redis_client import UNREACHABLE, outage_backoff
 from engine.reporting.batch import gather as report_batch
 from engine.scoring import Score, assess, prior
 from engine.settings import Settings
-from engine.sinks import BatchEffects, Committer
+from engine.sinks import BatchEffects, Committer, StaleCache
 from engine.streams import ingest_ms
 from engine.validate import Rejection, Validator
 from features.definitions import model_input, pack_features
@@ -139,6 +139,8 @@ class Processor:
                 result = self.process(entries)
                 self.health.ok()
                 return result
+            except StaleCache:  # a merge outside the engine changed leads: reload, redo
+                self._resync()
             except UNREACHABLE as exc:
                 failures += 1
                 self.health.failed(f"{exc.__class__.__name__}: {exc}")
@@ -156,6 +158,7 @@ class Processor:
         with self._wm_lock:
             self._watermarks = None
             self._lost = {}
+        self._store.clear()
         self.learner.reload()
 
     def _landed(self, entries: Sequence[Entry]) -> bool:
@@ -172,6 +175,14 @@ class Processor:
         return True
 
     def process(self, entries: Sequence[Entry]) -> BatchResult:
+        """One batch, committed; a failure leaves nothing of it behind (the cache is dropped)."""
+        try:
+            return self._process(entries)
+        except BaseException:
+            self._store.clear()  # it may hold state of the batch that never committed
+            raise
+
+    def _process(self, entries: Sequence[Entry]) -> BatchResult:
         started = time.perf_counter()
         m = self._metrics
         fx = BatchEffects()
@@ -193,7 +204,7 @@ class Processor:
                 events.append(checked)
                 origin.append(entry)
         events = self._store.resolve_aliases(events)
-        replies = self._store.apply_iter(events)
+        replies, fx.features = self._store.apply(events)
         leads: dict[tuple[str, str], _Lead] = {}
         duplicates = 0
         # pre-pass: which events are the first of their id in the batch, and which is each
@@ -218,6 +229,7 @@ class Processor:
                 fx.dead_letters.append(self._dead("late: older than the dedup horizon", entry))
                 continue
             learned |= self._sweep_if_new_day(entry[0], event.ts, leads, fx)
+            fx.done.append((event.tenant, event.lead_id, event.event_id))
             key = (event.tenant, event.lead_id)
             lead = leads.get(key) or self._lead_state(entry[0], reply)
             if lead.placeholder:  # the sweep touched it first: take its real state now
@@ -245,7 +257,6 @@ class Processor:
             decision = rules.evaluate(event, score, before, reply.context, self._s.alerts)
             lead.alert = decision.state
             self._take_moment(event, reply.features, segment, score, lead)
-            fx.done.append((event.tenant, event.lead_id, event.event_id))
             observe_score(score.score)
             is_last = last_of[key] == i
             if decision.triggers or is_last:
@@ -298,6 +309,7 @@ class Processor:
                 self._commit.commit(fx)
         else:
             self._commit.commit(fx)
+        self._store.committed(fx.score_records)
         # metrics after the commit: they count what really landed
         m.events_in.inc(len(entries))
         m.batch_size.observe(len(entries))

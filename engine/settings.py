@@ -111,6 +111,7 @@ class FeatureSettings(_Section):
     reactivation_flag_d: float = Field(7, gt=0)
     dedup_horizon_h: int = Field(720, ge=1)
     max_window_members: int = Field(300, ge=10, le=100_000)
+    dedup_ids: int = Field(256, ge=16, le=100_000)
     idle_expire_d: float = Field(120, gt=0)
     names: tuple[str, ...]
     profile: tuple[str, ...] = ()

@@ -1,10 +1,12 @@
 """Sinks: everything one batch changes, committed in a single MULTI/EXEC.
 
-Score records, the per-tenant hot lists, learning snapshots, alerts, dead letters,
-the model, the removal of the batch's cached feature replies, *and the partition
+Lead feature records (one per lead the batch touched), score records, the per-tenant
+hot lists, learning snapshots, alerts, dead letters, the model *and the partition
 read positions* go in one transaction. Either the whole batch's effects land with
-its position, or none do and the batch is read again: with the idempotent feature
-script that is exactly-once effect on at-least-once input.
+its position, or none do and the batch is read again from the state Redis committed:
+exactly-once effect on at-least-once input. The transaction WATCHes the feature
+store generation (``leadpulse merge`` bumps it): a batch computed from a cache that
+an outside merge made stale is refused (:class:`StaleCache`) and redone.
 
 (One transaction spans keys of many leads, so this targets a single Redis server
 or primary; see README "Design decisions".)
@@ -24,12 +26,16 @@ from engine.model_store import ModelKeys, publish_commands
 from engine.redis_client import without_retry
 from engine.reporting.batch import ReportDelta
 from engine.streams import StreamNames, committed_positions, processed_key, stream_lag
-from features.store import due_key, hot_key, lead_key
+from features.store import FeatureWrites, due_key, generation_key, hot_key, lead_key, queue_writes
 
 __all__ = [
-    "BatchEffects", "Committer", "due_key", "hot_index_key", "hot_key", "lost_seen_key",
-    "watermark_key",
+    "BatchEffects", "Committer", "StaleCache", "due_key", "hot_index_key", "hot_key",
+    "lost_seen_key", "watermark_key",
 ]  # fmt: skip
+
+
+class StaleCache(Exception):
+    """The feature store generation moved while the batch ran: redo it with an empty cache."""
 
 
 def hot_index_key(prefix: str) -> str:
@@ -70,7 +76,7 @@ class BatchEffects:
     snapshots: dict[tuple[str, str], tuple[str, list[bytes]]] = field(default_factory=dict)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
-    done: list[tuple[str, str, str]] = field(default_factory=list)
+    done: list[tuple[str, str, str]] = field(default_factory=list)  # events that counted
     positions: dict[int, str] = field(default_factory=dict)
     processed: dict[int, int] = field(default_factory=dict)  # entries per partition
     labels: list[bytes] = field(default_factory=list)
@@ -81,6 +87,7 @@ class BatchEffects:
     learned_to: str = "0-0"  # labels stream id the checkpointed model has learned up to
     publish: tuple[int, bytes, dict[str, Any]] | None = None
     report: ReportDelta | None = None  # brokerage reporting counters (engine/reporting)
+    features: FeatureWrites | None = None  # lead feature records (features/store.py)
 
 
 class Committer:
@@ -134,7 +141,21 @@ class Committer:
         if time.monotonic() >= self._next_prune:  # once a minute, outside the transaction
             self._next_prune = time.monotonic() + 60
             self.prune_hot()
-        pipe = self._tx.pipeline(transaction=True)
+        with self._tx.pipeline(transaction=True) as pipe:
+            if fx.features is not None:
+                gen = generation_key(self._prefix)
+                pipe.watch(gen)
+                if int(pipe.get(gen) or 0) != fx.features.generation:
+                    raise StaleCache("the feature store generation moved")
+                pipe.multi()
+                queue_writes(pipe, self._prefix, fx.features, self._idle)
+            self._queue(pipe, fx)
+            try:
+                pipe.execute()
+            except redis.WatchError as exc:
+                raise StaleCache("the feature store generation moved") from exc
+
+    def _queue(self, pipe: Any, fx: BatchEffects) -> None:
         p = self._prefix
         now_ms = int(time.time() * 1000)
         for (tenant, lead), record in fx.score_records.items():
@@ -172,11 +193,6 @@ class Committer:
                 maxlen=self._dead_maxlen,
                 approximate=True,
             )
-        by_lead: dict[tuple[str, str], list[str]] = {}
-        for tenant, lead, eid in fx.done:
-            by_lead.setdefault((tenant, lead), []).append(eid)
-        for (tenant, lead), eids in by_lead.items():
-            pipe.hdel(lead_key(p, tenant, lead, "x"), *eids)
         for (partition, member), due in fx.due.items():
             if due is None:
                 pipe.zrem(due_key(p, partition), member)
@@ -214,7 +230,6 @@ class Committer:
                 ms = int(str(sid).split("-", 1)[0]) - self._retain_ms
                 if ms > 0:
                     pipe.xtrim(self._names.events(partition), minid=f"{ms}-0", approximate=True)
-        pipe.execute()
 
     def committed(self) -> dict[int, str]:
         """The committed position per partition (did a batch whose reply was lost land?)."""

@@ -1,39 +1,48 @@
-"""The Redis feature store: one atomic, idempotent script call per event, pipelined.
+"""The feature store: partition-owned lead state, cached in process, written once per batch.
+
+A lead's feature state is one record (``{tenant:lead}:f``, msgpack, see
+:mod:`features.state`). The worker that processes a lead's events keeps the state in a
+bounded in-process cache; a batch loads the leads it does not hold in one pipelined
+read, applies its events in Python (:meth:`FeatureStore.apply`) and hands back
+:class:`FeatureWrites`: one record per touched lead, written by the committer inside the
+batch's one MULTI/EXEC with the stream positions. Nothing is written before the commit,
+so a crash (or a failed commit) drops only the cache: the batch is read again and
+applied to the state Redis committed, which gives exactly what an uninterrupted run
+gives. Redis stays the system of record: the gateway, delivery and the CLI read it.
+
+A ``leadpulse merge`` run outside the engine bumps the store generation; a batch whose
+commit sees another generation than it started with is refused (WATCH) and redone
+with an empty cache.
 
 All keys of a lead share the hash tag ``{tenant:lead}`` so they live in one slot.
-The script (``update.lua``) applies an event once (by ``event_id``), trims its
-windows, and returns the lead's feature vector as of the lead's newest event time,
-the lead's score state, and (for outcome events) its learning snapshots.
-
-A reply is cached under the lead until the batch commits (``x`` hash), so an event
-that was applied but whose batch never committed (a crash) gets the *same* reply
-again on replay: that is what makes a restart produce exactly what an
-uninterrupted run produces.
 """
 
 from __future__ import annotations
 
-import queue
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from importlib import resources
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import msgpack
 import redis
 
-from engine.events import Event, partition_of
+from engine.events import OUTCOME_TYPES, Event, partition_of
 from engine.settings import FeatureSettings
-from features.definitions import COUNTERS, NUMERIC, parse_reply, profile_prop
+from features.spec import FeatureSpec
+from features.state import APPLIED, DUPLICATE, LATE, LeadFeatures, from_legacy, unpack
 
-__all__ = ["APPLIED", "DUPLICATE", "FeatureReply", "FeatureStore", "LATE", "REPLAYED", "lead_key"]
+__all__ = [
+    "APPLIED", "DUPLICATE", "FeatureReply", "FeatureStore", "FeatureWrites", "Fold", "LATE",
+    "LEGACY_PARTS", "STATE_FIELDS", "alias_key", "due_key", "generation_key", "hot_key",
+    "lead_key", "queue_writes", "read_state",
+]  # fmt: skip
 
-APPLIED, DUPLICATE, REPLAYED, LATE = 1, 0, 2, 3
-_HOUR = 3600.0
-_DAY = 86_400.0
-_PARTS = ("h", "e", "v", "a", "x", "s", "n", "p")
-STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+#: Schema 0 keys of a lead (hash, sorted sets, reply cache): read once, then deleted.
+LEGACY_PARTS = ("h", "e", "v", "a", "x", "p")
+_OUTCOMES = frozenset(OUTCOME_TYPES)
+Lead = tuple[str, str]
 
 
 def hot_key(prefix: str, tenant: str) -> str:
@@ -51,8 +60,16 @@ def alias_key(prefix: str, tenant: str) -> str:
     return f"{prefix}:alias:{tenant}"
 
 
+def generation_key(prefix: str) -> str:
+    """Bumped by anything that changes lead records outside the engine (``leadpulse merge``)."""
+    return f"{prefix}:fgen"
+
+
 def lead_key(prefix: str, tenant: str, lead_id: str, part: str) -> str:
-    """Key of one piece of a lead's state; the ``{tenant:lead}`` tag keeps a lead in one slot."""
+    """Key of one piece of a lead's state; the ``{tenant:lead}`` tag keeps a lead in one slot.
+
+    ``f`` feature record, ``s`` score record, ``n`` learning moments, ``rp`` reporting.
+    """
     return f"{prefix}:{{{tenant}:{lead_id}}}:{part}"
 
 
@@ -67,101 +84,94 @@ class FeatureReply:
     snapshots: list[bytes]
 
 
-#: Score-state fields the script returns with every reply (for the alert rules).
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """One lead folded into another in a batch (identify, merge): the Redis side of it."""
+
+    tenant: str
+    source: str
+    target: str
+    had_state: bool
+    snapshots: tuple[bytes, ...] = ()
+    source_partition: int = 0
+    target_partition: int = 0
+
+
+@dataclass
+class FeatureWrites:
+    """What a batch changed in feature state, for the batch's transaction."""
+
+    records: dict[Lead, bytes] = field(default_factory=dict)
+    folds: list[Fold] = field(default_factory=list)
+    legacy: set[Lead] = field(default_factory=set)  # schema 0 keys to delete
+    generation: int = 0
+
+
+#: Score-state fields read with a lead (for the alert rules), as the score record stores them.
 STATE_FIELDS = (
     "score", "bucket", "last_alert_ts", "jump_base", "jump_base_ts", "moment", "outcome",
     "outcome_ts",
 )  # fmt: skip
 
 
-_WINDOWED = {
-    "views_24h": "redis.call('ZCOUNT', v, now - w_short, '+inf')",
-    "views_7d": "redis.call('ZCOUNT', v, now - w_mid, '+inf')",
-    "views_30d": "redis.call('ZCOUNT', v, now - w_long, '+inf')",
-    "repeat_views_48h": "best",
-    "distinct_properties_30d": "redis.call('ZCOUNT', p, now - w_distinct, '+inf')",
-    "distinct_areas_30d": "redis.call('ZCOUNT', a, now - w_distinct, '+inf')",
-    "reply_recency": "string.format('%.6g', reply_recency)",
-    "dwell_min": "string.format('%.17g', num('dwell_s') / 60)",
-    "days_silent_before": "string.format('%.17g', num('gap_s') / 86400)",
-    "reactivated": "reactivated",
-    "agent_contacts_unanswered": "f('unanswered')",
-}
-#: The Lua expression of each numeric feature (a counter is read as stored).
-_LUA_NUMERIC = {name: _WINDOWED.get(name, f"f('{name}')") for name in NUMERIC}
-
-
-def script_source(settings: FeatureSettings) -> str:
-    """``update.lua`` with the configured windows baked in (one argument per event on the wire)."""
-    w = settings.view_windows_h
-    values = {
-        "W_SHORT_S": w[0] * _HOUR,
-        "W_MID_S": w[1] * _HOUR,
-        "W_LONG_S": w[2] * _HOUR,
-        "W_REPEAT_S": settings.repeat_window_h * _HOUR,
-        "W_DISTINCT_S": settings.distinct_window_h * _HOUR,
-        "REACTIVATION_SILENCE_S": settings.reactivation_silence_d * _DAY,
-        "REACTIVATION_FLAG_S": settings.reactivation_flag_d * _DAY,
-        "DEDUP_HORIZON_S": settings.dedup_horizon_h * _HOUR,
-        "MAX_MEMBERS": settings.max_window_members,
-        "IDLE_EXPIRE_S": int(settings.idle_expire_d * _DAY),
-        "REPLY_TAU_S": 72 * _HOUR,  # reply recency falls to 1/e in three days
-    }
-    text = resources.files("features").joinpath("update.lua").read_text()
-    for name, value in values.items():
-        text = text.replace(f"@{name}@", repr(float(value)))
-    text = text.replace("@STATE_FIELDS@", ", ".join(f"'{f}'" for f in STATE_FIELDS))
-    counters = ", ".join(f"{etype}='{name}'" for etype, name in COUNTERS.items())
-    text = text.replace("@COUNTERS@", "{" + counters + "}")
-    text = text.replace("@NUMERIC_EXPR@", ", ".join(_LUA_NUMERIC[n] for n in NUMERIC))
-    text = text.replace("@N_PROPS@", str(len(settings.profile)))
-    if "@" in text:
-        raise ValueError("update.lua has an unfilled @PLACEHOLDER@")
-    return text
-
-
-def fold_source(settings: FeatureSettings) -> str:
-    """``fold.lua`` with the counters it sums and the declared profile fields filled in."""
-    text = resources.files("features").joinpath("fold.lua").read_text()
-    sums = ["n", *sorted(set(COUNTERS.values())), "replies", "unanswered", "dwell_s"]
-    text = text.replace("@SUMS@", ", ".join(f"'{k}'" for k in sums))
-    fields = "".join(f", 'pp{i + 1}'" for i in range(len(settings.profile)))
-    return text.replace("@PROFILE_FIELDS@", fields)
-
-
-def _prop_text(value: Any) -> str:
-    """A declared profile value as the script stores it (bounded; non-text becomes text)."""
-    if value is None or isinstance(value, dict | list):
-        return ""
-    return str(value)[:64]
-
-
-def _is_stop(event: Event) -> bool:
-    text = event.props.get("text") if event.type == "reply" else None
-    return isinstance(text, str) and text.strip().upper() in STOP_WORDS
+@dataclass(slots=True)
+class _Held:
+    features: LeadFeatures
+    state: dict[str, str]
 
 
 class FeatureStore:
-    """Applies events to Redis; one pipeline round trip per batch."""
+    """Applies events to cached lead state; one pipelined read per batch for cache misses."""
 
     def __init__(
-        self, client: redis.Redis, settings: FeatureSettings, prefix: str, partitions: int = 1
+        self,
+        client: redis.Redis,
+        settings: FeatureSettings,
+        prefix: str,
+        partitions: int = 1,
+        cache_leads: int = 200_000,
     ) -> None:
         self._r = client
         self._prefix = prefix
-        self._script = client.register_script(script_source(settings))
-        self._fold = client.register_script(fold_source(settings))
+        self.spec = FeatureSpec.from_settings(settings)
         self._partitions = partitions
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="feature-store")
-        self._idle = int(settings.idle_expire_d * _DAY)
-        self._profile = settings.profile
-        self._props = [profile_prop(name) or name for name in settings.profile]
+        self._cap = cache_leads
+        self._cache: OrderedDict[Lead, _Held] = OrderedDict()
+        self._lock = threading.RLock()
+        self._gen: int | None = None
 
-    def keys(self, tenant: str, lead_id: str) -> list[str]:
-        """The keys the script touches, in its KEYS order."""
-        base = f"{self._prefix}:{{{tenant}:{lead_id}}}:"
-        return [base + part for part in _PARTS]
+    # -- cache -----------------------------------------------------------------------------
+    def clear(self) -> None:
+        """Forget every cached lead (after a failed batch, a stale generation, a restart)."""
+        with self._lock:
+            self._cache.clear()
+            self._gen = None
 
+    def forget(self, leads: Iterable[Lead]) -> None:
+        with self._lock:
+            for lead in leads:
+                self._cache.pop(lead, None)
+
+    def committed(self, records: Mapping[Lead, Mapping[str, Any]]) -> None:
+        """The batch landed: cached score state follows the score records it wrote."""
+        with self._lock:
+            for lead, record in records.items():
+                held = self._cache.get(lead)
+                if held is not None:
+                    held.state = {k: str(record[k]) for k in STATE_FIELDS if k in record}
+
+    @property
+    def cached(self) -> int:
+        return len(self._cache)
+
+    def generation(self) -> int:
+        """The store generation the cache is valid for (read once after each clear)."""
+        with self._lock:
+            if self._gen is None:
+                self._gen = int(cast(bytes | None, self._r.get(generation_key(self._prefix))) or 0)
+            return self._gen
+
+    # -- aliases ---------------------------------------------------------------------------
     def resolve_aliases(self, events: list[Event]) -> list[Event]:
         """Anonymous events of a visitor already folded into a lead go to that lead.
 
@@ -190,92 +200,202 @@ class FeatureStore:
             for e in events
         ]
 
-    def apply(self, events: Sequence[Event]) -> list[FeatureReply]:
-        """Apply a batch in order, in one pipelined round trip (EVALSHA, reloading if needed)."""
+    # -- a batch -----------------------------------------------------------------------------
+    def apply(self, events: Sequence[Event]) -> tuple[list[FeatureReply], FeatureWrites]:
+        """Apply a batch in order: the replies (one per event) and the batch's writes."""
+        writes = FeatureWrites(generation=self.generation())
         if not events:
-            return []
-        pipe = self._r.pipeline(transaction=False)
-        pack = msgpack.Packer(use_bin_type=False).pack
-        script = self._script
-        props = self._props
-        folds = 0
-        for ev in events:
-            if ev.type == "identify" and ev.visitor_id and ev.lead_id != f"~{ev.visitor_id}":
-                self._queue_fold(pipe, ev.tenant, f"~{ev.visitor_id}", ev.lead_id)
-                folds += 1
-            packed = pack(
-                (
-                    ev.event_id, ev.type, ev.ts, ev.property_id, ev.area, ev.source, ev.side,
-                    ev.timeline, ev.channel, ev.dwell_s, ev.agent_id,
-                    "stop" if ev.type == "reply" and _is_stop(ev) else "",
-                    [_prop_text(ev.props.get(k)) for k in props],
-                )
-            )  # fmt: skip
-            script(keys=self.keys(ev.tenant, ev.lead_id), args=(packed,), client=pipe)
-        replies = pipe.execute()
-        if folds:  # fold replies sit before their identify event's reply
-            replies = [r for r in replies if isinstance(r, list)]
-        return [self._parse(r) for r in replies]
+            return [], writes
+        with self._lock:
+            touched, snaps = self._load(events, writes)
+            replies = [self._apply_one(ev, touched, snaps, writes) for ev in events]
+            spec = self.spec
+            for lead, held in touched.items():
+                if held.features.empty:
+                    continue  # a folded-away source with no later event: deleted by its fold
+                writes.records[lead] = held.features.pack(spec)
+        return replies, writes
 
-    def apply_iter(self, events: Sequence[Event], chunk: int = 128) -> Iterator[FeatureReply]:
-        """Replies in event order, applied chunk by chunk on a helper thread.
-
-        While the caller scores chunk ``k``, Redis already runs the scripts of chunk
-        ``k + 1``: the server's time overlaps the client's instead of adding to it (the
-        chunks are still applied strictly in order, one after the other).
-        """
-        if len(events) <= chunk:
-            yield from self.apply(events)
-            return
-        results: queue.Queue[list[FeatureReply] | BaseException] = queue.Queue()
-
-        def work() -> None:
-            try:
-                for start in range(0, len(events), chunk):
-                    results.put(self.apply(events[start : start + chunk]))
-            except BaseException as exc:  # handed to the caller, raised there
-                results.put(exc)
-
-        self._pool.submit(work)
-        for _ in range(0, len(events), chunk):
-            item = results.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield from item
-
-    def _queue_fold(self, pipe: Any, tenant: str, source: str, target: str) -> None:
-        p = self._prefix
-        source_due = due_key(p, partition_of(tenant, source, self._partitions))
-        target_due = due_key(p, partition_of(tenant, target, self._partitions))
-        keys = [
-            *self.keys(tenant, source), *self.keys(tenant, target), alias_key(p, tenant),
-            hot_key(p, tenant), source_due, target_due,
-        ]  # fmt: skip
-        args: list[str | int] = [
-            source, target, f"{tenant}\x1f{source}", self._idle, f"{tenant}\x1f{target}",
-        ]  # fmt: skip
-        self._fold(keys=keys, args=args, client=pipe)
-
-    def merge(self, tenant: str, keep: str, other: str) -> bool:
-        """Fold lead ``other`` into ``keep`` (the same person from two sources) and leave a
-        pointer; True if there was state to fold. Idempotent."""
-        pipe = self._r.pipeline(transaction=False)
-        self._queue_fold(pipe, tenant, other, keep)
-        return bool(pipe.execute()[0])
-
-    def _parse(self, reply: list[Any]) -> FeatureReply:
-        status = reply[0]
+    def _apply_one(
+        self, ev: Event, touched: dict[Lead, _Held], snaps: dict[Lead, list[bytes]],
+        writes: FeatureWrites,
+    ) -> FeatureReply:  # fmt: skip
+        lead = (ev.tenant, ev.lead_id)
+        if ev.type == "identify" and ev.visitor_id and ev.lead_id != f"~{ev.visitor_id}":
+            self._fold(ev.tenant, f"~{ev.visitor_id}", ev.lead_id, touched, snaps, writes)
+        held = touched[lead]
+        status, reactivated = held.features.apply(self.spec, ev)
         if status in (DUPLICATE, LATE):
             return FeatureReply(status, {}, {}, {}, [])
-        feats, context = parse_reply(reply[1].decode().split("\x1f"), self._profile)
-        state = {k: _s(v) for k, v in zip(STATE_FIELDS, reply[2], strict=True) if v is not None}
-        return FeatureReply(status, feats, context, state, reply[3])
+        feats, context = held.features.features(self.spec, reactivated)
+        moments = snaps.get(lead, []) if ev.type in _OUTCOMES else []
+        return FeatureReply(status, feats, context, dict(held.state), list(moments))
+
+    def _fold(
+        self, tenant: str, source: str, target: str, touched: dict[Lead, _Held],
+        snaps: dict[Lead, list[bytes]], writes: FeatureWrites,
+    ) -> None:  # fmt: skip
+        src, dst = touched[(tenant, source)], touched[(tenant, target)]
+        moved = tuple(snaps.pop((tenant, source), []))
+        had = not src.features.empty
+        if had:
+            dst.features.fold(self.spec, src.features)
+            snaps.setdefault((tenant, target), []).extend(moved)
+        touched[(tenant, source)] = _Held(LeadFeatures(), {})
+        self._cache.pop((tenant, source), None)
+        writes.records.pop((tenant, source), None)
+        p = self._partitions
+        writes.folds.append(Fold(tenant, source, target, had, moved if had else (),
+                                 partition_of(tenant, source, p), partition_of(tenant, target, p)))
+
+    def _load(
+        self, events: Sequence[Event], writes: FeatureWrites
+    ) -> tuple[dict[Lead, _Held], dict[Lead, list[bytes]]]:
+        """The batch's leads: cached ones as they are, the others in one pipelined read."""
+        leads: dict[Lead, None] = {}
+        moments: set[Lead] = set()
+        for ev in events:
+            leads[(ev.tenant, ev.lead_id)] = None
+            if ev.type == "identify" and ev.visitor_id:
+                leads[(ev.tenant, f"~{ev.visitor_id}")] = None
+                moments.add((ev.tenant, f"~{ev.visitor_id}"))
+            elif ev.type in _OUTCOMES:
+                moments.add((ev.tenant, ev.lead_id))
+        cache = self._cache
+        touched: dict[Lead, _Held] = {}
+        for lead in leads:
+            held = cache.get(lead)
+            if held is not None:
+                cache.move_to_end(lead)
+                touched[lead] = held
+        missing = [lead for lead in leads if lead not in touched]
+        loaded, snaps = read_state(self._r, self._prefix, self.spec, missing, sorted(moments))
+        for lead, (held_features, state, legacy) in loaded.items():
+            held = _Held(held_features, state)
+            touched[lead] = cache[lead] = held
+            if legacy:
+                writes.legacy.add(lead)
+        while len(cache) > self._cap:
+            cache.popitem(last=False)
+        return touched, snaps
+
+    # -- outside the engine --------------------------------------------------------------------
+    def merge(self, tenant: str, keep: str, other: str) -> bool:
+        """Fold lead ``other`` into ``keep`` (the same person from two sources) and leave a
+        pointer; True if there was state to fold. Idempotent; atomic (WATCH), and bumps the
+        store generation so running engines reload the leads they cache."""
+        p = self._prefix
+        watched = [lead_key(p, tenant, lead, part) for lead in (keep, other) for part in "fsn"]
+        with self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(*watched)
+                    leads = [(tenant, keep), (tenant, other)]
+                    loaded, snaps = read_state(self._r, p, self.spec, leads, [(tenant, other)])
+                    touched = {k: _Held(v[0], v[1]) for k, v in loaded.items()}
+                    writes = FeatureWrites()
+                    self._fold(tenant, other, keep, touched, snaps, writes)
+                    kept = touched[(tenant, keep)].features
+                    if not kept.empty:
+                        writes.records[(tenant, keep)] = kept.pack(self.spec)
+                    writes.legacy |= {k for k, v in loaded.items() if v[2]}
+                    pipe.multi()
+                    queue_writes(pipe, p, writes, self.spec.idle_s)
+                    pipe.incr(generation_key(p))
+                    pipe.execute()
+                    return writes.folds[0].had_state
+                except redis.WatchError:
+                    continue
 
     def read(self, tenant: str, lead_id: str) -> dict[str, str]:
-        """The raw feature hash of a lead (for inspection and tests)."""
-        key = lead_key(self._prefix, tenant, lead_id, "h")
-        raw = cast(dict[bytes, bytes], self._r.hgetall(key))
-        return {_s(k): _s(v) for k, v in raw.items()}
+        """A lead's committed feature state as schema 0's field names (inspection, tests)."""
+        loaded, _ = read_state(self._r, self._prefix, self.spec, [(tenant, lead_id)], [])
+        features = loaded[(tenant, lead_id)][0]
+        return {} if features.empty else features.legacy_view()
+
+    def record(self, tenant: str, lead_id: str) -> LeadFeatures:
+        """A lead's committed feature state (empty if none)."""
+        loaded, _ = read_state(self._r, self._prefix, self.spec, [(tenant, lead_id)], [])
+        return loaded[(tenant, lead_id)][0]
+
+
+def read_state(
+    client: Any, prefix: str, spec: FeatureSpec, leads: Sequence[Lead], moments: Sequence[Lead]
+) -> tuple[dict[Lead, tuple[LeadFeatures, dict[str, str], bool]], dict[Lead, list[bytes]]]:
+    """Committed state of ``leads`` (features, score state, whether schema 0 keys exist) and
+    the learning moments of ``moments``: one pipelined round trip (two for schema 0 leads)."""
+    if not leads and not moments:
+        return {}, {}
+    pipe = client.pipeline(transaction=False)
+    for tenant, lead in leads:
+        pipe.get(lead_key(prefix, tenant, lead, "f"))
+        pipe.exists(lead_key(prefix, tenant, lead, "h"))
+        pipe.hmget(lead_key(prefix, tenant, lead, "s"), list(STATE_FIELDS))
+    for tenant, lead in moments:
+        pipe.lrange(lead_key(prefix, tenant, lead, "n"), 0, -1)
+    replies = pipe.execute()
+    out: dict[Lead, tuple[LeadFeatures, dict[str, str], bool]] = {}
+    legacy: list[Lead] = []
+    for i, lead in enumerate(leads):
+        blob, old, state = replies[3 * i : 3 * i + 3]
+        st = {k: _s(v) for k, v in zip(STATE_FIELDS, state, strict=True) if v is not None}
+        features = LeadFeatures()
+        if blob is not None:
+            try:
+                features = unpack(blob)
+            except ValueError:
+                features = LeadFeatures()  # unreadable: the lead starts over (never crash)
+        elif old:
+            legacy.append(lead)
+        out[lead] = (features, st, bool(old))
+    for lead in legacy:
+        out[lead] = (_migrate(client, prefix, spec, lead), out[lead][1], True)
+    snaps = {lead: list(r) for lead, r in zip(moments, replies[3 * len(leads) :], strict=True)}
+    return out, snaps
+
+
+def _migrate(client: Any, prefix: str, spec: FeatureSpec, lead: Lead) -> LeadFeatures:
+    """Schema 0 -> 1: the hash and sorted sets of a lead become its record."""
+    tenant, lead_id = lead
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(lead_key(prefix, tenant, lead_id, "h"))
+    for part in ("e", "v", "a"):
+        pipe.zrange(lead_key(prefix, tenant, lead_id, part), 0, -1, withscores=True)
+    h, e, v, a = pipe.execute()
+
+    def members(rows: list[tuple[bytes, float]]) -> list[tuple[str, float]]:
+        return [(_s(m), float(ts)) for m, ts in rows]
+
+    fields = {_s(k): _s(x) for k, x in h.items()}
+    return from_legacy(spec, fields, members(e), members(v), members(a))
+
+
+def queue_writes(pipe: Any, prefix: str, writes: FeatureWrites, idle_s: int) -> None:
+    """Queue a batch's feature writes on a transaction: folds first, then one SET per lead."""
+    for fold in writes.folds:
+        _queue_fold(pipe, prefix, fold, idle_s)
+    for tenant, lead in writes.legacy:
+        pipe.delete(*(lead_key(prefix, tenant, lead, part) for part in LEGACY_PARTS))
+    for (tenant, lead), blob in writes.records.items():
+        pipe.set(lead_key(prefix, tenant, lead, "f"), blob, ex=idle_s)
+
+
+def _queue_fold(pipe: Any, prefix: str, fold: Fold, idle_s: int) -> None:
+    tenant, source, target = fold.tenant, fold.source, fold.target
+    pipe.hset(alias_key(prefix, tenant), source, target)
+    if not fold.had_state:
+        return
+    if fold.snapshots:  # learning moments move with the person
+        nkey = lead_key(prefix, tenant, target, "n")
+        pipe.rpush(nkey, *fold.snapshots)
+        pipe.expire(nkey, idle_s)
+        oldest = min(float(msgpack.unpackb(b, raw=False)["ts"]) for b in fold.snapshots)
+        member = f"{tenant}\x1f{target}"
+        pipe.zadd(due_key(prefix, fold.target_partition), {member: oldest}, lt=True)
+    pipe.zrem(hot_key(prefix, tenant), source)
+    pipe.zrem(due_key(prefix, fold.source_partition), f"{tenant}\x1f{source}")
+    parts = ("f", "s", "n", *LEGACY_PARTS)
+    pipe.delete(*(lead_key(prefix, tenant, source, part) for part in parts))
 
 
 def _s(x: Any) -> str:

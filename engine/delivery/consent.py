@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from engine.delivery.keys import DeliveryKeys
 from engine.events import Event
-from features.store import STOP_WORDS
+from features.spec import STOP_WORDS
 
 __all__ = ["Block", "ConsentBook", "blocked_reasons", "blocks_from", "is_stop", "words"]
 

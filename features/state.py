@@ -1,0 +1,413 @@
+"""A lead's feature state in Python: apply events, read features, fold, pack.
+
+:class:`LeadFeatures` is the whole rolling state of one lead (counters, bounded
+window sets, profile, consent, dedup hashes). :meth:`LeadFeatures.apply` applies one
+event by the rules of :mod:`features.spec` in event time; :meth:`LeadFeatures.features`
+reads the feature vector as of the lead's newest event time. Pure: no I/O.
+
+Order: every counter, window set, consent set, profile field (newest event time wins;
+ties: the later arrival) and the unanswered-touch count depend only on the set of
+events applied, not on their order or on how they were batched. Two values record
+arrival on purpose: ``days_silent_before`` (the gap before the newest event as it
+arrived) and ``react_ts`` (when a lead came back). Events older than the dedup
+horizon relative to the newest are late (refused), so order matters for those too.
+
+The record (:meth:`pack` / :func:`unpack`) is one msgpack array, schema
+:data:`SCHEMA` (see README "Features": the layout and the migration from the
+per-lead hashes and sorted sets of schema 0).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+
+from engine.events import Event
+from features.definitions import COUNTERS, NUMERIC, PROFILE_BUILTIN
+from features.spec import (
+    AREA_TYPES, CONSENT, CONTACTS, FLAGS, HAND_RAISES, MAX_CONTACTS, STOP_WORDS, FeatureSpec,
+)  # fmt: skip
+
+__all__ = [
+    "APPLIED", "COUNT_FIELDS", "DUPLICATE", "LATE", "SCHEMA", "LeadFeatures", "eid_hash",
+    "from_legacy", "is_stop", "prop_text", "unpack",
+]  # fmt: skip
+
+APPLIED, DUPLICATE, LATE = 1, 0, 3
+SCHEMA = 1
+#: Integer state in record order (never reorder: append, or bump SCHEMA with a migration).
+COUNT_FIELDS: tuple[str, ...] = (
+    "n", *sorted(set(COUNTERS.values())), "replies", "not_interested", "invalid_contact",
+)  # fmt: skip
+#: Clock and sum state in record order.
+TIME_FIELDS = ("last_ts", "gap_s", "react_ts", "last_reply_ts", "last_hand_ts", "dwell_s", "agent_ts")
+TEXT_FIELDS = ("last_reply_channel", "agent_id", "last_area", "last_property")
+_SUMS = tuple(f for f in COUNT_FIELDS if f not in FLAGS.values())
+_HASH_BYTES = 6
+
+
+def eid_hash(event_id: str) -> bytes:
+    """The 6-byte hash an event id is remembered by (collision odds ~ k / 2**48)."""
+    return hashlib.blake2b(event_id.encode(), digest_size=_HASH_BYTES).digest()
+
+
+def prop_text(value: Any) -> str:
+    """A declared profile value as stored (bounded; non-text becomes text)."""
+    if value is None or isinstance(value, dict | list):
+        return ""
+    return str(value)[:64]
+
+
+def is_stop(event: Event) -> bool:
+    text = event.props.get("text") if event.type == "reply" else None
+    return isinstance(text, str) and text.strip().upper() in STOP_WORDS
+
+
+def _num(v: float) -> float | int:
+    return int(v) if float(v).is_integer() and abs(v) < 2**62 else float(v)
+
+
+class LeadFeatures:
+    """One lead's rolling feature state (mutable; owned by one worker at a time)."""
+
+    __slots__ = ("counts", "times", "texts", "blocked", "profile", "views", "pids", "areas",
+                 "seen", "seen_set", "contacts")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = dict.fromkeys(COUNT_FIELDS, 0)
+        self.times: dict[str, float] = dict.fromkeys(TIME_FIELDS, 0.0)
+        self.texts: dict[str, str] = dict.fromkeys(TEXT_FIELDS, "")
+        self.blocked: set[str] = set()
+        self.profile: dict[str, tuple[str, float]] = {}  # field -> (value, event time)
+        self.views: list[tuple[float, str]] = []  # (ts, property), sorted
+        self.pids: dict[str, float] = {}  # property -> last view time
+        self.areas: dict[str, float] = {}  # area -> last time
+        self.seen: list[bytes] = []  # event-id hashes, oldest first (bounded)
+        self.seen_set: set[bytes] = set()
+        self.contacts: list[float] = []  # agent touches after the last reply (sorted)
+
+    @property
+    def empty(self) -> bool:
+        return self.counts["n"] == 0
+
+    # -- applying an event ---------------------------------------------------------------
+    def apply(self, spec: FeatureSpec, ev: Event) -> tuple[int, bool]:
+        """Apply ``ev``; returns (status, whether it reactivated the lead)."""
+        h = eid_hash(ev.event_id)
+        if h in self.seen_set:
+            return DUPLICATE, False
+        t, ts = self.times, ev.ts
+        last = t["last_ts"]
+        if last > 0 and ts < last - spec.horizon:
+            return LATE, False
+        self._remember(spec, h)
+        reactivated = False
+        if ts > last:
+            if last > 0:
+                t["gap_s"] = ts - last
+                if ts - last >= spec.silence:
+                    t["react_ts"] = ts
+                    reactivated = True
+            t["last_ts"] = ts
+        c = self.counts
+        c["n"] += 1
+        counter = COUNTERS.get(ev.type)
+        if counter is not None:
+            c[counter] += 1
+        if ev.type in HAND_RAISES and ts >= t["last_hand_ts"]:
+            t["last_hand_ts"] = ts
+        self._behaviour(spec, ev, last)
+        self._conversation(ev)
+        self._profile(spec, ev)
+        if ev.agent_id and ts >= t["agent_ts"]:
+            self.texts["agent_id"], t["agent_ts"] = ev.agent_id, ts
+        if ev.dwell_s > 0:
+            t["dwell_s"] += ev.dwell_s
+        return APPLIED, reactivated
+
+    def _remember(self, spec: FeatureSpec, h: bytes) -> None:
+        self.seen.append(h)
+        self.seen_set.add(h)
+        if len(self.seen) > spec.dedup_ids:
+            drop = self.seen[: len(self.seen) - spec.dedup_ids]
+            del self.seen[: len(drop)]
+            self.seen_set.difference_update(drop)
+
+    def _behaviour(self, spec: FeatureSpec, ev: Event, last: float) -> None:
+        ts, pid, area, x = ev.ts, ev.property_id, ev.area, self.texts
+        if ev.type == "property_view":
+            if pid:
+                bisect.insort(self.views, (ts, pid))
+                _touch(self.pids, pid, ts)
+                self.trim(spec)
+            if ts >= last:
+                x["last_property"], x["last_area"] = pid, area
+        elif pid and ts >= last:
+            x["last_property"] = pid
+        if ev.type in AREA_TYPES and area:
+            _touch(self.areas, area, ts)
+            _trim_map(self.areas, self.times["last_ts"] - spec.w_distinct, spec.max_members)
+            if ev.type != "property_view" and ts >= last:
+                x["last_area"] = area
+
+    def _conversation(self, ev: Event) -> None:
+        etype, channel = ev.type, ev.channel
+        if etype == "reply":
+            if is_stop(ev):
+                self.blocked.add(channel or "sms")
+            else:
+                self._reply(ev.ts, channel)
+        elif etype == "call_answered":
+            self._reply(ev.ts, "call")
+        elif etype in CONTACTS:
+            if ev.ts > self.times["last_reply_ts"]:
+                bisect.insort(self.contacts, ev.ts)
+                del self.contacts[:-MAX_CONTACTS]
+        if etype in CONSENT:
+            self.blocked.update((channel,) if channel and channel != "web" else CONSENT[etype])
+        if etype in FLAGS:
+            self.counts[FLAGS[etype]] = 1
+
+    def _reply(self, ts: float, channel: str) -> None:
+        self.counts["replies"] += 1
+        if ts >= self.times["last_reply_ts"]:
+            self.times["last_reply_ts"] = ts
+            self.texts["last_reply_channel"] = channel
+            self.contacts = [c for c in self.contacts if c > ts]
+
+    def _profile(self, spec: FeatureSpec, ev: Event) -> None:
+        values = [(f, getattr(ev, f)) for f in PROFILE_BUILTIN]
+        values += [(n, prop_text(ev.props.get(k))) for n, k in zip(spec.profile, spec.prop_keys)]
+        for name, value in values:
+            if not value or (value == "unknown" and name in PROFILE_BUILTIN):
+                continue
+            held = self.profile.get(name)
+            if held is None or ev.ts >= held[1]:
+                self.profile[name] = (value, ev.ts)
+
+    def trim(self, spec: FeatureSpec) -> None:
+        """Drop window members outside every window and beyond the caps (bounded memory)."""
+        now, v = self.times["last_ts"], self.views
+        cut = bisect.bisect_left(v, (now - spec.view_keep,))
+        cut = max(cut, len(v) - spec.max_members)
+        if cut > 0:
+            del v[:cut]
+        _trim_map(self.pids, now - spec.w_distinct, spec.max_members)
+        _trim_map(self.areas, now - spec.w_distinct, spec.max_members)
+
+    # -- reading -----------------------------------------------------------------------------
+    def features(
+        self, spec: FeatureSpec, reactivated_now: bool = False
+    ) -> tuple[dict[str, float | str], dict[str, Any]]:
+        """(features, context) as of the lead's newest event time."""
+        t, c, x = self.times, self.counts, self.texts
+        now = t["last_ts"]
+        best, best_pid = self._repeat(now - spec.w_repeat)
+        views = self.views
+        n_views = len(views)
+        recency = 0.0
+        if t["last_reply_ts"] > 0:
+            recency = float(f"{math.exp(-(now - t['last_reply_ts']) / spec.reply_tau):.6g}")
+        react = 1.0 if t["react_ts"] > 0 and now - t["react_ts"] <= spec.flag_window else 0.0
+        f: dict[str, float | str] = {name: float(c.get(name, 0)) for name in NUMERIC}
+        f.update(
+            views_24h=n_views - bisect.bisect_left(views, (now - spec.w_short,)),
+            views_7d=n_views - bisect.bisect_left(views, (now - spec.w_mid,)),
+            views_30d=n_views - bisect.bisect_left(views, (now - spec.w_long,)),
+            repeat_views_48h=float(best),
+            distinct_properties_30d=_count_since(self.pids, now - spec.w_distinct),
+            distinct_areas_30d=_count_since(self.areas, now - spec.w_distinct),
+            reply_recency=recency, dwell_min=t["dwell_s"] / 60,
+            days_silent_before=t["gap_s"] / 86_400, reactivated=react,
+            agent_contacts_unanswered=float(self.unanswered()),
+        )  # fmt: skip
+        for name in (*PROFILE_BUILTIN, *spec.profile):
+            f[name] = self.profile.get(name, ("unknown", 0.0))[0] or "unknown"
+        context: dict[str, Any] = {
+            "last_ts": now, "repeat_property": best_pid, "reactivated_now": reactivated_now,
+            "blocked": tuple(sorted(self.blocked)),
+            "last_reply_channel": x["last_reply_channel"],
+            "not_interested": c["not_interested"] == 1, "invalid_contact": c["invalid_contact"] == 1,
+            "agent_id": x["agent_id"], "last_area": x["last_area"],
+            "last_property": x["last_property"], "last_hand_ts": t["last_hand_ts"],
+        }  # fmt: skip
+        return f, context
+
+    def unanswered(self) -> int:
+        return sum(1 for ts in self.contacts if ts > self.times["last_reply_ts"])
+
+    def _repeat(self, since: float) -> tuple[int, str]:
+        """The most viewed property since ``since`` (ties: the smallest id) and its count."""
+        v = self.views
+        counts: dict[str, int] = {}
+        for i in range(bisect.bisect_left(v, (since,)), len(v)):
+            pid = v[i][1]
+            counts[pid] = counts.get(pid, 0) + 1
+        best, best_pid = 0, ""
+        for pid, n in counts.items():
+            if n > best or (n == best and pid < best_pid):
+                best, best_pid = n, pid
+        return best, best_pid
+
+    # -- folding (identify, merge) -------------------------------------------------------
+    def fold(self, spec: FeatureSpec, other: LeadFeatures) -> None:
+        """Fold ``other`` (the same person) into this state: sums, unions, newest wins."""
+        c, t, x, oc, ot = self.counts, self.times, self.texts, other.counts, other.times
+        for k in _SUMS:
+            c[k] += oc[k]
+        for k in FLAGS.values():
+            c[k] = max(c[k], oc[k])
+        t["dwell_s"] += ot["dwell_s"]
+        for k in ("react_ts", "last_hand_ts"):
+            t[k] = max(t[k], ot[k])
+        if ot["last_reply_ts"] > t["last_reply_ts"]:
+            t["last_reply_ts"], x["last_reply_channel"] = ot["last_reply_ts"], other.texts[
+                "last_reply_channel"
+            ]
+        if ot["last_ts"] > t["last_ts"]:
+            t["last_ts"] = ot["last_ts"]
+            x["last_property"], x["last_area"] = other.texts["last_property"], other.texts["last_area"]
+        if ot["agent_ts"] > t["agent_ts"] and other.texts["agent_id"]:
+            t["agent_ts"], x["agent_id"] = ot["agent_ts"], other.texts["agent_id"]
+        for name, (value, ts) in other.profile.items():
+            if name not in self.profile or ts > self.profile[name][1]:
+                self.profile[name] = (value, ts)
+        self.blocked |= other.blocked
+        self.views = sorted(self.views + other.views)
+        for src, dst in ((other.pids, self.pids), (other.areas, self.areas)):
+            for k, ts in src.items():
+                _touch(dst, k, ts)
+        for h in other.seen:
+            if h not in self.seen_set:
+                self._remember(spec, h)
+        self.contacts = sorted(ts for ts in set(self.contacts + other.contacts)
+                               if ts > t["last_reply_ts"])[-MAX_CONTACTS:]  # fmt: skip
+        self.trim(spec)
+
+    # -- the record ------------------------------------------------------------------------
+    def pack(self, spec: FeatureSpec) -> bytes:
+        """The lead's record: one msgpack array (schema :data:`SCHEMA`)."""
+        self.trim(spec)
+        counts = [self.counts[k] for k in COUNT_FIELDS]
+        times = [_num(self.times[k]) for k in TIME_FIELDS]
+        texts = [self.texts[k] for k in TEXT_FIELDS]
+        return msgpack.packb(
+            [
+                SCHEMA, _strip(counts, 0), _strip(times, 0), _strip(texts, ""),
+                sorted(self.blocked), {k: [v, _num(ts)] for k, (v, ts) in self.profile.items()},
+                _flat(self.views), _flat(sorted((ts, k) for k, ts in self.pids.items())),
+                _flat(sorted((ts, k) for k, ts in self.areas.items())), b"".join(self.seen),
+                [_num(ts) for ts in self.contacts],
+            ],
+            use_bin_type=True,
+        )  # fmt: skip
+
+    def legacy_view(self) -> dict[str, str]:
+        """The fields of schema 0's feature hash (``h``), for readers of the lead."""
+        out = {k: str(_num(v)) for k, v in self.counts.items() if v}
+        out.update({k: str(_num(v)) for k, v in self.times.items() if v})
+        out.update({k: v for k, v in self.texts.items() if v})
+        out.update({k: v for k, (v, _) in self.profile.items()})
+        out["unanswered"] = str(self.unanswered())
+        if self.blocked:
+            out["blocked"] = ",".join(sorted(self.blocked))
+        return out
+
+
+def unpack(blob: bytes) -> LeadFeatures:
+    """A record back to state; raises ``ValueError`` on a record it cannot read."""
+    try:
+        r = msgpack.unpackb(blob, raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise ValueError(f"unreadable feature record: {exc}") from None
+    if not isinstance(r, list) or not r or r[0] != SCHEMA or len(r) < 11:
+        raise ValueError(f"unknown feature record schema: {r[0] if r else None!r}")
+    s = LeadFeatures()
+    s.counts.update(zip(COUNT_FIELDS, r[1], strict=False))
+    s.times.update(zip(TIME_FIELDS, (float(v) for v in r[2]), strict=False))
+    s.texts.update(zip(TEXT_FIELDS, r[3], strict=False))
+    s.blocked = set(r[4])
+    s.profile = {k: (v, float(ts)) for k, (v, ts) in r[5].items()}
+    s.views = [(float(r[6][i]), r[6][i + 1]) for i in range(0, len(r[6]), 2)]
+    s.pids = {r[7][i + 1]: float(r[7][i]) for i in range(0, len(r[7]), 2)}
+    s.areas = {r[8][i + 1]: float(r[8][i]) for i in range(0, len(r[8]), 2)}
+    seen = bytes(r[9])
+    s.seen = [seen[i : i + _HASH_BYTES] for i in range(0, len(seen), _HASH_BYTES)]
+    s.seen_set = set(s.seen)
+    s.contacts = [float(v) for v in r[10]]
+    return s
+
+
+def from_legacy(
+    spec: FeatureSpec,
+    h: Mapping[str, str],
+    events: list[tuple[str, float]],
+    views: list[tuple[str, float]],
+    areas: list[tuple[str, float]],
+) -> LeadFeatures:
+    """Schema 0 (hash ``h`` + sorted sets ``e``, ``v``, ``a``, ``p``) -> a state (migration)."""
+
+    def num(k: str) -> float:
+        try:
+            return float(h.get(k) or 0)
+        except ValueError:
+            return 0.0
+
+    s = LeadFeatures()
+    s.counts.update({k: int(num(k)) for k in COUNT_FIELDS})
+    s.times.update({k: num(k) for k in TIME_FIELDS})
+    s.times["agent_ts"] = s.times["last_ts"] if h.get("agent_id") else 0.0
+    s.texts.update({k: str(h.get(k) or "") for k in TEXT_FIELDS})
+    s.blocked = {c for c in str(h.get("blocked") or "").split(",") if c}
+    for name in PROFILE_BUILTIN:
+        if h.get(name):
+            s.profile[name] = (str(h[name]), num(f"{name}_ts"))
+    for i, name in enumerate(spec.profile, start=1):
+        if h.get(f"pp{i}"):
+            s.profile[name] = (str(h[f"pp{i}"]), num(f"pp{i}_ts"))
+    s.contacts = [s.times["last_ts"]] * min(int(num("unanswered")), MAX_CONTACTS)
+    for eid, _ in sorted(events, key=lambda m: m[1]):
+        s._remember(spec, eid_hash(eid))
+    for member, ts in views:
+        pid = member.split("|", 1)[-1]
+        bisect.insort(s.views, (ts, pid))
+        _touch(s.pids, pid, ts)
+    for area, ts in areas:
+        _touch(s.areas, area, ts)
+    s.trim(spec)
+    return s
+
+
+def _touch(m: dict[str, float], key: str, ts: float) -> None:
+    if ts > m.get(key, -math.inf):
+        m[key] = ts
+
+
+def _trim_map(m: dict[str, float], since: float, cap: int) -> None:
+    for k in [k for k, ts in m.items() if ts < since]:
+        del m[k]
+    if len(m) > cap:
+        for _, k in sorted((ts, k) for k, ts in m.items())[: len(m) - cap]:
+            del m[k]
+
+
+def _count_since(m: dict[str, float], since: float) -> float:
+    return float(sum(1 for ts in m.values() if ts >= since))
+
+
+def _strip(values: list[Any], zero: Any) -> list[Any]:
+    while values and values[-1] == zero:
+        values.pop()
+    return values
+
+
+def _flat(pairs: list[tuple[float, str]]) -> list[Any]:
+    out: list[Any] = []
+    for ts, key in pairs:
+        out += (_num(ts), key)
+    return out
