@@ -35,7 +35,7 @@ from features.spec import (
 
 __all__ = [
     "APPLIED", "COUNT_FIELDS", "DUPLICATE", "LATE", "SCHEMA", "LeadFeatures", "eid_hash",
-    "from_legacy", "is_stop", "prop_text", "unpack",
+    "from_legacy", "is_stop", "prop_text", "read_record", "unpack",
 ]  # fmt: skip
 
 APPLIED, DUPLICATE, LATE = 1, 0, 3
@@ -45,7 +45,10 @@ COUNT_FIELDS: tuple[str, ...] = (
     "n", *sorted(set(COUNTERS.values())), "replies", "not_interested", "invalid_contact",
 )  # fmt: skip
 #: Clock and sum state in record order.
-TIME_FIELDS = ("last_ts", "gap_s", "react_ts", "last_reply_ts", "last_hand_ts", "dwell_s", "agent_ts")
+TIME_FIELDS = (
+    "last_ts", "gap_s", "react_ts", "last_reply_ts", "last_hand_ts", "dwell_s", "agent_ts",
+    "property_ts", "area_ts",
+)  # fmt: skip
 TEXT_FIELDS = ("last_reply_channel", "agent_id", "last_area", "last_property")
 _SUMS = tuple(f for f in COUNT_FIELDS if f not in FLAGS.values())
 _HASH_BYTES = 6
@@ -121,7 +124,7 @@ class LeadFeatures:
             c[counter] += 1
         if ev.type in HAND_RAISES and ts >= t["last_hand_ts"]:
             t["last_hand_ts"] = ts
-        self._behaviour(spec, ev, last)
+        self._behaviour(spec, ev)
         self._conversation(ev)
         self._profile(spec, ev)
         if ev.agent_id and ts >= t["agent_ts"]:
@@ -138,22 +141,25 @@ class LeadFeatures:
             del self.seen[: len(drop)]
             self.seen_set.difference_update(drop)
 
-    def _behaviour(self, spec: FeatureSpec, ev: Event, last: float) -> None:
-        ts, pid, area, x = ev.ts, ev.property_id, ev.area, self.texts
-        if ev.type == "property_view":
-            if pid:
-                bisect.insort(self.views, (ts, pid))
-                _touch(self.pids, pid, ts)
-                self.trim(spec)
-            if ts >= last:
-                x["last_property"], x["last_area"] = pid, area
-        elif pid and ts >= last:
-            x["last_property"] = pid
+    def _behaviour(self, spec: FeatureSpec, ev: Event) -> None:
+        """Window sets, and the newest event's property and area (a view names both)."""
+        ts, pid, area = ev.ts, ev.property_id, ev.area
+        view = ev.type == "property_view"
+        if view and pid:
+            bisect.insort(self.views, (ts, pid))
+            _touch(self.pids, pid, ts)
+            self.trim(spec)
+        if view or pid:
+            self._newest("last_property", "property_ts", pid, ts)
         if ev.type in AREA_TYPES and area:
             _touch(self.areas, area, ts)
             _trim_map(self.areas, self.times["last_ts"] - spec.w_distinct, spec.max_members)
-            if ev.type != "property_view" and ts >= last:
-                x["last_area"] = area
+        if view or (area and ev.type in AREA_TYPES):
+            self._newest("last_area", "area_ts", area, ts)
+
+    def _newest(self, name: str, clock: str, value: str, ts: float) -> None:
+        if ts >= self.times[clock]:
+            self.texts[name], self.times[clock] = value, ts
 
     def _conversation(self, ev: Event) -> None:
         etype, channel = ev.type, ev.channel
@@ -238,6 +244,11 @@ class LeadFeatures:
         }  # fmt: skip
         return f, context
 
+    def views_between(self, lo: float, hi: float) -> list[str]:
+        """The properties viewed in [lo, hi], one entry per view (delivery's repeat views)."""
+        v = self.views
+        return [v[i][1] for i in range(bisect.bisect_left(v, (lo,)), len(v)) if v[i][0] <= hi]
+
     def unanswered(self) -> int:
         return sum(1 for ts in self.contacts if ts > self.times["last_reply_ts"])
 
@@ -269,9 +280,10 @@ class LeadFeatures:
             t["last_reply_ts"], x["last_reply_channel"] = ot["last_reply_ts"], other.texts[
                 "last_reply_channel"
             ]
-        if ot["last_ts"] > t["last_ts"]:
-            t["last_ts"] = ot["last_ts"]
-            x["last_property"], x["last_area"] = other.texts["last_property"], other.texts["last_area"]
+        t["last_ts"] = max(t["last_ts"], ot["last_ts"])
+        for name, clock in (("last_property", "property_ts"), ("last_area", "area_ts")):
+            if ot[clock] > t[clock]:
+                x[name], t[clock] = other.texts[name], ot[clock]
         if ot["agent_ts"] > t["agent_ts"] and other.texts["agent_id"]:
             t["agent_ts"], x["agent_id"] = ot["agent_ts"], other.texts["agent_id"]
         for name, (value, ts) in other.profile.items():
@@ -343,6 +355,16 @@ def unpack(blob: bytes) -> LeadFeatures:
     return s
 
 
+def read_record(blob: bytes | None) -> LeadFeatures:
+    """A stored record for a reader (gateway, delivery): empty if absent or unreadable."""
+    if blob is None:
+        return LeadFeatures()
+    try:
+        return unpack(blob)
+    except ValueError:
+        return LeadFeatures()
+
+
 def from_legacy(
     spec: FeatureSpec,
     h: Mapping[str, str],
@@ -361,7 +383,9 @@ def from_legacy(
     s = LeadFeatures()
     s.counts.update({k: int(num(k)) for k in COUNT_FIELDS})
     s.times.update({k: num(k) for k in TIME_FIELDS})
-    s.times["agent_ts"] = s.times["last_ts"] if h.get("agent_id") else 0.0
+    for name, clock in (("agent_id", "agent_ts"), ("last_property", "property_ts"),
+                        ("last_area", "area_ts")):
+        s.times[clock] = s.times["last_ts"] if h.get(name) else 0.0
     s.texts.update({k: str(h.get(k) or "") for k in TEXT_FIELDS})
     s.blocked = {c for c in str(h.get("blocked") or "").split(",") if c}
     for name in PROFILE_BUILTIN:

@@ -25,6 +25,7 @@ import msgpack
 
 from engine.events import partition_of
 from engine.streams import StreamNames
+from features.state import read_record
 from features.store import lead_key
 
 __all__ = ["LeadProfile", "parse_profile", "queue_reads", "read_profile"]
@@ -73,14 +74,13 @@ def queue_reads(pipe: Any, names: StreamNames, alert: dict[str, Any]) -> int:
     tenant, lead = str(alert["tenant"]), str(alert["lead_id"])
     ts = float((alert.get("event") or {}).get("ts") or 0.0)
     prefix = names.prefix
-    pipe.hmget(lead_key(prefix, tenant, lead, "h"), list(_FIELDS))
-    pipe.zrangebyscore(lead_key(prefix, tenant, lead, "v"), ts - _REPEAT_WINDOW_S, ts)
+    pipe.get(lead_key(prefix, tenant, lead, "f"))
     ms = alert.get("ingest_ms")
     if not ms:
-        return 2
+        return 1
     stream = names.events(partition_of(tenant, lead, names.partitions))
     pipe.xrange(stream, f"{int(ms)}-0", f"{int(ms)}-18446744073709551615", count=1000)
-    return 3
+    return 2
 
 
 def read_profile(client: Any, names: StreamNames, alert: dict[str, Any]) -> LeadProfile:
@@ -97,14 +97,16 @@ def parse_profile(alert: dict[str, Any], replies: list[Any]) -> LeadProfile:
     if isinstance(alert.get("lead"), dict):
         return LeadProfile.from_map(alert["lead"])
     event = alert.get("event") or {}
-    h = dict(zip(_FIELDS, (_text(v) for v in replies[0]), strict=True))
+    state = read_record(replies[0])
+    legacy = state.legacy_view()
+    h = {k: legacy.get(k, "") for k in _FIELDS}
+    ts = float(event.get("ts") or 0.0)
     counts: dict[str, int] = {}
-    for m in cast(list[bytes], replies[1]):
-        pid = _text(m).split("|", 1)[-1]
+    for pid in state.views_between(ts - _REPEAT_WINDOW_S, ts):
         counts[pid] = counts.get(pid, 0) + 1
     best = max(sorted(counts), key=lambda p: counts[p], default="")
     trigger: dict[str, Any] = {}
-    for _, fields in replies[2] if len(replies) > 2 else []:
+    for _, fields in replies[1] if len(replies) > 1 else []:
         raw = fields.get(b"e")
         if raw is None:
             continue

@@ -46,6 +46,7 @@ from engine.errors import StoreError
 from engine.gateway.ratelimit import GCRA_LUA, Decision, Limit
 from engine.sinks import hot_key
 from engine.streams import StreamNames
+from features.state import read_record
 from features.store import alias_key, lead_key
 
 __all__ = [
@@ -302,15 +303,15 @@ class GatewayStore:
         return Decision(bool(allowed), int(wait))
 
     async def lead(self, tenant: str, lead_id: str) -> tuple[dict[str, str], dict[str, str]]:
-        """The lead's score hash and feature hash (both empty if unknown)."""
+        """The lead's score hash and its feature record's fields (both empty if unknown)."""
         pipe = self._r().pipeline(transaction=False)
         pipe.hgetall(lead_key(self._prefix, tenant, lead_id, "s"))
-        pipe.hgetall(lead_key(self._prefix, tenant, lead_id, "h"))
+        pipe.get(lead_key(self._prefix, tenant, lead_id, "f"))
         try:
-            score, feats = await pipe.execute()
+            score, record = await pipe.execute()
         except RedisError as exc:
             raise StoreError(f"read failed: {exc.__class__.__name__}") from None
-        return _texts(score), _texts(feats)
+        return _texts(score), read_record(record).legacy_view() if record is not None else {}
 
     async def hot_list(self, tenant: str, limit: int) -> list[dict[str, str]]:
         """Score hashes of the tenant's top ``limit`` leads, best first (expired ones skipped)."""

@@ -1,4 +1,8 @@
-"""The Redis feature store against a real server: windows, idempotency, bounds."""
+"""The feature store against a real server: windows, idempotency, bounds, folds.
+
+``apply`` computes in the process; ``commit`` writes the batch's records the way the
+engine's transaction does (features/store.py ``queue_writes``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,10 @@ from typing import Any
 import pytest
 
 from engine.events import Event
-from features.store import APPLIED, DUPLICATE, LATE, REPLAYED, FeatureStore, lead_key
+from features.state import LeadFeatures
+from features.store import (
+    APPLIED, DUPLICATE, LATE, FeatureReply, FeatureStore, lead_key, queue_writes,
+)  # fmt: skip
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 H = 3600.0
@@ -17,17 +24,28 @@ def ev(eid: str, etype: str, ts: float, lead: str = "L1", **kw: Any) -> Event:
     return Event(event_id=eid, lead_id=lead, type=etype, ts=ts, tenant="acme", **kw)
 
 
+class Store(FeatureStore):
+    """The store as a test drives it: every ``apply`` is one committed batch."""
+
+    def apply_committed(self, events: list[Event]) -> list[FeatureReply]:
+        replies, writes = self.apply(events)
+        pipe = self._r.pipeline(transaction=True)
+        queue_writes(pipe, self._prefix, writes, self.spec.idle_s)
+        pipe.execute()
+        return replies
+
+
 @pytest.fixture
-def store(client: Any, make_settings: Any, prefix: str) -> FeatureStore:
-    return FeatureStore(client, make_settings().features, prefix)
+def store(client: Any, make_settings: Any, prefix: str) -> Store:
+    return Store(client, make_settings().features, prefix)
 
 
-def last(store: FeatureStore, *events: Event) -> dict[str, Any]:
-    replies = store.apply(list(events))
+def last(store: Store, *events: Event) -> dict[str, Any]:
+    replies = store.apply_committed(list(events))
     return replies[-1].features
 
 
-def test_repeat_views_within_48h_counts_the_exact_boundary(store: FeatureStore) -> None:
+def test_repeat_views_within_48h_counts_the_exact_boundary(store: Store) -> None:
     f = last(
         store,
         ev("a", "property_view", T0, property_id="P1"),
@@ -36,7 +54,7 @@ def test_repeat_views_within_48h_counts_the_exact_boundary(store: FeatureStore) 
     assert f["repeat_views_48h"] == 2  # the lower edge of the window is included
 
 
-def test_repeat_views_one_second_past_the_window_do_not_count(store: FeatureStore) -> None:
+def test_repeat_views_one_second_past_the_window_do_not_count(store: Store) -> None:
     f = last(
         store,
         ev("a", "property_view", T0, property_id="P1"),
@@ -48,10 +66,10 @@ def test_repeat_views_one_second_past_the_window_do_not_count(store: FeatureStor
     assert f["distinct_properties_30d"] == 2
 
 
-def test_repeat_views_take_the_maximum_over_properties(store: FeatureStore) -> None:
+def test_repeat_views_take_the_maximum_over_properties(store: Store) -> None:
     events = [ev(f"p1-{i}", "property_view", T0 + i * H, property_id="P1") for i in range(3)]
     events += [ev(f"p2-{i}", "property_view", T0 + i * H, property_id="P2") for i in range(2)]
-    replies = store.apply(events)
+    replies = store.apply_committed(events)
     assert replies[-1].features["repeat_views_48h"] == 3
     assert replies[-1].context["repeat_property"] == "P1"
 
@@ -68,9 +86,9 @@ def test_out_of_order_events_give_the_same_features_as_in_order(
         ev("5", "reply", T0 + 31 * H, channel="sms"),
         ev("6", "lead_created", T0 - H, source="giveaway", timeline="0-3m"),
     ]
-    in_order = FeatureStore(client, settings.features, prefix + "a").apply(events)[-1]
+    in_order = Store(client, settings.features, prefix + "a").apply_committed(events)[-1]
     shuffled = [events[i] for i in (3, 0, 5, 2, 4, 1)]
-    out_of_order = FeatureStore(client, settings.features, prefix + "b").apply(shuffled)[-1]
+    out_of_order = Store(client, settings.features, prefix + "b").apply_committed(shuffled)[-1]
     for k in out_of_order.features:
         if k != "days_silent_before":  # the gap before the newest event depends on arrival
             assert out_of_order.features[k] == in_order.features[k], k
@@ -80,52 +98,81 @@ def test_out_of_order_events_give_the_same_features_as_in_order(
 
 
 def test_a_duplicated_event_id_changes_nothing(
-    store: FeatureStore, client: Any, prefix: str
+    store: Store, client: Any, prefix: str
 ) -> None:
-    store.apply([ev("a", "property_save", T0, property_id="P1")])
+    store.apply_committed([ev("a", "property_save", T0, property_id="P1")])
     before = store.read("acme", "L1")
-    client.delete(lead_key(prefix, "acme", "L1", "x"))  # the batch committed
-    (dup,) = store.apply([ev("a", "property_save", T0, property_id="P1")])
+    (dup,) = store.apply_committed([ev("a", "property_save", T0, property_id="P1")])
     assert dup.status == DUPLICATE
     assert store.read("acme", "L1") == before
     assert before["saves"] == "1"
 
 
-def test_an_uncommitted_event_replays_its_original_reply(store: FeatureStore) -> None:
-    (first,) = store.apply([ev("a", "property_view", T0, property_id="P1")])
-    store.apply([ev("b", "property_view", T0 + H, property_id="P1")])
-    (again,) = store.apply([ev("a", "property_view", T0, property_id="P1")])
-    assert first.status == APPLIED and again.status == REPLAYED
-    assert again.features == first.features  # as of that event, not of the newer one
-
-
-def test_old_window_members_expire_by_event_time(
-    store: FeatureStore, client: Any, prefix: str
+def test_an_uncommitted_batch_is_applied_again_from_what_redis_holds(
+    client: Any, make_settings: Any, prefix: str
 ) -> None:
-    store.apply([ev(f"v{i}", "property_view", T0 + i * H, property_id=f"P{i}") for i in range(3)])
-    (late,) = store.apply([ev("z", "property_view", T0 + 31 * 24 * H, property_id="PZ")])
+    """A batch that never committed (a crash) leaves nothing: replayed, it gives the same."""
+    settings = make_settings().features
+    batch = [ev("a", "property_view", T0, property_id="P1"),
+             ev("b", "property_view", T0 + H, property_id="P1")]  # fmt: skip
+    first, _ = Store(client, settings, prefix).apply(batch)  # computed, never committed
+    assert client.exists(lead_key(prefix, "acme", "L1", "f")) == 0
+    again = Store(client, settings, prefix).apply_committed(batch)  # a restarted worker
+    assert [r.status for r in again] == [APPLIED, APPLIED]
+    assert [r.features for r in again] == [r.features for r in first]
+
+
+def test_a_dropped_cache_reloads_exactly_what_was_committed(store: Store) -> None:
+    store.apply_committed([ev(f"v{i}", "property_view", T0 + i * H, property_id=f"P{i % 3}",
+                              area=f"z{i % 2}", agent_id="ag") for i in range(9)])  # fmt: skip
+    (cached,) = store.apply_committed([ev("s", "property_save", T0 + 10 * H)])
+    store.clear()
+    (reloaded,) = Store.apply_committed(store, [ev("s2", "property_save", T0 + 10 * H)])
+    assert reloaded.features["saves"] == cached.features["saves"] + 1
+    for k in cached.features:
+        if k != "saves":
+            assert reloaded.features[k] == cached.features[k], k
+
+
+def test_old_window_members_expire_by_event_time(store: Store) -> None:
+    store.apply_committed(
+        [ev(f"v{i}", "property_view", T0 + i * H, property_id=f"P{i}") for i in range(3)]
+    )
+    (late,) = store.apply_committed([ev("z", "property_view", T0 + 31 * 24 * H, property_id="PZ")])
     assert late.features["views_30d"] == 1
     assert late.features["views_7d"] == 1
-    members = client.zrange(lead_key(prefix, "acme", "L1", "v"), 0, -1)
-    assert members == [b"z|PZ"]  # trimmed, not only filtered
+    assert store.record("acme", "L1").views == [(T0 + 31 * 24 * H, "PZ")]  # trimmed
 
 
-def test_events_older_than_the_dedup_horizon_are_late(store: FeatureStore) -> None:
-    store.apply([ev("new", "page_view", T0 + 40 * 24 * H)])
-    (old,) = store.apply([ev("old", "property_save", T0)])
+def test_events_older_than_the_dedup_horizon_are_late(store: Store) -> None:
+    store.apply_committed([ev("new", "page_view", T0 + 40 * 24 * H)])
+    (old,) = store.apply_committed([ev("old", "property_save", T0)])
     assert old.status == LATE
 
 
 def test_window_sets_are_capped(client: Any, make_settings: Any, prefix: str) -> None:
     settings = make_settings(features={"max_window_members": 10})
-    store = FeatureStore(client, settings.features, prefix)
-    store.apply([ev(f"v{i}", "property_view", T0 + i, property_id=f"P{i}") for i in range(50)])
-    assert client.zcard(lead_key(prefix, "acme", "L1", "v")) == 10
-    assert client.ttl(lead_key(prefix, "acme", "L1", "h")) > 0  # idle leads expire
+    store = Store(client, settings.features, prefix)
+    store.apply_committed(
+        [ev(f"v{i}", "property_view", T0 + i, property_id=f"P{i}") for i in range(50)]
+    )
+    state = store.record("acme", "L1")
+    assert len(state.views) == 10 and len(state.pids) == 10
+    assert client.ttl(lead_key(prefix, "acme", "L1", "f")) > 0  # idle leads expire
 
 
-def test_reactivation_after_thirty_silent_days(store: FeatureStore) -> None:
-    (a, b, c) = store.apply(
+def test_dedup_remembers_a_bounded_number_of_event_ids(
+    client: Any, make_settings: Any, prefix: str
+) -> None:
+    store = Store(client, make_settings(features={"dedup_ids": 16}).features, prefix)
+    store.apply_committed([ev(f"e{i}", "page_view", T0 + i) for i in range(40)])
+    assert len(store.record("acme", "L1").seen) == 16
+    (recent,) = store.apply_committed([ev("e39", "page_view", T0 + 39)])
+    assert recent.status == DUPLICATE
+
+
+def test_reactivation_after_thirty_silent_days(store: Store) -> None:
+    (a, b, c) = store.apply_committed(
         [
             ev("a", "property_view", T0, property_id="P1"),
             ev("b", "property_view", T0 + 31 * 24 * H, property_id="P1"),
@@ -138,15 +185,15 @@ def test_reactivation_after_thirty_silent_days(store: FeatureStore) -> None:
     assert not c.context["reactivated_now"] and c.features["reactivated"] == 1
 
 
-def test_profile_newest_event_time_wins(store: FeatureStore) -> None:
-    store.apply([ev("a", "profile_update", T0 + H, timeline="0-3m")])
-    (r,) = store.apply([ev("b", "lead_created", T0, timeline="18m+", source="referral")])
+def test_profile_newest_event_time_wins(store: Store) -> None:
+    store.apply_committed([ev("a", "profile_update", T0 + H, timeline="0-3m")])
+    (r,) = store.apply_committed([ev("b", "lead_created", T0, timeline="18m+", source="referral")])
     assert r.features["timeline"] == "0-3m"
     assert r.features["source"] == "referral"
 
 
-def test_consent_blocks_channels(store: FeatureStore) -> None:
-    replies = store.apply(
+def test_consent_blocks_channels(store: Store) -> None:
+    replies = store.apply_committed(
         [
             ev("a", "opt_out", T0, channel="sms"),
             ev("b", "unsubscribe", T0 + 1),
@@ -156,14 +203,14 @@ def test_consent_blocks_channels(store: FeatureStore) -> None:
     assert replies[-1].context["blocked"] == ("email", "sms")
 
 
-def test_stop_reply_blocks_texting(store: FeatureStore) -> None:
-    (r,) = store.apply([ev("a", "reply", T0, channel="sms", props={"text": " stop "})])
+def test_stop_reply_blocks_texting(store: Store) -> None:
+    (r,) = store.apply_committed([ev("a", "reply", T0, channel="sms", props={"text": " stop "})])
     assert r.context["blocked"] == ("sms",)
     assert r.features["replies"] == 0
 
 
-def test_unanswered_agent_contacts_reset_on_reply(store: FeatureStore) -> None:
-    replies = store.apply(
+def test_unanswered_agent_contacts_reset_on_reply(store: Store) -> None:
+    replies = store.apply_committed(
         [
             ev("a", "agent_contact", T0, agent_id="ag1"),
             ev("b", "call_missed", T0 + 60),
@@ -177,41 +224,41 @@ def test_unanswered_agent_contacts_reset_on_reply(store: FeatureStore) -> None:
 
 
 def test_leads_are_isolated_by_tenant(client: Any, make_settings: Any, prefix: str) -> None:
-    store = FeatureStore(client, make_settings().features, prefix)
-    store.apply([Event("a", "L1", "property_save", T0, tenant="one")])
-    (other,) = store.apply([Event("b", "L1", "property_view", T0, tenant="two", property_id="P")])
+    store = Store(client, make_settings().features, prefix)
+    store.apply_committed([Event("a", "L1", "property_save", T0, tenant="one")])
+    (other,) = store.apply_committed([Event("b", "L1", "property_view", T0, tenant="two", property_id="P")])
     assert other.features["saves"] == 0
 
 
 def test_identify_folds_anonymous_history_into_the_lead(
-    store: FeatureStore, client: Any, prefix: str
+    store: Store, client: Any, prefix: str
 ) -> None:
     """A view before sign-up and one after are two views of one property within 48 h."""
     anon = Event("v1", "~vis9", "property_view", T0, tenant="acme", visitor_id="vis9",
                  property_id="P7", area="z1")  # fmt: skip
-    store.apply([anon, ev("v0", "property_save", T0 - 10, lead="~vis9", property_id="P7")])
+    store.apply_committed([anon, ev("v0", "property_save", T0 - 10, lead="~vis9", property_id="P7")])
     ident = Event("i1", "L9", "identify", T0 + 3600, tenant="acme", visitor_id="vis9")
     after = ev("v2", "property_view", T0 + 7200, lead="L9", property_id="P7", area="z1")
-    replies = store.apply([ident, after])
+    replies = store.apply_committed([ident, after])
     assert replies[-1].features["repeat_views_48h"] == 2
     assert replies[-1].features["saves"] == 1
-    assert client.exists(lead_key(prefix, "acme", "~vis9", "h")) == 0
+    assert client.exists(lead_key(prefix, "acme", "~vis9", "f")) == 0
     assert client.hget(f"{prefix}:alias:acme", "~vis9") == b"L9"
     # idempotent: a replayed identify folds nothing twice
-    store.apply([Event("i2", "L9", "identify", T0 + 7300, tenant="acme", visitor_id="vis9")])
+    store.apply_committed([Event("i2", "L9", "identify", T0 + 7300, tenant="acme", visitor_id="vis9")])
     assert store.read("acme", "L9")["saves"] == "1"
 
 
 def test_merge_keeps_one_lead_and_leaves_a_pointer(
-    store: FeatureStore, client: Any, prefix: str
+    store: Store, client: Any, prefix: str
 ) -> None:
-    store.apply(
+    store.apply_committed(
         [
             ev("a", "property_save", T0, lead="A1"),
             ev("b", "reply", T0 + 5, lead="B1", channel="sms"),
         ]
     )
-    store.apply([ev("c", "opt_out", T0 + 6, lead="B1", channel="email")])
+    store.apply_committed([ev("c", "opt_out", T0 + 6, lead="B1", channel="email")])
     assert store.merge("acme", keep="A1", other="B1")
     kept = store.read("acme", "A1")
     assert kept["saves"] == "1" and kept["replies"] == "1" and kept["blocked"] == "email"
@@ -219,25 +266,26 @@ def test_merge_keeps_one_lead_and_leaves_a_pointer(
     assert not store.merge("acme", keep="A1", other="B1")  # nothing left to fold
 
 
-def test_anonymous_events_after_the_fold_go_to_the_lead(store: FeatureStore) -> None:
+def test_anonymous_events_after_the_fold_go_to_the_lead(store: Store) -> None:
     """The identify can overtake the visitor's own events (they sit on other partitions)."""
-    store.apply([Event("i1", "L5", "identify", T0, tenant="acme", visitor_id="v5")])
+    store.apply_committed([Event("i1", "L5", "identify", T0, tenant="acme", visitor_id="v5")])
     late = Event("v1", "~v5", "property_save", T0 + 1, tenant="acme", visitor_id="v5")
     (redirected,) = store.resolve_aliases([late])
     assert redirected.lead_id == "L5"
-    store.apply([redirected])
+    store.apply_committed([redirected])
     assert store.read("acme", "L5")["saves"] == "1"
+    assert isinstance(store.record("acme", "~v5"), LeadFeatures)
     assert store.read("acme", "~v5") == {}
 
 
 def test_merge_by_contact_hash_keeps_the_known_lead(
-    store: FeatureStore, client: Any, prefix: str
+    store: Store, client: Any, prefix: str
 ) -> None:
     """The gateway indexes keyed contact hashes; `leadpulse merge --contact-hash` folds them."""
     from engine.gateway.store import contact_index_key
     from engine.merge_cli import merge_by_contact
 
-    store.apply([ev("a", "property_save", T0, lead="W1"), ev("b", "property_save", T0, lead="P2")])
+    store.apply_committed([ev("a", "property_save", T0, lead="W1"), ev("b", "property_save", T0, lead="P2")])
     client.sadd(contact_index_key(prefix, "acme", "h" * 32), "W1", "P2", "~anon")
     keep, folded = merge_by_contact(store, client, prefix, "acme", "h" * 32)
     assert keep == "P2" and folded == ["W1"]  # "~anon" had no state of its own to fold
