@@ -1,8 +1,9 @@
 """The two baselines every report compares the engine with, in the same run.
 
 **Floor** — the least any implementation of this design pays per event: the engine's
-own feature update (:meth:`features.store.FeatureStore.apply`: the Lua script, one
-pipelined round trip per batch of ``read_count`` events) and model prediction
+own feature update (:meth:`features.store.FeatureStore.apply`: Python state, cached
+per lead, one pipelined read per batch for the leads not cached; ``read_count``
+events a batch; the records are not written) and model prediction
 (``model_input`` + :meth:`engine.model.OnlineModel.probability`) in a tight loop, with
 events already decoded and no dataflow, no validation, no alerts, no commit.
 
@@ -65,7 +66,7 @@ def measure_floor(
     n: int,
     progress: Callable[[int, int], object] | None = None,
 ) -> dict[str, Any]:
-    """Feature update (pipelined Lua per batch) + model prediction, tight loop."""
+    """Feature update (cached Python state, a read per batch) + model prediction, tight loop."""
     prefix = new_prefix("fl")
     settings = settings_for(prefix)
     batch = settings.streams.read_count
@@ -75,7 +76,7 @@ def measure_floor(
         store = FeatureStore(client, settings.features, prefix)
         model = OnlineModel()
         # warm-up (untimed): script load, and a model that is ready to predict
-        warm = store.apply(events[:batch])
+        warm, _ = store.apply(events[:batch])
         xs = [model_input(r.features, names) for r in warm if r.status not in (DUPLICATE, LATE)]
         for i, x in enumerate(xs[:200]):
             model.learn(f"warm{i}", x, i % 3 == 0)
@@ -83,7 +84,7 @@ def measure_floor(
         predictions = 0
         started = time.perf_counter()
         for lo in range(0, len(rest), batch):
-            for reply in store.apply(rest[lo : lo + batch]):
+            for reply in store.apply(rest[lo : lo + batch])[0]:
                 if reply.status in (DUPLICATE, LATE):
                     continue
                 if model.probability(model_input(reply.features, names)) is not None:

@@ -11,9 +11,8 @@ On a dedicated server, a replay of seeded events is pushed through the engine's
    frame). Shares are applied to the unprofiled µs/event, so the sampler's own
    overhead does not inflate the figures.
 
-Stages: decode+validate (``_decode``), features round trip (``FeatureStore.apply``
-less parsing: packing, sending, and waiting for the server's Lua), parse
-(``FeatureStore._parse``), score (model input, prior, blend, prediction, reasons,
+Stages: decode+validate (``_decode``), features (``FeatureStore.apply``: the pipelined
+read of the leads not cached, and applying the events to their state in Python), score (model input, prior, blend, prediction, reasons,
 record), alerts (rules, alert building), learn (labelling, snapshots), commit
 (``Committer.commit``), metrics, and whatever else the processor does itself.
 """
@@ -37,8 +36,7 @@ __all__ = ["STAGES", "measure_profile"]
 #: stage -> function names (pyinstrument ``frame.function``) that belong to it
 STAGES: dict[str, tuple[str, ...]] = {
     "decode+validate": ("_decode",),
-    "parse feature reply": ("_parse",),
-    "features round trip (client + server Lua)": ("apply",),
+    "features (Python state; one read per batch for uncached leads)": ("apply",),
     "score (input, prior, model, reasons, record)": (
         "assess", "_model_input", "model_input", "probability", "predict_proba_one",
         "_explained", "_record", "_lead_state", "predict", "_score",
@@ -74,8 +72,9 @@ def _run(client: redis.Redis, entries: list[Any], batch: int) -> float:
 #: stage -> (module, class, method, is_staticmethod)
 _TIMED: dict[str, tuple[str, str, str, bool]] = {
     "decode+validate": ("engine.processor", "Processor", "_decode", False),
-    "features round trip (client + server Lua)": ("features.store", "FeatureStore", "apply", False),
-    "parse feature reply": ("features.store", "FeatureStore", "_parse", False),
+    "features (Python state; one read per batch for uncached leads)": (
+        "features.store", "FeatureStore", "apply", False,
+    ),
     "commit (MULTI/EXEC)": ("engine.sinks", "Committer", "commit", False),
 }
 
@@ -122,13 +121,7 @@ def _walk(frame: Any, acc: dict[str, float], inside: str | None) -> None:
     """Add each frame's time to its stage once, at the outermost frame of that stage."""
     stage = _stage_of(frame.function)
     if inside is None and stage is not None:
-        if stage == "features round trip (client + server Lua)":
-            # parsing happens inside apply(): count it as its own stage
-            parse = _sum_named(frame, "_parse")
-            acc["parse feature reply"] += parse
-            acc[stage] += frame.time - parse
-        else:
-            acc[stage] += frame.time
+        acc[stage] += frame.time
         return
     for child in frame.children:
         _walk(child, acc, inside)
@@ -172,8 +165,6 @@ def measure_profile(work: Workload, n: int, html_out: str | None = None) -> dict
     per_event_us = 1e6 * wall / n_events
     scale = wall / timed_wall  # timers cost a little: express stages in plain-run time
     exact = dict(spent)
-    if "parse feature reply" in exact and "features round trip (client + server Lua)" in exact:
-        exact["features round trip (client + server Lua)"] -= exact["parse feature reply"]
     session = profiler.last_session
     root = session.root_frame() if session is not None else None
     sampled: dict[str, float] = defaultdict(float)
@@ -199,7 +190,7 @@ def measure_profile(work: Workload, n: int, html_out: str | None = None) -> dict
         profiler.write_html(html_out)
     evalsha = stats.get("cmdstat_evalsha", {})
     exec_stats = stats.get("cmdstat_exec", {})
-    # EVALSHA's time includes the script's own commands, EXEC's the queued ones
+    # EVALSHA: scripts still run per batch (none per event); EXEC: the queued commands
     server_total = (evalsha.get("usec", 0) + exec_stats.get("usec", 0)) / n_events
     by_command = {
         name.removeprefix("cmdstat_"): round(v["usec"] / n_events, 2) for name, v in stats.items()
@@ -210,7 +201,7 @@ def measure_profile(work: Workload, n: int, html_out: str | None = None) -> dict
         "us_per_event": round(per_event_us, 1),
         "events_per_s": round(n_events / wall, 1),
         "stages_us_per_event": stages,
-        "method": "exact timers at decode/apply/parse/commit; the rest split by pyinstrument "
+        "method": "exact timers at decode/apply/commit; the rest split by pyinstrument "
         "samples; all scaled to the unprofiled run",
         "server": {
             "kind": f"{server.kind} {server.version}",

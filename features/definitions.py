@@ -1,10 +1,10 @@
 """What a lead's feature vector holds, and what it must never hold.
 
-The Redis script (``update.lua``) keeps the raw rolling state; this module names
-the features the model and the prior can see, defines which event type moves which
-counter (:data:`COUNTERS`, baked into the script when it is loaded, so the rule lives
-here once) and turns the script's reply into a plain ``dict``. Everything here is
-pure and tested without I/O.
+A lead's rolling state lives in :mod:`features.state` (the rules in
+:mod:`features.spec`); this module names the features the model and the prior can
+see, defines which event type moves which counter (:data:`COUNTERS`, the one copy of
+that rule: applying and folding both read it) and packs feature vectors for learning
+moments. Everything here is pure and tested without I/O.
 
 Fair Housing: no protected characteristic or proxy is ever a feature. The
 engine never stores names, language or neighbourhood demographics; ``area`` is
@@ -38,8 +38,8 @@ __all__ = [
     "unpack_features",
 ]
 
-#: Event type -> the lifetime counter it increments (one rule: the Lua script gets this
-#: table when it is loaded; ``fold.lua`` sums the same counters when leads merge).
+#: Event type -> the lifetime counter it increments (features/state.py applies it and
+#: sums the same counters when leads fold).
 COUNTERS: dict[str, str] = {
     "page_view": "page_views",
     "property_save": "saves",
@@ -63,7 +63,7 @@ COUNTERS: dict[str, str] = {
     "call_missed": "calls_missed",
 }
 
-#: Numeric features in the order the Lua script returns them.
+#: Numeric features, in the order learning moments pack them (never reorder).
 NUMERIC: tuple[str, ...] = (
     "views_24h",
     "views_7d",
@@ -125,7 +125,7 @@ LOCATION_PROXIES: tuple[str, ...] = (
     "longitude", "lat", "lon", "ip",
 )  # fmt: skip
 
-#: Raw (non-feature) fields the script returns after the numeric features.
+#: Context fields of the flat text form :func:`parse_reply` reads (after the numbers).
 RAW_FIELDS: tuple[str, ...] = (
     "source",
     "side",
@@ -159,11 +159,11 @@ def is_categorical(name: str) -> bool:
 def parse_reply(
     values: Sequence[str], profile_props: Sequence[str] = ()
 ) -> tuple[dict[str, float | str], dict[str, Any]]:
-    """Split the script's reply fields into (features, raw context).
+    """Split a flat text form of a lead's state into (features, raw context).
 
     ``values`` holds the numeric features in :data:`NUMERIC` order, then the
     :data:`RAW_FIELDS`, then one value per declared profile field (``profile_props``,
-    e.g. ``props.origin``), all as text (Lua replies cannot carry floats).
+    e.g. ``props.origin``), all as text (a compact fixture form for tests and tools).
     """
     n = len(NUMERIC)
     pairs = zip(NUMERIC, values[:n], strict=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.events import HAND_RAISE_TYPES
+from engine.events import HAND_RAISE_TYPES, Event
 from engine.settings import FeatureSettings
 from features.definitions import COUNTERS, profile_prop
 
@@ -32,6 +32,8 @@ __all__ = [
     "MAX_CONTACTS",
     "STOP_WORDS",
     "FeatureSpec",
+    "blocked_channels",
+    "is_stop",
 ]
 
 HAND_RAISES: frozenset[str] = frozenset(HAND_RAISE_TYPES)
@@ -51,6 +53,23 @@ STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT
 #: unanswered touches remembered per lead (the feature saturates long before this)
 MAX_CONTACTS = 64
 _HOUR, _DAY = 3600.0, 86_400.0
+
+
+def is_stop(event: Event) -> bool:
+    """A reply whose text is STOP (or STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT)."""
+    text = event.props.get("text") if event.type == "reply" else None
+    return isinstance(text, str) and text.strip().upper() in STOP_WORDS
+
+
+def blocked_channels(event: Event) -> tuple[str, ...]:
+    """The contact channels this event closes (the one consent rule: the engine's feature
+    state and delivery's consent book both apply it)."""
+    if event.type == "reply":
+        return (event.channel or "sms",) if is_stop(event) else ()
+    defaults = CONSENT.get(event.type)
+    if defaults is None:
+        return ()
+    return (event.channel,) if event.channel not in ("", "web") else defaults
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,12 +30,13 @@ import msgpack
 from engine.events import Event
 from features.definitions import COUNTERS, NUMERIC, PROFILE_BUILTIN
 from features.spec import (
-    AREA_TYPES, CONSENT, CONTACTS, FLAGS, HAND_RAISES, MAX_CONTACTS, STOP_WORDS, FeatureSpec,
+    AREA_TYPES, CONTACTS, FLAGS, HAND_RAISES, MAX_CONTACTS, FeatureSpec, blocked_channels,
+    is_stop,
 )  # fmt: skip
 
 __all__ = [
     "APPLIED", "COUNT_FIELDS", "DUPLICATE", "LATE", "SCHEMA", "LeadFeatures", "eid_hash",
-    "from_legacy", "is_stop", "prop_text", "read_record", "unpack",
+    "from_legacy", "prop_text", "read_record", "unpack",
 ]  # fmt: skip
 
 APPLIED, DUPLICATE, LATE = 1, 0, 3
@@ -64,11 +65,6 @@ def prop_text(value: Any) -> str:
     if value is None or isinstance(value, dict | list):
         return ""
     return str(value)[:64]
-
-
-def is_stop(event: Event) -> bool:
-    text = event.props.get("text") if event.type == "reply" else None
-    return isinstance(text, str) and text.strip().upper() in STOP_WORDS
 
 
 def _num(v: float) -> float | int:
@@ -162,20 +158,17 @@ class LeadFeatures:
             self.texts[name], self.times[clock] = value, ts
 
     def _conversation(self, ev: Event) -> None:
-        etype, channel = ev.type, ev.channel
+        etype = ev.type
+        self.blocked.update(blocked_channels(ev))
         if etype == "reply":
-            if is_stop(ev):
-                self.blocked.add(channel or "sms")
-            else:
-                self._reply(ev.ts, channel)
+            if not is_stop(ev):
+                self._reply(ev.ts, ev.channel)
         elif etype == "call_answered":
             self._reply(ev.ts, "call")
         elif etype in CONTACTS:
             if ev.ts > self.times["last_reply_ts"]:
                 bisect.insort(self.contacts, ev.ts)
                 del self.contacts[:-MAX_CONTACTS]
-        if etype in CONSENT:
-            self.blocked.update((channel,) if channel and channel != "web" else CONSENT[etype])
         if etype in FLAGS:
             self.counts[FLAGS[etype]] = 1
 

@@ -2,9 +2,9 @@
 
 Derived from the events the IDX site and the messaging tools append: ``opt_out``,
 ``unsubscribe``, a STOP reply (a ``reply`` whose ``props.text`` is STOP or a synonym),
-``bounce`` and ``invalid_contact``. The channel each one blocks mirrors the engine's
-feature script (``features/update.lua``), which computes the alert's
-``blocked_channels``; this module adds the reason an agent can read, e.g.
+``bounce`` and ``invalid_contact``. The channel each one blocks is the one rule of
+``features/spec.py`` (:func:`features.spec.blocked_channels`), which the engine's
+feature state applies too for the alert's ``blocked_channels``; this module adds the reason an agent can read, e.g.
 "replied STOP to a text on 2025-05-02 10:03 EDT" (in the tenant's time zone when
 read through :func:`blocked_reasons` with ``tz``). The first block of a channel
 is the one kept: consent is not re-granted by later events.
@@ -24,17 +24,11 @@ from zoneinfo import ZoneInfo
 
 from engine.delivery.keys import DeliveryKeys
 from engine.events import Event
-from features.spec import STOP_WORDS
+from features.spec import blocked_channels, is_stop
 
 __all__ = ["Block", "ConsentBook", "blocked_reasons", "blocks_from", "is_stop", "words"]
 
 WORDS = {"sms": "text", "call": "phone calls", "email": "email", "chat": "chat"}
-_DEFAULT_CHANNELS = {
-    "unsubscribe": ("email",),
-    "bounce": ("email",),
-    "opt_out": ("email", "sms", "call"),
-    "invalid_contact": ("call", "sms"),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +40,6 @@ class Block:
     event_id: str
     ts: float
     text: str
-
-
-def is_stop(event: Event) -> bool:
-    """A reply whose text is STOP (or STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT)."""
-    text = event.props.get("text") if event.type == "reply" else None
-    return isinstance(text, str) and text.strip().upper() in STOP_WORDS
 
 
 def _when(ts: float, tz: str = "UTC") -> str:
@@ -66,16 +54,10 @@ def _when(ts: float, tz: str = "UTC") -> str:
 
 def blocks_from(event: Event) -> list[Block]:
     """The channels this event closes (empty for any other event)."""
-    channel = event.channel if event.channel not in ("", "web") else ""
+    channels = blocked_channels(event)
     if event.type == "reply":
-        if not is_stop(event):
-            return []
-        ch = event.channel or "sms"
-        return [Block(ch, "stop_reply", event.event_id, event.ts, _text("stop_reply", ch, event))]
-    defaults = _DEFAULT_CHANNELS.get(event.type)
-    if defaults is None:
-        return []
-    channels = (channel,) if channel else defaults
+        return [Block(ch, "stop_reply", event.event_id, event.ts, _text("stop_reply", ch, event))
+                for ch in channels]  # fmt: skip
     return [
         Block(ch, event.type, event.event_id, event.ts, _text(event.type, ch, event))
         for ch in channels
