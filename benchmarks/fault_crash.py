@@ -75,8 +75,10 @@ def snapshot(client: Any, prefix: str, tenant: str) -> dict[str, Any]:
             state[k] = client.zrange(key, 0, -1, withscores=True)
         elif kind == "list":
             state[k] = client.lrange(key, 0, -1)
-        elif kind == "hash":  # reply caches must be empty after a clean finish
+        elif kind == "hash":
             state[k] = client.hgetall(key)
+        elif kind == "string":  # the lead's feature record (features/state.py)
+            state[k] = client.get(key)
     alerts = []
     for _, fields in client.xrange(f"{prefix}:alerts"):
         alert = msgpack.unpackb(fields[b"a"], raw=False)

@@ -242,9 +242,11 @@ def snapshot(client: redis.Redis, prefix: str, tenant: str) -> dict[str, Any]:
     for key in client.scan_iter(match=f"{prefix}:{{*", count=1000):
         k = key.decode()[len(prefix) :]
         kind = cast(bytes, client.type(key)).decode()
-        if kind == "hash":  # features, score records; reply caches must be empty at the end
+        if kind == "hash":  # score records
             fields = cast(dict[bytes, bytes], client.hgetall(key))
             state[k] = {f: _number(v) for f, v in fields.items()}
+        elif kind == "string":  # the lead's feature record (features/state.py)
+            state[k] = client.get(key)
         elif kind == "zset":
             state[k] = client.zrange(key, 0, -1, withscores=True)
         elif kind == "list":

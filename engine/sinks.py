@@ -22,6 +22,7 @@ from typing import Any, cast
 import msgpack
 import redis
 
+from engine.errors import StoreError
 from engine.model_store import ModelKeys, publish_commands
 from engine.redis_client import without_retry
 from engine.reporting.batch import ReportDelta
@@ -34,7 +35,7 @@ __all__ = [
 ]  # fmt: skip
 
 
-class StaleCache(Exception):
+class StaleCache(StoreError):
     """The feature store generation moved while the batch ran: redo it with an empty cache."""
 
 

@@ -75,12 +75,13 @@ def queue_reads(pipe: Any, names: StreamNames, alert: dict[str, Any]) -> int:
     ts = float((alert.get("event") or {}).get("ts") or 0.0)
     prefix = names.prefix
     pipe.get(lead_key(prefix, tenant, lead, "f"))
+    pipe.hmget(lead_key(prefix, tenant, lead, "h"), list(_FIELDS))  # schema 0, until migrated
     ms = alert.get("ingest_ms")
     if not ms:
-        return 1
+        return 2
     stream = names.events(partition_of(tenant, lead, names.partitions))
     pipe.xrange(stream, f"{int(ms)}-0", f"{int(ms)}-18446744073709551615", count=1000)
-    return 2
+    return 3
 
 
 def read_profile(client: Any, names: StreamNames, alert: dict[str, Any]) -> LeadProfile:
@@ -98,15 +99,18 @@ def parse_profile(alert: dict[str, Any], replies: list[Any]) -> LeadProfile:
         return LeadProfile.from_map(alert["lead"])
     event = alert.get("event") or {}
     state = read_record(replies[0])
-    legacy = state.legacy_view()
-    h = {k: legacy.get(k, "") for k in _FIELDS}
+    if replies[0] is None:  # a lead the engine has not touched since schema 1
+        h = dict(zip(_FIELDS, (_text(v) for v in replies[1]), strict=True))
+    else:
+        view = state.legacy_view()
+        h = {k: view.get(k, "") for k in _FIELDS}
     ts = float(event.get("ts") or 0.0)
     counts: dict[str, int] = {}
     for pid in state.views_between(ts - _REPEAT_WINDOW_S, ts):
         counts[pid] = counts.get(pid, 0) + 1
     best = max(sorted(counts), key=lambda p: counts[p], default="")
     trigger: dict[str, Any] = {}
-    for _, fields in replies[1] if len(replies) > 1 else []:
+    for _, fields in replies[2] if len(replies) > 2 else []:
         raw = fields.get(b"e")
         if raw is None:
             continue

@@ -307,11 +307,14 @@ class GatewayStore:
         pipe = self._r().pipeline(transaction=False)
         pipe.hgetall(lead_key(self._prefix, tenant, lead_id, "s"))
         pipe.get(lead_key(self._prefix, tenant, lead_id, "f"))
+        pipe.hgetall(lead_key(self._prefix, tenant, lead_id, "h"))  # schema 0, until migrated
         try:
-            score, record = await pipe.execute()
+            score, record, legacy = await pipe.execute()
         except RedisError as exc:
             raise StoreError(f"read failed: {exc.__class__.__name__}") from None
-        return _texts(score), read_record(record).legacy_view() if record is not None else {}
+        if record is None:
+            return _texts(score), _texts(legacy)
+        return _texts(score), read_record(record).legacy_view()
 
     async def hot_list(self, tenant: str, limit: int) -> list[dict[str, str]]:
         """Score hashes of the tenant's top ``limit`` leads, best first (expired ones skipped)."""

@@ -16,6 +16,7 @@ from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
 from engine.replay import replay_file
 from engine.streams import Producer
+from features.state import read_record
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 DAY = 86_400.0
@@ -132,7 +133,8 @@ def test_bad_input_is_dead_lettered_and_the_flow_goes_on(client: Any, make_setti
     ]  # fmt: skip
     record = client.hgetall(f"{settings.redis.key_prefix}:{{default:L}}:s")
     assert record[b"last_event_id"] == b"ok2"
-    assert client.hget(f"{settings.redis.key_prefix}:{{default:L}}:h", "saves") == b"2"
+    state = read_record(client.get(f"{settings.redis.key_prefix}:{{default:L}}:f"))
+    assert state.counts["saves"] == 2
     dead = client.xrange(parts.names.dead_letter, count=1)[0][1]
     assert dead[b"payload"].startswith(b"\xc1")  # the original bytes are kept for inspection
     assert msgpack  # payloads are msgpack on the wire
@@ -157,8 +159,9 @@ def _sim_events(n_leads: int) -> list[dict[str, Any]]:
     return list(generate(SimConfig(seed=11, leads=n_leads, days=45.0, tenant="sim")))
 
 
-def _features(client: Any, prefix: str, leads: list[str]) -> dict[str, dict[bytes, bytes]]:
-    return {lead: client.hgetall(f"{prefix}:{{sim:{lead}}}:h") for lead in leads}
+def _features(client: Any, prefix: str, leads: list[str]) -> dict[str, dict[str, str]]:
+    return {lead: read_record(client.get(f"{prefix}:{{sim:{lead}}}:f")).legacy_view()
+            for lead in leads}  # fmt: skip
 
 
 def _two_runs(

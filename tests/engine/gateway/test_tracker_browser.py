@@ -28,6 +28,7 @@ from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
 from engine.gateway.app import create_app
 from engine.settings import load_settings
+from features.state import read_record
 from features.store import alias_key, lead_key
 from tests.engine.gateway.conftest import (
     ACME,
@@ -232,10 +233,11 @@ def test_tracker_in_chromium_events_then_a_score(
         # Together they hold all of it, exactly once.
         anon = f"~{visitor}"
         assert client.hget(alias_key(prefix, "acme"), anon) == b"lead-42"
-        hashes = [client.hgetall(lead_key(prefix, "acme", x, "h")) for x in ("lead-42", anon)]
-        assert sum(float(h.get(b"saves", 0)) for h in hashes) == 1
-        assert sum(float(h.get(b"searches", 0)) for h in hashes) == 1
-        views = [client.zcard(lead_key(prefix, "acme", x, "v")) for x in ("lead-42", anon)]
+        states = [read_record(client.get(lead_key(prefix, "acme", x, "f")))
+                  for x in ("lead-42", anon)]  # fmt: skip
+        assert sum(s.counts["saves"] for s in states) == 1
+        assert sum(s.counts["searches"] for s in states) == 1
+        views = [len(s.views) for s in states]
         assert sum(views) == 3
         print(f"history on lead-42: views {views[0]}, on {anon}: views {views[1]}")
 
