@@ -12,9 +12,10 @@ On a dedicated server, a replay of seeded events is pushed through the engine's
    overhead does not inflate the figures.
 
 Stages: decode+validate (``_decode``), features (``FeatureStore.apply``: the pipelined
-read of the leads not cached, and applying the events to their state in Python), score (model input, prior, blend, prediction, reasons,
-record), alerts (rules, alert building), learn (labelling, snapshots), commit
-(``Committer.commit``), metrics, and whatever else the processor does itself.
+read of the leads not cached, and applying the events to their state in Python), score
+(model input, prior, blend, prediction, reasons, record), alerts (rules, alert
+building), learn (labelling, snapshots), commit (``Committer.commit``), metrics, and
+whatever else the processor does itself.
 """
 
 from __future__ import annotations
@@ -73,7 +74,10 @@ def _run(client: redis.Redis, entries: list[Any], batch: int) -> float:
 _TIMED: dict[str, tuple[str, str, str, bool]] = {
     "decode+validate": ("engine.processor", "Processor", "_decode", False),
     "features (Python state; one read per batch for uncached leads)": (
-        "features.store", "FeatureStore", "apply", False,
+        "features.store",
+        "FeatureStore",
+        "apply",
+        False,
     ),
     "commit (MULTI/EXEC)": ("engine.sinks", "Committer", "commit", False),
 }

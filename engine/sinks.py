@@ -146,7 +146,7 @@ class Committer:
             if fx.features is not None:
                 gen = generation_key(self._prefix)
                 pipe.watch(gen)
-                if int(pipe.get(gen) or 0) != fx.features.generation:
+                if int(cast(bytes | None, pipe.get(gen)) or 0) != fx.features.generation:
                     raise StaleCache("the feature store generation moved")
                 pipe.multi()
                 queue_writes(pipe, self._prefix, fx.features, self._idle)

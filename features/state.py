@@ -30,7 +30,13 @@ import msgpack
 from engine.events import Event
 from features.definitions import COUNTERS, NUMERIC, PROFILE_BUILTIN
 from features.spec import (
-    AREA_TYPES, CONTACTS, FLAGS, HAND_RAISES, MAX_CONTACTS, FeatureSpec, blocked_channels,
+    AREA_TYPES,
+    CONTACTS,
+    FLAGS,
+    HAND_RAISES,
+    MAX_CONTACTS,
+    FeatureSpec,
+    blocked_channels,
     is_stop,
 )  # fmt: skip
 
@@ -181,7 +187,8 @@ class LeadFeatures:
 
     def _profile(self, spec: FeatureSpec, ev: Event) -> None:
         values = [(f, getattr(ev, f)) for f in PROFILE_BUILTIN]
-        values += [(n, prop_text(ev.props.get(k))) for n, k in zip(spec.profile, spec.prop_keys)]
+        declared = zip(spec.profile, spec.prop_keys, strict=True)
+        values += [(n, prop_text(ev.props.get(k))) for n, k in declared]
         for name, value in values:
             if not value or (value == "unknown" and name in PROFILE_BUILTIN):
                 continue
@@ -231,7 +238,8 @@ class LeadFeatures:
             "last_ts": now, "repeat_property": best_pid, "reactivated_now": reactivated_now,
             "blocked": tuple(sorted(self.blocked)),
             "last_reply_channel": x["last_reply_channel"],
-            "not_interested": c["not_interested"] == 1, "invalid_contact": c["invalid_contact"] == 1,
+            "not_interested": c["not_interested"] == 1,
+            "invalid_contact": c["invalid_contact"] == 1,
             "agent_id": x["agent_id"], "last_area": x["last_area"],
             "last_property": x["last_property"], "last_hand_ts": t["last_hand_ts"],
         }  # fmt: skip
@@ -270,9 +278,10 @@ class LeadFeatures:
         for k in ("react_ts", "last_hand_ts"):
             t[k] = max(t[k], ot[k])
         if ot["last_reply_ts"] > t["last_reply_ts"]:
-            t["last_reply_ts"], x["last_reply_channel"] = ot["last_reply_ts"], other.texts[
-                "last_reply_channel"
-            ]
+            t["last_reply_ts"], x["last_reply_channel"] = (
+                ot["last_reply_ts"],
+                other.texts["last_reply_channel"],
+            )
         t["last_ts"] = max(t["last_ts"], ot["last_ts"])
         for name, clock in (("last_property", "property_ts"), ("last_area", "area_ts")):
             if ot[clock] > t[clock]:
@@ -376,8 +385,11 @@ def from_legacy(
     s = LeadFeatures()
     s.counts.update({k: int(num(k)) for k in COUNT_FIELDS})
     s.times.update({k: num(k) for k in TIME_FIELDS})
-    for name, clock in (("agent_id", "agent_ts"), ("last_property", "property_ts"),
-                        ("last_area", "area_ts")):
+    for name, clock in (
+        ("agent_id", "agent_ts"),
+        ("last_property", "property_ts"),
+        ("last_area", "area_ts"),
+    ):
         s.times[clock] = s.times["last_ts"] if h.get(name) else 0.0
     s.texts.update({k: str(h.get(k) or "") for k in TEXT_FIELDS})
     s.blocked = {c for c in str(h.get("blocked") or "").split(",") if c}

@@ -245,8 +245,17 @@ class FeatureStore:
         self._cache.pop((tenant, source), None)
         writes.records.pop((tenant, source), None)
         p = self._partitions
-        writes.folds.append(Fold(tenant, source, target, had, moved if had else (),
-                                 partition_of(tenant, source, p), partition_of(tenant, target, p)))
+        writes.folds.append(
+            Fold(
+                tenant,
+                source,
+                target,
+                had,
+                moved if had else (),
+                partition_of(tenant, source, p),
+                partition_of(tenant, target, p),
+            )
+        )
 
     def _load(
         self, events: Sequence[Event], writes: FeatureWrites
@@ -327,12 +336,12 @@ def read_state(
     if not leads and not moments:
         return {}, {}
     pipe = client.pipeline(transaction=False)
-    for tenant, lead in leads:
-        pipe.get(lead_key(prefix, tenant, lead, "f"))
-        pipe.exists(lead_key(prefix, tenant, lead, "h"))
-        pipe.hmget(lead_key(prefix, tenant, lead, "s"), list(STATE_FIELDS))
-    for tenant, lead in moments:
-        pipe.lrange(lead_key(prefix, tenant, lead, "n"), 0, -1)
+    for tenant, lead_id in leads:
+        pipe.get(lead_key(prefix, tenant, lead_id, "f"))
+        pipe.exists(lead_key(prefix, tenant, lead_id, "h"))
+        pipe.hmget(lead_key(prefix, tenant, lead_id, "s"), list(STATE_FIELDS))
+    for tenant, lead_id in moments:
+        pipe.lrange(lead_key(prefix, tenant, lead_id, "n"), 0, -1)
     replies = pipe.execute()
     out: dict[Lead, tuple[LeadFeatures, dict[str, str], bool]] = {}
     legacy: list[Lead] = []

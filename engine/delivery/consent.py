@@ -4,7 +4,8 @@ Derived from the events the IDX site and the messaging tools append: ``opt_out``
 ``unsubscribe``, a STOP reply (a ``reply`` whose ``props.text`` is STOP or a synonym),
 ``bounce`` and ``invalid_contact``. The channel each one blocks is the one rule of
 ``features/spec.py`` (:func:`features.spec.blocked_channels`), which the engine's
-feature state applies too for the alert's ``blocked_channels``; this module adds the reason an agent can read, e.g.
+feature state applies too for the alert's ``blocked_channels``; this module adds the
+reason an agent can read, e.g.
 "replied STOP to a text on 2025-05-02 10:03 EDT" (in the tenant's time zone when
 read through :func:`blocked_reasons` with ``tz``). The first block of a channel
 is the one kept: consent is not re-granted by later events.

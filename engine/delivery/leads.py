@@ -19,7 +19,7 @@ An alert record that carries a ``lead`` map (a later engine version) is used as 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import msgpack
 
@@ -72,7 +72,6 @@ def _int(x: Any) -> int:
 def queue_reads(pipe: Any, names: StreamNames, alert: dict[str, Any]) -> int:
     """Queue the reads of :func:`parse_profile` on a pipeline; returns how many replies."""
     tenant, lead = str(alert["tenant"]), str(alert["lead_id"])
-    ts = float((alert.get("event") or {}).get("ts") or 0.0)
     prefix = names.prefix
     pipe.get(lead_key(prefix, tenant, lead, "f"))
     pipe.hmget(lead_key(prefix, tenant, lead, "h"), list(_FIELDS))  # schema 0, until migrated

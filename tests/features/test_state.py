@@ -47,7 +47,8 @@ def streams(draw: Any) -> list[Event]:
             source=draw(st.sampled_from(["", "portal", "referral"])),
             timeline=draw(st.sampled_from(["", "unknown", "0-3m"])),
             channel=draw(st.sampled_from(["", "sms", "email", "web"])),
-            dwell_s=float(draw(st.integers(0, 300))), agent_id=draw(st.sampled_from(["", "a1", "a2"])),
+            dwell_s=float(draw(st.integers(0, 300))),
+            agent_id=draw(st.sampled_from(["", "a1", "a2"])),
             props={"origin": draw(st.sampled_from(["", "ads"])),
                    "text": draw(st.sampled_from(["hi", "STOP"]))},
         ))  # fmt: skip
@@ -123,7 +124,8 @@ def test_a_fold_is_a_merge_of_both_histories(mine: list[Event], theirs: list[Eve
 
 def test_the_record_is_versioned_and_compact() -> None:
     s, _ = run([Event(f"e{i}", "L", "property_view", T0 + i * 600, tenant="t",
-                      property_id=f"P{i % 4}", area="z1", source="portal") for i in range(10)])  # fmt: skip
+                      property_id=f"P{i % 4}", area="z1", source="portal")
+                for i in range(10)])  # fmt: skip
     blob = s.pack(SPEC)
     assert blob[1] == SCHEMA and len(blob) < 400
     assert unpack(blob).pack(SPEC) == blob

@@ -13,7 +13,13 @@ import pytest
 from engine.events import Event
 from features.state import LeadFeatures
 from features.store import (
-    APPLIED, DUPLICATE, LATE, FeatureReply, FeatureStore, lead_key, queue_writes,
+    APPLIED,
+    DUPLICATE,
+    LATE,
+    FeatureReply,
+    FeatureStore,
+    lead_key,
+    queue_writes,
 )  # fmt: skip
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -97,9 +103,7 @@ def test_out_of_order_events_give_the_same_features_as_in_order(
             client.delete(key)
 
 
-def test_a_duplicated_event_id_changes_nothing(
-    store: Store, client: Any, prefix: str
-) -> None:
+def test_a_duplicated_event_id_changes_nothing(store: Store, client: Any, prefix: str) -> None:
     store.apply_committed([ev("a", "property_save", T0, property_id="P1")])
     before = store.read("acme", "L1")
     (dup,) = store.apply_committed([ev("a", "property_save", T0, property_id="P1")])
@@ -226,7 +230,9 @@ def test_unanswered_agent_contacts_reset_on_reply(store: Store) -> None:
 def test_leads_are_isolated_by_tenant(client: Any, make_settings: Any, prefix: str) -> None:
     store = Store(client, make_settings().features, prefix)
     store.apply_committed([Event("a", "L1", "property_save", T0, tenant="one")])
-    (other,) = store.apply_committed([Event("b", "L1", "property_view", T0, tenant="two", property_id="P")])
+    (other,) = store.apply_committed(
+        [Event("b", "L1", "property_view", T0, tenant="two", property_id="P")]
+    )
     assert other.features["saves"] == 0
 
 
@@ -236,7 +242,9 @@ def test_identify_folds_anonymous_history_into_the_lead(
     """A view before sign-up and one after are two views of one property within 48 h."""
     anon = Event("v1", "~vis9", "property_view", T0, tenant="acme", visitor_id="vis9",
                  property_id="P7", area="z1")  # fmt: skip
-    store.apply_committed([anon, ev("v0", "property_save", T0 - 10, lead="~vis9", property_id="P7")])
+    store.apply_committed(
+        [anon, ev("v0", "property_save", T0 - 10, lead="~vis9", property_id="P7")]
+    )
     ident = Event("i1", "L9", "identify", T0 + 3600, tenant="acme", visitor_id="vis9")
     after = ev("v2", "property_view", T0 + 7200, lead="L9", property_id="P7", area="z1")
     replies = store.apply_committed([ident, after])
@@ -245,13 +253,13 @@ def test_identify_folds_anonymous_history_into_the_lead(
     assert client.exists(lead_key(prefix, "acme", "~vis9", "f")) == 0
     assert client.hget(f"{prefix}:alias:acme", "~vis9") == b"L9"
     # idempotent: a replayed identify folds nothing twice
-    store.apply_committed([Event("i2", "L9", "identify", T0 + 7300, tenant="acme", visitor_id="vis9")])
+    store.apply_committed(
+        [Event("i2", "L9", "identify", T0 + 7300, tenant="acme", visitor_id="vis9")]
+    )
     assert store.read("acme", "L9")["saves"] == "1"
 
 
-def test_merge_keeps_one_lead_and_leaves_a_pointer(
-    store: Store, client: Any, prefix: str
-) -> None:
+def test_merge_keeps_one_lead_and_leaves_a_pointer(store: Store, client: Any, prefix: str) -> None:
     store.apply_committed(
         [
             ev("a", "property_save", T0, lead="A1"),
@@ -278,14 +286,14 @@ def test_anonymous_events_after_the_fold_go_to_the_lead(store: Store) -> None:
     assert store.read("acme", "~v5") == {}
 
 
-def test_merge_by_contact_hash_keeps_the_known_lead(
-    store: Store, client: Any, prefix: str
-) -> None:
+def test_merge_by_contact_hash_keeps_the_known_lead(store: Store, client: Any, prefix: str) -> None:
     """The gateway indexes keyed contact hashes; `leadpulse merge --contact-hash` folds them."""
     from engine.gateway.store import contact_index_key
     from engine.merge_cli import merge_by_contact
 
-    store.apply_committed([ev("a", "property_save", T0, lead="W1"), ev("b", "property_save", T0, lead="P2")])
+    store.apply_committed(
+        [ev("a", "property_save", T0, lead="W1"), ev("b", "property_save", T0, lead="P2")]
+    )
     client.sadd(contact_index_key(prefix, "acme", "h" * 32), "W1", "P2", "~anon")
     keep, folded = merge_by_contact(store, client, prefix, "acme", "h" * 32)
     assert keep == "P2" and folded == ["W1"]  # "~anon" had no state of its own to fold
