@@ -219,7 +219,7 @@ def test_outcomes_for_unknown_leads_twice_or_both_ways_learn_once(
     labels = _labels(client, settings.redis.key_prefix)
     by_lead = [(x["lead"], x["y"], x["outcome"]) for x in labels if x["lead"] != "Z"]
     assert sorted(by_lead) == [("X", False, "lost"), ("Y", True, "appointment_set")]
-XX
+    assert parts.processor.learner.live.labels_seen == 2  # Z's moment is still open
     record = client.hgetall(f"{settings.redis.key_prefix}:{{t:Y}}:s")
     assert record[b"outcome"] == b"appointment_set"
 
