@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_s": TARGET_S, "within_target": sorted(cli_s)[1] < TARGET_S,
         "day_fields": fields, "lead_marks_bytes_per_lead": round(marks_bytes / args.leads),
         "report_leads": report.total.leads,
-        "engine_overhead": _overhead(client, small),
+        "engine_overhead": _overhead(client, small) if args.overhead_leads else None,
         "load_avg": os.getloadavg(),
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
