@@ -402,7 +402,9 @@ def create_app(
     app.include_router(keyless)
     from engine.gateway import reports  # GET /v1/reports/weekly (engine/reporting)
 
-    app.include_router(reports.router(settings, delivery_client), dependencies=[Depends(reader)])
+    app.include_router(
+        reports.router(settings, delivery_client), responses=shared, dependencies=[Depends(reader)]
+    )
     app.dependency_overrides[delivery_web.current_tenant] = current_tenant
     app.dependency_overrides[delivery_web.current_agent] = current_agent
     delivery_keys = DeliveryKeys(settings.redis.key_prefix)
