@@ -110,11 +110,6 @@ def test_a_visitor_level_id_too_long_is_rejected(gateway: Gateway) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine side of issue 16 item 1 not landed: engine/alerts.py must not alert on "
-    "visitor-level leads (lead ids starting with '~'); remove this mark when it has",
-)
 def test_the_probe_through_the_engine_makes_no_alert(
     gateway: Gateway, client: redis.Redis, prefix: str
 ) -> None:
