@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Real-time lead scoring: IDX events -> Redis features -> River score "
         "-> alerts.",
     )
+    from engine import __version__
+
+    parser.add_argument("--version", action="version", version=f"leadpulse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser(
