@@ -198,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
     metrics = Metrics.create()
     port = settings.metrics.port + args.process_id if settings.metrics.port else 0
     if port:
-        serve(metrics, port)
+        serve(metrics, port, settings.metrics.host)
     parts = build_parts(settings, client, metrics, process_id=args.process_id)
     stop = threading.Event()
 
