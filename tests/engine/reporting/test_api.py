@@ -61,6 +61,7 @@ def test_an_agent_key_sees_only_its_own_row(gw: Gateway) -> None:
     assert names == {"A003"}
     assert body["optouts"] == {} and body["quality"]["labels"] == 0
     assert set(body["funnel"]) == {"agent"} and set(body["speed"]) == {"agent"}
+    assert body["total"] == body["funnel"]["agent"][0]  # its own leads, not the team's
 
 
 def test_another_tenant_and_no_key_see_nothing(gw: Gateway) -> None:
