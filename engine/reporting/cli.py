@@ -59,7 +59,10 @@ def _day(text: str, name: str) -> date:
 def parse_period(since: str, until: str, today: date, dash: str = "--") -> tuple[date, date]:
     """The period asked for (one clear error for a bad or backwards one)."""
     end = _day(until, f"{dash}until") if until else today
-    start = _day(since, f"{dash}since") if since else weekly(end)[0]
+    try:
+        start = _day(since, f"{dash}since") if since else weekly(end)[0]
+    except OverflowError:
+        raise LeadpulseError(f"{dash}until {end} leaves no week before it") from None
     if start > end:
         raise LeadpulseError(f"{dash}since {start} is after {dash}until {end}")
     if (end - start).days >= MAX_DAYS:

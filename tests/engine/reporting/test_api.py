@@ -78,6 +78,7 @@ def test_another_tenant_and_no_key_see_nothing(gw: Gateway) -> None:
         ("since=2026-02-30", "since '2026-02-30' is not a date"),
         ("since=yesterday", "since"),
         ("since=2020-01-01&until=2026-01-01", "at most 800"),
+        ("until=0001-01-03", "until 0001-01-03 leaves no week before it"),
     ],
 )
 def test_a_bad_period_is_422_with_the_reason(gw: Gateway, query: str, reason: str) -> None:
