@@ -10,7 +10,10 @@ Triggers (all thresholds in ``[alerts]``):
   last ``jump_window_h`` (event time) and landed at >= ``jump_min_score``.
 - ``reactivation``       the lead is active again after >= 30 silent days.
 
-Non-hand-raise triggers respect a per-lead cooldown in event time. One event makes
+A visitor-level lead (an id starting with ``~``: anonymous browsing, or a tracker-key
+event for a lead no server key created or bound) is scored but never alerted: a public
+tracker key cannot page an agent. Non-hand-raise triggers respect a per-lead cooldown
+in event time. One event makes
 at most one alert, listing every trigger, so the alert id is a hash of tenant, lead
 and triggering event id: stable across replays, so receivers can deduplicate.
 """
@@ -85,6 +88,8 @@ def evaluate(
         base, base_ts = prev.jump_base, prev.jump_base_ts
     hand = event.type in s.hand_raise_types
     triggers: list[str] = []
+    if event.lead_id.startswith("~"):  # a visitor-level lead: scored, never alerted
+        return Decision((), "", _next_state(prev, score, base, base_ts, ts, ()))
     if hand:
         triggers.append(f"hand_raise:{event.type}")
     cooling = prev.last_alert_ts and ts - prev.last_alert_ts < s.cooldown_min * 60.0
@@ -98,6 +103,20 @@ def evaluate(
             triggers.append("jump")
         if context.get("reactivated_now"):
             triggers.append("reactivation")
+    state = _next_state(prev, score, base, base_ts, ts, tuple(triggers))
+    alert_id = _alert_id(event.tenant, event.lead_id, event.event_id) if triggers else ""
+    jump_from = int(base) if "jump" in triggers else None
+    return Decision(tuple(triggers), alert_id, state, jump_from)
+
+
+def _next_state(
+    prev: AlertState,
+    score: Score,
+    base: float,
+    base_ts: float,
+    ts: float,
+    triggers: tuple[str, ...],
+) -> AlertState:
     state = AlertState(
         score=score.score,
         bucket=score.bucket,
@@ -107,9 +126,7 @@ def evaluate(
     )
     if "jump" in triggers:  # a reported jump starts a new window from here
         state = replace(state, jump_base=float(score.score), jump_base_ts=ts)
-    alert_id = _alert_id(event.tenant, event.lead_id, event.event_id) if triggers else ""
-    jump_from = int(base) if "jump" in triggers else None
-    return Decision(tuple(triggers), alert_id, state, jump_from)
+    return state
 
 
 def sla_rule_for(event: Event, source: str, s: AlertSettings) -> tuple[str, SlaRule]:

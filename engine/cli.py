@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Real-time lead scoring: IDX events -> Redis features -> River score "
         "-> alerts.",
     )
+    from engine import __version__
+
+    parser.add_argument("--version", action="version", version=f"leadpulse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -195,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
     metrics = Metrics.create()
     port = settings.metrics.port + args.process_id if settings.metrics.port else 0
     if port:
-        serve(metrics, port)
+        serve(metrics, port, settings.metrics.host)
     parts = build_parts(settings, client, metrics, process_id=args.process_id)
     stop = threading.Event()
 

@@ -319,6 +319,7 @@ class AlertSettings(_Section):
 
 class MetricsSettings(_Section):
     port: int = Field(9464, ge=0, le=65_535)
+    host: str = Field("127.0.0.1", min_length=1, max_length=253)  # `run` and `deliver` bind here
 
 
 class FairHousingSettings(_Section):

@@ -164,7 +164,7 @@ class Committer:
             pipe.hset(skey, mapping=record)
             pipe.expire(skey, self._idle)
             indexed = f"{tenant}\x1f{lead}"
-            if record["bucket"] == "P5":
+            if record["bucket"] == "P5" or lead.startswith("~"):  # visitor-level: not a lead yet
                 pipe.zrem(hot_key(p, tenant), lead)
                 pipe.zrem(hot_index_key(p), indexed)
             else:

@@ -246,14 +246,17 @@ def model_input(features: Mapping[str, float | str], names: Sequence[str]) -> di
     numeric input at 0 (the baseline explanations are measured against): the first
     view of a home is not a repeat, so ``repeat_views_48h`` counts views after it.
     Profile fields become ``name=level`` inputs of value 1 (the model keeps them out
-    of its scaler). Only ``names`` (config) are used: a feature not listed there is
-    invisible to the model.
+    of its scaler); ``unknown`` is the baseline and gets no input, so a field nobody
+    fills is not a second, faster-moving intercept. Only ``names`` (config) are used: a
+    feature not listed there is invisible to the model.
     """
     x: dict[str, float] = {}
     get, log1p = features.get, math.log1p
     for name, kind in _plan(tuple(names)):
         if kind == _CAT:
-            x[f"{name}={get(name) or 'unknown'}"] = 1.0
+            level = get(name) or "unknown"
+            if level != "unknown":  # the baseline level: no input (not a second intercept)
+                x[f"{name}={level}"] = 1.0
             continue
         v = float(get(name, 0.0))
         if kind == _UNIT:

@@ -98,7 +98,8 @@ def _deliver(args: argparse.Namespace, settings: Any, url: str, local: bool) -> 
     port = settings.delivery.metrics_port
     if port:
         probe = connect(url, 0, 1.0)  # its own short-timeout client: /healthz never hangs
-        serve_http(metrics.registry, port, health(probe), what="delivery.metrics_port")
+        serve_http(metrics.registry, port, health(probe), settings.metrics.host,
+                   what="delivery.metrics_port")  # fmt: skip
     consumer = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
     service = DeliveryService(settings, client, metrics, consumer=consumer)
 

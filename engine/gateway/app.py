@@ -51,6 +51,7 @@ from engine.errors import ConfigError, StoreError
 from engine.gateway.actions import ActionGuard
 from engine.gateway.auth import KeyRing, Principal
 from engine.gateway.edges import SecurityHeaders, SplitCors
+from engine.gateway.identify import verify_identify_token
 from engine.gateway.ingest import (
     BodyError,
     Ingestor,
@@ -196,7 +197,11 @@ def create_app(
         socket_timeout_s=settings.redis.socket_timeout_s,
     )
     hasher = ContactHasher(secret.encode(), gw.default_country_code)
-    ingestor = Ingestor(settings.validation, hasher, settings.streams.partitions)
+
+    def vouch(tenant: str, lead: str, token: object) -> bool:
+        return verify_identify_token(keys.server_digests(tenant), tenant, lead, token)
+
+    ingestor = Ingestor(settings.validation, hasher, settings.streams.partitions, vouch)
     m = metrics if metrics is not None else GatewayMetrics.create()
     tracker_js = resources.files("engine.gateway").joinpath("tracker.js").read_bytes()
 
@@ -397,7 +402,9 @@ def create_app(
     app.include_router(keyless)
     from engine.gateway import reports  # GET /v1/reports/weekly (engine/reporting)
 
-    app.include_router(reports.router(settings, delivery_client), dependencies=[Depends(reader)])
+    app.include_router(
+        reports.router(settings, delivery_client), responses=shared, dependencies=[Depends(reader)]
+    )
     app.dependency_overrides[delivery_web.current_tenant] = current_tenant
     app.dependency_overrides[delivery_web.current_agent] = current_agent
     delivery_keys = DeliveryKeys(settings.redis.key_prefix)

@@ -102,6 +102,11 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def server_digests(self, tenant: str) -> tuple[bytes, ...]:
+        """The sha256 digests of ``tenant``'s server keys (identify tokens are signed with
+        them: ``engine.gateway.identify``)."""
+        return tuple(d for d, _, e in self._entries if e.tenant == tenant and e.role == "server")
+
     def authenticate(self, presented: str) -> Principal | None:
         """The principal of ``presented``, or None; time does not depend on which matched."""
         if not presented or len(presented) > 512:

@@ -16,25 +16,27 @@ gateway's rules:
 
 Who may address a lead (README "Threat model"): an event sent with a server key
 *binds* its lead (the store marks it known). A tracker key is public, so its events
-reach a lead only if that lead is bound; any other ``lead_id`` is kept visitor-level:
-the event is stored under ``~<visitor_id>`` (or ``~<lead_id>`` without a visitor id),
-the anonymous id the engine scores but never alerts on, and its result carries the
-note ``visitor_level:...``. A made-up lead id from a public page therefore never
-becomes an agent's lead.
+reach a lead only if that lead is bound, or if the event is an ``identify`` with a
+token the site's server signed for that lead (``engine.gateway.identify``), which binds
+it. Any other ``lead_id`` is kept visitor-level: the event is stored under
+``~<visitor_id>`` (or ``~<lead_id>`` without a visitor id), the anonymous id the engine
+scores but must never alert on, and its result carries the note ``visitor_level:...``.
+A made-up lead id from a public page therefore never becomes an agent's lead.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, MutableSet, Set
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from engine.errors import InvalidEventError
-from engine.events import partition_of
+from engine.events import Event, partition_of
 from engine.gateway.auth import TRACKER_FORBIDDEN_FIELDS, TRACKER_TYPES, Principal
+from engine.gateway.identify import TOKEN_FIELD
 from engine.gateway.privacy import ContactHasher, contact_like_id
 from engine.gateway.store import Prepared
 from engine.settings import ValidationSettings
@@ -128,8 +130,13 @@ class Ingestor:
     """Turns decoded items into prepared events and per-event outcomes."""
 
     def __init__(
-        self, validation: ValidationSettings, hasher: ContactHasher, partitions: int
+        self,
+        validation: ValidationSettings,
+        hasher: ContactHasher,
+        partitions: int,
+        vouch: Callable[[str, str, object], bool] | None = None,
     ) -> None:
+        self._vouch = vouch  # (tenant, lead id, identify token) -> valid
         self._validator = Validator(validation)
         self._hasher = hasher
         self._partitions = partitions
@@ -154,6 +161,7 @@ class Ingestor:
         """
         ready: list[Prepared] = []
         outcomes: list[Outcome | None] = []
+        bound = set(bound)  # an identify token binds its lead for the rest of the request
         for i, item in enumerate(items):
             checked = self._one(i, item, who, aliases or {}, bound)
             if isinstance(checked, Outcome):
@@ -164,7 +172,7 @@ class Ingestor:
         return ready, outcomes
 
     def _one(
-        self, i: int, item: Any, who: Principal, aliases: Mapping[str, str], bound: Set[str]
+        self, i: int, item: Any, who: Principal, aliases: Mapping[str, str], bound: MutableSet[str]
     ) -> Outcome | tuple[Prepared, tuple[str, ...]]:
         if isinstance(item, dict):
             given = item.get("tenant")
@@ -185,19 +193,16 @@ class Ingestor:
             kind = contact_like_id(getattr(event, name))
             if kind:
                 return _rejected(i, contact_reason(name, kind))
-        scrubbed = self._hasher.scrub(event.tenant, event.props)
+        props = event.props
+        if TOKEN_FIELD in props:  # proof for the gateway, never stored
+            props = {k: v for k, v in props.items() if k != TOKEN_FIELD}
+        scrubbed = self._hasher.scrub(event.tenant, props)
         lead = aliases.get(event.lead_id, event.lead_id)
         if who.is_tracker and not lead.startswith("~") and lead not in bound:
-            anonymous = f"~{event.visitor_id or event.lead_id}"
-            if len(anonymous) > self._max_id_len:
+            lead = self._tracker_lead(event, lead, aliases, bound, scrubbed.notes)
+            if len(lead) > self._max_id_len:
                 return _rejected(i, f"too_long:lead_id {event.lead_id[:40]} is not bound by a "
                                  "server key and too long for a visitor-level id")  # fmt: skip
-            resolved = aliases.get(anonymous, anonymous)
-            lead = resolved if resolved.startswith("~") or resolved in bound else anonymous
-            scrubbed.notes.append(
-                f"visitor_level:lead_id {event.lead_id[:40]} is not bound by a server key; "
-                f"stored as {lead[:41]}"
-            )
         wire = event.to_wire()  # (cheaper than dataclasses.replace, then to_wire)
         wire["lead_id"] = lead
         if scrubbed.props:
@@ -218,9 +223,37 @@ class Ingestor:
             partition=partition_of(event.tenant, lead, self._partitions),
             payload=payload,
             contact_hashes=tuple(dict.fromkeys(scrubbed.hashes)),
-            bind=not who.is_tracker and not lead.startswith("~"),
+            bind=not lead.startswith("~"),  # a tracker's only reach bound leads (refreshed)
         )
         return prepared, tuple(scrubbed.notes)
+
+    def _tracker_lead(
+        self,
+        event: Event,
+        lead: str,
+        aliases: Mapping[str, str],
+        bound: MutableSet[str],
+        notes: list[str],
+    ) -> str:
+        """Where a tracker's event for an unbound ``lead`` goes: the lead itself if it is an
+        ``identify`` with a valid token (which binds it, for the rest of the request too),
+        else the visitor-level id (too long for one: the caller rejects it)."""
+        token = event.props.get(TOKEN_FIELD)
+        if event.type == "identify" and token is not None:
+            if self._vouch is not None and self._vouch(event.tenant, lead, token):
+                bound.add(lead)
+                return lead
+            notes.append("dropped:identify_token is not valid for this lead (or expired)")
+        anonymous = f"~{event.visitor_id or event.lead_id}"
+        if len(anonymous) > self._max_id_len:
+            return anonymous
+        resolved = aliases.get(anonymous, anonymous)
+        target = resolved if resolved.startswith("~") or resolved in bound else anonymous
+        notes.append(
+            f"visitor_level:lead_id {event.lead_id[:40]} is not bound by a server key; "
+            f"stored as {target[:41]}"
+        )
+        return target
 
 
 def contact_reason(name: str, kind: str) -> str:

@@ -11,7 +11,7 @@
  * data-lp-area), property_save / property_unsave on clicks of [data-lp-save] /
  * [data-lp-unsave], search on submit of form[data-lp-search] (its named fields as
  * filters, except password / email / tel inputs).
- * API: leadpulse.identify(leadId, traits), leadpulse.propertyView({...}),
+ * API: leadpulse.identify(leadId, traits[, token]), leadpulse.propertyView({...}),
  * leadpulse.search(filters), leadpulse.track(type, fields), leadpulse.flush(),
  * leadpulse.reset(), leadpulse.visitorId(), leadpulse.optOut(), leadpulse.optIn(),
  * leadpulse.optedOut().
@@ -135,11 +135,14 @@
     }
     track("search", { area: f.area, props: { filters: f } });
   }
-  function identify(leadId, traits) {
+  // token: the site server's identify token for leadId (engine/gateway/identify.py);
+  // without one, the lead must already be known to the gateway from the server's key
+  function identify(leadId, traits, token) {
     if (!leadId || off) return;
     lead = String(leadId);
     setCookie(LID, lead, DAYS);
-    track("identify", { lead_id: lead, props: traits || undefined });
+    track("identify", { lead_id: lead, props: traits || undefined,
+      identify_token: token ? String(token).slice(0, 64) : undefined });
     flush(false);
   }
 

@@ -68,10 +68,10 @@ def _period(events: list[dict[str, Any]]) -> tuple[date, date]:
     return first, max(last, first + timedelta(days=29))
 
 
-def _cli(url: str, prefix: str, since: date, until: date, out: Path) -> float:
+def _cli(url: str, prefix: str, since: date, until: date, out: Path, *extra: str) -> float:
     env = {**os.environ, "LEADPULSE__REDIS__KEY_PREFIX": prefix, "REDIS_URL": url}
     cmd = [sys.executable, "-m", "engine.cli", "report", "--tenant", "sim", "--since",
-           since.isoformat(), "--until", until.isoformat(), "--out", str(out)]  # fmt: skip
+           since.isoformat(), "--until", until.isoformat(), "--out", str(out), *extra]  # fmt: skip
     started = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         engine_s = _run_engine(client, prefix, events, counters=True)
         since, until = _period(events)
         cli_s = [_cli(args.redis_url, prefix, since, until, out / "report") for _ in range(3)]
+        bare = [_cli(args.redis_url, prefix, since, until, out / "report", "--no-plots")
+                for _ in range(3)]  # fmt: skip
         builds = []
         for _ in range(5):
             started = time.perf_counter()
@@ -133,11 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         "engine_run_s": round(engine_s, 1),
         "report_cli_s": [round(s, 3) for s in cli_s],
         "report_cli_median_s": round(sorted(cli_s)[1], 3),
+        "report_cli_no_plots_median_s": round(sorted(bare)[1], 3),
         "build_s_median": round(sorted(builds)[2], 4),
         "target_s": TARGET_S, "within_target": sorted(cli_s)[1] < TARGET_S,
         "day_fields": fields, "lead_marks_bytes_per_lead": round(marks_bytes / args.leads),
         "report_leads": report.total.leads,
-        "engine_overhead": _overhead(client, small),
+        "engine_overhead": _overhead(client, small) if args.overhead_leads else None,
         "load_avg": os.getloadavg(),
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--since", default="", help="first day, YYYY-MM-DD (default: until - 6)")
     p.add_argument("--until", default="", help="last day, YYYY-MM-DD (default: today)")
     p.add_argument("--out", default="report", help="directory for report.md/.json and PNGs")
+    p.add_argument("--no-plots", action="store_true", help="markdown and JSON only")
     p.add_argument("--config", help="TOML file overriding config/default.toml")
     p.add_argument("--redis-url", default="", help="overrides REDIS_URL")
     add_data_dir(p)
@@ -58,7 +59,10 @@ def _day(text: str, name: str) -> date:
 def parse_period(since: str, until: str, today: date, dash: str = "--") -> tuple[date, date]:
     """The period asked for (one clear error for a bad or backwards one)."""
     end = _day(until, f"{dash}until") if until else today
-    start = _day(since, f"{dash}since") if since else weekly(end)[0]
+    try:
+        start = _day(since, f"{dash}since") if since else weekly(end)[0]
+    except OverflowError:
+        raise LeadpulseError(f"{dash}until {end} leaves no week before it") from None
     if start > end:
         raise LeadpulseError(f"{dash}since {start} is after {dash}until {end}")
     if (end - start).days >= MAX_DAYS:
@@ -107,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise LeadpulseError(f"cannot write to {out}: {exc.strerror or exc}") from None
     print(text)
-    drawn = plots(report, out)
+    drawn = [] if args.no_plots else plots(report, out)
     if isinstance(drawn, str):
         print(drawn)
     else:

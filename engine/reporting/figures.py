@@ -101,10 +101,11 @@ class Report:
         mine = [r for r in self.speed.get("agent", []) if r.name == agent]
         funnel = [r for r in self.funnel.get("agent", []) if r.name == agent]
         empty_q = Quality(0, 0, None, None, None, [], "team-wide: server keys only")
+        total = funnel[0] if funnel else _row(agent, Counter(), "agent", agent, None)
         return replace(
             self, agent=agent, speed={"agent": mine}, funnel={"agent": funnel},
             sla_by_agent=[r for r in self.sla_by_agent if r.agent == agent], optouts={},
-            quality=empty_q, total=_row(agent, Counter(), "agent", agent, None),
+            quality=empty_q, total=total,
         )  # fmt: skip
 
 

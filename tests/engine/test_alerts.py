@@ -376,3 +376,9 @@ def test_first_touch_is_never_blocked_nor_noisy_at_night(
             assert got == "call"
         elif not repeat:
             assert got == open_[0]
+
+
+def test_a_visitor_level_lead_is_scored_but_never_alerted() -> None:
+    visitor = Event(event_id="e1", lead_id="~v1", type="showing_request", ts=T0, tenant="t")
+    d = evaluate(visitor, sc(95), AlertState(), NO_CTX, A)
+    assert d.triggers == () and d.alert_id == "" and d.state.score == 95

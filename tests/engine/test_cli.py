@@ -103,3 +103,12 @@ def test_run_reports_an_unreachable_server_clearly() -> None:
     )  # fmt: skip
     assert out.returncode == 2
     assert "cannot reach Redis at redis://127.0.0.1:1/0" in out.stderr
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from engine import __version__
+    from engine.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"leadpulse {__version__}"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
 import msgpack
+import pytest
 
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
@@ -169,3 +171,71 @@ def test_model_set_round_trip_keeps_quality(make_settings: Any) -> None:
     again = ModelSet.loads(models.dumps())
     assert again.status()["served_score"]["labels"] == 50
     assert again.segment_of("seller") == "seller" and again.segment_of("both") == "buyer"
+
+
+# -- moments: learn from the vector just before the outcome, at once ------------------------
+
+
+def test_an_outcome_labels_the_vector_just_before_it_and_is_learned_at_once(
+    client: Any, make_settings: Any
+) -> None:
+    settings = make_settings(streams={"partitions": 1})
+    events = [
+        ev("x1", "X", "page_view", T0),
+        ev("x2", "X", "lost", T0 + 60),  # an explicit negative: outcomes are learned at once
+        ev("a1", "A", "lead_created", T0 + 100, source="referral"),
+        ev("a2", "A", "property_save", T0 + 200, property_id="P1"),
+        ev("a3", "A", "property_save", T0 + 300, property_id="P2"),
+        ev("a4", "A", "appointment_set", T0 + 400),
+    ]
+    parts = _run(client, settings, events)
+    labels = {x["lead"]: x for x in _labels(client, settings.redis.key_prefix)}
+    a = labels["A"]
+    assert a["y"] is True and a["kind"] == "latest" and a["ts"] == T0 + 300  # the last moment
+    assert a["x"]["saves"] == pytest.approx(math.log1p(2))  # as it stood before the outcome
+    assert a["x"]["source=referral"] == 1.0  # the profile level reaches the model
+    assert labels["X"]["y"] is False
+    # learned at once: both examples, in the run that carried them (no horizon passed)
+    assert parts.processor.learner.live.labels_seen == 2
+    assert len(labels) == 2  # no example from A's earlier, emptier moments
+
+
+def test_outcomes_for_unknown_leads_twice_or_both_ways_learn_once(
+    client: Any, make_settings: Any
+) -> None:
+    settings = make_settings(streams={"partitions": 1})
+    events = [
+        ev("u1", "U", "appointment_set", T0),  # unknown lead: nothing to label
+        ev("x1", "X", "page_view", T0 + 10),
+        ev("x2", "X", "lost", T0 + 20),
+        ev("x3", "X", "appointment_set", T0 + 30),  # after lost: the first outcome won
+        ev("y1", "Y", "inquiry", T0 + 40),
+        ev("y2", "Y", "appointment_set", T0 + 50),
+        ev("y3", "Y", "agreement_signed", T0 + 60),  # a second positive: nothing new
+        ev("y4", "Y", "page_view", T0 + 70),  # after its outcome: no new moment
+        ev("z1", "Z", "page_view", T0 + 40 * DAY),  # every horizon passes
+    ]
+    parts = _run(client, settings, events)
+    labels = _labels(client, settings.redis.key_prefix)
+    by_lead = [(x["lead"], x["y"], x["outcome"]) for x in labels if x["lead"] != "Z"]
+    assert sorted(by_lead) == [("X", False, "lost"), ("Y", True, "appointment_set")]
+    assert parts.processor.learner.live.labels_seen == 2  # Z's moment is still open
+    record = client.hgetall(f"{settings.redis.key_prefix}:{{t:Y}}:s")
+    assert record[b"outcome"] == b"appointment_set"
+
+
+def test_a_positives_only_stream_learns_positives_at_their_horizon(
+    client: Any, make_settings: Any
+) -> None:
+    """Won dates and no `lost`: a positive waits for its horizon, with its period's negatives."""
+    settings = make_settings(streams={"partitions": 1})
+    events = [
+        ev("a1", "A", "inquiry", T0),
+        ev("a2", "A", "appointment_set", T0 + DAY),
+        ev("b1", "B", "page_view", T0 + 2 * DAY),
+    ]
+    parts = _run(client, settings, events)
+    assert parts.processor.learner.live.labels_seen == 0  # held: no negative could exist yet
+    parts = _run(client, settings, [ev("z1", "Z", "page_view", T0 + 40 * DAY)])
+    labels = {x["lead"]: x["y"] for x in _labels(client, settings.redis.key_prefix)}
+    assert labels == {"A": True, "B": False}

@@ -43,3 +43,21 @@ def test_processing_moves_the_metrics(client: Any, make_settings: Any) -> None:
     assert 0 <= get("leadpulse_event_to_alert_seconds_sum") < 5
     assert get("leadpulse_score_count") == 1
     assert get("leadpulse_batch_size_count") >= 1
+
+
+def test_metrics_bind_where_the_setting_says() -> None:
+    """`metrics.host`: 127.0.0.1 by default; another address (all interfaces) on request."""
+    import json
+    import socket
+    import urllib.request
+
+    from engine.metrics import serve
+    from engine.settings import load_settings
+
+    assert load_settings(environ={}).metrics.host == "127.0.0.1"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve(Metrics.create(CollectorRegistry()), port, "0.0.0.0")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+        assert reply.status == 200 and "ok" in json.dumps(json.loads(reply.read()))

@@ -362,3 +362,16 @@ def test_errors_name_a_secret_setting_but_never_echo_it(
     assert "value not shown" in str(exc.value)
     section = next(iter(overrides))
     assert str(exc.value).startswith(f"invalid configuration: {section}.")
+
+
+@pytest.mark.parametrize("field", ["props.zip", "props.city", "props.gender", "props.first_name"])
+def test_a_declared_profile_field_that_is_a_proxy_is_refused(field: str) -> None:
+    with pytest.raises(ForbiddenFeatureError):
+        load_settings(overrides={"features": {"profile": [field]}}, environ={})
+
+
+def test_declared_profile_fields_reach_the_model_inputs() -> None:
+    s = load_settings(overrides={"features": {"profile": ["props.origin"]}}, environ={})
+    assert s.features.model_names[-1] == "props.origin"
+    with pytest.raises(ConfigError):  # a builtin or a name that is not props.<key>
+        load_settings(overrides={"features": {"profile": ["source"]}}, environ={})

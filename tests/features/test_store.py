@@ -299,3 +299,25 @@ def test_merge_by_contact_hash_keeps_the_known_lead(store: Store, client: Any, p
     assert keep == "P2" and folded == ["W1"]  # "~anon" had no state of its own to fold
     assert store.read("acme", "P2")["saves"] == "2"
     assert client.hget(f"{prefix}:alias:acme", "W1") == b"P2"
+
+
+def test_every_counter_of_the_spec_counts_its_event_type(store: FeatureStore) -> None:
+    from features.definitions import COUNTERS
+
+    events = [ev(f"c{i}", etype, T0 + i) for i, etype in enumerate(COUNTERS)]
+    f = last(store, *events)
+    for etype, counter in COUNTERS.items():
+        assert f[counter] >= 1, (etype, counter)
+
+
+def test_declared_profile_fields_come_from_props_newest_wins(
+    client: Any, make_settings: Any, prefix: str
+) -> None:
+    s = FeatureStore(client, make_settings(features={"profile": ["props.origin"]}).features, prefix)
+    f = last(
+        s,
+        ev("a", "lead_created", T0 + 10, props={"origin": "lead_add_form"}),
+        ev("b", "page_view", T0 + 20),  # no origin: keeps the stored one
+        ev("c", "profile_update", T0 + 5, props={"origin": "older"}),  # older event: ignored
+    )
+    assert f["props.origin"] == "lead_add_form"

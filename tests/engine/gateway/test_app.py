@@ -534,6 +534,8 @@ def test_openapi_describes_every_route_body_and_error(gateway: Gateway) -> None:
         "/v1/leads/{lead_id}/claim", "/v1/leads/{lead_id}/ack", "/v1/leads/{lead_id}/contact",
         "/v1/leads/{lead_id}/delivery", "/v1/alerts/{alert_id}/receipts", "/v1/sla/report",
         "/v1/delivery/dead",
+        # brokerage reports (engine/gateway/reports.py)
+        "/v1/reports/weekly",
     }  # fmt: skip
     post = paths["/v1/events"]["post"]
     assert set(post["requestBody"]["content"]) == {

@@ -7,14 +7,17 @@ is *bound*; a tracker key's events for any other lead id are stored visitor-leve
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import Any
 
 import pytest
 import redis
 
+from engine.gateway.identify import identify_token, verify_identify_token
 from engine.gateway.store import bound_key
-from tests.engine.gateway.conftest import ACME_TRACKER, BETA, Gateway, ev, stream_events
+from tests.engine.gateway.conftest import ACME, ACME_TRACKER, BETA, Gateway, ev, stream_events
 
 _BROWSING = ("property_view", "property_save", "search", "mortgage_calc", "share")
 
@@ -107,11 +110,6 @@ def test_a_visitor_level_id_too_long_is_rejected(gateway: Gateway) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine side of issue 16 item 1 not landed: engine/alerts.py must not alert on "
-    "visitor-level leads (lead ids starting with '~'); remove this mark when it has",
-)
 def test_the_probe_through_the_engine_makes_no_alert(
     gateway: Gateway, client: redis.Redis, prefix: str
 ) -> None:
@@ -121,3 +119,56 @@ def test_the_probe_through_the_engine_makes_no_alert(
     assert gateway.post_events(probe(), key=ACME_TRACKER).json()["accepted"] == 459
     run_flow(build_flow(build_parts(gateway.settings, client), bounded=True))
     assert client.xlen(f"{prefix}:alerts") == 0
+
+
+# -- identify tokens: the site's server signs, the page's identify binds ------------------
+
+
+def test_an_identify_token_binds_the_lead_for_the_tracker(
+    gateway: Gateway, client: redis.Redis, prefix: str
+) -> None:
+    token = identify_token(ACME, "acme", "lead-77")
+    events = [
+        ev("i1", "lead-77", "identify", visitor_id="v7", identify_token=token),
+        ev("i2", "lead-77", "property_view", visitor_id="v7"),  # same request: bound now
+    ]
+    body = gateway.post_events(events, key=ACME_TRACKER).json()
+    assert body["accepted"] == 2 and all("notes" not in r for r in body["results"]), body
+    by_id = {e["event_id"]: e for e in stream_events(client, prefix)}
+    assert by_id["i1"]["lead_id"] == by_id["i2"]["lead_id"] == "lead-77"
+    assert "identify_token" not in json.dumps(by_id["i1"])  # proof, never stored
+    assert client.exists(bound_key(prefix, "acme", "lead-77")) == 1
+    later = gateway.post_events([ev("i3", "lead-77")], key=ACME_TRACKER).json()
+    assert "notes" not in later["results"][0]
+
+
+@pytest.mark.parametrize(
+    "why,token",
+    [
+        ("another lead", identify_token(ACME, "acme", "lead-78")),
+        ("another tenant's key", identify_token(BETA, "acme", "lead-77")),
+        ("a tracker key", identify_token(ACME_TRACKER, "acme", "lead-77")),
+        ("expired", identify_token(ACME, "acme", "lead-77", ttl_s=-1)),
+        ("forged", "lpid1.9999999999.AAAAAAAAAAAAAAAAAAAAAAAA"),
+        ("junk", "lpid1.x.y"),
+        ("not text", 12345),
+        ("long", "lpid1." + "9" * 200),
+    ],
+)
+def test_a_bad_identify_token_leaves_the_visitor_anonymous(
+    gateway: Gateway, client: redis.Redis, prefix: str, why: str, token: Any
+) -> None:
+    e = ev("i1", "lead-77", "identify", visitor_id="v7", identify_token=token)
+    (result,) = gateway.post_events([e], key=ACME_TRACKER).json()["results"]
+    assert result["status"] == "accepted", why
+    assert result["notes"][0].startswith("dropped:identify_token"), why
+    (stored,) = stream_events(client, prefix)
+    assert stored["lead_id"] == "~v7" and "identify_token" not in stored.get("props", {})
+    assert client.exists(bound_key(prefix, "acme", "lead-77")) == 0
+
+
+def test_verify_identify_token_never_raises() -> None:
+    digests = [hashlib.sha256(ACME.encode()).digest()]
+    for token in (None, "", "lpid1..", "lpid1.1.\udc80", "\u0661" * 10, b"bytes", ["x"]):
+        assert verify_identify_token(digests, "acme", "L1", token) is False
+    assert verify_identify_token(digests, "acme", "L1", identify_token(ACME, "acme", "L1"))

@@ -61,6 +61,7 @@ def test_an_agent_key_sees_only_its_own_row(gw: Gateway) -> None:
     assert names == {"A003"}
     assert body["optouts"] == {} and body["quality"]["labels"] == 0
     assert set(body["funnel"]) == {"agent"} and set(body["speed"]) == {"agent"}
+    assert body["total"] == body["funnel"]["agent"][0]  # its own leads, not the team's
 
 
 def test_another_tenant_and_no_key_see_nothing(gw: Gateway) -> None:
@@ -77,6 +78,7 @@ def test_another_tenant_and_no_key_see_nothing(gw: Gateway) -> None:
         ("since=2026-02-30", "since '2026-02-30' is not a date"),
         ("since=yesterday", "since"),
         ("since=2020-01-01&until=2026-01-01", "at most 800"),
+        ("until=0001-01-03", "until 0001-01-03 leaves no week before it"),
     ],
 )
 def test_a_bad_period_is_422_with_the_reason(gw: Gateway, query: str, reason: str) -> None:

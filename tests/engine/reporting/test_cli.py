@@ -36,6 +36,8 @@ def test_report_writes_markdown_json_and_plots(
     assert (tmp_path / "report.md").read_text().startswith("# Weekly report")
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert {"conversion_by_bucket.png", "sla_by_agent.png"} <= set(pngs)
+    bare = _run([*PERIOD, "--out", str(tmp_path / "bare"), "--no-plots"], redis_url, sim_run.prefix)
+    assert bare.returncode == 0 and not list((tmp_path / "bare").glob("*.png"))
 
 
 @pytest.mark.parametrize(
