@@ -301,7 +301,7 @@ def test_merge_by_contact_hash_keeps_the_known_lead(store: Store, client: Any, p
     assert client.hget(f"{prefix}:alias:acme", "W1") == b"P2"
 
 
-def test_every_counter_of_the_spec_counts_its_event_type(store: FeatureStore) -> None:
+def test_every_counter_of_the_spec_counts_its_event_type(store: Store) -> None:
     from features.definitions import COUNTERS
 
     events = [ev(f"c{i}", etype, T0 + i) for i, etype in enumerate(COUNTERS)]
@@ -313,7 +313,7 @@ def test_every_counter_of_the_spec_counts_its_event_type(store: FeatureStore) ->
 def test_declared_profile_fields_come_from_props_newest_wins(
     client: Any, make_settings: Any, prefix: str
 ) -> None:
-    s = FeatureStore(client, make_settings(features={"profile": ["props.origin"]}).features, prefix)
+    s = Store(client, make_settings(features={"profile": ["props.origin"]}).features, prefix)
     f = last(
         s,
         ev("a", "lead_created", T0 + 10, props={"origin": "lead_add_form"}),
