@@ -65,7 +65,7 @@ def test_quick_bench_writes_every_figure(redis_url: str, tmp_path: Path) -> None
     for p in points:
         assert _positive(p["bytes_per_lead"]) and p["used_memory_delta"] > 0
         assert _positive(p["sample"]["memory_usage_bytes_per_lead"])
-        assert {"h", "e", "s"} <= set(p["sample"]["bytes_per_lead_by_part"])
+        assert {"f", "s"} <= set(p["sample"]["bytes_per_lead_by_part"])
 
     prof = result["profile"]
     assert _positive(prof["us_per_event"]) and _positive(prof["server"]["us_per_evalsha"])
