@@ -339,21 +339,29 @@ def unpack(blob: bytes) -> LeadFeatures:
         r = msgpack.unpackb(blob, raw=False)
     except (ValueError, msgpack.UnpackException) as exc:
         raise ValueError(f"unreadable feature record: {exc}") from None
-    if not isinstance(r, list) or not r or r[0] != SCHEMA or len(r) < 11:
-        raise ValueError(f"unknown feature record schema: {r[0] if r else None!r}")
+    if not isinstance(r, list) or len(r) < 11 or r[0] != SCHEMA:
+        head = r[0] if isinstance(r, list) and r else None
+        raise ValueError(f"unknown feature record schema: {head!r}")
+    try:
+        return _from_fields(r)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise ValueError(f"malformed feature record: {exc.__class__.__name__}") from None
+
+
+def _from_fields(r: list[Any]) -> LeadFeatures:
     s = LeadFeatures()
-    s.counts.update(zip(COUNT_FIELDS, r[1], strict=False))
+    s.counts.update(zip(COUNT_FIELDS, (int(v) for v in r[1]), strict=False))
     s.times.update(zip(TIME_FIELDS, (float(v) for v in r[2]), strict=False))
-    s.texts.update(zip(TEXT_FIELDS, r[3], strict=False))
-    s.blocked = set(r[4])
-    s.profile = {k: (v, float(ts)) for k, (v, ts) in r[5].items()}
-    s.views = [(float(r[6][i]), r[6][i + 1]) for i in range(0, len(r[6]), 2)]
-    s.pids = {r[7][i + 1]: float(r[7][i]) for i in range(0, len(r[7]), 2)}
-    s.areas = {r[8][i + 1]: float(r[8][i]) for i in range(0, len(r[8]), 2)}
+    s.texts.update(zip(TEXT_FIELDS, (str(v) for v in r[3]), strict=False))
+    s.blocked = {str(c) for c in r[4]}
+    s.profile = {str(k): (str(v), float(ts)) for k, (v, ts) in r[5].items()}
+    s.views = sorted((float(r[6][i]), str(r[6][i + 1])) for i in range(0, len(r[6]) - 1, 2))
+    s.pids = {str(r[7][i + 1]): float(r[7][i]) for i in range(0, len(r[7]) - 1, 2)}
+    s.areas = {str(r[8][i + 1]): float(r[8][i]) for i in range(0, len(r[8]) - 1, 2)}
     seen = bytes(r[9])
-    s.seen = [seen[i : i + _HASH_BYTES] for i in range(0, len(seen), _HASH_BYTES)]
+    s.seen = [seen[i : i + _HASH_BYTES] for i in range(0, len(seen) - _HASH_BYTES + 1, _HASH_BYTES)]
     s.seen_set = set(s.seen)
-    s.contacts = [float(v) for v in r[10]]
+    s.contacts = sorted(float(v) for v in r[10])
     return s
 
 

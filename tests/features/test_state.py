@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -140,3 +141,32 @@ def test_schema_zero_migrates() -> None:
     assert f["views_30d"] == 1 and f["distinct_areas_30d"] == 1
     assert f["agent_contacts_unanswered"] == 1 and ctx["blocked"] == ("email", "sms")
     assert s.apply(SPEC, Event("a", "L", "page_view", T0, tenant="t"))[0] == 0  # seen
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=64),
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers(-(2**62), 2**62)
+            | st.floats()
+            | st.text(max_size=4)
+            | st.binary(max_size=8),
+            lambda kids: (
+                st.lists(kids, max_size=12) | st.dictionaries(st.text(max_size=3), kids, max_size=3)
+            ),
+            max_leaves=40,
+        ).map(
+            lambda v: msgpack.packb([SCHEMA, *v] if isinstance(v, list) else v, use_bin_type=True)
+        ),
+    )
+)
+def test_a_damaged_record_is_refused_never_a_crash(blob: bytes) -> None:
+    try:
+        state = unpack(blob)
+    except ValueError:
+        return
+    state.features(SPEC)  # whatever it read is usable
+    assert unpack(state.pack(SPEC)).pack(SPEC) == state.pack(SPEC)
