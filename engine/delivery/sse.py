@@ -11,15 +11,21 @@ Without either, the stream starts with what comes next. A comment line every
 (``web.current_agent``) ``agent`` is the key's agent and ``team`` a group that lists
 it (``web.scope_view``, 403 otherwise).
 
-Each connection blocks on ``XREAD`` with its own asyncio Redis connection, so open
-streams never hold a worker thread.
+One :class:`FeedHub` per process reads each tenant's feed with a single blocking
+``XREAD`` (one Redis connection per feed being watched) and fans the entries out to
+every open stream from a bounded in-memory tail; a stream that resumes from further back
+than the tail catches up with a short ``XRANGE`` on a shared pool. So 1,000 open streams
+hold a handful of Redis connections, and none holds a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -34,7 +40,7 @@ from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.web import IDENT, current_agent, current_tenant, scope_view
 from engine.settings import Settings
 
-__all__ = ["async_client_like", "sse_router"]
+__all__ = ["FeedHub", "async_client_like", "sse_router"]
 
 _ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
@@ -57,9 +63,103 @@ def async_client_like(client: Any) -> aredis.Redis:
     )
 
 
+Row = tuple[str, dict[bytes, bytes]]
+
+
+def _key(sid: str) -> tuple[int, int]:
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass
+class _Tail:
+    """The newest entries of one feed, as the hub's reader saw them."""
+
+    floor: str  # every entry after this id and up to ``last`` is in ``rows``
+    last: str
+    rows: deque[tuple[tuple[int, int], str, dict[bytes, bytes]]] = field(
+        default_factory=lambda: deque(maxlen=2_000)
+    )
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    users: int = 0
+    task: asyncio.Task[None] | None = None
+
+
+class FeedHub:
+    """One reader per watched feed per process, fanned out to every open stream."""
+
+    def __init__(self, client: Any, block_ms: int) -> None:
+        self._client = client
+        self._block_ms = max(1, block_ms)
+        self._tails: dict[str, _Tail] = {}
+
+    async def latest(self, feed: str) -> str:
+        async with async_client_like(self._client) as r:  # a short call: its own connection
+            rows = await r.xrevrange(feed, count=1)
+        return rows[0][0].decode() if rows else "0-0"
+
+    async def join(self, feed: str) -> None:
+        tail = self._tails.get(feed)
+        if tail is None:
+            start = await self.latest(feed)
+            tail = self._tails.setdefault(feed, _Tail(floor=start, last=start))
+        tail.users += 1
+        task = tail.task
+        if task is None or task.done() or task.cancelling():
+            tail.task = asyncio.ensure_future(self._follow(feed, tail))
+
+    def leave(self, feed: str) -> None:
+        tail = self._tails.get(feed)
+        if tail is not None:
+            tail.users -= 1
+            if tail.users <= 0 and tail.task is not None:
+                tail.task.cancel()  # nobody is watching: the reader and its connection go
+
+    async def _follow(self, feed: str, tail: _Tail) -> None:
+        r = async_client_like(self._client)  # its own connection: XREAD BLOCK holds it
+        try:
+            while tail.users > 0:
+                reply = await r.xread({feed: tail.last}, count=500, block=self._block_ms)
+                for sid, fields in reply[0][1] if reply else ():
+                    sid_s = sid.decode()
+                    if len(tail.rows) == tail.rows.maxlen:
+                        tail.floor = tail.rows[0][1]
+                    tail.rows.append((_key(sid_s), sid_s, fields))
+                    tail.last = sid_s
+                if reply:
+                    done, tail.changed = tail.changed, asyncio.Event()
+                    done.set()
+        finally:
+            if tail.task is asyncio.current_task():
+                tail.task = None
+            with anyio.CancelScope(shield=True):
+                await r.aclose()
+
+    async def read(self, feed: str, after: str, wait_s: float) -> list[Row]:
+        """Entries after ``after`` (at most 500), waiting up to ``wait_s`` for new ones."""
+        tail = self._tails[feed]
+        if _key(after) < _key(tail.floor):  # from before the tail: catch up from Redis
+            async with async_client_like(self._client) as r:
+                rows = await r.xrange(feed, min=f"({after}", count=500)
+            return [(sid.decode(), fields) for sid, fields in rows]
+        got = self._after(tail, after)
+        if got:
+            return got
+        changed = tail.changed
+        with anyio.move_on_after(wait_s):
+            await changed.wait()
+        return self._after(tail, after)
+
+    @staticmethod
+    def _after(tail: _Tail, after: str) -> list[Row]:
+        k = _key(after)
+        return [(sid, fields) for key, sid, fields in tail.rows if key > k][:500]
+
+
 def sse_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> APIRouter:
     keys = DeliveryKeys(settings.redis.key_prefix)
     keepalive_ms = int(settings.delivery.sse_keepalive_s * 1000)
+    hub = FeedHub(client, min(keepalive_ms, 1_000))
     router = APIRouter(tags=["delivery"])
 
     @router.get(
@@ -85,23 +185,21 @@ def sse_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
             raise HTTPException(400, "Last-Event-ID must be a feed id like 1700000000000-0")
         feed = keys.feed(tenant)
         names = agent_names(settings.delivery.tenant(tenant))
-        r = async_client_like(client)
         if not start:
-            rows = await r.xrevrange(feed, count=1)
-            start = rows[0][0].decode() if rows else "0-0"
+            start = await hub.latest(feed)
 
         async def events() -> AsyncIterator[bytes]:
             metrics.sse_clients.inc()
             after = start
+            await hub.join(feed)
             try:
                 yield b"retry: 2000\n\n"
                 while not await request.is_disconnected():
-                    reply = await r.xread({feed: after}, count=100, block=keepalive_ms)
-                    if not reply:
+                    rows = await hub.read(feed, after, keepalive_ms / 1000)
+                    if not rows:
                         yield b": keepalive\n\n"
                         continue
-                    for sid, fields in reply[0][1]:
-                        after = sid.decode()
+                    for after, fields in rows:
                         if not visible(fields, agent, team):
                             continue
                         kind = fields[b"k"].decode()
@@ -112,8 +210,7 @@ def sse_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
                         yield f"id: {after}\nevent: {kind}\ndata: {data}\n\n".encode()
             finally:
                 metrics.sse_clients.dec()
-                with anyio.CancelScope(shield=True):  # a hang-up cancels the stream's scope
-                    await r.aclose()
+                hub.leave(feed)
 
         return StreamingResponse(
             events(),
