@@ -14,7 +14,7 @@ it (``web.scope_view``, 403 otherwise).
 One :class:`FeedHub` per process reads each tenant's feed with a single blocking
 ``XREAD`` (one Redis connection per feed being watched) and fans the entries out to
 every open stream from a bounded in-memory tail; a stream that resumes from further back
-than the tail catches up with a short ``XRANGE`` on a shared pool. So 1,000 open streams
+than the tail catches up with a short ``XRANGE``. So 1,000 open streams
 hold a handful of Redis connections, and none holds a worker thread.
 """
 
@@ -73,7 +73,7 @@ def _key(sid: str) -> tuple[int, int]:
 
 @dataclass
 class _Tail:
-    """The newest entries of one feed, as the hub's reader saw them."""
+    """The newest entries of one feed, as the hub read them."""
 
     floor: str  # every entry after this id and up to ``last`` is in ``rows``
     last: str
@@ -81,16 +81,22 @@ class _Tail:
         default_factory=lambda: deque(maxlen=2_000)
     )
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    reading: asyncio.Lock = field(default_factory=asyncio.Lock)
+    conn: aredis.Redis | None = None  # the feed's one blocking connection
     users: int = 0
-    task: asyncio.Task[None] | None = None
 
 
 class FeedHub:
-    """One reader per watched feed per process, fanned out to every open stream."""
+    """One blocking read per watched feed per process, fanned out to every open stream.
 
-    def __init__(self, client: Any, block_ms: int) -> None:
+    There is no background task: the first stream that finds nothing new and nobody
+    reading becomes the reader for one ``XREAD BLOCK`` on the feed's connection, and the
+    others wait for what it brings. The last stream to leave closes the connection, in
+    its own request, so nothing outlives the streams.
+    """
+
+    def __init__(self, client: Any) -> None:
         self._client = client
-        self._block_ms = max(1, block_ms)
         self._tails: dict[str, _Tail] = {}
 
     async def latest(self, feed: str) -> str:
@@ -99,41 +105,19 @@ class FeedHub:
         return rows[0][0].decode() if rows else "0-0"
 
     async def join(self, feed: str) -> None:
+        if feed not in self._tails:
+            start = await self.latest(feed)
+            self._tails.setdefault(feed, _Tail(floor=start, last=start))
+        self._tails[feed].users += 1
+
+    async def leave(self, feed: str) -> None:
         tail = self._tails.get(feed)
         if tail is None:
-            start = await self.latest(feed)
-            tail = self._tails.setdefault(feed, _Tail(floor=start, last=start))
-        tail.users += 1
-        task = tail.task
-        if task is None or task.done() or task.cancelling():
-            tail.task = asyncio.ensure_future(self._follow(feed, tail))
-
-    def leave(self, feed: str) -> None:
-        tail = self._tails.get(feed)
-        if tail is not None:
-            tail.users -= 1
-            if tail.users <= 0 and tail.task is not None:
-                tail.task.cancel()  # nobody is watching: the reader and its connection go
-
-    async def _follow(self, feed: str, tail: _Tail) -> None:
-        r = async_client_like(self._client)  # its own connection: XREAD BLOCK holds it
-        try:
-            while tail.users > 0:
-                reply = await r.xread({feed: tail.last}, count=500, block=self._block_ms)
-                for sid, fields in reply[0][1] if reply else ():
-                    sid_s = sid.decode()
-                    if len(tail.rows) == tail.rows.maxlen:
-                        tail.floor = tail.rows[0][1]
-                    tail.rows.append((_key(sid_s), sid_s, fields))
-                    tail.last = sid_s
-                if reply:
-                    done, tail.changed = tail.changed, asyncio.Event()
-                    done.set()
-        finally:
-            if tail.task is asyncio.current_task():
-                tail.task = None
-            with anyio.CancelScope(shield=True):
-                await r.aclose()
+            return
+        tail.users -= 1
+        if tail.users <= 0 and tail.conn is not None and not tail.reading.locked():
+            conn, tail.conn = tail.conn, None
+            await conn.aclose()
 
     async def read(self, feed: str, after: str, wait_s: float) -> list[Row]:
         """Entries after ``after`` (at most 500), waiting up to ``wait_s`` for new ones."""
@@ -145,10 +129,34 @@ class FeedHub:
         got = self._after(tail, after)
         if got:
             return got
-        changed = tail.changed
-        with anyio.move_on_after(wait_s):
-            await changed.wait()
+        if tail.reading.locked():  # another stream is reading: wait for what it brings
+            changed = tail.changed
+            with anyio.move_on_after(wait_s):
+                await changed.wait()
+        else:
+            async with tail.reading:
+                await self._pull(feed, tail, wait_s)
         return self._after(tail, after)
+
+    async def _pull(self, feed: str, tail: _Tail, wait_s: float) -> None:
+        if tail.conn is None:
+            tail.conn = async_client_like(self._client)
+        block = max(1, int(wait_s * 1000))
+        try:
+            reply = await tail.conn.xread({feed: tail.last}, count=500, block=block)
+        except BaseException:  # cancelled mid-read (a hang-up): the connection is spent
+            conn, tail.conn = tail.conn, None
+            with anyio.CancelScope(shield=True):
+                await conn.aclose()
+            raise
+        for sid, fields in reply[0][1] if reply else ():
+            sid_s = sid.decode()
+            if len(tail.rows) == tail.rows.maxlen:
+                tail.floor = tail.rows[0][1]
+            tail.rows.append((_key(sid_s), sid_s, fields))
+            tail.last = sid_s
+        done, tail.changed = tail.changed, asyncio.Event()
+        done.set()  # the waiters look again (new entries, or time for a keepalive)
 
     @staticmethod
     def _after(tail: _Tail, after: str) -> list[Row]:
@@ -159,7 +167,7 @@ class FeedHub:
 def sse_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> APIRouter:
     keys = DeliveryKeys(settings.redis.key_prefix)
     keepalive_ms = int(settings.delivery.sse_keepalive_s * 1000)
-    hub = FeedHub(client, min(keepalive_ms, 1_000))
+    hub = FeedHub(client)
     router = APIRouter(tags=["delivery"])
 
     @router.get(
@@ -210,7 +218,8 @@ def sse_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
                         yield f"id: {after}\nevent: {kind}\ndata: {data}\n\n".encode()
             finally:
                 metrics.sse_clients.dec()
-                hub.leave(feed)
+                with anyio.CancelScope(shield=True):  # a hang-up cancels the stream's scope
+                    await hub.leave(feed)
 
         return StreamingResponse(
             events(),
