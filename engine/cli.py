@@ -208,7 +208,7 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    flow = build_flow(parts, stop=stop)
+    flow = build_flow(parts, stop=stop, drain=False)
     addresses = [a for a in args.addresses.split(";") if a]
     start_line(
         "leadpulse run",
