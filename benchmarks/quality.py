@@ -504,7 +504,9 @@ def compare(
 def targets(
     results: Mapping[str, Any], boot: Mapping[str, Mapping[str, float]] | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Issue 3's targets, judged on the served online score (point estimates).
+    """The targets of "Scores that rank real leads", judged on the served online score
+    (point estimates): within 0.01 of the batch LR, 0.05 above the seeds' points score
+    (the issue asks it of the simulator; reported for every dataset), ECE <= 0.03.
 
     ``interval`` is the bootstrap's 95 % interval of the AUC difference, when there is
     one: a target "met" whose interval reaches far past the threshold is not settled.
@@ -537,8 +539,8 @@ def targets(
     return {
         "online_auc_minus_batch_lr": row(
             None if online is None or lr is None else online - lr,
-            ">= -0.02",
-            lambda v: v >= -0.02,
+            ">= -0.01",
+            lambda v: v >= -0.01,
             "online_served_minus_batch_lr",
         ),
         "online_auc_minus_points_prior": row(
@@ -547,7 +549,7 @@ def targets(
             lambda v: v >= 0.05,
             "online_served_minus_points_prior",
         ),
-        "online_served_ece": row(served_ece, "<= 0.05", lambda v: v <= 0.05),
+        "online_served_ece": row(served_ece, "<= 0.03", lambda v: v <= 0.03),
     }
 
 

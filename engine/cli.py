@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 def _command_modules() -> dict[str, Any]:
     """Commands that live with their package: each has ``add_parser(sub)`` and ``run(args)``."""
     from benchmarks import cli as bench_cli
-    from engine import backtest, merge_cli, model_cli, up
+    from engine import backtest, importer, merge_cli, model_cli, up
     from engine.delivery import cli as deliver_cli
     from engine.gateway import cli as serve_cli
     from engine.reporting import cli as report_cli
@@ -111,6 +111,7 @@ def _command_modules() -> dict[str, Any]:
     return {
         "up": up,
         "backtest": backtest,
+        "import": importer,
         "model": model_cli,
         "merge": merge_cli,
         "serve": serve_cli,
@@ -207,7 +208,7 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    flow = build_flow(parts, stop=stop)
+    flow = build_flow(parts, stop=stop, drain=False)
     addresses = [a for a in args.addresses.split(";") if a]
     start_line(
         "leadpulse run",

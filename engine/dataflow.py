@@ -65,6 +65,7 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
         idle: timedelta,
         health: RedisHealth,
         backoff: Any,  # redis_client.outage_backoff(): .compute(failures) -> seconds
+        drain: bool = True,
     ) -> None:
         self._reader = reader
         self._partition = partition
@@ -76,10 +77,13 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
         self._health = health
         self._backoff = backoff
         self._failures = 0
+        self._drain = drain
 
     def next_batch(self) -> list[Entry]:
         if self._end is not None and _id_key(self._pos) >= self._end:
             raise StopIteration
+        if not self._drain and self._stop is not None and self._stop.is_set():
+            raise StopIteration  # SIGTERM: stop at this batch boundary; the rest waits in Redis
         try:
             rows = self._reader.read(self._pos)
         except UNREACHABLE as exc:  # Redis restarting or gone: never crash, try again later
@@ -121,15 +125,22 @@ class RedisStreamSource(FixedPartitionedSource[Entry, str]):
     """One resumable partition per stream partition; reads never block the worker.
 
     ``bounded``: stop at the newest entry present when the partition is built (replay).
-    ``stop``: stop once the partition is drained after this event is set (demo, SIGTERM).
+    ``stop``: once this event is set, stop at the next batch boundary (``drain=False``:
+    `run` on SIGTERM — everything committed is safe, the rest waits in the stream) or
+    once the partition is drained (``drain=True``: the demo's end).
     """
 
     def __init__(
-        self, parts: EngineParts, bounded: bool = False, stop: threading.Event | None = None
+        self,
+        parts: EngineParts,
+        bounded: bool = False,
+        stop: threading.Event | None = None,
+        drain: bool = True,
     ) -> None:
         self._parts = parts
         self._bounded = bounded
         self._stop = stop
+        self._drain = drain
 
     def list_parts(self) -> list[str]:
         return [str(p) for p in range(self._parts.names.partitions)]
@@ -146,7 +157,7 @@ class RedisStreamSource(FixedPartitionedSource[Entry, str]):
         idle = timedelta(milliseconds=parts.idle_poll_ms)
         proc = parts.processor
         return _StreamPartition(
-            reader, p, start, end, self._stop, idle, proc.health, proc.outage_backoff
+            reader, p, start, end, self._stop, idle, proc.health, proc.outage_backoff, self._drain
         )
 
 
@@ -171,11 +182,13 @@ def build_flow(
     *,
     bounded: bool = False,
     stop: threading.Event | None = None,
+    drain: bool = True,
     on_alerts: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> Dataflow:
     """The leadpulse dataflow: streams -> processor -> alert callback."""
     flow = Dataflow("leadpulse")
-    entries = op.input("streams", flow, RedisStreamSource(parts, bounded=bounded, stop=stop))
+    source = RedisStreamSource(parts, bounded=bounded, stop=stop, drain=drain)
+    entries = op.input("streams", flow, source)
 
     def process(batch: list[Entry]) -> Sequence[dict[str, Any]]:
         return parts.processor.process_retrying(batch, stop).alerts

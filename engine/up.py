@@ -282,7 +282,8 @@ def _serve_all(base: Any, url: str, args: argparse.Namespace, where: str) -> int
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    parts.start("engine", run_flow, build_flow(build_parts(settings, client), stop=parts.stop))
+    flow = build_flow(build_parts(settings, client), stop=parts.stop, drain=False)
+    parts.start("engine", run_flow, flow)
     delivery = DeliveryService(settings, client, consumer="up")
     parts.threads.append(run_in_thread(delivery, parts.stop))
     if args.demo:

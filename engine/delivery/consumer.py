@@ -55,6 +55,7 @@ from engine.delivery.sla import SlaClocks
 from engine.delivery.targets import TargetJobs
 from engine.delivery.webhooks import Job, Receipts, RetryPolicy, WebhookSender
 from engine.events import Event
+from engine.reporting.delivery import DeliveryCounts
 from engine.settings import Settings, TenantDelivery
 from engine.streams import Producer, StreamNames
 from engine.validate import Validator
@@ -101,6 +102,7 @@ class DeliveryService:
             client, self.keys, self.metrics, ttl_s=ttl, report_keep=self.d.report_keep,
             clock=clock,
         )  # fmt: skip
+        self.clocks.daily = DeliveryCounts(settings)  # SLA misses in the brokerage report
         self.assigner = Assigner(
             client, self.keys, self.d.tenant, stream_emitter(self.producer),
             claim_timeout_s=self.d.claim_timeout_s, ttl_s=ttl, clock=clock,

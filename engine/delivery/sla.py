@@ -86,6 +86,9 @@ def response_time(clock: dict[str, Any], ts: float, at: float | None) -> float |
 
 
 class SlaClocks:
+    #: per-day miss counters for the brokerage report (engine/reporting/delivery.py)
+    daily: Any = None
+
     def __init__(
         self,
         client: Any,
@@ -365,6 +368,8 @@ class SlaClocks:
                 pipe.hincrby(rep, f"agent:{owner}:missed", 1)
             else:
                 pipe.hincrby(rep, f"source:{c['source']}:pond_missed", 1)
+            if self.daily is not None:
+                self.daily.missed(pipe, tenant, owner, c["source"], now)
             pipe.execute()
             self._m.sla_missed.labels(c["source"]).inc()
             out.append({**c, "misses": c["misses"] + 1, "missed_by": missed})

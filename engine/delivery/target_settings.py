@@ -77,6 +77,7 @@ class TargetSettings(BaseModel):
     receive: bool = False
     lead_prefix: str = Field("", pattern=r"^[A-Za-z0-9_.:-]{0,32}$")
     stages: dict[str, str] = Field(default_factory=dict)
+    users: dict[str, str] = Field(default_factory=dict)  # CRM user id -> leadpulse agent id
     page_url: str = ""
 
     @field_validator("url", "page_url")

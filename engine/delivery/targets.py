@@ -34,7 +34,7 @@ from engine.delivery.scripts import bucket_label, local_time, why_now
 from engine.delivery.target_settings import TargetSettings
 from engine.delivery.webhooks import Job
 
-__all__ = ["Pacer", "TargetJobs", "Values", "render", "values_of"]
+__all__ = ["Pacer", "TargetJobs", "Values", "fub_headers", "render", "values_of"]
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _TOUCH = {"call": "call", "sms": "text", "email": "email", "chat": "chat"}
@@ -191,11 +191,16 @@ def fub_request(t: TargetSettings, v: Values) -> Request:
     """Follow Up Boss: the person's custom fields, ``PUT /v1/people/{id}``."""
     fields = t.fub_fields
     body = {fields[k]: getattr(v, k) for k in ("score", "bucket", "top_reason") if k in fields}
+    url = f"{t.api_base}/v1/people/{quote(v.crm_id, safe='')}"
+    return Request("PUT", url, fub_headers(t), _json(body))
+
+
+def fub_headers(t: TargetSettings) -> tuple[tuple[str, str], ...]:
+    """Basic auth with the API key, and the registered system's ``X-System`` headers."""
     headers = _auth(t) + [("X-System", t.system)]
     if t.system_key.get_secret_value():
         headers.append(("X-System-Key", t.system_key.get_secret_value()))
-    url = f"{t.api_base}/v1/people/{quote(v.crm_id, safe='')}"
-    return Request("PUT", url, tuple(headers), _json(body))
+    return tuple(headers)
 
 
 def _move(v: Values) -> str:

@@ -65,6 +65,7 @@ class AgentSla:
     late: int
     sla_missed: int  # escalations away from the agent (delivery's SLA misses)
     redistributed_to: int
+    missed_on_clock: int = 0  # every miss on delivery's wall clock (the last step too)
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def _funnel(c: Counter[str], base: float | None) -> dict[str, list[FunnelRow]]:
 
 def _agents_sla(c: Counter[str]) -> list[AgentSla]:
     names = set(_values(c, "responses", "agent")) | set(_values(c, "escalated", "from"))
-    names |= set(_values(c, "escalated", "to"))
+    names |= set(_values(c, "escalated", "to")) | set(_values(c, "missed", "agent"))
     rows = []
     for a in sorted(names):
         responses, within = _get(c, "responses", "agent", a), _get(c, "within", "agent", a)
@@ -226,7 +227,8 @@ def _agents_sla(c: Counter[str]) -> list[AgentSla]:
                 responses - within,
                 _get(c, "escalated", "from", a),
                 _get(c, "escalated", "to", a),
-            )  # fmt: skip
+                _get(c, "missed", "agent", a),
+            )
         )
     return rows
 

@@ -111,11 +111,13 @@ def _funnels(r: Report) -> list[str]:
 def _agents(r: Report) -> list[str]:
     lines = ["## SLA misses and redistributions by agent", ""]
     lines += [
-        "| agent | responses | within SLA | late | SLA misses (escalated) | redistributed to |",
-        "|---|---|---|---|---|---|",
+        "| agent | responses | within SLA | late | SLA misses (escalated) | redistributed to "
+        "| SLA misses (delivery clock) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for a in r.sla_by_agent:
-        cells = (a.agent, a.responses, a.within_sla, a.late, a.sla_missed, a.redistributed_to)
+        cells = (a.agent, a.responses, a.within_sla, a.late, a.sla_missed, a.redistributed_to,
+                 a.missed_on_clock)  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
 

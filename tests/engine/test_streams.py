@@ -6,7 +6,7 @@ from typing import Any
 
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
-from engine.streams import Producer, committed_positions
+from engine.streams import Producer, committed_positions, stream_lag
 
 T0 = 1_767_225_600.0
 
@@ -117,3 +117,20 @@ def test_leads_gone_idle_leave_the_hot_list(client: Any, make_settings: Any) -> 
     run([hand_raise("c", "L2")])  # L2 is back; the next commit prunes L1
     assert [m.decode() for m in client.zrange(hot_key(prefix, "t1"), 0, -1)] == ["L2"]
     assert [m.decode() for m in client.zrange(hot_index_key(prefix), 0, -1)] == ["t1\x1fL2"]
+
+
+def test_sigterm_stops_at_a_batch_boundary_not_after_the_backlog(
+    client: Any, make_settings: Any
+) -> None:
+    """`run` on SIGTERM stops at the next batch; the demo's end drains (drain=True)."""
+    import threading
+
+    settings = make_settings(streams={"partitions": 1, "read_count": 100})
+    parts = build_parts(settings, client)
+    Producer(client, parts.names, settings.streams.maxlen).send(_events(0, 2_000))
+    stop = threading.Event()
+    stop.set()  # SIGTERM before the first read
+    run_flow(build_flow(parts, stop=stop, drain=False))
+    assert stream_lag(client, parts.names, [0]) == {0: 2_000}  # nothing read, nothing lost
+    run_flow(build_flow(build_parts(settings, client), stop=stop, drain=True))
+    assert stream_lag(client, parts.names, [0]) == {0: 0}  # drained

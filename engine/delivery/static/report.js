@@ -77,10 +77,11 @@
       const rows = (rep.funnel || {})[dim];
       if (rows && rows.length) out.append(table(`Conversion by ${label}`, fh, funnelRows(rows)));
     }
-    const ah = ["agent", "responses", "within SLA", "late", "SLA misses", "redistributed to"];
+    const ah = ["agent", "responses", "within SLA", "late", "SLA misses (escalated)",
+                "redistributed to", "SLA misses (delivery clock)"];
     out.append(table("SLA misses and redistributions by agent", ah, (rep.sla_by_agent || [])
-      .map((a) => [a.agent, a.responses, a.within_sla, a.late, a.sla_missed, a.redistributed_to]
-        .map(String))));
+      .map((a) => [a.agent, a.responses, a.within_sla, a.late, a.sla_missed, a.redistributed_to,
+                   a.missed_on_clock].map(String))));
     const ch = (rep.optouts || {}).channel || {};
     if (Object.keys(ch).length) {
       out.append(table("Opt-outs by channel", ["channel", "leads"],

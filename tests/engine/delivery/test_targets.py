@@ -211,7 +211,7 @@ def test_the_standardwebhooks_library_verifies_our_signature() -> None:
 
 
 def test_templates_keep_types_and_never_invent_fields() -> None:
-    t = TargetSettings(kind="http", url="https://crm.example/x/{lead_id}")
+    t = TargetSettings.model_validate({"kind": "http", "url": "https://crm.example/x/{lead_id}"})
     alert = {"lead_id": "a/b", "score_after": 83, "reasons": ["Asked for a showing"],
              "bucket": "P1", "first_touch": "call", "blocked_channels": ["call"]}  # fmt: skip
     v = values_of(alert, t)

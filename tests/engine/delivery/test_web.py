@@ -143,3 +143,45 @@ def test_hot_list_claim_ack_contact_and_lead_api(
     assert page.status_code == 200 and 'data-stream-url="/v1/alerts/stream"' in page.text
     assert httpx.get(f"{server.url}/hotlist/hotlist.js").status_code == 200
     assert httpx.get(f"{server.url}/hotlist/secrets.txt").status_code == 404
+
+
+def test_many_open_streams_share_a_handful_of_redis_connections(
+    setup: tuple[Any, DeliveryService, Server], client: Any
+) -> None:
+    """One reader per feed per process, fanned out: 200 streams, not 200 connections."""
+    import asyncio
+
+    settings, svc, server = setup
+
+    def connections() -> int:
+        return len(client.client_list())
+
+    before = connections()
+    url = f"{server.url}/v1/alerts/stream?last_event_id=0-0"
+
+    async def many(n: int) -> tuple[int, list[str]]:
+        limits = httpx.Limits(max_connections=n + 10)
+        async with httpx.AsyncClient(timeout=20, limits=limits) as http:
+            streams = [http.stream("GET", url) for _ in range(n)]
+            responses = [await s.__aenter__() for s in streams]
+            try:
+                assert all(r.status_code == 200 for r in responses)
+                await asyncio.sleep(1.0)  # every stream is waiting on the hub now
+                during = connections()
+                send(settings, client, [_hand_raise("M1", "02139")])
+                run_engine(settings, client)
+                handle_all(svc)
+                firsts = []
+                for r in responses[:5]:  # a new alert reaches the streams, fanned out
+                    async for line in r.aiter_lines():
+                        if line.startswith("data: ") and "M1" in line:
+                            firsts.append(line)
+                            break
+                return during, firsts
+            finally:
+                for s in streams:
+                    await s.__aexit__(None, None, None)
+
+    during, firsts = asyncio.run(many(200))
+    assert len(firsts) == 5
+    assert during - before <= 5, (before, during)
