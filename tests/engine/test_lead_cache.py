@@ -1,0 +1,71 @@
+"""The worker's lead cache: trusted while it is the only writer, dropped when it is not.
+
+- A merge run outside the engine (``leadpulse merge``) between two batches: the next
+  batch's commit sees the store generation moved, is refused and redone on fresh state,
+  so the merged history is not overwritten by the cached one.
+- A batch that fails before its commit leaves the cache empty: what Redis committed is
+  what the next batch starts from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+
+from engine.app import build_parts
+from features.state import read_record
+from features.store import FeatureStore, lead_key
+
+T0 = 1_767_225_600.0
+
+
+def _entries(events: list[dict[str, Any]], start: int) -> list[Any]:
+    return [
+        (0, f"{start + i}-0".encode(), {b"e": msgpack.packb(e, use_bin_type=True)})
+        for i, e in enumerate(events)
+    ]
+
+
+def ev(eid: str, lead: str, etype: str, ts: float) -> dict[str, Any]:
+    return {"event_id": eid, "lead_id": lead, "type": etype, "ts": ts, "tenant": "t"}
+
+
+def _saves(client: Any, prefix: str, lead: str) -> int:
+    return read_record(client.get(lead_key(prefix, "t", lead, "f"))).counts["saves"]
+
+
+def test_an_outside_merge_is_not_overwritten_by_the_cache(
+    client: Any, make_settings: Any, prefix: str
+) -> None:
+    settings = make_settings(streams={"partitions": 1})
+    parts = build_parts(settings, client)
+    parts.processor.process_retrying(
+        _entries([ev("a1", "A", "property_save", T0), ev("b1", "B", "property_save", T0)], 1)
+    )
+    cli = FeatureStore(client, settings.features, prefix)  # `leadpulse merge`, elsewhere
+    assert cli.merge("t", keep="A", other="B")
+    assert _saves(client, prefix, "A") == 2
+    parts.processor.process_retrying(_entries([ev("a2", "A", "property_save", T0 + 60)], 10))
+    assert _saves(client, prefix, "A") == 3  # 1 + B's 1 + the new one, not the cached 2
+    assert client.exists(lead_key(prefix, "t", "B", "f")) == 0
+
+
+def test_a_failed_batch_leaves_only_what_redis_committed(
+    client: Any, make_settings: Any, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(streams={"partitions": 1})
+    parts = build_parts(settings, client)
+    parts.processor.process(_entries([ev("a1", "A", "property_save", T0)], 1))
+
+    def boom(fx: Any) -> None:
+        raise RuntimeError("the commit never happened")
+
+    monkeypatch.setattr(parts.processor._commit, "commit", boom)
+    with pytest.raises(RuntimeError):
+        parts.processor.process(_entries([ev("a2", "A", "property_save", T0 + 1)], 2))
+    monkeypatch.undo()
+    assert _saves(client, prefix, "A") == 1
+    parts.processor.process(_entries([ev("a2", "A", "property_save", T0 + 1)], 2))
+    assert _saves(client, prefix, "A") == 2  # applied once, on the committed state
