@@ -125,7 +125,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             "",
             f"Server side ({sv['kind']}): {_f(sv['us_per_evalsha'], 1)} µs per EVALSHA "
-            f"(feature script), {_f(sv['exec_us_per_event'], 1)} µs per event in EXEC "
+            f"(scripts; none per event since issue 12), {_f(sv['exec_us_per_event'], 1)} µs "
+            "per event in EXEC "
             f"(commit); {_f(sv['evalsha_plus_exec_us_per_event'], 1)} µs of server time an "
             "event in all.",
             "",
