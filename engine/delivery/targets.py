@@ -288,6 +288,16 @@ def _shown(t: TargetSettings, url: str) -> str:
     return host + "/…" if t.kind in ("slack", "teams") else host + parts.path
 
 
+def _writable(t: TargetSettings, v: Values) -> bool:
+    """A CRM holds identified leads only: never a visitor-level lead (``~<visitor>``), and
+    in Follow Up Boss only a person id (digits), or every call would be a 404."""
+    if t.kind in ("slack", "teams"):
+        return True
+    if v.lead_id.startswith("~"):
+        return False
+    return t.kind != "fub" or v.crm_id.isdigit()
+
+
 class TargetJobs:
     """Builds the target jobs of one alert payload, and of bucket changes without an
     alert (:class:`BucketSweep`); one :class:`Pacer` per target."""
@@ -317,6 +327,8 @@ class TargetJobs:
             if "bucket" in t.triggers:
                 noted.append(name)
             v = values_of(payload, t)
+            if not _writable(t, v):
+                continue
             req = _BUILDERS[t.kind](t, v)
             out.append(Job(
                 target=f"{t.kind}:{name}", url=req.url, method=req.method, headers=req.headers,

@@ -264,3 +264,16 @@ def test_a_bucket_change_without_an_alert_is_written_back_once(
     assert job.method == "PUT" and job.url.endswith("/v1/people/61") and job.target == "fub:fub"
     assert json.loads(job.body)["customLeadpulseBucket"] in ("P1", "P2", "P3", "P4")
     assert svc.tick() == []  # unchanged: not written again
+
+
+def test_visitors_and_non_person_ids_are_never_written_to_a_crm() -> None:
+    from engine.delivery.targets import TargetJobs
+
+    fub = TargetSettings.model_validate(_fub("https://fub.example"))
+    crm = TargetSettings.model_validate({"kind": "http", "url": "https://crm.example/{lead_id}"})
+    base = {"alert_id": "a1", "delivery_id": "a1", "ingest_ms": 0, "order_key": "t/x"}
+    jobs = TargetJobs()
+    for lead, expected in (("~v9", []), ("L1042", ["http:crm"]), ("1042", ["http:crm", "fub:fub"])):
+        got = jobs.jobs({"tenant": "t", "lead_id": lead, "type": "alert", "bucket": "P2"},
+                        {"fub": fub, "crm": crm}, base)  # fmt: skip
+        assert [j.target for j in got] == expected, lead
