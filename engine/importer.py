@@ -391,6 +391,8 @@ def run(args: argparse.Namespace) -> int:
     from engine.settings import load_settings
     from engine.validate import Validator
 
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.tenant):
+        raise ImportError_(f"--tenant {args.tenant[:70]!r}: use 1-64 of A-Z a-z 0-9 _ . -")
     settings = load_settings(args.config)
     mapping = load_mapping(args.mapping)
     result = convert(args.csv, mapping, Validator(settings.validation), args.tenant)

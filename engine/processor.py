@@ -47,6 +47,11 @@ __all__ = ["Entry", "Processor", "BatchResult"]
 log = logging.getLogger(__name__)
 
 OUTCOMES = frozenset(OUTCOME_TYPES)
+#: ``leadpulse_labels_total{label}``: examples learned (positive, negative: an explicit
+#: ``lost``, expired: the horizon passed with no outcome) and outcome events that taught
+#: nothing (repeat_outcome: the lead's first outcome already counted; no_moment: nothing
+#: to label, e.g. an outcome for an unknown lead).
+LABEL_KINDS = ("positive", "negative", "expired", "repeat_outcome", "no_moment")
 
 #: One stream entry as the source hands it over: (partition, stream id, fields).
 Entry = tuple[int, bytes, dict[bytes, bytes]]
@@ -103,6 +108,8 @@ class Processor:
         self._next_model_metrics = 0.0
         self._next_lag = 0.0
         self.health = metrics.health  # the dataflow's reads report here too
+        for kind in LABEL_KINDS:  # every series exists from the start: rate() sees the first
+            metrics.labels.labels(kind)
         self.outage_backoff = outage_backoff(settings.redis.outage_backoff_cap_s)
 
     # -- decode + validate ---------------------------------------------------------------
@@ -485,8 +492,8 @@ class Processor:
         # learn in an order fixed by the data, not by how the due index happens to rank leads
         for ex in sorted(expired, key=lambda e: (e["ts"], e["id"])):
             fx.labels.append(msgpack.packb(ex, use_bin_type=True))
-            if not ex["y"] and "outcome" not in ex:
-                self._metrics.labels.labels("expired").inc()
+            kind = "positive" if ex["y"] else "negative" if ex.get("outcome") else "expired"
+            self._metrics.labels.labels(kind).inc()
             if self.learner.learn(ex):
                 learned = True
         return learned

@@ -52,7 +52,7 @@ from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner, Assignment, stream_emitter
 from engine.delivery.scripts import alert_text, bucket_label, pick_script, why_now
 from engine.delivery.sla import SlaClocks
-from engine.delivery.targets import TargetJobs
+from engine.delivery.targets import BucketSweep, TargetJobs
 from engine.delivery.webhooks import Job, Receipts, RetryPolicy, WebhookSender
 from engine.events import Event
 from engine.reporting.delivery import DeliveryCounts
@@ -111,7 +111,7 @@ class DeliveryService:
         self.receipts = Receipts(client, self.keys, int(self.d.receipt_ttl_d * 86_400))
         self._validator = Validator(settings.validation)
         self._local: dict[str, LocalRules] = {}
-        self._targets = TargetJobs()  # CRM write-back, Slack, Teams (targets.py)
+        self._targets = TargetJobs(BucketSweep(client, settings.redis.key_prefix, ttl))
         self._inflight: set[str] = set()
         self._pending_done = False
 
@@ -377,7 +377,7 @@ class DeliveryService:
             jobs += self._realert(a, None)
         for clock in self.clocks.due(self.clock()):
             jobs += self._escalate(clock)
-        return jobs
+        return jobs + self._targets.bucket_jobs(self.d.tenants)  # CRM: bucket changes
 
     def _escalate(self, clock: dict[str, Any]) -> list[Job]:
         tenant, lead = clock["tenant"], clock["lead_id"]

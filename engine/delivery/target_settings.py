@@ -53,7 +53,7 @@ _STAGE_TYPES = frozenset(
     {"appointment_set", "appointment_held", "agreement_signed", "closed", "lost", "agent_contact"}
 )
 _HEADER = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-Trigger = Literal["alert", "escalated"]
+Trigger = Literal["alert", "escalated", "bucket"]
 
 
 class TargetSettings(BaseModel):
@@ -119,10 +119,11 @@ class TargetSettings(BaseModel):
     # -- what the kind implies ---------------------------------------------------------
     @property
     def triggers(self) -> tuple[str, ...]:
-        """Alert types sent: chat gets escalations too; a CRM gets the score changes."""
+        """What is sent: chat gets alerts and escalations; a CRM gets the score changes
+        that matter: alerts, and a bucket change without one (``bucket``)."""
         if self.on:
             return self.on
-        return ("alert", "escalated") if self.kind in ("slack", "teams") else ("alert",)
+        return ("alert", "escalated") if self.kind in ("slack", "teams") else ("alert", "bucket")
 
     @property
     def api_base(self) -> str:

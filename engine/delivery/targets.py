@@ -288,11 +288,23 @@ def _shown(t: TargetSettings, url: str) -> str:
     return host + "/…" if t.kind in ("slack", "teams") else host + parts.path
 
 
-class TargetJobs:
-    """Builds the target jobs of one alert payload; one :class:`Pacer` per target."""
+def _writable(t: TargetSettings, v: Values) -> bool:
+    """A CRM holds identified leads only: never a visitor-level lead (``~<visitor>``), and
+    in Follow Up Boss only a person id (digits), or every call would be a 404."""
+    if t.kind in ("slack", "teams"):
+        return True
+    if v.lead_id.startswith("~"):
+        return False
+    return t.kind != "fub" or v.crm_id.isdigit()
 
-    def __init__(self) -> None:
+
+class TargetJobs:
+    """Builds the target jobs of one alert payload, and of bucket changes without an
+    alert (:class:`BucketSweep`); one :class:`Pacer` per target."""
+
+    def __init__(self, sweep: BucketSweep | None = None) -> None:
         self._pacers: dict[tuple[str, str], Pacer] = {}
+        self._sweep = sweep
 
     def pacer(self, tenant: str, name: str, t: TargetSettings) -> Pacer | None:
         if not t.pace_per_s:
@@ -308,14 +320,149 @@ class TargetJobs:
         """One job per target that wants this payload's type (``alert``, ``escalated``)."""
         kind = str(payload.get("type") or "alert").removeprefix("alert.")
         out = []
+        noted = []
         for name, t in sorted(targets.items()):
             if kind not in t.triggers:
                 continue
+            if "bucket" in t.triggers:
+                noted.append(name)
             v = values_of(payload, t)
+            if not _writable(t, v):
+                continue
             req = _BUILDERS[t.kind](t, v)
             out.append(Job(
                 target=f"{t.kind}:{name}", url=req.url, method=req.method, headers=req.headers,
                 body=req.body, secret="", signed=False, shown_url=_shown(t, req.url),
                 pace=self.pacer(v.tenant, name, t), **body_base,
             ))  # fmt: skip
+        if noted and kind == "alert" and self._sweep is not None and payload.get("bucket"):
+            self._sweep.note(str(payload["tenant"]), str(payload["lead_id"]),
+                             str(payload["bucket"]), noted)  # fmt: skip
         return out
+
+    def bucket_jobs(self, tenants: dict[str, Any]) -> list[Job]:
+        """Write-backs of the buckets that changed without an alert since the last sweep."""
+        wanted = {
+            tenant: [n for n, t in sorted(cfg.targets.items()) if "bucket" in t.triggers]
+            for tenant, cfg in tenants.items()
+        }
+        wanted = {k: v for k, v in wanted.items() if v}
+        if not wanted or self._sweep is None:
+            return []
+        jobs: list[Job] = []
+        for record, stale in self._sweep.changed(wanted):
+            payload = bucket_payload(record)
+            targets = tenants[record["tenant"]].targets
+            base = {
+                "alert_id": payload["alert_id"],
+                "delivery_id": payload["delivery_id"],
+                "ingest_ms": 0,
+                "order_key": f"{payload['tenant']}/{payload['lead_id']}",
+            }
+            jobs += self.jobs(payload, {n: targets[n] for n in stale}, base)
+            self._sweep.note(payload["tenant"], payload["lead_id"], payload["bucket"], stale)
+        return jobs
+
+
+# -- bucket changes without an alert ---------------------------------------------------------
+SETTLE_MS = 2000  # a bucket change is written this long after its score (alerts first)
+
+
+class TargetKeys:
+    """Redis keys of the write-back (every one built here), under ``{prefix}:dlv:wb``:
+
+    - ``dlv:wb:cursor``             wall ms up to which the hot index was swept
+    - ``dlv:wb:{tenant}:{target}``  hash lead -> the bucket last written to that target
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.base = f"{prefix}:dlv:wb"
+        self.cursor = f"{self.base}:cursor"
+
+    def written(self, tenant: str, target: str) -> str:
+        return f"{self.base}:{tenant}:{target}"
+
+
+class BucketSweep:
+    """Finds leads whose bucket changed since it was last written to a ``bucket`` target.
+
+    The engine indexes every lead it scores (``engine.sinks.hot_index_key``: member
+    ``tenant<0x1f>lead`` -> wall ms of its last score record); each sweep reads the
+    entries since the last one (2 s of overlap) that are at least ``SETTLE_MS`` old (so
+    the alert of the same change is handled first), their score records, and the bucket
+    last written per target. A lead that drops to P5 leaves the index and is not seen
+    (README "Integrations"). Alerts record what they wrote (:meth:`note`), so an alert's
+    bucket is not written twice."""
+
+    def __init__(self, client: Any, prefix: str, ttl_s: int, limit: int = 1000) -> None:
+        from engine.sinks import hot_index_key
+
+        self._r = client
+        self._prefix = prefix
+        self._index = hot_index_key(prefix)
+        self.keys = TargetKeys(prefix)
+        self._ttl = ttl_s
+        self._limit = limit
+
+    def note(self, tenant: str, lead: str, bucket: str, names: list[str]) -> None:
+        pipe = self._r.pipeline(transaction=False)
+        for name in names:
+            pipe.hset(self.keys.written(tenant, name), lead, bucket)
+            pipe.expire(self.keys.written(tenant, name), self._ttl)
+        pipe.execute()
+
+    def changed(self, wanted: dict[str, list[str]]) -> list[tuple[dict[str, Any], list[str]]]:
+        """(score record, targets whose last written bucket differs) per changed lead.
+
+        ``wanted``: tenant -> its target ids with the ``bucket`` trigger."""
+        from engine.views import score_record
+        from features.store import lead_key
+
+        since = float(self._r.get(self.keys.cursor) or 0) - 2000
+        until = time.time() * 1000 - SETTLE_MS  # an alert of the same change goes first
+        rows = self._r.zrangebyscore(self._index, since, until, start=0, num=self._limit,
+                                     withscores=True)  # fmt: skip
+        leads = []
+        for member, _ in rows:
+            tenant, _, lead = _text(member).partition("\x1f")
+            if tenant in wanted:
+                leads.append((tenant, lead))
+        if rows:
+            self._r.set(self.keys.cursor, int(max(ms for _, ms in rows)))
+        pipe = self._r.pipeline(transaction=False)
+        for tenant, lead in leads:
+            pipe.hgetall(lead_key(self._prefix, tenant, lead, "s"))
+            for name in wanted[tenant]:
+                pipe.hget(self.keys.written(tenant, name), lead)
+        replies = pipe.execute() if leads else []
+        out, i = [], 0
+        for tenant, _ in leads:
+            record = score_record(replies[i]) if replies[i] else None
+            last = replies[i + 1 : i + 1 + len(wanted[tenant])]
+            i += 1 + len(wanted[tenant])
+            if record is None:
+                continue
+            stale = [n for n, b in zip(wanted[tenant], last, strict=True)
+                     if _text(b) != record["bucket"]]  # fmt: skip
+            if stale:
+                out.append((record, stale))
+        return out
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def bucket_payload(record: dict[str, Any]) -> dict[str, Any]:
+    """A bucket change as the payload the templates read (no alert, no deadline)."""
+    import hashlib
+
+    tenant, lead, bucket = record["tenant"], record["lead_id"], record["bucket"]
+    digest = hashlib.sha1(f"{tenant}|{lead}|{bucket}|{record['ts']}".encode()).hexdigest()
+    return {
+        "type": "bucket", "tenant": tenant, "lead_id": lead, "alert_id": "b" + digest[:24],
+        "delivery_id": "b" + digest[:24], "score_after": record["score"], "score_before": None,
+        "probability": record["probability"], "bucket": bucket, "tier": record["tier"],
+        "bucket_label": bucket_label(bucket), "reasons": record["reasons"], "why_now": "",
+        "first_touch": "", "blocked_channels": record.get("blocked_channels", []),
+    }  # fmt: skip

@@ -30,7 +30,7 @@ Order and outages: deliveries of one lead to one URL go one at a time, in the or
 :meth:`WebhookSender.deliver` was called (the alerts stream's order), so a retried alert
 is never overtaken by a later alert for the same lead; the later one waits (without
 spending attempts) until the earlier one is delivered or dead-lettered. A 2xx from a
-URL wakes every retry backing off for that URL, so after an outage the backlog goes
+host wakes every retry backing off for that host, so after an outage the backlog goes
 out as soon as one request gets through, not when each alert's own backoff ends
 (retries that honour a ``Retry-After`` keep waiting).
 """
@@ -131,6 +131,13 @@ class Job:
     signed: bool = True  # False: a CRM or chat target (its own auth in ``headers``)
     shown_url: str = ""  # what receipts show, when the URL itself is a secret (Slack)
     pace: Callable[[], Awaitable[None]] | None = None  # a target's rate limit, before sending
+
+
+def _origin(url: str) -> str:
+    """scheme://host:port: a 2xx from a host wakes every retry to it (a CRM's per-person
+    URLs share one host)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}:{parts.port or ''}"
 
 
 def _safe_url(url: str) -> str:
@@ -259,7 +266,7 @@ class WebhookSender:
             if retry_after is not None:
                 await self._sleep(min(p.cap_s, max(wait, retry_after)))
             else:
-                await self._pause(job.url, wait)
+                await self._pause(_origin(job.url), wait)
 
     async def _pause(self, url: str, seconds: float) -> None:
         """Back off ``seconds``, or less if a request to ``url`` succeeds meanwhile."""
@@ -301,7 +308,7 @@ class WebhookSender:
         code = resp.status_code
         if 200 <= code < 300:
             self._m.attempts.labels("ok").inc()
-            self._succeeded(job.url)
+            self._succeeded(_origin(job.url))
             return True, False, code, "", None
         text = resp.text[:200].strip()
         error = f"HTTP {code}" + (f": {text}" if text else "")

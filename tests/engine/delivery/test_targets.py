@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import threading
 import time
 from base64 import b64decode, b64encode
@@ -238,3 +239,41 @@ def test_bad_target_settings_are_refused_with_the_reason(
     with pytest.raises(ConfigError) as err:
         make_settings(delivery={"tenants": {"acme": {"targets": {"t1": target}}}})
     assert words in str(err.value) and "targets.t1" in str(err.value)
+
+
+def test_a_bucket_change_without_an_alert_is_written_back_once(
+    client: Any, make_settings: Any, crm: CrmReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.delivery import targets
+
+    monkeypatch.setattr(targets, "SETTLE_MS", 0)
+    tenant = tenant_config(
+        targets={"fub": _fub(crm.url), "slack": {"kind": "slack", "url": crm.url + "/s"}}
+    )
+    settings = make_settings(delivery={"tenants": {"default": tenant}})
+    now = time.time()
+    views = [
+        {"event_id": f"bv{i}", "lead_id": "61", "type": t, "ts": now - 30 + i, "property_id": "P1"}
+        for i, t in enumerate(["property_view"] * 3 + ["property_save"])
+    ]
+    send(settings, client, views)
+    run_engine(settings, client)
+    svc = DeliveryService(settings, client)
+    jobs = svc.tick()
+    (job,) = jobs  # the CRM gets the bucket; chat gets alerts only
+    assert job.method == "PUT" and job.url.endswith("/v1/people/61") and job.target == "fub:fub"
+    assert json.loads(job.body)["customLeadpulseBucket"] in ("P1", "P2", "P3", "P4")
+    assert svc.tick() == []  # unchanged: not written again
+
+
+def test_visitors_and_non_person_ids_are_never_written_to_a_crm() -> None:
+    from engine.delivery.targets import TargetJobs
+
+    fub = TargetSettings.model_validate(_fub("https://fub.example"))
+    crm = TargetSettings.model_validate({"kind": "http", "url": "https://crm.example/{lead_id}"})
+    base = {"alert_id": "a1", "delivery_id": "a1", "ingest_ms": 0, "order_key": "t/x"}
+    jobs = TargetJobs()
+    for lead, expected in (("~v9", []), ("L1042", ["http:crm"]), ("1042", ["http:crm", "fub:fub"])):
+        got = jobs.jobs({"tenant": "t", "lead_id": lead, "type": "alert", "bucket": "P2"},
+                        {"fub": fub, "crm": crm}, base)  # fmt: skip
+        assert [j.target for j in got] == expected, lead

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from base64 import b64decode
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -203,3 +204,32 @@ def test_malformed_and_oversized_bodies_are_refused(gw: Gateway) -> None:
     big = b"x" * (70 * 1024)
     r = gw.request("POST", "/v1/crm/acme/fub", content=big, headers={"FUB-Signature": "00"})
     assert r.status_code == 413
+
+
+def test_an_agent_call_logged_in_the_crm_stops_the_sla_clock(
+    gw: Gateway, fub: FubApi, client: redis.Redis, prefix: str
+) -> None:
+    from engine.delivery.consumer import DeliveryService
+    from tests.engine.delivery.conftest import handle_all, run_engine, send
+
+    now = time.time()
+    send(gw.settings, client, [{"event_id": "sr1", "tenant": "acme", "lead_id": "fub-12",
+                                "type": "showing_request", "ts": now - 5, "source": "portal",
+                                "property_id": "P1"}])  # fmt: skip
+    run_engine(gw.settings, client)
+    svc = DeliveryService(gw.settings, client)
+    (payload,) = handle_all(svc)
+    assert svc.clocks.read("acme", "fub-12")["status"] == "open"
+    fub.resources["/v1/calls/5"] = {"id": 5, "personId": 12, "userId": 3, "isIncoming": False,
+                                    "duration": 8, "created": _iso(now - 1)}  # fmt: skip
+    assert _post(gw, _notice(fub, "callsCreated", "/v1/calls/5")).json()["status"] == "accepted"
+    svc.drain_events()
+    clock = svc.clocks.read("acme", "fub-12")
+    assert clock["status"] in ("met", "late") and clock["stopped_by"] == "cy", clock
+    assert payload["alert_id"] == clock["alert_id"]
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat()

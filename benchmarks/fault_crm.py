@@ -1,0 +1,281 @@
+"""CRM write-back through a receiver outage: every alert reaches a local Follow Up Boss.
+
+The fault harness of ``fault_webhook.py`` with a CRM target instead of the signed
+webhook: the real engine (live, in this process) and a real ``leadpulse deliver``
+process whose tenant has only a ``kind = "fub"`` target pointed at a loopback receiver
+that checks what Follow Up Boss checks (Basic auth with the API key, ``X-System`` /
+``X-System-Key``, ``PUT /v1/people/<id>`` with custom fields only: else 401/404/400).
+Hand-raises arrive at ``--rate`` per second over ``--leads`` leads. The receiver is up
+(``--warm-s``), then down for ``--outage-s`` (port closed for half, 503 for the rest),
+then up again (``--after-s``), then traffic stops and the run waits until every alert
+is acknowledged. Figures: ingest (stream id) -> write-back received, p50/p99 while the
+receiver was up (alerts appended outside the outage), lost, duplicated, out of order,
+dead letters, time to drain the backlog::
+
+    python -m benchmarks.fault_crm --rate 20 --outage-s 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, cast
+
+from benchmarks.fault_webhook import Arrival, analyse, pending, stream_alerts
+from benchmarks.harness import delete_prefix
+
+__all__ = ["FubReceiver", "main"]
+
+_PREFIX = "lpfaultcrm"
+FUB_KEY = "fka_bench_0123456789abcdef"
+SYSTEM_KEY = "sys-bench-0123456789abcdef"
+
+
+class FubReceiver:
+    """Loopback Follow Up Boss: ``up`` checks and records, ``503`` refuses, ``down`` closed."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.mode = "down"
+        self.got: list[Arrival] = []
+        self.refused: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+        if mode == "down" and self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        elif mode != "down" and self._server is None:
+            self._open()
+
+    def _status(self, method: str, path: str, h: Any, body: bytes) -> int:
+        from base64 import b64encode
+
+        if self.mode != "up":
+            return 503
+        auth = "Basic " + b64encode(f"{FUB_KEY}:".encode()).decode()
+        if h.get("Authorization") != auth or h.get("X-System-Key") != SYSTEM_KEY:
+            return 401
+        if method != "PUT" or not path.startswith("/v1/people/") or not path[11:].isdigit():
+            return 404
+        data = json.loads(body)
+        return 200 if data and all(k.startswith("custom") for k in data) else 400
+
+    def _open(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                status = receiver._status("PUT", self.path, self.headers, body)
+                with receiver._lock:
+                    if status == 200:
+                        receiver.got.append(Arrival(
+                            self.headers["X-Leadpulse-Alert-Id"],
+                            self.headers["X-Leadpulse-Delivery-Id"], self.path[11:], "alert",
+                            int(self.headers.get("X-Leadpulse-Attempt", "0")), time.time(),
+                        ))  # fmt: skip
+                    else:
+                        receiver.refused[status] = receiver.refused.get(status, 0) + 1
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+
+def _spawn(url: str, fub_url: str, log: str, rate_limit: float) -> subprocess.Popen[bytes]:
+    import os
+
+    t = "LEADPULSE__DELIVERY__TENANTS__DEFAULT__TARGETS__FUB__"
+    env = {
+        **os.environ, "REDIS_URL": url, "LEADPULSE__REDIS__KEY_PREFIX": _PREFIX,
+        "LEADPULSE__DELIVERY__METRICS_PORT": "0", f"{t}KIND": '"fub"', f"{t}URL": f'"{fub_url}"',
+        f"{t}SECRET": f'"{FUB_KEY}"', f"{t}SYSTEM_KEY": f'"{SYSTEM_KEY}"',
+    }  # fmt: skip
+    if rate_limit:
+        env[f"{t}RATE_PER_S"] = str(rate_limit)
+    with open(log, "ab") as f:
+        return subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "deliver", "--consumer", "crm-0"],
+            env=env, stdout=f, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _traffic(producer: Any, rate: float, leads: int, stop: threading.Event) -> None:
+    n, next_at = 0, time.monotonic()
+    while not stop.is_set():
+        lead = 5000 + n % leads
+        producer.send([{"event_id": f"c{n}", "lead_id": str(lead), "type": "showing_request",
+                        "ts": time.time(), "property_id": f"P{lead}", "source": "portal",
+                        "side": "buyer"}])  # fmt: skip
+        n += 1
+        next_at += 1 / rate
+        stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def _figures(
+    client: Any, alerts: str, got: list[Arrival], marks: dict[str, float]
+) -> dict[str, Any]:
+    sent = stream_alerts(client, alerts)
+    counts = analyse(sent, got)
+    first: dict[str, float] = {}
+    for a in got:
+        first.setdefault(a.alert_id, a.at)
+    warm, down, up = (marks[k] * 1000 for k in ("warm", "down", "up"))
+    windows: dict[str, list[float]] = {"before_outage": [], "during_outage": [], "after": []}
+    for sid, aid, _ in sent:
+        ms = int(sid.split("-")[0])
+        if aid in first and ms >= warm:
+            name = "before_outage" if ms < down else "during_outage" if ms < up else "after"
+            windows[name].append(first[aid] * 1000 - ms)
+
+    def stats(xs: list[float]) -> dict[str, float] | None:
+        return {"n": len(xs), "p50": round(statistics.median(xs)), "p99": round(_pct(xs, 0.99)),
+                "max": round(max(xs))} if xs else None  # fmt: skip
+
+    return {**counts, "ingest_to_crm_ms": {k: stats(v) for k, v in windows.items()}}
+
+
+def _wait_for_group(client: Any, alerts: str, group: str, proc: Any, log: str) -> None:
+    """Traffic starts once deliver has made its consumer group (it is reading)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            names = [g["name"] for g in client.xinfo_groups(alerts)]
+        except Exception:  # noqa: BLE001 - no stream yet
+            names = []
+        if group in names or group.encode() in names:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"deliver did not start; log: {log}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.app import build_parts
+    from engine.dataflow import build_flow, run_flow
+    from engine.redis_client import connect, resolve_url
+    from engine.settings import load_settings
+    from engine.streams import Producer
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rate", type=float, default=20.0, help="hand-raises (alerts) per second")
+    ap.add_argument("--leads", type=int, default=200)
+    ap.add_argument("--warm-s", type=float, default=15.0)
+    ap.add_argument("--outage-s", type=float, default=60.0)
+    ap.add_argument("--after-s", type=float, default=20.0)
+    ap.add_argument("--rate-limit", type=float, default=0.0, help="target pacing (0: FUB's 24/s)")
+    ap.add_argument("--drain-timeout-s", type=float, default=600.0)
+    ap.add_argument("--out", default="benchmarks/results/fault_crm.json")
+    args = ap.parse_args(argv)
+    settings = load_settings(overrides={"redis": {"key_prefix": _PREFIX},
+                                        "streams": {"idle_poll_ms": 5}})  # fmt: skip
+    url, server = resolve_url(settings.redis_url())
+    client = connect(url)
+    delete_prefix(client, _PREFIX)
+    parts = build_parts(settings, client)
+    alerts, group = parts.names.alerts, settings.delivery.consumer_group
+    engine_stop, traffic_stop = threading.Event(), threading.Event()
+    engine = threading.Thread(target=run_flow, args=(build_flow(parts, stop=engine_stop),))
+    engine.start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    fub = FubReceiver(port)
+    fub.set_mode("up")
+    log = tempfile.NamedTemporaryFile(prefix="fault_crm_", suffix=".log", delete=False).name
+    proc = _spawn(url, fub.url, log, args.rate_limit)
+    producer = Producer(client, parts.names, settings.streams.maxlen)
+    _wait_for_group(client, alerts, group, proc, log)
+    sender = threading.Thread(target=_traffic, args=(producer, args.rate, args.leads,
+                                                     traffic_stop), daemon=True)  # fmt: skip
+    marks: dict[str, float] = {"start": time.time()}
+    drained = False
+    try:
+        sender.start()
+        deadline = time.monotonic() + 60
+        while not fub.got:  # the first write-back also proves deliver is up
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"deliver wrote nothing back; log: {log}")
+            time.sleep(0.05)
+        marks["warm"] = time.time()
+        time.sleep(args.warm_s)
+        marks["down"] = time.time()
+        fub.set_mode("down")
+        time.sleep(args.outage_s / 2)
+        fub.set_mode("503")
+        time.sleep(args.outage_s / 2)
+        marks["up"] = time.time()
+        fub.set_mode("up")
+        time.sleep(args.after_s)
+        traffic_stop.set()
+        marks["traffic_stopped"] = time.time()
+        time.sleep(1.0)
+        end = time.monotonic() + args.drain_timeout_s
+        while time.monotonic() < end and not drained:
+            drained = pending(client, alerts, group) == (0, 0)
+            time.sleep(0.5)
+        marks["drained"] = time.time()
+    finally:
+        traffic_stop.set()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        engine_stop.set()
+        engine.join(30)
+        fub.set_mode("down")
+    result = {
+        "command": "python -m benchmarks.fault_crm " + " ".join(argv or sys.argv[1:]),
+        "params": {
+            k: getattr(args, k)
+            for k in ("rate", "leads", "warm_s", "outage_s", "after_s", "rate_limit")
+        },  # fmt: skip
+        "pacing_per_s": args.rate_limit or 24.0,
+        **_figures(client, alerts, fub.got, marks),
+        "refused_by_status": fub.refused,
+        "dead_letters": int(cast(int, client.xlen(f"{_PREFIX}:dlv:dead"))),
+        "drained": drained,
+        "drain_after_receiver_up_s": round(marks["drained"] - marks["up"], 1),
+        "deliver_log": log,
+    }
+    delete_prefix(client, _PREFIX)
+    if server is not None:
+        server.stop()
+    print(json.dumps(result, indent=2))
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    bad = result["lost"] or result["duplicated"] or result["out_of_order_leads"]
+    return 0 if drained and not bad and not result["dead_letters"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
