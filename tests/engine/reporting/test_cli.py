@@ -70,6 +70,8 @@ def test_no_tenant_unreachable_redis_and_unwritable_out_are_one_line(
 
 
 def test_without_matplotlib_the_plots_say_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # also what earlier tests imported
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert plots(None, Path(".")) == PLOTS_EXTRA  # type: ignore[arg-type]
     assert "pip install 'leadpulse[bench]'" in PLOTS_EXTRA
