@@ -190,12 +190,49 @@ class Processor:
             raise
 
     def _process(self, entries: Sequence[Entry]) -> BatchResult:
+        """decode -> identity -> features -> (sweep, label, score, alert) per event -> leads'
+        records and moments -> reporting -> commit -> metrics."""
         started = time.perf_counter()
-        m = self._metrics
         fx = BatchEffects()
-        learner = self.learner
-        learner.refresh()
-        learned = learner.catch_up()
+        self.learner.refresh()
+        learned = self.learner.catch_up()
+        events, origin, rejected = self._decode_all(entries, fx)
+        events = self._store.resolve_aliases(events)
+        replies, fx.features = self._store.apply(events)
+        leads: dict[tuple[str, str], _Lead] = {}
+        duplicates = 0
+        first, last_of = _first_and_last(events)
+        for i, (event, entry, reply) in enumerate(zip(events, origin, replies, strict=True)):
+            if reply.status == DUPLICATE or not first[i]:
+                duplicates += 1
+                continue
+            if reply.status == LATE:
+                rejected += 1
+                self._metrics.late.inc()
+                fx.dead_letters.append(self._dead("late: older than the dedup horizon", entry))
+                continue
+            learned |= self._sweep_if_new_day(entry[0], event.ts, leads, fx)
+            fx.done.append((event.tenant, event.lead_id, event.event_id))
+            lead = self._lead_for(leads, entry[0], event, reply)
+            if event.type in OUTCOMES:
+                learned |= self._label_outcome(event, lead, reply, fx, entry[0])
+            is_last = last_of[(event.tenant, event.lead_id)] == i
+            self._score_event(event, entry, reply, lead, fx, is_last)
+        self._finish_leads(leads, fx)
+        # brokerage reporting: per-day counters, committed with the batch (engine/reporting)
+        fx.report = report_batch(self._s, self._commit.client, events, fx)
+        emit_ms = int(self._clock() * 1000)
+        for alert in fx.alerts:
+            alert["emit_ms"] = emit_ms
+        self._commit_batch(fx, learned)
+        self._store.committed(fx.score_records)
+        self._observe(len(entries), fx, duplicates, emit_ms, learned, started)
+        return BatchResult(tuple(fx.alerts), len(entries), rejected, duplicates)
+
+    def _decode_all(
+        self, entries: Sequence[Entry], fx: BatchEffects
+    ) -> tuple[list[Event], list[Entry], int]:
+        """Valid events with the entries they came from; bad ones become dead letters."""
         events: list[Event] = []
         origin: list[Entry] = []
         rejected = 0
@@ -210,76 +247,67 @@ class Processor:
             else:
                 events.append(checked)
                 origin.append(entry)
-        events = self._store.resolve_aliases(events)
-        replies, fx.features = self._store.apply(events)
-        leads: dict[tuple[str, str], _Lead] = {}
-        duplicates = 0
-        # pre-pass: which events are the first of their id in the batch, and which is each
-        # lead's last one: its score is stored, so it gets reasons at once (with the model
-        # as it is at that moment, whatever the batch boundaries)
-        seen: set[tuple[str, str]] = set()
-        first: list[bool] = []
-        last_of: dict[tuple[str, str], int] = {}
-        for i, event in enumerate(events):
-            first.append((event.tenant, event.event_id) not in seen)
-            seen.add((event.tenant, event.event_id))
-            if first[-1]:
-                last_of[(event.tenant, event.lead_id)] = i
-        observe_score = m.scores.observe
-        for i, (event, entry, reply) in enumerate(zip(events, origin, replies, strict=True)):
-            if reply.status == DUPLICATE or not first[i]:
-                duplicates += 1
-                continue
-            if reply.status == LATE:
-                rejected += 1
-                m.late.inc()
-                fx.dead_letters.append(self._dead("late: older than the dedup horizon", entry))
-                continue
-            learned |= self._sweep_if_new_day(entry[0], event.ts, leads, fx)
-            fx.done.append((event.tenant, event.lead_id, event.event_id))
-            key = (event.tenant, event.lead_id)
-            lead = leads.get(key) or self._lead_state(entry[0], reply)
-            if lead.placeholder:  # the sweep touched it first: take its real state now
-                fresh = self._lead_state(entry[0], reply)
-                lead.alert, lead.outcome, lead.outcome_ts = (
-                    fresh.alert, fresh.outcome, fresh.outcome_ts
-                )  # fmt: skip
-                if not lead.snaps.loaded:
-                    lead.snaps.tail_latest = fresh.snaps.tail_latest
-                lead.placeholder = False
-            leads[key] = lead
-            if event.type in OUTCOMES:
-                learned |= self._label_outcome(event, lead, reply, fx, entry[0])
-            models = learner.serving
-            segment = models.segment_of(str(reply.features.get("side", "")))
-            model = models.model(segment)
-            raw_prior, _ = prior(reply.features, self._s)
-            x = self._model_input(reply, model.ready)
-            p_model = model.probability(x) if x is not None else None
-            score = assess(
-                reply.features, reply.context, self._s, p_model, models.model_weight(segment),
-                models.calibrated_prior, raw_prior, outcome=lead.outcome,
-            )  # fmt: skip
-            before = lead.alert
-            decision = rules.evaluate(event, score, before, reply.context, self._s.alerts)
-            lead.alert = decision.state
-            self._take_moment(event, reply.features, segment, score, lead)
-            observe_score(score.score)
-            is_last = last_of[key] == i
-            if decision.triggers or is_last:
-                score = self._explained(score, reply, x, model, lead)
-            if is_last:
-                fx.score_records[key] = self._record(event, score, lead, reply)
+        return events, origin, rejected
+
+    def _lead_for(
+        self, leads: dict[tuple[str, str], _Lead], partition: int, event: Event, reply: FeatureReply
+    ) -> _Lead:
+        """The lead's state in this batch (made from the store's reply on first touch)."""
+        key = (event.tenant, event.lead_id)
+        lead = leads.get(key) or self._lead_state(partition, reply)
+        if lead.placeholder:  # the sweep touched it first: take its real state now
+            fresh = self._lead_state(partition, reply)
+            lead.alert, lead.outcome, lead.outcome_ts = fresh.alert, fresh.outcome, fresh.outcome_ts
+            if not lead.snaps.loaded:
+                lead.snaps.tail_latest = fresh.snaps.tail_latest
+            lead.placeholder = False
+        leads[key] = lead
+        return lead
+
+    def _score_event(
+        self,
+        event: Event,
+        entry: Entry,
+        reply: FeatureReply,
+        lead: _Lead,
+        fx: BatchEffects,
+        is_last: bool,
+    ) -> None:
+        """Score (serving model), alert rules, the learning moment; reasons only where read."""
+        models = self.learner.serving
+        segment = models.segment_of(str(reply.features.get("side", "")))
+        model = models.model(segment)
+        raw_prior, _ = prior(reply.features, self._s)
+        x = self._model_input(reply, model.ready)
+        p_model = model.probability(x) if x is not None else None
+        score = assess(
+            reply.features, reply.context, self._s, p_model, models.model_weight(segment),
+            models.calibrated_prior, raw_prior, outcome=lead.outcome,
+        )  # fmt: skip
+        before = lead.alert
+        decision = rules.evaluate(event, score, before, reply.context, self._s.alerts)
+        lead.alert = decision.state
+        self._take_moment(event, reply.features, segment, score, lead)
+        self._metrics.scores.observe(score.score)
+        if decision.triggers or is_last:
+            score = self._explained(score, reply, x, model, lead)
+        if is_last:
+            fx.score_records[(event.tenant, event.lead_id)] = self._record(
+                event, score, lead, reply
+            )
+        else:
+            lead.latest = (event, score, reply, x, model)
+        if decision.triggers:
+            alert = self._alert(event, score, decision, reply, ingest_ms(entry[1]))
+            # a jump names the score it is measured from (the window's low), not the last
+            if decision.jump_from is not None:
+                alert["score_before"] = decision.jump_from
             else:
-                lead.latest = (event, score, reply, x, model)
-            if decision.triggers:
-                alert = self._alert(event, score, decision, reply, ingest_ms(entry[1]))
-                # a jump names the score it is measured from (the window's low), not the last
-                if decision.jump_from is not None:
-                    alert["score_before"] = decision.jump_from
-                else:
-                    alert["score_before"] = before.score if before.bucket else None
-                fx.alerts.append(alert)
+                alert["score_before"] = before.score if before.bucket else None
+            fx.alerts.append(alert)
+
+    def _finish_leads(self, leads: dict[tuple[str, str], _Lead], fx: BatchEffects) -> None:
+        """Each touched lead's score record, learning moments and due-index entry."""
         for key, lead in leads.items():
             if key not in fx.score_records and lead.latest is not None:
                 # its last event was a duplicate or late: store the last one that counted
@@ -299,11 +327,9 @@ class Processor:
                     fx.due[(lead.partition, member)] = None if oldest is None else ("set", oldest)
                 elif oldest is not None:  # only new snapshots known: lower the score if older
                     fx.due[(lead.partition, member)] = ("lt", oldest)
-        # brokerage reporting: per-day counters, committed with the batch (engine/reporting)
-        fx.report = report_batch(self._s, self._commit.client, events, fx)
-        emit_ms = int(self._clock() * 1000)
-        for alert in fx.alerts:
-            alert["emit_ms"] = emit_ms
+
+    def _commit_batch(self, fx: BatchEffects, learned: bool) -> None:
+        learner = self.learner
         if learned and learner.trainer:
             # Workers share the model: dump and commit under one lock, or an older dump
             # committed after a newer one would roll the saved model back.
@@ -316,10 +342,20 @@ class Processor:
                 self._commit.commit(fx)
         else:
             self._commit.commit(fx)
-        self._store.committed(fx.score_records)
-        # metrics after the commit: they count what really landed
-        m.events_in.inc(len(entries))
-        m.batch_size.observe(len(entries))
+
+    def _observe(
+        self,
+        n: int,
+        fx: BatchEffects,
+        duplicates: int,
+        emit_ms: int,
+        learned: bool,
+        started: float,
+    ) -> None:
+        """Metrics after the commit: they count what really landed."""
+        m = self._metrics
+        m.events_in.inc(n)
+        m.batch_size.observe(n)
         m.duplicates.inc(duplicates)
         for dead in fx.dead_letters:
             m.rejected.labels(dead["reason"].split(":", 1)[0]).inc()
@@ -334,11 +370,10 @@ class Processor:
                 m.stream_lag.labels(str(partition)).set(lag)
         if learned and now >= self._next_model_metrics:  # status() costs ms: once a second
             self._next_model_metrics = now + 1.0
-            with learner.lock:
-                status = learner.live.status()
-            m.observe_model(status, learner.serving_version)
+            with self.learner.lock:
+                status = self.learner.live.status()
+            m.observe_model(status, self.learner.serving_version)
         m.batch_seconds.observe(time.perf_counter() - started)
-        return BatchResult(tuple(fx.alerts), len(entries), rejected, duplicates)
 
     # -- steps -------------------------------------------------------------------------------
     @staticmethod
@@ -617,3 +652,18 @@ def _text_prop(event: Event, name: str) -> str:
     """A listing's address or title as the event carried it in ``props`` (else empty)."""
     value = event.props.get(name)
     return value[:200] if isinstance(value, str) else ""
+
+
+def _first_and_last(events: Sequence[Event]) -> tuple[list[bool], dict[tuple[str, str], int]]:
+    """Which events are the first of their id in the batch, and each lead's last one (its
+    score is stored, so it gets reasons at once, with the model as it is at that moment,
+    whatever the batch boundaries)."""
+    seen: set[tuple[str, str]] = set()
+    first: list[bool] = []
+    last_of: dict[tuple[str, str], int] = {}
+    for i, event in enumerate(events):
+        first.append((event.tenant, event.event_id) not in seen)
+        seen.add((event.tenant, event.event_id))
+        if first[-1]:
+            last_of[(event.tenant, event.lead_id)] = i
+    return first, last_of
