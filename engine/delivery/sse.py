@@ -164,6 +164,55 @@ class FeedHub:
         return [(sid, fields) for key, sid, fields in tail.rows if key > k][:500]
 
 
+@dataclass(frozen=True)
+class _View:
+    """What one stream may see: an agent's or a team's entries, redacted for an agent key."""
+
+    agent: str
+    team: str
+    me: str  # the agent key's agent ("" for a server key)
+    names: frozenset[str]  # the tenant's agent names, for redaction
+
+    def render(self, sid: str, fields: dict[bytes, bytes]) -> bytes | None:
+        if not visible(fields, self.agent, self.team):
+            return None
+        kind = fields[b"k"].decode()
+        data = fields[b"d"].decode()
+        if self.me:  # an agent key: colleagues' names stay hidden
+            data = json.dumps(redact_for_agent(kind, json.loads(data), self.me, self.names))
+        return f"id: {sid}\nevent: {kind}\ndata: {data}\n\n".encode()
+
+
+async def _events(
+    hub: FeedHub,
+    feed: str,
+    start: str,
+    view: _View,
+    request: Request,
+    metrics: DeliveryMetrics,
+    keepalive_s: float,
+) -> AsyncIterator[bytes]:
+    """One open stream: the hub's entries after ``start`` that ``view`` may see."""
+    metrics.sse_clients.inc()
+    after = start
+    await hub.join(feed)
+    try:
+        yield b"retry: 2000\n\n"
+        while not await request.is_disconnected():
+            rows = await hub.read(feed, after, keepalive_s)
+            if not rows:
+                yield b": keepalive\n\n"
+                continue
+            for after, fields in rows:
+                line = view.render(after, fields)
+                if line is not None:
+                    yield line
+    finally:
+        metrics.sse_clients.dec()
+        with anyio.CancelScope(shield=True):  # a hang-up cancels the stream's scope
+            await hub.leave(feed)
+
+
 def sse_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> APIRouter:
     keys = DeliveryKeys(settings.redis.key_prefix)
     keepalive_ms = int(settings.delivery.sse_keepalive_s * 1000)
@@ -196,33 +245,9 @@ def sse_router(settings: Settings, client: Any, metrics: DeliveryMetrics) -> API
         if not start:
             start = await hub.latest(feed)
 
-        async def events() -> AsyncIterator[bytes]:
-            metrics.sse_clients.inc()
-            after = start
-            await hub.join(feed)
-            try:
-                yield b"retry: 2000\n\n"
-                while not await request.is_disconnected():
-                    rows = await hub.read(feed, after, keepalive_ms / 1000)
-                    if not rows:
-                        yield b": keepalive\n\n"
-                        continue
-                    for after, fields in rows:
-                        if not visible(fields, agent, team):
-                            continue
-                        kind = fields[b"k"].decode()
-                        data = fields[b"d"].decode()
-                        if me:  # an agent key: colleagues' names stay hidden
-                            seen = redact_for_agent(kind, json.loads(data), me, names)
-                            data = json.dumps(seen)
-                        yield f"id: {after}\nevent: {kind}\ndata: {data}\n\n".encode()
-            finally:
-                metrics.sse_clients.dec()
-                with anyio.CancelScope(shield=True):  # a hang-up cancels the stream's scope
-                    await hub.leave(feed)
-
+        view = _View(agent, team, me, names)
         return StreamingResponse(
-            events(),
+            _events(hub, feed, start, view, request, metrics, keepalive_ms / 1000),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
