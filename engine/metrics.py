@@ -207,6 +207,8 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = 10  # seconds per read: a client that stalls cannot hold a thread forever
+
     def log_message(self, format: str, *args: Any) -> None:  # scrapes every few seconds
         pass
 
