@@ -73,8 +73,9 @@ _HAND = frozenset(HAND_RAISE_TYPES)
 _OUTCOMES = frozenset(OUTCOME_TYPES)
 _POSITIVE = frozenset(POSITIVE_OUTCOMES)
 #: the counters in the model input, in a fixed order (outcomes are labels, not inputs)
-_COUNTED = BEHAVIOUR_TYPES + HAND_RAISE_TYPES + CONVERSATION_TYPES + NEGATIVE_TYPES
-_COUNTED += ("agent_contact",)
+_COUNTED: tuple[str, ...] = (
+    BEHAVIOUR_TYPES + HAND_RAISE_TYPES + CONVERSATION_TYPES + NEGATIVE_TYPES + ("agent_contact",)
+)
 _MAX_VIEWS = 64  # view timestamps kept per lead (the windows are bounded)
 _MAX_PROPS = 64  # distinct properties kept per lead
 ALERT_AT = 0.5  # probability the score must cross upwards to alert
