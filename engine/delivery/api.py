@@ -7,7 +7,7 @@
   contact within SLA, misses
 - ``GET /v1/delivery/dead``            the newest dead-lettered deliveries
 
-An agent key (``web.current_agent``) may read a lead's delivery only for a lead the
+An agent key (``deps.current_agent``) may read a lead's delivery only for a lead the
 board shows it (assigned or offered to it, or in the pond); receipts, the SLA report
 and dead letters are manager views, refused to agent keys (403).
 """
@@ -20,12 +20,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from engine.delivery.consent import ConsentBook
+from engine.delivery.deps import current_agent, current_tenant, require_visible, unrestricted_only
 from engine.delivery.feed import agent_names, redact_lead
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner
 from engine.delivery.sla import SlaClocks
-from engine.delivery.web import current_agent, current_tenant, require_visible, unrestricted_only
 from engine.delivery.webhooks import Receipts, read_dead_letters
 from engine.settings import Settings
 
