@@ -86,16 +86,19 @@ class GroupStream:
         if ids:
             self._r.xack(self.stream, self.group, *ids)
 
-    def last_delivered(self) -> str:
-        """The group's ``last-delivered-id``: every entry up to it has been read."""
+    def read_up_to(self, sid: str) -> bool:
+        """Has the group read every entry up to ``sid``? (its ``last-delivered-id`` is
+        there, or nothing is left unread: ``sid`` was trimmed, or the stream is new)."""
         try:
             groups = self._r.xinfo_groups(self.stream)
         except redis.ResponseError:
-            return "0-0"
+            return True  # no stream: nothing to read
         for g in groups:
             if _text(g["name"]) == self.group:
-                return _text(g["last-delivered-id"])
-        return "0-0"
+                if stream_id(_text(g["last-delivered-id"])) >= stream_id(sid):
+                    return True
+                return g.get("lag") == 0
+        return False
 
     def lag(self) -> int | None:
         """Entries not read by the group yet (Redis 7), None when unknown."""
