@@ -147,7 +147,7 @@ class DeliveryService:
     def read_alerts(self, block_ms: int | None) -> list[tuple[str, dict[str, Any]]]:
         """Own pending entries first (after a restart), then new ones."""
         rows = self.alerts_in.read(block_ms)
-        if rows and self.alerts_in.pending_done:
+        if rows:  # read in id order: every alert up to the last one has been read
             self._alerts_to = max(self._alerts_to, rows[-1][0], key=stream_id)
         return self._decode(rows)
 

@@ -149,3 +149,17 @@ def test_a_change_whose_alert_is_gone_from_the_stream_is_not_held_for_ever(
     client.xadd(svc.names.bucket_changes, fields)
     ((kind, (change,)),) = svc.read_merged(None)  # no alert is left unread: not held
     assert kind == "changes" and change.bucket == "P3" and change.score == 40
+
+
+def test_after_a_restart_each_pending_entry_is_read_again_once(
+    client: Any, make_settings: Any
+) -> None:
+    settings = make_settings()
+    _steps(settings, client, ["11"], [VIEWS, ["showing_request"], ["not_interested"]])
+    crashed = DeliveryService(settings, client, consumer="c1")
+    crashed.ensure_group()
+    first = crashed.read_merged(None)  # read, never acknowledged: the process died
+    restarted = DeliveryService(settings, client, consumer="c1")
+    again = restarted.read_merged(None)
+    assert [(k, len(v)) for k, v in again] == [(k, len(v)) for k, v in first]
+    assert restarted.read_merged(None) == []  # not handed out a second time while in flight
