@@ -15,7 +15,6 @@ That one transaction is also what lets the live dataflow ride out a Redis restar
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -31,7 +30,8 @@ from engine.events import HAND_RAISE_TYPES, OUTCOME_TYPES, POSITIVE_OUTCOMES, Ev
 from engine.learning import Learner, Moments, example
 from engine.metrics import Metrics
 from engine.model import OnlineModel
-from engine.reasons import explain, low_reasons
+from engine.reasons import explain_codes, low_reasons, render
+from engine.records import ScoreRecord
 from engine.redis_client import UNREACHABLE, outage_backoff
 from engine.reporting.batch import gather as report_batch
 from engine.scoring import Score, assess, prior
@@ -40,7 +40,7 @@ from engine.sinks import BatchEffects, Committer, StaleCache
 from engine.streams import ingest_ms
 from engine.validate import Rejection, Validator
 from features.definitions import model_input, pack_features
-from features.store import DUPLICATE, LATE, FeatureReply, FeatureStore
+from features.store import DUPLICATE, LATE, LEGACY_SCORE, FeatureReply, FeatureStore
 
 __all__ = ["Entry", "Processor", "BatchResult"]
 
@@ -67,8 +67,13 @@ class _Lead:
     outcome: str = ""  # the lead's first outcome: no example is made after it
     outcome_ts: float = 0.0
     placeholder: bool = False  # made by the expiry sweep before any event of the lead
+    legacy_score: bool = False  # its score record is still schema 0's hash (``:s``)
     pending: dict[str, Any] | None = None  # the latest moment, packed only when it lasts
-    latest: tuple[Event, Score, FeatureReply, dict[str, float] | None, OnlineModel] | None = None
+    #: the latest scored event not yet stored: (event, score, reply, model input, model, points)
+    latest: (
+        tuple[Event, Score, FeatureReply, dict[str, float] | None, OnlineModel, Mapping[str, float]]
+        | None
+    ) = None
 
 
 @dataclass(frozen=True)
@@ -258,6 +263,7 @@ class Processor:
         if lead.placeholder:  # the sweep touched it first: take its real state now
             fresh = self._lead_state(partition, reply)
             lead.alert, lead.outcome, lead.outcome_ts = fresh.alert, fresh.outcome, fresh.outcome_ts
+            lead.legacy_score = fresh.legacy_score
             if not lead.snaps.loaded:
                 lead.snaps.tail_latest = fresh.snaps.tail_latest
             lead.placeholder = False
@@ -277,7 +283,7 @@ class Processor:
         models = self.learner.serving
         segment = models.segment_of(str(reply.features.get("side", "")))
         model = models.model(segment)
-        raw_prior, _ = prior(reply.features, self._s)
+        raw_prior, points = prior(reply.features, self._s)
         x = self._model_input(reply, model.ready)
         p_model = model.probability(x) if x is not None else None
         score = assess(
@@ -290,13 +296,11 @@ class Processor:
         self._take_moment(event, reply.features, segment, score, lead)
         self._metrics.scores.observe(score.score)
         if decision.triggers or is_last:
-            score = self._explained(score, reply, x, model, lead)
+            score = self._explained(score, reply, x, model, lead, points, bool(decision.triggers))
         if is_last:
-            fx.score_records[(event.tenant, event.lead_id)] = self._record(
-                event, score, lead, reply
-            )
+            fx.score_records[(event.tenant, event.lead_id)] = self._record(event, score, lead)
         else:
-            lead.latest = (event, score, reply, x, model)
+            lead.latest = (event, score, reply, x, model, points)
         if decision.triggers:
             alert = self._alert(event, score, decision, reply, ingest_ms(entry[1]))
             # a jump names the score it is measured from (the window's low), not the last
@@ -311,10 +315,11 @@ class Processor:
         for key, lead in leads.items():
             if key not in fx.score_records and lead.latest is not None:
                 # its last event was a duplicate or late: store the last one that counted
-                event, score, reply, x, model = lead.latest
-                fx.score_records[key] = self._record(
-                    event, self._explained(score, reply, x, model, lead), lead, reply
-                )
+                event, score, reply, x, model, points = lead.latest
+                explained = self._explained(score, reply, x, model, lead, points, False)
+                fx.score_records[key] = self._record(event, explained, lead)
+            if lead.legacy_score and key in fx.score_records:
+                fx.legacy_scores.add(key)
             self._flush_moment(lead)
             snaps = lead.snaps
             effect = snaps.effect()
@@ -390,6 +395,7 @@ class Processor:
             snaps=Moments(self._s.scoring.max_snapshots, tail_latest=st.get("moment") == "l"),
             outcome=st.get("outcome", ""),
             outcome_ts=float(st.get("outcome_ts") or 0.0),
+            legacy_score=LEGACY_SCORE in st,
         )
 
     def _model_input(self, reply: FeatureReply, model_ready: bool) -> dict[str, float] | None:
@@ -405,15 +411,19 @@ class Processor:
         x: dict[str, float] | None,
         model: OnlineModel,
         lead: _Lead,
+        points: Mapping[str, float],
+        words: bool = True,
     ) -> Score:
-        """Add reasons (only for scores someone reads: alerts and stored records)."""
+        """Add reason codes (only for scores someone reads: alerts and stored records) and,
+        with ``words``, their text (alerts; a stored record is put into words when read)."""
         contributions = model.contributions(x) if x is not None and score.model_weight else {}
-        _, points = prior(reply.features, self._s)
         low = low_reasons(reply.context, lead.outcome, lead.outcome_ts, self._s)
-        pros, cons = explain(
-            reply.features, reply.context, self._s, points, contributions, score.model_weight, low
-        )
-        return replace(score, reasons=pros, concerns=cons)
+        f, ctx = reply.features, reply.context
+        codes = explain_codes(f, ctx, self._s, points, contributions, score.model_weight, len(low))
+        if not words:
+            return replace(score, codes=codes)
+        pros, cons = render(*codes, f, ctx, low)
+        return replace(score, reasons=pros, concerns=cons, codes=codes)
 
     def _label_outcome(
         self, event: Event, lead: _Lead, reply: FeatureReply, fx: BatchEffects, partition: int
@@ -571,34 +581,19 @@ class Processor:
             snap["f"] = pack_features(snap["f"])
             lead.snaps.take(msgpack.packb(snap, use_bin_type=True), snap["k"] == "h")
 
-    def _record(
-        self, event: Event, score: Score, lead: _Lead, reply: FeatureReply
-    ) -> dict[str, Any]:
+    def _record(self, event: Event, score: Score, lead: _Lead) -> ScoreRecord:
         a = lead.alert
-        return {
-            "tenant": event.tenant,
-            "lead_id": event.lead_id,
-            "score": score.score,
-            "probability": score.probability,
-            "bucket": score.bucket,
-            "tier": score.tier,
-            "reasons": json.dumps(score.reasons),
-            "concerns": json.dumps(score.concerns),
-            "prior_probability": score.prior_probability,
-            "raw_prior_probability": score.raw_prior_probability or 0.0,
-            "model_weight": score.model_weight,
-            "ts": event.ts,
-            "last_event_id": event.event_id,
-            "agent_id": reply.context.get("agent_id", ""),
-            "blocked": ",".join(reply.context.get("blocked", ())),
-            "last_alert_ts": a.last_alert_ts,
-            "jump_base": a.jump_base,
-            "jump_base_ts": a.jump_base_ts,
-            "moment": "l" if lead.pending is not None or lead.snaps.tail_latest else "",
-            "outcome": lead.outcome,
-            "outcome_ts": lead.outcome_ts,
-            "bucket_by": score.bucket_by,
-        }
+        return ScoreRecord(
+            tenant=event.tenant, lead_id=event.lead_id, score=score.score,
+            probability=score.probability, bucket=score.bucket, tier=score.tier,
+            pros=score.codes[0], cons=score.codes[1],
+            prior_probability=score.prior_probability,
+            raw_prior_probability=score.raw_prior_probability or 0.0,
+            model_weight=score.model_weight, ts=event.ts, last_event_id=event.event_id,
+            last_alert_ts=a.last_alert_ts, jump_base=a.jump_base, jump_base_ts=a.jump_base_ts,
+            moment="l" if lead.pending is not None or lead.snaps.tail_latest else "",
+            outcome=lead.outcome, outcome_ts=lead.outcome_ts, bucket_by=score.bucket_by,
+        )  # fmt: skip
 
     def _alert(
         self,

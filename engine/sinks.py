@@ -24,6 +24,7 @@ import redis
 
 from engine.errors import StoreError
 from engine.model_store import ModelKeys, publish_commands
+from engine.records import ScoreRecord
 from engine.redis_client import without_retry
 from engine.reporting.batch import ReportDelta
 from engine.streams import StreamNames, committed_positions, processed_key, stream_lag
@@ -72,7 +73,8 @@ def lost_seen_key(prefix: str) -> str:
 class BatchEffects:
     """The writes a batch wants; built by the processor, applied by :class:`Committer`."""
 
-    score_records: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    score_records: dict[tuple[str, str], ScoreRecord] = field(default_factory=dict)
+    legacy_scores: set[tuple[str, str]] = field(default_factory=set)  # schema 0 ``:s`` to drop
     # lead -> ("rewrite" | "append" | "replace_tail", moments): see learning.Moments.effect
     snapshots: dict[tuple[str, str], tuple[str, list[bytes]]] = field(default_factory=dict)
     alerts: list[dict[str, Any]] = field(default_factory=list)
@@ -160,15 +162,15 @@ class Committer:
         p = self._prefix
         now_ms = int(time.time() * 1000)
         for (tenant, lead), record in fx.score_records.items():
-            skey = lead_key(p, tenant, lead, "s")
-            pipe.hset(skey, mapping=record)
-            pipe.expire(skey, self._idle)
+            pipe.set(lead_key(p, tenant, lead, "r"), record.pack(), ex=self._idle)
+            if (tenant, lead) in fx.legacy_scores:  # schema 0's score hash: replaced by :r
+                pipe.unlink(lead_key(p, tenant, lead, "s"))
             indexed = f"{tenant}\x1f{lead}"
-            if record["bucket"] == "P5" or lead.startswith("~"):  # visitor-level: not a lead yet
+            if record.bucket == "P5" or lead.startswith("~"):  # visitor-level: not a lead yet
                 pipe.zrem(hot_key(p, tenant), lead)
                 pipe.zrem(hot_index_key(p), indexed)
             else:
-                pipe.zadd(hot_key(p, tenant), {lead: record["score"]})
+                pipe.zadd(hot_key(p, tenant), {lead: record.score})
                 pipe.zadd(hot_index_key(p), {indexed: now_ms})
         for (tenant, lead), (mode, push) in fx.snapshots.items():
             nkey = lead_key(p, tenant, lead, "n")

@@ -55,6 +55,7 @@ from engine.delivery.sla import SlaClocks
 from engine.delivery.targets import BucketSweep, TargetJobs
 from engine.delivery.webhooks import Job, Receipts, RetryPolicy, WebhookSender
 from engine.events import Event
+from engine.records import RecordReader
 from engine.reporting.delivery import DeliveryCounts
 from engine.settings import Settings, TenantDelivery
 from engine.streams import Producer, StreamNames
@@ -111,7 +112,9 @@ class DeliveryService:
         self.receipts = Receipts(client, self.keys, int(self.d.receipt_ttl_d * 86_400))
         self._validator = Validator(settings.validation)
         self._local: dict[str, LocalRules] = {}
-        self._targets = TargetJobs(BucketSweep(client, settings.redis.key_prefix, ttl))
+        self._targets = TargetJobs(
+            BucketSweep(client, settings.redis.key_prefix, ttl, records=RecordReader(settings))
+        )
         self._inflight: set[str] = set()
         self._pending_done = False
 

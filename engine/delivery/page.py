@@ -38,6 +38,7 @@ from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner, stream_emitter
 from engine.delivery.sla import SlaClocks
 from engine.delivery.web import IDENT, current_agent, current_tenant, require_visible, scope_view
+from engine.records import RecordReader
 from engine.settings import Settings
 from engine.streams import Producer, StreamNames
 
@@ -127,10 +128,12 @@ def page_router(
         team: str = Query("", pattern=r"^$|" + IDENT),
     ) -> dict[str, Any]:
         agent, team = scope_view(settings, tenant, me, agent, team)
+        reader = RecordReader(settings, prefix)
         feed_id = feed.last_id(tenant)  # first: the stream resumes from here, nothing is lost
         board = read_board(
             client, prefix, tenant, agent=agent, team=team, limit=d.page_limit, feed_id=feed_id,
             now=clock(), tz=d.tenant(tenant).timezone or settings.alerts.timezone,
+            reader=reader,
         )  # fmt: skip
         if me:  # an agent key: colleagues' names stay hidden, as on the feed
             redact_board(board, me, agent_names(d.tenant(tenant)))

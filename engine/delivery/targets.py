@@ -33,6 +33,8 @@ from urllib.parse import quote, urlsplit
 from engine.delivery.scripts import bucket_label, local_time, why_now
 from engine.delivery.target_settings import TargetSettings
 from engine.delivery.webhooks import Job
+from engine.records import RecordReader
+from engine.settings import load_settings
 
 __all__ = ["Pacer", "TargetJobs", "Values", "fub_headers", "render", "values_of"]
 
@@ -394,8 +396,13 @@ class BucketSweep:
     (README "Integrations"). Alerts record what they wrote (:meth:`note`), so an alert's
     bucket is not written twice."""
 
-    def __init__(self, client: Any, prefix: str, ttl_s: int, limit: int = 1000) -> None:
+    def __init__(
+        self, client: Any, prefix: str, ttl_s: int, limit: int = 1000,
+        records: RecordReader | None = None,
+    ) -> None:  # fmt: skip
         from engine.sinks import hot_index_key
+
+        self._records = records or RecordReader(load_settings(environ={}), prefix)
 
         self._r = client
         self._prefix = prefix
@@ -416,7 +423,6 @@ class BucketSweep:
 
         ``wanted``: tenant -> its target ids with the ``bucket`` trigger."""
         from engine.views import score_record
-        from features.store import lead_key
 
         since = float(self._r.get(self.keys.cursor) or 0) - 2000
         until = time.time() * 1000 - SETTLE_MS  # an alert of the same change goes first
@@ -429,17 +435,17 @@ class BucketSweep:
                 leads.append((tenant, lead))
         if rows:
             self._r.set(self.keys.cursor, int(max(ms for _, ms in rows)))
+        records = self._records.read(self._r, leads)
         pipe = self._r.pipeline(transaction=False)
         for tenant, lead in leads:
-            pipe.hgetall(lead_key(self._prefix, tenant, lead, "s"))
             for name in wanted[tenant]:
                 pipe.hget(self.keys.written(tenant, name), lead)
         replies = pipe.execute() if leads else []
         out, i = [], 0
-        for tenant, _ in leads:
-            record = score_record(replies[i]) if replies[i] else None
-            last = replies[i + 1 : i + 1 + len(wanted[tenant])]
-            i += 1 + len(wanted[tenant])
+        for (tenant, _), raw in zip(leads, records, strict=True):
+            record = score_record(raw) if raw else None
+            last = replies[i : i + len(wanted[tenant])]
+            i += len(wanted[tenant])
             if record is None:
                 continue
             stale = [n for n, b in zip(wanted[tenant], last, strict=True)

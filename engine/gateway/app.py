@@ -75,6 +75,7 @@ from engine.gateway.privacy import ContactHasher
 from engine.gateway.ratelimit import limit_for
 from engine.gateway.store import GatewayStore
 from engine.gateway.streams import StreamGuard, Streams
+from engine.records import RecordReader
 from engine.settings import Settings
 from engine.streams import StreamNames
 from engine.views import score_record
@@ -195,6 +196,7 @@ def create_app(
         contact_ttl_s=int(settings.features.idle_expire_d * 86_400),
         retries=min(settings.redis.retries, 3),
         socket_timeout_s=settings.redis.socket_timeout_s,
+        records=RecordReader(settings),
     )
     hasher = ContactHasher(secret.encode(), gw.default_country_code)
 
