@@ -30,13 +30,13 @@ from engine.events import HAND_RAISE_TYPES, OUTCOME_TYPES, POSITIVE_OUTCOMES, Ev
 from engine.learning import Learner, Moments, example
 from engine.metrics import Metrics
 from engine.model import OnlineModel
-from engine.reasons import explain_codes, low_reasons, render
+from engine.reasons import explain_codes, low_reasons, reason_text, render
 from engine.records import ScoreRecord
 from engine.redis_client import UNREACHABLE, outage_backoff
 from engine.reporting.batch import gather as report_batch
 from engine.scoring import Score, assess, prior
 from engine.settings import Settings
-from engine.sinks import BatchEffects, Committer, StaleCache
+from engine.sinks import BatchEffects, BucketMove, Committer, StaleCache
 from engine.streams import ingest_ms
 from engine.validate import Rejection, Validator
 from features.definitions import model_input, pack_features
@@ -68,6 +68,8 @@ class _Lead:
     outcome_ts: float = 0.0
     placeholder: bool = False  # made by the expiry sweep before any event of the lead
     legacy_score: bool = False  # its score record is still schema 0's hash (``:s``)
+    stored_bucket: tuple[str, str] = ("", "")  # (bucket, bucket_by) of its stored record
+    latest_view: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None  # its record's
     pending: dict[str, Any] | None = None  # the latest moment, packed only when it lasts
     #: the latest scored event not yet stored: (event, score, reply, model input, model, points)
     latest: (
@@ -263,7 +265,7 @@ class Processor:
         if lead.placeholder:  # the sweep touched it first: take its real state now
             fresh = self._lead_state(partition, reply)
             lead.alert, lead.outcome, lead.outcome_ts = fresh.alert, fresh.outcome, fresh.outcome_ts
-            lead.legacy_score = fresh.legacy_score
+            lead.legacy_score, lead.stored_bucket = fresh.legacy_score, fresh.stored_bucket
             if not lead.snaps.loaded:
                 lead.snaps.tail_latest = fresh.snaps.tail_latest
             lead.placeholder = False
@@ -299,6 +301,7 @@ class Processor:
             score = self._explained(score, reply, x, model, lead, points, bool(decision.triggers))
         if is_last:
             fx.score_records[(event.tenant, event.lead_id)] = self._record(event, score, lead)
+            lead.latest_view = (reply.features, reply.context)
         else:
             lead.latest = (event, score, reply, x, model, points)
         if decision.triggers:
@@ -318,8 +321,11 @@ class Processor:
                 event, score, reply, x, model, points = lead.latest
                 explained = self._explained(score, reply, x, model, lead, points, False)
                 fx.score_records[key] = self._record(event, explained, lead)
+                lead.latest_view = (reply.features, reply.context)
             if lead.legacy_score and key in fx.score_records:
                 fx.legacy_scores.add(key)
+            if key in fx.score_records:
+                self._bucket_move(key, lead, fx)
             self._flush_moment(lead)
             snaps = lead.snaps
             effect = snaps.effect()
@@ -332,6 +338,23 @@ class Processor:
                     fx.due[(lead.partition, member)] = None if oldest is None else ("set", oldest)
                 elif oldest is not None:  # only new snapshots known: lower the score if older
                     fx.due[(lead.partition, member)] = ("lt", oldest)
+
+    def _bucket_move(self, key: tuple[str, str], lead: _Lead, fx: BatchEffects) -> None:
+        """Note a lead whose stored bucket its new record changes (CRM write-back): a move
+        into or out of ``lost`` counts; a first score of P5 and visitors do not."""
+        record = fx.score_records[key]
+        before, by_before = lead.stored_bucket
+        lost_moved = (by_before == "lost") != (record.bucket_by == "lost")
+        if key[1].startswith("~") or not (before != record.bucket or lost_moved):
+            return
+        if not before and record.bucket == "P5":
+            return
+        top = ""
+        if record.pros and lead.latest_view is not None:
+            features, context = lead.latest_view
+            top = reason_text(record.pros[0], features, context) or ""
+        fx.bucket_changes.append(BucketMove(key[0], key[1], before, by_before, top))
+        lead.stored_bucket = (record.bucket, record.bucket_by)
 
     def _commit_batch(self, fx: BatchEffects, learned: bool) -> None:
         learner = self.learner
@@ -396,6 +419,7 @@ class Processor:
             outcome=st.get("outcome", ""),
             outcome_ts=float(st.get("outcome_ts") or 0.0),
             legacy_score=LEGACY_SCORE in st,
+            stored_bucket=(st.get("bucket", ""), st.get("bucket_by", "") or "score"),
         )
 
     def _model_input(self, reply: FeatureReply, model_ready: bool) -> dict[str, float] | None:

@@ -101,7 +101,11 @@ def score_state(record: ScoreRecord) -> dict[str, str]:
         "last_alert_ts": str(record.last_alert_ts), "jump_base": str(record.jump_base),
         "jump_base_ts": str(record.jump_base_ts), "moment": record.moment,
         "outcome": record.outcome, "outcome_ts": str(record.outcome_ts),
+        "bucket_by": record.bucket_by,
     }  # fmt: skip
+
+
+_SHOWN = ("score", "bucket", "bucket_by")  # state fields as_hash writes itself
 
 
 def as_hash(
@@ -126,7 +130,7 @@ def as_hash(
         "model_weight": repr(record.model_weight), "ts": repr(record.ts),
         "last_event_id": record.last_event_id, "agent_id": str(context.get("agent_id", "")),
         "blocked": ",".join(context.get("blocked", ())), "bucket_by": record.bucket_by,
-        **{k: v for k, v in score_state(record).items() if k not in ("score", "bucket")},
+        **{k: v for k, v in score_state(record).items() if k not in _SHOWN},
     }  # fmt: skip
 
 

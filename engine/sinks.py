@@ -8,6 +8,13 @@ exactly-once effect on at-least-once input. The transaction WATCHes the feature
 store generation (``leadpulse merge`` bumps it): a batch computed from a cache that
 an outside merge made stale is refused (:class:`StaleCache`) and redone.
 
+Bucket changes for CRM write-back go in the same transaction: the processor compares
+each lead's stored bucket with the one its new score record holds, and
+:data:`_BUCKET_CHANGES` appends a compact entry to ``<prefix>:buckets`` per change (a
+drop to P5 or to lost included; a first score of P5 is not a change). Delivery reads that stream
+in a consumer group and acknowledges an entry once its write-backs finished, so a
+change lands exactly when its batch does and is written at least once, idempotently.
+
 (One transaction spans keys of many leads, so this targets a single Redis server
 or primary; see README "Design decisions".)
 """
@@ -59,6 +66,29 @@ return #gone
 """
 
 
+#: Bucket changes of a batch, inside its MULTI/EXEC: KEYS[1] the bucket-changes stream,
+#: KEYS[2] the alerts stream; ARGV[1] maxlen, then one per changed lead, 0x1f-separated:
+#: tenant, lead, bucket before, its bucket_by, bucket, bucket_by, score, probability,
+#: event ts, the batch's alert id and emit ms when an alert of the batch carries the same
+#: bucket ("" otherwise), the top reason (text never holds 0x1f). The processor found the
+#: changes (it holds each lead's stored bucket); the script only names ``after``: the
+#: alerts stream's last id once this batch's alerts are in, so delivery writes a change
+#: only after it has read the alerts up to there (one lead's writes stay in order).
+_BUCKET_CHANGES = r"""
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local after = last[1] and last[1][1] or '0-0'
+for i = 2, #ARGV do
+  local f = {}
+  for part in string.gmatch(ARGV[i] .. '\31', '([^\31]*)\31') do f[#f + 1] = part end
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+    't', f[1], 'l', f[2], 'from', f[3], 'from_by', f[4], 'to', f[5], 'by', f[6],
+    's', f[7], 'p', f[8], 'r', f[12], 'ts', f[9], 'alert', f[10], 'emit_ms', f[11],
+    'after', after)
+end
+return #ARGV - 1
+"""
+
+
 def watermark_key(prefix: str) -> str:
     """Hash partition -> event-time day up to which label-horizon expiry has been swept."""
     return f"{prefix}:wm"
@@ -69,12 +99,24 @@ def lost_seen_key(prefix: str) -> str:
     return f"{prefix}:lostseen"
 
 
+@dataclass(frozen=True, slots=True)
+class BucketMove:
+    """A lead whose stored bucket the batch's score record changes (found by the processor)."""
+
+    tenant: str
+    lead_id: str
+    bucket_before: str
+    by_before: str
+    top_reason: str
+
+
 @dataclass
 class BatchEffects:
     """The writes a batch wants; built by the processor, applied by :class:`Committer`."""
 
     score_records: dict[tuple[str, str], ScoreRecord] = field(default_factory=dict)
     legacy_scores: set[tuple[str, str]] = field(default_factory=set)  # schema 0 ``:s`` to drop
+    bucket_changes: list[BucketMove] = field(default_factory=list)  # for CRM write-back
     # lead -> ("rewrite" | "append" | "replace_tail", moments): see learning.Moments.effect
     snapshots: dict[tuple[str, str], tuple[str, list[bytes]]] = field(default_factory=dict)
     alerts: list[dict[str, Any]] = field(default_factory=list)
@@ -121,6 +163,7 @@ class Committer:
         self._retain_ms = int(retain_processed_s * 1000)
         self.model_keys = ModelKeys(names.prefix)
         self._prune_hot = client.register_script(_PRUNE_HOT)
+        self._bucket_changes = client.register_script(_BUCKET_CHANGES)
         self._next_prune = 0.0
 
     @property
@@ -161,6 +204,14 @@ class Committer:
     def _queue(self, pipe: Any, fx: BatchEffects) -> None:
         p = self._prefix
         now_ms = int(time.time() * 1000)
+        for alert in fx.alerts:  # first: a bucket change names the last alert before it
+            pipe.xadd(
+                self._names.alerts,
+                {"a": msgpack.packb(alert, use_bin_type=True)},
+                maxlen=self._alerts_maxlen,
+                approximate=True,
+            )
+        self._queue_bucket_changes(pipe, fx)  # after the alerts: it names the last one
         for (tenant, lead), record in fx.score_records.items():
             pipe.set(lead_key(p, tenant, lead, "r"), record.pack(), ex=self._idle)
             if (tenant, lead) in fx.legacy_scores:  # schema 0's score hash: replaced by :r
@@ -182,13 +233,6 @@ class Committer:
                 pipe.rpush(nkey, *push)
                 pipe.ltrim(nkey, -self._max_snapshots, -1)
                 pipe.expire(nkey, self._idle)
-        for alert in fx.alerts:
-            pipe.xadd(
-                self._names.alerts,
-                {"a": msgpack.packb(alert, use_bin_type=True)},
-                maxlen=self._alerts_maxlen,
-                approximate=True,
-            )
         for dead in fx.dead_letters:
             pipe.xadd(
                 self._names.dead_letter,
@@ -233,6 +277,25 @@ class Committer:
                 ms = int(str(sid).split("-", 1)[0]) - self._retain_ms
                 if ms > 0:
                     pipe.xtrim(self._names.events(partition), minid=f"{ms}-0", approximate=True)
+
+    def _queue_bucket_changes(self, pipe: Any, fx: BatchEffects) -> None:
+        """One script call: a ``<prefix>:buckets`` entry per lead whose bucket changed
+        (:data:`_BUCKET_CHANGES`; the processor found them, visitors never among them)."""
+        args: list[Any] = [self._alerts_maxlen]
+        alerted = {(a["tenant"], a["lead_id"]): a for a in fx.alerts}  # the last one wins
+        for change in fx.bucket_changes:
+            key = (change.tenant, change.lead_id)
+            r, a = fx.score_records[key], alerted.get(key)
+            same = a is not None and a["bucket"] == r.bucket and a.get("bucket_by") == r.bucket_by
+            args.append("\x1f".join((
+                change.tenant, change.lead_id, change.bucket_before, change.by_before,
+                r.bucket, r.bucket_by, str(r.score), str(r.probability), str(r.ts),
+                a["alert_id"] if same and a else "", str(a.get("emit_ms", 0)) if same and a else "",
+                change.top_reason.replace("\x1f", " "),
+            )))  # fmt: skip
+        if len(args) > 1:
+            self._bucket_changes(keys=[self._names.bucket_changes, self._names.alerts], args=args,
+                                 client=pipe)  # fmt: skip
 
     def committed(self) -> dict[int, str]:
         """The committed position per partition (did a batch whose reply was lost land?)."""

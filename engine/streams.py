@@ -6,6 +6,8 @@ Layout (prefix ``lp``):
 - ``lp:pos``          hash partition -> last stream id whose batch committed
 - ``lp:deadletter``   rejected events with their reason
 - ``lp:alerts``       score-jump alerts for delivery
+- ``lp:buckets``      bucket changes (old -> new bucket of a lead) for CRM write-back,
+                      appended in the transaction that commits the batch
 
 An entry holds ``e`` (the event, msgpack) and the stream id, whose millisecond
 part is the ingest time used for event -> alert latency.
@@ -41,6 +43,7 @@ class StreamNames:
         self.positions = f"{prefix}:pos"
         self.dead_letter = f"{prefix}:deadletter"
         self.alerts = f"{prefix}:alerts"
+        self.bucket_changes = f"{prefix}:buckets"
 
     def events(self, partition: int) -> str:
         return f"{self.prefix}:events:{partition}"

@@ -87,7 +87,7 @@ LEGACY_SCORE = "legacy_score"
 #: Score-state fields read with a lead (for the alert rules), as the score record stores them.
 STATE_FIELDS = (
     "score", "bucket", "last_alert_ts", "jump_base", "jump_base_ts", "moment", "outcome",
-    "outcome_ts",
+    "outcome_ts", "bucket_by",
 )  # fmt: skip
 
 
