@@ -15,7 +15,6 @@ That one transaction is also what lets the live dataflow ride out a Redis restar
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -31,16 +30,17 @@ from engine.events import HAND_RAISE_TYPES, OUTCOME_TYPES, POSITIVE_OUTCOMES, Ev
 from engine.learning import Learner, Moments, example
 from engine.metrics import Metrics
 from engine.model import OnlineModel
-from engine.reasons import explain, low_reasons
+from engine.reasons import explain_codes, low_reasons, reason_text, render
+from engine.records import ScoreRecord
 from engine.redis_client import UNREACHABLE, outage_backoff
 from engine.reporting.batch import gather as report_batch
 from engine.scoring import Score, assess, prior
 from engine.settings import Settings
-from engine.sinks import BatchEffects, Committer, StaleCache
+from engine.sinks import BatchEffects, BucketMove, Committer, StaleCache
 from engine.streams import ingest_ms
 from engine.validate import Rejection, Validator
 from features.definitions import model_input, pack_features
-from features.store import DUPLICATE, LATE, FeatureReply, FeatureStore
+from features.store import DUPLICATE, LATE, LEGACY_SCORE, FeatureReply, FeatureStore
 
 __all__ = ["Entry", "Processor", "BatchResult"]
 
@@ -67,8 +67,15 @@ class _Lead:
     outcome: str = ""  # the lead's first outcome: no example is made after it
     outcome_ts: float = 0.0
     placeholder: bool = False  # made by the expiry sweep before any event of the lead
+    legacy_score: bool = False  # its score record is still schema 0's hash (``:s``)
+    stored_bucket: tuple[str, str] = ("", "")  # (bucket, bucket_by) of its stored record
+    latest_view: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None  # its record's
     pending: dict[str, Any] | None = None  # the latest moment, packed only when it lasts
-    latest: tuple[Event, Score, FeatureReply, dict[str, float] | None, OnlineModel] | None = None
+    #: the latest scored event not yet stored: (event, score, reply, model input, model, points)
+    latest: (
+        tuple[Event, Score, FeatureReply, dict[str, float] | None, OnlineModel, Mapping[str, float]]
+        | None
+    ) = None
 
 
 @dataclass(frozen=True)
@@ -258,6 +265,7 @@ class Processor:
         if lead.placeholder:  # the sweep touched it first: take its real state now
             fresh = self._lead_state(partition, reply)
             lead.alert, lead.outcome, lead.outcome_ts = fresh.alert, fresh.outcome, fresh.outcome_ts
+            lead.legacy_score, lead.stored_bucket = fresh.legacy_score, fresh.stored_bucket
             if not lead.snaps.loaded:
                 lead.snaps.tail_latest = fresh.snaps.tail_latest
             lead.placeholder = False
@@ -277,7 +285,7 @@ class Processor:
         models = self.learner.serving
         segment = models.segment_of(str(reply.features.get("side", "")))
         model = models.model(segment)
-        raw_prior, _ = prior(reply.features, self._s)
+        raw_prior, points = prior(reply.features, self._s)
         x = self._model_input(reply, model.ready)
         p_model = model.probability(x) if x is not None else None
         score = assess(
@@ -290,13 +298,12 @@ class Processor:
         self._take_moment(event, reply.features, segment, score, lead)
         self._metrics.scores.observe(score.score)
         if decision.triggers or is_last:
-            score = self._explained(score, reply, x, model, lead)
+            score = self._explained(score, reply, x, model, lead, points, bool(decision.triggers))
         if is_last:
-            fx.score_records[(event.tenant, event.lead_id)] = self._record(
-                event, score, lead, reply
-            )
+            fx.score_records[(event.tenant, event.lead_id)] = self._record(event, score, lead)
+            lead.latest_view = (reply.features, reply.context)
         else:
-            lead.latest = (event, score, reply, x, model)
+            lead.latest = (event, score, reply, x, model, points)
         if decision.triggers:
             alert = self._alert(event, score, decision, reply, ingest_ms(entry[1]))
             # a jump names the score it is measured from (the window's low), not the last
@@ -311,10 +318,14 @@ class Processor:
         for key, lead in leads.items():
             if key not in fx.score_records and lead.latest is not None:
                 # its last event was a duplicate or late: store the last one that counted
-                event, score, reply, x, model = lead.latest
-                fx.score_records[key] = self._record(
-                    event, self._explained(score, reply, x, model, lead), lead, reply
-                )
+                event, score, reply, x, model, points = lead.latest
+                explained = self._explained(score, reply, x, model, lead, points, False)
+                fx.score_records[key] = self._record(event, explained, lead)
+                lead.latest_view = (reply.features, reply.context)
+            if lead.legacy_score and key in fx.score_records:
+                fx.legacy_scores.add(key)
+            if key in fx.score_records:
+                self._bucket_move(key, lead, fx)
             self._flush_moment(lead)
             snaps = lead.snaps
             effect = snaps.effect()
@@ -327,6 +338,23 @@ class Processor:
                     fx.due[(lead.partition, member)] = None if oldest is None else ("set", oldest)
                 elif oldest is not None:  # only new snapshots known: lower the score if older
                     fx.due[(lead.partition, member)] = ("lt", oldest)
+
+    def _bucket_move(self, key: tuple[str, str], lead: _Lead, fx: BatchEffects) -> None:
+        """Note a lead whose stored bucket its new record changes (CRM write-back): a move
+        into or out of ``lost`` counts; a first score of P5 and visitors do not."""
+        record = fx.score_records[key]
+        before, by_before = lead.stored_bucket
+        lost_moved = (by_before == "lost") != (record.bucket_by == "lost")
+        if key[1].startswith("~") or not (before != record.bucket or lost_moved):
+            return
+        if not before and record.bucket == "P5":
+            return
+        top = ""
+        if record.pros and lead.latest_view is not None:
+            features, context = lead.latest_view
+            top = reason_text(record.pros[0], features, context) or ""
+        fx.bucket_changes.append(BucketMove(key[0], key[1], before, by_before, top))
+        lead.stored_bucket = (record.bucket, record.bucket_by)
 
     def _commit_batch(self, fx: BatchEffects, learned: bool) -> None:
         learner = self.learner
@@ -390,6 +418,8 @@ class Processor:
             snaps=Moments(self._s.scoring.max_snapshots, tail_latest=st.get("moment") == "l"),
             outcome=st.get("outcome", ""),
             outcome_ts=float(st.get("outcome_ts") or 0.0),
+            legacy_score=LEGACY_SCORE in st,
+            stored_bucket=(st.get("bucket", ""), st.get("bucket_by", "") or "score"),
         )
 
     def _model_input(self, reply: FeatureReply, model_ready: bool) -> dict[str, float] | None:
@@ -405,15 +435,19 @@ class Processor:
         x: dict[str, float] | None,
         model: OnlineModel,
         lead: _Lead,
+        points: Mapping[str, float],
+        words: bool = True,
     ) -> Score:
-        """Add reasons (only for scores someone reads: alerts and stored records)."""
+        """Add reason codes (only for scores someone reads: alerts and stored records) and,
+        with ``words``, their text (alerts; a stored record is put into words when read)."""
         contributions = model.contributions(x) if x is not None and score.model_weight else {}
-        _, points = prior(reply.features, self._s)
         low = low_reasons(reply.context, lead.outcome, lead.outcome_ts, self._s)
-        pros, cons = explain(
-            reply.features, reply.context, self._s, points, contributions, score.model_weight, low
-        )
-        return replace(score, reasons=pros, concerns=cons)
+        f, ctx = reply.features, reply.context
+        codes = explain_codes(f, ctx, self._s, points, contributions, score.model_weight, len(low))
+        if not words:
+            return replace(score, codes=codes)
+        pros, cons = render(*codes, f, ctx, low)
+        return replace(score, reasons=pros, concerns=cons, codes=codes)
 
     def _label_outcome(
         self, event: Event, lead: _Lead, reply: FeatureReply, fx: BatchEffects, partition: int
@@ -571,34 +605,19 @@ class Processor:
             snap["f"] = pack_features(snap["f"])
             lead.snaps.take(msgpack.packb(snap, use_bin_type=True), snap["k"] == "h")
 
-    def _record(
-        self, event: Event, score: Score, lead: _Lead, reply: FeatureReply
-    ) -> dict[str, Any]:
+    def _record(self, event: Event, score: Score, lead: _Lead) -> ScoreRecord:
         a = lead.alert
-        return {
-            "tenant": event.tenant,
-            "lead_id": event.lead_id,
-            "score": score.score,
-            "probability": score.probability,
-            "bucket": score.bucket,
-            "tier": score.tier,
-            "reasons": json.dumps(score.reasons),
-            "concerns": json.dumps(score.concerns),
-            "prior_probability": score.prior_probability,
-            "raw_prior_probability": score.raw_prior_probability or 0.0,
-            "model_weight": score.model_weight,
-            "ts": event.ts,
-            "last_event_id": event.event_id,
-            "agent_id": reply.context.get("agent_id", ""),
-            "blocked": ",".join(reply.context.get("blocked", ())),
-            "last_alert_ts": a.last_alert_ts,
-            "jump_base": a.jump_base,
-            "jump_base_ts": a.jump_base_ts,
-            "moment": "l" if lead.pending is not None or lead.snaps.tail_latest else "",
-            "outcome": lead.outcome,
-            "outcome_ts": lead.outcome_ts,
-            "bucket_by": score.bucket_by,
-        }
+        return ScoreRecord(
+            tenant=event.tenant, lead_id=event.lead_id, score=score.score,
+            probability=score.probability, bucket=score.bucket, tier=score.tier,
+            pros=score.codes[0], cons=score.codes[1],
+            prior_probability=score.prior_probability,
+            raw_prior_probability=score.raw_prior_probability or 0.0,
+            model_weight=score.model_weight, ts=event.ts, last_event_id=event.event_id,
+            last_alert_ts=a.last_alert_ts, jump_base=a.jump_base, jump_base_ts=a.jump_base_ts,
+            moment="l" if lead.pending is not None or lead.snaps.tail_latest else "",
+            outcome=lead.outcome, outcome_ts=lead.outcome_ts, bucket_by=score.bucket_by,
+        )  # fmt: skip
 
     def _alert(
         self,
