@@ -29,9 +29,9 @@ import msgpack
 import redis
 
 from engine.events import OUTCOME_TYPES, Event, partition_of
+from engine.keys import alias_key, due_key, generation_key, hot_key, lead_key
 from engine.records import ScoreRecord, score_state, unpack_record
 from engine.settings import FeatureSettings
-from features.keys import alias_key, due_key, generation_key, hot_key, lead_key
 from features.spec import FeatureSpec
 from features.state import APPLIED, DUPLICATE, LATE, LeadFeatures, from_legacy, unpack
 

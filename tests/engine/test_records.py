@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from benchmarks.simulator import SimConfig, generate
 from engine.app import build_parts
+from engine.keys import lead_key
 from engine.processor import Processor
 from engine.records import RecordReader, ScoreRecord, unpack_record
-from features.keys import lead_key
 
 _TEXT = st.text(max_size=12)
 _NUM = st.floats(min_value=0, max_value=2e9, allow_nan=False)
