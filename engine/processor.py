@@ -184,11 +184,11 @@ class Processor:
         fx.report = report_batch(self._s, self._commit.client, events, fx)
         emit_ms = int(self._clock() * 1000)
         for alert in fx.alerts:
-            alert["emit_ms"] = emit_ms
+            alert.emit_ms = emit_ms
         commit_batch(self._commit, self.learner, fx, learned)
         self._store.committed(fx.score_records)
         self._observer.observe(len(entries), fx, duplicates, emit_ms, learned, started)
-        return BatchResult(tuple(fx.alerts), len(entries), rejected, duplicates)
+        return BatchResult(tuple(a.wire() for a in fx.alerts), len(entries), rejected, duplicates)
 
     def _lead_for(
         self, leads: Leads, partition: int, reply: FeatureReply, key: tuple[str, str]
@@ -239,9 +239,9 @@ class Processor:
                                   ingest_ms(entry[1]))  # fmt: skip
             # a jump names the score it is measured from (the window's low), not the last
             if decision.jump_from is not None:
-                alert["score_before"] = decision.jump_from
+                alert.score_before = decision.jump_from
             else:
-                alert["score_before"] = before.score if before.bucket else None
+                alert.score_before = before.score if before.bucket else None
             fx.alerts.append(alert)
 
     def _finish_leads(self, leads: Leads, fx: BatchEffects) -> None:

@@ -32,7 +32,7 @@ import redis
 from engine.errors import StoreError
 from engine.keys import hot_index_key, lost_seen_key, watermark_key
 from engine.model_store import ModelKeys, publish_commands
-from engine.records import ScoreRecord
+from engine.records import Alert, ScoreRecord
 from engine.redis_client import without_retry
 from engine.reporting.batch import ReportDelta
 from engine.streams import StreamNames, committed_positions, processed_key, stream_lag
@@ -104,7 +104,7 @@ class BatchEffects:
     bucket_changes: list[BucketMove] = field(default_factory=list)  # for CRM write-back
     # lead -> ("rewrite" | "append" | "replace_tail", moments): see learning.Moments.effect
     snapshots: dict[tuple[str, str], tuple[str, list[bytes]]] = field(default_factory=dict)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     done: list[tuple[str, str, str]] = field(default_factory=list)  # events that counted
     positions: dict[int, str] = field(default_factory=dict)
@@ -192,7 +192,7 @@ class Committer:
         for alert in fx.alerts:  # first: a bucket change names the last alert before it
             pipe.xadd(
                 self._names.alerts,
-                {"a": msgpack.packb(alert, use_bin_type=True)},
+                {"a": msgpack.packb(alert.wire(), use_bin_type=True)},
                 maxlen=self._alerts_maxlen,
                 approximate=True,
             )
@@ -267,15 +267,15 @@ class Committer:
         """One script call: a ``<prefix>:buckets`` entry per lead whose bucket changed
         (:data:`_BUCKET_CHANGES`; the processor found them, visitors never among them)."""
         args: list[Any] = [self._alerts_maxlen]
-        alerted = {(a["tenant"], a["lead_id"]): a for a in fx.alerts}  # the last one wins
+        alerted = {(a.tenant, a.lead_id): a for a in fx.alerts}  # the last one wins
         for change in fx.bucket_changes:
             key = (change.tenant, change.lead_id)
             r, a = fx.score_records[key], alerted.get(key)
-            same = a is not None and a["bucket"] == r.bucket and a.get("bucket_by") == r.bucket_by
+            same = a is not None and a.bucket == r.bucket and a.bucket_by == r.bucket_by
             args.append("\x1f".join((
                 change.tenant, change.lead_id, change.bucket_before, change.by_before,
                 r.bucket, r.bucket_by, str(r.score), str(r.probability), str(r.ts),
-                a["alert_id"] if same and a else "", str(a.get("emit_ms", 0)) if same and a else "",
+                a.alert_id if same and a else "", str(a.emit_ms) if same and a else "",
                 change.top_reason.replace("\x1f", " "),
             )))  # fmt: skip
         if len(args) > 1:
