@@ -25,6 +25,7 @@ from typing import Any
 import msgpack
 
 from engine import alerts as rules
+from engine import identity
 from engine.errors import StoreError
 from engine.events import HAND_RAISE_TYPES, OUTCOME_TYPES, POSITIVE_OUTCOMES, Event
 from engine.learning import Learner, Moments, example
@@ -36,11 +37,11 @@ from engine.redis_client import UNREACHABLE, outage_backoff
 from engine.reporting.batch import gather as report_batch
 from engine.scoring import Score, assess, prior
 from engine.settings import Settings
-from engine.sinks import BatchEffects, BucketMove, Committer, StaleCache
-from engine.streams import ingest_ms
+from engine.sinks import BatchEffects, BucketMove, Committer
+from engine.streams import CONTROL, ingest_ms
 from engine.validate import Rejection, Validator
 from features.definitions import model_input, pack_features
-from features.store import DUPLICATE, LATE, LEGACY_SCORE, FeatureReply, FeatureStore
+from features.store import DUPLICATE, LATE, LEGACY_SCORE, SKIPPED, FeatureReply, FeatureStore
 
 __all__ = ["Entry", "Processor", "BatchResult"]
 
@@ -125,6 +126,8 @@ class Processor:
             return self._validator.check_bytes(fields[b"e"], "msgpack")
         if b"j" in fields:
             return self._validator.check_bytes(fields[b"j"], "json")
+        if CONTROL in fields:  # an identity hand-over step (engine/identity.py)
+            return identity.decode(fields[CONTROL])
         return Rejection("malformed_entry: no event field")
 
     # -- the batch -------------------------------------------------------------------------
@@ -153,8 +156,6 @@ class Processor:
                 result = self.process(entries)
                 self.health.ok()
                 return result
-            except StaleCache:  # a merge outside the engine changed leads: reload, redo
-                self._resync()
             except UNREACHABLE as exc:
                 failures += 1
                 self.health.failed(f"{exc.__class__.__name__}: {exc}")
@@ -204,8 +205,8 @@ class Processor:
         self.learner.refresh()
         learned = self.learner.catch_up()
         events, origin, rejected = self._decode_all(entries, fx)
-        events = self._store.resolve_aliases(events)
-        replies, fx.features = self._store.apply(events)
+        replies, fx.features = self._store.apply(events)  # with identity (engine/identity.py)
+        events, origin, replies = identity.scored(events, origin, replies, SKIPPED)
         leads: dict[tuple[str, str], _Lead] = {}
         duplicates = 0
         first, last_of = _first_and_last(events)
