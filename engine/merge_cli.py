@@ -20,11 +20,11 @@ from typing import Any
 from engine import identity
 from engine.errors import LeadpulseError
 from engine.events import partition_of
+from engine.keys import alias_key
 from engine.redis_client import connect, redis_for
 from engine.settings import load_settings
 from engine.streams import StreamNames, queue_control
 from engine.up import add_data_dir
-from features.keys import alias_key
 
 __all__ = ["Queued", "add_parser", "merge_by_contact", "queue_merge", "run"]
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import msgpack
 
+from engine.keys import lead_key
 from engine.reasons import low_reasons, render
 from engine.settings import Settings
-from features.keys import lead_key
 from features.spec import FeatureSpec
 from features.state import LeadFeatures, unpack
 

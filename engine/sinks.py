@@ -30,6 +30,7 @@ from typing import Any, cast
 import msgpack
 import redis
 
+from engine.keys import hot_index_key, lost_seen_key, watermark_key
 from engine.model_store import ModelKeys, publish_commands
 from engine.records import ScoreRecord
 from engine.redis_client import without_retry
@@ -47,12 +48,6 @@ __all__ = [
     "BatchEffects", "Committer", "due_key", "hot_index_key", "hot_key", "lost_seen_key",
     "watermark_key",
 ]  # fmt: skip
-
-
-def hot_index_key(prefix: str) -> str:
-    """Zset "tenant<0x1f>lead" -> wall ms of the lead's last score record, for every lead
-    on a hot list: how :meth:`Committer.prune_hot` finds leads gone idle."""
-    return f"{prefix}:hotidx"
 
 
 #: Drop from the hot lists leads whose last score record is older than the cutoff (their
@@ -89,16 +84,6 @@ for i = 2, #ARGV do
 end
 return #ARGV - 1
 """
-
-
-def watermark_key(prefix: str) -> str:
-    """Hash partition -> event-time day up to which label-horizon expiry has been swept."""
-    return f"{prefix}:wm"
-
-
-def lost_seen_key(prefix: str) -> str:
-    """Set of partitions that have committed an explicit ``lost`` (pacing, engine/learning.py)."""
-    return f"{prefix}:lostseen"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ import msgpack
 import redis
 
 from engine.events import partition_of
+from engine.keys import StreamNames, processed_key
 
 __all__ = [
     "CONTROL",
@@ -41,21 +42,6 @@ __all__ = [
 
 #: The field of a control entry (contract events are ``e``, or ``j`` for raw JSON lines).
 CONTROL = b"c"
-
-
-class StreamNames:
-    """Key names of every stream and stream-side hash, from one prefix."""
-
-    def __init__(self, prefix: str, partitions: int) -> None:
-        self.prefix = prefix
-        self.partitions = partitions
-        self.positions = f"{prefix}:pos"
-        self.dead_letter = f"{prefix}:deadletter"
-        self.alerts = f"{prefix}:alerts"
-        self.bucket_changes = f"{prefix}:buckets"
-
-    def events(self, partition: int) -> str:
-        return f"{self.prefix}:events:{partition}"
 
 
 def ingest_ms(stream_id: bytes | str) -> int:
@@ -138,11 +124,6 @@ def unprocessed(client: redis.Redis, names: StreamNames) -> list[int]:
 def _id(sid: bytes | str) -> tuple[int, int]:
     ms, _, seq = (sid.decode() if isinstance(sid, bytes) else sid).partition("-")
     return int(ms), int(seq or 0)
-
-
-def processed_key(names: StreamNames) -> str:
-    """Hash partition -> entries processed ever (committed with the positions)."""
-    return f"{names.prefix}:processed"
 
 
 def stream_lag(

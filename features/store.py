@@ -46,9 +46,9 @@ from engine.identity import (
     request,
     source_of,
 )  # fmt: skip
+from engine.keys import alias_key, due_key, hot_key, lead_key
 from engine.records import ScoreRecord, score_state, unpack_record
 from engine.settings import FeatureSettings
-from features.keys import alias_key, due_key, hot_key, lead_key
 from features.spec import FeatureSpec
 from features.state import APPLIED, DUPLICATE, LATE, LeadFeatures, eid_hash, from_legacy, unpack
 
