@@ -27,7 +27,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.testing import cluster_main, run_main
+from bytewax.run import cli_main
 
 from engine.errors import LeadpulseError
 from engine.metrics import RedisHealth
@@ -203,15 +203,23 @@ def run_flow(
 ) -> None:
     """Run in this process: one worker, several worker threads, or one of several processes.
 
+    Bytewax's production entry point (``bytewax.run.cli_main``, what ``python -m
+    bytewax.run`` calls): ``workers`` threads here; with ``addresses`` (every process's
+    ``host:port``, this one's at ``process_id``) this process joins the others and
+    Bytewax hands the stream partitions to all their workers in turn (partition ``p``
+    to worker ``p mod (processes x workers)``, worker ``process_id x workers + thread``).
+
     Bytewax wraps what a step raised in its own runtime error; a leadpulse error inside
     (e.g. SIGTERM while Redis is still down) is raised as itself, so the CLI prints one
     line instead of a Rust-and-Python traceback.
     """
     try:
-        if workers == 1 and not addresses:
-            run_main(flow)
+        if addresses:
+            cli_main(
+                flow, workers_per_process=workers, process_id=process_id, addresses=addresses
+            )
         else:
-            cluster_main(flow, addresses or [], process_id, worker_count_per_proc=workers)
+            cli_main(flow, workers_per_process=workers)
     except Exception as exc:
         cause: BaseException | None = exc
         while cause is not None and not isinstance(cause, LeadpulseError):
