@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from engine import alerts as rules
+from engine import identity
 from engine.errors import StoreError
 from engine.events import Event
 from engine.learning import Learner, Moments
@@ -30,7 +31,7 @@ from engine.metrics import Metrics
 from engine.redis_client import UNREACHABLE, outage_backoff
 from engine.reporting.batch import gather as report_batch
 from engine.settings import Settings
-from engine.sinks import BatchEffects, Committer, StaleCache
+from engine.sinks import BatchEffects, Committer
 from engine.stages.alert import alert_payload
 from engine.stages.batch import (
     LABEL_KINDS,
@@ -46,7 +47,7 @@ from engine.stages.decode import Decoder, dead_letter
 from engine.stages.learn import Teacher
 from engine.stages.score import Scorer
 from engine.streams import ingest_ms
-from features.store import DUPLICATE, LATE, LEGACY_SCORE, FeatureReply, FeatureStore
+from features.store import DUPLICATE, LATE, LEGACY_SCORE, SKIPPED, FeatureReply, FeatureStore
 
 __all__ = ["LABEL_KINDS", "BatchResult", "Entry", "Processor"]
 
@@ -109,8 +110,6 @@ class Processor:
                 result = self.process(entries)
                 self.health.ok()
                 return result
-            except StaleCache:  # a merge outside the engine changed leads: reload, redo
-                self._resync()
             except UNREACHABLE as exc:
                 failures += 1
                 self.health.failed(f"{exc.__class__.__name__}: {exc}")
@@ -158,8 +157,8 @@ class Processor:
         self.learner.refresh()
         learned = self.learner.catch_up()
         events, origin, rejected = self._decoder.decode_all(entries, fx)
-        events = self._store.resolve_aliases(events)
-        replies, fx.features = self._store.apply(events)
+        replies, fx.features = self._store.apply(events)  # with identity (engine/identity.py)
+        events, origin, replies = identity.scored(events, origin, replies, SKIPPED)
         leads: Leads = {}
         duplicates = 0
         first, last_of = first_and_last(events)
@@ -184,11 +183,11 @@ class Processor:
         fx.report = report_batch(self._s, self._commit.client, events, fx)
         emit_ms = int(self._clock() * 1000)
         for alert in fx.alerts:
-            alert["emit_ms"] = emit_ms
+            alert.emit_ms = emit_ms
         commit_batch(self._commit, self.learner, fx, learned)
         self._store.committed(fx.score_records)
         self._observer.observe(len(entries), fx, duplicates, emit_ms, learned, started)
-        return BatchResult(tuple(fx.alerts), len(entries), rejected, duplicates)
+        return BatchResult(tuple(a.wire() for a in fx.alerts), len(entries), rejected, duplicates)
 
     def _lead_for(
         self, leads: Leads, partition: int, reply: FeatureReply, key: tuple[str, str]
@@ -239,9 +238,9 @@ class Processor:
                                   ingest_ms(entry[1]))  # fmt: skip
             # a jump names the score it is measured from (the window's low), not the last
             if decision.jump_from is not None:
-                alert["score_before"] = decision.jump_from
+                alert.score_before = decision.jump_from
             else:
-                alert["score_before"] = before.score if before.bucket else None
+                alert.score_before = before.score if before.bucket else None
             fx.alerts.append(alert)
 
     def _finish_leads(self, leads: Leads, fx: BatchEffects) -> None:
