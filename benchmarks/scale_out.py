@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import redis
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[int, list[Measured]] = {1: [], 2: []}
     with DedicatedServer() as server:
         client = redis.Redis.from_url(server.url)
-        redis_pid = int(client.info("server")["process_id"])
+        redis_pid = int(cast(dict[str, Any], client.info("server"))["process_id"])
         for _ in range(args.rounds):  # interleaved, so a busy spell hits both alike
             for processes in (1, 2):
                 m = measure(client, server.url, redis_pid, work, processes)
