@@ -27,7 +27,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.testing import cluster_main, run_main
+from bytewax.run import cli_main
 
 from engine.errors import LeadpulseError
 from engine.metrics import RedisHealth
@@ -35,7 +35,14 @@ from engine.processor import Entry, Processor
 from engine.redis_client import UNREACHABLE
 from engine.streams import PartitionReader, StreamNames, committed_positions
 
-__all__ = ["EngineParts", "build_flow", "run_flow"]
+__all__ = [
+    "EngineParts",
+    "build_flow",
+    "layout",
+    "process_partitions",
+    "run_flow",
+    "worker_partitions",
+]
 
 
 def _id_key(sid: str) -> tuple[int, int]:
@@ -198,20 +205,61 @@ def build_flow(
     return flow
 
 
+def worker_partitions(worker: int, total: int, partitions: int) -> list[int]:
+    """The stream partitions Bytewax gives global worker ``worker`` of ``total``.
+
+    Bytewax 0.21 sorts a source's partition names (as text: ``0, 1, 10, 11, 2, ...``) and
+    deals them to the workers of all processes in turn; worker ``w`` of process ``i`` is
+    global worker ``i * workers_per_process + w``. With a partition count that is a
+    multiple of ``total`` every worker gets the same number.
+    """
+    names = sorted(str(p) for p in range(partitions))
+    return sorted(int(n) for k, n in enumerate(names) if k % total == worker)
+
+
+def process_partitions(process_id: int, processes: int, workers: int, partitions: int) -> list[int]:
+    """The stream partitions of the workers of process ``process_id``."""
+    total = processes * workers
+    first = process_id * workers
+    mine = (worker_partitions(w, total, partitions) for w in range(first, first + workers))
+    return sorted(p for ps in mine for p in ps)
+
+
+def layout(process_id: int, processes: int, workers: int, partitions: int) -> str:
+    """The start line's "who reads what", with a warning when some workers get no
+    partition or the partitions do not spread evenly."""
+    total = processes * workers
+    mine = process_partitions(process_id, processes, workers, partitions)
+    text = (
+        f"process {process_id} of {processes}, {workers} worker(s), "
+        f"partitions {','.join(map(str, mine)) or 'none'} of {partitions}"
+    )
+    if partitions < total:
+        text += f" (warning: {total - partitions} of {total} workers idle: create more partitions)"
+    elif partitions % total:
+        text += f" (warning: {partitions} partitions do not spread evenly over {total} workers)"
+    return text
+
+
 def run_flow(
     flow: Dataflow, *, workers: int = 1, process_id: int = 0, addresses: list[str] | None = None
 ) -> None:
     """Run in this process: one worker, several worker threads, or one of several processes.
+
+    Bytewax's production entry point (``bytewax.run.cli_main``, what ``python -m
+    bytewax.run`` calls): ``workers`` threads here; with ``addresses`` (every process's
+    ``host:port``, this one's at ``process_id``) this process joins the others and
+    Bytewax deals the stream partitions to all their workers (:func:`process_partitions`).
 
     Bytewax wraps what a step raised in its own runtime error; a leadpulse error inside
     (e.g. SIGTERM while Redis is still down) is raised as itself, so the CLI prints one
     line instead of a Rust-and-Python traceback.
     """
     try:
-        if workers == 1 and not addresses:
-            run_main(flow)
+        if addresses:
+            cli_main(flow, workers_per_process=workers, process_id=process_id, addresses=addresses)
         else:
-            cluster_main(flow, addresses or [], process_id, worker_count_per_proc=workers)
+            cli_main(flow, workers_per_process=workers)
     except Exception as exc:
         cause: BaseException | None = exc
         while cause is not None and not isinstance(cause, LeadpulseError):
