@@ -26,6 +26,7 @@ from typing import Any
 import msgpack
 
 from engine import alerts as rules
+from engine.cadence.runner import Cadences
 from engine.errors import StoreError
 from engine.events import HAND_RAISE_TYPES, OUTCOME_TYPES, POSITIVE_OUTCOMES, Event
 from engine.learning import Learner, Moments, example
@@ -111,6 +112,7 @@ class Processor:
         for kind in LABEL_KINDS:  # every series exists from the start: rate() sees the first
             metrics.labels.labels(kind)
         self.outage_backoff = outage_backoff(settings.redis.outage_backoff_cap_s)
+        self._cadence = Cadences(settings, committer.client, clock)  # engine/cadence
 
     # -- decode + validate ---------------------------------------------------------------
     def _decode(self, fields: dict[bytes, bytes]) -> Event | Rejection:
@@ -165,6 +167,7 @@ class Processor:
         with self._wm_lock:
             self._watermarks = None
             self._lost = {}
+        self._cadence.forget()
         self._store.clear()
         self.learner.reload()
 
@@ -172,6 +175,8 @@ class Processor:
         """Whether this batch's commit is in Redis already (its reply was lost)."""
         last: dict[int, tuple[int, int]] = {}
         for partition, sid, _ in entries:
+            if not sid:  # a clock tick (engine/dataflow.py): no position
+                continue
             ms, _, seq = (sid.decode() if isinstance(sid, bytes) else sid).partition("-")
             last[partition] = (int(ms), int(seq or 0))
         committed = self._commit.committed()
@@ -193,7 +198,11 @@ class Processor:
         """decode -> identity -> features -> (sweep, label, score, alert) per event -> leads'
         records and moments -> reporting -> commit -> metrics."""
         started = time.perf_counter()
+        if entries and not any(sid for _, sid, _ in entries):
+            return self._ticks(entries)
         fx = BatchEffects()
+        if self._cadence.enabled:
+            fx.cadence = self._cadence.begin(entries)
         self.learner.refresh()
         learned = self.learner.catch_up()
         events, origin, rejected = self._decode_all(entries, fx)
@@ -224,10 +233,27 @@ class Processor:
         emit_ms = int(self._clock() * 1000)
         for alert in fx.alerts:
             alert["emit_ms"] = emit_ms
+        if fx.cadence is not None:  # due follow-up steps, emitted with this batch
+            times = ((entry[0], event.ts) for event, entry in zip(events, origin, strict=True))
+            self._cadence.finish(fx.cadence, fx.score_records, times, emit_ms)
         self._commit_batch(fx, learned)
         self._store.committed(fx.score_records)
-        self._observe(len(entries), fx, duplicates, emit_ms, learned, started)
+        if fx.cadence is not None:
+            self._store.committed(fx.cadence.writes)
+        real = sum(1 for _, sid, _ in entries if sid)
+        self._observe(real, fx, duplicates, emit_ms, learned, started)
         return BatchResult(tuple(fx.alerts), len(entries), rejected, duplicates)
+
+    def _ticks(self, entries: Sequence[Entry]) -> BatchResult:
+        """Only clock ticks (idle live partitions): fire due follow-up steps, commit if any."""
+        if self._cadence.enabled:
+            fx = BatchEffects(cadence=self._cadence.begin(entries))
+            assert fx.cadence is not None
+            self._cadence.finish(fx.cadence, fx.score_records, (), int(self._clock() * 1000))
+            if fx.cadence.work:
+                self._commit.commit(fx)
+                self._store.committed(fx.cadence.writes)
+        return BatchResult((), 0, 0, 0)
 
     def _decode_all(
         self, entries: Sequence[Entry], fx: BatchEffects
@@ -238,6 +264,8 @@ class Processor:
         rejected = 0
         for entry in entries:
             partition, sid, fields = entry
+            if not sid:  # a clock tick: checks due follow-up steps, is not an event
+                continue
             fx.positions[partition] = sid.decode() if isinstance(sid, bytes) else sid
             fx.processed[partition] = fx.processed.get(partition, 0) + 1
             checked = self._decode(fields)
@@ -289,6 +317,9 @@ class Processor:
         lead.alert = decision.state
         self._take_moment(event, reply.features, segment, score, lead)
         self._metrics.scores.observe(score.score)
+        if fx.cadence is not None:
+            self._cadence.on_event(fx.cadence, lead.partition, event, score, decision.triggers,
+                                   reply)  # fmt: skip
         if decision.triggers or is_last:
             score = self._explained(score, reply, x, model, lead)
         if is_last:

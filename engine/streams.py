@@ -6,6 +6,7 @@ Layout (prefix ``lp``):
 - ``lp:pos``          hash partition -> last stream id whose batch committed
 - ``lp:deadletter``   rejected events with their reason
 - ``lp:alerts``       score-jump alerts for delivery
+- ``lp:cadence``      due follow-up steps (agent tasks, automatic messages) for delivery
 
 An entry holds ``e`` (the event, msgpack) and the stream id, whose millisecond
 part is the ingest time used for event -> alert latency.
@@ -41,6 +42,7 @@ class StreamNames:
         self.positions = f"{prefix}:pos"
         self.dead_letter = f"{prefix}:deadletter"
         self.alerts = f"{prefix}:alerts"
+        self.cadence = f"{prefix}:cadence"  # due follow-up steps (engine/cadence)
 
     def events(self, partition: int) -> str:
         return f"{self.prefix}:events:{partition}"

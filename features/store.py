@@ -35,8 +35,8 @@ from features.state import APPLIED, DUPLICATE, LATE, LeadFeatures, from_legacy, 
 
 __all__ = [
     "APPLIED", "DUPLICATE", "FeatureReply", "FeatureStore", "FeatureWrites", "Fold", "LATE",
-    "LEGACY_PARTS", "STATE_FIELDS", "alias_key", "due_key", "generation_key", "hot_key",
-    "lead_key", "queue_writes", "read_state",
+    "LEGACY_PARTS", "STATE_FIELDS", "alias_key", "cadence_clock_key", "cadence_due_key",
+    "due_key", "generation_key", "hot_key", "lead_key", "queue_writes", "read_state",
 ]  # fmt: skip
 
 #: Schema 0 keys of a lead (hash, sorted sets, reply cache): read once, then deleted.
@@ -53,6 +53,16 @@ def hot_key(prefix: str, tenant: str) -> str:
 def due_key(prefix: str, partition: int) -> str:
     """Per partition: leads with learning snapshots, by their oldest snapshot's event time."""
     return f"{prefix}:due:{partition}"
+
+
+def cadence_due_key(prefix: str, partition: int) -> str:
+    """Per partition: leads in a follow-up plan, by their next step's due time (event time)."""
+    return f"{prefix}:cad:{partition}"
+
+
+def cadence_clock_key(prefix: str) -> str:
+    """Hash partition -> the event-time watermark the cadence fired up to (engine/cadence)."""
+    return f"{prefix}:cadwm"
 
 
 def alias_key(prefix: str, tenant: str) -> str:
@@ -110,7 +120,7 @@ class FeatureWrites:
 #: Score-state fields read with a lead (for the alert rules), as the score record stores them.
 STATE_FIELDS = (
     "score", "bucket", "last_alert_ts", "jump_base", "jump_base_ts", "moment", "outcome",
-    "outcome_ts",
+    "outcome_ts", "cad",
 )  # fmt: skip
 
 
@@ -153,12 +163,15 @@ class FeatureStore:
                 self._cache.pop(lead, None)
 
     def committed(self, records: Mapping[Lead, Mapping[str, Any]]) -> None:
-        """The batch landed: cached score state follows the score records it wrote."""
+        """The batch landed: cached score state follows the fields it wrote (a whole score
+        record, or only a lead's follow-up state ``cad``)."""
         with self._lock:
             for lead, record in records.items():
                 held = self._cache.get(lead)
                 if held is not None:
-                    held.state = {k: str(record[k]) for k in STATE_FIELDS if k in record}
+                    held.state = held.state | {
+                        k: str(record[k]) for k in STATE_FIELDS if k in record
+                    }
 
     @property
     def cached(self) -> int:
