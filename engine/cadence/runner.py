@@ -3,8 +3,10 @@ are emitted, both committed in the batch's one MULTI/EXEC.
 
 Per batch (:class:`Cadences`, called by ``engine/processor.py``):
 
-1. **events**: each scored event of a lead moves its state (:func:`decide.on_event`); the
-   state starts from the lead's score record (field ``cad``, read with the lead).
+1. **events**: each scored event of a lead first fires the lead's own steps due before it,
+   then moves its state (:func:`decide.on_event`), so what a lead gets does not depend on
+   where batches begin and end; the state starts from the lead's score record (field
+   ``cad``, read with the lead).
 2. **time**: each partition of the batch has a cadence clock, its **event-time watermark**
    (the newest event time it has processed) **advanced by the wall time elapsed since that
    event was processed**. At live rate (event time = wall time) this is the wall clock; in a
@@ -61,6 +63,7 @@ class CadenceEffects:
     writes: dict[Lead, dict[str, str]] = field(default_factory=dict)  # leads with no record
     due: dict[tuple[int, str], float | None] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
+    fired: list[tuple[Lead, Emission]] = field(default_factory=list)  # entries at finish
     clock: dict[int, str] = field(default_factory=dict)  # partition -> "watermark:wall"
     partitions: set[int] = field(default_factory=set)  # checked for due steps
 
@@ -150,8 +153,11 @@ class Cadences:
         held = fx.states.get(key)
         before = held[1] if held else decode(reply.score_state.get("cad"))
         now = held[2] if held else before
-        after = on_event(now, self._signal(event, score, triggers, reply), self._book,
-                         self.hours(event.tenant))  # fmt: skip
+        hours = self.hours(event.tenant)
+        if now.due and now.due <= event.ts:  # the lead's own steps due before this event
+            now, out = fire(now, event.ts, self._book, hours)
+            fx.fired.extend((key, e) for e in out)
+        after = on_event(now, self._signal(event, score, triggers, reply), self._book, hours)
         fx.states[key] = (partition, before, after)
 
     @staticmethod
@@ -193,7 +199,10 @@ class Cadences:
         for partition, ts in events:
             newest[partition] = max(ts, newest.get(partition, ts))
         cutoffs = self._cutoffs(fx, newest)
-        self._fire_due(fx, cutoffs, emit_ms)
+        self._fire_due(fx, cutoffs)
+        for (tenant, lead), e in fx.fired:
+            sid = step_id(tenant, lead, e.plan, e.cycle, e.index)
+            fx.steps.append(entry_of(tenant, lead, _with_id(e, sid), emit_ms))
         for key, (partition, before, after) in fx.states.items():
             if after == before:
                 continue
@@ -237,7 +246,7 @@ class Cadences:
             out[int(k)] = (clock + max(0.0, now - wall), now)
         return out
 
-    def _fire_due(self, fx: CadenceEffects, cutoffs: Mapping[int, float], emit_ms: int) -> None:
+    def _fire_due(self, fx: CadenceEffects, cutoffs: Mapping[int, float]) -> None:
         found = self._due_members(fx, cutoffs)
         for key in list(fx.states):  # leads of this batch: a step may be due at once
             partition, _, now = fx.states[key]
@@ -250,9 +259,7 @@ class Cadences:
             _, before, now = held
             after, out = fire(now, cutoffs[partition], self._book, self.hours(key[0]))
             fx.states[key] = (partition, before, after)
-            for e in out:
-                sid = step_id(key[0], key[1], e.plan, e.cycle, e.index)
-                fx.steps.append(entry_of(key[0], key[1], _with_id(e, sid), emit_ms))
+            fx.fired.extend((key, e) for e in out)
 
     def _due_members(self, fx: CadenceEffects, cutoffs: Mapping[int, float]) -> dict[Lead, int]:
         """Leads whose next step is due, from the partitions' sorted sets (two round trips at
