@@ -65,6 +65,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_f(base['naive']['events_per_s'])} | {_f(r.get('engine_over_naive'), 2)}× |",
             "",
         ]
+    lines += _peers(result.get("peers"))
     lat = result.get("latency")
     if lat:
         lines += [
@@ -153,6 +154,44 @@ def markdown(result: dict[str, Any]) -> str:
             else:
                 lines += [f"`{name}`: {json.dumps(body)[:800]}", ""]
     return "\n".join(lines)
+
+
+def _peers(peers: dict[str, Any] | None) -> list[str]:
+    """The engine against the in-memory Bytewax peer and the naive peer, one file."""
+    if not peers:
+        return []
+    if "error" in peers:
+        return ["## Engine vs in-memory and naive peers", "", f"**failed**: {peers['error']}", ""]
+    f = peers["file"]
+    n = len(peers["rounds"])
+    lines = [
+        f"## Engine vs in-memory Bytewax peer and naive peer (one file: {f['events']:,} "
+        f"events, {f['leads']:,} leads; median of {n} round(s), each side back to back)",
+        "",
+        "| | events/s | alerts | engine / this | how |",
+        "|---|---:|---:|---:|---|",
+    ]
+    ratio = {"engine": None, "inmemory": "engine_over_inmemory", "naive": "engine_over_naive"}
+    for side, key in ratio.items():
+        row = peers[side]
+        r = f"{_f(peers[key], 3)}×" if key else "1.00×"
+        lines.append(
+            f"| {row['name']} | {_f(row['events_per_s'])} | {_f(row['alerts'])} | {r} "
+            f"| {row['how']} |"
+        )
+    rounds = " / ".join(
+        f"{r['engine_over_inmemory']:.3f}× & {r['engine_over_naive']:.2f}× "
+        f"(load {r['loadavg_1m_after']:.2f})"
+        for r in peers["rounds"]
+    )
+    trips = peers["naive"]["detail"].get("redis_round_trips_per_event")
+    lines += [
+        "",
+        f"Per round, engine / in-memory & engine / naive: {rounds}. The naive peer made "
+        f"{_f(trips, 2)} Redis round trips an event.",
+        "",
+    ]
+    return lines
 
 
 def plots(result: dict[str, Any], out: Path) -> list[str]:

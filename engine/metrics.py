@@ -25,7 +25,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from engine.errors import ConfigError
 from engine.redact import redact_text
 
-__all__ = ["Metrics", "RedisHealth", "serve", "serve_http"]
+__all__ = [
+    "ALERT_REASONS",
+    "REJECT_REASONS",
+    "Metrics",
+    "RedisHealth",
+    "serve",
+    "serve_http",
+    "zero",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,26 @@ _SCORE_BUCKETS = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 _BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000)
 # One batch through Redis and the model: ~ms for hundreds of events.
 _BATCH_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+# Known label values of the labelled counters: each series is exported at 0 from the
+# start, so rate()/increase() see the first increment and sums over them are never empty.
+ALERT_REASONS = ("hand_raise", "entered", "jump", "reactivation")  # engine/alerts.py
+# the contract's rejection codes (engine/validate.py), plus the engine's own
+REJECT_REASONS = (
+    "malformed_json", "malformed_msgpack", "not_a_map", "missing_field", "wrong_type",
+    "bad_value", "unknown_type", "too_large", "too_long", "too_many", "too_deep",
+    "late", "malformed_entry",
+)  # fmt: skip
+
+
+def zero(counter: Counter, *values: Iterable[str]) -> None:
+    """Create ``counter``'s child for every combination of ``values`` (one iterable per
+    label), so each series exists at 0 before its first increment."""
+    combos: list[tuple[str, ...]] = [()]
+    for options in values:
+        combos = [(*c, v) for c in combos for v in options]
+    for combo in combos:
+        counter.labels(*combo)
 
 
 class RedisHealth:
@@ -132,7 +160,7 @@ class Metrics:
             f"{prefix}_redis_up", "1 if the last Redis round trip succeeded, 0 while failing",
             registry=r,
         )  # fmt: skip
-        return cls(
+        m = cls(
             registry=r,
             events_in=Counter(f"{prefix}_events_in", "Stream entries read", registry=r),
             rejected=Counter(
@@ -200,6 +228,9 @@ class Metrics:
             redis_up=redis_up,
             health=RedisHealth(redis_up),
         )  # fmt: skip
+        zero(m.alerts, ALERT_REASONS)
+        zero(m.rejected, REJECT_REASONS)
+        return m
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -207,6 +238,8 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = 10  # seconds per read: a client that stalls cannot hold a thread forever
+
     def log_message(self, format: str, *args: Any) -> None:  # scrapes every few seconds
         pass
 

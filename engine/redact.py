@@ -3,13 +3,16 @@
 :func:`redact_url` makes a URL safe to print, log, label or answer, so a password in
 ``REDIS_URL`` (``redis://:s3cret@host``) never reaches a terminal, a log, ``/healthz``
 or a metric; :func:`redact_text` does the same for every URL inside a message.
+:func:`public_url` is the shorter form receipts and dead letters show: no user info,
+query or fragment at all (``path=False``: scheme, host and port only).
 """
 
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
-__all__ = ["redact_text", "redact_url"]
+__all__ = ["public_url", "redact_text", "redact_url"]
 
 _SECRET_QUERY = re.compile(r"(?i)([?&](?:password|pass|pwd|secret|token|key|auth)=)[^&#]*")
 # a URL with a scheme, or a schemeless "user:password@host" (an email has no colon)
@@ -41,3 +44,22 @@ def redact_url(url: str) -> str:
 def redact_text(text: str) -> str:
     """``text`` with every URL in it passed through :func:`redact_url`."""
     return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
+def public_url(url: str, *, path: bool = True) -> str:
+    """``scheme://host[:port][/path]``: what a receipt or a dead letter may show.
+
+    User info, query and fragment are dropped (a token in ``?token=`` or a password in
+    ``user:pw@`` never reaches a reader); ``path=False`` keeps scheme, host and port only,
+    for URLs whose path is itself the secret (chat webhooks). A URL that does not parse
+    gives :func:`redact_url` of it.
+    """
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return redact_url(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}" + (parts.path if path else "")

@@ -386,6 +386,7 @@ class GatewaySettings(_Section):
     cors_origins: tuple[str, ...] = ()  # POST /v1/events is open to every page regardless
     forwarded_allow_ips: str = "127.0.0.1"
     body_timeout_s: float = Field(10, gt=0, le=600)
+    header_timeout_s: float = Field(10, gt=0, le=600)
     sse_max_per_key: int = Field(20, ge=1, le=100_000)
     sse_max_streams: int = Field(2_000, ge=1, le=1_000_000)
     api_keys: dict[str, ApiKeyEntry] = Field(default_factory=dict)

@@ -8,6 +8,13 @@ exactly-once effect on at-least-once input. The transaction WATCHes the feature
 store generation (``leadpulse merge`` bumps it): a batch computed from a cache that
 an outside merge made stale is refused (:class:`StaleCache`) and redone.
 
+Bucket changes for CRM write-back go in the same transaction: before a lead's score
+record is overwritten, :data:`_BUCKET_CHANGES` compares the bucket stored with the new
+one and appends a compact entry to ``<prefix>:buckets`` when it differs (a drop to P5
+or to lost included; a first score of P5 is not a change). Delivery reads that stream
+in a consumer group and acknowledges an entry once its write-backs finished, so a
+change lands exactly when its batch does and is written at least once, idempotently.
+
 (One transaction spans keys of many leads, so this targets a single Redis server
 or primary; see README "Design decisions".)
 """
@@ -56,6 +63,38 @@ for _, m in ipairs(gone) do
   redis.call('ZREM', KEYS[1], m)
 end
 return #gone
+"""
+
+
+#: Bucket changes of a batch, inside its MULTI/EXEC and before its score records are
+#: written: KEYS[1] the bucket-changes stream, KEYS[2] the alerts stream, KEYS[3..] the
+#: leads' score records; ARGV[1] maxlen, then 10 per lead: tenant, lead, bucket, bucket_by,
+#: score, probability, reasons (JSON), event ts, then the batch's alert id and emit ms
+#: when an alert of the batch carries the same bucket ("" otherwise). ``after`` is the
+#: alerts stream's last id once this batch's alerts are in: delivery writes a change
+#: only after it has read the alerts up to there (one lead's writes stay in order).
+_BUCKET_CHANGES = r"""
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local after = last[1] and last[1][1] or '0-0'
+local n = 0
+for i = 3, #KEYS do
+  local a = 2 + (i - 3) * 10
+  local old = redis.call('HMGET', KEYS[i], 'bucket', 'bucket_by')
+  local ob, oby = old[1] or '', old[2] or ''
+  local nb, nby = ARGV[a + 2], ARGV[a + 3]
+  local lost_moved = (oby == 'lost') ~= (nby == 'lost')
+  if (ob ~= nb or lost_moved) and not (ob == '' and nb == 'P5') then
+    local ok, reasons = pcall(cjson.decode, ARGV[a + 6])
+    local top = ''
+    if ok and type(reasons) == 'table' and type(reasons[1]) == 'string' then top = reasons[1] end
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+      't', ARGV[a], 'l', ARGV[a + 1], 'from', ob, 'from_by', oby, 'to', nb, 'by', nby,
+      's', ARGV[a + 4], 'p', ARGV[a + 5], 'r', top, 'ts', ARGV[a + 7],
+      'alert', ARGV[a + 8], 'emit_ms', ARGV[a + 9], 'after', after)
+    n = n + 1
+  end
+end
+return n
 """
 
 
@@ -121,6 +160,7 @@ class Committer:
         self._retain_ms = int(retain_processed_s * 1000)
         self.model_keys = ModelKeys(names.prefix)
         self._prune_hot = client.register_script(_PRUNE_HOT)
+        self._bucket_changes = client.register_script(_BUCKET_CHANGES)
         self._next_prune = 0.0
 
     @property
@@ -161,6 +201,14 @@ class Committer:
     def _queue(self, pipe: Any, fx: BatchEffects) -> None:
         p = self._prefix
         now_ms = int(time.time() * 1000)
+        for alert in fx.alerts:  # first: a bucket change names the last alert before it
+            pipe.xadd(
+                self._names.alerts,
+                {"a": msgpack.packb(alert, use_bin_type=True)},
+                maxlen=self._alerts_maxlen,
+                approximate=True,
+            )
+        self._queue_bucket_changes(pipe, fx)  # before the score records it compares with
         for (tenant, lead), record in fx.score_records.items():
             skey = lead_key(p, tenant, lead, "s")
             pipe.hset(skey, mapping=record)
@@ -182,13 +230,6 @@ class Committer:
                 pipe.rpush(nkey, *push)
                 pipe.ltrim(nkey, -self._max_snapshots, -1)
                 pipe.expire(nkey, self._idle)
-        for alert in fx.alerts:
-            pipe.xadd(
-                self._names.alerts,
-                {"a": msgpack.packb(alert, use_bin_type=True)},
-                maxlen=self._alerts_maxlen,
-                approximate=True,
-            )
         for dead in fx.dead_letters:
             pipe.xadd(
                 self._names.dead_letter,
@@ -235,6 +276,28 @@ class Committer:
                 ms = int(str(sid).split("-", 1)[0]) - self._retain_ms
                 if ms > 0:
                     pipe.xtrim(self._names.events(partition), minid=f"{ms}-0", approximate=True)
+
+    def _queue_bucket_changes(self, pipe: Any, fx: BatchEffects) -> None:
+        """One script call: a ``<prefix>:buckets`` entry per lead whose bucket changed
+        (:data:`_BUCKET_CHANGES`); visitor-level leads (``~…``) are never written back."""
+        keys = [self._names.bucket_changes, self._names.alerts]
+        args: list[Any] = [self._alerts_maxlen]
+        alerted = {(a["tenant"], a["lead_id"]): a for a in fx.alerts}  # the last one wins
+        for (tenant, lead), r in fx.score_records.items():
+            if lead.startswith("~"):
+                continue
+            a = alerted.get((tenant, lead))
+            same = a is not None and (a["bucket"], a.get("bucket_by")) == (
+                r["bucket"], r.get("bucket_by")
+            )  # fmt: skip
+            keys.append(lead_key(self._prefix, tenant, lead, "s"))
+            args += [
+                tenant, lead, r["bucket"], r.get("bucket_by") or "score", r["score"],
+                r["probability"], r["reasons"], r["ts"],
+                a["alert_id"] if same and a else "", a.get("emit_ms", 0) if same and a else "",
+            ]  # fmt: skip
+        if len(keys) > 2:
+            self._bucket_changes(keys=keys, args=args, client=pipe)
 
     def committed(self) -> dict[int, str]:
         """The committed position per partition (did a batch whose reply was lost land?)."""

@@ -7,6 +7,8 @@ Layout (prefix ``lp``):
 - ``lp:deadletter``   rejected events with their reason
 - ``lp:alerts``       score-jump alerts for delivery
 - ``lp:cadence``      due follow-up steps (agent tasks, automatic messages) for delivery
+- ``lp:buckets``      bucket changes (old -> new bucket of a lead) for CRM write-back,
+                      appended in the transaction that commits the batch
 
 An entry holds ``e`` (the event, msgpack) and the stream id, whose millisecond
 part is the ingest time used for event -> alert latency.
@@ -43,6 +45,7 @@ class StreamNames:
         self.dead_letter = f"{prefix}:deadletter"
         self.alerts = f"{prefix}:alerts"
         self.cadence = f"{prefix}:cadence"  # due follow-up steps (engine/cadence)
+        self.bucket_changes = f"{prefix}:buckets"
 
     def events(self, partition: int) -> str:
         return f"{self.prefix}:events:{partition}"

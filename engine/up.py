@@ -265,14 +265,9 @@ def _serve_all(base: Any, url: str, args: argparse.Namespace, where: str) -> int
     from engine.dataflow import build_flow, run_flow
     from engine.delivery.consumer import DeliveryService, run_in_thread
     from engine.gateway.app import create_app
-    from engine.gateway.cli import log_config
+    from engine.gateway.cli import uvicorn_config
 
-    config = uvicorn.Config(
-        create_app(settings, url), loop="uvloop", http="httptools", ws="none", lifespan="on",
-        access_log=False, log_config=log_config(), server_header=False,
-        log_level="info" if args.verbose else "warning", proxy_headers=True,
-        forwarded_allow_ips=settings.gateway.forwarded_allow_ips,
-    )  # fmt: skip
+    config = uvicorn_config(create_app(settings, url), settings.gateway, False, args.verbose)
     server = uvicorn.Server(config)
     parts = _Parts()
     parts.on_error = lambda: setattr(server, "should_exit", True)

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from engine.up import add_data_dir
 
-__all__ = ["add_parser", "health", "run"]
+__all__ = ["add_parser", "backlog", "health", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,24 @@ def health(client: Any) -> Callable[[], tuple[bool, dict[str, Any]]]:
     return report
 
 
+def backlog(client: Any, stream: str, group: str) -> Callable[[], float]:
+    """``leadpulse_delivery_consumer_lag`` read at scrape time: the group's ``lag`` from
+    XINFO GROUPS (alerts not read yet); the last known value while Redis does not say."""
+    last = [0.0]
+
+    def sample() -> float:
+        try:
+            for g in client.xinfo_groups(stream):
+                name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+                if name == group and g.get("lag") is not None:
+                    last[0] = float(g["lag"])
+        except RedisError:
+            pass
+        return last[0]
+
+    return sample
+
+
 def _deliver(args: argparse.Namespace, settings: Any, url: str, local: bool) -> int:
     from engine.redis_client import connect, redact_url
     from engine.up import start_line
@@ -102,6 +120,10 @@ def _deliver(args: argparse.Namespace, settings: Any, url: str, local: bool) -> 
                    what="delivery.metrics_port")  # fmt: skip
     consumer = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
     service = DeliveryService(settings, client, metrics, consumer=consumer)
+    if port:  # the backlog as of each scrape, not as of the last reclaim pass
+        metrics.consumer_lag.set_function(
+            backlog(probe, service.names.alerts, settings.delivery.consumer_group)
+        )
 
     async def main() -> None:
         stop = asyncio.Event()

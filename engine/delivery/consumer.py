@@ -18,6 +18,14 @@ One asyncio loop (``leadpulse deliver``) runs four things:
    an alert is always known when the alert goes out.
 3. **tick**: claim timeouts (first-to-claim offers nobody took) and SLA misses
    (escalation: next agent, then the pond; a re-alert goes out to the new owner).
+   **bucket changes**: ``XREADGROUP`` on ``lp:buckets`` in the same group, like the
+   alerts (own pending entries first, acknowledged only when every write-back finished,
+   a dead consumer's taken over): the engine appends an entry per lead whose bucket
+   moved in the transaction that commits the batch, so a change is never missed and,
+   through the write-back's idempotency key (lead, new bucket, entry id) and its
+   receipts, written once. A change is written only once the alerts up to its batch
+   have been read (its ``after``), so one lead's alert and bucket writes keep their
+   order; a target that gets the batch's alert of the same bucket is not written twice.
 4. **webhooks**: one task per delivery with retries (``webhooks.py``); one lead's
    deliveries to one URL go one at a time in stream order, so a retried alert is never
    overtaken by the lead's next one. At most ``max_in_flight * 8`` alerts are held
@@ -31,6 +39,7 @@ The synchronous parts (:meth:`DeliveryService.drain_events`, :meth:`handle`,
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import threading
@@ -45,6 +54,7 @@ import redis
 
 from engine.delivery.consent import ConsentBook, blocked_reasons
 from engine.delivery.feed import Feed
+from engine.delivery.group import GroupStream, Row, stream_id
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.leads import LeadProfile, parse_profile, queue_reads
 from engine.delivery.local import LocalRules
@@ -52,7 +62,7 @@ from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner, Assignment, stream_emitter
 from engine.delivery.scripts import alert_text, bucket_label, pick_script, why_now
 from engine.delivery.sla import SlaClocks
-from engine.delivery.targets import BucketSweep, TargetJobs
+from engine.delivery.targets import BucketChange, TargetJobs, parse_change
 from engine.delivery.webhooks import Job, Receipts, RetryPolicy, WebhookSender
 from engine.events import Event
 from engine.reporting.delivery import DeliveryCounts
@@ -60,10 +70,12 @@ from engine.settings import Settings, TenantDelivery
 from engine.streams import Producer, StreamNames
 from engine.validate import Validator
 
-__all__ = ["DeliveryService", "Prepared", "run_in_thread"]
+__all__ = ["DeliveryService", "Prepared", "Run", "run_in_thread"]
 
 log = logging.getLogger(__name__)
 
+#: A run of alerts (stream id, alert) or of bucket changes, in commit order.
+Run = tuple[str, list[Any]]
 RESPONSES = frozenset({"agent_contact", "alert_ack"})
 _EVENT_BATCHES = 20  # per partition per drain: bounded, the next drain continues
 
@@ -111,9 +123,14 @@ class DeliveryService:
         self.receipts = Receipts(client, self.keys, int(self.d.receipt_ttl_d * 86_400))
         self._validator = Validator(settings.validation)
         self._local: dict[str, LocalRules] = {}
-        self._targets = TargetJobs(BucketSweep(client, settings.redis.key_prefix, ttl))
-        self._inflight: set[str] = set()
-        self._pending_done = False
+        self._targets = TargetJobs()
+        group, count = self.d.consumer_group, self.d.read_count
+        self.alerts_in = GroupStream(client, self.names.alerts, group, consumer, count)
+        self.changes_in = GroupStream(client, self.names.bucket_changes, group, consumer, count)
+        self._held: collections.deque[BucketChange] = collections.deque()
+        self._alerts_buf: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
+        self._changes_caught_up = False  # changes read to the end since the last alerts read
+        self._alerts_to = "0-0"  # the alerts stream has been read (and handled) up to here
 
     # -- tenant rules ---------------------------------------------------------------------
     def local(self, tenant: str) -> LocalRules:
@@ -124,46 +141,24 @@ class DeliveryService:
 
     # -- the alerts stream ------------------------------------------------------------------
     def ensure_group(self) -> None:
-        try:
-            self._r.xgroup_create(self.names.alerts, self.d.consumer_group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        self.alerts_in.ensure()
+        self.changes_in.ensure()
 
     def read_alerts(self, block_ms: int | None) -> list[tuple[str, dict[str, Any]]]:
         """Own pending entries first (after a restart), then new ones."""
-        group, name = self.d.consumer_group, self.consumer
-        if not self._pending_done:
-            reply = self._r.xreadgroup(
-                group, name, {self.names.alerts: "0"}, count=self.d.read_count
-            )
-            rows = reply[0][1] if reply else []
-            rows = [r for r in rows if r[1]]  # trimmed entries come back empty
-            if rows:
-                return self._decode(rows)
-            self._pending_done = True
-        reply = self._r.xreadgroup(
-            group, name, {self.names.alerts: ">"}, count=self.d.read_count, block=block_ms
-        )
-        return self._decode(reply[0][1] if reply else [])
+        rows = self.alerts_in.read(block_ms)
+        if rows and self.alerts_in.pending_done:
+            self._alerts_to = max(self._alerts_to, rows[-1][0], key=stream_id)
+        return self._decode(rows)
 
     def reclaim(self) -> list[tuple[str, dict[str, Any]]]:
         """Alerts a dead consumer left pending for ``reclaim_idle_s``; keep ours alive."""
-        stream, group = self.names.alerts, self.d.consumer_group
-        if self._inflight:  # reset the idle time of entries still being retried here
-            self._r.xclaim(stream, group, self.consumer, 0, sorted(self._inflight), justid=True)
-        reply = self._r.xautoclaim(
-            stream, group, self.consumer, int(self.d.reclaim_idle_s * 1000), "0-0",
-            count=self.d.read_count,
-        )  # fmt: skip
-        rows = [r for r in reply[1] if r[1]]
-        return [(sid, a) for sid, a in self._decode(rows) if sid not in self._inflight]
+        return self._decode(self.alerts_in.reclaim(self.d.reclaim_idle_s))
 
     @staticmethod
-    def _decode(rows: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    def _decode(rows: list[Row]) -> list[tuple[str, dict[str, Any]]]:
         out = []
-        for sid, fields in rows:
-            text = sid.decode() if isinstance(sid, bytes) else str(sid)
+        for text, fields in rows:
             try:
                 out.append((text, msgpack.unpackb(fields[b"a"], raw=False)))
             except (KeyError, ValueError, msgpack.UnpackException):
@@ -172,8 +167,88 @@ class DeliveryService:
         return out
 
     def ack(self, ids: list[str]) -> None:
-        if ids:
-            self._r.xack(self.names.alerts, self.d.consumer_group, *ids)
+        self.alerts_in.ack(ids)
+
+    # -- alerts and bucket changes, in commit order -----------------------------------------
+    def read_merged(self, block_ms: int | None) -> list[Run]:
+        """Alerts and bucket changes read so far, in the order their batches committed, as
+        runs of one kind (``("alerts", [(id, alert)])``, ``("changes", [BucketChange])``).
+
+        A change's ``after`` is the last alert id when its batch committed: an alert goes
+        before a change iff its id <= the change's ``after``. What cannot be placed yet
+        waits here: a change until the alerts up to its ``after`` have been read, an
+        alert until the changes stream has been read to its end after it."""
+        if not self._alerts_buf:
+            rows = self.read_alerts(block_ms)
+            if rows:
+                self._alerts_buf.extend(rows)
+                self._changes_caught_up = False
+        if len(self._held) < self.d.read_count:
+            self._read_changes()
+        return self._runs()
+
+    def _read_changes(self) -> None:
+        """Read bucket changes without blocking; entries that are not one are acked."""
+        bad = []
+        for sid, fields in self.changes_in.read(None):
+            change = parse_change(sid, fields)
+            if change is None:
+                log.warning("bucket-changes entry %s is not one; acknowledged, skipped", sid)
+                bad.append(sid)
+            else:
+                self._held.append(change)
+        self.changes_in.ack(bad)
+        if self.changes_in.at_end:
+            self._changes_caught_up = True
+
+    def _runs(self) -> list[Run]:
+        runs: list[Run] = []
+        while (kind := self._next_kind()) is not None:
+            item = self._alerts_buf.popleft() if kind == "alerts" else self._held.popleft()
+            if runs and runs[-1][0] == kind:
+                runs[-1][1].append(item)
+            else:
+                runs.append((kind, [item]))
+        return runs
+
+    def _next_kind(self) -> str | None:
+        """What goes next: "alerts", "changes", or None (wait for more reads)."""
+        alerts, held = self._alerts_buf, self._held
+        if alerts and held:
+            return "alerts" if stream_id(alerts[0][0]) <= stream_id(held[0].after) else "changes"
+        if alerts:
+            return "alerts" if self._changes_caught_up else None
+        if held:
+            return "changes" if self._alerts_read(held[0].after) else None
+        return None
+
+    def _alerts_read(self, after: str) -> bool:
+        """Has the alerts stream been read up to ``after`` (by this group)?"""
+        if stream_id(after) <= stream_id(self._alerts_to):
+            return True
+        if not self.alerts_in.pending_done:
+            return False  # our own pending alerts (a crash's) go first
+        self._alerts_to = max(self._alerts_to, self.alerts_in.last_delivered(), key=stream_id)
+        return stream_id(after) <= stream_id(self._alerts_to)
+
+    def reclaim_changes(self) -> list[BucketChange]:
+        """Bucket changes a dead consumer left pending for ``reclaim_idle_s``."""
+        rows = self.changes_in.reclaim(self.d.reclaim_idle_s)
+        changes = [(sid, parse_change(sid, fields)) for sid, fields in rows]
+        self.changes_in.ack([sid for sid, c in changes if c is None])
+        return [c for _, c in changes if c is not None]
+
+    def handle_changes(self, changes: list[BucketChange]) -> list[tuple[str, list[Job]]]:
+        """(entry id, write-back jobs) per change. The batch's alert of the same bucket
+        was handled first (``after``); it went out unless it was older than
+        ``skip_older_than_s`` when read, and then this change is written instead."""
+        now = self.clock()
+        out = []
+        for c in changes:
+            targets = self.d.tenant(c.tenant).targets
+            sent = bool(c.alert_id) and now - c.emit_ms / 1000 <= self.d.skip_older_than_s
+            out.append((c.entry_id, self._targets.change_jobs(c, targets, sent) if targets else []))
+        return out
 
     # -- the events streams -----------------------------------------------------------------
     def drain_events(self) -> int:
@@ -377,7 +452,7 @@ class DeliveryService:
             jobs += self._realert(a, None)
         for clock in self.clocks.due(self.clock()):
             jobs += self._escalate(clock)
-        return jobs + self._targets.bucket_jobs(self.d.tenants)  # CRM: bucket changes
+        return jobs
 
     def _escalate(self, clock: dict[str, Any]) -> list[Job]:
         tenant, lead = clock["tenant"], clock["lead_id"]
@@ -439,93 +514,125 @@ class DeliveryService:
             max_in_flight=self.d.max_in_flight, dead_letter_maxlen=self.d.dead_letter_maxlen,
             clock=self.clock,
         )  # fmt: skip
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def finish(sid: str | None, jobs: list[Job]) -> None:
-            try:
-                await asyncio.gather(*(sender.deliver(j) for j in jobs))
-                if sid is not None:
-                    self.ack([sid])
-            finally:
-                if sid is not None:
-                    self._inflight.discard(sid)
-
-        def spawn(sid: str | None, jobs: list[Job]) -> None:
-            if sid is not None:
-                self._inflight.add(sid)
-            task = asyncio.create_task(finish(sid, jobs))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        def handle_batch(batch: list[tuple[str, dict[str, Any]]]) -> None:
-            self.drain_events()
-            done = []
-            try:
-                prepared_all: list[Prepared | None] = list(self.handle_many([a for _, a in batch]))
-            except Exception:  # e.g. one malformed alert: handle them one by one
-                log.exception("batch of %d alerts failed; handling one by one", len(batch))
-                prepared_all = [None] * len(batch)
-            for (sid, alert), prepared in zip(batch, prepared_all, strict=True):
-                if prepared is None:
-                    try:
-                        prepared = self.handle(alert)
-                    except Exception:  # one bad alert must not stop delivery
-                        log.exception("alert %s could not be handled; left pending", sid)
-                        continue
-                if prepared.jobs:
-                    spawn(sid, prepared.jobs)
-                else:
-                    done.append(sid)
-            self.ack(done)
-
-        async def alerts_loop() -> None:
-            while not stop.is_set():
-                if len(self._inflight) >= self.d.max_in_flight * 8:
-                    await asyncio.sleep(self.d.block_ms / 1000)  # receivers are slow: wait
-                    continue
-                batch = await asyncio.to_thread(self.read_alerts, self.d.block_ms)
-                if batch:
-                    handle_batch(batch)
-
-        async def events_loop() -> None:
-            while not stop.is_set():
-                self.drain_events()
-                await _wait(stop, self.d.events_poll_ms / 1000)
-
-        async def tick_loop() -> None:
-            next_reclaim = 0.0
-            while not stop.is_set():
-                for job in self.tick():
-                    spawn(None, [job])
-                if time.monotonic() >= next_reclaim:
-                    next_reclaim = time.monotonic() + self.d.reclaim_idle_s / 2
-                    stale = self.reclaim()
-                    if stale:
-                        handle_batch(stale)
-                    self._lag()
-                await _wait(stop, self.d.tick_ms / 1000)
-
-        loops = [asyncio.create_task(f()) for f in (alerts_loop, events_loop, tick_loop)]
+        runner = _Runner(self, sender, stop)
+        loops = [asyncio.create_task(f()) for f in runner.loops()]
         try:
             await stop.wait()
         finally:
             await asyncio.gather(*loops, return_exceptions=True)
-            if tasks:
-                _, pending = await asyncio.wait(set(tasks), timeout=self.d.timeout_s)
-                for t in pending:
-                    t.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+            await runner.finish_tasks(self.d.timeout_s)
             if own_http:
                 await http.aclose()
 
     def _lag(self) -> None:
+        lag = self.alerts_in.lag()
+        if lag is not None:
+            self.metrics.consumer_lag.set(lag)
+
+
+class _Runner:
+    """The loops of :meth:`DeliveryService.run` and the delivery tasks they start."""
+
+    def __init__(self, svc: DeliveryService, sender: WebhookSender, stop: asyncio.Event) -> None:
+        self.svc = svc
+        self.d = svc.d
+        self.sender = sender
+        self.stop = stop
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def loops(self) -> list[Callable[[], Any]]:
+        return [self.alerts_loop, self.events_loop, self.tick_loop]
+
+    async def _finish(self, sid: str | None, jobs: list[Job], source: GroupStream) -> None:
         try:
-            for g in self._r.xinfo_groups(self.names.alerts):
-                name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-                if name == self.d.consumer_group and g.get("lag") is not None:
-                    self.metrics.consumer_lag.set(int(g["lag"]))
-        except redis.ResponseError:
-            pass
+            await asyncio.gather(*(self.sender.deliver(j) for j in jobs))
+            if sid is not None:
+                source.ack([sid])
+        finally:
+            if sid is not None:
+                source.inflight.discard(sid)
+
+    def spawn(self, sid: str | None, jobs: list[Job], source: GroupStream) -> None:
+        """Deliver ``jobs``; then acknowledge entry ``sid`` of ``source`` (None: nothing)."""
+        if sid is not None:
+            source.inflight.add(sid)
+        task = asyncio.create_task(self._finish(sid, jobs, source))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def handle_batch(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        svc = self.svc
+        svc.drain_events()
+        done = []
+        try:
+            prepared_all: list[Prepared | None] = list(svc.handle_many([a for _, a in batch]))
+        except Exception:  # e.g. one malformed alert: handle them one by one
+            log.exception("batch of %d alerts failed; handling one by one", len(batch))
+            prepared_all = [None] * len(batch)
+        for (sid, alert), prepared in zip(batch, prepared_all, strict=True):
+            if prepared is None:
+                try:
+                    prepared = svc.handle(alert)
+                except Exception:  # one bad alert must not stop delivery
+                    log.exception("alert %s could not be handled; left pending", sid)
+                    continue
+            if prepared.jobs:
+                self.spawn(sid, prepared.jobs, svc.alerts_in)
+            else:
+                done.append(sid)
+        svc.ack(done)
+
+    def handle_changes(self, changes: list[BucketChange]) -> None:
+        done = []
+        for sid, jobs in self.svc.handle_changes(changes):
+            if jobs:
+                self.spawn(sid, jobs, self.svc.changes_in)
+            else:
+                done.append(sid)
+        self.svc.changes_in.ack(done)
+
+    def busy(self) -> bool:
+        held = len(self.svc.alerts_in.inflight) + len(self.svc.changes_in.inflight)
+        return held >= self.d.max_in_flight * 8
+
+    async def alerts_loop(self) -> None:
+        """Alerts, then the bucket changes their batches made (in that order)."""
+        while not self.stop.is_set():
+            if self.busy():
+                await asyncio.sleep(self.d.block_ms / 1000)  # receivers are slow: wait
+                continue
+            runs = await asyncio.to_thread(self.svc.read_merged, self.d.block_ms)
+            for kind, items in runs:
+                if kind == "alerts":
+                    self.handle_batch(items)
+                else:
+                    self.handle_changes(items)
+
+    async def events_loop(self) -> None:
+        while not self.stop.is_set():
+            self.svc.drain_events()
+            await _wait(self.stop, self.d.events_poll_ms / 1000)
+
+    async def tick_loop(self) -> None:
+        svc, next_reclaim = self.svc, 0.0
+        while not self.stop.is_set():
+            for job in svc.tick():
+                self.spawn(None, [job], svc.alerts_in)
+            if time.monotonic() >= next_reclaim:
+                next_reclaim = time.monotonic() + self.d.reclaim_idle_s / 2
+                stale = svc.reclaim()
+                if stale:
+                    self.handle_batch(stale)
+                self.handle_changes(svc.reclaim_changes())
+                svc._lag()
+            await _wait(self.stop, self.d.tick_ms / 1000)
+
+    async def finish_tasks(self, timeout_s: float) -> None:
+        if self.tasks:
+            _, pending = await asyncio.wait(set(self.tasks), timeout=timeout_s)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

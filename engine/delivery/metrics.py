@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from engine.events import SOURCES
+from engine.metrics import zero
+
 __all__ = ["DeliveryMetrics", "serve"]
 
 # Ingest -> delivered: the target is well under a second, retries stretch it to minutes;
@@ -21,6 +24,18 @@ _DELIVERY_BUCKETS = (
 _ATTEMPT_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # First response: the SLA rows are 5, 15 and 60 minutes; next-morning rows reach ~14 h.
 _RESPONSE_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14_400, 28_800, 86_400)
+# Known label values: each series exists at 0 from the start, so rate() sees the first
+# increment and the SLA-miss ratio evaluates before any SLA was met or missed.
+_LABELS = {
+    "attempts": ("ok", "error", "retry", "failed"),
+    "deliveries": ("delivered", "dead"),
+    "feed_published": ("alert", "assignment", "sla", "escalated"),
+    "assignments": ("rule", "default", "sticky", "claim", "claim_timeout", "escalation",
+                    "event", "pond"),
+    "escalations": ("next_agent", "pond"),
+    "sla_met": (*sorted(SOURCES), "unknown"),
+    "sla_missed": (*sorted(SOURCES), "unknown"),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -49,7 +64,7 @@ class DeliveryMetrics:
     ) -> DeliveryMetrics:
         r = registry if registry is not None else CollectorRegistry()
         p = f"{prefix}_delivery"
-        return cls(
+        m = cls(
             registry=r,
             alerts_read=Counter(
                 f"{p}_alerts_read", "Alerts read from the alerts stream", registry=r
@@ -108,6 +123,9 @@ class DeliveryMetrics:
                 registry=r,
             ),
         )  # fmt: skip
+        for name, values in _LABELS.items():
+            zero(getattr(m, name), values)
+        return m
 
 
 def serve(metrics: DeliveryMetrics, port: int, addr: str = "127.0.0.1") -> None:

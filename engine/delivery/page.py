@@ -5,7 +5,7 @@
   and its assets are static and need no key; under the gateway the script asks for an
   API key once (an agent key, or a server key for the back office) and sends it as
   ``Authorization: Bearer`` on every call. With an agent key the server decides who
-  the agent is (``web.current_agent``): the board names it and the page adopts it.
+  the agent is (``deps.current_agent``): the board names it and the page adopts it.
 - ``GET /hotlist/hotlist.js``, ``/hotlist/hotlist.css`` its assets; ``report.js`` the
   *Weekly report* view (``GET /v1/reports/weekly``, shown where the gateway mounts it).
 - ``GET /v1/board`` the leads by bucket P1 -> P5 as JSON (``board.read_board``),
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
@@ -32,12 +34,12 @@ from starlette.routing import NoMatchFound
 
 from engine.delivery.board import read_board, redact_board
 from engine.delivery.consent import ConsentBook, blocked_reasons
+from engine.delivery.deps import IDENT, current_agent, current_tenant, require_visible, scope_view
 from engine.delivery.feed import Feed, agent_names
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner, stream_emitter
 from engine.delivery.sla import SlaClocks
-from engine.delivery.web import IDENT, current_agent, current_tenant, require_visible, scope_view
 from engine.settings import Settings
 from engine.streams import Producer, StreamNames
 
@@ -49,6 +51,7 @@ _ASSETS = {
     "report.js": "text/javascript",
 }
 _LEAD = r"^[^\x00-\x1f]{1,128}$"
+_BAD_BODY: dict[int | str, dict[str, Any]] = {400: {"description": "the body is not JSON"}}
 
 
 class Action(BaseModel):
@@ -73,23 +76,111 @@ def _report_url(request: Request) -> str:
         return ""
 
 
+@dataclass(frozen=True)
+class _Desk:
+    """What the page's routes share: the settings, Redis and the delivery parts they use."""
+
+    settings: Settings
+    client: Any
+    keys: DeliveryKeys
+    producer: Producer
+    feed: Feed
+    assigner: Assigner
+    clocks: SlaClocks
+    consent: ConsentBook
+    clock: Callable[[], float]
+
+    @classmethod
+    def build(
+        cls, settings: Settings, client: Any, metrics: DeliveryMetrics, clock: Callable[[], float]
+    ) -> _Desk:
+        d = settings.delivery
+        keys = DeliveryKeys(settings.redis.key_prefix)
+        names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+        producer = Producer(client, names, settings.streams.maxlen)
+        ttl = int(settings.features.idle_expire_d * 86_400)
+        assigner = Assigner(
+            client, keys, d.tenant, stream_emitter(producer), claim_timeout_s=d.claim_timeout_s,
+            ttl_s=ttl, clock=clock,
+        )  # fmt: skip
+        return cls(
+            settings=settings,
+            client=client,
+            keys=keys,
+            producer=producer,
+            feed=Feed(client, keys, d.feed_maxlen, metrics),
+            assigner=assigner,
+            clocks=SlaClocks(
+                client, keys, metrics, ttl_s=ttl, report_keep=d.report_keep, clock=clock
+            ),
+            consent=ConsentBook(client, keys, ttl),
+            clock=clock,
+        )
+
+    def tz(self, tenant: str) -> str:
+        return self.settings.delivery.tenant(tenant).timezone or self.settings.alerts.timezone
+
+    def may_act(self, tenant: str, lead: str, me: str, body: Action) -> None:
+        """An agent key acts only as its agent, and only on a lead the board shows it."""
+        if me and body.agent_id != me:
+            raise HTTPException(403, f"this key is agent {me}'s: it cannot act as {body.agent_id}")
+        require_visible(self.client, self.keys, tenant, lead, me)
+
+    def event(
+        self, tenant: str, lead: str, etype: str, body: Action, **extra: Any
+    ) -> dict[str, Any]:
+        """The action as an event on the lead's partition."""
+        props: dict[str, Any] = {"via": "hotlist"}
+        if body.alert_id:
+            props["alert_id"] = body.alert_id
+        if body.note:
+            props["note"] = body.note
+        ev = {
+            "event_id": f"ui-{etype}-{uuid.uuid4().hex}",
+            "lead_id": lead,
+            "tenant": tenant,
+            "type": etype,
+            "ts": self.clock(),
+            "agent_id": body.agent_id,
+            "props": props,
+            **extra,
+        }
+        sid = self.producer.send([ev])[0]
+        return {"event_id": ev["event_id"], "stream_id": sid.decode(), "type": etype}
+
+    def claim(self, tenant: str, lead: str, agent: str) -> JSONResponse:
+        won, assignment, message = self.assigner.claim(tenant, lead, agent)
+        view = assignment.as_dict() if assignment else None
+        if not won:
+            return JSONResponse({"claimed": False, "detail": message, "assignment": view}, 409)
+        if assignment is not None and assignment.how == "claim":
+            self.clocks.assign(tenant, lead, agent)
+            self.feed.publish(tenant, "assignment", assignment.as_dict(), ["*"], assignment.group)
+        return JSONResponse({"claimed": True, "detail": message, "assignment": view})
+
+    def contact(self, tenant: str, lead: str, body: Action) -> dict[str, Any]:
+        out = self.event(tenant, lead, "agent_contact", body, channel=body.channel)
+        reasons = self.consent.reasons(tenant, lead)
+        why = blocked_reasons((), reasons, self.tz(tenant)).get(body.channel)
+        if why:  # recorded as it happened, but flagged: the channel is closed
+            out["warning"] = f"{body.channel} is blocked for this lead: {why}"
+        return out
+
+
 def page_router(
     settings: Settings, client: Any, metrics: DeliveryMetrics, clock: Any = time.time
 ) -> APIRouter:
-    prefix = settings.redis.key_prefix
-    d = settings.delivery
-    keys = DeliveryKeys(prefix)
-    names = StreamNames(prefix, settings.streams.partitions)
-    producer = Producer(client, names, settings.streams.maxlen)
-    feed = Feed(client, keys, d.feed_maxlen, metrics)
-    ttl = int(settings.features.idle_expire_d * 86_400)
-    assigner = Assigner(
-        client, keys, d.tenant, stream_emitter(producer), claim_timeout_s=d.claim_timeout_s,
-        ttl_s=ttl, clock=clock,
-    )  # fmt: skip
-    clocks = SlaClocks(client, keys, metrics, ttl_s=ttl, report_keep=d.report_keep, clock=clock)
-    consent = ConsentBook(client, keys, ttl)
+    """The page, its assets, the board and the claim / ack / contact actions."""
+    desk = _Desk.build(settings, client, metrics, clock)
     router = APIRouter(tags=["delivery"])
+    _add_page(router)
+    _add_board(router, desk)
+    _add_actions(router, desk)
+    return router
+
+
+def _add_page(router: APIRouter) -> None:
+    """``GET /hotlist`` and its assets: static, no key."""
 
     @router.get("/hotlist", response_class=HTMLResponse, name="delivery_page")
     def page(request: Request) -> HTMLResponse:
@@ -119,6 +210,11 @@ def page_router(
             raise HTTPException(404, "no such asset")
         return Response(_asset(name), media_type=_ASSETS[name])
 
+
+def _add_board(router: APIRouter, desk: _Desk) -> None:
+    """``GET /v1/board``: the leads by bucket, for an agent, a team or the tenant."""
+    settings, d = desk.settings, desk.settings.delivery
+
     @router.get("/v1/board", name="delivery_board")
     def board(
         tenant: str = Depends(current_tenant),
@@ -127,46 +223,23 @@ def page_router(
         team: str = Query("", pattern=r"^$|" + IDENT),
     ) -> dict[str, Any]:
         agent, team = scope_view(settings, tenant, me, agent, team)
-        feed_id = feed.last_id(tenant)  # first: the stream resumes from here, nothing is lost
+        feed_id = desk.feed.last_id(tenant)  # first: the stream resumes from here, nothing lost
         board = read_board(
-            client, prefix, tenant, agent=agent, team=team, limit=d.page_limit, feed_id=feed_id,
-            now=clock(), tz=d.tenant(tenant).timezone or settings.alerts.timezone,
+            desk.client, settings.redis.key_prefix, tenant, agent=agent, team=team,
+            limit=d.page_limit, feed_id=feed_id, now=desk.clock(), tz=desk.tz(tenant),
         )  # fmt: skip
         if me:  # an agent key: colleagues' names stay hidden, as on the feed
             redact_board(board, me, agent_names(d.tenant(tenant)))
         return board
 
-    def _event(tenant: str, lead: str, etype: str, body: Action, **extra: Any) -> dict[str, Any]:
-        props: dict[str, Any] = {"via": "hotlist"}
-        if body.alert_id:
-            props["alert_id"] = body.alert_id
-        if body.note:
-            props["note"] = body.note
-        ev = {
-            "event_id": f"ui-{etype}-{uuid.uuid4().hex}",
-            "lead_id": lead,
-            "tenant": tenant,
-            "type": etype,
-            "ts": clock(),
-            "agent_id": body.agent_id,
-            "props": props,
-            **extra,
-        }
-        sid = producer.send([ev])[0]
-        return {"event_id": ev["event_id"], "stream_id": sid.decode(), "type": etype}
 
-    def _may_act(tenant: str, lead: str, me: str, body: Action) -> None:
-        """An agent key acts only as its agent, and only on a lead the board shows it."""
-        if me and body.agent_id != me:
-            raise HTTPException(403, f"this key is agent {me}'s: it cannot act as {body.agent_id}")
-        require_visible(client, keys, tenant, lead, me)
-
-    _bad_body: dict[int | str, dict[str, Any]] = {400: {"description": "the body is not JSON"}}
+def _add_actions(router: APIRouter, desk: _Desk) -> None:
+    """``POST /v1/leads/{lead_id}/claim | ack | contact``."""
 
     @router.post(
         "/v1/leads/{lead_id}/claim",
         name="delivery_claim",
-        responses={**_bad_body, 409: {"description": "another agent holds or won the lead"}},
+        responses={**_BAD_BODY, 409: {"description": "another agent holds or won the lead"}},
     )
     def claim(
         body: Action,
@@ -174,18 +247,11 @@ def page_router(
         tenant: str = Depends(current_tenant),
         me: str = Depends(current_agent),
     ) -> JSONResponse:
-        _may_act(tenant, lead_id, me, body)
-        won, assignment, message = assigner.claim(tenant, lead_id, body.agent_id)
-        view = assignment.as_dict() if assignment else None
-        if not won:
-            return JSONResponse({"claimed": False, "detail": message, "assignment": view}, 409)
-        if assignment is not None and assignment.how == "claim":
-            clocks.assign(tenant, lead_id, body.agent_id)
-            feed.publish(tenant, "assignment", assignment.as_dict(), ["*"], assignment.group)
-        return JSONResponse({"claimed": True, "detail": message, "assignment": view})
+        desk.may_act(tenant, lead_id, me, body)
+        return desk.claim(tenant, lead_id, body.agent_id)
 
     @router.post(
-        "/v1/leads/{lead_id}/ack", status_code=202, name="delivery_ack", responses=_bad_body
+        "/v1/leads/{lead_id}/ack", status_code=202, name="delivery_ack", responses=_BAD_BODY
     )
     def ack(
         body: Action,
@@ -193,12 +259,12 @@ def page_router(
         tenant: str = Depends(current_tenant),
         me: str = Depends(current_agent),
     ) -> dict[str, Any]:
-        _may_act(tenant, lead_id, me, body)
-        return _event(tenant, lead_id, "alert_ack", body)
+        desk.may_act(tenant, lead_id, me, body)
+        return desk.event(tenant, lead_id, "alert_ack", body)
 
     @router.post(
         "/v1/leads/{lead_id}/contact", status_code=202, name="delivery_contact",
-        responses=_bad_body,
+        responses=_BAD_BODY,
     )  # fmt: skip
     def contact(
         body: Action,
@@ -206,12 +272,5 @@ def page_router(
         tenant: str = Depends(current_tenant),
         me: str = Depends(current_agent),
     ) -> dict[str, Any]:
-        _may_act(tenant, lead_id, me, body)
-        out = _event(tenant, lead_id, "agent_contact", body, channel=body.channel)
-        tz = d.tenant(tenant).timezone or settings.alerts.timezone
-        why = blocked_reasons((), consent.reasons(tenant, lead_id), tz).get(body.channel)
-        if why:  # recorded as it happened, but flagged: the channel is closed
-            out["warning"] = f"{body.channel} is blocked for this lead: {why}"
-        return out
-
-    return router
+        desk.may_act(tenant, lead_id, me, body)
+        return desk.contact(tenant, lead_id, body)

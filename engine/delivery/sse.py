@@ -8,8 +8,8 @@ and gets everything after it that the feed still holds (``feed_maxlen``). The
 passes the ``feed_id`` it loaded the hot list at, so nothing falls in between).
 Without either, the stream starts with what comes next. A comment line every
 ``sse_keepalive_s`` keeps proxies from closing an idle connection. With an agent key
-(``web.current_agent``) ``agent`` is the key's agent and ``team`` a group that lists
-it (``web.scope_view``, 403 otherwise).
+(``deps.current_agent``) ``agent`` is the key's agent and ``team`` a group that lists
+it (``deps.scope_view``, 403 otherwise).
 
 One :class:`FeedHub` per process reads each tenant's feed with a single blocking
 ``XREAD`` (one Redis connection per feed being watched) and fans the entries out to
@@ -34,10 +34,10 @@ import redis.asyncio as aredis
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
+from engine.delivery.deps import IDENT, current_agent, current_tenant, scope_view
 from engine.delivery.feed import agent_names, redact_for_agent, visible
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
-from engine.delivery.web import IDENT, current_agent, current_tenant, scope_view
 from engine.settings import Settings
 
 __all__ = ["FeedHub", "async_client_like", "sse_router"]

@@ -1,8 +1,11 @@
 """Delivery targets beside the signed webhook: CRM write-back, Slack and Teams messages.
 
 Each alert a tenant's targets want (``target_settings.py``: ``alert``, and for chat
-``escalated`` too) becomes one :class:`~engine.delivery.webhooks.Job` per target, so it
-shares the webhook's retries, receipts, dead letter, per-lead order and ``Retry-After``:
+``escalated`` too), and for a CRM each bucket change (``bucket``: an entry the engine
+appends to ``<prefix>:buckets`` in the transaction that commits the batch, a drop to P5
+or to lost included; :class:`BucketChange`), becomes one
+:class:`~engine.delivery.webhooks.Job` per target, so it shares the webhook's retries,
+receipts, dead letter, per-lead order and ``Retry-After``:
 
 - ``http``   the method, auth, URL template and body template the CRM needs;
 - ``fub``    Follow Up Boss: ``PUT /v1/people/{crm_id}`` with the score, bucket and top
@@ -20,6 +23,7 @@ leadpulse never holds them in clear (the gateway hashes them at ingest).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import time
@@ -34,7 +38,10 @@ from engine.delivery.scripts import bucket_label, local_time, why_now
 from engine.delivery.target_settings import TargetSettings
 from engine.delivery.webhooks import Job
 
-__all__ = ["Pacer", "TargetJobs", "Values", "fub_headers", "render", "values_of"]
+__all__ = [
+    "BucketChange", "Pacer", "TargetJobs", "Values", "fub_headers", "parse_change", "render",
+    "values_of",
+]  # fmt: skip
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _TOUCH = {"call": "call", "sms": "text", "email": "email", "chat": "chat"}
@@ -63,6 +70,7 @@ class Values:
     deadline_local: str  # "Mon 5 Jan 2026, 10:05 CST" in the tenant's zone
     agent_id: str
     lead_url: str
+    bucket_before: str = ""  # a bucket change's old bucket ("" for an alert, a new lead)
 
     def get(self, name: str) -> Any:
         return getattr(self, name) if name in self.__dataclass_fields__ else None
@@ -110,7 +118,7 @@ def values_of(payload: dict[str, Any], t: TargetSettings) -> Values:
         first_touch=_first_touch(payload),
         deadline=datetime.fromtimestamp(deadline, UTC).isoformat() if deadline else "",
         deadline_local=local_time(deadline, tz) if deadline else "", agent_id=agent,
-        lead_url=url,
+        lead_url=url, bucket_before=str(payload.get("bucket_before") or ""),
     )  # fmt: skip
 
 
@@ -299,12 +307,11 @@ def _writable(t: TargetSettings, v: Values) -> bool:
 
 
 class TargetJobs:
-    """Builds the target jobs of one alert payload, and of bucket changes without an
-    alert (:class:`BucketSweep`); one :class:`Pacer` per target."""
+    """Builds the target jobs of one alert payload, and of one bucket change
+    (:class:`BucketChange`); one :class:`Pacer` per target."""
 
-    def __init__(self, sweep: BucketSweep | None = None) -> None:
+    def __init__(self) -> None:
         self._pacers: dict[tuple[str, str], Pacer] = {}
-        self._sweep = sweep
 
     def pacer(self, tenant: str, name: str, t: TargetSettings) -> Pacer | None:
         if not t.pace_per_s:
@@ -317,15 +324,13 @@ class TargetJobs:
     def jobs(
         self, payload: dict[str, Any], targets: dict[str, TargetSettings], body_base: dict[str, Any]
     ) -> list[Job]:
-        """One job per target that wants this payload's type (``alert``, ``escalated``)."""
+        """One job per target that wants this payload's type (``alert``, ``escalated``,
+        ``bucket``)."""
         kind = str(payload.get("type") or "alert").removeprefix("alert.")
         out = []
-        noted = []
         for name, t in sorted(targets.items()):
             if kind not in t.triggers:
                 continue
-            if "bucket" in t.triggers:
-                noted.append(name)
             v = values_of(payload, t)
             if not _writable(t, v):
                 continue
@@ -335,134 +340,97 @@ class TargetJobs:
                 body=req.body, secret="", signed=False, shown_url=_shown(t, req.url),
                 pace=self.pacer(v.tenant, name, t), **body_base,
             ))  # fmt: skip
-        if noted and kind == "alert" and self._sweep is not None and payload.get("bucket"):
-            self._sweep.note(str(payload["tenant"]), str(payload["lead_id"]),
-                             str(payload["bucket"]), noted)  # fmt: skip
         return out
 
-    def bucket_jobs(self, tenants: dict[str, Any]) -> list[Job]:
-        """Write-backs of the buckets that changed without an alert since the last sweep."""
+    def change_jobs(
+        self, change: BucketChange, targets: dict[str, TargetSettings], alert_sent: bool
+    ) -> list[Job]:
+        """The write-backs of one bucket change: every target with the ``bucket``
+        trigger, except those that get the batch's alert of the same bucket
+        (``alert_sent``: that alert went out, so one call, not two)."""
         wanted = {
-            tenant: [n for n, t in sorted(cfg.targets.items()) if "bucket" in t.triggers]
-            for tenant, cfg in tenants.items()
-        }
-        wanted = {k: v for k, v in wanted.items() if v}
-        if not wanted or self._sweep is None:
+            name: t for name, t in targets.items()
+            if "bucket" in t.triggers and not (alert_sent and "alert" in t.triggers)
+        }  # fmt: skip
+        if not wanted:
             return []
-        jobs: list[Job] = []
-        for record, stale in self._sweep.changed(wanted):
-            payload = bucket_payload(record)
-            targets = tenants[record["tenant"]].targets
-            base = {
-                "alert_id": payload["alert_id"],
-                "delivery_id": payload["delivery_id"],
-                "ingest_ms": 0,
-                "order_key": f"{payload['tenant']}/{payload['lead_id']}",
-            }
-            jobs += self.jobs(payload, {n: targets[n] for n in stale}, base)
-            self._sweep.note(payload["tenant"], payload["lead_id"], payload["bucket"], stale)
-        return jobs
+        base = {
+            "alert_id": change.delivery_id, "delivery_id": change.delivery_id, "ingest_ms": 0,
+            "order_key": f"{change.tenant}/{change.lead_id}",  # the alerts' per-lead order
+        }  # fmt: skip
+        return self.jobs(change.payload(), wanted, base)
 
 
-# -- bucket changes without an alert ---------------------------------------------------------
-SETTLE_MS = 2000  # a bucket change is written this long after its score (alerts first)
+# -- bucket changes ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BucketChange:
+    """One entry of ``<prefix>:buckets``: the engine saw a lead's bucket move when it
+    committed a batch (``engine/sinks.py``, same transaction), a drop to P5 or to lost
+    included. ``alert_id``: the batch's alert that carries the same bucket ("" if none);
+    ``after``: the alerts stream id delivery must have read before writing this one."""
+
+    entry_id: str
+    tenant: str
+    lead_id: str
+    bucket_before: str
+    by_before: str
+    bucket: str
+    bucket_by: str
+    score: int | float | None
+    probability: float | None
+    top_reason: str
+    ts: float
+    alert_id: str
+    emit_ms: int
+    after: str
+
+    @property
+    def delivery_id(self) -> str:
+        """The write-back's idempotency key (``X-Leadpulse-Delivery-Id``, receipts): the
+        lead, its new bucket and the entry id; the same on every retry and replay."""
+        key = f"{self.tenant}\x1f{self.lead_id}\x1f{self.bucket}\x1f{self.entry_id}"
+        return "b" + hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+
+    def payload(self) -> dict[str, Any]:
+        """The change as the payload templates read (no alert: no deadline, no touch)."""
+        before = bucket_label(self.bucket_before, self.by_before) if self.bucket_before else "none"
+        label = bucket_label(self.bucket, self.bucket_by)
+        return {
+            "type": "bucket", "tenant": self.tenant, "lead_id": self.lead_id,
+            "alert_id": self.delivery_id, "delivery_id": self.delivery_id,
+            "score_after": self.score, "score_before": None, "probability": self.probability,
+            "bucket": self.bucket, "bucket_by": self.bucket_by, "bucket_label": label,
+            "bucket_before": self.bucket_before, "tier": "",
+            "reasons": [self.top_reason] if self.top_reason else [],
+            "why_now": f"Bucket {before} → {label}", "first_touch": "", "blocked_channels": [],
+        }  # fmt: skip
 
 
-class TargetKeys:
-    """Redis keys of the write-back (every one built here), under ``{prefix}:dlv:wb``:
+def parse_change(sid: str, fields: dict[bytes, bytes]) -> BucketChange | None:
+    """A ``<prefix>:buckets`` entry, or None when it is not one (logged, acknowledged)."""
+    f = {_text(k): _text(v) for k, v in fields.items()}
+    try:
+        return BucketChange(
+            entry_id=sid, tenant=f["t"], lead_id=f["l"], bucket_before=f.get("from", ""),
+            by_before=f.get("from_by", ""), bucket=f["to"], bucket_by=f.get("by", "score"),
+            score=_number(f.get("s")), probability=_number(f.get("p")),
+            top_reason=f.get("r", ""), ts=float(f.get("ts") or 0),
+            alert_id=f.get("alert", ""), emit_ms=int(float(f.get("emit_ms") or 0)),
+            after=f.get("after") or "0-0",
+        )  # fmt: skip
+    except (KeyError, ValueError):
+        return None
 
-    - ``dlv:wb:cursor``             wall ms up to which the hot index was swept
-    - ``dlv:wb:{tenant}:{target}``  hash lead -> the bucket last written to that target
-    """
 
-    def __init__(self, prefix: str) -> None:
-        self.base = f"{prefix}:dlv:wb"
-        self.cursor = f"{self.base}:cursor"
-
-    def written(self, tenant: str, target: str) -> str:
-        return f"{self.base}:{tenant}:{target}"
-
-
-class BucketSweep:
-    """Finds leads whose bucket changed since it was last written to a ``bucket`` target.
-
-    The engine indexes every lead it scores (``engine.sinks.hot_index_key``: member
-    ``tenant<0x1f>lead`` -> wall ms of its last score record); each sweep reads the
-    entries since the last one (2 s of overlap) that are at least ``SETTLE_MS`` old (so
-    the alert of the same change is handled first), their score records, and the bucket
-    last written per target. A lead that drops to P5 leaves the index and is not seen
-    (README "Integrations"). Alerts record what they wrote (:meth:`note`), so an alert's
-    bucket is not written twice."""
-
-    def __init__(self, client: Any, prefix: str, ttl_s: int, limit: int = 1000) -> None:
-        from engine.sinks import hot_index_key
-
-        self._r = client
-        self._prefix = prefix
-        self._index = hot_index_key(prefix)
-        self.keys = TargetKeys(prefix)
-        self._ttl = ttl_s
-        self._limit = limit
-
-    def note(self, tenant: str, lead: str, bucket: str, names: list[str]) -> None:
-        pipe = self._r.pipeline(transaction=False)
-        for name in names:
-            pipe.hset(self.keys.written(tenant, name), lead, bucket)
-            pipe.expire(self.keys.written(tenant, name), self._ttl)
-        pipe.execute()
-
-    def changed(self, wanted: dict[str, list[str]]) -> list[tuple[dict[str, Any], list[str]]]:
-        """(score record, targets whose last written bucket differs) per changed lead.
-
-        ``wanted``: tenant -> its target ids with the ``bucket`` trigger."""
-        from engine.views import score_record
-        from features.store import lead_key
-
-        since = float(self._r.get(self.keys.cursor) or 0) - 2000
-        until = time.time() * 1000 - SETTLE_MS  # an alert of the same change goes first
-        rows = self._r.zrangebyscore(self._index, since, until, start=0, num=self._limit,
-                                     withscores=True)  # fmt: skip
-        leads = []
-        for member, _ in rows:
-            tenant, _, lead = _text(member).partition("\x1f")
-            if tenant in wanted:
-                leads.append((tenant, lead))
-        if rows:
-            self._r.set(self.keys.cursor, int(max(ms for _, ms in rows)))
-        pipe = self._r.pipeline(transaction=False)
-        for tenant, lead in leads:
-            pipe.hgetall(lead_key(self._prefix, tenant, lead, "s"))
-            for name in wanted[tenant]:
-                pipe.hget(self.keys.written(tenant, name), lead)
-        replies = pipe.execute() if leads else []
-        out, i = [], 0
-        for tenant, _ in leads:
-            record = score_record(replies[i]) if replies[i] else None
-            last = replies[i + 1 : i + 1 + len(wanted[tenant])]
-            i += 1 + len(wanted[tenant])
-            if record is None:
-                continue
-            stale = [n for n, b in zip(wanted[tenant], last, strict=True)
-                     if _text(b) != record["bucket"]]  # fmt: skip
-            if stale:
-                out.append((record, stale))
-        return out
+def _number(x: str | None) -> int | float | None:
+    if not x:
+        return None
+    try:
+        n = float(x)
+    except ValueError:
+        return None
+    return int(n) if n.is_integer() and "." not in x else n
 
 
 def _text(x: Any) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
-
-
-def bucket_payload(record: dict[str, Any]) -> dict[str, Any]:
-    """A bucket change as the payload the templates read (no alert, no deadline)."""
-    import hashlib
-
-    tenant, lead, bucket = record["tenant"], record["lead_id"], record["bucket"]
-    digest = hashlib.sha1(f"{tenant}|{lead}|{bucket}|{record['ts']}".encode()).hexdigest()
-    return {
-        "type": "bucket", "tenant": tenant, "lead_id": lead, "alert_id": "b" + digest[:24],
-        "delivery_id": "b" + digest[:24], "score_after": record["score"], "score_before": None,
-        "probability": record["probability"], "bucket": bucket, "tier": record["tier"],
-        "bucket_label": bucket_label(bucket), "reasons": record["reasons"], "why_now": "",
-        "first_touch": "", "blocked_channels": record.get("blocked_channels", []),
-    }  # fmt: skip

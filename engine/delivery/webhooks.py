@@ -54,6 +54,7 @@ import httpx
 
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
+from engine.redact import public_url, redact_text
 
 __all__ = [
     "Job", "Receipts", "RetryPolicy", "WebhookSender", "read_dead_letters", "sign",
@@ -138,14 +139,6 @@ def _origin(url: str) -> str:
     URLs share one host)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or ''}:{parts.port or ''}"
-
-
-def _safe_url(url: str) -> str:
-    """The URL without query or credentials (receipts and dead letters are readable)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 class Receipts:
@@ -234,7 +227,7 @@ class WebhookSender:
             return receipt  # a replayed alert: never send a finished delivery again
         receipt = receipt or {
             "alert_id": job.alert_id, "delivery_id": job.delivery_id, "target": job.target,
-            "url": job.shown_url or _safe_url(job.url), "status": "pending", "attempts": 0,
+            "url": job.shown_url or public_url(job.url), "status": "pending", "attempts": 0,
             "http_status": None, "last_error": "", "first_attempt_ms": None, "done_ms": None,
             "latency_ms": None, "ingest_to_done_ms": None,
         }  # fmt: skip
@@ -303,7 +296,7 @@ class WebhookSender:
             except httpx.HTTPError as exc:
                 self._m.attempt_seconds.observe(time.perf_counter() - started)
                 self._m.attempts.labels("error").inc()
-                return False, False, None, f"{type(exc).__name__}: {exc}"[:300], None
+                return False, False, None, redact_text(f"{type(exc).__name__}: {exc}")[:300], None
         self._m.attempt_seconds.observe(time.perf_counter() - started)
         code = resp.status_code
         if 200 <= code < 300:

@@ -19,7 +19,9 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.up import add_data_dir
 
-__all__ = ["RedactQuery", "add_parser", "log_config", "run"]
+__all__ = ["KEEP_ALIVE_S", "RedactQuery", "add_parser", "log_config", "run", "uvicorn_config"]
+
+KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this (uvicorn's default)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -116,14 +118,7 @@ def _serve(args: argparse.Namespace, settings: Any, url: str, local: bool) -> in
     except BaseException:
         sock.close()
         raise
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, loop="uvloop", http="httptools", ws="none", lifespan="on",
-            proxy_headers=True, forwarded_allow_ips=gw.forwarded_allow_ips,
-            access_log=args.access_log, log_config=log_config(),
-            log_level="info" if args.verbose else "warning", server_header=False,
-        )
-    )  # fmt: skip
+    server = uvicorn.Server(uvicorn_config(app, gw, args.access_log, args.verbose))
 
     def stop(signum: int, frame: Any) -> None:  # uvicorn re-raises the signal after it stops
         server.should_exit = True
@@ -155,6 +150,22 @@ class RedactQuery(logging.Filter):
         if isinstance(args, tuple) and len(args) >= 3 and "?" in str(args[2]):
             record.args = (*args[:2], str(args[2]).split("?", 1)[0] + "?[redacted]", *args[3:])
         return True
+
+
+def uvicorn_config(app: Any, gw: Any, access_log: bool, verbose: bool) -> Any:
+    """The uvicorn config of ``serve`` and ``up``: uvloop, httptools with the header
+    deadline (``gateway.header_timeout_s``, :mod:`engine.gateway.server`), idle
+    keep-alive connections closed after :data:`KEEP_ALIVE_S`."""
+    import uvicorn
+
+    from engine.gateway.server import header_timeout_protocol
+
+    return uvicorn.Config(
+        app, loop="uvloop", http=header_timeout_protocol(gw.header_timeout_s), ws="none",
+        lifespan="on", proxy_headers=True, forwarded_allow_ips=gw.forwarded_allow_ips,
+        access_log=access_log, log_config=log_config(), server_header=False,
+        log_level="info" if verbose else "warning", timeout_keep_alive=KEEP_ALIVE_S,
+    )  # fmt: skip
 
 
 def log_config() -> dict[str, Any]:

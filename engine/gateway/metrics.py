@@ -18,6 +18,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from engine.metrics import REJECT_REASONS, zero
+
 __all__ = ["GatewayMetrics"]
 
 # A request is one Redis round trip plus validation: ~1 ms for a batch of 100 on
@@ -25,6 +27,14 @@ __all__ = ["GatewayMetrics"]
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 # Events per request: the tracker sends 1-20, integrations up to max_events.
 _EVENTS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+# Series that exist at 0 from the start (rate() sees the first 503; rules on 5xx and the
+# dashboard's reject panel always have data): the ingest route's answers and the reasons.
+_INGEST = ("/v1/events",)
+_INGEST_STATUSES = ("200", "400", "401", "403", "413", "415", "422", "429", "500", "503")
+_REJECT_REASONS = (
+    *(r for r in REJECT_REASONS if r not in ("late", "malformed_entry")),
+    "forbidden",
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,7 @@ class GatewayMetrics:
         cls, registry: CollectorRegistry | None = None, prefix: str = "leadpulse_gateway"
     ) -> GatewayMetrics:
         r = registry if registry is not None else CollectorRegistry()
-        return cls(
+        m = cls(
             registry=r,
             requests=Counter(
                 f"{prefix}_requests", "HTTP requests, by route template, method and status",
@@ -72,6 +82,9 @@ class GatewayMetrics:
                 f"{prefix}_rate_limited", "Requests refused with 429", registry=r
             ),
         )  # fmt: skip
+        zero(m.requests, _INGEST, ("POST",), _INGEST_STATUSES)
+        zero(m.rejected, _REJECT_REASONS)
+        return m
 
     def render(self) -> tuple[bytes, str]:
         """The registry in Prometheus text format, and its content type."""

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import redis
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from engine.delivery.web import current_agent, current_tenant
+from engine.delivery.deps import current_agent, current_tenant
 from engine.errors import LeadpulseError
 from engine.reporting.batch import tenant_zone
 from engine.reporting.cli import build_report, parse_period

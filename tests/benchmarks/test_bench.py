@@ -78,6 +78,46 @@ def test_quick_bench_writes_every_figure(redis_url: str, tmp_path: Path) -> None
     assert set(result["targets"]) >= {"engine >= 0.7x floor", "engine >= 4x naive"}
 
 
+def test_peers_step_runs_engine_and_both_peers_on_one_file(
+    redis_url: str, client: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    before = set(client.scan_iter(match="bn*", count=1000))
+    args = ["--quick", "--no-progress", "--out", str(out), "--redis-url", redis_url]
+    assert cli.main([*args, "--only", "peers", "--peer-events", "500"]) == 0
+    result = json.loads((out / "bench-quick.json").read_text())
+    peers = result["peers"]
+    assert peers["file"]["events"] == 500 and peers["file"]["leads"] > 1
+    for side in ("engine", "inmemory", "naive"):
+        row = peers[side]
+        assert row["events"] == 500, side  # every line of the one file, by every side
+        assert _positive(row["events_per_s"]) and _positive(row["seconds"])
+        assert row["alerts"] > 0, side
+    assert peers["inmemory"]["detail"]["predictions"] == 500  # River predicts every event
+    assert peers["naive"]["detail"]["predictions"] == 500
+    assert peers["inmemory"]["detail"]["learned"] == peers["naive"]["detail"]["learned"] > 0
+    # 5 round trips an event, plus an XADD per alert
+    trips = peers["naive"]["detail"]["redis_round_trips_per_event"]
+    assert trips == pytest.approx(5 + peers["naive"]["alerts"] / 500, abs=1e-3)
+    one = peers["rounds"][0]
+    ratio = one["engine"]["events_per_s"] / one["inmemory"]["events_per_s"]
+    assert peers["engine_over_inmemory"] == pytest.approx(ratio, rel=1e-3)
+    ratio = one["engine"]["events_per_s"] / one["naive"]["events_per_s"]
+    assert peers["engine_over_naive"] == pytest.approx(ratio, rel=1e-3)
+    # the engine's and the naive peer's keys are gone (private prefixes, deleted after)
+    assert set(client.scan_iter(match="bn*", count=1000)) <= before
+
+    targets = result["targets"]
+    assert (
+        targets["engine >= 0.12x in-memory Bytewax peer"]["measured"]
+        == (peers["engine_over_inmemory"])
+    )
+    assert targets["engine >= 8x naive peer (5 round trips)"]["met"] is not None
+    text = (out / "bench-quick.md").read_text()
+    assert "## Engine vs in-memory Bytewax peer and naive peer (one file: 500 events" in text
+    assert "| in-memory Bytewax peer |" in text and "| naive peer (5 unpipelined" in text
+
+
 def test_open_loop_keeps_the_schedule_whatever_the_consumer_does() -> None:
     now = [0.0]
     calls: list[tuple[float, int]] = []

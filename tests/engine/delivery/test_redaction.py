@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from engine.delivery.consumer import DeliveryService
+from engine.delivery.deps import current_agent
 from engine.delivery.feed import OTHER_AGENT, redact_for_agent, redact_lead, scrub
-from engine.delivery.web import current_agent
 from tests.engine.delivery.conftest import Clock, Server, make_app
 from tests.engine.delivery.test_sla import _alert
 from tests.engine.delivery.test_web import _sse

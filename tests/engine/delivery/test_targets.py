@@ -241,29 +241,61 @@ def test_bad_target_settings_are_refused_with_the_reason(
     assert words in str(err.value) and "targets.t1" in str(err.value)
 
 
-def test_a_bucket_change_without_an_alert_is_written_back_once(
-    client: Any, make_settings: Any, crm: CrmReceiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from engine.delivery import targets
+def _steps(settings: Any, client: Any, lead: str, steps: list[list[str]]) -> None:
+    """Each step's events through the engine as their own batch (one bucket each)."""
+    now = time.time() - 60
+    for n, types in enumerate(steps):
+        events = [{"event_id": f"s{lead}-{n}-{i}", "lead_id": lead, "type": t,
+                   "ts": now + n * 10 + i, "property_id": "P1"}
+                  for i, t in enumerate(types)]  # fmt: skip
+        send(settings, client, events)
+        run_engine(settings, client)
 
-    monkeypatch.setattr(targets, "SETTLE_MS", 0)
+
+def test_a_bucket_change_without_an_alert_is_written_back_once_drops_included(
+    client: Any, make_settings: Any
+) -> None:
     tenant = tenant_config(
-        targets={"fub": _fub(crm.url), "slack": {"kind": "slack", "url": crm.url + "/s"}}
-    )
+        targets={"fub": _fub("https://fub.example"), "slack": {"kind": "slack",
+                                                                "url": "https://hooks.example/s"}}
+    )  # fmt: skip
     settings = make_settings(delivery={"tenants": {"default": tenant}})
-    now = time.time()
-    views = [
-        {"event_id": f"bv{i}", "lead_id": "61", "type": t, "ts": now - 30 + i, "property_id": "P1"}
-        for i, t in enumerate(["property_view"] * 3 + ["property_save"])
-    ]
-    send(settings, client, views)
-    run_engine(settings, client)
+    views = ["property_view"] * 3 + ["property_save"]
+    _steps(settings, client, "61", [views, ["property_view"], ["not_interested"]])
     svc = DeliveryService(settings, client)
-    jobs = svc.tick()
-    (job,) = jobs  # the CRM gets the bucket; chat gets alerts only
-    assert job.method == "PUT" and job.url.endswith("/v1/people/61") and job.target == "fub:fub"
-    assert json.loads(job.body)["customLeadpulseBucket"] in ("P1", "P2", "P3", "P4")
-    assert svc.tick() == []  # unchanged: not written again
+    svc.ensure_group()
+    ((kind, changes),) = svc.read_merged(None)
+    assert kind == "changes" and [(c.bucket_before, c.bucket) for c in changes] == [
+        ("", "P4"),
+        ("P4", "P5"),
+    ]  # the second view kept P4: no change, nothing written
+    jobs = [j for _, js in svc.handle_changes(changes) for j in js]
+    assert [j.target for j in jobs] == ["fub:fub", "fub:fub"]  # chat gets alerts only
+    assert [json.loads(j.body)["customLeadpulseBucket"] for j in jobs] == ["P4", "P5"]
+    assert jobs[0].method == "PUT" and jobs[0].url.endswith("/v1/people/61")
+    assert len({j.delivery_id for j in jobs}) == 2  # lead + bucket + entry id: its own key
+    assert svc.read_merged(None) == []  # each change once (acknowledged after delivery)
+
+
+def test_a_change_the_batch_alert_already_writes_is_not_written_twice() -> None:
+    from engine.delivery.targets import BucketChange, TargetJobs
+
+    change = BucketChange(
+        entry_id="1-0", tenant="t", lead_id="42", bucket_before="P3", by_before="score",
+        bucket="P1", bucket_by="hand_raise", score=64, probability=0.64,
+        top_reason="asked to see a home", ts=1.0, alert_id="a1", emit_ms=1000, after="1-0",
+    )  # fmt: skip
+    both = TargetSettings.model_validate(_fub("https://fub.example"))
+    only = TargetSettings.model_validate({**_fub("https://fub.example"), "on": ["bucket"]})
+    jobs = TargetJobs()
+    assert jobs.change_jobs(change, {"fub": both}, alert_sent=True) == []
+    assert [j.target for j in jobs.change_jobs(change, {"fub": only}, alert_sent=True)] == [
+        "fub:fub"]  # fmt: skip
+    (job,) = jobs.change_jobs(change, {"fub": both}, alert_sent=False)  # the alert was skipped
+    body = json.loads(job.body)
+    assert body == {"customLeadpulseScore": 64, "customLeadpulseBucket": "P1",
+                    "customLeadpulseReason": "asked to see a home"}  # fmt: skip
+    assert job.order_key == "t/42" and job.delivery_id == change.delivery_id
 
 
 def test_visitors_and_non_person_ids_are_never_written_to_a_crm() -> None:
