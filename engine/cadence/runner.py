@@ -23,11 +23,14 @@ Per batch (:class:`Cadences`, called by ``engine/processor.py``):
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import msgpack
 
@@ -154,8 +157,8 @@ class Cadences:
         before = held[1] if held else decode(reply.score_state.get("cad"))
         now = held[2] if held else before
         hours = self.hours(event.tenant)
-        if now.due and now.due <= event.ts:  # the lead's own steps due before this event
-            now, out = fire(now, event.ts, self._book, hours)
+        if now.due and now.due < event.ts:  # the lead's own steps due before this event
+            now, out = fire(now, math.nextafter(event.ts, 0.0), self._book, hours)
             fx.fired.extend((key, e) for e in out)
         after = on_event(now, self._signal(event, score, triggers, reply), self._book, hours)
         fx.states[key] = (partition, before, after)
@@ -309,13 +312,27 @@ def step_entries(rows: Iterable[tuple[Any, Mapping[bytes, bytes]]]) -> list[dict
     return out
 
 
-def describe(raw: str | bytes | None, tz: str = "UTC") -> dict[str, Any] | None:
-    """A lead's plan for people (``GET /v1/leads/{id}``): plan, step, next due time, why."""
+def describe(
+    raw: str | bytes | None, book: Book | None = None, tz: str = "UTC"
+) -> dict[str, Any] | None:
+    """A lead's plan for people (``GET /v1/leads/{id}``): plan, step, next due time (epoch
+    seconds and in the tenant's zone ``tz``), the next step, and why it is where it is."""
     state = decode(raw.decode() if isinstance(raw, bytes) else raw)
     if not state.status:
         return None
+    plan = book.plans.get(state.plan) if book is not None else None
+    nxt = None
+    if plan is not None and state.status == "active" and state.step < len(plan.steps):
+        s = plan.steps[state.step]
+        nxt = {"channel": s.channel, "kind": s.kind, "template": s.template, "goal": s.goal,
+               "day": s.day}  # fmt: skip
+    local = None
+    if state.due:
+        local = datetime.fromtimestamp(state.due, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
     return {
-        "plan": state.plan, "status": state.status, "step": state.step, "cycle": state.cycle,
-        "next_due_ts": state.due or None, "why": state.why, "ended": state.end_reason or None,
-        "blocked_channels": list(state.blocked), "timezone": tz,
+        "plan": state.plan, "label": plan.label if plan else state.plan,
+        "status": state.status, "step": state.step, "steps": len(plan.steps) if plan else None,
+        "cycle": state.cycle, "next_due_ts": state.due or None, "next_due_local": local,
+        "next_step": nxt, "why": state.why, "ended": state.end_reason or None,
+        "blocked_channels": list(state.blocked),
     }  # fmt: skip

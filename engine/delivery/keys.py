@@ -88,3 +88,7 @@ class DeliveryKeys:
 
     def leads(self, tenant: str) -> str:
         return f"{self.base}:leads:{tenant}"
+
+    def tasks(self, tenant: str, agent: str) -> str:
+        """Zset step id -> due time: an agent's follow-up tasks (``*``: nobody's yet)."""
+        return f"{self.base}:tasks:{tenant}:{agent or '*'}"
