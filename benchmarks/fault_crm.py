@@ -5,12 +5,19 @@ webhook: the real engine (live, in this process) and a real ``leadpulse deliver`
 process whose tenant has only a ``kind = "fub"`` target pointed at a loopback receiver
 that checks what Follow Up Boss checks (Basic auth with the API key, ``X-System`` /
 ``X-System-Key``, ``PUT /v1/people/<id>`` with custom fields only: else 401/404/400).
-Hand-raises arrive at ``--rate`` per second over ``--leads`` leads. The receiver is up
-(``--warm-s``), then down for ``--outage-s`` (port closed for half, 503 for the rest),
-then up again (``--after-s``), then traffic stops and the run waits until every alert
-is acknowledged. Figures: ingest (stream id) -> write-back received, p50/p99 while the
-receiver was up (alerts appended outside the outage), lost, duplicated, out of order,
-dead letters, time to drain the backlog::
+Hand-raises arrive at ``--rate`` per second over ``--leads`` leads; beside them, at
+``--changes-rate`` per second, a new lead views a home three times and saves it (its
+bucket goes from nothing to P4, no alert), and the one before it says it is not
+interested (P4 -> P5): bucket changes without an alert, drops included (two writes per
+lead: keep 20 alerts/s + 2 x ``--changes-rate`` under the 24/s FUB pacing). The receiver
+is up (``--warm-s``), then down for ``--outage-s`` (port closed for half, 503 for the
+rest), then up again (``--after-s``), then traffic stops and the run waits until every
+alert and bucket change is acknowledged. Figures: ingest (stream id) -> write-back
+received, p50/p99 while the receiver was up (alerts appended outside the outage), lost,
+duplicated, out of order, dead letters, time to drain the backlog; for bucket changes
+(the engine's ``<prefix>:buckets`` entries that need a write: not the ones the batch's
+alert wrote) lost, duplicated (the idempotency key seen twice) and leads whose CRM
+field does not end at the lead's last bucket::
 
     python -m benchmarks.fault_crm --rate 20 --outage-s 60
 """
@@ -48,6 +55,7 @@ class FubReceiver:
         self.port = port
         self.mode = "down"
         self.got: list[Arrival] = []
+        self.buckets: list[tuple[str, str, str]] = []  # (delivery id, person id, bucket)
         self.refused: dict[int, int] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -87,6 +95,8 @@ class FubReceiver:
                 status = receiver._status("PUT", self.path, self.headers, body)
                 with receiver._lock:
                     if status == 200:
+                        receiver.buckets.append((self.headers["X-Leadpulse-Delivery-Id"],
+                                                 self.path[11:], _bucket_of(body)))  # fmt: skip
                         receiver.got.append(Arrival(
                             self.headers["X-Leadpulse-Alert-Id"],
                             self.headers["X-Leadpulse-Delivery-Id"], self.path[11:], "alert",
@@ -105,6 +115,10 @@ class FubReceiver:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+
+def _bucket_of(body: bytes) -> str:
+    return str(json.loads(body).get("customLeadpulseBucket", ""))
 
 
 def _spawn(url: str, fub_url: str, log: str, rate_limit: float) -> subprocess.Popen[bytes]:
@@ -128,6 +142,54 @@ def _spawn(url: str, fub_url: str, log: str, rate_limit: float) -> subprocess.Po
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _changes_traffic(producer: Any, rate: float, stop: threading.Event) -> None:
+    """Lead n views a home three times and saves it (-> P4, no alert); lead n-1 says it is
+    not interested (-> P5). Person ids from 900000 on (never a hand-raise lead)."""
+    n, next_at = 0, time.monotonic()
+    while rate and not stop.is_set():
+        lead, now = str(900_000 + n), time.time()
+        events = [{"event_id": f"v{n}-{i}", "lead_id": lead, "type": t, "ts": now,
+                   "property_id": f"P{lead}", "source": "portal", "side": "buyer"}
+                  for i, t in enumerate(["property_view"] * 3 + ["property_save"])]  # fmt: skip
+        if n:
+            events.append({"event_id": f"x{n}", "lead_id": str(900_000 + n - 1),
+                           "type": "not_interested", "ts": now})  # fmt: skip
+        producer.send(events)
+        n += 1
+        next_at += 1 / rate
+        stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def _changes(client: Any, stream: str) -> list[Any]:
+    """The bucket changes the engine emitted (``engine.delivery.targets.BucketChange``)."""
+    from engine.delivery.targets import parse_change
+
+    out = [parse_change(sid.decode(), f) for sid, f in client.xrange(stream)]
+    return [c for c in out if c is not None]
+
+
+def _bucket_figures(client: Any, stream: str, got: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """Lost, duplicated and wrong-final counts of the bucket changes that need a write."""
+    changes = _changes(client, stream)
+    need = {c.delivery_id: c for c in changes if not c.alert_id}
+    last = {c.lead_id: c.bucket for c in changes}
+    seen: dict[str, int] = {}
+    final: dict[str, str] = {}
+    for key, lead, bucket in got:
+        seen[key] = seen.get(key, 0) + 1
+        final[lead] = bucket
+    return {
+        "bucket_changes": len(changes), "bucket_writes_needed": len(need),
+        "bucket_writes_received": sum(1 for k in need if k in seen),
+        "bucket_lost": sum(1 for k in need if k not in seen),
+        "bucket_duplicated": sum(n - 1 for k, n in seen.items() if k in need),
+        "bucket_drops_to_p5": sum(1 for c in need.values() if c.bucket == "P5"),
+        "leads_whose_crm_field_is_not_their_bucket": sum(
+            1 for lead, b in last.items() if final.get(lead, "") != b
+        ),
+    }  # fmt: skip
 
 
 def _traffic(producer: Any, rate: float, leads: int, stop: threading.Event) -> None:
@@ -189,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rate", type=float, default=20.0, help="hand-raises (alerts) per second")
     ap.add_argument("--leads", type=int, default=200)
+    ap.add_argument("--changes-rate", type=float, default=0.5,
+                    help="new leads per second whose bucket moves without an alert")  # fmt: skip
     ap.add_argument("--warm-s", type=float, default=15.0)
     ap.add_argument("--outage-s", type=float, default=60.0)
     ap.add_argument("--after-s", type=float, default=20.0)
@@ -203,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     delete_prefix(client, _PREFIX)
     parts = build_parts(settings, client)
     alerts, group = parts.names.alerts, settings.delivery.consumer_group
+    buckets = parts.names.bucket_changes
     engine_stop, traffic_stop = threading.Event(), threading.Event()
     engine = threading.Thread(target=run_flow, args=(build_flow(parts, stop=engine_stop),))
     engine.start()
@@ -217,10 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     _wait_for_group(client, alerts, group, proc, log)
     sender = threading.Thread(target=_traffic, args=(producer, args.rate, args.leads,
                                                      traffic_stop), daemon=True)  # fmt: skip
+    mover = threading.Thread(target=_changes_traffic, daemon=True,
+                             args=(producer, args.changes_rate, traffic_stop))  # fmt: skip
     marks: dict[str, float] = {"start": time.time()}
     drained = False
     try:
         sender.start()
+        mover.start()
         deadline = time.monotonic() + 60
         while not fub.got:  # the first write-back also proves deliver is up
             if time.monotonic() > deadline or proc.poll() is not None:
@@ -241,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.0)
         end = time.monotonic() + args.drain_timeout_s
         while time.monotonic() < end and not drained:
-            drained = pending(client, alerts, group) == (0, 0)
+            drained = pending(client, alerts, group) == (0, 0) == pending(client, buckets, group)
             time.sleep(0.5)
         marks["drained"] = time.time()
     finally:
@@ -254,14 +322,24 @@ def main(argv: list[str] | None = None) -> int:
         engine_stop.set()
         engine.join(30)
         fub.set_mode("down")
+    keys = {c.delivery_id for c in _changes(client, buckets)}  # the bucket write-backs
     result = {
         "command": "python -m benchmarks.fault_crm " + " ".join(argv or sys.argv[1:]),
         "params": {
             k: getattr(args, k)
-            for k in ("rate", "leads", "warm_s", "outage_s", "after_s", "rate_limit")
+            for k in (
+                "rate",
+                "leads",
+                "changes_rate",
+                "warm_s",
+                "outage_s",
+                "after_s",
+                "rate_limit",
+            )
         },  # fmt: skip
         "pacing_per_s": args.rate_limit or 24.0,
-        **_figures(client, alerts, fub.got, marks),
+        **_figures(client, alerts, [a for a in fub.got if a.delivery_id not in keys], marks),
+        **_bucket_figures(client, buckets, fub.buckets),
         "refused_by_status": fub.refused,
         "dead_letters": int(cast(int, client.xlen(f"{_PREFIX}:dlv:dead"))),
         "drained": drained,
@@ -274,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=2))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     bad = result["lost"] or result["duplicated"] or result["out_of_order_leads"]
+    bad = bad or result["bucket_lost"] or result["bucket_duplicated"]
+    bad = bad or result["leads_whose_crm_field_is_not_their_bucket"]
     return 0 if drained and not bad and not result["dead_letters"] else 1
 
 

@@ -68,29 +68,33 @@ return #gone
 
 #: Bucket changes of a batch, inside its MULTI/EXEC and before its score records are
 #: written: KEYS[1] the bucket-changes stream, KEYS[2] the alerts stream, KEYS[3..] the
-#: leads' score records; ARGV[1] maxlen, then 10 per lead: tenant, lead, bucket, bucket_by,
-#: score, probability, reasons (JSON), event ts, then the batch's alert id and emit ms
-#: when an alert of the batch carries the same bucket ("" otherwise). ``after`` is the
-#: alerts stream's last id once this batch's alerts are in: delivery writes a change
-#: only after it has read the alerts up to there (one lead's writes stay in order).
+#: leads' score records; ARGV[1] maxlen, then one per lead, 0x1f-separated: bucket,
+#: bucket_by, tenant, lead, score, probability, event ts, the batch's alert id and emit
+#: ms when an alert of the batch carries the same bucket ("" otherwise), reasons (JSON;
+#: ids and JSON never hold 0x1f). ``after`` is the alerts stream's last id once this
+#: batch's alerts are in: delivery writes a change only after it has read the alerts up
+#: to there (one lead's writes stay in order).
 _BUCKET_CHANGES = r"""
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local after = last[1] and last[1][1] or '0-0'
 local n = 0
 for i = 3, #KEYS do
-  local a = 2 + (i - 3) * 10
+  local v = ARGV[i - 1]
+  local nb, nby = string.match(v, '^([^\31]*)\31([^\31]*)\31')
   local old = redis.call('HMGET', KEYS[i], 'bucket', 'bucket_by')
   local ob, oby = old[1] or '', old[2] or ''
-  local nb, nby = ARGV[a + 2], ARGV[a + 3]
   local lost_moved = (oby == 'lost') ~= (nby == 'lost')
   if (ob ~= nb or lost_moved) and not (ob == '' and nb == 'P5') then
-    local ok, reasons = pcall(cjson.decode, ARGV[a + 6])
+    local f = {}
+    for part in string.gmatch(v, '([^\31]*)\31') do f[#f + 1] = part end
+    local reasons = string.sub(v, #table.concat(f, '\31') + 2)
+    local ok, rs = pcall(cjson.decode, reasons)
     local top = ''
-    if ok and type(reasons) == 'table' and type(reasons[1]) == 'string' then top = reasons[1] end
+    if ok and type(rs) == 'table' and type(rs[1]) == 'string' then top = rs[1] end
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-      't', ARGV[a], 'l', ARGV[a + 1], 'from', ob, 'from_by', oby, 'to', nb, 'by', nby,
-      's', ARGV[a + 4], 'p', ARGV[a + 5], 'r', top, 'ts', ARGV[a + 7],
-      'alert', ARGV[a + 8], 'emit_ms', ARGV[a + 9], 'after', after)
+      't', f[3], 'l', f[4], 'from', ob, 'from_by', oby, 'to', nb, 'by', nby,
+      's', f[5], 'p', f[6], 'r', top, 'ts', f[7], 'alert', f[8], 'emit_ms', f[9],
+      'after', after)
     n = n + 1
   end
 end
@@ -286,16 +290,15 @@ class Committer:
         for (tenant, lead), r in fx.score_records.items():
             if lead.startswith("~"):
                 continue
+            by = r.get("bucket_by") or "score"
             a = alerted.get((tenant, lead))
-            same = a is not None and (a["bucket"], a.get("bucket_by")) == (
-                r["bucket"], r.get("bucket_by")
-            )  # fmt: skip
+            same = a is not None and a["bucket"] == r["bucket"] and a.get("bucket_by") == by
             keys.append(lead_key(self._prefix, tenant, lead, "s"))
-            args += [
-                tenant, lead, r["bucket"], r.get("bucket_by") or "score", r["score"],
-                r["probability"], r["reasons"], r["ts"],
-                a["alert_id"] if same and a else "", a.get("emit_ms", 0) if same and a else "",
-            ]  # fmt: skip
+            args.append("\x1f".join((
+                r["bucket"], by, tenant, lead, str(r["score"]), str(r["probability"]),
+                str(r["ts"]), a["alert_id"] if same and a else "",
+                str(a.get("emit_ms", 0)) if same and a else "", r["reasons"],
+            )))  # fmt: skip
         if len(keys) > 2:
             self._bucket_changes(keys=keys, args=args, client=pipe)
 

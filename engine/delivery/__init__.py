@@ -13,8 +13,9 @@
     lp:events:{p} ──own cursor──► agent_contact / alert_ack stop clocks; opt-outs, STOP, bounces
     tick: claim timeouts, SLA misses ──► escalation (next agent, pond) + re-alert
 
-Start reading at ``consumer.py``. ``routers(settings, client)`` gives the FastAPI
-routers the gateway mounts; ``cli.py`` the ``leadpulse deliver`` command.
+Start reading at ``consumer.py``. ``routers(settings, client)`` (``web.py``) gives the
+FastAPI routers the gateway mounts (``api.py``, ``page.py``, ``sse.py``; who is asking:
+``deps.py``); ``cli.py`` the ``leadpulse deliver`` command.
 """
 
 from __future__ import annotations

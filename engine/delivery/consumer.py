@@ -153,7 +153,7 @@ class DeliveryService:
     def read_alerts(self, block_ms: int | None) -> list[tuple[str, dict[str, Any]]]:
         """Own pending entries first (after a restart), then new ones."""
         rows = self.alerts_in.read(block_ms)
-        if rows and self.alerts_in.pending_done:
+        if rows:  # read in id order: every alert up to the last one has been read
             self._alerts_to = max(self._alerts_to, rows[-1][0], key=stream_id)
         return self._decode(rows)
 
@@ -239,13 +239,16 @@ class DeliveryService:
         return None
 
     def _alerts_read(self, after: str) -> bool:
-        """Has the alerts stream been read up to ``after`` (by this group)?"""
+        """Has the alerts stream been read up to ``after`` (by this group)? Asks Redis
+        only when this consumer's own reads do not tell (another consumer, trimming)."""
         if stream_id(after) <= stream_id(self._alerts_to):
             return True
         if not self.alerts_in.pending_done:
             return False  # our own pending alerts (a crash's) go first
-        self._alerts_to = max(self._alerts_to, self.alerts_in.last_delivered(), key=stream_id)
-        return stream_id(after) <= stream_id(self._alerts_to)
+        if self.alerts_in.read_up_to(after):
+            self._alerts_to = after
+            return True
+        return False
 
     def reclaim_changes(self) -> list[BucketChange]:
         """Bucket changes a dead consumer left pending for ``reclaim_idle_s``."""

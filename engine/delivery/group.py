@@ -43,6 +43,7 @@ class GroupStream:
         self.inflight: set[str] = set()  # read, work running: acknowledged when it ends
         self.pending_done = False  # own pending entries (a crash's) have been read again
         self.at_end = False  # the last read reached the end of the stream (then)
+        self._pending_from = "0"  # own pending entries are read again after this id
 
     def ensure(self) -> None:
         try:
@@ -52,17 +53,22 @@ class GroupStream:
                 raise
 
     def read(self, block_ms: int | None) -> list[Row]:
-        """Own pending entries first (after a restart), then new ones (``block_ms`` None:
-        do not block)."""
-        if not self.pending_done:
+        """Own pending entries first (after a restart; each once: the read moves past
+        them), then new ones (``block_ms`` None: do not block)."""
+        while not self.pending_done:
             reply = self._r.xreadgroup(
-                self.group, self.consumer, {self.stream: "0"}, count=self.count
+                self.group, self.consumer, {self.stream: self._pending_from}, count=self.count
             )
-            rows = [r for r in (reply[0][1] if reply else []) if r[1]]  # trimmed: empty
+            raw = reply[0][1] if reply else []
+            if not raw:
+                self.pending_done = True
+                break
+            self._pending_from = _text(raw[-1][0])
+            self.ack([_text(sid) for sid, fields in raw if not fields])  # trimmed meanwhile
+            rows = [(_text(sid), fields) for sid, fields in raw if fields]
             if rows:
                 self.at_end = False
-                return [(_text(sid), fields) for sid, fields in rows]
-            self.pending_done = True
+                return rows
         reply = self._r.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=self.count, block=block_ms
         )
@@ -86,16 +92,19 @@ class GroupStream:
         if ids:
             self._r.xack(self.stream, self.group, *ids)
 
-    def last_delivered(self) -> str:
-        """The group's ``last-delivered-id``: every entry up to it has been read."""
+    def read_up_to(self, sid: str) -> bool:
+        """Has the group read every entry up to ``sid``? (its ``last-delivered-id`` is
+        there, or nothing is left unread: ``sid`` was trimmed, or the stream is new)."""
         try:
             groups = self._r.xinfo_groups(self.stream)
         except redis.ResponseError:
-            return "0-0"
+            return True  # no stream: nothing to read
         for g in groups:
             if _text(g["name"]) == self.group:
-                return _text(g["last-delivered-id"])
-        return "0-0"
+                if stream_id(_text(g["last-delivered-id"])) >= stream_id(sid):
+                    return True
+                return g.get("lag") == 0
+        return False
 
     def lag(self) -> int | None:
         """Entries not read by the group yet (Redis 7), None when unknown."""

@@ -120,7 +120,8 @@ class TargetSettings(BaseModel):
     @property
     def triggers(self) -> tuple[str, ...]:
         """What is sent: chat gets alerts and escalations; a CRM gets the score changes
-        that matter: alerts, and a bucket change without one (``bucket``)."""
+        that matter: alerts, and every bucket change, drops to P5 and to lost included
+        (``bucket``; written once when the batch's alert carries the same bucket)."""
         if self.on:
             return self.on
         return ("alert", "escalated") if self.kind in ("slack", "teams") else ("alert", "bucket")

@@ -2,7 +2,8 @@
 
 IDX site ──HTTP (JSON / msgpack, API key)──► gateway ──XADD──► lp:events:{p}
 
-Modules: ``app`` (the FastAPI app factory and routes), ``ingest`` (body -> checked,
+Modules: ``app`` (the FastAPI app factory), ``routes`` (one module per resource,
+shared key checks in ``routes.deps``), ``ingest`` (body -> checked,
 scrubbed, packed events; validation is the engine's), ``auth`` (hashed API keys,
 roles), ``ratelimit`` (GCRA per key), ``privacy`` (keyed hashes of emails and
 phones), ``store`` (the only module that talks to Redis), ``metrics``

@@ -61,3 +61,37 @@ def test_metrics_bind_where_the_setting_says() -> None:
     serve(Metrics.create(CollectorRegistry()), port, "0.0.0.0")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
         assert reply.status == 200 and "ok" in json.dumps(json.loads(reply.read()))
+
+
+def test_labelled_counters_start_at_zero_in_all_three_services() -> None:
+    """rate() sees the first increment, and sums over a family are never empty."""
+    from engine.delivery.metrics import DeliveryMetrics
+    from engine.events import SOURCES
+    from engine.gateway.metrics import GatewayMetrics
+    from engine.metrics import ALERT_REASONS, REJECT_REASONS
+
+    engine = Metrics.create(CollectorRegistry()).registry
+    for reason in ALERT_REASONS:
+        assert engine.get_sample_value("leadpulse_alerts_total", {"reason": reason}) == 0.0
+    for reason in REJECT_REASONS:
+        assert engine.get_sample_value("leadpulse_events_rejected_total", {"reason": reason}) == 0
+    gateway = GatewayMetrics.create(CollectorRegistry()).registry
+    labels = {"route": "/v1/events", "method": "POST", "status": "503"}
+    assert gateway.get_sample_value("leadpulse_gateway_requests_total", labels) == 0.0
+    assert (
+        gateway.get_sample_value(
+            "leadpulse_gateway_events_rejected_total", {"reason": "unknown_type"}
+        )
+        == 0.0
+    )
+    delivery = DeliveryMetrics.create(CollectorRegistry()).registry
+    for source in (*SOURCES, "unknown"):
+        for name in ("leadpulse_sla_met_total", "leadpulse_sla_missed_total"):
+            assert delivery.get_sample_value(name, {"source": source}) == 0.0, (name, source)
+    for outcome in ("ok", "error", "retry", "failed"):
+        assert (
+            delivery.get_sample_value(
+                "leadpulse_delivery_webhook_attempts_total", {"outcome": outcome}
+            )
+            == 0.0
+        )
