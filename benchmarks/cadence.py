@@ -92,7 +92,7 @@ def check(client: Any, settings: Settings, events: list[dict[str, Any]]) -> dict
     talks: dict[tuple[str, str], list[float]] = defaultdict(list)
     for e in events:
         key = (e.get("tenant") or "default", e.get("lead_id", ""))
-        ev = Event(**{k: v for k, v in e.items() if k in Event.__slots__})  # type: ignore[attr-defined]
+        ev = Event(**{k: v for k, v in e.items() if k in Event.__slots__})
         for ch in blocked_channels(ev):
             blocks[key].append((float(e["ts"]), ch))
         if e["type"] in CONVERSATIONS:
