@@ -38,11 +38,11 @@ from engine.cadence.plans import Hours
 from engine.cadence.runner import step_entries
 from engine.dataflow import build_flow, run_flow
 from engine.events import Event
+from engine.keys import cadence_clock_key, cadence_due_key
 from engine.redis_client import connect
 from engine.settings import Settings, load_settings
 from engine.streams import Producer, StreamNames
 from features.spec import blocked_channels
-from features.store import cadence_clock_key, cadence_due_key
 
 OUT = Path(__file__).parent / "results" / "cadence.json"
 CONVERSATIONS = {"reply", "call_answered", "appointment_set", "appointment_held"}

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from bisect import bisect_right, insort
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,6 +77,7 @@ _POSITIVE = frozenset(POSITIVE_OUTCOMES)
 _COUNTED: tuple[str, ...] = (
     BEHAVIOUR_TYPES + HAND_RAISE_TYPES + CONVERSATION_TYPES + NEGATIVE_TYPES + ("agent_contact",)
 )
+_INPUTS = tuple((t, f"n_{t}") for t in _COUNTED)
 _MAX_VIEWS = 64  # view timestamps kept per lead (the windows are bounded)
 _MAX_PROPS = 64  # distinct properties kept per lead
 ALERT_AT = 0.5  # probability the score must cross upwards to alert
@@ -125,8 +127,8 @@ def observe(state: dict[str, Any], ev: dict[str, Any]) -> None:
         state["first"] = ts
     state["last"] = ts
     if ev["type"] == "property_view":
-        views = state["views"]
-        views.append(ts)
+        views = state["views"]  # sorted: the windows are two bisects
+        insort(views, ts)
         if len(views) > _MAX_VIEWS:
             del views[0]
         prop = ev.get("property_id")
@@ -144,11 +146,13 @@ def features(state: dict[str, Any], now: float) -> dict[str, float]:
     """The model input, 32 values in a fixed order: log counts by type, view windows,
     distinct properties, hand raises, age, profile."""
     counts: dict[str, int] = state["counts"]
-    x = {f"n_{t}": math.log1p(counts.get(t, 0)) for t in _COUNTED}
+    log1p = math.log1p
+    x = {name: log1p(counts.get(t, 0)) for t, name in _INPUTS}
     views = state["views"]
-    x["views_24h"] = math.log1p(sum(1 for t in views if t > now - _DAY))
-    x["views_7d"] = math.log1p(sum(1 for t in views if t > now - 7 * _DAY))
-    x["views_30d"] = math.log1p(sum(1 for t in views if t > now - 30 * _DAY))
+    n = len(views)
+    x["views_24h"] = log1p(n - bisect_right(views, now - _DAY))
+    x["views_7d"] = log1p(n - bisect_right(views, now - 7 * _DAY))
+    x["views_30d"] = log1p(n - bisect_right(views, now - 30 * _DAY))
     x["distinct_30d"] = math.log1p(sum(1 for t in state["props"].values() if t > now - 30 * _DAY))
     x["hand_raises"] = math.log1p(sum(counts.get(t, 0) for t in _HAND))
     x["age_days"] = math.log1p(max(0.0, now - (state["first"] or now)) / _DAY)

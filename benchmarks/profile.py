@@ -11,7 +11,7 @@ On a dedicated server, a replay of seeded events is pushed through the engine's
    frame). Shares are applied to the unprofiled µs/event, so the sampler's own
    overhead does not inflate the figures.
 
-Stages: decode+validate (``_decode``), features (``FeatureStore.apply``: the pipelined
+Stages: decode+validate (``Decoder.decode_all``), features (``FeatureStore.apply``: the pipelined
 read of the leads not cached, and applying the events to their state in Python), score
 (model input, prior, blend, prediction, reasons, record), alerts (rules, alert
 building), learn (labelling, snapshots), commit (``Committer.commit``), metrics, and
@@ -36,7 +36,7 @@ __all__ = ["STAGES", "measure_profile"]
 
 #: stage -> function names (pyinstrument ``frame.function``) that belong to it
 STAGES: dict[str, tuple[str, ...]] = {
-    "decode+validate": ("_decode",),
+    "decode+validate": ("_decode", "decode_all"),
     "features (Python state; one read per batch for uncached leads)": ("apply",),
     "score (input, prior, model, reasons, record)": (
         "assess", "_model_input", "model_input", "probability", "predict_proba_one",
@@ -72,7 +72,7 @@ def _run(client: redis.Redis, entries: list[Any], batch: int) -> float:
 #: Clean boundaries timed exactly (wrapped in this process only; engine code untouched):
 #: stage -> (module, class, method, is_staticmethod)
 _TIMED: dict[str, tuple[str, str, str, bool]] = {
-    "decode+validate": ("engine.processor", "Processor", "_decode", False),
+    "decode+validate": ("engine.stages.decode", "Decoder", "decode_all", False),
     "features (Python state; one read per batch for uncached leads)": (
         "features.store",
         "FeatureStore",

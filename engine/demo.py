@@ -19,6 +19,7 @@ from benchmarks.simulator import SimConfig, generate
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
 from engine.delivery.scripts import bucket_label, local_time, why_now
+from engine.records import RecordReader
 from engine.redis_client import connect, redact_url, resolve_url
 from engine.settings import load_settings
 from engine.streams import Producer
@@ -51,8 +52,8 @@ def format_alert(alert: dict[str, Any], tz: str = "UTC") -> str:
     )
 
 
-def _print_hot(out: TextIO, client: Any, tenant: str) -> None:
-    rows = read_hot_list(client, _PREFIX, tenant, limit=5)
+def _print_hot(out: TextIO, client: Any, reader: RecordReader, tenant: str) -> None:
+    rows = read_hot_list(client, reader, tenant, limit=5)
     if not rows:
         return
     print(
@@ -76,6 +77,7 @@ def run_demo(
         producer = Producer(client, parts.names, settings.streams.maxlen)
         sim = SimConfig(seed=seed, leads=leads, days=30.0, tenant="demo")
         tz = settings.delivery.tenant(sim.tenant).timezone or settings.alerts.timezone
+        reader = RecordReader(settings)
         events = list(generate(sim))
         alerts_seen: list[dict[str, Any]] = []
         lock = threading.Lock()
@@ -101,7 +103,7 @@ def run_demo(
                 sent = due
             if time.monotonic() >= next_hot:
                 with lock:
-                    _print_hot(out, client, sim.tenant)
+                    _print_hot(out, client, reader, sim.tenant)
                 next_hot += 2.0
             time.sleep(0.05)
         remaining = duration - (time.monotonic() - start)
@@ -110,7 +112,7 @@ def run_demo(
         stop.set()
         worker.join(timeout=30)
         with lock:
-            _print_hot(out, client, sim.tenant)
+            _print_hot(out, client, reader, sim.tenant)
         dead = client.xlen(parts.names.dead_letter)
         print(
             f"done: {sent} events sent, {len(alerts_seen)} alerts, {dead} rejected",

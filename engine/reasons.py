@@ -23,7 +23,9 @@ from zoneinfo import ZoneInfo
 
 from engine.settings import Settings
 
-__all__ = ["GROUPS", "explain", "group_of", "low_reasons", "reason_text"]
+__all__ = [
+    "GROUPS", "explain", "explain_codes", "group_of", "low_reasons", "reason_text", "render",
+]  # fmt: skip
 
 #: Signals that state one fact, explained once (signal -> group).
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -256,17 +258,19 @@ def low_reasons(
     return tuple(out)
 
 
-def explain(
+def explain_codes(
     features: Mapping[str, Any],
     context: Mapping[str, Any],
     settings: Settings,
     prior_points: Mapping[str, float],
     model_contributions: Mapping[str, float],
     model_weight: float,
-    low: tuple[str, ...] = (),
+    n_low: int = 0,
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(reasons for, concerns against): the largest net contributions, by group, in
-    log-odds of the same blend the score was made of; ``scoring.reasons`` of each at most."""
+    """(groups for, groups against): the largest net contributions, by group, in log-odds
+    of the same blend the score was made of; ``scoring.reasons`` of each at most (the
+    concerns share their room with ``n_low`` reasons why the lead is low). A group is
+    chosen only when it states a fact; :func:`render` turns the codes into words."""
     sc = settings.scoring
     w = model_weight
     by_group: dict[str, float] = {}
@@ -278,12 +282,52 @@ def explain(
         by_group[g] = by_group.get(g, 0.0) + w * c
     ranked = sorted(by_group.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
     pros: list[str] = []
-    cons: list[str] = list(low)
+    cons: list[str] = []
+    texts: set[str] = set()
+    room = {True: sc.reasons, False: max(0, sc.reasons - n_low)}
     for group, c in ranked:
-        if abs(c) < 1e-6:
+        positive = c > 0
+        bucket = pros if positive else cons
+        if abs(c) < 1e-6 or len(bucket) >= room[positive]:
             continue
-        text = reason_text(group, features, context, positive=c > 0)
-        bucket = pros if c > 0 else cons
-        if text and text not in pros and text not in cons and len(bucket) < sc.reasons:
-            bucket.append(text)
-    return tuple(pros), tuple(cons[: max(sc.reasons, len(low))])
+        text = reason_text(group, features, context, positive=positive)
+        if text and text not in texts:
+            texts.add(text)
+            bucket.append(group)
+    return tuple(pros), tuple(cons)
+
+
+def render(
+    pros: tuple[str, ...],
+    cons: tuple[str, ...],
+    features: Mapping[str, Any],
+    context: Mapping[str, Any],
+    low: tuple[str, ...] = (),
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Reason and concern codes (groups) in words, from the features they were chosen on;
+    ``low`` (:func:`low_reasons`) comes first among the concerns."""
+    said: set[str] = set(low)
+    out: list[list[str]] = [[], list(low)]
+    for i, (groups, positive) in enumerate(((pros, True), (cons, False))):
+        for group in groups:
+            text = reason_text(group, features, context, positive=positive)
+            if text and text not in said:
+                said.add(text)
+                out[i].append(text)
+    return tuple(out[0]), tuple(out[1])
+
+
+def explain(
+    features: Mapping[str, Any],
+    context: Mapping[str, Any],
+    settings: Settings,
+    prior_points: Mapping[str, float],
+    model_contributions: Mapping[str, float],
+    model_weight: float,
+    low: tuple[str, ...] = (),
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(reasons for, concerns against) in words: :func:`explain_codes` then :func:`render`."""
+    pros, cons = explain_codes(
+        features, context, settings, prior_points, model_contributions, model_weight, len(low)
+    )
+    return render(pros, cons, features, context, low)

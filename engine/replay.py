@@ -25,6 +25,7 @@ from typing import IO, Any
 import msgpack
 
 from engine.errors import ConfigError
+from engine.records import RecordReader
 from engine.redis_client import connect, redact_url, resolve_url
 from engine.settings import Settings, load_settings
 from engine.streams import Producer, StreamNames
@@ -199,7 +200,7 @@ def _replay(
     t1 = time.perf_counter()
     run_flow(build_flow(parts, bounded=True), workers=workers)
     t2 = time.perf_counter()
-    scores = read_scores(client, settings.redis.key_prefix, sorted(leads))
+    scores = read_scores(client, RecordReader(settings), sorted(leads))
     for record in scores:
         outs["--scores-out"].write(json.dumps(record, sort_keys=True) + "\n")
     alerts = read_alerts(client, parts.names)

@@ -52,6 +52,7 @@ class Score:
     concerns: tuple[str, ...] = ()  # the largest contributions *against* the lead
     raw_prior_probability: float | None = None  # the points prior before calibration
     bucket_by: str = "score"  # what set the bucket: score, hand_raise, clean_up or lost
+    codes: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # reasons, concerns as groups
 
 
 def _sigmoid(z: float) -> float:

@@ -8,10 +8,10 @@ exactly-once effect on at-least-once input. The transaction WATCHes the feature
 store generation (``leadpulse merge`` bumps it): a batch computed from a cache that
 an outside merge made stale is refused (:class:`StaleCache`) and redone.
 
-Bucket changes for CRM write-back go in the same transaction: before a lead's score
-record is overwritten, :data:`_BUCKET_CHANGES` compares the bucket stored with the new
-one and appends a compact entry to ``<prefix>:buckets`` when it differs (a drop to P5
-or to lost included; a first score of P5 is not a change). Delivery reads that stream
+Bucket changes for CRM write-back go in the same transaction: the processor compares
+each lead's stored bucket with the one its new score record holds, and
+:data:`_BUCKET_CHANGES` appends a compact entry to ``<prefix>:buckets`` per change (a
+drop to P5 or to lost included; a first score of P5 is not a change). Delivery reads that stream
 in a consumer group and acknowledges an entry once its write-backs finished, so a
 change lands exactly when its batch does and is written at least once, idempotently.
 
@@ -31,7 +31,9 @@ import redis
 
 from engine.cadence.runner import CadenceEffects
 from engine.errors import StoreError
+from engine.keys import hot_index_key, lost_seen_key, watermark_key
 from engine.model_store import ModelKeys, publish_commands
+from engine.records import ScoreRecord
 from engine.redis_client import without_retry
 from engine.reporting.batch import ReportDelta
 from engine.streams import StreamNames, committed_positions, processed_key, stream_lag
@@ -47,12 +49,6 @@ class StaleCache(StoreError):
     """The feature store generation moved while the batch ran: redo it with an empty cache."""
 
 
-def hot_index_key(prefix: str) -> str:
-    """Zset "tenant<0x1f>lead" -> wall ms of the lead's last score record, for every lead
-    on a hot list: how :meth:`Committer.prune_hot` finds leads gone idle."""
-    return f"{prefix}:hotidx"
-
-
 #: Drop from the hot lists leads whose last score record is older than the cutoff (their
 #: feature keys have expired by now): one atomic pass of at most ARGV[3] leads.
 _PRUNE_HOT = r"""
@@ -66,57 +62,47 @@ return #gone
 """
 
 
-#: Bucket changes of a batch, inside its MULTI/EXEC and before its score records are
-#: written: KEYS[1] the bucket-changes stream, KEYS[2] the alerts stream, KEYS[3..] the
-#: leads' score records; ARGV[1] maxlen, then one per lead, 0x1f-separated: bucket,
-#: bucket_by, tenant, lead, score, probability, event ts, the batch's alert id and emit
-#: ms when an alert of the batch carries the same bucket ("" otherwise), reasons (JSON;
-#: ids and JSON never hold 0x1f). ``after`` is the alerts stream's last id once this
-#: batch's alerts are in: delivery writes a change only after it has read the alerts up
-#: to there (one lead's writes stay in order).
+#: Bucket changes of a batch, inside its MULTI/EXEC: KEYS[1] the bucket-changes stream,
+#: KEYS[2] the alerts stream; ARGV[1] maxlen, then one per changed lead, 0x1f-separated:
+#: tenant, lead, bucket before, its bucket_by, bucket, bucket_by, score, probability,
+#: event ts, the batch's alert id and emit ms when an alert of the batch carries the same
+#: bucket ("" otherwise), the top reason (text never holds 0x1f). The processor found the
+#: changes (it holds each lead's stored bucket); the script only names ``after``: the
+#: alerts stream's last id once this batch's alerts are in, so delivery writes a change
+#: only after it has read the alerts up to there (one lead's writes stay in order).
 _BUCKET_CHANGES = r"""
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local after = last[1] and last[1][1] or '0-0'
-local n = 0
-for i = 3, #KEYS do
-  local v = ARGV[i - 1]
-  local nb, nby = string.match(v, '^([^\31]*)\31([^\31]*)\31')
-  local old = redis.call('HMGET', KEYS[i], 'bucket', 'bucket_by')
-  local ob, oby = old[1] or '', old[2] or ''
-  local lost_moved = (oby == 'lost') ~= (nby == 'lost')
-  if (ob ~= nb or lost_moved) and not (ob == '' and nb == 'P5') then
-    local f = {}
-    for part in string.gmatch(v, '([^\31]*)\31') do f[#f + 1] = part end
-    local reasons = string.sub(v, #table.concat(f, '\31') + 2)
-    local ok, rs = pcall(cjson.decode, reasons)
-    local top = ''
-    if ok and type(rs) == 'table' and type(rs[1]) == 'string' then top = rs[1] end
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-      't', f[3], 'l', f[4], 'from', ob, 'from_by', oby, 'to', nb, 'by', nby,
-      's', f[5], 'p', f[6], 'r', top, 'ts', f[7], 'alert', f[8], 'emit_ms', f[9],
-      'after', after)
-    n = n + 1
-  end
+for i = 2, #ARGV do
+  local f = {}
+  for part in string.gmatch(ARGV[i] .. '\31', '([^\31]*)\31') do f[#f + 1] = part end
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+    't', f[1], 'l', f[2], 'from', f[3], 'from_by', f[4], 'to', f[5], 'by', f[6],
+    's', f[7], 'p', f[8], 'r', f[12], 'ts', f[9], 'alert', f[10], 'emit_ms', f[11],
+    'after', after)
 end
-return n
+return #ARGV - 1
 """
 
 
-def watermark_key(prefix: str) -> str:
-    """Hash partition -> event-time day up to which label-horizon expiry has been swept."""
-    return f"{prefix}:wm"
+@dataclass(frozen=True, slots=True)
+class BucketMove:
+    """A lead whose stored bucket the batch's score record changes (found by the processor)."""
 
-
-def lost_seen_key(prefix: str) -> str:
-    """Set of partitions that have committed an explicit ``lost`` (pacing, engine/learning.py)."""
-    return f"{prefix}:lostseen"
+    tenant: str
+    lead_id: str
+    bucket_before: str
+    by_before: str
+    top_reason: str
 
 
 @dataclass
 class BatchEffects:
     """The writes a batch wants; built by the processor, applied by :class:`Committer`."""
 
-    score_records: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    score_records: dict[tuple[str, str], ScoreRecord] = field(default_factory=dict)
+    legacy_scores: set[tuple[str, str]] = field(default_factory=set)  # schema 0 ``:s`` to drop
+    bucket_changes: list[BucketMove] = field(default_factory=list)  # for CRM write-back
     # lead -> ("rewrite" | "append" | "replace_tail", moments): see learning.Moments.effect
     snapshots: dict[tuple[str, str], tuple[str, list[bytes]]] = field(default_factory=dict)
     alerts: list[dict[str, Any]] = field(default_factory=list)
@@ -212,17 +198,17 @@ class Committer:
                 maxlen=self._alerts_maxlen,
                 approximate=True,
             )
-        self._queue_bucket_changes(pipe, fx)  # before the score records it compares with
+        self._queue_bucket_changes(pipe, fx)  # after the alerts: it names the last one
         for (tenant, lead), record in fx.score_records.items():
-            skey = lead_key(p, tenant, lead, "s")
-            pipe.hset(skey, mapping=record)
-            pipe.expire(skey, self._idle)
+            pipe.set(lead_key(p, tenant, lead, "r"), record.pack(), ex=self._idle)
+            if (tenant, lead) in fx.legacy_scores:  # schema 0's score hash: replaced by :r
+                pipe.unlink(lead_key(p, tenant, lead, "s"))
             indexed = f"{tenant}\x1f{lead}"
-            if record["bucket"] == "P5" or lead.startswith("~"):  # visitor-level: not a lead yet
+            if record.bucket == "P5" or lead.startswith("~"):  # visitor-level: not a lead yet
                 pipe.zrem(hot_key(p, tenant), lead)
                 pipe.zrem(hot_index_key(p), indexed)
             else:
-                pipe.zadd(hot_key(p, tenant), {lead: record["score"]})
+                pipe.zadd(hot_key(p, tenant), {lead: record.score})
                 pipe.zadd(hot_index_key(p), {indexed: now_ms})
         for (tenant, lead), (mode, push) in fx.snapshots.items():
             nkey = lead_key(p, tenant, lead, "n")
@@ -283,24 +269,22 @@ class Committer:
 
     def _queue_bucket_changes(self, pipe: Any, fx: BatchEffects) -> None:
         """One script call: a ``<prefix>:buckets`` entry per lead whose bucket changed
-        (:data:`_BUCKET_CHANGES`); visitor-level leads (``~…``) are never written back."""
-        keys = [self._names.bucket_changes, self._names.alerts]
+        (:data:`_BUCKET_CHANGES`; the processor found them, visitors never among them)."""
         args: list[Any] = [self._alerts_maxlen]
         alerted = {(a["tenant"], a["lead_id"]): a for a in fx.alerts}  # the last one wins
-        for (tenant, lead), r in fx.score_records.items():
-            if lead.startswith("~"):
-                continue
-            by = r.get("bucket_by") or "score"
-            a = alerted.get((tenant, lead))
-            same = a is not None and a["bucket"] == r["bucket"] and a.get("bucket_by") == by
-            keys.append(lead_key(self._prefix, tenant, lead, "s"))
+        for change in fx.bucket_changes:
+            key = (change.tenant, change.lead_id)
+            r, a = fx.score_records[key], alerted.get(key)
+            same = a is not None and a["bucket"] == r.bucket and a.get("bucket_by") == r.bucket_by
             args.append("\x1f".join((
-                r["bucket"], by, tenant, lead, str(r["score"]), str(r["probability"]),
-                str(r["ts"]), a["alert_id"] if same and a else "",
-                str(a.get("emit_ms", 0)) if same and a else "", r["reasons"],
+                change.tenant, change.lead_id, change.bucket_before, change.by_before,
+                r.bucket, r.bucket_by, str(r.score), str(r.probability), str(r.ts),
+                a["alert_id"] if same and a else "", str(a.get("emit_ms", 0)) if same and a else "",
+                change.top_reason.replace("\x1f", " "),
             )))  # fmt: skip
-        if len(keys) > 2:
-            self._bucket_changes(keys=keys, args=args, client=pipe)
+        if len(args) > 1:
+            self._bucket_changes(keys=[self._names.bucket_changes, self._names.alerts], args=args,
+                                 client=pipe)  # fmt: skip
 
     def committed(self) -> dict[int, str]:
         """The committed position per partition (did a batch whose reply was lost land?)."""

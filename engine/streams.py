@@ -23,6 +23,7 @@ import msgpack
 import redis
 
 from engine.events import partition_of
+from engine.keys import StreamNames, processed_key
 
 __all__ = [
     "PartitionReader",
@@ -33,22 +34,6 @@ __all__ = [
     "processed_key",
     "stream_lag",
 ]
-
-
-class StreamNames:
-    """Key names of every stream and stream-side hash, from one prefix."""
-
-    def __init__(self, prefix: str, partitions: int) -> None:
-        self.prefix = prefix
-        self.partitions = partitions
-        self.positions = f"{prefix}:pos"
-        self.dead_letter = f"{prefix}:deadletter"
-        self.alerts = f"{prefix}:alerts"
-        self.cadence = f"{prefix}:cadence"  # due follow-up steps (engine/cadence)
-        self.bucket_changes = f"{prefix}:buckets"
-
-    def events(self, partition: int) -> str:
-        return f"{self.prefix}:events:{partition}"
 
 
 def ingest_ms(stream_id: bytes | str) -> int:
@@ -105,11 +90,6 @@ class Producer:
             maxlen=self._maxlen or None,
             approximate=True,
         )
-
-
-def processed_key(names: StreamNames) -> str:
-    """Hash partition -> entries processed ever (committed with the positions)."""
-    return f"{names.prefix}:processed"
 
 
 def stream_lag(

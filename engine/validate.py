@@ -82,7 +82,9 @@ def id_problem(value: str, field: str = "lead_id") -> str | None:
         return (f"bad_value:{field} looks like a phone number; send an opaque id and put "
                 "the number in props.phone")  # fmt: skip
     body = value[1:] if allow_tilde and value.startswith("~") else value
-    bad = next(c for c in body if not _ID.fullmatch(c) or c == "~")
+    bad = next((c for c in body if not _ID.fullmatch(c) or c == "~"), None)
+    if bad is None:  # "~" alone: a visitor mark with no id after it
+        return f"bad_value:{field} needs a letter or digit after '~'"
     what = _describe(bad)
     return f"bad_value:{field} has {what}; ids use only {ID_CHARS}"
 

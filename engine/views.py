@@ -1,7 +1,7 @@
 """Read models: score records, hot lists and alerts, as plain dicts for people and files.
 
 Shared by ``replay`` (files), ``demo`` (terminal) and tests, so every reader sees the
-same shape. Reads are pipelined: one round trip for any number of leads.
+same shape. Reads are pipelined: one round trip for any number of leads (``engine/records.py``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 import msgpack
 
+from engine.records import RecordReader
 from engine.sinks import hot_key
 from engine.streams import StreamNames
-from features.store import lead_key
 
 __all__ = ["read_alerts", "read_hot_list", "read_scores", "score_record"]
 
@@ -46,27 +46,28 @@ def score_record(raw: dict[Any, Any]) -> dict[str, Any] | None:
         "last_event_id": h["last_event_id"],
         "agent_id": h.get("agent_id", ""),
         "blocked_channels": [c for c in h.get("blocked", "").split(",") if c],
+        "bucket_by": h.get("bucket_by", "score"),
     }
 
 
-def read_scores(client: Any, prefix: str, leads: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+def read_scores(
+    client: Any, reader: RecordReader, leads: Iterable[tuple[str, str]]
+) -> list[dict[str, Any]]:
     """Score records of the given (tenant, lead) pairs that have one, in the given order."""
-    leads = list(leads)
-    pipe = client.pipeline(transaction=False)
-    for tenant, lead in leads:
-        pipe.hgetall(lead_key(prefix, tenant, lead, "s"))
     out = []
-    for raw in pipe.execute():
+    for raw in reader.read(client, list(leads)):
         record = score_record(raw)
         if record is not None:
             out.append(record)
     return out
 
 
-def read_hot_list(client: Any, prefix: str, tenant: str, limit: int = 10) -> list[dict[str, Any]]:
+def read_hot_list(
+    client: Any, reader: RecordReader, tenant: str, limit: int = 10
+) -> list[dict[str, Any]]:
     """The tenant's top leads by score, with their records."""
-    ids = [_text(x) for x in client.zrevrange(hot_key(prefix, tenant), 0, limit - 1)]
-    return read_scores(client, prefix, [(tenant, i) for i in ids])
+    ids = [_text(x) for x in client.zrevrange(hot_key(reader.prefix, tenant), 0, limit - 1)]
+    return read_scores(client, reader, [(tenant, i) for i in ids])
 
 
 def read_alerts(

@@ -29,58 +29,22 @@ import msgpack
 import redis
 
 from engine.events import OUTCOME_TYPES, Event, partition_of
+from engine.keys import alias_key, due_key, generation_key, hot_key, lead_key
+from engine.records import ScoreRecord, score_state, unpack_record
 from engine.settings import FeatureSettings
 from features.spec import FeatureSpec
 from features.state import APPLIED, DUPLICATE, LATE, LeadFeatures, from_legacy, unpack
 
 __all__ = [
     "APPLIED", "DUPLICATE", "FeatureReply", "FeatureStore", "FeatureWrites", "Fold", "LATE",
-    "LEGACY_PARTS", "STATE_FIELDS", "alias_key", "cadence_clock_key", "cadence_due_key",
-    "due_key", "generation_key", "hot_key", "lead_key", "queue_writes", "read_state",
+    "LEGACY_PARTS", "LEGACY_SCORE", "STATE_FIELDS", "alias_key", "due_key", "generation_key",
+    "hot_key", "lead_key", "queue_writes", "read_state",
 ]  # fmt: skip
 
 #: Schema 0 keys of a lead (hash, sorted sets, reply cache): read once, then deleted.
 LEGACY_PARTS = ("h", "e", "v", "a", "x", "p")
 _OUTCOMES = frozenset(OUTCOME_TYPES)
 Lead = tuple[str, str]
-
-
-def hot_key(prefix: str, tenant: str) -> str:
-    """Per-tenant hot list: a sorted set of lead ids by score."""
-    return f"{prefix}:hot:{tenant}"
-
-
-def due_key(prefix: str, partition: int) -> str:
-    """Per partition: leads with learning snapshots, by their oldest snapshot's event time."""
-    return f"{prefix}:due:{partition}"
-
-
-def cadence_due_key(prefix: str, partition: int) -> str:
-    """Per partition: leads in a follow-up plan, by their next step's due time (event time)."""
-    return f"{prefix}:cad:{partition}"
-
-
-def cadence_clock_key(prefix: str) -> str:
-    """Hash partition -> the event-time watermark the cadence fired up to (engine/cadence)."""
-    return f"{prefix}:cadwm"
-
-
-def alias_key(prefix: str, tenant: str) -> str:
-    """Per tenant: lead id -> the lead it was folded into (identify, merge)."""
-    return f"{prefix}:alias:{tenant}"
-
-
-def generation_key(prefix: str) -> str:
-    """Bumped by anything that changes lead records outside the engine (``leadpulse merge``)."""
-    return f"{prefix}:fgen"
-
-
-def lead_key(prefix: str, tenant: str, lead_id: str, part: str) -> str:
-    """Key of one piece of a lead's state; the ``{tenant:lead}`` tag keeps a lead in one slot.
-
-    ``f`` feature record, ``s`` score record, ``n`` learning moments, ``rp`` reporting.
-    """
-    return f"{prefix}:{{{tenant}:{lead_id}}}:{part}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +81,13 @@ class FeatureWrites:
     generation: int = 0
 
 
+#: Marks a score state read from schema 0's score hash (the commit deletes the hash).
+LEGACY_SCORE = "legacy_score"
+
 #: Score-state fields read with a lead (for the alert rules), as the score record stores them.
 STATE_FIELDS = (
     "score", "bucket", "last_alert_ts", "jump_base", "jump_base_ts", "moment", "outcome",
-    "outcome_ts", "cad",
+    "outcome_ts", "bucket_by",
 )  # fmt: skip
 
 
@@ -162,16 +129,13 @@ class FeatureStore:
             for lead in leads:
                 self._cache.pop(lead, None)
 
-    def committed(self, records: Mapping[Lead, Mapping[str, Any]]) -> None:
-        """The batch landed: cached score state follows the fields it wrote (a whole score
-        record, or only a lead's follow-up state ``cad``)."""
+    def committed(self, records: Mapping[Lead, ScoreRecord]) -> None:
+        """The batch landed: cached score state follows the score records it wrote."""
         with self._lock:
             for lead, record in records.items():
                 held = self._cache.get(lead)
                 if held is not None:
-                    held.state = held.state | {
-                        k: str(record[k]) for k in STATE_FIELDS if k in record
-                    }
+                    held.state = score_state(record)
 
     @property
     def cached(self) -> int:
@@ -352,15 +316,16 @@ def read_state(
     for tenant, lead_id in leads:
         pipe.get(lead_key(prefix, tenant, lead_id, "f"))
         pipe.exists(lead_key(prefix, tenant, lead_id, "h"))
-        pipe.hmget(lead_key(prefix, tenant, lead_id, "s"), list(STATE_FIELDS))
+        pipe.get(lead_key(prefix, tenant, lead_id, "r"))
+        pipe.hmget(lead_key(prefix, tenant, lead_id, "s"), list(STATE_FIELDS))  # schema 0
     for tenant, lead_id in moments:
         pipe.lrange(lead_key(prefix, tenant, lead_id, "n"), 0, -1)
     replies = pipe.execute()
     out: dict[Lead, tuple[LeadFeatures, dict[str, str], bool]] = {}
     legacy: list[Lead] = []
     for i, lead in enumerate(leads):
-        blob, old, state = replies[3 * i : 3 * i + 3]
-        st = {k: _s(v) for k, v in zip(STATE_FIELDS, state, strict=True) if v is not None}
+        blob, old, packed, state = replies[4 * i : 4 * i + 4]
+        st = _score_state(lead, packed, state)
         features = LeadFeatures()
         if blob is not None:
             try:
@@ -372,8 +337,20 @@ def read_state(
         out[lead] = (features, st, bool(old))
     for lead in legacy:
         out[lead] = (_migrate(client, prefix, spec, lead), out[lead][1], True)
-    snaps = {lead: list(r) for lead, r in zip(moments, replies[3 * len(leads) :], strict=True)}
+    snaps = {lead: list(r) for lead, r in zip(moments, replies[4 * len(leads) :], strict=True)}
     return out, snaps
+
+
+def _score_state(lead: Lead, packed: bytes | None, legacy: list[Any]) -> dict[str, str]:
+    """The alert state of the lead's score record; from schema 0's hash (``:s``) if it has
+    no ``:r`` yet, marked ``LEGACY_SCORE`` so the next commit deletes that hash."""
+    record = unpack_record(lead[0], lead[1], packed) if packed is not None else None
+    if record is not None:
+        return score_state(record)
+    st = {k: _s(v) for k, v in zip(STATE_FIELDS, legacy, strict=True) if v is not None}
+    if st:
+        st[LEGACY_SCORE] = "1"
+    return st
 
 
 def _migrate(client: Any, prefix: str, spec: FeatureSpec, lead: Lead) -> LeadFeatures:
@@ -416,7 +393,7 @@ def _queue_fold(pipe: Any, prefix: str, fold: Fold, idle_s: int) -> None:
         pipe.zadd(due_key(prefix, fold.target_partition), {member: oldest}, lt=True)
     pipe.zrem(hot_key(prefix, tenant), source)
     pipe.zrem(due_key(prefix, fold.source_partition), f"{tenant}\x1f{source}")
-    parts = ("f", "s", "n", *LEGACY_PARTS)
+    parts = ("f", "r", "s", "n", *LEGACY_PARTS)
     pipe.delete(*(lead_key(prefix, tenant, source, part) for part in parts))
 
 

@@ -62,7 +62,7 @@ class Personal:
 
 @dataclass(frozen=True, slots=True)
 class CadenceState:
-    """A lead's place in its plan (kept in the lead's score record, field ``cad``)."""
+    """A lead's place in its plan (kept at ``{tenant:lead}:c``, engine/cadence/runner.py)."""
 
     plan: str = ""
     status: str = ""  # "" never entered | active | paused | ended
@@ -116,7 +116,7 @@ def step_id(tenant: str, lead: str, plan: str, cycle: int, index: int) -> str:
     return hashlib.blake2b(key.encode(), digest_size=10).hexdigest()
 
 
-# -- encoding (the score record's ``cad`` field) --------------------------------------------
+# -- encoding (the value at ``{tenant:lead}:c``) -----------------------------------------------
 def encode(s: CadenceState) -> str:
     p = s.personal
     return json.dumps(

@@ -5,8 +5,8 @@ Per batch (:class:`Cadences`, called by ``engine/processor.py``):
 
 1. **events**: each scored event of a lead first fires the lead's own steps due before it,
    then moves its state (:func:`decide.on_event`), so what a lead gets does not depend on
-   where batches begin and end; the state starts from the lead's score record (field
-   ``cad``, read with the lead).
+   where batches begin and end; the batch's leads' states (``{tenant:lead}:c``) are read
+   in one MGET when the batch starts.
 2. **time**: each partition of the batch has a cadence clock, its **event-time watermark**
    (the newest event time it has processed) **advanced by the wall time elapsed since that
    event was processed**. At live rate (event time = wall time) this is the wall clock; in a
@@ -16,7 +16,7 @@ Per batch (:class:`Cadences`, called by ``engine/processor.py``):
    of the leads; each fires (:func:`decide.fire`). The live source (``engine/dataflow.py``)
    hands the processor an empty *tick* every ``cadence.tick_ms`` while a partition is
    idle, so due steps fire at live rate without new events on that partition.
-3. **effects** (:class:`CadenceEffects`): the states (in the score record), the due set,
+3. **effects** (:class:`CadenceEffects`): the states (``:c``, the lead's TTL), the due set,
    the emitted steps (``lp:cadence``) and the watermarks go into the batch's transaction
    with the stream positions: a step is emitted exactly once, whatever crashes.
 """
@@ -47,11 +47,11 @@ from engine.cadence.decide import (
 )  # fmt: skip
 from engine.cadence.plans import Book, Hours, compile_book
 from engine.events import Event
+from engine.keys import StreamNames, cadence_clock_key, cadence_due_key, lead_key
 from engine.scoring import Score
 from engine.settings import Settings
-from engine.streams import StreamNames
 from features.spec import is_stop
-from features.store import FeatureReply, cadence_clock_key, cadence_due_key, lead_key
+from features.store import FeatureReply
 
 __all__ = ["CadenceEffects", "Cadences", "describe", "entry_of", "step_entries"]
 
@@ -62,8 +62,9 @@ Lead = tuple[str, str]
 class CadenceEffects:
     """What one batch changes in cadences; applied inside the batch's transaction."""
 
+    loaded: dict[Lead, CadenceState] = field(default_factory=dict)  # the batch's leads
     states: dict[Lead, tuple[int, CadenceState, CadenceState]] = field(default_factory=dict)
-    writes: dict[Lead, dict[str, str]] = field(default_factory=dict)  # leads with no record
+    writes: dict[Lead, str] = field(default_factory=dict)  # lead -> its new state (``:c``)
     due: dict[tuple[int, str], float | None] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
     fired: list[tuple[Lead, Emission]] = field(default_factory=list)  # entries at finish
@@ -76,10 +77,8 @@ class CadenceEffects:
 
     def apply(self, pipe: Any, names: StreamNames, maxlen: int, idle_s: int) -> None:
         p = names.prefix
-        for (tenant, lead), fields in self.writes.items():
-            skey = lead_key(p, tenant, lead, "s")
-            pipe.hset(skey, mapping=fields)
-            pipe.expire(skey, idle_s)
+        for (tenant, lead), text in self.writes.items():
+            pipe.set(lead_key(p, tenant, lead, "c"), text, ex=idle_s)
         for (partition, member), due in self.due.items():
             if due is None:
                 pipe.zrem(cadence_due_key(p, partition), member)
@@ -154,7 +153,7 @@ class Cadences:
     ) -> None:
         key = (event.tenant, event.lead_id)
         held = fx.states.get(key)
-        before = held[1] if held else decode(reply.score_state.get("cad"))
+        before = held[1] if held else fx.loaded.get(key, CadenceState())
         now = held[2] if held else before
         hours = self.hours(event.tenant)
         if now.due and now.due < event.ts:  # the lead's own steps due before this event
@@ -185,19 +184,24 @@ class Cadences:
         )  # fmt: skip
 
     # -- the batch -----------------------------------------------------------------------------
-    def begin(self, entries: Iterable[tuple[int, Any, Any]]) -> CadenceEffects:
-        """A batch's effects; every partition it read (events or a tick) is checked."""
-        return CadenceEffects(partitions={partition for partition, _, _ in entries})
+    def begin(
+        self, entries: Iterable[tuple[int, Any, Any]], events: Iterable[Event] = ()
+    ) -> CadenceEffects:
+        """A batch's effects, with the plan states of its leads (one MGET); every partition
+        it read (events or a tick) is checked for due steps."""
+        fx = CadenceEffects(partitions={partition for partition, _, _ in entries})
+        leads = sorted({(e.tenant, e.lead_id) for e in events if not e.lead_id.startswith("~")})
+        if leads:
+            p = self._names.prefix
+            raw = self._r.mget([lead_key(p, tenant, lead, "c") for tenant, lead in leads])
+            for key, text in zip(leads, raw, strict=True):
+                if text is not None:
+                    fx.loaded[key] = decode(text.decode())
+        return fx
 
-    def finish(
-        self,
-        fx: CadenceEffects,
-        records: dict[Lead, dict[str, Any]],
-        events: Iterable[tuple[int, float]],
-        emit_ms: int,
-    ) -> None:
+    def finish(self, fx: CadenceEffects, events: Iterable[tuple[int, float]], emit_ms: int) -> None:
         """Fire the due steps of the batch's partitions; every changed state, due time and
-        watermark goes into ``fx`` (a lead's score record carries its state when it has one)."""
+        watermark goes into ``fx``."""
         newest: dict[int, float] = {}
         for partition, ts in events:
             newest[partition] = max(ts, newest.get(partition, ts))
@@ -209,11 +213,7 @@ class Cadences:
         for key, (partition, before, after) in fx.states.items():
             if after == before:
                 continue
-            text = encode(after)
-            if key in records:
-                records[key]["cad"] = text
-            else:
-                fx.writes[key] = {"cad": text}
+            fx.writes[key] = encode(after)
             if after.due != before.due:
                 fx.due[(partition, _member(key))] = after.due or None
 
@@ -284,7 +284,7 @@ class Cadences:
         if missing:
             pipe = self._r.pipeline(transaction=False)
             for tenant, lead in missing:
-                pipe.hget(lead_key(prefix, tenant, lead, "s"), "cad")
+                pipe.get(lead_key(prefix, tenant, lead, "c"))
             for key, raw in zip(missing, pipe.execute(), strict=True):
                 if raw is None:  # the lead's record expired (idle): its plan goes with it
                     fx.due[(found.pop(key), _member(key))] = None

@@ -8,6 +8,7 @@ assignment, the SLA clock and why channels are blocked, grouped by bucket P1 -> 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from typing import Any, cast
@@ -16,9 +17,10 @@ from engine.delivery.consent import blocked_reasons
 from engine.delivery.feed import redact_for_agent
 from engine.delivery.keys import DeliveryKeys
 from engine.delivery.scripts import bucket_label
+from engine.records import RecordReader
+from engine.settings import load_settings
 from engine.sinks import hot_key
 from engine.views import read_scores
-from features.store import lead_key
 
 __all__ = ["BUCKETS", "read_board", "redact_board"]
 
@@ -44,6 +46,11 @@ def _sees(assignment: dict[str, Any] | None, agent: str, team: str) -> bool:
     return True  # the pond: anyone may claim
 
 
+@functools.lru_cache(maxsize=8)
+def _default_reader(prefix: str) -> RecordReader:
+    return RecordReader(load_settings(environ={}), prefix)
+
+
 def read_board(
     client: Any,
     prefix: str,
@@ -55,8 +62,10 @@ def read_board(
     feed_id: str = "0-0",
     now: float = 0.0,
     tz: str = "UTC",
+    reader: RecordReader | None = None,
 ) -> dict[str, Any]:
-    """The board; ``tz``: the tenant's time zone (times in words, and for the page)."""
+    """The board; ``tz``: the tenant's time zone (times in words, and for the page);
+    ``reader``: how score records are read (default: the default settings' words)."""
     keys = DeliveryKeys(prefix)
     leads = [_s(x) for x in client.zrevrange(keys.leads(tenant), 0, limit - 1)]
     if not agent and not team:
@@ -74,21 +83,21 @@ def read_board(
         pipe.hgetall(keys.assignment(tenant, lead))
         pipe.hgetall(keys.clock(tenant, lead))
         pipe.hgetall(keys.consent(tenant, lead))
-        pipe.hget(lead_key(prefix, tenant, lead, "s"), "bucket_by")
     replies = pipe.execute()
     cards = cast(list[Any], replies[0])
-    records = {r["lead_id"]: r for r in read_scores(client, prefix, [(tenant, x) for x in leads])}
+    reader = reader or _default_reader(prefix)
+    records = {r["lead_id"]: r for r in read_scores(client, reader, [(tenant, x) for x in leads])}
     for i, lead in enumerate(leads):
-        asg = {_s(k): _s(v) for k, v in replies[1 + 4 * i].items()} or None
+        asg = {_s(k): _s(v) for k, v in replies[1 + 3 * i].items()} or None
         if not _sees(asg, agent, team):
             continue
-        clock = {_s(k): _s(v) for k, v in replies[2 + 4 * i].items()} or None
-        consent = {_s(k): json.loads(v) for k, v in replies[3 + 4 * i].items()}
+        clock = {_s(k): _s(v) for k, v in replies[2 + 3 * i].items()} or None
+        consent = {_s(k): json.loads(v) for k, v in replies[3 + 3 * i].items()}
         card = json.loads(cards[i]) if cards[i] else {}
         record = records.get(lead)
         if record is None and not card:
             continue
-        by = _s(replies[4 + 4 * i]) if replies[4 + 4 * i] else card.get("bucket_by", "score")
+        by = record["bucket_by"] if record is not None else card.get("bucket_by", "score")
         row = _row(lead, record, card, consent, tz)
         row.update(assignment=_assignment_view(asg), clock=_clock_view(clock), bucket_by=by,
                    bucket_label=bucket_label(row["bucket"], by))  # fmt: skip

@@ -40,6 +40,7 @@ from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner, stream_emitter
 from engine.delivery.sla import SlaClocks
+from engine.records import RecordReader
 from engine.settings import Settings
 from engine.streams import Producer, StreamNames
 
@@ -227,6 +228,7 @@ def _add_board(router: APIRouter, desk: _Desk) -> None:
         board = read_board(
             desk.client, settings.redis.key_prefix, tenant, agent=agent, team=team,
             limit=d.page_limit, feed_id=feed_id, now=desk.clock(), tz=desk.tz(tenant),
+            reader=RecordReader(settings),
         )  # fmt: skip
         if me:  # an agent key: colleagues' names stay hidden, as on the feed
             redact_board(board, me, agent_names(d.tenant(tenant)))

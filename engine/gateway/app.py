@@ -61,6 +61,7 @@ from engine.gateway.routes.leads import leads_router
 from engine.gateway.routes.tracker import tracker_router
 from engine.gateway.store import GatewayStore
 from engine.gateway.streams import StreamGuard, Streams
+from engine.records import RecordReader
 from engine.settings import Settings
 from engine.streams import StreamNames
 
@@ -182,6 +183,7 @@ def _store(settings: Settings, redis_url: str) -> GatewayStore:
         contact_ttl_s=int(settings.features.idle_expire_d * 86_400),
         retries=min(settings.redis.retries, 3),
         socket_timeout_s=settings.redis.socket_timeout_s,
+        records=RecordReader(settings),
     )
 
 

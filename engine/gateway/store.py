@@ -11,7 +11,8 @@ Key layout (prefix ``lp``), shared with the engine where it reads engine state:
                                         for it): tracker events may address it; expires
                                         with the lead (``features.idle_expire_d``)
 - ``lp:gw:rl:{bucket}``                 rate-limit state (GCRA, ``ratelimit.py``)
-- ``lp:{tenant:lead}:s`` / ``:h``       score record / feature hash (read only, engine's)
+- ``lp:{tenant:lead}:r`` / ``:f``       score record / feature record (read only, engine's;
+                                        ``:s`` / ``:h`` of schema 0 until rewritten)
 - ``lp:hot:{tenant}``                   hot list (read only, engine's)
 - ``lp:pos``                            committed stream positions (read only, for lag)
 - ``lp:alias:{tenant}``                 lead id -> the lead it was folded into (read only:
@@ -44,6 +45,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.errors import StoreError
 from engine.gateway.ratelimit import GCRA_LUA, Decision, Limit
+from engine.keys import bound_key, contact_index_key, idempotency_key, rate_limit_key
+from engine.records import RecordReader
+from engine.settings import load_settings
 from engine.sinks import hot_key
 from engine.streams import StreamNames
 from features.state import read_record
@@ -110,20 +114,6 @@ return out
 """
 
 
-def idempotency_key(prefix: str, tenant: str, event_id: str) -> str:
-    return f"{prefix}:gw:idem:{tenant}:{event_id}"
-
-
-def bound_key(prefix: str, tenant: str, lead_id: str) -> str:
-    """Marker: a server key sent an event for this lead (tracker events may address it)."""
-    return f"{prefix}:gw:bound:{tenant}:{lead_id}"
-
-
-def contact_index_key(prefix: str, tenant: str, contact_hash: str) -> str:
-    """Set of the tenant's lead ids seen with one contact hash (``privacy.ContactHasher``)."""
-    return f"{prefix}:gw:contact:{tenant}:{contact_hash}"
-
-
 def find_leads_by_contact_hash(
     client: redis.Redis, prefix: str, tenant: str, contact_hash: str
 ) -> list[str]:
@@ -175,8 +165,10 @@ class GatewayStore:
         contact_ttl_s: int,
         retries: int = 2,
         socket_timeout_s: float = 5.0,
+        records: RecordReader | None = None,
     ) -> None:
         self._url = url
+        self._records = records or RecordReader(load_settings(environ={}), names.prefix)
         self._names = names
         self._prefix = names.prefix
         self._maxlen = maxlen
@@ -296,7 +288,7 @@ class GatewayStore:
         self._r()  # binds the scripts to this loop's client
         try:
             allowed, wait = await self._gcra(
-                keys=[f"{self._prefix}:gw:rl:{bucket}"], args=[limit.interval_ms, limit.burst]
+                keys=[rate_limit_key(self._prefix, bucket)], args=[limit.interval_ms, limit.burst]
             )
         except RedisError as exc:
             raise StoreError(f"rate limit unavailable: {exc.__class__.__name__}") from None
@@ -304,30 +296,39 @@ class GatewayStore:
 
     async def lead(self, tenant: str, lead_id: str) -> tuple[dict[str, str], dict[str, str]]:
         """The lead's score hash and its feature record's fields (both empty if unknown)."""
+        lead = [(tenant, lead_id)]
         pipe = self._r().pipeline(transaction=False)
-        pipe.hgetall(lead_key(self._prefix, tenant, lead_id, "s"))
-        pipe.get(lead_key(self._prefix, tenant, lead_id, "f"))
+        self._records.queue(pipe, lead)  # GET :r, GET :f
+        pipe.hgetall(self._records.legacy_keys(lead)[0])  # schema 0's score hash
         pipe.hgetall(lead_key(self._prefix, tenant, lead_id, "h"))  # schema 0, until migrated
         try:
-            score, record, legacy = await pipe.execute()
+            packed, record, old_score, legacy = await pipe.execute()
         except RedisError as exc:
             raise StoreError(f"read failed: {exc.__class__.__name__}") from None
+        score = self._records.hashes(lead, [packed, record])[0] or _texts(old_score)
         if record is None:
-            return _texts(score), _texts(legacy)
-        return _texts(score), read_record(record).legacy_view()
+            return score, _texts(legacy)
+        return score, read_record(record).legacy_view()
 
     async def hot_list(self, tenant: str, limit: int) -> list[dict[str, str]]:
         """Score hashes of the tenant's top ``limit`` leads, best first (expired ones skipped)."""
         r = self._r()
         try:
             ids = [_text(x) for x in await r.zrevrange(hot_key(self._prefix, tenant), 0, limit - 1)]
+            leads = [(tenant, lead) for lead in ids]
             pipe = r.pipeline(transaction=False)
-            for lead in ids:
-                pipe.hgetall(lead_key(self._prefix, tenant, lead, "s"))
-            rows = await pipe.execute() if ids else []
+            self._records.queue(pipe, leads)
+            rows = self._records.hashes(leads, await pipe.execute()) if ids else []
+            old = [leads[i] for i, row in enumerate(rows) if row is None]  # schema 0
+            if old:
+                pipe = r.pipeline(transaction=False)
+                for key in self._records.legacy_keys(old):
+                    pipe.hgetall(key)
+                found = iter(await pipe.execute())
+                rows = [row if row is not None else _texts(next(found)) for row in rows]
         except RedisError as exc:
             raise StoreError(f"read failed: {exc.__class__.__name__}") from None
-        return [h for h in (_texts(row) for row in rows) if h]
+        return [h for h in rows if h]
 
     async def stream_lag(self) -> list[PartitionLag]:
         """Per partition: entries after the committed position (capped) and the oldest's age."""

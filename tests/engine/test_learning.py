@@ -15,6 +15,7 @@ from engine.learning import Learner
 from engine.model import ModelSet, OnlineModel
 from engine.model_store import ModelStore
 from engine.reasons import explain
+from engine.records import RecordReader
 from engine.scoring import assess
 from engine.streams import Producer
 from features.definitions import model_input
@@ -220,8 +221,8 @@ def test_outcomes_for_unknown_leads_twice_or_both_ways_learn_once(
     by_lead = [(x["lead"], x["y"], x["outcome"]) for x in labels if x["lead"] != "Z"]
     assert sorted(by_lead) == [("X", False, "lost"), ("Y", True, "appointment_set")]
     assert parts.processor.learner.live.labels_seen == 2  # Z's moment is still open
-    record = client.hgetall(f"{settings.redis.key_prefix}:{{t:Y}}:s")
-    assert record[b"outcome"] == b"appointment_set"
+    record = RecordReader(settings).read(client, [("t", "Y")])[0]
+    assert record["outcome"] == "appointment_set"
 
 
 def test_a_positives_only_stream_learns_positives_at_their_horizon(

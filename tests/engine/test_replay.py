@@ -14,6 +14,7 @@ import msgpack
 
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
+from engine.records import RecordReader
 from engine.replay import replay_file
 from engine.streams import Producer
 from features.state import read_record
@@ -131,8 +132,8 @@ def test_bad_input_is_dead_lettered_and_the_flow_goes_on(client: Any, make_setti
     assert [r.split(":")[0] for r in reasons] == [
         "malformed_msgpack", "missing_field", "unknown_type", "wrong_type", "too_large",
     ]  # fmt: skip
-    record = client.hgetall(f"{settings.redis.key_prefix}:{{default:L}}:s")
-    assert record[b"last_event_id"] == b"ok2"
+    record = RecordReader(settings).read(client, [("default", "L")])[0]
+    assert record["last_event_id"] == "ok2"
     state = read_record(client.get(f"{settings.redis.key_prefix}:{{default:L}}:f"))
     assert state.counts["saves"] == 2
     dead = client.xrange(parts.names.dead_letter, count=1)[0][1]

@@ -113,7 +113,7 @@ def test_leads_gone_idle_leave_the_hot_list(client: Any, make_settings: Any) -> 
     run([hand_raise("a", "L1"), hand_raise("b", "L2")])
     assert {m.decode() for m in client.zrange(hot_key(prefix, "t1"), 0, -1)} == {"L1", "L2"}
     time.sleep(2.2)  # both idle past the expiry: their keys are gone
-    assert not client.exists(f"{prefix}:{{t1:L1}}:s")
+    assert not client.exists(f"{prefix}:{{t1:L1}}:r", f"{prefix}:{{t1:L1}}:f")
     run([hand_raise("c", "L2")])  # L2 is back; the next commit prunes L1
     assert [m.decode() for m in client.zrange(hot_key(prefix, "t1"), 0, -1)] == ["L2"]
     assert [m.decode() for m in client.zrange(hot_index_key(prefix), 0, -1)] == ["t1\x1fL2"]

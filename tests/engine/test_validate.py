@@ -573,6 +573,13 @@ def test_valid_events_survive_msgpack_bytes(obj: dict[str, Any]) -> None:
 # -- the id alphabet (issue 16): ids that could not be acted on are refused with a reason --
 
 
+def test_a_lone_visitor_mark_is_refused_not_a_crash() -> None:
+    for field, words in (("lead_id", "needs a letter or digit after '~'"),
+                         ("visitor_id", "the character '~'")):  # fmt: skip
+        result = V.check(with_(**{field: "~"}))
+        assert isinstance(result, Rejection) and words in result.reason, result
+
+
 @pytest.mark.parametrize(
     "value,words",
     [

@@ -52,8 +52,9 @@ class GatewayState:
     delivery_keys: DeliveryKeys
 
 
-def state(request: Request) -> GatewayState:
-    """The app's :class:`GatewayState`."""
+async def state(request: Request) -> GatewayState:
+    """The app's :class:`GatewayState` (async: FastAPI would run a plain function in a
+    worker thread)."""
     return cast(GatewayState, request.app.state.gateway)
 
 
@@ -121,7 +122,7 @@ def _known(gw: GatewayState, presented: str | None, from_query: bool) -> Princip
 
 async def _admit(request: Request, presented: str | None, from_query: bool) -> Principal:
     """Authenticate, check a tracker key's page origin, then rate-limit the key."""
-    gw = state(request)
+    gw = await state(request)
     who = _known(gw, presented, from_query)
     if who.is_tracker and who.origins:
         origin = request.headers.get("origin", "")

@@ -32,6 +32,7 @@ from engine.gateway.routes.deps import (
     reader,
     state,
 )
+from engine.keys import lead_key
 from engine.settings import Settings
 from engine.views import score_record
 
@@ -82,7 +83,11 @@ def leads_router(settings: Settings) -> APIRouter:
             raise ApiError(404, "not_found", "no such lead for this key's tenant")
         last = raw_feats.get("last_ts")
         tz = settings.delivery.tenant(who.tenant).timezone or settings.alerts.timezone
-        plan = describe(raw_score.get("cad"), book, tz)
+        prefix = settings.redis.key_prefix
+        raw_plan = await run_in_threadpool(
+            g.delivery_client.get, lead_key(prefix, who.tenant, lead_id, "c")
+        )
+        plan = describe(raw_plan, book, tz)
         return LeadOut(
             tenant=who.tenant,
             lead_id=lead_id,

@@ -14,8 +14,8 @@ import redis
 
 from engine.app import build_parts
 from engine.cadence.runner import describe, step_entries
+from engine.keys import cadence_due_key, lead_key
 from engine.streams import StreamNames
-from features.store import cadence_due_key, lead_key
 
 T0 = datetime(2025, 6, 2, 10, 0, tzinfo=ZoneInfo("America/New_York")).timestamp()
 
@@ -75,7 +75,7 @@ def test_a_hand_raise_enters_the_plan_and_due_steps_fire_on_ticks(
     clock.now = T0 + 20 * 60  # twenty minutes later, no event on the partition
     proc.process_retrying(TICK)
     assert [s["channel"] for s in steps(client, names)[2:]] == ["voicemail", "sms"]
-    view = describe(client.hget(lead_key(prefix, "t", "L42", "s"), "cad"))
+    view = describe(client.get(lead_key(prefix, "t", "L42", "c")))
     assert view is not None and view["step"] == 4 and view["next_due_ts"] == T0 + 86_400
     ids = [s["step_id"] for s in steps(client, names)]
     assert len(set(ids)) == len(ids)

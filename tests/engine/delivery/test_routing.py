@@ -12,6 +12,7 @@ from engine.delivery.consumer import DeliveryService
 from engine.delivery.leads import LeadProfile
 from engine.delivery.routing import Assignment, match_rule, next_in_turn
 from engine.events import partition_of
+from engine.records import RecordReader
 from tests.engine.delivery.conftest import Clock, handle_all, run_engine, send, tenant_config
 
 
@@ -125,8 +126,8 @@ def test_real_engine_seller_goes_to_listing_specialists(make_settings: Any, clie
     assert by_lead["buy1"]["assignment"]["agent"] == "fay"  # price band 1M+ -> luxury
     assert by_lead["buy1"]["lead"]["price"] == 1_250_000
     run_engine(settings, client)  # the assigned events reach the engine: it knows the agent
-    rec = client.hgetall(f"{settings.redis.key_prefix}:{{default:home1}}:s")
-    assert rec[b"agent_id"] == b"ava"
+    rec = RecordReader(settings).read(client, [("default", "home1")])[0]
+    assert rec["agent_id"] == "ava"
 
 
 def test_first_to_claim_then_timeout_to_round_robin(make_settings: Any, client: Any) -> None:

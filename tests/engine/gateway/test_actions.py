@@ -66,6 +66,7 @@ def _pond(client: redis.Redis, prefix: str, lead: str) -> None:
         ("lead%E2%80%AE1", "U+202E"),
         ("%EF%BC%AC1", "fullwidth"),
         ("..", "needs a letter or digit"),
+        ("~", "needs a letter or digit after"),
         ("lead%201", "a space"),
     ],
 )

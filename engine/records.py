@@ -1,0 +1,187 @@
+"""The score record: one compact msgpack value per lead, reasons kept as codes.
+
+The engine writes it once per lead per batch (key ``lp:{tenant:lead}:r``, the lead's TTL)
+inside the batch transaction; everyone else reads it here. Reasons and concerns are
+stored as *codes* (the fact groups of ``engine/reasons.py``) and put into words at read
+time from the lead's feature record (``:f``), which the same transaction wrote: the
+words are the ones the engine would have written, in a fraction of the bytes.
+
+Readers get the record as the flat ``str -> str`` hash the score record used to be
+(schema 0, a Redis hash at ``:s``), so the gateway, delivery and files see one shape.
+A lead scored before this schema still has only ``:s``: it is read as it is until the
+engine next scores the lead, which writes ``:r`` and deletes ``:s`` in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from engine.keys import lead_key
+from engine.reasons import low_reasons, render
+from engine.settings import Settings
+from features.spec import FeatureSpec
+from features.state import LeadFeatures, unpack
+
+__all__ = [
+    "RECORD_SCHEMA", "RecordReader", "ScoreRecord", "as_hash", "score_state", "unpack_record",
+]  # fmt: skip
+
+#: Bumped when the packed layout changes; a reader refuses a layout it does not know.
+RECORD_SCHEMA = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRecord:
+    """A lead's latest score and the alert state the rules keep between batches."""
+
+    tenant: str
+    lead_id: str
+    score: int
+    probability: float
+    bucket: str
+    tier: str
+    pros: tuple[str, ...]  # reason codes (groups), strongest first
+    cons: tuple[str, ...]  # concern codes; the "why low" reasons are derived at read time
+    prior_probability: float
+    raw_prior_probability: float
+    model_weight: float
+    ts: float
+    last_event_id: str
+    last_alert_ts: float = 0.0
+    jump_base: float = 0.0
+    jump_base_ts: float = 0.0
+    moment: str = ""
+    outcome: str = ""
+    outcome_ts: float = 0.0
+    bucket_by: str = "score"
+
+    def pack(self) -> bytes:
+        """The stored value (tenant and lead are in the key)."""
+        return msgpack.packb(
+            [
+                RECORD_SCHEMA, self.score, self.probability, self.bucket, self.tier,
+                list(self.pros), list(self.cons), self.prior_probability,
+                self.raw_prior_probability, self.model_weight, self.ts, self.last_event_id,
+                _num(self.last_alert_ts), _num(self.jump_base), _num(self.jump_base_ts),
+                self.moment, self.outcome, _num(self.outcome_ts), self.bucket_by,
+            ],
+            use_bin_type=True,
+        )  # fmt: skip
+
+
+def _num(v: float) -> float | int:
+    return int(v) if float(v).is_integer() else float(v)
+
+
+def unpack_record(tenant: str, lead_id: str, blob: bytes) -> ScoreRecord | None:
+    """The stored value back to a record; None for a value this version cannot read."""
+    try:
+        r = msgpack.unpackb(blob, raw=False)
+        if not isinstance(r, list) or len(r) != 19 or r[0] != RECORD_SCHEMA:
+            return None
+        return ScoreRecord(
+            tenant, lead_id, int(r[1]), float(r[2]), str(r[3]), str(r[4]),
+            tuple(map(str, r[5])), tuple(map(str, r[6])), float(r[7]), float(r[8]),
+            float(r[9]), float(r[10]), str(r[11]), float(r[12]), float(r[13]), float(r[14]),
+            str(r[15]), str(r[16]), float(r[17]), str(r[18]),
+        )  # fmt: skip
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+
+
+def score_state(record: ScoreRecord) -> dict[str, str]:
+    """The alert and learning state the engine reloads with a lead (``STATE_FIELDS``)."""
+    return {
+        "score": str(record.score), "bucket": record.bucket,
+        "last_alert_ts": str(record.last_alert_ts), "jump_base": str(record.jump_base),
+        "jump_base_ts": str(record.jump_base_ts), "moment": record.moment,
+        "outcome": record.outcome, "outcome_ts": str(record.outcome_ts),
+        "bucket_by": record.bucket_by,
+    }  # fmt: skip
+
+
+_SHOWN = ("score", "bucket", "bucket_by")  # state fields as_hash writes itself
+
+
+def as_hash(
+    record: ScoreRecord, features_blob: bytes | None, spec: FeatureSpec, settings: Settings
+) -> dict[str, str]:
+    """The record as schema 0's score hash, its reasons in words (see the module doc)."""
+    state = LeadFeatures()
+    if features_blob is not None:
+        try:
+            state = unpack(features_blob)
+        except ValueError:
+            state = LeadFeatures()  # unreadable: the codes stay unsaid, nothing crashes
+    features, context = state.features(spec)
+    low = low_reasons(context, record.outcome, record.outcome_ts, settings)
+    pros, cons = render(record.pros, record.cons, features, context, low)
+    return {
+        "tenant": record.tenant, "lead_id": record.lead_id, "score": str(record.score),
+        "probability": repr(record.probability), "bucket": record.bucket, "tier": record.tier,
+        "reasons": json.dumps(pros), "concerns": json.dumps(cons),
+        "prior_probability": repr(record.prior_probability),
+        "raw_prior_probability": repr(record.raw_prior_probability),
+        "model_weight": repr(record.model_weight), "ts": repr(record.ts),
+        "last_event_id": record.last_event_id, "agent_id": str(context.get("agent_id", "")),
+        "blocked": ",".join(context.get("blocked", ())), "bucket_by": record.bucket_by,
+        **{k: v for k, v in score_state(record).items() if k not in _SHOWN},
+    }  # fmt: skip
+
+
+class RecordReader:
+    """Reads score records as hashes (one pipelined round trip; a second only for leads
+    still on schema 0). Sync callers use :meth:`read`; async ones queue :meth:`queue`,
+    execute, and pass the replies to :meth:`hashes`, then read :meth:`legacy_keys`."""
+
+    def __init__(self, settings: Settings, prefix: str | None = None) -> None:
+        self.settings = settings
+        self.spec = FeatureSpec.from_settings(settings.features)
+        self.prefix = settings.redis.key_prefix if prefix is None else prefix
+
+    def queue(self, pipe: Any, leads: Sequence[tuple[str, str]]) -> None:
+        for tenant, lead in leads:
+            pipe.get(lead_key(self.prefix, tenant, lead, "r"))
+            pipe.get(lead_key(self.prefix, tenant, lead, "f"))
+
+    def hashes(
+        self, leads: Sequence[tuple[str, str]], replies: Sequence[Any]
+    ) -> list[dict[str, str] | None]:
+        """Per lead its score hash, or None when it has no ``:r`` (see :meth:`legacy_keys`)."""
+        out: list[dict[str, str] | None] = []
+        for i, (tenant, lead) in enumerate(leads):
+            blob, features = replies[2 * i], replies[2 * i + 1]
+            record = unpack_record(tenant, lead, blob) if blob is not None else None
+            out.append(None if record is None else as_hash(record, features, self.spec,
+                                                           self.settings))  # fmt: skip
+        return out
+
+    def legacy_keys(self, leads: Sequence[tuple[str, str]]) -> list[str]:
+        """Schema 0's score hash keys of ``leads`` (read with HGETALL)."""
+        return [lead_key(self.prefix, tenant, lead, "s") for tenant, lead in leads]
+
+    def read(self, client: Any, leads: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+        """Score hashes of ``leads`` that have one, in order (``{}`` for none)."""
+        leads = list(leads)
+        if not leads:
+            return []
+        pipe = client.pipeline(transaction=False)
+        self.queue(pipe, leads)
+        found = self.hashes(leads, pipe.execute())
+        missing = [i for i, h in enumerate(found) if h is None]
+        if missing:
+            pipe = client.pipeline(transaction=False)
+            for key in self.legacy_keys([leads[i] for i in missing]):
+                pipe.hgetall(key)
+            for i, raw in zip(missing, pipe.execute(), strict=True):
+                found[i] = {_text(k): _text(v) for k, v in raw.items()}
+        return [h or {} for h in found]
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
