@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--live", type=int, default=2_000, help="leads of the live-rate phase")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     client: redis.Redis = connect(args.redis_url)
     events = list(generate(SimConfig(seed=18, leads=args.leads, days=args.days, tenant="sim")))
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
               "off_events_per_s": off, "on_events_per_s": on_,
               "on_vs_off": round(on_ / off - 1, 4), "month": checked,
               "live": live(client, args.live) if args.live else None}  # fmt: skip
-    OUT.write_text(json.dumps(result, indent=1) + "\n")
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     return 0
 
