@@ -39,12 +39,12 @@ STAGES: dict[str, tuple[str, ...]] = {
     "decode+validate": ("_decode", "decode_all"),
     "features (Python state; one read per batch for uncached leads)": ("apply",),
     "score (input, prior, model, reasons, record)": (
-        "assess", "_model_input", "model_input", "probability", "predict_proba_one",
-        "_explained", "_record", "_lead_state", "predict", "_score",
+        "assess", "model_input", "probability", "predict_proba_one", "explained", "record",
+        "store", "bucket_move", "_lead_state", "predict", "score",
     ),
-    "alerts (rules, alert body)": ("evaluate", "_alert"),
-    "learn (labels, snapshots, model refresh)": (
-        "_learn", "_label_outcome", "_sweep_if_new_day", "_maybe_snapshot", "learn",
+    "alerts (rules, alert body)": ("evaluate", "alert_payload"),
+    "learn (labels, moments, model refresh)": (
+        "label_outcome", "sweep_if_new_day", "take_moment", "flush_moment", "learn",
         "refresh", "consume_remote", "dumps", "publication",
     ),
     "model quality gauges (status, observe_model)": ("status", "observe_model"),

@@ -9,8 +9,8 @@ carry the hash tag ``{tenant:lead}`` so they share a cluster slot:
 - ``{p}:{tenant:lead}:n``  its learning moments (list); ``:rp`` what the reports know of it;
   ``:c`` its follow-up plan state (JSON, ``engine/cadence``)
 - ``{p}:hot:{tenant}``, ``{p}:hotidx``, ``{p}:due:{partition}``, ``{p}:alias:{tenant}``,
-  ``{p}:fgen``, ``{p}:wm``, ``{p}:lostseen``: hot lists, their index, learning horizons,
-  folded ids, the feature-store generation, expiry watermarks, pacing
+  ``{p}:wm``, ``{p}:lostseen``: hot lists, their index, learning horizons,
+  folded ids, expiry watermarks, pacing
 - ``{p}:cad:{partition}``, ``{p}:cadwm``: leads by their next follow-up step's due time,
   and each partition's cadence clock (``engine/cadence``)
 - streams: ``{p}:events:{partition}``, ``{p}:alerts``, ``{p}:buckets``, ``{p}:cadence``,
@@ -28,7 +28,7 @@ from __future__ import annotations
 __all__ = [
     "CrmKeys", "DeliveryKeys", "ModelKeys", "StreamNames", "alias_key", "bound_key",
     "cadence_clock_key", "cadence_due_key",
-    "contact_index_key", "day_key", "due_key", "generation_key", "hot_index_key", "hot_key",
+    "contact_index_key", "day_key", "due_key", "hot_index_key", "hot_key",
     "idempotency_key", "lead_key", "lost_seen_key", "mark_key", "member", "processed_key",
     "rate_limit_key", "split_member", "tenants_key", "watermark_key",
 ]  # fmt: skip
@@ -50,11 +50,6 @@ def due_key(prefix: str, partition: int) -> str:
 def alias_key(prefix: str, tenant: str) -> str:
     """Per tenant: lead id -> the lead it was folded into (identify, merge)."""
     return f"{prefix}:alias:{tenant}"
-
-
-def generation_key(prefix: str) -> str:
-    """Bumped by anything that changes lead records outside the engine (``leadpulse merge``)."""
-    return f"{prefix}:fgen"
 
 
 def lead_key(prefix: str, tenant: str, lead_id: str, part: str) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 from engine import alerts as rules
 from engine.cadence.runner import Cadences
+from engine import identity
 from engine.errors import StoreError
 from engine.events import Event
 from engine.learning import Learner, Moments
@@ -31,7 +32,7 @@ from engine.metrics import Metrics
 from engine.redis_client import UNREACHABLE, outage_backoff
 from engine.reporting.batch import gather as report_batch
 from engine.settings import Settings
-from engine.sinks import BatchEffects, Committer, StaleCache
+from engine.sinks import BatchEffects, Committer
 from engine.stages.alert import alert_payload
 from engine.stages.batch import (
     LABEL_KINDS,
@@ -47,7 +48,7 @@ from engine.stages.decode import Decoder, dead_letter
 from engine.stages.learn import Teacher
 from engine.stages.score import Scorer
 from engine.streams import ingest_ms
-from features.store import DUPLICATE, LATE, LEGACY_SCORE, FeatureReply, FeatureStore
+from features.store import DUPLICATE, LATE, LEGACY_SCORE, SKIPPED, FeatureReply, FeatureStore
 
 __all__ = ["LABEL_KINDS", "BatchResult", "Entry", "Processor"]
 
@@ -111,8 +112,6 @@ class Processor:
                 result = self.process(entries)
                 self.health.ok()
                 return result
-            except StaleCache:  # a merge outside the engine changed leads: reload, redo
-                self._resync()
             except UNREACHABLE as exc:
                 failures += 1
                 self.health.failed(f"{exc.__class__.__name__}: {exc}")
@@ -165,8 +164,8 @@ class Processor:
         self.learner.refresh()
         learned = self.learner.catch_up()
         events, origin, rejected = self._decoder.decode_all(entries, fx)
-        events = self._store.resolve_aliases(events)
-        replies, fx.features = self._store.apply(events)
+        replies, fx.features = self._store.apply(events)  # with identity (engine/identity.py)
+        events, origin, replies = identity.scored(events, origin, replies, SKIPPED)
         if self._cadence.enabled:  # follow-up plans of the batch's leads (engine/cadence)
             fx.cadence = self._cadence.begin(entries, events)
         leads: Leads = {}
@@ -193,7 +192,7 @@ class Processor:
         fx.report = report_batch(self._s, self._commit.client, events, fx)
         emit_ms = int(self._clock() * 1000)
         for alert in fx.alerts:
-            alert["emit_ms"] = emit_ms
+            alert.emit_ms = emit_ms
         if fx.cadence is not None:  # due follow-up steps, emitted with this batch
             times = ((entry[0], event.ts) for event, entry in zip(events, origin, strict=True))
             self._cadence.finish(fx.cadence, times, emit_ms)
@@ -201,7 +200,7 @@ class Processor:
         self._store.committed(fx.score_records)
         real = sum(1 for _, sid, _ in entries if sid)
         self._observer.observe(real, fx, duplicates, emit_ms, learned, started)
-        return BatchResult(tuple(fx.alerts), len(entries), rejected, duplicates)
+        return BatchResult(tuple(a.wire() for a in fx.alerts), len(entries), rejected, duplicates)
 
     def _ticks(self, entries: Sequence[Entry]) -> BatchResult:
         """Only clock ticks (idle live partitions): fire due follow-up steps, commit if any."""
@@ -265,9 +264,9 @@ class Processor:
                                   ingest_ms(entry[1]))  # fmt: skip
             # a jump names the score it is measured from (the window's low), not the last
             if decision.jump_from is not None:
-                alert["score_before"] = decision.jump_from
+                alert.score_before = decision.jump_from
             else:
-                alert["score_before"] = before.score if before.bucket else None
+                alert.score_before = before.score if before.bucket else None
             fx.alerts.append(alert)
 
     def _finish_leads(self, leads: Leads, fx: BatchEffects) -> None:

@@ -28,7 +28,7 @@ from engine.errors import ConfigError
 from engine.records import RecordReader
 from engine.redis_client import connect, redact_url, resolve_url
 from engine.settings import Settings, load_settings
-from engine.streams import Producer, StreamNames
+from engine.streams import Producer, StreamNames, unprocessed
 from engine.views import read_alerts, read_scores
 
 __all__ = ["LineIndex", "load_events", "replay_file"]
@@ -199,6 +199,8 @@ def _replay(
     count, leads = load_events(client, producer, events_path, index)
     t1 = time.perf_counter()
     run_flow(build_flow(parts, bounded=True), workers=workers)
+    while unprocessed(client, parts.names):  # identity hand-overs sent past the bounded end
+        run_flow(build_flow(parts, bounded=True), workers=workers)
     t2 = time.perf_counter()
     scores = read_scores(client, RecordReader(settings), sorted(leads))
     for record in scores:

@@ -11,7 +11,10 @@ Layout (prefix ``lp``):
                       appended in the transaction that commits the batch
 
 An entry holds ``e`` (the event, msgpack) and the stream id, whose millisecond
-part is the ingest time used for event -> alert latency.
+part is the ingest time used for event -> alert latency. A **control entry** holds
+``c`` instead (:data:`CONTROL`): an identity hand-over step (``engine/identity.py``)
+appended by the engine in a batch's transaction, or a merge appended by ``leadpulse
+merge``. The gateway only ever writes ``e``, so no client can send one.
 """
 
 from __future__ import annotations
@@ -26,14 +29,20 @@ from engine.events import partition_of
 from engine.keys import StreamNames, processed_key
 
 __all__ = [
+    "CONTROL",
     "PartitionReader",
     "Producer",
     "StreamNames",
     "committed_positions",
     "ingest_ms",
     "processed_key",
+    "queue_control",
     "stream_lag",
+    "unprocessed",
 ]
+
+#: The field of a control entry (contract events are ``e``, or ``j`` for raw JSON lines).
+CONTROL = b"c"
 
 
 def ingest_ms(stream_id: bytes | str) -> int:
@@ -90,6 +99,32 @@ class Producer:
             maxlen=self._maxlen or None,
             approximate=True,
         )
+
+
+def queue_control(target: Any, names: StreamNames, partition: int, payload: bytes) -> Any:
+    """Append a control entry to a partition (on a transaction, or at once). Never trimmed
+    by length: an entry no worker has processed yet must not be dropped (retention trims
+    behind the committed position only)."""
+    return target.xadd(names.events(partition), {CONTROL: payload})
+
+
+def unprocessed(client: redis.Redis, names: StreamNames) -> list[int]:
+    """Partitions holding entries after their committed position (a bounded run that
+    appended control entries to a partition it had already finished). One round trip."""
+    positions = committed_positions(client, names)
+    pipe = client.pipeline(transaction=False)
+    for p in range(names.partitions):
+        pipe.xrevrange(names.events(p), count=1)
+    out = []
+    for p, last in enumerate(pipe.execute()):
+        if last and _id(last[0][0]) > _id(positions[p]):
+            out.append(p)
+    return out
+
+
+def _id(sid: bytes | str) -> tuple[int, int]:
+    ms, _, seq = (sid.decode() if isinstance(sid, bytes) else sid).partition("-")
+    return int(ms), int(seq or 0)
 
 
 def stream_lag(

@@ -48,8 +48,8 @@ class Observer:
         for dead in fx.dead_letters:
             m.rejected.labels(dead["reason"].split(":", 1)[0]).inc()
         for alert in fx.alerts:
-            m.alert_latency.observe(max(0.0, (emit_ms - alert["ingest_ms"]) / 1000.0))
-            for trigger in alert["triggers"]:
+            m.alert_latency.observe(max(0.0, (emit_ms - alert.ingest_ms) / 1000.0))
+            for trigger in alert.triggers:
                 m.alerts.labels(trigger.split(":", 1)[0]).inc()
         now = time.monotonic()
         if now >= self._next_lag:  # one round trip, at most once a second

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from engine import identity
 from engine.events import Event
 from engine.settings import ValidationSettings
 from engine.sinks import BatchEffects
 from engine.stages.batch import Entry
+from engine.streams import CONTROL
 from engine.validate import Rejection, Validator
 
 __all__ = ["Decoder", "dead_letter"]
@@ -32,6 +34,8 @@ class Decoder:
             return self._validator.check_bytes(fields[b"e"], "msgpack")
         if b"j" in fields:
             return self._validator.check_bytes(fields[b"j"], "json")
+        if CONTROL in fields:  # an identity hand-over step (engine/identity.py)
+            return identity.decode(fields[CONTROL])
         return Rejection("malformed_entry: no event field")
 
     def decode_all(
