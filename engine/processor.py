@@ -23,8 +23,8 @@ from dataclasses import replace
 from typing import Any
 
 from engine import alerts as rules
-from engine.cadence.runner import Cadences
 from engine import identity
+from engine.cadence.runner import Cadences
 from engine.errors import StoreError
 from engine.events import Event
 from engine.learning import Learner, Moments
