@@ -18,6 +18,7 @@ tried again after a capped exponential backoff, a batch that fails is redone
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -59,6 +60,7 @@ class EngineParts:
     names: StreamNames
     read_count: int
     idle_poll_ms: int
+    tick_ms: int = 0  # live: an idle partition sends a clock tick this often (0: never)
 
 
 class _StreamPartition(StatefulSourcePartition[Entry, str]):
@@ -73,7 +75,10 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
         health: RedisHealth,
         backoff: Any,  # redis_client.outage_backoff(): .compute(failures) -> seconds
         drain: bool = True,
+        tick_s: float = 0.0,
     ) -> None:
+        self._tick_s = tick_s
+        self._next_tick = 0.0
         self._reader = reader
         self._partition = partition
         self._pos = start
@@ -108,7 +113,7 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
             if self._stop is not None and self._stop.is_set():
                 raise StopIteration
             self._awake = datetime.now(UTC) + self._idle
-            return []
+            return self._tick()
         self._awake = None
         out: list[Entry] = []
         for sid, fields in rows:
@@ -120,6 +125,18 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
         if self._end is not None and len(out) < len(rows):
             self._pos = f"{self._end[0]}-{self._end[1]}"
         return out
+
+    def _tick(self) -> list[Entry]:
+        """Live (cadences on): an idle partition hands the processor a clock tick (an entry
+        with an empty id) every ``cadence.tick_ms``, so due follow-up steps fire at live rate
+        without new events on the partition."""
+        if not self._tick_s:
+            return []
+        now = time.monotonic()
+        if now < self._next_tick:
+            return []
+        self._next_tick = now + self._tick_s
+        return [(self._partition, b"", {})]
 
     def next_awake(self) -> datetime | None:
         return self._awake
@@ -163,8 +180,18 @@ class RedisStreamSource(FixedPartitionedSource[Entry, str]):
         end = reader.last_id() if self._bounded else None
         idle = timedelta(milliseconds=parts.idle_poll_ms)
         proc = parts.processor
+        tick_s = 0.0 if self._bounded else parts.tick_ms / 1000
         return _StreamPartition(
-            reader, p, start, end, self._stop, idle, proc.health, proc.outage_backoff, self._drain
+            reader,
+            p,
+            start,
+            end,
+            self._stop,
+            idle,
+            proc.health,
+            proc.outage_backoff,
+            self._drain,
+            tick_s,
         )
 
 

@@ -6,12 +6,15 @@ carry the hash tag ``{tenant:lead}`` so they share a cluster slot:
 - ``{p}:{tenant:lead}:f``  the lead's feature record (msgpack, ``features/state.py``)
 - ``{p}:{tenant:lead}:r``  its score record (msgpack, ``engine/records.py``; schema 0 kept a
   hash at ``:s``, deleted when the lead is next scored)
-- ``{p}:{tenant:lead}:n``  its learning moments (list); ``:rp`` what the reports know of it
+- ``{p}:{tenant:lead}:n``  its learning moments (list); ``:rp`` what the reports know of it;
+  ``:c`` its follow-up plan state (JSON, ``engine/cadence``)
 - ``{p}:hot:{tenant}``, ``{p}:hotidx``, ``{p}:due:{partition}``, ``{p}:alias:{tenant}``,
   ``{p}:wm``, ``{p}:lostseen``: hot lists, their index, learning horizons,
   folded ids, expiry watermarks, pacing
-- streams: ``{p}:events:{partition}``, ``{p}:alerts``, ``{p}:buckets``, ``{p}:deadletter``,
-  ``{p}:labels``, positions ``{p}:pos`` and ``{p}:processed``
+- ``{p}:cad:{partition}``, ``{p}:cadwm``: leads by their next follow-up step's due time,
+  and each partition's cadence clock (``engine/cadence``)
+- streams: ``{p}:events:{partition}``, ``{p}:alerts``, ``{p}:buckets``, ``{p}:cadence``,
+  ``{p}:deadletter``, ``{p}:labels``, positions ``{p}:pos`` and ``{p}:processed``
 - the model: ``{p}:model:work|meta|versions|v:{n}``
 - the gateway: ``{p}:gw:idem|bound|contact|rl:…``; CRM events in ``{p}:crm:seen:…``
 - reports: ``{p}:rpt:{tenant}:{day}``, ``{p}:rpt:tenants``
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 __all__ = [
     "CrmKeys", "DeliveryKeys", "ModelKeys", "StreamNames", "alias_key", "bound_key",
+    "cadence_clock_key", "cadence_due_key",
     "contact_index_key", "day_key", "due_key", "hot_index_key", "hot_key",
     "idempotency_key", "lead_key", "lost_seen_key", "mark_key", "member", "processed_key",
     "rate_limit_key", "split_member", "tenants_key", "watermark_key",
@@ -57,6 +61,16 @@ def lead_key(prefix: str, tenant: str, lead_id: str, part: str) -> str:
     return f"{prefix}:{{{tenant}:{lead_id}}}:{part}"
 
 
+def cadence_due_key(prefix: str, partition: int) -> str:
+    """Per partition: leads in a follow-up plan, by their next step's due time (event time)."""
+    return f"{prefix}:cad:{partition}"
+
+
+def cadence_clock_key(prefix: str) -> str:
+    """Hash partition -> "watermark:wall": the partition's cadence clock (engine/cadence)."""
+    return f"{prefix}:cadwm"
+
+
 def hot_index_key(prefix: str) -> str:
     """Zset "tenant<0x1f>lead" -> wall ms of the lead's last score record, for every lead
     on a hot list: how :meth:`Committer.prune_hot` finds leads gone idle."""
@@ -86,6 +100,7 @@ class StreamNames:
         self.dead_letter = f"{prefix}:deadletter"
         self.alerts = f"{prefix}:alerts"
         self.bucket_changes = f"{prefix}:buckets"
+        self.cadence = f"{prefix}:cadence"  # due follow-up steps (engine/cadence)
 
     def events(self, partition: int) -> str:
         return f"{self.prefix}:events:{partition}"
@@ -247,3 +262,7 @@ class DeliveryKeys:
 
     def leads(self, tenant: str) -> str:
         return f"{self.base}:leads:{tenant}"
+
+    def tasks(self, tenant: str, agent: str) -> str:
+        """Zset task JSON -> due time: an agent's follow-up tasks (``*``: nobody's yet)."""
+        return f"{self.base}:tasks:{tenant}:{agent or '*'}"

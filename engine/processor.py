@@ -24,6 +24,7 @@ from typing import Any
 
 from engine import alerts as rules
 from engine import identity
+from engine.cadence.runner import Cadences
 from engine.errors import StoreError
 from engine.events import Event
 from engine.learning import Learner, Moments
@@ -83,6 +84,7 @@ class Processor:
         for kind in LABEL_KINDS:  # every series exists from the start: rate() sees the first
             metrics.labels.labels(kind)
         self.outage_backoff = outage_backoff(settings.redis.outage_backoff_cap_s)
+        self._cadence = Cadences(settings, committer.client, clock)  # engine/cadence
 
     # -- the batch -------------------------------------------------------------------------
     def process_retrying(
@@ -125,6 +127,7 @@ class Processor:
     def _resync(self) -> None:
         """Forget what may have run ahead of Redis in a failed batch; reload it from Redis."""
         self._teacher.forget()
+        self._cadence.forget()
         self._store.clear()
         self.learner.reload()
 
@@ -132,6 +135,8 @@ class Processor:
         """Whether this batch's commit is in Redis already (its reply was lost)."""
         last: dict[int, tuple[int, int]] = {}
         for partition, sid, _ in entries:
+            if not sid:  # a clock tick: no position
+                continue
             ms, _, seq = (sid.decode() if isinstance(sid, bytes) else sid).partition("-")
             last[partition] = (int(ms), int(seq or 0))
         committed = self._commit.committed()
@@ -153,12 +158,16 @@ class Processor:
         """decode -> identity -> features -> (sweep, label, score, alert) per event -> leads'
         records and moments -> reporting -> commit -> metrics."""
         started = time.perf_counter()
+        if entries and not any(sid for _, sid, _ in entries):
+            return self._ticks(entries)
         fx = BatchEffects()
         self.learner.refresh()
         learned = self.learner.catch_up()
         events, origin, rejected = self._decoder.decode_all(entries, fx)
         replies, fx.features = self._store.apply(events)  # with identity (engine/identity.py)
         events, origin, replies = identity.scored(events, origin, replies, SKIPPED)
+        if self._cadence.enabled:  # follow-up plans of the batch's leads (engine/cadence)
+            fx.cadence = self._cadence.begin(entries, events)
         leads: Leads = {}
         duplicates = 0
         first, last_of = first_and_last(events)
@@ -184,10 +193,24 @@ class Processor:
         emit_ms = int(self._clock() * 1000)
         for alert in fx.alerts:
             alert.emit_ms = emit_ms
+        if fx.cadence is not None:  # due follow-up steps, emitted with this batch
+            times = ((entry[0], event.ts) for event, entry in zip(events, origin, strict=True))
+            self._cadence.finish(fx.cadence, times, emit_ms)
         commit_batch(self._commit, self.learner, fx, learned)
         self._store.committed(fx.score_records)
-        self._observer.observe(len(entries), fx, duplicates, emit_ms, learned, started)
+        real = sum(1 for _, sid, _ in entries if sid)
+        self._observer.observe(real, fx, duplicates, emit_ms, learned, started)
         return BatchResult(tuple(a.wire() for a in fx.alerts), len(entries), rejected, duplicates)
+
+    def _ticks(self, entries: Sequence[Entry]) -> BatchResult:
+        """Only clock ticks (idle live partitions): fire due follow-up steps, commit if any."""
+        if self._cadence.enabled:
+            fx = BatchEffects(cadence=self._cadence.begin(entries))
+            assert fx.cadence is not None
+            self._cadence.finish(fx.cadence, (), int(self._clock() * 1000))
+            if fx.cadence.work:
+                self._commit.commit(fx)
+        return BatchResult((), 0, 0, 0)
 
     def _lead_for(
         self, leads: Leads, partition: int, reply: FeatureReply, key: tuple[str, str]
@@ -227,6 +250,9 @@ class Processor:
         lead.alert = decision.state
         self._teacher.take_moment(event, reply.features, s.segment, s.score, lead)
         self._metrics.scores.observe(s.score.score)
+        if fx.cadence is not None:
+            self._cadence.on_event(fx.cadence, lead.partition, event, s.score,
+                                   decision.triggers, reply)  # fmt: skip
         if decision.triggers or is_last:
             s = replace(s, score=self._scorer.explained(s, lead, bool(decision.triggers)))
         if is_last:

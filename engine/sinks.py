@@ -30,6 +30,7 @@ from typing import Any, cast
 import msgpack
 import redis
 
+from engine.cadence.runner import CadenceEffects
 from engine.keys import hot_index_key, lost_seen_key, watermark_key
 from engine.model_store import ModelKeys, publish_commands
 from engine.records import Alert, ScoreRecord
@@ -120,6 +121,7 @@ class BatchEffects:
     publish: tuple[int, bytes, dict[str, Any]] | None = None
     report: ReportDelta | None = None  # brokerage reporting counters (engine/reporting)
     features: FeatureWrites | None = None  # lead feature records (features/store.py)
+    cadence: CadenceEffects | None = None  # follow-up plans and due steps (engine/cadence)
 
 
 class Committer:
@@ -250,6 +252,8 @@ class Committer:
             publish_commands(pipe, self.model_keys, *fx.publish)
         if fx.report is not None:
             fx.report.apply(pipe)
+        if fx.cadence is not None:
+            fx.cadence.apply(pipe, self._names, self._alerts_maxlen, self._idle)
         if fx.positions:
             pipe.hset(self._names.positions, mapping={str(k): v for k, v in fx.positions.items()})
             for partition, n in fx.processed.items():

@@ -6,6 +6,7 @@ Layout (prefix ``lp``):
 - ``lp:pos``          hash partition -> last stream id whose batch committed
 - ``lp:deadletter``   rejected events with their reason
 - ``lp:alerts``       score-jump alerts for delivery
+- ``lp:cadence``      due follow-up steps (agent tasks, automatic messages) for delivery
 - ``lp:buckets``      bucket changes (old -> new bucket of a lead) for CRM write-back,
                       appended in the transaction that commits the batch
 

@@ -48,6 +48,8 @@ class Decoder:
         rejected = 0
         for entry in entries:
             partition, sid, fields = entry
+            if not sid:  # a clock tick (engine/dataflow.py, cadences): not an event
+                continue
             fx.positions[partition] = sid.decode() if isinstance(sid, bytes) else sid
             fx.processed[partition] = fx.processed.get(partition, 0) + 1
             checked = self.decode(fields)
