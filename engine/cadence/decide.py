@@ -2,7 +2,9 @@
 
 - **enter**: a lead not in a plan enters the plan of the first matching rule.
 - **hotter**: a hand-raise or an alert trigger (a score jump, entering P1) re-reads the
-  rules; a plan with more ``heat`` replaces the current one from that moment.
+  rules; a plan with more ``heat`` replaces the current one from that moment, unless the
+  lead entered that plan within ``rerun_after_d`` (a lead moves up into a track at most
+  once per period: a score jump does not send it back into the hot track every time).
 - **pause**: a real conversation (:data:`CONVERSATIONS`: a reply that is not STOP, an
   answered call, an appointment, an agent's contact marked as a conversation) pauses the
   plan; after ``resume_after_d`` with no further conversation it resumes where it
@@ -28,7 +30,7 @@ from engine.events import HAND_RAISE_TYPES, NEGATIVE_OUTCOMES, POSITIVE_OUTCOMES
 
 __all__ = [
     "CONVERSATIONS", "ENDINGS", "CadenceState", "Emission", "Personal", "Signal", "decode",
-    "encode", "fire", "on_event", "step_id",
+    "encode", "fire", "on_event", "ran_within", "step_id",
 ]  # fmt: skip
 
 #: Event types that start a real conversation: the plan pauses (an ``agent_contact`` only
@@ -76,6 +78,7 @@ class CadenceState:
     end_reason: str = ""
     blocked: tuple[str, ...] = ()
     personal: Personal = field(default_factory=Personal)
+    ran: tuple[tuple[str, float], ...] = ()  # each plan entered, with its last entry time
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +125,8 @@ def encode(s: CadenceState) -> str:
     return json.dumps(
         [s.plan, s.status, s.step, s.start, s.shift, s.due, s.since, s.cycle, s.why,
          s.end_reason, list(s.blocked),
-         [p.property_id, p.address, p.area, p.timeline, p.side, p.source, p.agent_id]],
+         [p.property_id, p.address, p.area, p.timeline, p.side, p.source, p.agent_id],
+         [[name, ts] for name, ts in s.ran]],
         separators=(",", ":"),
     )  # fmt: skip
 
@@ -137,6 +141,7 @@ def decode(text: str | None) -> CadenceState:
             str(v[0]), str(v[1]), int(v[2]), float(v[3]), float(v[4]), float(v[5]),
             float(v[6]), int(v[7]), str(v[8]), str(v[9]), tuple(str(c) for c in v[10]),
             Personal(*(str(x) for x in v[11][:7])),
+            tuple((str(n), float(t)) for n, t in (v[12] if len(v) > 12 else ())),
         )  # fmt: skip
     except (ValueError, TypeError, IndexError, KeyError):
         return CadenceState()
@@ -177,9 +182,16 @@ def _schedule(s: CadenceState, book: Book, hours: Hours) -> CadenceState:
 
 
 def _enter(s: CadenceState, plan: Plan, ts: float, why: str) -> CadenceState:
+    ran = tuple(sorted({**dict(s.ran), plan.name: ts}.items()))
     return replace(s, plan=plan.name, status="active", step=0, start=ts, shift=0.0, due=0.0,
                    since=ts, cycle=s.cycle + 1, why=f"entered {plan.label}: {why}",
-                   end_reason="")  # fmt: skip
+                   end_reason="", ran=ran)  # fmt: skip
+
+
+def ran_within(s: CadenceState, plan: str, ts: float, period_s: float) -> bool:
+    """The lead entered ``plan`` less than ``period_s`` before ``ts``."""
+    last = dict(s.ran).get(plan)
+    return last is not None and ts - last < period_s
 
 
 def _fact(sig: Signal) -> dict[str, object]:
@@ -231,7 +243,11 @@ def _hotter(
     if hot:
         chosen = book.choose(_fact(sig))
         current = book.plans.get(s.plan)
-        if chosen is not None and (current is None or chosen[0].heat > current.heat):
+        if (
+            chosen is not None
+            and (current is None or chosen[0].heat > current.heat)
+            and not ran_within(s, chosen[0].name, sig.ts, book.rerun_after_s)
+        ):
             plan, rule = chosen
             return _schedule(_enter(s, plan, sig.ts, f"moved up: {rule.why()}"), book, hours)
     if newly_blocked:

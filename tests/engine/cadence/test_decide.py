@@ -194,3 +194,55 @@ def test_never_blocked_never_quiet_never_twice(
     for e in out:
         _check(e, blocked, hours, seen)
     assert replace(s, why="") == replace(decode(encode(s)), why="")
+
+
+# -- moving up: at most once per track per period -----------------------------------------------
+def test_a_jump_does_not_send_a_lead_back_into_a_track_it_ran_recently() -> None:
+    s = on_event(CadenceState(), sig(), BOOK, NY)  # long-term track
+    s = on_event(s, sig("page_view", T0 + DAY, triggers=("jump",)), BOOK, NY)
+    assert s.plan == "hot_week"
+    s, _ = fire(s, T0 + 9 * DAY, BOOK, NY)  # the hot track is done: on to the long-term cycle
+    assert s.plan == "long_term_cycle"
+    again = on_event(s, sig("page_view", T0 + 10 * DAY, triggers=("jump",)), BOOK, NY)
+    assert again.plan == "long_term_cycle"  # hot track entered 9 days ago: not again
+    later = T0 + DAY + BOOK.rerun_after_s
+    s, _ = fire(s, later, BOOK, NY)
+    moved = on_event(s, sig("page_view", later, triggers=("jump",)), BOOK, NY)
+    assert moved.plan == "hot_week" and moved.why.startswith("entered hot track: moved up")
+    assert decode(encode(moved)).ran == moved.ran
+
+
+MOVES = ["jump", "jump", "showing_request", "tick", "tick", "page_view"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(MOVES), st.floats(min_value=0, max_value=20 * DAY)),
+        min_size=1,
+        max_size=40,
+    ),  # fmt: skip
+    st.sampled_from(["long-term", "warm"]),
+)
+def test_moves_up_at_most_once_per_track_per_period(
+    steps: list[tuple[str, float]], tier: str
+) -> None:
+    period = BOOK.rerun_after_s
+    now = T0
+    s = on_event(CadenceState(), sig(ts=now, tier=tier), BOOK, NY)
+    entered: dict[str, list[float]] = {s.plan: [now]}
+    for kind, gap in steps:
+        now += gap
+        if kind == "tick":
+            s, _ = fire(s, now, BOOK, NY)
+            continue
+        before = s
+        s = on_event(s, _signal(kind, now, ()), BOOK, NY)
+        moved = s.cycle != before.cycle and s.start == now and "moved up" in s.why
+        if moved:
+            last = dict(before.ran).get(s.plan)
+            assert last is None or now - last >= period, (s.plan, now - (last or 0))
+            assert BOOK.plans[s.plan].heat > BOOK.plans[before.plan].heat
+            entered.setdefault(s.plan, []).append(now)
+    for plan, times in entered.items():
+        assert all(b - a >= period for a, b in zip(times[1:], times[2:], strict=False)), plan
