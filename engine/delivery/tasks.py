@@ -30,7 +30,7 @@ from engine.delivery.keys import DeliveryKeys
 from engine.delivery.webhooks import Job
 from engine.settings import Settings
 
-__all__ = ["StepDelivery", "decode_step", "task_text"]
+__all__ = ["StepDelivery", "decode_step", "task_text", "today_tasks"]
 
 VERBS = {"call": "call", "voicemail": "leave a voicemail for", "sms": "text", "email": "email"}
 
@@ -106,7 +106,38 @@ class StepDelivery:
 
     def today(self, tenant: str, agent: str, now: float, tz: str) -> list[dict[str, Any]]:
         """An agent's tasks due today (tenant's day), oldest first."""
-        local = datetime.fromtimestamp(now, ZoneInfo(tz))
-        start = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-        rows = self._r.zrangebyscore(self._keys.tasks(tenant, agent), start, start + 86_400)
-        return [json.loads(r) for r in rows]
+        return today_tasks(self._r, self._keys, tenant, [agent], now, tz)
+
+
+def _day_start(now: float, tz: str) -> float:
+    local = datetime.fromtimestamp(now, ZoneInfo(tz))
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def today_tasks(
+    client: Any, keys: DeliveryKeys, tenant: str, agents: list[str], now: float, tz: str
+) -> list[dict[str, Any]]:
+    """The tasks of ``agents`` ("" : the lead has no agent yet) due today in the tenant's
+    zone ``tz``, by due time; each once (a redelivered step is one task), with its line
+    worded for ``now`` and its due time in the zone (``due_local``)."""
+    start = _day_start(now, tz)
+    end = _day_start(start + 86_400 + 3_600, tz)  # the next midnight (23 or 25 h days too)
+    pipe = client.pipeline(transaction=False)
+    for agent in agents:
+        pipe.zrangebyscore(keys.tasks(tenant, agent), start, f"({end}")
+    seen: dict[str, dict[str, Any]] = {}
+    for rows in pipe.execute():
+        for raw in rows:
+            try:
+                task = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(task, dict) and task.get("step_id"):
+                seen.setdefault(str(task["step_id"]), task)
+    out = []
+    for task in sorted(seen.values(), key=lambda t: (float(t.get("due_ts") or 0), t["step_id"])):
+        due = float(task.get("due_ts") or now)
+        out.append({**task, "text": task_text(task, now, tz), "timezone": tz,
+                    "due_local": datetime.fromtimestamp(due, ZoneInfo(tz)).strftime("%H:%M %Z"),
+                    "unassigned": not task.get("agent_id")})  # fmt: skip
+    return out
