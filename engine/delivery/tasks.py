@@ -6,8 +6,10 @@
   time options", and into the agent's task list (``dlv:tasks:{tenant}:{agent}``, by due
   time) for the page's "today";
 - an automatic **message** goes to the tenant's signed webhook (``webhook_url``) as a
-  ``cadence.message`` with the template id and the personalisation fields; the
-  receiver renders and sends it (leadpulse renders no message it cannot send).
+  ``cadence.message`` with the template id and the personalisation fields, and to each
+  of the tenant's delivery targets that opted in with the ``cadence`` trigger (an
+  ``http`` CRM or sender, a Slack or Teams channel: ``engine/delivery/targets.py``);
+  the receiver renders and sends it (leadpulse renders no message it cannot send).
 
 A step whose channel delivery's consent book knows to be closed is not sent (defence in
 depth: the engine already skips blocked channels); it is counted and acknowledged.
@@ -27,6 +29,7 @@ import msgpack
 from engine.delivery.consent import ConsentBook
 from engine.delivery.feed import Feed
 from engine.delivery.keys import DeliveryKeys
+from engine.delivery.targets import TargetJobs
 from engine.delivery.webhooks import Job
 from engine.settings import Settings
 
@@ -59,13 +62,20 @@ class StepDelivery:
     """Handles one ``lp:cadence`` entry: feed and task list, or the tenant's webhook."""
 
     def __init__(
-        self, settings: Settings, client: Any, keys: DeliveryKeys, feed: Feed, consent: ConsentBook
+        self,
+        settings: Settings,
+        client: Any,
+        keys: DeliveryKeys,
+        feed: Feed,
+        consent: ConsentBook,
+        targets: TargetJobs | None = None,
     ) -> None:
         self._s = settings
         self._r = client
         self._keys = keys
         self._feed = feed
         self._consent = consent
+        self._targets = targets or TargetJobs()
         self._ttl = int(settings.features.idle_expire_d * 86_400)
         self.counts = {"task": 0, "message": 0, "blocked": 0, "no_target": 0}
 
@@ -81,16 +91,22 @@ class StepDelivery:
             self._task(step, now, tz)
             return []
         self.counts["message"] += 1
-        if not cfg.webhook_url:
-            self.counts["no_target"] += 1
-            return []
         payload = {**step, "type": "cadence.message", "delivery_id": step["step_id"],
                    "sent_ms": int(now * 1000)}  # fmt: skip
-        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-        return [Job(alert_id=str(step["step_id"]), delivery_id=str(step["step_id"]),
-                    target="tenant", url=cfg.webhook_url, secret=cfg.secret.get_secret_value(),
-                    body=body, ingest_ms=int(step.get("emit_ms") or 0),
-                    order_key=f"{tenant}/{lead}")]  # fmt: skip
+        ids = {
+            "alert_id": str(step["step_id"]),
+            "delivery_id": str(step["step_id"]),
+            "ingest_ms": int(step.get("emit_ms") or 0),
+            "order_key": f"{tenant}/{lead}",
+        }
+        jobs = self._targets.jobs(payload, cfg.targets, ids) if cfg.targets else []
+        if cfg.webhook_url:
+            body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+            jobs.insert(0, Job(target="tenant", url=cfg.webhook_url, body=body,
+                               secret=cfg.secret.get_secret_value(), **ids))  # fmt: skip
+        if not jobs:
+            self.counts["no_target"] += 1
+        return jobs
 
     def _task(self, step: dict[str, Any], now: float, tz: str) -> None:
         self.counts["task"] += 1

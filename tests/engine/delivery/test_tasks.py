@@ -138,3 +138,57 @@ def test_get_tasks_shows_today_per_agent_and_an_agent_key_only_its_own(
         assert other.status_code == 403 and "cannot view agent cy" in other.json()["detail"]
         page = http.get("/hotlist").text
         assert 'data-tasks-url="/v1/tasks"' in page and "Today's tasks" in page
+
+
+def test_messages_go_to_targets_that_opted_in_with_the_cadence_trigger(
+    client: Any, make_settings: Any
+) -> None:
+    import pytest
+
+    from engine.errors import ConfigError
+
+    targets = {
+        "sender": {"kind": "http", "url": "http://127.0.0.1:9/send/{crm_id}", "on": ["cadence"],
+                   "auth": "bearer", "secret": "tok-0123", "lead_prefix": "acme-"},
+        "team": {"kind": "slack", "url": "https://hooks.slack.example/T1/B1/x",
+                 "on": ["alert", "cadence"]},
+        "alerts_only": {"kind": "teams", "url": "https://teams.example/hook"},
+        "crm": {"kind": "fub", "secret": "fub-key"},
+    }  # fmt: skip
+    settings = make_settings(streams={"partitions": 1}, cadence={"enabled": True},
+                             delivery={"tenants": {"acme": {"targets": targets}}})  # fmt: skip
+    svc = DeliveryService(settings, client, clock=lambda: T0)
+    step = {"step_id": "s9", "tenant": "acme", "lead_id": "acme-42", "kind": "message",
+            "channel": "email", "template": "hot.d1.local_data", "goal": "local data",
+            "plan": "hot_week", "plan_label": "hot track", "day": 1, "due_ts": T0,
+            "agent_id": "cy", "emit_ms": 5,
+            "fields": {"property_id": "P1", "address": "1 Main St", "area": "east",
+                       "timeline": "0-3 months", "side": "buyer", "source": "portal"}}  # fmt: skip
+    jobs = {j.target: j for j in svc.steps.handle(step, T0)}
+    assert sorted(jobs) == ["http:sender", "slack:team"]  # opted in; no webhook_url here
+    sent = jobs["http:sender"]
+    assert sent.url == "http://127.0.0.1:9/send/42" and not sent.signed
+    assert ("Authorization", "Bearer tok-0123") in sent.headers
+    assert (sent.delivery_id, sent.order_key) == ("s9", "acme/acme-42")
+    body = json.loads(sent.body)
+    assert body == {"type": "cadence.message", "step_id": "s9", "tenant": "acme",
+                    "lead_id": "acme-42", "crm_id": "42", "template": "hot.d1.local_data",
+                    "channel": "email", "goal": "local data", "plan": "hot track", "day": 1,
+                    "fields": {"property_id": "P1", "address": "1 Main St", "area": "east",
+                               "timeline": "0-3 months"}}  # fmt: skip
+    chat = jobs["slack:team"].body.decode()
+    assert "hot.d1.local_data" in chat and "day 1 of the hot track" in chat
+    assert "1 Main St" in chat and "Automatic email" in chat
+    # an opted-out channel: nothing to any target
+    client.hset(
+        svc.keys.consent("acme", "acme-42"),
+        "email",
+        json.dumps(
+            {"channel": "email", "why": "unsubscribe", "ts": T0, "event_id": "u", "text": "x"}
+        ),
+    )
+    assert svc.steps.handle({**step, "step_id": "s10"}, T0) == []
+    with pytest.raises(ConfigError) as err:
+        make_settings(delivery={"tenants": {"acme": {"targets": {
+            "crm": {"kind": "fub", "secret": "k", "on": ["cadence"]}}}}})  # fmt: skip
+    assert "Follow Up Boss has no API that sends" in str(err.value)
