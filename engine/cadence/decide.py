@@ -29,8 +29,8 @@ from engine.cadence.plans import Book, Hours, Plan, Step
 from engine.events import HAND_RAISE_TYPES, NEGATIVE_OUTCOMES, POSITIVE_OUTCOMES
 
 __all__ = [
-    "CONVERSATIONS", "ENDINGS", "CadenceState", "Emission", "Personal", "Signal", "decode",
-    "encode", "fire", "on_event", "ran_within", "step_id",
+    "CONVERSATIONS", "ENDINGS", "CadenceState", "Emission", "Personal", "Signal", "Transition",
+    "decode", "encode", "fire", "on_event", "ran_within", "step_id",
 ]  # fmt: skip
 
 #: Event types that start a real conversation: the plan pauses (an ``agent_contact`` only
@@ -79,6 +79,30 @@ class CadenceState:
     blocked: tuple[str, ...] = ()
     personal: Personal = field(default_factory=Personal)
     ran: tuple[tuple[str, float], ...] = ()  # each plan entered, with its last entry time
+    last: str = ""  # the last step sent: "<plan>.<index>.<channel>" (replies, opt-outs by step)
+    replied: bool = False  # the lead replied since that step (its first reply is counted)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What the reports count (engine/reporting/cadence.py): a plan ``entered``,
+    ``completed`` (every step done) or ``ended`` otherwise (``reason``); a step ``sent``;
+    the first ``reply`` after a step; an ``optout`` of a channel (``reason``) after a step
+    (``step``: ``<plan>.<index>.<channel>``, "" before any step)."""
+
+    kind: str
+    plan: str
+    ts: float
+    step: str = ""
+    reason: str = ""
+
+
+Log = list[Transition] | None
+
+
+def _note(log: Log, kind: str, plan: str, ts: float, step: str = "", reason: str = "") -> None:
+    if log is not None:
+        log.append(Transition(kind, plan, ts, step, reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +150,7 @@ def encode(s: CadenceState) -> str:
         [s.plan, s.status, s.step, s.start, s.shift, s.due, s.since, s.cycle, s.why,
          s.end_reason, list(s.blocked),
          [p.property_id, p.address, p.area, p.timeline, p.side, p.source, p.agent_id],
-         [[name, ts] for name, ts in s.ran]],
+         [[name, ts] for name, ts in s.ran], [s.last, s.replied]],
         separators=(",", ":"),
     )  # fmt: skip
 
@@ -142,6 +166,7 @@ def decode(text: str | None) -> CadenceState:
             float(v[6]), int(v[7]), str(v[8]), str(v[9]), tuple(str(c) for c in v[10]),
             Personal(*(str(x) for x in v[11][:7])),
             tuple((str(n), float(t)) for n, t in (v[12] if len(v) > 12 else ())),
+            *((str(v[13][0]), bool(v[13][1])) if len(v) > 13 else ()),
         )  # fmt: skip
     except (ValueError, TypeError, IndexError, KeyError):
         return CadenceState()
@@ -153,12 +178,13 @@ def _allowed(step: Step, blocked: tuple[str, ...]) -> bool:
     return channel not in blocked
 
 
-def _schedule(s: CadenceState, book: Book, hours: Hours) -> CadenceState:
+def _schedule(s: CadenceState, book: Book, hours: Hours, log: Log = None) -> CadenceState:
     """The next allowed step and its due time (quiet hours applied); follows ``next`` at
     the end of a plan; ends the plan when nothing is allowed."""
     for _ in range(_MAX_CHAIN):
         plan = book.plans.get(s.plan)
         if plan is None:
+            _note(log, "ended", s.plan, s.since, reason="unknown_plan")
             return replace(s, status="ended", due=0.0, end_reason="unknown_plan",
                            why=f"ended: plan {s.plan!r} is no longer configured")  # fmt: skip
         i = s.step
@@ -170,18 +196,22 @@ def _schedule(s: CadenceState, book: Book, hours: Hours) -> CadenceState:
             if step.channel in book.quiet_channels:
                 due = hours.allowed_at(due)
             return replace(s, step=i, due=due)
+        done = s.step >= len(plan.steps)
+        _note(log, "completed" if done else "ended", plan.name, s.since,
+              reason="" if done else "no_allowed_channel")  # fmt: skip
         if not plan.next:
-            reason = "completed" if s.step >= len(plan.steps) else "no_allowed_channel"
+            reason = "completed" if done else "no_allowed_channel"
             return replace(s, step=i, status="ended", due=0.0, end_reason=reason,
                            why=f"ended: {plan.label} {reason.replace('_', ' ')}")  # fmt: skip
         at = s.start + s.shift + (plan.steps[-1].offset if plan.steps else 0.0)
         s = _enter(s, book.plans[plan.next], max(at, s.since),
-                   f"after the {plan.label}")  # fmt: skip
+                   f"after the {plan.label}", log)  # fmt: skip
     return replace(s, status="ended", due=0.0, end_reason="no_allowed_channel",
                    why="ended: no plan in the chain has an allowed channel")  # fmt: skip
 
 
-def _enter(s: CadenceState, plan: Plan, ts: float, why: str) -> CadenceState:
+def _enter(s: CadenceState, plan: Plan, ts: float, why: str, log: Log = None) -> CadenceState:
+    _note(log, "entered", plan.name, ts)
     ran = tuple(sorted({**dict(s.ran), plan.name: ts}.items()))
     return replace(s, plan=plan.name, status="active", step=0, start=ts, shift=0.0, due=0.0,
                    since=ts, cycle=s.cycle + 1, why=f"entered {plan.label}: {why}",
@@ -202,17 +232,27 @@ def _fact(sig: Signal) -> dict[str, object]:
 
 
 # -- events ----------------------------------------------------------------------------------
-def on_event(s: CadenceState, sig: Signal, book: Book, hours: Hours) -> CadenceState:
-    """The state after one event of the lead (in stream order)."""
+def on_event(
+    s: CadenceState, sig: Signal, book: Book, hours: Hours, log: Log = None
+) -> CadenceState:
+    """The state after one event of the lead (in stream order); ``log`` (if given)
+    receives what the reports count."""
     if sig.visitor:
         return s
     personal = _merge_personal(s.personal, sig.personal)
     blocked = tuple(sorted(set(s.blocked) | set(sig.blocked)))
     newly_blocked = blocked != s.blocked
+    if s.status:
+        for channel in sorted(set(blocked) - set(s.blocked)):
+            _note(log, "optout", s.plan, sig.ts, s.last, channel)
+        if sig.type == "reply" and not sig.stop and s.last and not s.replied:
+            _note(log, "reply", s.plan, sig.ts, s.last)
+            s = replace(s, replied=True)
     if personal != s.personal or newly_blocked:
         s = replace(s, personal=personal, blocked=blocked)
     if sig.type in ENDINGS:
         if s.status in ("active", "paused"):
+            _note(log, "ended", s.plan, sig.ts, reason=sig.type)
             return replace(s, status="ended", due=0.0, since=sig.ts, end_reason=sig.type,
                            why=f"ended: {sig.type.replace('_', ' ')}")  # fmt: skip
         return s if s.status else replace(s, status="ended", end_reason=sig.type, since=sig.ts)
@@ -225,18 +265,18 @@ def on_event(s: CadenceState, sig: Signal, book: Book, hours: Hours) -> CadenceS
     if s.status == "paused" or sig.stop:
         return s
     if s.status == "active":
-        return _hotter(s, sig, book, hours, newly_blocked)
+        return _hotter(s, sig, book, hours, newly_blocked, log)
     if s.status == "" or (s.end_reason == "lost" and sig.reactivated):
         chosen = book.choose(_fact(sig))
         if chosen is None:
             return s
         plan, rule = chosen
-        return _schedule(_enter(s, plan, sig.ts, rule.why()), book, hours)
+        return _schedule(_enter(s, plan, sig.ts, rule.why(), log), book, hours, log)
     return s
 
 
 def _hotter(
-    s: CadenceState, sig: Signal, book: Book, hours: Hours, newly_blocked: bool
+    s: CadenceState, sig: Signal, book: Book, hours: Hours, newly_blocked: bool, log: Log
 ) -> CadenceState:
     """A hand-raise or a hot trigger: a hotter plan if the rules now give one."""
     hot = sig.type in HAND_RAISES or any(t.startswith(HOTTER) for t in sig.triggers)
@@ -249,9 +289,11 @@ def _hotter(
             and not ran_within(s, chosen[0].name, sig.ts, book.rerun_after_s)
         ):
             plan, rule = chosen
-            return _schedule(_enter(s, plan, sig.ts, f"moved up: {rule.why()}"), book, hours)
+            _note(log, "ended", s.plan, sig.ts, reason="moved_up")
+            moved = _enter(s, plan, sig.ts, f"moved up: {rule.why()}", log)
+            return _schedule(moved, book, hours, log)
     if newly_blocked:
-        return _schedule(s, book, hours)  # a newly blocked channel: the next allowed step
+        return _schedule(s, book, hours, log)  # a newly blocked channel: the next allowed step
     return s
 
 
@@ -284,7 +326,7 @@ def _merge_personal(old: Personal, new: Personal) -> Personal:
 
 # -- time --------------------------------------------------------------------------------------
 def fire(
-    s: CadenceState, now: float, book: Book, hours: Hours
+    s: CadenceState, now: float, book: Book, hours: Hours, log: Log = None
 ) -> tuple[CadenceState, list[Emission]]:
     """Emit every step due at or before ``now``; resume a pause whose silence has lasted."""
     out: list[Emission] = []
@@ -295,15 +337,17 @@ def fire(
             resumed = replace(s, status="active", shift=s.shift + (s.due - s.since),
                               since=s.due, why="resumed: no conversation for "
                               f"{book.resume_after_s / 86_400:g} days")  # fmt: skip
-            s = _schedule(resumed, book, hours)
+            s = _schedule(resumed, book, hours, log)
             continue
         plan = book.plans.get(s.plan)
         if plan is None or s.step >= len(plan.steps) or not _allowed(plan.steps[s.step], s.blocked):
-            s = _schedule(s, book, hours)  # never a blocked channel, whatever was scheduled
+            s = _schedule(s, book, hours, log)  # never a blocked channel, whatever was scheduled
             continue
         step = plan.steps[s.step]
         out.append(Emission("", plan.name, plan.label, s.step, s.cycle, step, s.due, s.personal))
-        s = _schedule(replace(s, step=s.step + 1, since=s.due,
+        last = f"{plan.name}.{s.step}.{step.channel}"
+        _note(log, "sent", plan.name, s.due, last)
+        s = _schedule(replace(s, step=s.step + 1, since=s.due, last=last, replied=False,
                               why=f"step {s.step + 1} of {len(plan.steps)} sent"),
-                      book, hours)  # fmt: skip
+                      book, hours, log)  # fmt: skip
     return s, out
