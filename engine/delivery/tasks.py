@@ -93,7 +93,7 @@ class StepDelivery:
         self.counts["message"] += 1
         payload = {**step, "type": "cadence.message", "delivery_id": step["step_id"],
                    "sent_ms": int(now * 1000)}  # fmt: skip
-        ids = {
+        ids: dict[str, Any] = {
             "alert_id": str(step["step_id"]),
             "delivery_id": str(step["step_id"]),
             "ingest_ms": int(step.get("emit_ms") or 0),
