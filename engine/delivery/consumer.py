@@ -132,7 +132,7 @@ class DeliveryService:
         # the targets with the cadence trigger
         self.steps_in = GroupStream(client, self.names.cadence, group, consumer, count)
         self.steps = StepDelivery(
-            settings, client, self.keys, self.feed, self.consent, self._targets
+            settings, client, self.keys, self.feed, self.consent, self._targets, self.metrics
         )
         self._held: collections.deque[BucketChange] = collections.deque()
         self._alerts_buf: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()

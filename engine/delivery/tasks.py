@@ -29,6 +29,7 @@ import msgpack
 from engine.delivery.consent import ConsentBook
 from engine.delivery.feed import Feed
 from engine.delivery.keys import DeliveryKeys
+from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.targets import TargetJobs
 from engine.delivery.webhooks import Job
 from engine.settings import Settings
@@ -69,6 +70,7 @@ class StepDelivery:
         feed: Feed,
         consent: ConsentBook,
         targets: TargetJobs | None = None,
+        metrics: DeliveryMetrics | None = None,
     ) -> None:
         self._s = settings
         self._r = client
@@ -76,20 +78,29 @@ class StepDelivery:
         self._feed = feed
         self._consent = consent
         self._targets = targets or TargetJobs()
+        self._metrics = metrics
         self._ttl = int(settings.features.idle_expire_d * 86_400)
         self.counts = {"task": 0, "message": 0, "blocked": 0, "no_target": 0}
 
     def handle(self, step: dict[str, Any], now: float) -> list[Job]:
+        """One step: its jobs (messages), counted by kind and outcome (metrics)."""
+        jobs, outcome = self._handle(step, now)
+        if self._metrics is not None:
+            kind = "task" if step.get("kind") == "task" else "message"
+            self._metrics.cadence_steps.labels(kind, outcome).inc()
+        return jobs
+
+    def _handle(self, step: dict[str, Any], now: float) -> tuple[list[Job], str]:
         tenant, lead = str(step["tenant"]), str(step["lead_id"])
         channel = "call" if step.get("channel") == "voicemail" else str(step.get("channel"))
         if channel in self._consent.reasons(tenant, lead):
             self.counts["blocked"] += 1
-            return []
+            return [], "blocked"
         cfg = self._s.delivery.tenant(tenant)
         tz = cfg.timezone or self._s.alerts.timezone
         if step.get("kind") == "task":
             self._task(step, now, tz)
-            return []
+            return [], "sent"
         self.counts["message"] += 1
         payload = {**step, "type": "cadence.message", "delivery_id": step["step_id"],
                    "sent_ms": int(now * 1000)}  # fmt: skip
@@ -106,7 +117,8 @@ class StepDelivery:
                                secret=cfg.secret.get_secret_value(), **ids))  # fmt: skip
         if not jobs:
             self.counts["no_target"] += 1
-        return jobs
+            return [], "no_target"
+        return jobs, "sent"
 
     def _task(self, step: dict[str, Any], now: float, tz: str) -> None:
         self.counts["task"] += 1

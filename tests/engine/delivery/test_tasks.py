@@ -62,6 +62,16 @@ def test_tasks_go_to_the_feed_and_messages_to_the_webhook(
     body = json.loads(jobs[0].body)
     assert body["type"] == "cadence.message" and body["template"] == "c14.d0.email.confirm"
     assert body["fields"]["address"] == "1 Main St" and body["delivery_id"] == body["step_id"]
+    reg = svc.metrics.registry
+    sent = {
+        k: reg.get_sample_value(
+            "leadpulse_delivery_cadence_steps_total", {"kind": k, "outcome": "sent"}
+        )
+        for k in ("task", "message")
+    }
+    assert sent == {"task": 2.0, "message": 1.0}  # fmt: skip
+    assert reg.get_sample_value("leadpulse_delivery_cadence_steps_total",
+                                {"kind": "message", "outcome": "blocked"}) == 0.0  # fmt: skip
 
 
 def test_a_step_on_a_channel_delivery_knows_is_closed_is_not_sent(
