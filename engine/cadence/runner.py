@@ -25,6 +25,7 @@ Per batch (:class:`Cadences`, called by ``engine/processor.py``):
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
@@ -169,15 +170,24 @@ class Cadences:
         if now.due and now.due < event.ts:  # the lead's own steps due before this event
             now, out = fire(now, math.nextafter(event.ts, 0.0), self._book, hours, log)
             fx.fired.extend((key, e) for e in out)
-        signal = self._signal(event, score, triggers, reply)
+        signal = self._signal(event, score, triggers, reply, self._holdout(key))
         after = on_event(now, signal, self._book, hours, log)
         fx.states[key] = (partition, before, after)
         fx.log.extend((event.tenant, t) for t in log)
 
+    def _holdout(self, key: Lead) -> bool:
+        """The lead is in the send-time holdout share (a stable hash of tenant and lead)."""
+        share = self._s.cadence.send_time_holdout
+        if share <= 0:
+            return False
+        digest = hashlib.blake2b(_member(key).encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64 < share
+
     @staticmethod
     def _signal(
-        event: Event, score: Score, triggers: tuple[str, ...], reply: FeatureReply
-    ) -> Signal:
+        event: Event, score: Score, triggers: tuple[str, ...], reply: FeatureReply,
+        holdout: bool = False,
+    ) -> Signal:  # fmt: skip
         f, ctx = reply.features, reply.context
         address = event.props.get("address")
         personal = Personal(
@@ -191,6 +201,7 @@ class Cadences:
             type=event.type, ts=event.ts, tier=score.tier, bucket=score.bucket,
             source=personal.source, side=personal.side, triggers=triggers,
             blocked=tuple(ctx.get("blocked") or ()), reactivated=bool(ctx.get("reactivated_now")),
+            holdout=holdout,
             conversation_marked=event.props.get("conversation") is True, stop=is_stop(event),
             visitor=event.lead_id.startswith("~"), personal=personal,
         )  # fmt: skip

@@ -14,7 +14,11 @@ Fields (``metric|dim|value``):
   to a hotter plan, no allowed channel left);
 - ``cad_sent|step|<plan>.<index>.<channel>`` steps emitted;
 - ``cad_replies|step|<step>`` the lead's first reply after that step (a STOP is not one);
-- ``cad_optouts|step|<step>`` channels closed after that step (``none``: before any).
+- ``cad_optouts|step|<step>`` channels closed after that step (``none``: before any);
+- ``cad_sent|timing|<t>``, ``cad_replies|timing|<t>`` automatic messages sent, and the
+  first replies after them, by timing: ``learned`` (moved toward the hour the lead
+  engages), ``holdout`` (could have moved; kept the plan's time: the comparison group),
+  ``planned`` (too few signals yet).
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from engine.reporting.keys import day_key, field, tenants_key
 if TYPE_CHECKING:
     from engine.settings import Settings
 
-__all__ = ["NO_STEP", "increments"]
+__all__ = ["NO_STEP", "TIMINGS", "increments"]
 
 NO_STEP = "none"
+#: How an automatic message was timed (send time that learns, engine/cadence/decide.py).
+TIMINGS = ("learned", "holdout", "planned")
 _METRIC = {"entered": "cad_entered", "completed": "cad_completed", "ended": "cad_ended",
            "sent": "cad_sent", "reply": "cad_replies", "optout": "cad_optouts"}  # fmt: skip
 
@@ -52,7 +58,10 @@ def increments(settings: Settings, log: Iterable[tuple[str, Transition]]) -> Rep
             name = field(metric, "step", t.step or NO_STEP)
         else:
             name = field(metric, "plan", t.plan)
-        key = (day_key(prefix, tenant, day_of(t.ts)), name)
-        delta.counts[key] = delta.counts.get(key, 0) + 1
+        day = day_key(prefix, tenant, day_of(t.ts))
+        delta.counts[(day, name)] = delta.counts.get((day, name), 0) + 1
+        if t.kind in ("sent", "reply") and t.reason in TIMINGS:  # automatic messages only
+            timed = (day, field(metric, "timing", t.reason))
+            delta.counts[timed] = delta.counts.get(timed, 0) + 1
         delta.tenants.add(tenant)
     return delta

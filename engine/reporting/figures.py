@@ -18,7 +18,7 @@ from engine.reporting.keys import day_key
 
 __all__ = [
     "MIN_N", "AgentSla", "FunnelRow", "PlanRow", "Quality", "Ratio", "Report", "SpeedRow",
-    "StepRow", "compute", "days_between", "percentile", "read_counts", "weekly",
+    "StepRow", "TimingRow", "compute", "days_between", "percentile", "read_counts", "weekly",
 ]  # fmt: skip
 
 #: Fewest leads (or responses, or labels) a rate, a percentile or a quality figure needs.
@@ -104,6 +104,18 @@ class StepRow:
 
 
 @dataclass(frozen=True)
+class TimingRow:
+    """Automatic messages by timing (send time that learns): ``learned``, ``holdout`` (the
+    comparison group: could have moved, kept the plan's time), ``planned`` (too few
+    signals yet); the first replies after them and the reply rate."""
+
+    timing: str
+    sent: int
+    replies: int
+    reply_rate: Ratio
+
+
+@dataclass(frozen=True)
 class Report:
     tenant: str
     since: str
@@ -119,6 +131,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     cadence_plans: list[PlanRow] = field(default_factory=list)  # follow-up cadences
     cadence_steps: list[StepRow] = field(default_factory=list)
+    send_time: list[TimingRow] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,7 +145,7 @@ class Report:
         return replace(
             self, agent=agent, speed={"agent": mine}, funnel={"agent": funnel},
             sla_by_agent=[r for r in self.sla_by_agent if r.agent == agent], optouts={},
-            quality=empty_q, total=total, cadence_plans=[], cadence_steps=[],
+            quality=empty_q, total=total, cadence_plans=[], cadence_steps=[], send_time=[],
         )  # fmt: skip
 
 
@@ -314,6 +327,15 @@ def _cadence(c: Counter[str]) -> tuple[list[PlanRow], list[StepRow]]:
     return plan_rows, step_rows
 
 
+def _send_time(c: Counter[str]) -> list[TimingRow]:
+    rows = []
+    for t in ("learned", "holdout", "planned"):
+        sent, replies = _get(c, "cad_sent", "timing", t), _get(c, "cad_replies", "timing", t)
+        if sent or replies:
+            rows.append(TimingRow(t, sent, replies, _ratio(replies, sent)))
+    return rows
+
+
 def compute(c: Counter[str], tenant: str, since: date, until: date, days: int) -> Report:
     leads = _get(c, "leads")
     base = _get(c, "converted") / leads if leads >= MIN_N and _get(c, "converted") else None
@@ -335,5 +357,5 @@ def compute(c: Counter[str], tenant: str, since: date, until: date, days: int) -
         tenant=tenant, since=since.isoformat(), until=until.isoformat(), days_with_data=days,
         total=_row("all", c, "all", "", base), speed=speed, funnel=_funnel(c, base),
         sla_by_agent=_agents_sla(c), optouts=optouts, quality=_quality(c), notes=notes,
-        cadence_plans=plans, cadence_steps=steps,
+        cadence_plans=plans, cadence_steps=steps, send_time=_send_time(c),
     )  # fmt: skip

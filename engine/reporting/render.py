@@ -95,7 +95,7 @@ def markdown(r: Report) -> str:
 
 def _cadence(r: Report) -> list[str]:
     """Follow-up cadences: plan completion, replies and opt-outs by step."""
-    if not r.cadence_plans and not r.cadence_steps:
+    if not r.cadence_plans and not r.cadence_steps and not r.send_time:
         return []
     lines = ["", "## Follow-up cadences", "",
              "Runs of each plan in the period (completion = completed / runs that finished):",
@@ -115,6 +115,17 @@ def _cadence(r: Report) -> list[str]:
     for st in r.cadence_steps:
         lines.append(f"| {st.step} | {st.sent} | {st.replies} | {_pct(st.reply_rate)} "
                      f"| {st.optouts} |")  # fmt: skip
+    if r.send_time:
+        lines += [
+            "",
+            "Send time that learns (automatic messages; `holdout`: leads kept on the plan's "
+            "times for comparison; `planned`: too few opens, clicks or replies yet):",
+            "",
+            "| timing | sent | replies | reply rate |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {t.timing} | {t.sent} | {t.replies} | {_pct(t.reply_rate)} |"
+                  for t in r.send_time]  # fmt: skip
     return lines
 
 

@@ -100,6 +100,12 @@
         steps.map((s) => [s.step, String(s.sent), String(s.replies), pct(s.reply_rate),
                           String(s.optouts)])));
     }
+    const timing = rep.send_time || [];
+    if (timing.length) {
+      out.append(table("Send time that learns (automatic messages)",
+        ["timing", "sent", "replies", "reply rate"],
+        timing.map((t) => [t.timing, String(t.sent), String(t.replies), pct(t.reply_rate)])));
+    }
     const q = rep.quality;
     if (q && !rep.agent) {
       out.append(el("p", q.auc == null ? `Model quality: ${q.note}` :

@@ -66,6 +66,8 @@ def test_plan_completion_replies_and_opt_outs_by_step_counted_once(
     assert steps["cadence_14d.0.email"] == (3, 0, 0)
     assert steps["cadence_14d.1.call"] == (3, 1, 1)  # A's reply, B's SMS opt-out
     assert steps["quick.0.email"] == (1, 0, 0) and steps["quick.1.email"] == (1, 0, 0)
+    # automatic messages by timing: no lead opened or clicked yet, so all at planned times
+    assert [(t.timing, t.sent, t.replies) for t in r.send_time] == [("planned", 5, 0)]
     text = markdown(r)
     assert "## Follow-up cadences" in text and "| cadence_14d.1.call | 3 | 1 |" in text
     assert r.for_agent("cy").cadence_steps == []  # team-wide rows: server keys only
