@@ -239,10 +239,11 @@ class Evidence:
     """Which scorer to trust, from prequential log loss on the last ``window`` labels.
 
     Each label adds the loss of the (calibrated) points prior and of the model, both
-    predicted before the label was learned. The served score blends them with weights
-    proportional to ``exp(-total recent loss)``: exponential weights over two experts.
-    A model that is better on the recent window takes over; one that is worse hands
-    back to the prior, whatever the label count.
+    predicted before the label was learned. ``weight`` (``model_weight``: 0 = the prior
+    alone, 1 = the model alone) is proportional to ``exp(-total recent loss)``:
+    exponential weights over two experts. The served score blends the two in log-odds
+    with it (``engine.scoring.log_odds_blend``). A model that is better on the recent
+    window takes over; one that is worse hands back to the prior, whatever the label count.
     """
 
     def __init__(self, window: int = 500) -> None:
