@@ -509,8 +509,8 @@ def ece_floor(p: Floats, rounds: int = 200, seed: int = 0) -> dict[str, float]:
     itself. A measured ECE inside this band is not evidence of miscalibration, and a
     threshold below its median cannot be met reliably by any score on this test set."""
     rng = np.random.default_rng(seed)
-    values = [ece(rng.random(len(p)) < p, p) for _ in range(max(20, rounds))]
-    median, p90 = np.percentile(values, [50, 90])
+    values = [ece(rng.random(len(p)) < p, p) or 0.0 for _ in range(max(20, rounds))]
+    median, p90 = np.percentile(np.array(values, dtype=np.float64), [50, 90])
     return {"median": round(float(median), 4), "p90": round(float(p90), 4)}
 
 
