@@ -23,7 +23,7 @@ compare; absolute figures from different runs are not. Steps (``--only`` picks):
 Writes ``bench.json`` (``bench-quick.json`` with ``--quick``), a markdown summary and
 ``latency.png`` / ``throughput.png`` to ``--out`` (default ``benchmarks/results``).
 
-    leadpulse bench            # full run, ~12 minutes on 2 cores
+    leadpulse bench            # full run; ~16 minutes on 2 cores without the quality step
     leadpulse bench --quick    # under a minute: same steps, small sizes
     python -m benchmarks.cli --quick --out /tmp/bench
 """

@@ -11,7 +11,7 @@ On a dedicated server, a replay of seeded events is pushed through the engine's
    frame). Shares are applied to the unprofiled µs/event, so the sampler's own
    overhead does not inflate the figures.
 
-Stages: decode+validate (``_decode``), features (``FeatureStore.apply``: the pipelined
+Stages: decode+validate (``Decoder.decode_all``), features (``FeatureStore.apply``: the pipelined
 read of the leads not cached, and applying the events to their state in Python), score
 (model input, prior, blend, prediction, reasons, record), alerts (rules, alert
 building), learn (labelling, snapshots), commit (``Committer.commit``), metrics, and
@@ -36,15 +36,15 @@ __all__ = ["STAGES", "measure_profile"]
 
 #: stage -> function names (pyinstrument ``frame.function``) that belong to it
 STAGES: dict[str, tuple[str, ...]] = {
-    "decode+validate": ("_decode",),
+    "decode+validate": ("_decode", "decode_all"),
     "features (Python state; one read per batch for uncached leads)": ("apply",),
     "score (input, prior, model, reasons, record)": (
-        "assess", "_model_input", "model_input", "probability", "predict_proba_one",
-        "_explained", "_record", "_lead_state", "predict", "_score",
+        "assess", "model_input", "probability", "predict_proba_one", "explained", "record",
+        "store", "bucket_move", "_lead_state", "predict", "score",
     ),
-    "alerts (rules, alert body)": ("evaluate", "_alert"),
-    "learn (labels, snapshots, model refresh)": (
-        "_learn", "_label_outcome", "_sweep_if_new_day", "_maybe_snapshot", "learn",
+    "alerts (rules, alert body)": ("evaluate", "alert_payload"),
+    "learn (labels, moments, model refresh)": (
+        "label_outcome", "sweep_if_new_day", "take_moment", "flush_moment", "learn",
         "refresh", "consume_remote", "dumps", "publication",
     ),
     "model quality gauges (status, observe_model)": ("status", "observe_model"),
@@ -72,7 +72,7 @@ def _run(client: redis.Redis, entries: list[Any], batch: int) -> float:
 #: Clean boundaries timed exactly (wrapped in this process only; engine code untouched):
 #: stage -> (module, class, method, is_staticmethod)
 _TIMED: dict[str, tuple[str, str, str, bool]] = {
-    "decode+validate": ("engine.processor", "Processor", "_decode", False),
+    "decode+validate": ("engine.stages.decode", "Decoder", "decode_all", False),
     "features (Python state; one read per batch for uncached leads)": (
         "features.store",
         "FeatureStore",

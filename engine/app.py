@@ -63,4 +63,5 @@ def build_parts(
         names=names,
         read_count=settings.streams.read_count,
         idle_poll_ms=settings.streams.idle_poll_ms,
+        tick_ms=settings.cadence.tick_ms if settings.cadence.enabled else 0,
     )

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from engine import up
-from engine.errors import LeadpulseError
+from engine.errors import ConfigError, LeadpulseError
 from engine.redact import redact_text
 
 __all__ = ["main"]
@@ -68,10 +68,22 @@ def _parser() -> argparse.ArgumentParser:
         "either, the data dir's embedded server) until SIGINT/SIGTERM; serves Prometheus "
         "metrics and /healthz on metrics.port (plus the process id).",
     )
-    run.add_argument("--workers", type=int, default=1, help="worker threads in this process")
-    run.add_argument("--process-id", type=int, default=0, help="this process's index (-i)")
     run.add_argument(
-        "--addresses", default="", help='all processes "host:port;host:port" (-a), empty: one'
+        "--workers",
+        "--workers-per-process",
+        dest="workers",
+        type=int,
+        default=1,
+        help="worker threads in this process (default 1; the same in every process)",
+    )
+    run.add_argument(
+        "--process-id", type=int, default=0, help="this process's index in --addresses (-i)"
+    )
+    run.add_argument(
+        "--addresses",
+        default="",
+        help='every process\'s "host:port", comma- or semicolon-separated, the same list and '
+        "order in each (-a); empty: this process alone",
     )
     run.add_argument("--redis-url", default="", help="overrides REDIS_URL")
     up.add_data_dir(run)
@@ -182,6 +194,7 @@ def _run(args: argparse.Namespace) -> int:
     from engine.up import start_line
 
     settings = load_settings(args.config)
+    addresses = _addresses(args.addresses, args.process_id, args.workers)
     url, local = redis_for(args.redis_url or settings.redis_url(), args.data_dir)
     if local is not None:
         local.claim(
@@ -193,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
     # says so on /healthz); redis-py retrying for seconds would hide it from /healthz.
     client = connect(url, min(settings.redis.retries, 2), settings.redis.socket_timeout_s)
     from engine.app import build_parts  # bytewax and river: only once Redis answered
-    from engine.dataflow import build_flow, run_flow
+    from engine.dataflow import build_flow, layout, run_flow
     from engine.metrics import Metrics, serve
 
     metrics = Metrics.create()
@@ -209,15 +222,40 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     flow = build_flow(parts, stop=stop, drain=False)
-    addresses = [a for a in args.addresses.split(";") if a]
     start_line(
         "leadpulse run",
         f"metrics and /healthz on http://127.0.0.1:{port}" if port else "no metrics port",
         f"Redis {redact_url(url)}" + (f" (embedded, data in {args.data_dir})" if local else ""),
-        f"process {args.process_id}, {args.workers} worker(s)",
+        layout(args.process_id, len(addresses) or 1, args.workers, settings.streams.partitions),
     )
     run_flow(flow, workers=args.workers, process_id=args.process_id, addresses=addresses)
     return 0
+
+
+def _addresses(text: str, process_id: int, workers: int) -> list[str]:
+    """``--addresses`` as a list (``,`` or ``;`` between entries), checked against
+    ``--process-id`` and ``--workers``; one-line errors for what a user can get wrong."""
+    if workers < 1:
+        raise ConfigError(f"--workers must be 1 or more, not {workers}")
+    addresses = [a.strip() for a in text.replace(";", ",").split(",") if a.strip()]
+    for entry in addresses:
+        host, sep, port = entry.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"--addresses: {entry!r} is not host:port (e.g. 10.0.0.5:2101,10.0.0.6:2101)"
+            )
+    if len(set(addresses)) != len(addresses):
+        raise ConfigError("--addresses names one host:port twice; each process needs its own")
+    if not addresses and process_id != 0:
+        raise ConfigError(
+            f"--process-id {process_id} needs --addresses (every process's host:port): alone, "
+            "this process would read every partition that process 0 reads too"
+        )
+    if addresses and not 0 <= process_id < len(addresses):
+        raise ConfigError(
+            f"--process-id {process_id} is not an index of --addresses (0 to {len(addresses) - 1})"
+        )
+    return addresses
 
 
 if __name__ == "__main__":

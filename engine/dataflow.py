@@ -18,6 +18,7 @@ tried again after a capped exponential backoff, a batch that fails is redone
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,15 +28,22 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.testing import cluster_main, run_main
+from bytewax.run import cli_main
 
 from engine.errors import LeadpulseError
 from engine.metrics import RedisHealth
 from engine.processor import Entry, Processor
 from engine.redis_client import UNREACHABLE
-from engine.streams import PartitionReader, StreamNames, committed_positions
+from engine.streams import PartitionReader, StreamNames, committed_positions, unprocessed
 
-__all__ = ["EngineParts", "build_flow", "run_flow"]
+__all__ = [
+    "EngineParts",
+    "build_flow",
+    "layout",
+    "process_partitions",
+    "run_flow",
+    "worker_partitions",
+]
 
 
 def _id_key(sid: str) -> tuple[int, int]:
@@ -52,6 +60,7 @@ class EngineParts:
     names: StreamNames
     read_count: int
     idle_poll_ms: int
+    tick_ms: int = 0  # live: an idle partition sends a clock tick this often (0: never)
 
 
 class _StreamPartition(StatefulSourcePartition[Entry, str]):
@@ -66,7 +75,10 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
         health: RedisHealth,
         backoff: Any,  # redis_client.outage_backoff(): .compute(failures) -> seconds
         drain: bool = True,
+        tick_s: float = 0.0,
     ) -> None:
+        self._tick_s = tick_s
+        self._next_tick = 0.0
         self._reader = reader
         self._partition = partition
         self._pos = start
@@ -101,7 +113,7 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
             if self._stop is not None and self._stop.is_set():
                 raise StopIteration
             self._awake = datetime.now(UTC) + self._idle
-            return []
+            return self._tick()
         self._awake = None
         out: list[Entry] = []
         for sid, fields in rows:
@@ -113,6 +125,18 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
         if self._end is not None and len(out) < len(rows):
             self._pos = f"{self._end[0]}-{self._end[1]}"
         return out
+
+    def _tick(self) -> list[Entry]:
+        """Live (cadences on): an idle partition hands the processor a clock tick (an entry
+        with an empty id) every ``cadence.tick_ms``, so due follow-up steps fire at live rate
+        without new events on the partition."""
+        if not self._tick_s:
+            return []
+        now = time.monotonic()
+        if now < self._next_tick:
+            return []
+        self._next_tick = now + self._tick_s
+        return [(self._partition, b"", {})]
 
     def next_awake(self) -> datetime | None:
         return self._awake
@@ -156,8 +180,18 @@ class RedisStreamSource(FixedPartitionedSource[Entry, str]):
         end = reader.last_id() if self._bounded else None
         idle = timedelta(milliseconds=parts.idle_poll_ms)
         proc = parts.processor
+        tick_s = 0.0 if self._bounded else parts.tick_ms / 1000
         return _StreamPartition(
-            reader, p, start, end, self._stop, idle, proc.health, proc.outage_backoff, self._drain
+            reader,
+            p,
+            start,
+            end,
+            self._stop,
+            idle,
+            proc.health,
+            proc.outage_backoff,
+            self._drain,
+            tick_s,
         )
 
 
@@ -198,20 +232,61 @@ def build_flow(
     return flow
 
 
+def worker_partitions(worker: int, total: int, partitions: int) -> list[int]:
+    """The stream partitions Bytewax gives global worker ``worker`` of ``total``.
+
+    Bytewax 0.21 sorts a source's partition names (as text: ``0, 1, 10, 11, 2, ...``) and
+    deals them to the workers of all processes in turn; worker ``w`` of process ``i`` is
+    global worker ``i * workers_per_process + w``. With a partition count that is a
+    multiple of ``total`` every worker gets the same number.
+    """
+    names = sorted(str(p) for p in range(partitions))
+    return sorted(int(n) for k, n in enumerate(names) if k % total == worker)
+
+
+def process_partitions(process_id: int, processes: int, workers: int, partitions: int) -> list[int]:
+    """The stream partitions of the workers of process ``process_id``."""
+    total = processes * workers
+    first = process_id * workers
+    mine = (worker_partitions(w, total, partitions) for w in range(first, first + workers))
+    return sorted(p for ps in mine for p in ps)
+
+
+def layout(process_id: int, processes: int, workers: int, partitions: int) -> str:
+    """The start line's "who reads what", with a warning when some workers get no
+    partition or the partitions do not spread evenly."""
+    total = processes * workers
+    mine = process_partitions(process_id, processes, workers, partitions)
+    text = (
+        f"process {process_id} of {processes}, {workers} worker(s), "
+        f"partitions {','.join(map(str, mine)) or 'none'} of {partitions}"
+    )
+    if partitions < total:
+        text += f" (warning: {total - partitions} of {total} workers idle: create more partitions)"
+    elif partitions % total:
+        text += f" (warning: {partitions} partitions do not spread evenly over {total} workers)"
+    return text
+
+
 def run_flow(
     flow: Dataflow, *, workers: int = 1, process_id: int = 0, addresses: list[str] | None = None
 ) -> None:
     """Run in this process: one worker, several worker threads, or one of several processes.
+
+    Bytewax's production entry point (``bytewax.run.cli_main``, what ``python -m
+    bytewax.run`` calls): ``workers`` threads here; with ``addresses`` (every process's
+    ``host:port``, this one's at ``process_id``) this process joins the others and
+    Bytewax deals the stream partitions to all their workers (:func:`process_partitions`).
 
     Bytewax wraps what a step raised in its own runtime error; a leadpulse error inside
     (e.g. SIGTERM while Redis is still down) is raised as itself, so the CLI prints one
     line instead of a Rust-and-Python traceback.
     """
     try:
-        if workers == 1 and not addresses:
-            run_main(flow)
+        if addresses:
+            cli_main(flow, workers_per_process=workers, process_id=process_id, addresses=addresses)
         else:
-            cluster_main(flow, addresses or [], process_id, worker_count_per_proc=workers)
+            cli_main(flow, workers_per_process=workers)
     except Exception as exc:
         cause: BaseException | None = exc
         while cause is not None and not isinstance(cause, LeadpulseError):
@@ -219,3 +294,13 @@ def run_flow(
         if cause is None:
             raise
         raise cause from None
+
+
+def run_bounded(parts: EngineParts, *, workers: int = 1) -> None:
+    """Process everything in the streams now, and what that sends on: identity hand-overs
+    between partitions (``engine/identity.py``) land past the first run's bounded end, so
+    bounded runs repeat until no partition holds an entry it has not processed (replay,
+    tests)."""
+    run_flow(build_flow(parts, bounded=True), workers=workers)
+    while unprocessed(parts.client, parts.names):
+        run_flow(build_flow(parts, bounded=True), workers=workers)

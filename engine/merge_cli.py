@@ -2,31 +2,42 @@
 
 ``leadpulse merge TENANT --keep A --other B`` folds lead B into A; ``leadpulse merge
 TENANT --contact-hash H`` folds every lead the gateway saw with the keyed contact hash
-H into the first known (non-anonymous) one. The fold (``features/fold.lua``) moves
-features and learning snapshots, drops B's score record and leaves a pointer B -> A
-that the gateway and the engine follow for B's later events. Idempotent.
+H into the first known (non-anonymous) one.
+
+Nothing is folded from here: the command appends a ``merge`` control entry to A's
+partition stream and prints what it queued. The engine folds when it processes that
+entry, as it does for ``identify`` (``engine/identity.py``): B's state, score record and
+learning moments move to A exactly once, and a pointer B -> A makes B's later events
+follow. Running it twice folds once.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
+from engine import identity
 from engine.errors import LeadpulseError
+from engine.events import partition_of
+from engine.keys import alias_key
 from engine.redis_client import connect, redis_for
 from engine.settings import load_settings
+from engine.streams import StreamNames, queue_control
 from engine.up import add_data_dir
-from features.store import FeatureStore
 
-__all__ = ["add_parser", "merge_by_contact", "run"]
+__all__ = ["Queued", "add_parser", "merge_by_contact", "queue_merge", "run"]
+
+Queued = tuple[str, int, str]  # (the lead folded, partition, stream id of the merge entry)
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "merge",
         help="fold duplicate leads of one person into one (by id or contact hash)",
-        description="Fold lead --other into --keep, or every lead seen with --contact-hash "
-        "into the first known one; leaves a pointer so later events follow.",
+        description="Queue a fold of lead --other into --keep, or of every lead seen with "
+        "--contact-hash into the first known one. The running engine folds when it "
+        "processes the queued entry; a pointer makes later events follow.",
     )
     p.add_argument("tenant", help="the tenant both leads belong to")
     p.add_argument("--keep", help="the lead to keep")
@@ -38,19 +49,32 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
 
 
+def queue_merge(client: Any, names: StreamNames, tenant: str, keep: str, other: str) -> Queued:
+    """Append a ``merge`` of ``other`` into ``keep`` to ``keep``'s partition stream."""
+    if not keep or not other or keep == other:
+        raise LeadpulseError("--keep and --other must name two different leads")
+    control = identity.merge_control(tenant, keep, other, time.time())
+    partition = partition_of(tenant, keep, names.partitions)
+    sid = queue_control(client, names, partition, identity.pack(control))
+    return other, partition, sid.decode() if isinstance(sid, bytes) else str(sid)
+
+
 def merge_by_contact(
-    store: FeatureStore, client: Any, prefix: str, tenant: str, contact_hash: str
-) -> tuple[str | None, list[str]]:
-    """(kept lead, leads folded into it) for every lead seen with ``contact_hash``."""
+    client: Any, names: StreamNames, tenant: str, contact_hash: str
+) -> tuple[str | None, list[Queued]]:
+    """(kept lead, merges queued) for every lead seen with ``contact_hash``; leads folded
+    already (a pointer exists) are not queued again."""
     from engine.gateway.store import find_leads_by_contact_hash
 
-    leads = find_leads_by_contact_hash(client, prefix, tenant, contact_hash)
-    known = [lead for lead in leads if not lead.startswith("~")]
+    leads = find_leads_by_contact_hash(client, names.prefix, tenant, contact_hash)
     if not leads:
         return None, []
+    known = [lead for lead in leads if not lead.startswith("~")]
     keep = known[0] if known else leads[0]
-    folded = [lead for lead in leads if lead != keep and store.merge(tenant, keep, lead)]
-    return keep, folded
+    others = [lead for lead in leads if lead != keep]
+    folded = client.hmget(alias_key(names.prefix, tenant), others) if others else []
+    todo = [lead for lead, done in zip(others, folded, strict=True) if done is None]
+    return keep, [queue_merge(client, names, tenant, keep, lead) for lead in todo]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,16 +88,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace, settings: Any, client: Any) -> int:
-    prefix = settings.redis.key_prefix
-    store = FeatureStore(client, settings.features, prefix, settings.streams.partitions)
+    names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
     if args.contact_hash:
-        keep, folded = merge_by_contact(store, client, prefix, args.tenant, args.contact_hash)
+        keep, queued = merge_by_contact(client, names, args.tenant, args.contact_hash)
         if keep is None:
             raise LeadpulseError(f"no lead of {args.tenant} was seen with that contact hash")
-        print(f"kept {keep}; folded {', '.join(folded) or 'nothing (already merged)'}")
-        return 0
-    if not (args.keep and args.other):
-        raise LeadpulseError("give --keep and --other, or --contact-hash")
-    folded_any = store.merge(args.tenant, args.keep, args.other)
-    print(f"{'folded' if folded_any else 'nothing to fold from'} {args.other} into {args.keep}")
+        if not queued:
+            print(f"kept {keep}; nothing to queue (every other lead is merged already)")
+        for other, partition, sid in queued:
+            print(f"queued merge of {other} into {keep}: entry {sid} on partition {partition}")
+    else:
+        if not (args.keep and args.other):
+            raise LeadpulseError("give --keep and --other, or --contact-hash")
+        other, partition, sid = queue_merge(client, names, args.tenant, args.keep, args.other)
+        print(f"queued merge of {other} into {args.keep}: entry {sid} on partition {partition}")
+    print("the engine folds each merge when it processes that entry (leadpulse run)")
     return 0

@@ -23,21 +23,11 @@ from typing import Any, cast
 
 import redis
 
+from engine.keys import ModelKeys
+
 __all__ = ["ModelKeys", "ModelStore", "VersionInfo"]
 
 KEEP_VERSIONS = 50  # published versions kept for rollback
-
-
-class ModelKeys:
-    def __init__(self, prefix: str) -> None:
-        self.work = f"{prefix}:model:work"
-        self.meta = f"{prefix}:model:meta"
-        self.versions = f"{prefix}:model:versions"
-        self.labels = f"{prefix}:labels"
-        self._prefix = prefix
-
-    def version(self, n: int) -> str:
-        return f"{self._prefix}:model:v:{n}"
 
 
 @dataclass(frozen=True)

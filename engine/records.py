@@ -1,4 +1,8 @@
-"""The score record: one compact msgpack value per lead, reasons kept as codes.
+"""The records the engine writes for others: score records and alerts.
+
+:class:`Alert` is what goes on the alerts stream (msgpack of :meth:`Alert.wire`), read
+by delivery, the page and files. :class:`ScoreRecord` is the score record: one compact
+msgpack value per lead, reasons kept as codes.
 
 The engine writes it once per lead per batch (key ``lp:{tenant:lead}:r``, the lead's TTL)
 inside the batch transaction; everyone else reads it here. Reasons and concerns are
@@ -16,19 +20,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import msgpack
 
+from engine.keys import lead_key
 from engine.reasons import low_reasons, render
 from engine.settings import Settings
-from features.keys import lead_key
 from features.spec import FeatureSpec
 from features.state import LeadFeatures, unpack
 
 __all__ = [
-    "RECORD_SCHEMA", "RecordReader", "ScoreRecord", "as_hash", "score_state", "unpack_record",
+    "RECORD_SCHEMA", "Alert", "AlertEvent", "AlertSla", "RecordReader", "ScoreRecord", "as_hash",
+    "score_state", "unpack_record",
 ]  # fmt: skip
 
 #: Bumped when the packed layout changes; a reader refuses a layout it does not know.
@@ -72,6 +77,66 @@ class ScoreRecord:
             ],
             use_bin_type=True,
         )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """The event that raised an alert, with the listing it was about."""
+
+    event_id: str
+    type: str
+    ts: float
+    property_id: str
+    area: str
+    address: str
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSla:
+    """The speed-to-lead rule the alert starts, and its deadline (event time)."""
+
+    rule: str
+    deadline_ts: float
+    after_hours: bool
+
+
+@dataclass(slots=True)
+class Alert:
+    """A score jump, hand-raise or reactivation for an agent (``engine/alerts.py`` decides)."""
+
+    alert_id: str
+    tenant: str
+    lead_id: str
+    triggers: tuple[str, ...]
+    score_after: int
+    probability: float
+    bucket: str
+    bucket_by: str
+    tier: str
+    reasons: tuple[str, ...]
+    concerns: tuple[str, ...]
+    event: AlertEvent
+    first_touch: str
+    blocked_channels: tuple[str, ...]
+    sla: AlertSla
+    agent_id: str
+    ingest_ms: int  # when the event reached the stream (wall ms)
+    score_before: float | None = None  # the score a jump is measured from, if any
+    emit_ms: int = 0  # when the engine committed it (wall ms)
+
+    def wire(self) -> dict[str, Any]:
+        """The alert as the alerts stream carries it (field order as delivery documents)."""
+        return {
+            "alert_id": self.alert_id, "tenant": self.tenant, "lead_id": self.lead_id,
+            "triggers": list(self.triggers), "score_before": self.score_before,
+            "score_after": self.score_after, "probability": self.probability,
+            "bucket": self.bucket, "bucket_by": self.bucket_by, "tier": self.tier,
+            "reasons": list(self.reasons), "concerns": list(self.concerns),
+            "event": asdict(self.event), "first_touch": self.first_touch,
+            "blocked_channels": list(self.blocked_channels), "sla": asdict(self.sla),
+            "agent_id": self.agent_id, "ingest_ms": self.ingest_ms, "emit_ms": self.emit_ms,
+        }  # fmt: skip
 
 
 def _num(v: float) -> float | int:

@@ -211,8 +211,30 @@ def connect(url: str, retries: int = 6, socket_timeout_s: float = 5.0) -> redis.
         raise StoreError(f"cannot reach Redis at {shown}: {redact_text(str(exc))}") from None
     version = str(info.get("redis_version", "0"))
     if int(version.split(".")[0]) < 7:
+        client.close()
         raise StoreError(f"Redis at {shown} is {version}; leadpulse needs 7.0 or newer")
+    if _cluster_mode(client, info):
+        client.close()
+        raise StoreError(
+            f"Redis at {shown} is a Redis Cluster node (cluster_enabled:1); leadpulse does not "
+            "support Redis Cluster yet (a batch commits many leads' keys in one transaction): "
+            "use a standalone primary (with replicas and Sentinel for failover), or one "
+            "standalone server per group of tenants with a leadpulse deployment each"
+        )
     return client
+
+
+def _cluster_mode(client: redis.Redis, server_info: dict[str, Any]) -> bool:
+    """The server runs with ``cluster-enabled yes`` (``redis_mode:cluster`` in ``INFO
+    server``; servers that do not say so are asked ``INFO cluster``)."""
+    mode = server_info.get("redis_mode", server_info.get("server_mode"))
+    if mode is not None:
+        return str(mode) == "cluster"
+    try:
+        cluster = cast(dict[str, Any], client.info("cluster"))
+    except RedisError:
+        return False  # no cluster section: not a cluster
+    return str(cluster.get("cluster_enabled", 0)) == "1"
 
 
 def outage_backoff(cap_s: float) -> ExponentialBackoff:

@@ -183,7 +183,7 @@ def _replay(
 ) -> int:
     client = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
     from engine.app import build_parts  # bytewax and river: only once Redis answered
-    from engine.dataflow import build_flow, run_flow
+    from engine.dataflow import run_bounded
 
     names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
     if client.exists(names.positions) or client.exists(names.events(0)):
@@ -198,7 +198,7 @@ def _replay(
     t0 = time.perf_counter()
     count, leads = load_events(client, producer, events_path, index)
     t1 = time.perf_counter()
-    run_flow(build_flow(parts, bounded=True), workers=workers)
+    run_bounded(parts, workers=workers)  # identity hand-overs included
     t2 = time.perf_counter()
     scores = read_scores(client, RecordReader(settings), sorted(leads))
     for record in scores:

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from engine.cadence.settings import CadenceSettings
 from engine.delivery.target_settings import TargetSettings
 from engine.errors import ConfigError, ForbiddenFeatureError
 from features.definitions import FEATURE_NAMES, PROTECTED_TERMS
@@ -624,6 +625,7 @@ class Settings(_Section):
     reporting: ReportingSettings = Field(
         default_factory=lambda: ReportingSettings.model_validate({})
     )
+    cadence: CadenceSettings = Field(default_factory=lambda: CadenceSettings.model_validate({}))
 
     def redis_url(self) -> str:
         """``REDIS_URL`` from the environment, else ``redis.url`` (config file or

@@ -4,9 +4,10 @@ Lead feature records (one per lead the batch touched), score records, the per-te
 hot lists, learning snapshots, alerts, dead letters, the model *and the partition
 read positions* go in one transaction. Either the whole batch's effects land with
 its position, or none do and the batch is read again from the state Redis committed:
-exactly-once effect on at-least-once input. The transaction WATCHes the feature
-store generation (``leadpulse merge`` bumps it): a batch computed from a cache that
-an outside merge made stale is refused (:class:`StaleCache`) and redone.
+exactly-once effect on at-least-once input. Identity hand-overs ride on the same
+transaction (``engine/identity.py``): the control entries a batch sends to other
+partitions (requests, hand-overs, forwarded events) are appended in it, and the
+sources it folded away are cleared last.
 
 Bucket changes for CRM write-back go in the same transaction: the processor compares
 each lead's stored bucket with the one its new score record holds, and
@@ -29,28 +30,25 @@ from typing import Any, cast
 import msgpack
 import redis
 
-from engine.errors import StoreError
+from engine.cadence.runner import CadenceEffects
+from engine.keys import hot_index_key, lost_seen_key, watermark_key
 from engine.model_store import ModelKeys, publish_commands
-from engine.records import ScoreRecord
+from engine.records import Alert, ScoreRecord
 from engine.redis_client import without_retry
 from engine.reporting.batch import ReportDelta
-from engine.streams import StreamNames, committed_positions, processed_key, stream_lag
-from features.store import FeatureWrites, due_key, generation_key, hot_key, lead_key, queue_writes
+from engine.streams import (
+    StreamNames,
+    committed_positions,
+    processed_key,
+    queue_control,
+    stream_lag,
+)  # fmt: skip
+from features.store import FeatureWrites, due_key, hot_key, lead_key, queue_after, queue_writes
 
 __all__ = [
-    "BatchEffects", "Committer", "StaleCache", "due_key", "hot_index_key", "hot_key",
-    "lost_seen_key", "watermark_key",
+    "BatchEffects", "Committer", "due_key", "hot_index_key", "hot_key", "lost_seen_key",
+    "watermark_key",
 ]  # fmt: skip
-
-
-class StaleCache(StoreError):
-    """The feature store generation moved while the batch ran: redo it with an empty cache."""
-
-
-def hot_index_key(prefix: str) -> str:
-    """Zset "tenant<0x1f>lead" -> wall ms of the lead's last score record, for every lead
-    on a hot list: how :meth:`Committer.prune_hot` finds leads gone idle."""
-    return f"{prefix}:hotidx"
 
 
 #: Drop from the hot lists leads whose last score record is older than the cutoff (their
@@ -89,16 +87,6 @@ return #ARGV - 1
 """
 
 
-def watermark_key(prefix: str) -> str:
-    """Hash partition -> event-time day up to which label-horizon expiry has been swept."""
-    return f"{prefix}:wm"
-
-
-def lost_seen_key(prefix: str) -> str:
-    """Set of partitions that have committed an explicit ``lost`` (pacing, engine/learning.py)."""
-    return f"{prefix}:lostseen"
-
-
 @dataclass(frozen=True, slots=True)
 class BucketMove:
     """A lead whose stored bucket the batch's score record changes (found by the processor)."""
@@ -119,7 +107,7 @@ class BatchEffects:
     bucket_changes: list[BucketMove] = field(default_factory=list)  # for CRM write-back
     # lead -> ("rewrite" | "append" | "replace_tail", moments): see learning.Moments.effect
     snapshots: dict[tuple[str, str], tuple[str, list[bytes]]] = field(default_factory=dict)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     done: list[tuple[str, str, str]] = field(default_factory=list)  # events that counted
     positions: dict[int, str] = field(default_factory=dict)
@@ -133,6 +121,7 @@ class BatchEffects:
     publish: tuple[int, bytes, dict[str, Any]] | None = None
     report: ReportDelta | None = None  # brokerage reporting counters (engine/reporting)
     features: FeatureWrites | None = None  # lead feature records (features/store.py)
+    cadence: CadenceEffects | None = None  # follow-up plans and due steps (engine/cadence)
 
 
 class Committer:
@@ -189,17 +178,13 @@ class Committer:
             self.prune_hot()
         with self._tx.pipeline(transaction=True) as pipe:
             if fx.features is not None:
-                gen = generation_key(self._prefix)
-                pipe.watch(gen)
-                if int(cast(bytes | None, pipe.get(gen)) or 0) != fx.features.generation:
-                    raise StaleCache("the feature store generation moved")
-                pipe.multi()
                 queue_writes(pipe, self._prefix, fx.features, self._idle)
             self._queue(pipe, fx)
-            try:
-                pipe.execute()
-            except redis.WatchError as exc:
-                raise StaleCache("the feature store generation moved") from exc
+            if fx.features is not None:
+                queue_after(pipe, self._prefix, fx.features)
+                for partition, blob in fx.features.outbox:
+                    queue_control(pipe, self._names, partition, blob)
+            pipe.execute()
 
     def _queue(self, pipe: Any, fx: BatchEffects) -> None:
         p = self._prefix
@@ -207,7 +192,7 @@ class Committer:
         for alert in fx.alerts:  # first: a bucket change names the last alert before it
             pipe.xadd(
                 self._names.alerts,
-                {"a": msgpack.packb(alert, use_bin_type=True)},
+                {"a": msgpack.packb(alert.wire(), use_bin_type=True)},
                 maxlen=self._alerts_maxlen,
                 approximate=True,
             )
@@ -267,6 +252,8 @@ class Committer:
             publish_commands(pipe, self.model_keys, *fx.publish)
         if fx.report is not None:
             fx.report.apply(pipe)
+        if fx.cadence is not None:
+            fx.cadence.apply(pipe, self._names, self._alerts_maxlen, self._idle)
         if fx.positions:
             pipe.hset(self._names.positions, mapping={str(k): v for k, v in fx.positions.items()})
             for partition, n in fx.processed.items():
@@ -282,15 +269,15 @@ class Committer:
         """One script call: a ``<prefix>:buckets`` entry per lead whose bucket changed
         (:data:`_BUCKET_CHANGES`; the processor found them, visitors never among them)."""
         args: list[Any] = [self._alerts_maxlen]
-        alerted = {(a["tenant"], a["lead_id"]): a for a in fx.alerts}  # the last one wins
+        alerted = {(a.tenant, a.lead_id): a for a in fx.alerts}  # the last one wins
         for change in fx.bucket_changes:
             key = (change.tenant, change.lead_id)
             r, a = fx.score_records[key], alerted.get(key)
-            same = a is not None and a["bucket"] == r.bucket and a.get("bucket_by") == r.bucket_by
+            same = a is not None and a.bucket == r.bucket and a.bucket_by == r.bucket_by
             args.append("\x1f".join((
                 change.tenant, change.lead_id, change.bucket_before, change.by_before,
                 r.bucket, r.bucket_by, str(r.score), str(r.probability), str(r.ts),
-                a["alert_id"] if same and a else "", str(a.get("emit_ms", 0)) if same and a else "",
+                a.alert_id if same and a else "", str(a.emit_ms) if same and a else "",
                 change.top_reason.replace("\x1f", " "),
             )))  # fmt: skip
         if len(args) > 1:

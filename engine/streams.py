@@ -6,11 +6,15 @@ Layout (prefix ``lp``):
 - ``lp:pos``          hash partition -> last stream id whose batch committed
 - ``lp:deadletter``   rejected events with their reason
 - ``lp:alerts``       score-jump alerts for delivery
+- ``lp:cadence``      due follow-up steps (agent tasks, automatic messages) for delivery
 - ``lp:buckets``      bucket changes (old -> new bucket of a lead) for CRM write-back,
                       appended in the transaction that commits the batch
 
 An entry holds ``e`` (the event, msgpack) and the stream id, whose millisecond
-part is the ingest time used for event -> alert latency.
+part is the ingest time used for event -> alert latency. A **control entry** holds
+``c`` instead (:data:`CONTROL`): an identity hand-over step (``engine/identity.py``)
+appended by the engine in a batch's transaction, or a merge appended by ``leadpulse
+merge``. The gateway only ever writes ``e``, so no client can send one.
 """
 
 from __future__ import annotations
@@ -22,31 +26,23 @@ import msgpack
 import redis
 
 from engine.events import partition_of
+from engine.keys import StreamNames, processed_key
 
 __all__ = [
+    "CONTROL",
     "PartitionReader",
     "Producer",
     "StreamNames",
     "committed_positions",
     "ingest_ms",
     "processed_key",
+    "queue_control",
     "stream_lag",
+    "unprocessed",
 ]
 
-
-class StreamNames:
-    """Key names of every stream and stream-side hash, from one prefix."""
-
-    def __init__(self, prefix: str, partitions: int) -> None:
-        self.prefix = prefix
-        self.partitions = partitions
-        self.positions = f"{prefix}:pos"
-        self.dead_letter = f"{prefix}:deadletter"
-        self.alerts = f"{prefix}:alerts"
-        self.bucket_changes = f"{prefix}:buckets"
-
-    def events(self, partition: int) -> str:
-        return f"{self.prefix}:events:{partition}"
+#: The field of a control entry (contract events are ``e``, or ``j`` for raw JSON lines).
+CONTROL = b"c"
 
 
 def ingest_ms(stream_id: bytes | str) -> int:
@@ -105,9 +101,30 @@ class Producer:
         )
 
 
-def processed_key(names: StreamNames) -> str:
-    """Hash partition -> entries processed ever (committed with the positions)."""
-    return f"{names.prefix}:processed"
+def queue_control(target: Any, names: StreamNames, partition: int, payload: bytes) -> Any:
+    """Append a control entry to a partition (on a transaction, or at once). Never trimmed
+    by length: an entry no worker has processed yet must not be dropped (retention trims
+    behind the committed position only)."""
+    return target.xadd(names.events(partition), {CONTROL: payload})
+
+
+def unprocessed(client: redis.Redis, names: StreamNames) -> list[int]:
+    """Partitions holding entries after their committed position (a bounded run that
+    appended control entries to a partition it had already finished). One round trip."""
+    positions = committed_positions(client, names)
+    pipe = client.pipeline(transaction=False)
+    for p in range(names.partitions):
+        pipe.xrevrange(names.events(p), count=1)
+    out = []
+    for p, last in enumerate(pipe.execute()):
+        if last and _id(last[0][0]) > _id(positions[p]):
+            out.append(p)
+    return out
+
+
+def _id(sid: bytes | str) -> tuple[int, int]:
+    ms, _, seq = (sid.decode() if isinstance(sid, bytes) else sid).partition("-")
+    return int(ms), int(seq or 0)
 
 
 def stream_lag(

@@ -10,9 +10,11 @@ so a crash (or a failed commit) drops only the cache: the batch is read again an
 applied to the state Redis committed, which gives exactly what an uninterrupted run
 gives. Redis stays the system of record: the gateway, delivery and the CLI read it.
 
-A ``leadpulse merge`` run outside the engine bumps the store generation; a batch whose
-commit sees another generation than it started with is refused (WATCH) and redone
-with an empty cache.
+Identity (``identify``, ``leadpulse merge``) moves a lead's state between workers only
+through the streams (:mod:`engine.identity`): a worker folds a lead it owns, hands a
+lead it owns over on request, and forwards the events of a lead it handed over. No
+worker reads or writes the state of a lead on another partition, so the cache is
+never stale.
 
 All keys of a lead share the hash tag ``{tenant:lead}`` so they live in one slot.
 """
@@ -22,28 +24,46 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 import redis
 
 from engine.events import OUTCOME_TYPES, Event, partition_of
+from engine.identity import (
+    HANDOVER,
+    MAX_HOPS,
+    REQUEST,
+    Control,
+    as_scored,
+    control_of,
+    forward_event,
+    handover,
+    hops,
+    pack,
+    readdress,
+    request,
+    source_of,
+)  # fmt: skip
+from engine.keys import alias_key, due_key, hot_key, lead_key
 from engine.records import ScoreRecord, score_state, unpack_record
 from engine.settings import FeatureSettings
-from features.keys import alias_key, due_key, generation_key, hot_key, lead_key
 from features.spec import FeatureSpec
-from features.state import APPLIED, DUPLICATE, LATE, LeadFeatures, from_legacy, unpack
+from features.state import APPLIED, DUPLICATE, LATE, LeadFeatures, eid_hash, from_legacy, unpack
 
 __all__ = [
     "APPLIED", "DUPLICATE", "FeatureReply", "FeatureStore", "FeatureWrites", "Fold", "LATE",
-    "LEGACY_PARTS", "LEGACY_SCORE", "STATE_FIELDS", "alias_key", "due_key", "generation_key",
-    "hot_key", "lead_key", "queue_writes", "read_state",
+    "LEGACY_PARTS", "LEGACY_SCORE", "SKIPPED", "STATE_FIELDS", "alias_key", "due_key",
+    "hot_key", "lead_key", "queue_after", "queue_writes", "read_state",
 ]  # fmt: skip
 
 #: Schema 0 keys of a lead (hash, sorted sets, reply cache): read once, then deleted.
 LEGACY_PARTS = ("h", "e", "v", "a", "x", "p")
 _OUTCOMES = frozenset(OUTCOME_TYPES)
+#: Reply status of an entry this worker does not score: a control entry handled here (a
+#: request, a merge) or an entry forwarded to the lead it belongs to now.
+SKIPPED = 4
 Lead = tuple[str, str]
 
 
@@ -56,11 +76,14 @@ class FeatureReply:
     context: dict[str, Any]
     score_state: dict[str, str]
     snapshots: list[bytes]
+    routed: Event | None = None  # the event as applied, if not the entry's own (identity)
 
 
 @dataclass(frozen=True, slots=True)
 class Fold:
-    """One lead folded into another in a batch (identify, merge): the Redis side of it."""
+    """One lead folded into another (identify, merge): the Redis side of it. In
+    ``FeatureWrites.folds`` the target's side (moments arrive), in ``cleared`` the
+    source's (alias written, keys deleted); a local fold is in both."""
 
     tenant: str
     source: str
@@ -77,8 +100,9 @@ class FeatureWrites:
 
     records: dict[Lead, bytes] = field(default_factory=dict)
     folds: list[Fold] = field(default_factory=list)
+    cleared: list[Fold] = field(default_factory=list)  # sources folded away (queue_after)
+    outbox: list[tuple[int, bytes]] = field(default_factory=list)  # control entries to append
     legacy: set[Lead] = field(default_factory=set)  # schema 0 keys to delete
-    generation: int = 0
 
 
 #: Marks a score state read from schema 0's score hash (the commit deletes the hash).
@@ -95,6 +119,7 @@ STATE_FIELDS = (
 class _Held:
     features: LeadFeatures
     state: dict[str, str]
+    alias: str = ""  # the lead this one was folded into (only its own worker writes it)
 
 
 class FeatureStore:
@@ -115,14 +140,12 @@ class FeatureStore:
         self._cap = cache_leads
         self._cache: OrderedDict[Lead, _Held] = OrderedDict()
         self._lock = threading.RLock()
-        self._gen: int | None = None
 
     # -- cache -----------------------------------------------------------------------------
     def clear(self) -> None:
-        """Forget every cached lead (after a failed batch, a stale generation, a restart)."""
+        """Forget every cached lead (after a failed batch, a restart)."""
         with self._lock:
             self._cache.clear()
-            self._gen = None
 
     def forget(self, leads: Iterable[Lead]) -> None:
         with self._lock:
@@ -141,46 +164,10 @@ class FeatureStore:
     def cached(self) -> int:
         return len(self._cache)
 
-    def generation(self) -> int:
-        """The store generation the cache is valid for (read once after each clear)."""
-        with self._lock:
-            if self._gen is None:
-                self._gen = int(cast(bytes | None, self._r.get(generation_key(self._prefix))) or 0)
-            return self._gen
-
-    # -- aliases ---------------------------------------------------------------------------
-    def resolve_aliases(self, events: list[Event]) -> list[Event]:
-        """Anonymous events of a visitor already folded into a lead go to that lead.
-
-        The visitor's events and its ``identify`` travel on different partitions, so
-        some anonymous events can be applied after the fold; without this they would
-        start a new anonymous state. One round trip, only when the batch has ``~`` ids.
-        """
-        wanted = {(e.tenant, e.lead_id) for e in events if e.lead_id.startswith("~")}
-        if not wanted:
-            return events
-        pairs = sorted(wanted)
-        pipe = self._r.pipeline(transaction=False)
-        for tenant, lead in pairs:
-            pipe.hget(alias_key(self._prefix, tenant), lead)
-        found = {
-            pair: target.decode()
-            for pair, target in zip(pairs, pipe.execute(), strict=True)
-            if target is not None
-        }
-        if not found:
-            return events
-        return [
-            replace(e, lead_id=found[(e.tenant, e.lead_id)])
-            if (e.tenant, e.lead_id) in found and e.type != "identify"
-            else e
-            for e in events
-        ]
-
     # -- a batch -----------------------------------------------------------------------------
     def apply(self, events: Sequence[Event]) -> tuple[list[FeatureReply], FeatureWrites]:
         """Apply a batch in order: the replies (one per event) and the batch's writes."""
-        writes = FeatureWrites(generation=self.generation())
+        writes = FeatureWrites()
         if not events:
             return [], writes
         with self._lock:
@@ -189,7 +176,7 @@ class FeatureStore:
             spec = self.spec
             for lead, held in touched.items():
                 if held.features.empty:
-                    continue  # a folded-away source with no later event: deleted by its fold
+                    continue  # a folded-away source: deleted by its fold
                 writes.records[lead] = held.features.pack(spec)
         return replies, writes
 
@@ -197,42 +184,128 @@ class FeatureStore:
         self, ev: Event, touched: dict[Lead, _Held], snaps: dict[Lead, list[bytes]],
         writes: FeatureWrites,
     ) -> FeatureReply:  # fmt: skip
-        lead = (ev.tenant, ev.lead_id)
-        if ev.type == "identify" and ev.visitor_id and ev.lead_id != f"~{ev.visitor_id}":
-            self._fold(ev.tenant, f"~{ev.visitor_id}", ev.lead_id, touched, snaps, writes)
+        c = control_of(ev)
+        if c is not None and c.kind == REQUEST:
+            return self._hand_over(c, touched, snaps, writes)
+        routed = self._route(ev, touched, writes)
+        if routed is None:
+            return _SKIP
+        lead = (routed.tenant, routed.lead_id)
         held = touched[lead]
-        status, reactivated = held.features.apply(self.spec, ev)
+        c = control_of(routed)
+        if c is not None and c.kind == HANDOVER:
+            return self._take_over(c, held, snaps, writes)
+        applied = c.event if c is not None and c.event is not None else routed
+        source = source_of(applied)
+        if source:
+            self._identify(applied, source, touched, snaps, writes)
+        if control_of(applied) is not None:  # a merge: folded (or requested) above
+            return _SKIP
+        status, reactivated = held.features.apply(self.spec, applied)
         if status in (DUPLICATE, LATE):
             return FeatureReply(status, {}, {}, {}, [])
         feats, context = held.features.features(self.spec, reactivated)
-        moments = snaps.get(lead, []) if ev.type in _OUTCOMES else []
-        return FeatureReply(status, feats, context, dict(held.state), list(moments))
+        moments = snaps.get(lead, []) if applied.type in _OUTCOMES else []
+        routed_ev = applied if applied is not ev else None
+        return FeatureReply(status, feats, context, dict(held.state), list(moments), routed_ev)
+
+    def _route(self, ev: Event, touched: dict[Lead, _Held], writes: FeatureWrites) -> Event | None:
+        """``ev`` addressed to the lead it lives on now: along aliases on this partition, or
+        sent on to the partition of the lead it was folded into (None). A cycle of aliases
+        ends after ``MAX_HOPS``: the entry stays where it got to."""
+        p, tenant = self._partitions, ev.tenant
+        here = partition_of(tenant, ev.lead_id, p)
+        held = touched[(tenant, ev.lead_id)]
+        local = 0
+        while held.alias and local < MAX_HOPS and hops(ev) < MAX_HOPS:
+            target = held.alias
+            if partition_of(tenant, target, p) != here or (tenant, target) not in touched:
+                self._send(writes, forward_event(ev, target))
+                return None
+            ev, held = readdress(ev, target), touched[(tenant, target)]
+            local += 1
+        return ev
+
+    # -- identity (engine/identity.py decides; the writes go on the batch's transaction) ------
+    def _send(self, writes: FeatureWrites, c: Control) -> None:
+        writes.outbox.append((partition_of(c.tenant, c.address, self._partitions), pack(c)))
+
+    def _identify(
+        self, ev: Event, source: str, touched: dict[Lead, _Held],
+        snaps: dict[Lead, list[bytes]], writes: FeatureWrites,
+    ) -> None:  # fmt: skip
+        """Fold ``source`` into ``ev``'s lead: here if this worker owns it, else ask its owner."""
+        tenant, target, p = ev.tenant, ev.lead_id, self._partitions
+        if partition_of(tenant, source, p) != partition_of(tenant, target, p):
+            self._send(writes, request(ev, source))
+            return
+        if touched[(tenant, source)].alias:
+            return  # folded already (into this lead, or first into another)
+        self._fold(tenant, source, target, touched, snaps, writes)
+
+    def _hand_over(
+        self, req: Control, touched: dict[Lead, _Held], snaps: dict[Lead, list[bytes]],
+        writes: FeatureWrites,
+    ) -> FeatureReply:  # fmt: skip
+        """The owner of ``req.source`` gives its state away: alias, delete, hand-over entry."""
+        key = (req.tenant, req.source)
+        held = touched[key]
+        if held.alias or req.source == req.target:
+            return _SKIP  # handed over before: nothing is left here
+        moved = snaps.pop(key, [])
+        had = not held.features.empty
+        blob = held.features.pack(self.spec) if had else None
+        touched[key] = self._cache[key] = _Held(LeadFeatures(), {}, alias=req.target)
+        p = self._partitions
+        fold = Fold(req.tenant, req.source, req.target, had, (),
+                    partition_of(*key, p), partition_of(req.tenant, req.target, p))  # fmt: skip
+        writes.cleared.append(fold)
+        if had or moved:
+            self._send(writes, handover(req, blob, moved))
+        return _SKIP
+
+    def _take_over(
+        self, c: Control, held: _Held, snaps: dict[Lead, list[bytes]], writes: FeatureWrites
+    ) -> FeatureReply:
+        """The owner of ``c.target`` folds a hand-over in, once (its id joins the dedup hashes)."""
+        mark = eid_hash(f"handover:{c.hid}")
+        features = held.features
+        if mark in features.seen_set:
+            return FeatureReply(DUPLICATE, {}, {}, {}, [])
+        if c.state is not None:
+            try:
+                features.fold(self.spec, unpack(c.state))
+            except ValueError:
+                pass  # unreadable: nothing to fold (never crash on an entry)
+        features._remember(self.spec, mark)  # the store owns the dedup hashes
+        if c.moments:
+            snaps.setdefault((c.tenant, c.target), []).extend(c.moments)
+        p = self._partitions
+        writes.folds.append(Fold(c.tenant, c.source, c.target, True, c.moments,
+                                 partition_of(c.tenant, c.source, p),
+                                 partition_of(c.tenant, c.target, p)))  # fmt: skip
+        feats, context = features.features(self.spec)
+        return FeatureReply(APPLIED, feats, context, dict(held.state), [], as_scored(c))
 
     def _fold(
         self, tenant: str, source: str, target: str, touched: dict[Lead, _Held],
         snaps: dict[Lead, list[bytes]], writes: FeatureWrites,
     ) -> None:  # fmt: skip
+        """Both leads are this worker's: fold at once."""
         src, dst = touched[(tenant, source)], touched[(tenant, target)]
         moved = tuple(snaps.pop((tenant, source), []))
         had = not src.features.empty
         if had:
             dst.features.fold(self.spec, src.features)
             snaps.setdefault((tenant, target), []).extend(moved)
-        touched[(tenant, source)] = _Held(LeadFeatures(), {})
-        self._cache.pop((tenant, source), None)
-        writes.records.pop((tenant, source), None)
-        p = self._partitions
-        writes.folds.append(
-            Fold(
-                tenant,
-                source,
-                target,
-                had,
-                moved if had else (),
-                partition_of(tenant, source, p),
-                partition_of(tenant, target, p),
-            )
+        touched[(tenant, source)] = self._cache[(tenant, source)] = _Held(
+            LeadFeatures(), {}, alias=target
         )
+        p = self._partitions
+        fold = Fold(tenant, source, target, had, moved if had else (),
+                    partition_of(tenant, source, p), partition_of(tenant, target, p))  # fmt: skip
+        writes.folds.append(fold)
+        writes.cleared.append(fold)
 
     def _load(
         self, events: Sequence[Event], writes: FeatureWrites
@@ -240,13 +313,18 @@ class FeatureStore:
         """The batch's leads: cached ones as they are, the others in one pipelined read."""
         leads: dict[Lead, None] = {}
         moments: set[Lead] = set()
+        p = self._partitions
         for ev in events:
-            leads[(ev.tenant, ev.lead_id)] = None
-            if ev.type == "identify" and ev.visitor_id:
-                leads[(ev.tenant, f"~{ev.visitor_id}")] = None
-                moments.add((ev.tenant, f"~{ev.visitor_id}"))
-            elif ev.type in _OUTCOMES:
-                moments.add((ev.tenant, ev.lead_id))
+            lead = (ev.tenant, ev.lead_id)
+            leads[lead] = None
+            c = control_of(ev)
+            inner = c.event if c is not None and c.event is not None else ev
+            source = source_of(inner)
+            if source and partition_of(ev.tenant, source, p) == partition_of(*lead, p):
+                leads[(ev.tenant, source)] = None  # a local fold (never another worker's lead)
+                moments.add((ev.tenant, source))
+            if inner.type in _OUTCOMES or (c is not None and c.kind == REQUEST):
+                moments.add(lead)
         cache = self._cache
         touched: dict[Lead, _Held] = {}
         for lead in leads:
@@ -256,43 +334,38 @@ class FeatureStore:
                 touched[lead] = held
         missing = [lead for lead in leads if lead not in touched]
         loaded, snaps = read_state(self._r, self._prefix, self.spec, missing, sorted(moments))
-        for lead, (held_features, state, legacy) in loaded.items():
-            held = _Held(held_features, state)
+        for lead, (held_features, state, legacy, alias) in loaded.items():
+            held = _Held(held_features, state, alias)
             touched[lead] = cache[lead] = held
             if legacy:
                 writes.legacy.add(lead)
+        self._load_targets(touched, snaps, writes)
         while len(cache) > self._cap:
             cache.popitem(last=False)
         return touched, snaps
 
-    # -- outside the engine --------------------------------------------------------------------
-    def merge(self, tenant: str, keep: str, other: str) -> bool:
-        """Fold lead ``other`` into ``keep`` (the same person from two sources) and leave a
-        pointer; True if there was state to fold. Idempotent; atomic (WATCH), and bumps the
-        store generation so running engines reload the leads they cache."""
-        p = self._prefix
-        watched = [lead_key(p, tenant, lead, part) for lead in (keep, other) for part in "fsn"]
-        with self._r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(*watched)
-                    leads = [(tenant, keep), (tenant, other)]
-                    loaded, snaps = read_state(self._r, p, self.spec, leads, [(tenant, other)])
-                    touched = {k: _Held(v[0], v[1]) for k, v in loaded.items()}
-                    writes = FeatureWrites()
-                    self._fold(tenant, other, keep, touched, snaps, writes)
-                    kept = touched[(tenant, keep)].features
-                    if not kept.empty:
-                        writes.records[(tenant, keep)] = kept.pack(self.spec)
-                    writes.legacy |= {k for k, v in loaded.items() if v[2]}
-                    pipe.multi()
-                    queue_writes(pipe, p, writes, self.spec.idle_s)
-                    pipe.incr(generation_key(p))
-                    pipe.execute()
-                    return writes.folds[0].had_state
-                except redis.WatchError:
-                    continue
+    def _load_targets(
+        self, touched: dict[Lead, _Held], snaps: dict[Lead, list[bytes]], writes: FeatureWrites
+    ) -> None:
+        """Leads of this partition that folded leads of the batch live on now (rare: one more
+        round trip per alias hop), so their events are applied here at once."""
+        p = self._partitions
+        for _ in range(MAX_HOPS):
+            wanted = sorted(
+                {(t, h.alias) for (t, lead), h in touched.items() if h.alias
+                 and partition_of(t, h.alias, p) == partition_of(t, lead, p)}
+                - touched.keys()
+            )  # fmt: skip
+            if not wanted:
+                return
+            loaded, more = read_state(self._r, self._prefix, self.spec, wanted, wanted)
+            for lead, (features, state, legacy, alias) in loaded.items():
+                touched[lead] = self._cache[lead] = _Held(features, state, alias)
+                if legacy:
+                    writes.legacy.add(lead)
+            snaps.update(more)
 
+    # -- readers -------------------------------------------------------------------------------
     def read(self, tenant: str, lead_id: str) -> dict[str, str]:
         """A lead's committed feature state as schema 0's field names (inspection, tests)."""
         loaded, _ = read_state(self._r, self._prefix, self.spec, [(tenant, lead_id)], [])
@@ -305,11 +378,15 @@ class FeatureStore:
         return loaded[(tenant, lead_id)][0]
 
 
+_SKIP = FeatureReply(SKIPPED, {}, {}, {}, [])
+
+
 def read_state(
     client: Any, prefix: str, spec: FeatureSpec, leads: Sequence[Lead], moments: Sequence[Lead]
-) -> tuple[dict[Lead, tuple[LeadFeatures, dict[str, str], bool]], dict[Lead, list[bytes]]]:
-    """Committed state of ``leads`` (features, score state, whether schema 0 keys exist) and
-    the learning moments of ``moments``: one pipelined round trip (two for schema 0 leads)."""
+) -> tuple[dict[Lead, tuple[LeadFeatures, dict[str, str], bool, str]], dict[Lead, list[bytes]]]:
+    """Committed state of ``leads`` (features, score state, whether schema 0 keys exist, the
+    lead it was folded into) and the learning moments of ``moments``: one pipelined round
+    trip (two for schema 0 leads)."""
     if not leads and not moments:
         return {}, {}
     pipe = client.pipeline(transaction=False)
@@ -318,13 +395,14 @@ def read_state(
         pipe.exists(lead_key(prefix, tenant, lead_id, "h"))
         pipe.get(lead_key(prefix, tenant, lead_id, "r"))
         pipe.hmget(lead_key(prefix, tenant, lead_id, "s"), list(STATE_FIELDS))  # schema 0
+        pipe.hget(alias_key(prefix, tenant), lead_id)
     for tenant, lead_id in moments:
         pipe.lrange(lead_key(prefix, tenant, lead_id, "n"), 0, -1)
     replies = pipe.execute()
-    out: dict[Lead, tuple[LeadFeatures, dict[str, str], bool]] = {}
+    out: dict[Lead, tuple[LeadFeatures, dict[str, str], bool, str]] = {}
     legacy: list[Lead] = []
     for i, lead in enumerate(leads):
-        blob, old, packed, state = replies[4 * i : 4 * i + 4]
+        blob, old, packed, state, alias = replies[5 * i : 5 * i + 5]
         st = _score_state(lead, packed, state)
         features = LeadFeatures()
         if blob is not None:
@@ -334,10 +412,11 @@ def read_state(
                 features = LeadFeatures()  # unreadable: the lead starts over (never crash)
         elif old:
             legacy.append(lead)
-        out[lead] = (features, st, bool(old))
+        out[lead] = (features, st, bool(old), _s(alias) if alias is not None else "")
     for lead in legacy:
-        out[lead] = (_migrate(client, prefix, spec, lead), out[lead][1], True)
-    snaps = {lead: list(r) for lead, r in zip(moments, replies[4 * len(leads) :], strict=True)}
+        _, st, _, alias = out[lead]
+        out[lead] = (_migrate(client, prefix, spec, lead), st, True, alias)
+    snaps = {lead: list(r) for lead, r in zip(moments, replies[5 * len(leads) :], strict=True)}
     return out, snaps
 
 
@@ -370,31 +449,41 @@ def _migrate(client: Any, prefix: str, spec: FeatureSpec, lead: Lead) -> LeadFea
 
 
 def queue_writes(pipe: Any, prefix: str, writes: FeatureWrites, idle_s: int) -> None:
-    """Queue a batch's feature writes on a transaction: folds first, then one SET per lead."""
+    """Queue a batch's feature writes on a transaction: moments moved in by folds, then one
+    SET per lead. The sources' side of folds goes last (:func:`queue_after`)."""
     for fold in writes.folds:
-        _queue_fold(pipe, prefix, fold, idle_s)
+        _queue_arrival(pipe, prefix, fold, idle_s)
     for tenant, lead in writes.legacy:
         pipe.delete(*(lead_key(prefix, tenant, lead, part) for part in LEGACY_PARTS))
     for (tenant, lead), blob in writes.records.items():
         pipe.set(lead_key(prefix, tenant, lead, "f"), blob, ex=idle_s)
 
 
-def _queue_fold(pipe: Any, prefix: str, fold: Fold, idle_s: int) -> None:
-    tenant, source, target = fold.tenant, fold.source, fold.target
-    pipe.hset(alias_key(prefix, tenant), source, target)
-    if not fold.had_state:
+def queue_after(pipe: Any, prefix: str, writes: FeatureWrites) -> None:
+    """The sources folded away in the batch, after everything else it writes (a score record
+    or moments the batch made for a source before its fold go with it): the alias, then
+    every key of the source deleted."""
+    for fold in writes.cleared:
+        tenant, source = fold.tenant, fold.source
+        pipe.hset(alias_key(prefix, tenant), source, fold.target)
+        pipe.zrem(hot_key(prefix, tenant), source)
+        pipe.zrem(due_key(prefix, fold.source_partition), f"{tenant}\x1f{source}")
+        parts = ("f", "r", "s", "n", *LEGACY_PARTS)
+        pipe.delete(*(lead_key(prefix, tenant, source, part) for part in parts))
+
+
+def _queue_arrival(pipe: Any, prefix: str, fold: Fold, idle_s: int) -> None:
+    """Learning moments move with the person: before the target's own (its newest moment
+    stays the list's tail, as its score record says)."""
+    if not fold.snapshots:
         return
-    if fold.snapshots:  # learning moments move with the person
-        nkey = lead_key(prefix, tenant, target, "n")
-        pipe.rpush(nkey, *fold.snapshots)
-        pipe.expire(nkey, idle_s)
-        oldest = min(float(msgpack.unpackb(b, raw=False)["ts"]) for b in fold.snapshots)
-        member = f"{tenant}\x1f{target}"
-        pipe.zadd(due_key(prefix, fold.target_partition), {member: oldest}, lt=True)
-    pipe.zrem(hot_key(prefix, tenant), source)
-    pipe.zrem(due_key(prefix, fold.source_partition), f"{tenant}\x1f{source}")
-    parts = ("f", "r", "s", "n", *LEGACY_PARTS)
-    pipe.delete(*(lead_key(prefix, tenant, source, part) for part in parts))
+    tenant, target = fold.tenant, fold.target
+    nkey = lead_key(prefix, tenant, target, "n")
+    pipe.lpush(nkey, *reversed(fold.snapshots))
+    pipe.expire(nkey, idle_s)
+    oldest = min(float(msgpack.unpackb(b, raw=False)["ts"]) for b in fold.snapshots)
+    member = f"{tenant}\x1f{target}"
+    pipe.zadd(due_key(prefix, fold.target_partition), {member: oldest}, lt=True)
 
 
 def _s(x: Any) -> str:

@@ -16,6 +16,7 @@ import redis
 
 from engine.redis_client import EmbeddedServer, connect
 from engine.settings import Settings, load_settings
+from tests.cluster import LocalCluster, missing_binaries
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +53,13 @@ def make_settings(prefix: str) -> Any:
         return load_settings(overrides=overrides, environ={})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A real 3-master Redis Cluster (one replica each) on loopback, for the session."""
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"a local Redis Cluster needs {' and '.join(missing)} on PATH")
+    with LocalCluster(masters=3, replicas=1) as cluster:
+        yield cluster

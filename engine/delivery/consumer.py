@@ -63,6 +63,7 @@ from engine.delivery.routing import Assigner, Assignment, stream_emitter
 from engine.delivery.scripts import alert_text, bucket_label, pick_script, why_now
 from engine.delivery.sla import SlaClocks
 from engine.delivery.targets import BucketChange, TargetJobs, parse_change
+from engine.delivery.tasks import StepDelivery, decode_step
 from engine.delivery.webhooks import Job, Receipts, RetryPolicy, WebhookSender
 from engine.events import Event
 from engine.reporting.delivery import DeliveryCounts
@@ -127,6 +128,9 @@ class DeliveryService:
         group, count = self.d.consumer_group, self.d.read_count
         self.alerts_in = GroupStream(client, self.names.alerts, group, consumer, count)
         self.changes_in = GroupStream(client, self.names.bucket_changes, group, consumer, count)
+        # follow-up steps (engine/cadence): tasks to the feed, messages to the webhook
+        self.steps_in = GroupStream(client, self.names.cadence, group, consumer, count)
+        self.steps = StepDelivery(settings, client, self.keys, self.feed, self.consent)
         self._held: collections.deque[BucketChange] = collections.deque()
         self._alerts_buf: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
         self._changes_caught_up = False  # changes read to the end since the last alerts read
@@ -143,6 +147,8 @@ class DeliveryService:
     def ensure_group(self) -> None:
         self.alerts_in.ensure()
         self.changes_in.ensure()
+        if self.settings.cadence.enabled:
+            self.steps_in.ensure()
 
     def read_alerts(self, block_ms: int | None) -> list[tuple[str, dict[str, Any]]]:
         """Own pending entries first (after a restart), then new ones."""
@@ -168,6 +174,16 @@ class DeliveryService:
 
     def ack(self, ids: list[str]) -> None:
         self.alerts_in.ack(ids)
+
+    def handle_steps(self, rows: list[Row]) -> list[tuple[str, list[Job]]]:
+        """Follow-up steps read from ``lp:cadence``: (entry id, webhook jobs) each; entries
+        that are not a step are acknowledged at once (no jobs)."""
+        self.drain_events()  # a block that came before the step is known when it goes out
+        out = []
+        for sid, fields in rows:
+            step = decode_step(fields)
+            out.append((sid, self.steps.handle(step, self.clock()) if step else []))
+        return out
 
     # -- alerts and bucket changes, in commit order -----------------------------------------
     def read_merged(self, block_ms: int | None) -> list[Run]:
@@ -544,7 +560,21 @@ class _Runner:
         self.tasks: set[asyncio.Task[None]] = set()
 
     def loops(self) -> list[Callable[[], Any]]:
-        return [self.alerts_loop, self.events_loop, self.tick_loop]
+        steps = [self.steps_loop] if self.svc.settings.cadence.enabled else []
+        return [self.alerts_loop, self.events_loop, self.tick_loop, *steps]
+
+    async def steps_loop(self) -> None:
+        """Follow-up steps: tasks to the feed at once, messages through the webhook."""
+        svc = self.svc
+        while not self.stop.is_set():
+            rows = await asyncio.to_thread(svc.steps_in.read, self.d.block_ms)
+            done = []
+            for sid, jobs in svc.handle_steps(rows):
+                if jobs:
+                    self.spawn(sid, jobs, svc.steps_in)
+                else:
+                    done.append(sid)
+            svc.steps_in.ack(done)
 
     async def _finish(self, sid: str | None, jobs: list[Job], source: GroupStream) -> None:
         try:

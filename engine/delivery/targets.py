@@ -32,11 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from engine.delivery.scripts import bucket_label, local_time, why_now
 from engine.delivery.target_settings import TargetSettings
 from engine.delivery.webhooks import Job
+from engine.redact import public_url
 
 __all__ = [
     "BucketChange", "Pacer", "TargetJobs", "Values", "fub_headers", "parse_change", "render",
@@ -291,9 +292,9 @@ _BUILDERS: dict[str, Callable[[TargetSettings, Values], Request]] = {
 def _shown(t: TargetSettings, url: str) -> str:
     """What receipts show: chat webhook URLs are secrets (host only); CRM URLs without
     query or credentials."""
-    parts = urlsplit(url)
-    host = f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return host + "/…" if t.kind in ("slack", "teams") else host + parts.path
+    if t.kind in ("slack", "teams"):
+        return public_url(url, path=False) + "/…"
+    return public_url(url)
 
 
 def _writable(t: TargetSettings, v: Values) -> bool:

@@ -47,6 +47,7 @@ from engine.gateway.auth import Principal
 from engine.gateway.ingest import Ingestor
 from engine.gateway.privacy import ContactHasher
 from engine.gateway.store import GatewayStore
+from engine.keys import CrmKeys
 from engine.settings import Settings
 
 __all__ = ["CrmEvent", "CrmKeys", "crm_router", "map_resource", "fub_signature"]
@@ -70,17 +71,6 @@ EVENTS = {
 _COLLECTIONS = {"call": "calls", "text": "textmessages", "email": "emails",
                 "appointment": "appointments", "deal": "deals", "person": "people"}  # fmt: skip
 ANSWERED_S = 30  # a call this long (or with a talked outcome) was answered
-
-
-class CrmKeys:
-    """Every Redis key of CRM events in, built here: ``{prefix}:crm:seen:{tenant}:{target}:{id}``
-    (the CRM's event id, claimed once)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.base = f"{prefix}:crm"
-
-    def seen(self, tenant: str, target: str, event_id: str) -> str:
-        return f"{self.base}:seen:{tenant}:{target}:{event_id}"
 
 
 @dataclass(frozen=True)

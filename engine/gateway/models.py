@@ -93,10 +93,30 @@ class ScoreOut(BaseModel):
     blocked_channels: list[str]
 
 
+class CadenceOut(BaseModel):
+    """The lead's follow-up plan (engine/cadence): where it is, what is next, and why."""
+
+    plan: str
+    label: str
+    status: Literal["active", "paused", "ended"]
+    step: int = Field(description="index of the next step in the plan")
+    steps: int | None = Field(description="steps in the plan (null: no longer configured)")
+    cycle: int = Field(description="plans the lead has entered so far")
+    next_due_ts: float | None = Field(description="event time the next step or resume is due")
+    next_due_local: str | None = Field(description="the same in the tenant's time zone")
+    next_step: dict[str, Any] | None
+    why: str
+    ended: str | None = Field(description="why the plan ended (lost, completed, ...)")
+    blocked_channels: list[str]
+
+
 class LeadOut(BaseModel):
     tenant: str
     lead_id: str
     score: ScoreOut | None = Field(description="null until the engine has scored the lead")
+    cadence: CadenceOut | None = Field(
+        default=None, description="the follow-up plan, null when the lead is in none"
+    )
     features: dict[str, float | str] = Field(
         description="the lead's lifetime counters and profile from its feature hash "
         "(windowed counts such as views_7d are in the score's reasons)"

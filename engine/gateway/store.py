@@ -45,6 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.errors import StoreError
 from engine.gateway.ratelimit import GCRA_LUA, Decision, Limit
+from engine.keys import bound_key, contact_index_key, idempotency_key, rate_limit_key
 from engine.records import RecordReader
 from engine.settings import load_settings
 from engine.sinks import hot_key
@@ -111,20 +112,6 @@ for i = 2, #KEYS do
 end
 return out
 """
-
-
-def idempotency_key(prefix: str, tenant: str, event_id: str) -> str:
-    return f"{prefix}:gw:idem:{tenant}:{event_id}"
-
-
-def bound_key(prefix: str, tenant: str, lead_id: str) -> str:
-    """Marker: a server key sent an event for this lead (tracker events may address it)."""
-    return f"{prefix}:gw:bound:{tenant}:{lead_id}"
-
-
-def contact_index_key(prefix: str, tenant: str, contact_hash: str) -> str:
-    """Set of the tenant's lead ids seen with one contact hash (``privacy.ContactHasher``)."""
-    return f"{prefix}:gw:contact:{tenant}:{contact_hash}"
 
 
 def find_leads_by_contact_hash(
@@ -301,7 +288,7 @@ class GatewayStore:
         self._r()  # binds the scripts to this loop's client
         try:
             allowed, wait = await self._gcra(
-                keys=[f"{self._prefix}:gw:rl:{bucket}"], args=[limit.interval_ms, limit.burst]
+                keys=[rate_limit_key(self._prefix, bucket)], args=[limit.interval_ms, limit.burst]
             )
         except RedisError as exc:
             raise StoreError(f"rate limit unavailable: {exc.__class__.__name__}") from None

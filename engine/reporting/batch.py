@@ -23,6 +23,7 @@ import msgpack
 
 from engine.delivery.consent import blocks_from
 from engine.events import Event
+from engine.records import Alert
 from engine.reporting.aggregates import CONSENT, AlertSeen, LeadMark, Seen, observe, quality
 from engine.reporting.keys import day_key, mark_key, tenants_key
 
@@ -104,7 +105,7 @@ def gather(
             pipe.hgetall(mark_key(prefix, tenant, lead))
         for who, raw in zip(leads, pipe.execute(), strict=True):
             marks[who] = LeadMark.from_hash(raw or {})
-    alerts = {(a["tenant"], a["event"]["event_id"]): a for a in fx.alerts}
+    alerts = {(a.tenant, a.event.event_id): a for a in fx.alerts}
     days: dict[str, Callable[[float], str]] = {}
     changed: set[tuple[str, str]] = set()
     for ev in counted:
@@ -139,16 +140,14 @@ def _counted(events: Sequence[Event], fx: BatchEffects) -> list[Event]:
     return out
 
 
-def _seen(ev: Event, alerts: dict[tuple[str, str], dict[str, Any]]) -> Seen:
+def _seen(ev: Event, alerts: dict[tuple[str, str], Alert]) -> Seen:
     """The event with the alert it raised and the channels it closed (the feature
     script's consent rules, as delivery applies them)."""
     alert = alerts.get((ev.tenant, ev.event_id))
     seen_alert = None
-    if alert is not None and alert.get("lead_id") == ev.lead_id:
-        sla = alert.get("sla") or {}
-        hand = any(str(t).startswith("hand_raise") for t in alert.get("triggers") or ())
-        bucket = str(alert.get("bucket") or "")
-        seen_alert = AlertSeen(bucket, float(sla.get("deadline_ts") or 0), hand)
+    if alert is not None and alert.lead_id == ev.lead_id:
+        hand = any(t.startswith("hand_raise") for t in alert.triggers)
+        seen_alert = AlertSeen(alert.bucket, float(alert.sla.deadline_ts or 0), hand)
     closed = tuple(b.channel for b in blocks_from(ev)) if ev.type in CONSENT else ()
     return Seen(event=ev, source=ev.source, agent="", blocked=closed, alert=seen_alert)
 

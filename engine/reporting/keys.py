@@ -10,21 +10,9 @@
 
 from __future__ import annotations
 
-from features.store import lead_key
+from engine.keys import day_key, mark_key, tenants_key
 
 __all__ = ["day_key", "field", "mark_key", "tenants_key"]
-
-
-def day_key(prefix: str, tenant: str, day: str) -> str:
-    return f"{prefix}:rpt:{tenant}:{day}"
-
-
-def tenants_key(prefix: str) -> str:
-    return f"{prefix}:rpt:tenants"
-
-
-def mark_key(prefix: str, tenant: str, lead: str) -> str:
-    return lead_key(prefix, tenant, lead, "rp")
 
 
 def field(metric: str, dim: str = "all", value: str = "", bin_: int | None = None) -> str:

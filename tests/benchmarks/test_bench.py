@@ -65,7 +65,9 @@ def test_quick_bench_writes_every_figure(redis_url: str, tmp_path: Path) -> None
     for p in points:
         assert _positive(p["bytes_per_lead"]) and p["used_memory_delta"] > 0
         assert _positive(p["sample"]["memory_usage_bytes_per_lead"])
-        assert {"f", "s"} <= set(p["sample"]["bytes_per_lead_by_part"])
+        parts = set(p["sample"]["bytes_per_lead_by_part"])
+        # the feature record, and the score record (``r`` since issue 12 item 3; ``s`` before)
+        assert "f" in parts and parts & {"r", "s"}
 
     prof = result["profile"]
     assert _positive(prof["us_per_event"]) and _positive(prof["server"]["exec_us_per_event"])

@@ -1,8 +1,7 @@
-"""The worker's lead cache: trusted while it is the only writer, dropped when it is not.
+"""The worker's lead cache: trusted because its worker is the only writer of its leads.
 
-- A merge run outside the engine (``leadpulse merge``) between two batches: the next
-  batch's commit sees the store generation moved, is refused and redone on fresh state,
-  so the merged history is not overwritten by the cached one.
+- ``leadpulse merge`` between two batches only queues a merge entry; the worker folds it
+  in its own cache, so the merged history is kept and nothing is overwritten.
 - A batch that fails before its commit leaves the cache empty: what Redis committed is
   what the next batch starts from.
 """
@@ -15,8 +14,9 @@ import msgpack
 import pytest
 
 from engine.app import build_parts
+from engine.merge_cli import queue_merge
 from features.state import read_record
-from features.store import FeatureStore, lead_key
+from features.store import lead_key
 
 T0 = 1_767_225_600.0
 
@@ -36,7 +36,7 @@ def _saves(client: Any, prefix: str, lead: str) -> int:
     return read_record(client.get(lead_key(prefix, "t", lead, "f"))).counts["saves"]
 
 
-def test_an_outside_merge_is_not_overwritten_by_the_cache(
+def test_a_merge_is_folded_by_the_worker_that_caches_the_leads(
     client: Any, make_settings: Any, prefix: str
 ) -> None:
     settings = make_settings(streams={"partitions": 1})
@@ -44,11 +44,13 @@ def test_an_outside_merge_is_not_overwritten_by_the_cache(
     parts.processor.process_retrying(
         _entries([ev("a1", "A", "property_save", T0), ev("b1", "B", "property_save", T0)], 1)
     )
-    cli = FeatureStore(client, settings.features, prefix)  # `leadpulse merge`, elsewhere
-    assert cli.merge("t", keep="A", other="B")
+    _, _, sid = queue_merge(client, parts.names, "t", "A", "B")  # `leadpulse merge`
+    assert _saves(client, prefix, "A") == 1  # queued only
+    (merge,) = client.xrange(parts.names.events(0), min=sid, max=sid)
+    parts.processor.process_retrying([(0, merge[0], merge[1])])
     assert _saves(client, prefix, "A") == 2
-    parts.processor.process_retrying(_entries([ev("a2", "A", "property_save", T0 + 60)], 10))
-    assert _saves(client, prefix, "A") == 3  # 1 + B's 1 + the new one, not the cached 2
+    parts.processor.process_retrying(_entries([ev("a2", "A", "property_save", T0 + 60)], 10**13))
+    assert _saves(client, prefix, "A") == 3  # 1 + B's 1 + the new one
     assert client.exists(lead_key(prefix, "t", "B", "f")) == 0
 
 

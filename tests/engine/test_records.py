@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from benchmarks.simulator import SimConfig, generate
 from engine.app import build_parts
-from engine.processor import Processor
+from engine.keys import lead_key
 from engine.records import RecordReader, ScoreRecord, unpack_record
-from features.keys import lead_key
+from engine.stages.score import Scorer
 
 _TEXT = st.text(max_size=12)
 _NUM = st.floats(min_value=0, max_value=2e9, allow_nan=False)
@@ -67,17 +67,17 @@ def test_words_at_read_time_are_the_words_of_the_engine(
 ) -> None:
     settings = make_settings()
     written: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    explained, record = Processor._explained, Processor._record
+    explained, record = Scorer.explained, Scorer.record
 
-    def words_always(self: Processor, *a: Any) -> Any:
-        return explained(self, *a[:6], True)  # score, reply, x, model, lead, points
+    def words_always(self: Scorer, s: Any, lead: Any, words: bool) -> Any:
+        return explained(self, s, lead, True)
 
-    def keep(self: Processor, event: Any, score: Any, lead: Any) -> Any:
+    def keep(event: Any, score: Any, lead: Any) -> Any:
         written[(event.tenant, event.lead_id)] = (score.reasons, score.concerns)
-        return record(self, event, score, lead)
+        return record(event, score, lead)
 
-    monkeypatch.setattr(Processor, "_explained", words_always)
-    monkeypatch.setattr(Processor, "_record", keep)
+    monkeypatch.setattr(Scorer, "explained", words_always)
+    monkeypatch.setattr(Scorer, "record", staticmethod(keep))
     parts = build_parts(settings, client)
     pack = msgpack.Packer(use_bin_type=True).pack
     events = _events(60)

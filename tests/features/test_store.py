@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from engine import identity
 from engine.events import Event
 from features.state import LeadFeatures
 from features.store import (
@@ -19,6 +20,7 @@ from features.store import (
     FeatureReply,
     FeatureStore,
     lead_key,
+    queue_after,
     queue_writes,
 )  # fmt: skip
 
@@ -37,8 +39,15 @@ class Store(FeatureStore):
         replies, writes = self.apply(events)
         pipe = self._r.pipeline(transaction=True)
         queue_writes(pipe, self._prefix, writes, self.spec.idle_s)
+        queue_after(pipe, self._prefix, writes)
         pipe.execute()
+        assert not writes.outbox  # one partition: every fold is local
         return replies
+
+    def merge(self, tenant: str, keep: str, other: str) -> None:
+        """What the engine does with the entry ``leadpulse merge`` queues."""
+        control = identity.merge_control(tenant, keep, other, T0)
+        self.apply_committed([identity.wrap(control)])
 
 
 @pytest.fixture
@@ -267,38 +276,50 @@ def test_merge_keeps_one_lead_and_leaves_a_pointer(store: Store, client: Any, pr
         ]
     )
     store.apply_committed([ev("c", "opt_out", T0 + 6, lead="B1", channel="email")])
-    assert store.merge("acme", keep="A1", other="B1")
+    store.merge("acme", keep="A1", other="B1")
     kept = store.read("acme", "A1")
     assert kept["saves"] == "1" and kept["replies"] == "1" and kept["blocked"] == "email"
     assert client.hget(f"{prefix}:alias:acme", "B1") == b"A1"
-    assert not store.merge("acme", keep="A1", other="B1")  # nothing left to fold
+    store.merge("acme", keep="A1", other="B1")  # a second merge folds nothing twice
+    assert store.read("acme", "A1") == kept
+    assert client.exists(lead_key(prefix, "acme", "B1", "f")) == 0
 
 
 def test_anonymous_events_after_the_fold_go_to_the_lead(store: Store) -> None:
-    """The identify can overtake the visitor's own events (they sit on other partitions)."""
+    """The visitor's own events can still be in its partition after the identify."""
+    store.apply_committed([ev("s0", "property_save", T0 - 5, lead="~v5", visitor_id="v5")])
     store.apply_committed([Event("i1", "L5", "identify", T0, tenant="acme", visitor_id="v5")])
     late = Event("v1", "~v5", "property_save", T0 + 1, tenant="acme", visitor_id="v5")
-    (redirected,) = store.resolve_aliases([late])
-    assert redirected.lead_id == "L5"
-    store.apply_committed([redirected])
-    assert store.read("acme", "L5")["saves"] == "1"
+    (reply,) = store.apply_committed([late])
+    assert reply.routed is not None and reply.routed.lead_id == "L5"
+    assert reply.features["saves"] == 2
+    assert store.read("acme", "L5")["saves"] == "2"
     assert isinstance(store.record("acme", "~v5"), LeadFeatures)
     assert store.read("acme", "~v5") == {}
 
 
 def test_merge_by_contact_hash_keeps_the_known_lead(store: Store, client: Any, prefix: str) -> None:
-    """The gateway indexes keyed contact hashes; `leadpulse merge --contact-hash` folds them."""
+    """The gateway indexes keyed contact hashes; `leadpulse merge --contact-hash` queues a
+    merge per other lead, which the engine folds."""
     from engine.gateway.store import contact_index_key
     from engine.merge_cli import merge_by_contact
+    from engine.streams import CONTROL, StreamNames
 
     store.apply_committed(
         [ev("a", "property_save", T0, lead="W1"), ev("b", "property_save", T0, lead="P2")]
     )
     client.sadd(contact_index_key(prefix, "acme", "h" * 32), "W1", "P2", "~anon")
-    keep, folded = merge_by_contact(store, client, prefix, "acme", "h" * 32)
-    assert keep == "P2" and folded == ["W1"]  # "~anon" had no state of its own to fold
+    names = StreamNames(prefix, 1)
+    keep, queued = merge_by_contact(client, names, "acme", "h" * 32)
+    assert keep == "P2" and [q[0] for q in queued] == ["W1", "~anon"]
+    assert store.read("acme", "P2")["saves"] == "1"  # nothing folded yet: the engine does
+    entries = client.xrange(names.events(0))
+    wrapped = [identity.decode(fields[CONTROL]) for _, fields in entries]
+    store.apply_committed([w for w in wrapped if isinstance(w, Event)])
     assert store.read("acme", "P2")["saves"] == "2"
     assert client.hget(f"{prefix}:alias:acme", "W1") == b"P2"
+    _, again = merge_by_contact(client, names, "acme", "h" * 32)
+    assert again == []  # both are merged already
 
 
 def test_every_counter_of_the_spec_counts_its_event_type(store: Store) -> None:

@@ -1,6 +1,7 @@
 """Score reads: ``GET /v1/leads/{lead_id}`` and ``GET /v1/hotlist``.
 
-A lead's score record and feature counters: server keys for any lead of their tenant,
+A lead's score record, feature counters and follow-up plan (plan, step, next due time
+and why; engine/cadence): server keys for any lead of their tenant,
 agent keys only for a lead assigned or offered to them or in the pond. The hot list (the
 tenant's top leads by score) is a tenant-wide read: server keys only.
 
@@ -14,9 +15,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from starlette.concurrency import run_in_threadpool
 
+from engine.cadence.plans import compile_book
+from engine.cadence.runner import describe
 from engine.delivery.deps import lead_visible
 from engine.gateway.auth import Principal
-from engine.gateway.models import ErrorOut, HotListOut, LeadOut, ScoreOut
+from engine.gateway.models import CadenceOut, ErrorOut, HotListOut, LeadOut, ScoreOut
 from engine.gateway.routes.deps import (
     E401,
     E403,
@@ -29,6 +32,7 @@ from engine.gateway.routes.deps import (
     reader,
     state,
 )
+from engine.keys import lead_key
 from engine.settings import Settings
 from engine.views import score_record
 
@@ -52,6 +56,7 @@ _PROFILE = ("source", "side", "timeline")
 def leads_router(settings: Settings) -> APIRouter:
     router = APIRouter()
     max_id_len = settings.validation.max_id_len
+    book = compile_book(settings.cadence)  # the follow-up plans, for the lead's plan view
 
     @router.get(
         "/v1/leads/{lead_id}",
@@ -77,10 +82,17 @@ def leads_router(settings: Settings) -> APIRouter:
         if record is None and not raw_feats:
             raise ApiError(404, "not_found", "no such lead for this key's tenant")
         last = raw_feats.get("last_ts")
+        tz = settings.delivery.tenant(who.tenant).timezone or settings.alerts.timezone
+        prefix = settings.redis.key_prefix
+        raw_plan = await run_in_threadpool(
+            g.delivery_client.get, lead_key(prefix, who.tenant, lead_id, "c")
+        )
+        plan = describe(raw_plan, book, tz)
         return LeadOut(
             tenant=who.tenant,
             lead_id=lead_id,
             score=record,
+            cadence=CadenceOut.model_validate(plan) if plan else None,
             features=_features(raw_feats),
             last_event_ts=_num(last) if last else None,
         )

@@ -1,0 +1,207 @@
+"""Cadence bench: a simulated month with follow-up cadences on (issue 18).
+
+Three measurements, one invocation (``python -m benchmarks.cadence --leads 10000``):
+
+1. **throughput, cadences off vs on**: the same simulated month (``benchmarks/simulator``)
+   preloaded under two fresh prefixes and drained by the engine's bounded dataflow in
+   this process (one worker, 4 partitions), off and on in turn (``--rounds`` rounds,
+   alternating which goes first); events/s = events / drain time.
+2. **correctness of the 'on' run**, checked from the events themselves: every step id
+   emitted once; no step on a channel the lead had closed (opt-out, unsubscribe, STOP,
+   bounce, invalid contact: ``features.spec.blocked_channels``) at or before its due
+   time; no call, voicemail or SMS due in quiet hours (tenant zone); nothing left
+   overdue in the due sets at the end; steps due within ``resume_after_d`` after a
+   conversation event (reply, answered call, appointment) counted (should be none).
+3. **lateness at live rate**: a live (unbounded) dataflow with clock ticks; ``--live``
+   leads created at wall time over 20 s enter a plan with steps at 0, 1 and 2 minutes;
+   lateness = the step's emission (``emit_ms``) minus its due time.
+
+Writes ``benchmarks/results/cadence.json`` and prints the markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from benchmarks.simulator import SimConfig, generate
+from engine.app import build_parts
+from engine.cadence.plans import Hours
+from engine.cadence.runner import step_entries
+from engine.dataflow import build_flow, run_flow
+from engine.events import Event
+from engine.keys import cadence_clock_key, cadence_due_key
+from engine.redis_client import connect
+from engine.settings import Settings, load_settings
+from engine.streams import Producer, StreamNames
+from features.spec import blocked_channels
+
+OUT = Path(__file__).parent / "results" / "cadence.json"
+CONVERSATIONS = {"reply", "call_answered", "appointment_set", "appointment_held"}
+
+
+def _settings(prefix: str, on: bool, **extra: Any) -> Settings:
+    over: dict[str, Any] = {"redis": {"key_prefix": prefix}, "metrics": {"port": 0},
+                            "cadence": {"enabled": on, **extra.pop("cadence", {})}}  # fmt: skip
+    over.update(extra)
+    return load_settings(overrides=over, environ={})
+
+
+def _drop(client: Any, prefix: str) -> None:
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=2_000))
+    for i in range(0, len(keys), 1_000):
+        client.unlink(*keys[i : i + 1_000])
+
+
+def _load(client: Any, settings: Settings, events: list[dict[str, Any]]) -> None:
+    names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+    producer = Producer(client, names, maxlen=0)
+    for i in range(0, len(events), 2_000):
+        producer.send(events[i : i + 2_000])
+
+
+def drain(client: Any, events: list[dict[str, Any]], on: bool, keep: bool) -> dict[str, Any]:
+    prefix = f"bncad{'on' if on else 'off'}{int(time.time() * 1000) % 10**8}"
+    settings = _settings(prefix, on)
+    _load(client, settings, events)
+    parts = build_parts(settings, client)
+    t0 = time.perf_counter()
+    run_flow(build_flow(parts, bounded=True))
+    seconds = time.perf_counter() - t0
+    out = {"on": on, "events": len(events), "seconds": round(seconds, 2),
+           "events_per_s": round(len(events) / seconds), "prefix": prefix}  # fmt: skip
+    if not keep:
+        _drop(client, prefix)
+    return out
+
+
+def check(client: Any, settings: Settings, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the 'on' run emitted, checked against the events."""
+    prefix = settings.redis.key_prefix
+    steps = step_entries(client.xrange(f"{prefix}:cadence"))
+    ids = Counter(s["step_id"] for s in steps)
+    blocks: dict[tuple[str, str], list[tuple[float, str]]] = defaultdict(list)
+    talks: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for e in events:
+        key = (e.get("tenant") or "default", e.get("lead_id", ""))
+        ev = Event(**{k: v for k, v in e.items() if k in Event.__slots__})
+        for ch in blocked_channels(ev):
+            blocks[key].append((float(e["ts"]), ch))
+        if e["type"] in CONVERSATIONS:
+            talks[key].append(float(e["ts"]))
+    a = settings.alerts
+    hours = Hours(a.timezone, a.quiet_start_h, a.quiet_end_h)
+    quiet = set(settings.cadence.quiet_channels)
+    resume = settings.cadence.resume_after_d * 86_400
+    bad_channel = in_quiet = after_talk = 0
+    for s in steps:
+        key = (s["tenant"], s["lead_id"])
+        ch = "call" if s["channel"] == "voicemail" else s["channel"]
+        bad_channel += any(ts <= s["due_ts"] and c == ch for ts, c in blocks[key])
+        in_quiet += s["channel"] in quiet and hours.quiet(s["due_ts"])
+        after_talk += any(t < s["due_ts"] < t + resume for t in talks[key])
+    clocks = {int(k): float(v.decode().split(":")[0])
+              for k, v in client.hgetall(cadence_clock_key(prefix)).items()}  # fmt: skip
+    overdue = sum(client.zcount(cadence_due_key(prefix, p), "-inf", f"({c}")
+                  for p, c in clocks.items())  # fmt: skip
+    kinds = Counter(s["kind"] for s in steps)
+    return {"steps": len(steps), "tasks": kinds["task"], "messages": kinds["message"],
+            "duplicates": sum(n - 1 for n in ids.values()), "to_closed_channel": bad_channel,
+            "in_quiet_hours": in_quiet, "after_conversation": after_talk,
+            "overdue_left": overdue,
+            "leads_with_steps": len({(s["tenant"], s["lead_id"]) for s in steps}),
+            "plans": dict(Counter(s["plan"] for s in steps))}  # fmt: skip
+
+
+LIVE_PLAN = {"label": "bench track", "steps": [
+    {"at": "0m", "channel": "email", "template": "b0", "goal": "g", "kind": "message"},
+    {"at": "1m", "channel": "call", "template": "b1", "goal": "g", "kind": "task"},
+    {"at": "2m", "channel": "sms", "template": "b2", "goal": "g", "kind": "message"},
+]}  # fmt: skip
+
+
+def live(client: Any, leads: int, spread_s: float = 20.0) -> dict[str, Any]:
+    """Lateness of due steps at live rate (ticks fire them on idle partitions)."""
+    prefix = f"bncl{int(time.time() * 1000) % 10**8}"
+    settings = _settings(prefix, True, cadence={"plans": {"bench": LIVE_PLAN},
+                         "rules": [{"plan": "bench"}]},
+                         alerts={"quiet_start_h": 0, "quiet_end_h": 0})  # fmt: skip
+    stop = threading.Event()
+    parts = build_parts(settings, client)
+    flow = build_flow(parts, stop=stop, drain=False)
+    thread = threading.Thread(target=run_flow, args=(flow,), daemon=True)
+    thread.start()
+    names = StreamNames(prefix, settings.streams.partitions)
+    producer = Producer(client, names, maxlen=0)
+    start = time.time()
+    for i in range(leads):
+        at = start + spread_s * i / leads
+        time.sleep(max(0.0, at - time.time()))
+        producer.send([{"event_id": f"c{i}", "lead_id": f"L{i}", "type": "lead_created",
+                        "ts": time.time(), "tenant": "live", "source": "website"}])  # fmt: skip
+    time.sleep(max(0.0, start + spread_s + 125 - time.time()))
+    stop.set()
+    thread.join(30)
+    steps = step_entries(client.xrange(names.cadence))
+    late = sorted(s["emit_ms"] / 1000 - s["due_ts"] for s in steps)
+    _drop(client, prefix)
+
+    def q(p: float) -> float:
+        return round(late[min(len(late) - 1, int(p * len(late)))] * 1000, 1)
+
+    ids = Counter(s["step_id"] for s in steps)
+    return {"leads": leads, "steps": len(steps), "expected": 3 * leads,
+            "duplicates": sum(n - 1 for n in ids.values()),
+            "lateness_ms": {"p50": q(0.5), "p99": q(0.99), "max": q(1.0)},
+            "timer_steps_lateness_ms_p99": _p99([s["emit_ms"] / 1000 - s["due_ts"]
+                                                 for s in steps if s["step"] > 0])}  # fmt: skip
+
+
+def _p99(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(0.99 * len(xs)))] * 1000, 1) if xs else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--leads", type=int, default=10_000)
+    ap.add_argument("--days", type=float, default=30.0)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--live", type=int, default=2_000, help="leads of the live-rate phase")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    client: redis.Redis = connect(args.redis_url)
+    events = list(generate(SimConfig(seed=18, leads=args.leads, days=args.days, tenant="sim")))
+    runs: list[dict[str, Any]] = []
+    checked: dict[str, Any] = {}
+    for r in range(args.rounds):
+        for on in (False, True) if r % 2 == 0 else (True, False):
+            keep = on and not checked
+            run = drain(client, events, on, keep)
+            runs.append(run)
+            if keep:
+                checked = check(client, _settings(run["prefix"], True), events)
+                _drop(client, run["prefix"])
+            print(json.dumps(run), flush=True)
+    off = statistics.median(r["events_per_s"] for r in runs if not r["on"])
+    on_ = statistics.median(r["events_per_s"] for r in runs if r["on"])
+    result = {"leads": args.leads, "days": args.days, "events": len(events), "runs": runs,
+              "off_events_per_s": off, "on_events_per_s": on_,
+              "on_vs_off": round(on_ / off - 1, 4), "month": checked,
+              "live": live(client, args.live) if args.live else None}  # fmt: skip
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""The ``[cadence]`` settings compiled into typed, immutable plans and rules (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from engine.cadence.settings import CadenceSettings, RuleSettings, offset_s
+
+__all__ = ["Book", "Hours", "Plan", "Rule", "Step", "compile_book"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    offset: float  # seconds from the plan's start
+    channel: str  # call | voicemail | sms | email
+    template: str
+    goal: str
+    kind: str  # task | message
+    day: int  # the offset's day, as an agent reads it ("day 2")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    name: str
+    label: str
+    heat: int
+    next: str
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    plan: str
+    sources: frozenset[str]
+    tiers: frozenset[str]
+    sides: frozenset[str]
+    buckets: frozenset[str]
+    events: frozenset[str]
+    triggers: tuple[str, ...]
+    reactivated: bool | None
+
+    def matches(self, fact: Mapping[str, object]) -> bool:
+        """Every criterion the rule names holds (an empty criterion matches anything)."""
+        pairs = (
+            (self.sources, fact["source"]), (self.tiers, fact["tier"]),
+            (self.sides, fact["side"]), (self.buckets, fact["bucket"]),
+            (self.events, fact["event"]),
+        )  # fmt: skip
+        if any(want and value not in want for want, value in pairs):
+            return False
+        if self.reactivated is not None and bool(fact["reactivated"]) != self.reactivated:
+            return False
+        if self.triggers:
+            fired = fact["triggers"]
+            assert isinstance(fired, tuple)
+            return any(str(t).startswith(p) for t in fired for p in self.triggers)
+        return True
+
+    def why(self) -> str:
+        """The rule in words: "tier hot", "event showing_request or call_request"."""
+        parts = [
+            f"{name} {' or '.join(sorted(values))}"
+            for name, values in (
+                ("source", self.sources),
+                ("tier", self.tiers),
+                ("side", self.sides),
+                ("bucket", self.buckets),
+                ("event", self.events),
+                ("trigger", frozenset(self.triggers)),
+            )  # fmt: skip
+            if values
+        ]
+        if self.reactivated is not None:
+            parts.append("reactivated" if self.reactivated else "not reactivated")
+        return ", ".join(parts) or "every lead"
+
+
+@dataclass(frozen=True, slots=True)
+class Hours:
+    """A tenant's quiet hours in its own zone (start == end: none)."""
+
+    tz: str
+    quiet_start_h: int
+    quiet_end_h: int
+
+    def quiet(self, ts: float) -> bool:
+        hour = datetime.fromtimestamp(ts, ZoneInfo(self.tz)).hour
+        s, e = self.quiet_start_h, self.quiet_end_h
+        if s == e:
+            return False
+        return (hour >= s or hour < e) if s > e else s <= hour < e
+
+    def allowed_at(self, ts: float) -> float:
+        """``ts`` itself outside quiet hours, else the end of the quiet hours that hold it."""
+        if not self.quiet(ts):
+            return ts
+        local = datetime.fromtimestamp(ts, ZoneInfo(self.tz))
+        end = local.replace(hour=self.quiet_end_h, minute=0, second=0, microsecond=0)
+        if end <= local:
+            end = (local + timedelta(days=1)).replace(
+                hour=self.quiet_end_h, minute=0, second=0, microsecond=0
+            )
+        return end.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """Every plan and rule, and the knobs the decisions use."""
+
+    plans: Mapping[str, Plan]
+    rules: tuple[Rule, ...]
+    quiet_channels: frozenset[str]
+    resume_after_s: float
+
+    def choose(self, fact: Mapping[str, object]) -> tuple[Plan, Rule] | None:
+        """The first rule that matches, and its plan."""
+        for rule in self.rules:
+            if rule.matches(fact):
+                return self.plans[rule.plan], rule
+        return None
+
+
+def _rule(r: RuleSettings) -> Rule:
+    return Rule(
+        plan=r.plan, sources=frozenset(r.sources), tiers=frozenset(r.tiers),
+        sides=frozenset(r.sides), buckets=frozenset(r.buckets), events=frozenset(r.events),
+        triggers=r.triggers, reactivated=r.reactivated,
+    )  # fmt: skip
+
+
+def compile_book(s: CadenceSettings) -> Book:
+    plans = {}
+    for name, p in s.plans.items():
+        steps = tuple(
+            Step(
+                offset_s(st.at),
+                st.channel,
+                st.template,
+                st.goal,
+                st.kind,
+                int(offset_s(st.at) // 86_400),
+            )  # fmt: skip
+            for st in p.steps
+        )
+        plans[name] = Plan(name, p.label, p.heat, p.next, steps)
+    return Book(plans, tuple(_rule(r) for r in s.rules), frozenset(s.quiet_channels),
+                s.resume_after_d * 86_400.0)  # fmt: skip

@@ -1,0 +1,338 @@
+"""The engine's side of cadences: the lead's events move its plan state, and due steps
+are emitted, both committed in the batch's one MULTI/EXEC.
+
+Per batch (:class:`Cadences`, called by ``engine/processor.py``):
+
+1. **events**: each scored event of a lead first fires the lead's own steps due before it,
+   then moves its state (:func:`decide.on_event`), so what a lead gets does not depend on
+   where batches begin and end; the batch's leads' states (``{tenant:lead}:c``) are read
+   in one MGET when the batch starts.
+2. **time**: each partition of the batch has a cadence clock, its **event-time watermark**
+   (the newest event time it has processed) **advanced by the wall time elapsed since that
+   event was processed**. At live rate (event time = wall time) this is the wall clock; in a
+   replay of old events it is event time, moving with the wall clock only while the
+   partition is idle. The leads whose next step is due by then come from the partition's
+   sorted set ``cad:{p}`` (member ``tenant<0x1f>lead``, score: due time), never from a scan
+   of the leads; each fires (:func:`decide.fire`). The live source (``engine/dataflow.py``)
+   hands the processor an empty *tick* every ``cadence.tick_ms`` while a partition is
+   idle, so due steps fire at live rate without new events on that partition.
+3. **effects** (:class:`CadenceEffects`): the states (``:c``, the lead's TTL), the due set,
+   the emitted steps (``lp:cadence``) and the watermarks go into the batch's transaction
+   with the stream positions: a step is emitted exactly once, whatever crashes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+import msgpack
+
+from engine.cadence.decide import (
+    CadenceState,
+    Emission,
+    Personal,
+    Signal,
+    decode,
+    encode,
+    fire,
+    on_event,
+    step_id,
+)  # fmt: skip
+from engine.cadence.plans import Book, Hours, compile_book
+from engine.events import Event
+from engine.keys import StreamNames, cadence_clock_key, cadence_due_key, lead_key
+from engine.scoring import Score
+from engine.settings import Settings
+from features.spec import is_stop
+from features.store import FeatureReply
+
+__all__ = ["CadenceEffects", "Cadences", "describe", "entry_of", "step_entries"]
+
+Lead = tuple[str, str]
+
+
+@dataclass
+class CadenceEffects:
+    """What one batch changes in cadences; applied inside the batch's transaction."""
+
+    loaded: dict[Lead, CadenceState] = field(default_factory=dict)  # the batch's leads
+    states: dict[Lead, tuple[int, CadenceState, CadenceState]] = field(default_factory=dict)
+    writes: dict[Lead, str] = field(default_factory=dict)  # lead -> its new state (``:c``)
+    due: dict[tuple[int, str], float | None] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    fired: list[tuple[Lead, Emission]] = field(default_factory=list)  # entries at finish
+    clock: dict[int, str] = field(default_factory=dict)  # partition -> "watermark:wall"
+    partitions: set[int] = field(default_factory=set)  # checked for due steps
+
+    @property
+    def work(self) -> bool:
+        return bool(self.writes or self.due or self.steps or self.clock)
+
+    def apply(self, pipe: Any, names: StreamNames, maxlen: int, idle_s: int) -> None:
+        p = names.prefix
+        for (tenant, lead), text in self.writes.items():
+            pipe.set(lead_key(p, tenant, lead, "c"), text, ex=idle_s)
+        for (partition, member), due in self.due.items():
+            if due is None:
+                pipe.zrem(cadence_due_key(p, partition), member)
+            else:
+                pipe.zadd(cadence_due_key(p, partition), {member: due})
+        for step in self.steps:
+            pipe.xadd(names.cadence, {"c": msgpack.packb(step, use_bin_type=True)},
+                      maxlen=maxlen, approximate=True)  # fmt: skip
+        if self.clock:
+            pipe.hset(cadence_clock_key(p), mapping={str(k): v for k, v in self.clock.items()})
+
+
+def entry_of(tenant: str, lead: str, e: Emission, emit_ms: int) -> dict[str, Any]:
+    """The ``lp:cadence`` entry of one due step: no contact details, no rendered text."""
+    s, p = e.step, e.personal
+    return {
+        "kind": s.kind, "step_id": e.step_id, "tenant": tenant, "lead_id": lead,
+        "plan": e.plan, "plan_label": e.label, "cycle": e.cycle, "step": e.index,
+        "day": s.day, "channel": s.channel, "template": s.template, "goal": s.goal,
+        "due_ts": e.due, "agent_id": p.agent_id, "emit_ms": emit_ms,
+        "fields": {"property_id": p.property_id, "address": p.address, "area": p.area,
+                   "timeline": p.timeline, "side": p.side, "source": p.source},
+    }  # fmt: skip
+
+
+def _member(key: Lead) -> str:
+    return f"{key[0]}\x1f{key[1]}"
+
+
+class Cadences:
+    """Per-batch cadence work for the processor (thread-safe; partitions are disjoint)."""
+
+    def __init__(self, settings: Settings, client: Any, clock: Callable[[], float] = time.time):
+        self.enabled = settings.cadence.enabled
+        self._s = settings
+        self._r = client
+        self._names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+        self._book: Book = compile_book(settings.cadence)
+        self._limit = settings.cadence.max_due_per_batch
+        self.clock = clock  # wall clock (tests drive it)
+        self._hours: dict[str, Hours] = {}
+        self._wm: dict[int, tuple[float, float]] | None = None  # partition -> (event ts, wall)
+        self._lock = threading.Lock()
+
+    def hours(self, tenant: str) -> Hours:
+        """The tenant's quiet hours: ``[delivery.tenants.<t>]`` overrides, else ``[alerts]``."""
+        h = self._hours.get(tenant)
+        if h is None:
+            a, t = self._s.alerts, self._s.delivery.tenant(tenant)
+            h = Hours(
+                t.timezone or a.timezone,
+                a.quiet_start_h if t.quiet_start_h is None else t.quiet_start_h,
+                a.quiet_end_h if t.quiet_end_h is None else t.quiet_end_h,
+            )
+            self._hours[tenant] = h
+        return h
+
+    def forget(self) -> None:
+        """After a failed batch: reload the watermarks from Redis."""
+        with self._lock:
+            self._wm = None
+
+    # -- events ----------------------------------------------------------------------------
+    def on_event(
+        self,
+        fx: CadenceEffects,
+        partition: int,
+        event: Event,
+        score: Score,
+        triggers: tuple[str, ...],
+        reply: FeatureReply,
+    ) -> None:
+        key = (event.tenant, event.lead_id)
+        held = fx.states.get(key)
+        before = held[1] if held else fx.loaded.get(key, CadenceState())
+        now = held[2] if held else before
+        hours = self.hours(event.tenant)
+        if now.due and now.due < event.ts:  # the lead's own steps due before this event
+            now, out = fire(now, math.nextafter(event.ts, 0.0), self._book, hours)
+            fx.fired.extend((key, e) for e in out)
+        after = on_event(now, self._signal(event, score, triggers, reply), self._book, hours)
+        fx.states[key] = (partition, before, after)
+
+    @staticmethod
+    def _signal(
+        event: Event, score: Score, triggers: tuple[str, ...], reply: FeatureReply
+    ) -> Signal:
+        f, ctx = reply.features, reply.context
+        address = event.props.get("address")
+        personal = Personal(
+            property_id=event.property_id or str(ctx.get("last_property") or ""),
+            address=address[:200] if isinstance(address, str) else "",
+            area=event.area or str(ctx.get("last_area") or ""),
+            timeline=str(f.get("timeline") or ""), side=str(f.get("side") or ""),
+            source=str(f.get("source") or ""), agent_id=str(ctx.get("agent_id") or ""),
+        )  # fmt: skip
+        return Signal(
+            type=event.type, ts=event.ts, tier=score.tier, bucket=score.bucket,
+            source=personal.source, side=personal.side, triggers=triggers,
+            blocked=tuple(ctx.get("blocked") or ()), reactivated=bool(ctx.get("reactivated_now")),
+            conversation_marked=event.props.get("conversation") is True, stop=is_stop(event),
+            visitor=event.lead_id.startswith("~"), personal=personal,
+        )  # fmt: skip
+
+    # -- the batch -----------------------------------------------------------------------------
+    def begin(
+        self, entries: Iterable[tuple[int, Any, Any]], events: Iterable[Event] = ()
+    ) -> CadenceEffects:
+        """A batch's effects, with the plan states of its leads (one MGET); every partition
+        it read (events or a tick) is checked for due steps."""
+        fx = CadenceEffects(partitions={partition for partition, _, _ in entries})
+        leads = sorted({(e.tenant, e.lead_id) for e in events if not e.lead_id.startswith("~")})
+        if leads:
+            p = self._names.prefix
+            raw = self._r.mget([lead_key(p, tenant, lead, "c") for tenant, lead in leads])
+            for key, text in zip(leads, raw, strict=True):
+                if text is not None:
+                    fx.loaded[key] = decode(text.decode())
+        return fx
+
+    def finish(self, fx: CadenceEffects, events: Iterable[tuple[int, float]], emit_ms: int) -> None:
+        """Fire the due steps of the batch's partitions; every changed state, due time and
+        watermark goes into ``fx``."""
+        newest: dict[int, float] = {}
+        for partition, ts in events:
+            newest[partition] = max(ts, newest.get(partition, ts))
+        cutoffs = self._cutoffs(fx, newest)
+        self._fire_due(fx, cutoffs)
+        for (tenant, lead), e in fx.fired:
+            sid = step_id(tenant, lead, e.plan, e.cycle, e.index)
+            fx.steps.append(entry_of(tenant, lead, _with_id(e, sid), emit_ms))
+        for key, (partition, before, after) in fx.states.items():
+            if after == before:
+                continue
+            fx.writes[key] = encode(after)
+            if after.due != before.due:
+                fx.due[(partition, _member(key))] = after.due or None
+
+    def _cutoffs(self, fx: CadenceEffects, newest: Mapping[int, float]) -> dict[int, float]:
+        """Each partition's cadence clock: its event-time watermark, advanced by the wall time
+        since (never past the wall clock on an event's word: a skewed event cannot fire the
+        partition's steps early)."""
+        now = self.clock()
+        with self._lock:
+            if self._wm is None:
+                self._wm = self._load_watermarks(now)
+            out: dict[int, float] = {}
+            for p in sorted(fx.partitions):
+                held = self._wm.get(p)
+                clock = held[0] + (now - held[1]) if held else None
+                if p in newest:
+                    seen = min(newest[p], now)
+                    clock = seen if clock is None else max(clock, seen)
+                    self._wm[p] = (clock, now)
+                    fx.clock[p] = f"{clock!r}:{now!r}"
+                if clock is not None:
+                    out[p] = clock
+            return out
+
+    def _load_watermarks(self, now: float) -> dict[int, tuple[float, float]]:
+        raw = cast(dict[bytes, bytes], self._r.hgetall(cadence_clock_key(self._names.prefix)))
+        out = {}
+        for k, v in raw.items():
+            try:
+                clock, wall = (float(x) for x in v.decode().split(":", 1))
+            except ValueError:
+                continue
+            out[int(k)] = (clock + max(0.0, now - wall), now)
+        return out
+
+    def _fire_due(self, fx: CadenceEffects, cutoffs: Mapping[int, float]) -> None:
+        found = self._due_members(fx, cutoffs)
+        for key in list(fx.states):  # leads of this batch: a step may be due at once
+            partition, _, now = fx.states[key]
+            if now.due and partition in cutoffs and now.due <= cutoffs[partition]:
+                found.setdefault(key, partition)
+        for key, partition in sorted(found.items(), key=lambda kv: (kv[1], kv[0])):
+            held = fx.states.get(key)
+            if held is None:
+                continue
+            _, before, now = held
+            after, out = fire(now, cutoffs[partition], self._book, self.hours(key[0]))
+            fx.states[key] = (partition, before, after)
+            fx.fired.extend((key, e) for e in out)
+
+    def _due_members(self, fx: CadenceEffects, cutoffs: Mapping[int, float]) -> dict[Lead, int]:
+        """Leads whose next step is due, from the partitions' sorted sets (two round trips at
+        most: the due members, then the states of those this batch has not loaded)."""
+        if not cutoffs:
+            return {}
+        prefix = self._names.prefix
+        order = sorted(cutoffs)
+        pipe = self._r.pipeline(transaction=False)
+        for p in order:
+            pipe.zrangebyscore(cadence_due_key(prefix, p), "-inf", cutoffs[p], start=0,
+                               num=self._limit)  # fmt: skip
+        found: dict[Lead, int] = {}
+        for p, members in zip(order, pipe.execute(), strict=True):
+            for m in members:
+                tenant, lead = m.decode().split("\x1f", 1)
+                found[(tenant, lead)] = p
+        missing = [k for k in found if k not in fx.states]
+        if missing:
+            pipe = self._r.pipeline(transaction=False)
+            for tenant, lead in missing:
+                pipe.get(lead_key(prefix, tenant, lead, "c"))
+            for key, raw in zip(missing, pipe.execute(), strict=True):
+                if raw is None:  # the lead's record expired (idle): its plan goes with it
+                    fx.due[(found.pop(key), _member(key))] = None
+                    continue
+                state = decode(raw.decode())
+                fx.states[key] = (found[key], state, state)
+        return found
+
+
+def _with_id(e: Emission, sid: str) -> Emission:
+    return Emission(sid, e.plan, e.label, e.index, e.cycle, e.step, e.due, e.personal)
+
+
+def step_entries(rows: Iterable[tuple[Any, Mapping[bytes, bytes]]]) -> list[dict[str, Any]]:
+    """Decode ``lp:cadence`` rows (delivery, tests, benchmarks); unreadable rows are skipped."""
+    out = []
+    for sid, fields in rows:
+        try:
+            step = msgpack.unpackb(fields[b"c"], raw=False)
+        except (KeyError, ValueError, msgpack.UnpackException):
+            continue
+        if isinstance(step, dict):
+            step["stream_id"] = sid.decode() if isinstance(sid, bytes) else str(sid)
+            out.append(step)
+    return out
+
+
+def describe(
+    raw: str | bytes | None, book: Book | None = None, tz: str = "UTC"
+) -> dict[str, Any] | None:
+    """A lead's plan for people (``GET /v1/leads/{id}``): plan, step, next due time (epoch
+    seconds and in the tenant's zone ``tz``), the next step, and why it is where it is."""
+    state = decode(raw.decode() if isinstance(raw, bytes) else raw)
+    if not state.status:
+        return None
+    plan = book.plans.get(state.plan) if book is not None else None
+    nxt = None
+    if plan is not None and state.status == "active" and state.step < len(plan.steps):
+        s = plan.steps[state.step]
+        nxt = {"channel": s.channel, "kind": s.kind, "template": s.template, "goal": s.goal,
+               "day": s.day}  # fmt: skip
+    local = None
+    if state.due:
+        local = datetime.fromtimestamp(state.due, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
+    return {
+        "plan": state.plan, "label": plan.label if plan else state.plan,
+        "status": state.status, "step": state.step, "steps": len(plan.steps) if plan else None,
+        "cycle": state.cycle, "next_due_ts": state.due or None, "next_due_local": local,
+        "next_step": nxt, "why": state.why, "ended": state.end_reason or None,
+        "blocked_channels": list(state.blocked),
+    }  # fmt: skip

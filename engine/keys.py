@@ -1,0 +1,268 @@
+"""Every Redis key leadpulse uses, built here and nowhere else.
+
+One prefix (``redis.key_prefix``, ``lp`` by default) heads every key. A lead's own keys
+carry the hash tag ``{tenant:lead}`` so they share a cluster slot:
+
+- ``{p}:{tenant:lead}:f``  the lead's feature record (msgpack, ``features/state.py``)
+- ``{p}:{tenant:lead}:r``  its score record (msgpack, ``engine/records.py``; schema 0 kept a
+  hash at ``:s``, deleted when the lead is next scored)
+- ``{p}:{tenant:lead}:n``  its learning moments (list); ``:rp`` what the reports know of it;
+  ``:c`` its follow-up plan state (JSON, ``engine/cadence``)
+- ``{p}:hot:{tenant}``, ``{p}:hotidx``, ``{p}:due:{partition}``, ``{p}:alias:{tenant}``,
+  ``{p}:wm``, ``{p}:lostseen``: hot lists, their index, learning horizons,
+  folded ids, expiry watermarks, pacing
+- ``{p}:cad:{partition}``, ``{p}:cadwm``: leads by their next follow-up step's due time,
+  and each partition's cadence clock (``engine/cadence``)
+- streams: ``{p}:events:{partition}``, ``{p}:alerts``, ``{p}:buckets``, ``{p}:cadence``,
+  ``{p}:deadletter``, ``{p}:labels``, positions ``{p}:pos`` and ``{p}:processed``
+- the model: ``{p}:model:work|meta|versions|v:{n}``
+- the gateway: ``{p}:gw:idem|bound|contact|rl:…``; CRM events in ``{p}:crm:seen:…``
+- reports: ``{p}:rpt:{tenant}:{day}``, ``{p}:rpt:tenants``
+- delivery: everything under ``{p}:dlv:`` (:class:`DeliveryKeys` lists them)
+
+Nothing here imports the rest of the engine, so any module may import it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CrmKeys", "DeliveryKeys", "ModelKeys", "StreamNames", "alias_key", "bound_key",
+    "cadence_clock_key", "cadence_due_key",
+    "contact_index_key", "day_key", "due_key", "hot_index_key", "hot_key",
+    "idempotency_key", "lead_key", "lost_seen_key", "mark_key", "member", "processed_key",
+    "rate_limit_key", "split_member", "tenants_key", "watermark_key",
+]  # fmt: skip
+
+
+# -- lead state (engine: features/, sinks) -------------------------------------------------
+
+
+def hot_key(prefix: str, tenant: str) -> str:
+    """Per-tenant hot list: a sorted set of lead ids by score."""
+    return f"{prefix}:hot:{tenant}"
+
+
+def due_key(prefix: str, partition: int) -> str:
+    """Per partition: leads with learning snapshots, by their oldest snapshot's event time."""
+    return f"{prefix}:due:{partition}"
+
+
+def alias_key(prefix: str, tenant: str) -> str:
+    """Per tenant: lead id -> the lead it was folded into (identify, merge)."""
+    return f"{prefix}:alias:{tenant}"
+
+
+def lead_key(prefix: str, tenant: str, lead_id: str, part: str) -> str:
+    """Key of one piece of a lead's state; the ``{tenant:lead}`` tag keeps a lead in one slot.
+
+    ``f`` feature record, ``r`` score record (``s``: schema 0's score hash), ``n`` learning
+    moments, ``rp`` reporting.
+    """
+    return f"{prefix}:{{{tenant}:{lead_id}}}:{part}"
+
+
+def cadence_due_key(prefix: str, partition: int) -> str:
+    """Per partition: leads in a follow-up plan, by their next step's due time (event time)."""
+    return f"{prefix}:cad:{partition}"
+
+
+def cadence_clock_key(prefix: str) -> str:
+    """Hash partition -> "watermark:wall": the partition's cadence clock (engine/cadence)."""
+    return f"{prefix}:cadwm"
+
+
+def hot_index_key(prefix: str) -> str:
+    """Zset "tenant<0x1f>lead" -> wall ms of the lead's last score record, for every lead
+    on a hot list: how :meth:`Committer.prune_hot` finds leads gone idle."""
+    return f"{prefix}:hotidx"
+
+
+def watermark_key(prefix: str) -> str:
+    """Hash partition -> event-time day up to which label-horizon expiry has been swept."""
+    return f"{prefix}:wm"
+
+
+def lost_seen_key(prefix: str) -> str:
+    """Set of partitions that have committed an explicit ``lost`` (pacing, engine/learning.py)."""
+    return f"{prefix}:lostseen"
+
+
+# -- streams -------------------------------------------------------------------------------
+
+
+class StreamNames:
+    """Key names of every stream and stream-side hash, from one prefix."""
+
+    def __init__(self, prefix: str, partitions: int) -> None:
+        self.prefix = prefix
+        self.partitions = partitions
+        self.positions = f"{prefix}:pos"
+        self.dead_letter = f"{prefix}:deadletter"
+        self.alerts = f"{prefix}:alerts"
+        self.bucket_changes = f"{prefix}:buckets"
+        self.cadence = f"{prefix}:cadence"  # due follow-up steps (engine/cadence)
+
+    def events(self, partition: int) -> str:
+        return f"{self.prefix}:events:{partition}"
+
+
+def processed_key(names: StreamNames) -> str:
+    """Hash partition -> entries processed ever (committed with the positions)."""
+    return f"{names.prefix}:processed"
+
+
+# -- the model (engine/model_store.py) -----------------------------------------------------
+
+
+class ModelKeys:
+    def __init__(self, prefix: str) -> None:
+        self.work = f"{prefix}:model:work"
+        self.meta = f"{prefix}:model:meta"
+        self.versions = f"{prefix}:model:versions"
+        self.labels = f"{prefix}:labels"
+        self._prefix = prefix
+
+    def version(self, n: int) -> str:
+        return f"{self._prefix}:model:v:{n}"
+
+
+# -- gateway -------------------------------------------------------------------------------
+
+
+def idempotency_key(prefix: str, tenant: str, event_id: str) -> str:
+    return f"{prefix}:gw:idem:{tenant}:{event_id}"
+
+
+def bound_key(prefix: str, tenant: str, lead_id: str) -> str:
+    """Marker: a server key sent an event for this lead (tracker events may address it)."""
+    return f"{prefix}:gw:bound:{tenant}:{lead_id}"
+
+
+def contact_index_key(prefix: str, tenant: str, contact_hash: str) -> str:
+    """Set of the tenant's lead ids seen with one contact hash (``privacy.ContactHasher``)."""
+    return f"{prefix}:gw:contact:{tenant}:{contact_hash}"
+
+
+def rate_limit_key(prefix: str, bucket: str) -> str:
+    """The gateway's rate-limit state of one key or client (GCRA, ``ratelimit.py``)."""
+    return f"{prefix}:gw:rl:{bucket}"
+
+
+class CrmKeys:
+    """Every Redis key of CRM events in, built here: ``{prefix}:crm:seen:{tenant}:{target}:{id}``
+    (the CRM's event id, claimed once)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.base = f"{prefix}:crm"
+
+    def seen(self, tenant: str, target: str, event_id: str) -> str:
+        return f"{self.base}:seen:{tenant}:{target}:{event_id}"
+
+
+# -- brokerage reports (engine/reporting) --------------------------------------------------
+
+
+def day_key(prefix: str, tenant: str, day: str) -> str:
+    return f"{prefix}:rpt:{tenant}:{day}"
+
+
+def tenants_key(prefix: str) -> str:
+    return f"{prefix}:rpt:tenants"
+
+
+def mark_key(prefix: str, tenant: str, lead: str) -> str:
+    return lead_key(prefix, tenant, lead, "rp")
+
+
+# -- delivery ------------------------------------------------------------------------------
+
+
+def member(tenant: str, lead: str) -> str:
+    return f"{tenant}:{lead}"
+
+
+def split_member(value: str | bytes) -> tuple[str, str]:
+    text = value.decode() if isinstance(value, bytes) else value
+    tenant, _, lead = text.partition(":")
+    return tenant, lead
+
+
+class DeliveryKeys:
+    """Keys of everything delivery keeps, from the engine's key prefix.
+
+    All under ``{prefix}:dlv:`` so they never collide with the engine's keys:
+
+    - ``dlv:pos``                   hash partition -> last events-stream id read (SLA, consent)
+    - ``dlv:feed:{tenant}``         stream: what the SSE feed and the page show, per tenant
+    - ``dlv:dead``                  stream: webhook deliveries that gave up, with the last error
+    - ``dlv:rcpt:{alert_id}``       hash "{delivery_id}|{target}" -> receipt JSON
+    - ``dlv:route:{alert_id}``      the routing decision made for an alert (replays reuse it)
+    - ``dlv:asg:{tenant}:{lead}``   hash: the lead's current assignment and its reason
+    - ``dlv:hist:{tenant}:{lead}``  list: assignment history (reasons), newest first
+    - ``dlv:rr:{tenant}:{group}``   round-robin counter of a group
+    - ``dlv:load:{tenant}``         hash agent -> leads assigned (fairness, for people)
+    - ``dlv:claims``                zset "{tenant}:{lead}" -> claim deadline (first-to-claim)
+    - ``dlv:clock:{tenant}:{lead}`` hash: the lead's SLA clock
+    - ``dlv:due``                   zset "{tenant}:{lead}" -> deadline of open clocks
+    - ``dlv:resp:{tenant}:{lead}``  hash: the lead's last agent response (ts, agent, kind)
+    - ``dlv:rep:{tenant}``          hash: SLA report counters by source and agent
+    - ``dlv:rt:{tenant}:{dim}:{v}`` list: recent response times (seconds) for medians
+    - ``dlv:consent:{tenant}:{lead}`` hash channel -> why it is blocked (JSON)
+    - ``dlv:card:{tenant}:{lead}``  the lead's last delivered alert (JSON); expires with the lead
+    - ``dlv:leads:{tenant}``        zset lead -> last alert time (the page's leads; idle ones go)
+
+    Tenant ids match ``[A-Za-z0-9_.-]``, so ``{tenant}:{lead}`` splits at the first colon.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.base = f"{prefix}:dlv"
+        self.positions = f"{self.base}:pos"
+        self.dead = f"{self.base}:dead"
+        self.claims = f"{self.base}:claims"
+        self.due = f"{self.base}:due"
+
+    def feed(self, tenant: str) -> str:
+        return f"{self.base}:feed:{tenant}"
+
+    def receipts(self, alert_id: str) -> str:
+        return f"{self.base}:rcpt:{alert_id}"
+
+    def route(self, alert_id: str) -> str:
+        return f"{self.base}:route:{alert_id}"
+
+    def assignment(self, tenant: str, lead: str) -> str:
+        return f"{self.base}:asg:{tenant}:{lead}"
+
+    def history(self, tenant: str, lead: str) -> str:
+        return f"{self.base}:hist:{tenant}:{lead}"
+
+    def round_robin(self, tenant: str, group: str) -> str:
+        return f"{self.base}:rr:{tenant}:{group}"
+
+    def load(self, tenant: str) -> str:
+        return f"{self.base}:load:{tenant}"
+
+    def clock(self, tenant: str, lead: str) -> str:
+        return f"{self.base}:clock:{tenant}:{lead}"
+
+    def response(self, tenant: str, lead: str) -> str:
+        return f"{self.base}:resp:{tenant}:{lead}"
+
+    def report(self, tenant: str) -> str:
+        return f"{self.base}:rep:{tenant}"
+
+    def response_times(self, tenant: str, dim: str, value: str) -> str:
+        return f"{self.base}:rt:{tenant}:{dim}:{value}"
+
+    def consent(self, tenant: str, lead: str) -> str:
+        return f"{self.base}:consent:{tenant}:{lead}"
+
+    def card(self, tenant: str, lead: str) -> str:
+        return f"{self.base}:card:{tenant}:{lead}"
+
+    def leads(self, tenant: str) -> str:
+        return f"{self.base}:leads:{tenant}"
+
+    def tasks(self, tenant: str, agent: str) -> str:
+        """Zset task JSON -> due time: an agent's follow-up tasks (``*``: nobody's yet)."""
+        return f"{self.base}:tasks:{tenant}:{agent or '*'}"
