@@ -187,8 +187,7 @@ class Committer:
             pipe.execute()
 
     def _queue(self, pipe: Any, fx: BatchEffects) -> None:
-        p = self._prefix
-        now_ms = int(time.time() * 1000)
+        """Every write of the batch, in an order that matters only where said."""
         for alert in fx.alerts:  # first: a bucket change names the last alert before it
             pipe.xadd(
                 self._names.alerts,
@@ -197,6 +196,25 @@ class Committer:
                 approximate=True,
             )
         self._queue_bucket_changes(pipe, fx)  # after the alerts: it names the last one
+        self._queue_leads(pipe, fx)
+        for dead in fx.dead_letters:
+            pipe.xadd(
+                self._names.dead_letter,
+                {k: v if isinstance(v, bytes) else str(v) for k, v in dead.items()},
+                maxlen=self._dead_maxlen,
+                approximate=True,
+            )
+        self._queue_learning(pipe, fx)
+        if fx.report is not None:
+            fx.report.apply(pipe)
+        if fx.cadence is not None:
+            fx.cadence.apply(pipe, self._names, self._alerts_maxlen, self._idle)
+        self._queue_positions(pipe, fx)
+
+    def _queue_leads(self, pipe: Any, fx: BatchEffects) -> None:
+        """Score records, hot lists, learning moments and their due index."""
+        p = self._prefix
+        now_ms = int(time.time() * 1000)
         for (tenant, lead), record in fx.score_records.items():
             pipe.set(lead_key(p, tenant, lead, "r"), record.pack(), ex=self._idle)
             if (tenant, lead) in fx.legacy_scores:  # schema 0's score hash: replaced by :r
@@ -218,19 +236,16 @@ class Committer:
                 pipe.rpush(nkey, *push)
                 pipe.ltrim(nkey, -self._max_snapshots, -1)
                 pipe.expire(nkey, self._idle)
-        for dead in fx.dead_letters:
-            pipe.xadd(
-                self._names.dead_letter,
-                {k: v if isinstance(v, bytes) else str(v) for k, v in dead.items()},
-                maxlen=self._dead_maxlen,
-                approximate=True,
-            )
         for (partition, member), due in fx.due.items():
             if due is None:
                 pipe.zrem(due_key(p, partition), member)
             else:
                 mode, oldest = due  # "set": exact; "lt": only if older than what is there
                 pipe.zadd(due_key(p, partition), {member: oldest}, lt=mode == "lt")
+
+    def _queue_learning(self, pipe: Any, fx: BatchEffects) -> None:
+        """Labels, sweep watermarks, pacing, the model's checkpoint and publication."""
+        p = self._prefix
         if fx.watermarks:
             pipe.hset(watermark_key(p), mapping={str(k): v for k, v in fx.watermarks.items()})
         if fx.lost_seen:
@@ -250,20 +265,20 @@ class Committer:
                 pipe.xtrim(self.model_keys.labels, minid=f"{ms}-0", approximate=True)
         if fx.publish is not None:
             publish_commands(pipe, self.model_keys, *fx.publish)
-        if fx.report is not None:
-            fx.report.apply(pipe)
-        if fx.cadence is not None:
-            fx.cadence.apply(pipe, self._names, self._alerts_maxlen, self._idle)
-        if fx.positions:
-            pipe.hset(self._names.positions, mapping={str(k): v for k, v in fx.positions.items()})
-            for partition, n in fx.processed.items():
-                pipe.hincrby(processed_key(self._names), str(partition), n)
-            # Retention: only entries older than the committed position by the retention
-            # window go; an entry the dataflow has not processed is never trimmed.
-            for partition, sid in fx.positions.items():
-                ms = int(str(sid).split("-", 1)[0]) - self._retain_ms
-                if ms > 0:
-                    pipe.xtrim(self._names.events(partition), minid=f"{ms}-0", approximate=True)
+
+    def _queue_positions(self, pipe: Any, fx: BatchEffects) -> None:
+        """The partitions' committed positions and counts, and the streams' retention."""
+        if not fx.positions:
+            return
+        pipe.hset(self._names.positions, mapping={str(k): v for k, v in fx.positions.items()})
+        for partition, n in fx.processed.items():
+            pipe.hincrby(processed_key(self._names), str(partition), n)
+        # Retention: only entries older than the committed position by the retention
+        # window go; an entry the dataflow has not processed is never trimmed.
+        for partition, sid in fx.positions.items():
+            ms = int(str(sid).split("-", 1)[0]) - self._retain_ms
+            if ms > 0:
+                pipe.xtrim(self._names.events(partition), minid=f"{ms}-0", approximate=True)
 
     def _queue_bucket_changes(self, pipe: Any, fx: BatchEffects) -> None:
         """One script call: a ``<prefix>:buckets`` entry per lead whose bucket changed
