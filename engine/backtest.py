@@ -43,6 +43,7 @@ import msgpack
 import numpy as np
 
 from engine.errors import LeadpulseError
+from engine.keys import pattern
 from engine.evaluation import (
     BUCKETS,
     ECE_BINS,
@@ -228,7 +229,7 @@ def replay_examples(path: str, config: str | None = None, redis_url: str = "") -
             )
         finally:
             if server is None:
-                keys = list(client.scan_iter(match=f"{prefix}:*", count=1_000))
+                keys = list(client.scan_iter(match=pattern(prefix), count=1_000))
                 for i in range(0, len(keys), 500):
                     client.delete(*keys[i : i + 500])
             client.close()

@@ -1,45 +1,112 @@
-"""A ``REDIS_URL`` naming a Redis Cluster node: detected, refused in one line.
+"""A ``REDIS_URL`` naming any node of a Redis Cluster: detected, served by the cluster client.
 
-Against a real local cluster (``tests/cluster.py``: 3 masters, 1 replica each). Every
-service that connects (``run``, ``serve``, ``deliver``) stops with exit code 2 and one
-line saying cluster mode is not supported yet and what to use instead, never a
-``MovedError`` traceback; a standalone server still connects.
+Against a real local cluster (``tests/cluster.py``: 3 masters, 1 replica each). A replay
+on the cluster gives the same score records and alerts as on one server; every key of a
+deployment lands in its prefix's hash slot (``engine/keys.py``); several deployments (one
+prefix each) spread over the masters.
 """
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
+from typing import Any
 
-from engine.cli import main
-from engine.errors import StoreError
-from engine.redis_client import connect
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from engine.keys import pattern
+from engine.redis_client import connect, is_cluster, without_retry
+from engine.replay import replay_file
 from tests.cluster import LocalCluster
 
 
-def test_connect_refuses_a_cluster_node(redis_cluster: LocalCluster) -> None:
+def _sim_events(n_leads: int) -> list[dict[str, Any]]:
+    from benchmarks.simulator import SimConfig, generate
+
+    return list(generate(SimConfig(seed=11, leads=n_leads, days=45.0, tenant="sim")))
+
+
+def _replay(tmp_path: Path, name: str, events: Path, url: str, settings: Any) -> Any:
+    scores, alerts = tmp_path / f"{name}-scores.jsonl", tmp_path / f"{name}-alerts.jsonl"
+    code = replay_file(str(events), str(scores), alerts_out=str(alerts), redis_url=url,
+                       settings=settings)  # fmt: skip
+    assert code == 0
+    strip = ("stream_id", "ingest_ms", "emit_ms")
+    rows = [json.loads(line) for line in alerts.read_text().splitlines()]
+    return (
+        [json.loads(line) for line in scores.read_text().splitlines()],
+        sorted(({k: v for k, v in a.items() if k not in strip} for a in rows),
+               key=lambda a: a["alert_id"]),  # fmt: skip
+    )
+
+
+def _drop(client: Any, prefix: str) -> int:
+    keys = list(client.scan_iter(match=pattern(prefix), count=1000))
+    for key in keys:
+        client.delete(key)
+    return len(keys)
+
+
+def test_connect_gives_the_cluster_client_from_any_node(redis_cluster: LocalCluster) -> None:
     for port in redis_cluster.ports:  # any node, master or replica
         assert redis_cluster.info(port)["cluster_enabled"] == "1"
-        with pytest.raises(StoreError, match="Redis Cluster node") as caught:
-            connect(f"redis://127.0.0.1:{port}/0", retries=0)
-        assert "not support Redis Cluster yet" in str(caught.value)
-        assert "Sentinel" in str(caught.value)
+        client = connect(f"redis://127.0.0.1:{port}/0", retries=0)
+        try:
+            assert is_cluster(client)
+            client.set("{lp-test}:k", b"v")  # routed to the slot's master (MOVED followed)
+            assert client.get("{lp-test}:k") == b"v"
+            twin = without_retry(client)
+            assert isinstance(twin, RedisCluster)
+            with twin.pipeline(transaction=True) as pipe:  # one slot: one MULTI/EXEC
+                pipe.incr("{lp-test}:n")
+                pipe.delete("{lp-test}:k")
+                assert pipe.execute()[1] == 1
+            twin.close()
+            client.delete("{lp-test}:n")
+        finally:
+            client.close()
 
 
-def test_connect_accepts_a_standalone_server(redis_url: str) -> None:
-    connect(redis_url, retries=0).close()
+def test_connect_gives_the_plain_client_on_a_standalone_server(redis_url: str) -> None:
+    client = connect(redis_url, retries=0)
+    assert isinstance(client, redis.Redis) and not is_cluster(client)
+    client.close()
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [["run"], ["serve", "--port", "0"], ["deliver"]],
-    ids=["run", "serve", "deliver"],
-)
-def test_every_service_stops_in_one_line_on_a_cluster(
-    argv: list[str], redis_cluster: LocalCluster, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main([*argv, "--redis-url", redis_cluster.url]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1, err
-    assert err.startswith("leadpulse: Redis at redis://127.0.0.1:")
-    assert "does not support Redis Cluster yet" in err
-    assert "Traceback" not in err and "MovedError" not in err
+def test_replay_on_the_cluster_matches_one_server(
+    tmp_path: Path, redis_cluster: LocalCluster, redis_url: str, make_settings: Any,
+    client: redis.Redis,
+) -> None:  # fmt: skip
+    """Scores (every field) and alerts identical; outcomes, learning, identity included."""
+    events = tmp_path / "events.jsonl"
+    sim = _sim_events(40)
+    assert any(e["type"] == "appointment_set" for e in sim)
+    events.write_text("".join(json.dumps(e) + "\n" for e in sim))
+    settings = make_settings(streams={"partitions": 4})
+    prefix = settings.redis.key_prefix
+    one = _replay(tmp_path, "one", events, redis_url, settings)
+    on_cluster = _replay(tmp_path, "cluster", events, redis_cluster.url, settings)
+    assert len(one[0]) == 40 and one[1]
+    assert on_cluster == one
+    cluster = connect(redis_cluster.url, retries=0)
+    try:
+        keys = list(cluster.scan_iter(match=pattern(prefix), count=1000))
+        assert len(keys) > 100
+        slots = {cluster.keyslot(k) for k in keys}
+        assert len(slots) == 1, "a deployment's keys share its prefix's slot"
+        assert _drop(cluster, prefix) == len(keys)
+    finally:
+        cluster.close()
+    _drop(client, prefix)
+
+
+def test_deployments_spread_over_the_masters(redis_cluster: LocalCluster) -> None:
+    """One prefix per deployment (group of tenants): each its own slot, on every master."""
+    cluster = connect(redis_cluster.url, retries=0)
+    try:
+        nodes = {cluster.get_node_from_key(pattern(f"g{i}", "x")).name for i in range(30)}
+    finally:
+        cluster.close()
+    assert len(nodes) == 3
