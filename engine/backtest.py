@@ -43,7 +43,6 @@ import msgpack
 import numpy as np
 
 from engine.errors import LeadpulseError
-from engine.keys import pattern
 from engine.evaluation import (
     BUCKETS,
     ECE_BINS,
@@ -54,6 +53,7 @@ from engine.evaluation import (
     lift_by_bucket,
     precision_at_top,
 )
+from engine.keys import pattern
 
 __all__ = [
     "MIN_EXAMPLES",

@@ -18,8 +18,8 @@ from typing import Any, TextIO
 from benchmarks.simulator import SimConfig, generate
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
-from engine.keys import pattern
 from engine.delivery.scripts import bucket_label, local_time, why_now
+from engine.keys import pattern
 from engine.records import RecordReader
 from engine.redis_client import connect, redact_url, resolve_url
 from engine.settings import load_settings

@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             report = build_report(client, prefix, "sim", since, until)
             builds.append(time.perf_counter() - started)
-        fields = sum(int(client.hlen(k)) for k in client.scan_iter(match=pattern(prefix, "rpt:sim:*")))
+        fields = sum(
+            int(client.hlen(k)) for k in client.scan_iter(match=pattern(prefix, "rpt:sim:*"))
+        )
         marks = client.scan_iter(match=pattern(prefix, "{*}:rp"), count=1000)
         marks_bytes = sum(int(client.memory_usage(k) or 0) for k in marks)
     finally:

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from redis.cluster import RedisCluster
 
@@ -37,8 +36,10 @@ def _replay(tmp_path: Path, name: str, events: Path, url: str, settings: Any) ->
     rows = [json.loads(line) for line in alerts.read_text().splitlines()]
     return (
         [json.loads(line) for line in scores.read_text().splitlines()],
-        sorted(({k: v for k, v in a.items() if k not in strip} for a in rows),
-               key=lambda a: a["alert_id"]),  # fmt: skip
+        sorted(
+            ({k: v for k, v in a.items() if k not in strip} for a in rows),
+            key=lambda a: a["alert_id"],
+        ),  # fmt: skip
     )
 
 

@@ -178,7 +178,9 @@ def test_agent_key_acts_only_as_itself_on_its_leads(
         _refused(act(dee, action, "cy"))  # as itself, on another agent's lead
         _refused(act(dee, action, "dee"))
         _refused(act("NOPE", action, "cy"))  # a lead nobody routed
-    assert client.hgetall(f"{{{prefix}}}:dlv:clock:acme:{dee}") == before  # dee's SLA clock untouched
+    assert (
+        client.hgetall(f"{{{prefix}}}:dlv:clock:acme:{dee}") == before
+    )  # dee's SLA clock untouched
 
     # as itself on its own lead, the offer and the pond: works
     assert act(cy, "ack", "cy").status_code == 202

@@ -115,7 +115,9 @@ def test_a_new_event_loop_gets_its_own_client(redis_url: str, prefix: str) -> No
 def test_aliases_follow_chains_and_stop_on_cycles(
     run: asyncio.Runner, redis_url: str, client: redis.Redis, prefix: str
 ) -> None:
-    client.hset(f"{{{prefix}}}:alias:acme", mapping={"~v": "A", "A": "B", "B": "C", "X": "Y", "Y": "X"})
+    client.hset(
+        f"{{{prefix}}}:alias:acme", mapping={"~v": "A", "A": "B", "B": "C", "X": "Y", "Y": "X"}
+    )
     s = _store(redis_url, prefix)
     got = run.run(s.resolve_aliases("acme", ["~v", "A", "Z", "X"]))
     assert got == {"~v": "C", "A": "C", "X": "Y"}

@@ -70,8 +70,12 @@ def sim_run(redis_url: str) -> Iterator[SimRun]:
     )
     try:
         run_flow(build_flow(build_parts(settings, client), bounded=True))
-        alerts = [msgpack.unpackb(f[b"a"], raw=False) for _, f in client.xrange(f"{{{prefix}}}:alerts")]
-        labels = [msgpack.unpackb(f[b"l"], raw=False) for _, f in client.xrange(f"{{{prefix}}}:labels")]
+        alerts = [
+            msgpack.unpackb(f[b"a"], raw=False) for _, f in client.xrange(f"{{{prefix}}}:alerts")
+        ]
+        labels = [
+            msgpack.unpackb(f[b"l"], raw=False) for _, f in client.xrange(f"{{{prefix}}}:labels")
+        ]
         yield SimRun(client, prefix, settings, events, alerts, labels)
     finally:
         drop(client, prefix)
