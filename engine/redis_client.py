@@ -51,7 +51,9 @@ __all__ = [
     "check_url",
     "default_data_dir",
     "connect",
+    "async_client",
     "is_cluster",
+    "names_cluster",
     "outage_backoff",
     "redact_url",
     "redis_for",
@@ -253,6 +255,42 @@ def _cluster_client(url: str, retry: Retry, socket_timeout_s: float) -> redis.Re
     # RedisCluster speaks the same commands for keys of one slot: typed as the client the
     # engine takes (every key of a deployment shares one slot, engine/keys.py)
     return cast(redis.Redis, cluster)
+
+
+#: URL -> whether it names a Redis Cluster node (asked once per URL and process)
+_CLUSTER_URLS: dict[str, bool] = {}
+
+
+def names_cluster(url: str, socket_timeout_s: float = 2.0) -> bool:
+    """Whether ``url`` names a node of a Redis Cluster (one ``INFO server``, remembered).
+    An unreachable server counts as not a cluster this time (asked again next time)."""
+    known = _CLUSTER_URLS.get(url)
+    if known is not None:
+        return known
+    probe = redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
+                                 socket_connect_timeout=socket_timeout_s)  # fmt: skip
+    try:
+        info = cast(dict[str, Any], probe.info("server"))
+        _CLUSTER_URLS[url] = found = _cluster_mode(probe, info)
+    except RedisError:
+        return False
+    finally:
+        probe.close()
+    return found
+
+
+def async_client(url: str, **options: Any) -> Any:
+    """The asyncio client for ``url`` (the gateway): ``redis.asyncio.RedisCluster`` when
+    it names a cluster node (database 0; MOVED and ASK followed), else ``redis.asyncio.Redis``.
+    ``options`` go to either (timeouts, retry, ...)."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+    if names_cluster(url, float(options.get("socket_connect_timeout") or 2.0)):
+        parts = urlsplit(url)
+        options.pop("health_check_interval", None)
+        return AsyncRedisCluster.from_url(parts._replace(path="").geturl(), **options)
+    return aioredis.Redis.from_url(url, **options)
 
 
 def is_cluster(client: Any) -> bool:

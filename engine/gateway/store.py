@@ -47,6 +47,7 @@ from engine.errors import StoreError
 from engine.gateway.ratelimit import GCRA_LUA, Decision, Limit
 from engine.keys import bound_key, contact_index_key, idempotency_key, rate_limit_key
 from engine.records import RecordReader
+from engine.redis_client import async_client
 from engine.settings import load_settings
 from engine.sinks import hot_key
 from engine.streams import StreamNames
@@ -191,7 +192,7 @@ class GatewayStore:
         if self._client is None or self._loop is not loop:
             # a short retry budget: a caller waiting on a dead Redis gets a 503 quickly
             retry = AsyncRetry(ExponentialBackoff(cap=0.25, base=0.02), self._retries)
-            self._client = aioredis.Redis.from_url(
+            self._client = async_client(
                 self._url,
                 socket_timeout=self._timeout,
                 socket_connect_timeout=self._timeout,

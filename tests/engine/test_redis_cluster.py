@@ -111,3 +111,66 @@ def test_deployments_spread_over_the_masters(redis_cluster: LocalCluster) -> Non
     finally:
         cluster.close()
     assert len(nodes) == 3
+
+
+def test_gateway_store_appends_on_the_cluster(redis_cluster: LocalCluster) -> None:
+    """The gateway's asyncio client is the cluster one: its append script (idempotency,
+    contact index, partition streams) and its reads run on the cluster."""
+    import asyncio
+
+    import msgpack
+
+    from engine.gateway.store import GatewayStore, Prepared
+    from engine.streams import StreamNames
+
+    prefix = "gwcl"
+    store = GatewayStore(
+        redis_cluster.url, StreamNames(prefix, 2), maxlen=1_000, idempotency_ms=60_000,
+        contact_ttl_s=3_600, retries=0, socket_timeout_s=1.0,
+    )  # fmt: skip
+
+    def prepared(i: int, eid: str, partition: int) -> Prepared:
+        payload = msgpack.packb({"event_id": eid, "lead_id": f"L{i}"})
+        return Prepared(i, eid, f"L{i}", partition, payload, ("h1",))
+
+    async def scenario() -> tuple[list[Any], list[Any], list[str]]:
+        try:
+            await store.ping()
+            first = await store.append("acme", [prepared(0, "a", 0), prepared(1, "b", 1)])
+            again = await store.append("acme", [prepared(0, "a", 0)])
+            return first, again, await store.find_leads_by_contact_hash("acme", "h1")
+        finally:
+            await store.close()
+
+    first, again, leads = asyncio.run(scenario())
+    assert all(first) and again == [None]
+    assert sorted(leads) == ["L0", "L1"]
+    cluster = connect(redis_cluster.url, retries=0)
+    try:
+        assert cluster.xlen("{gwcl}:events:0") == 1 and cluster.xlen("{gwcl}:events:1") == 1
+        _drop(cluster, prefix)
+    finally:
+        cluster.close()
+
+
+def test_two_run_processes_on_the_cluster_match_one_on_one_server(
+    redis_cluster: LocalCluster, redis_url: str, prefix: str
+) -> None:
+    """``leadpulse run`` x2 (``--process-id``/``--addresses``) against a cluster node give
+    the score records and alerts one process gives on one server (tests/engine/test_scale_out)."""
+    from tests.engine.test_scale_out import _drain, _result, _workload
+
+    work = _workload()
+    single = redis.Redis.from_url(redis_url)
+    cluster = connect(redis_cluster.url, retries=0)
+    try:
+        _drain(single, redis_url, work, prefix, 1)
+        one = _result(single, prefix, work)
+        _drain(cluster, redis_cluster.url, work, prefix, 2)
+        two = _result(cluster, prefix, work)
+    finally:
+        _drop(cluster, prefix)
+        cluster.close()
+        single.close()
+    assert len(one[0]) == work.leads and len(one[1]) > 10
+    assert two == one
