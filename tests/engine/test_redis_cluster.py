@@ -174,3 +174,45 @@ def test_two_run_processes_on_the_cluster_match_one_on_one_server(
         single.close()
     assert len(one[0]) == work.leads and len(one[1]) > 10
     assert two == one
+
+
+def test_delivery_on_the_cluster_sends_each_alert_once(
+    redis_cluster: LocalCluster, make_settings: Any
+) -> None:
+    """Engine then delivery (consumer group, routing, receipts, webhooks) on the cluster."""
+    import threading
+
+    from tests.engine.delivery.conftest import Receiver, free_port
+
+    from engine.delivery.consumer import DeliveryService, run_in_thread
+    from engine.delivery.webhooks import verify
+    from tests.engine.delivery.conftest import SECRET, run_engine, send, wait_for
+    from tests.engine.delivery.test_webhooks import _hand_raises, _pending, _settings
+
+    receiver = Receiver(free_port())
+    receiver.start()
+    settings = _settings(make_settings, receiver.url)
+    cluster = connect(redis_cluster.url, retries=0)
+    stop = threading.Event()
+    try:
+        send(settings, cluster, _hand_raises(3))
+        run_engine(settings, cluster)
+        svc = DeliveryService(settings, cluster)
+        thread = run_in_thread(svc, stop)
+        try:
+            wait_for(lambda: sum(r.path == "/hook" for r in receiver.got) >= 3, timeout=10)
+            wait_for(lambda: _pending(cluster, svc) == 0)
+        finally:
+            stop.set()
+            thread.join(10)
+        hooks = [r.json()["alert_id"] for r in receiver.got if r.path == "/hook"]
+        assert len(hooks) == len(set(hooks)) == 3
+        for got in receiver.got:
+            h = {k.lower(): v for k, v in got.headers.items()}
+            assert verify(SECRET, got.body, h["x-leadpulse-timestamp"], h["x-leadpulse-signature"])
+        receipts = svc.receipts.read(hooks[0])
+        assert {r["status"] for r in receipts} == {"delivered"}
+    finally:
+        _drop(cluster, settings.redis.key_prefix)
+        cluster.close()
+        receiver.stop()
