@@ -67,7 +67,7 @@ def snapshot(client: Any, prefix: str, tenant: str) -> dict[str, Any]:
     """Everything a run leaves behind that must not depend on crashes."""
     state: dict[str, Any] = {}
     for key in client.scan_iter(match=f"{{{prefix}}}:{{*", count=1000):
-        k = key.decode()[len(prefix) + 2 :]  # past "{prefix}"
+        k = key.decode()[len(prefix) + 2 :]
         kind = client.type(key).decode()
         if k.endswith(":h") or k.endswith(":s"):
             state[k] = client.hgetall(key)

@@ -240,7 +240,7 @@ def snapshot(client: redis.Redis, prefix: str, tenant: str) -> dict[str, Any]:
     """Everything a run leaves behind that must not depend on outages (as test_crash.py)."""
     state: dict[str, Any] = {}
     for key in client.scan_iter(match=f"{{{prefix}}}:{{*", count=1000):
-        k = key.decode()[len(prefix) + 2 :]  # past "{prefix}"
+        k = key.decode()[len(prefix) + 2 :]
         kind = cast(bytes, client.type(key)).decode()
         if kind == "hash":  # score records
             fields = cast(dict[bytes, bytes], client.hgetall(key))

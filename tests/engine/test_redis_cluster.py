@@ -182,11 +182,16 @@ def test_delivery_on_the_cluster_sends_each_alert_once(
     """Engine then delivery (consumer group, routing, receipts, webhooks) on the cluster."""
     import threading
 
-    from tests.engine.delivery.conftest import Receiver, free_port
-
     from engine.delivery.consumer import DeliveryService, run_in_thread
     from engine.delivery.webhooks import verify
-    from tests.engine.delivery.conftest import SECRET, run_engine, send, wait_for
+    from tests.engine.delivery.conftest import (
+        SECRET,
+        Receiver,
+        free_port,
+        run_engine,
+        send,
+        wait_for,
+    )
     from tests.engine.delivery.test_webhooks import _hand_raises, _pending, _settings
 
     receiver = Receiver(free_port())
