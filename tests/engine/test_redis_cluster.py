@@ -221,3 +221,60 @@ def test_delivery_on_the_cluster_sends_each_alert_once(
         _drop(cluster, settings.redis.key_prefix)
         cluster.close()
         receiver.stop()
+
+
+def test_a_master_failing_over_mid_stream_stops_nothing(make_settings: Any) -> None:
+    """The master holding the deployment's slot is SIGKILLed while the live engine runs;
+    its replica is promoted; the engine (batch redone with ``outage_backoff``) and the
+    producer (retrying) carry on, and every entry on the stream is committed once."""
+    import threading
+    import time
+
+    from engine.app import build_parts
+    from engine.dataflow import build_flow, run_flow
+    from engine.keys import processed_key
+    from engine.streams import Producer, StreamNames
+    from tests.engine.delivery.conftest import wait_for
+
+    settings = make_settings(streams={"partitions": 2}, redis={"outage_backoff_cap_s": 0.5})
+    prefix = settings.redis.key_prefix
+    names = StreamNames(prefix, 2)
+    events = _sim_events(30)
+    with LocalCluster(masters=3, replicas=1) as lc:
+        cluster = connect(lc.url, retries=2)
+        master = cluster.get_node_from_key(pattern(prefix, "x"))
+        assert master is not None
+        stop = threading.Event()
+        engine = threading.Thread(target=run_flow, daemon=True,
+                                  args=(build_flow(build_parts(settings, cluster), stop=stop),))  # fmt: skip
+        engine.start()
+        producer = Producer(cluster, names, 10**6)
+        sent = 0
+        try:
+            for i, event in enumerate(events):
+                if i == len(events) // 2:
+                    lc.kill(int(master.port))
+                while True:  # a producer retries what was not acknowledged
+                    try:
+                        producer.send([event])
+                        break
+                    except redis.RedisError:
+                        time.sleep(0.1)
+                sent += 1
+
+            def committed() -> bool:
+                done = cluster.hvals(processed_key(names))
+                return sum(int(v) for v in done) == sum(
+                    int(cluster.xinfo_stream(names.events(p))["entries-added"]) for p in range(2)
+                )
+
+            wait_for(committed, timeout=60, every=0.2)
+        finally:
+            stop.set()
+            engine.join(60)
+        assert not engine.is_alive()
+        promoted = cluster.get_node_from_key(pattern(prefix, "x"))
+        assert promoted is not None and promoted.port != master.port
+        total = sum(int(cluster.xinfo_stream(names.events(p))["entries-added"]) for p in range(2))
+        assert sent == len(events) and total >= sent  # acknowledged, none lost
+        cluster.close()
