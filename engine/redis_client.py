@@ -332,10 +332,13 @@ def without_retry(client: redis.Redis) -> redis.Redis:
         node = client.get_default_node()
         kwargs = {k: v for k, v in node.redis_connection.connection_pool.connection_kwargs.items()
                   if k not in ("host", "port", "retry", "db")}  # fmt: skip
-        return cast(
-            redis.Redis,
-            RedisCluster(host=node.host, port=node.port, retry=Retry(NoBackoff(), 0), **kwargs),
-        )
+        # reinitialize_steps=1: after an error, a cluster transaction re-reads the slot map
+        # at once. With redis-py's default (every 5th error) it records a ConnectionError
+        # as if it were a MOVED reply and fails the next batch with AttributeError (redis-py
+        # 6.4, TransactionStrategy._reinitialize_on_error; seen when a master fails over).
+        twin = RedisCluster(host=node.host, port=node.port, retry=Retry(NoBackoff(), 0),
+                            reinitialize_steps=1, **kwargs)  # fmt: skip
+        return cast(redis.Redis, twin)
     pool = client.connection_pool
     kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
     return redis.Redis(

@@ -223,6 +223,25 @@ def test_delivery_on_the_cluster_sends_each_alert_once(
         receiver.stop()
 
 
+def _wait_replica_online(port: int, timeout_s: float = 20.0, synced: bool = False) -> None:
+    """Until the master on ``port`` has a replica attached (after ``--cluster create``
+    replicas attach a few seconds later); ``synced``: and at the master's offset."""
+    import time
+
+    master = redis.Redis(port=port, decode_responses=True)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            info = master.info("replication")
+            if int(info.get("connected_slaves", 0)) and info["slave0"]["state"] == "online":
+                if not synced or int(info["slave0"]["offset"]) == info["master_repl_offset"]:
+                    return
+            assert time.monotonic() < deadline, f"no replica online for port {port}"
+            time.sleep(0.05)
+    finally:
+        master.close()
+
+
 def test_a_master_failing_over_mid_stream_stops_nothing(make_settings: Any) -> None:
     """The master holding the deployment's slot is SIGKILLed while the live engine runs;
     its replica is promoted; the engine (batch redone with ``outage_backoff``) and the
@@ -244,21 +263,25 @@ def test_a_master_failing_over_mid_stream_stops_nothing(make_settings: Any) -> N
         cluster = connect(lc.url, retries=2)
         master = cluster.get_node_from_key(pattern(prefix, "x"))
         assert master is not None
+        _wait_replica_online(int(master.port))  # else there is no replica to promote
         stop = threading.Event()
-        engine = threading.Thread(target=run_flow, daemon=True,
-                                  args=(build_flow(build_parts(settings, cluster), stop=stop),))  # fmt: skip
+        flow = build_flow(build_parts(settings, cluster), stop=stop)
+        engine = threading.Thread(target=run_flow, args=(flow,), daemon=True)
         engine.start()
         producer = Producer(cluster, names, 10**6)
         sent = 0
         try:
             for i, event in enumerate(events):
-                if i == len(events) // 2:
+                if i == len(events) // 2:  # replication is asynchronous: in sync first, so
+                    _wait_replica_online(int(master.port), synced=True)  # loss is ours alone
                     lc.kill(int(master.port))
+                deadline = time.monotonic() + 30
                 while True:  # a producer retries what was not acknowledged
                     try:
                         producer.send([event])
                         break
                     except redis.RedisError:
+                        assert time.monotonic() < deadline, "no master for the slot after 30 s"
                         time.sleep(0.1)
                 sent += 1
 
