@@ -484,6 +484,7 @@ def compare(
     pairs = {k: v for k, v in pairs.items() if v[0] in scores and v[1] in scores}
     y = np.array([bool(ex["y"]) for ex in test])
     boot = _bootstrap([ex["lead"] for ex in test], y, scores, pairs, bootstrap_rounds)
+    floor = ece_floor(scores["online_served"], bootstrap_rounds) if test else None
     ys = [ex["y"] for ex in evaluable]
     progressive = {
         "points_prior": metrics(ys, [float(ex["pp"]) for ex in evaluable]),
@@ -496,13 +497,27 @@ def compare(
         "auc_differences_bootstrap": boot,
         "progressive_all_evaluable": progressive,
         "reliability": curves,
-        "targets": targets(results, boot),
+        "targets": targets(results, boot, floor),
+        "ece_if_calibrated": floor,
         "notes": notes,
     }
 
 
+def ece_floor(p: Floats, rounds: int = 200, seed: int = 0) -> dict[str, float]:
+    """The ECE a *perfectly calibrated* score with these probabilities would measure on
+    this many examples (outcomes drawn as Bernoulli(p)): the sampling noise of the ECE
+    itself. A measured ECE inside this band is not evidence of miscalibration, and a
+    threshold below its median cannot be met reliably by any score on this test set."""
+    rng = np.random.default_rng(seed)
+    values = [ece(rng.random(len(p)) < p, p) or 0.0 for _ in range(max(20, rounds))]
+    median, p90 = np.percentile(np.array(values, dtype=np.float64), [50, 90])
+    return {"median": round(float(median), 4), "p90": round(float(p90), 4)}
+
+
 def targets(
-    results: Mapping[str, Any], boot: Mapping[str, Mapping[str, float]] | None = None
+    results: Mapping[str, Any],
+    boot: Mapping[str, Mapping[str, float]] | None = None,
+    floor: Mapping[str, float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The targets of "Scores that rank real leads", judged on the served online score
     (point estimates): within 0.01 of the batch LR, 0.05 above the seeds' points score
@@ -510,6 +525,8 @@ def targets(
 
     ``interval`` is the bootstrap's 95 % interval of the AUC difference, when there is
     one: a target "met" whose interval reaches far past the threshold is not settled.
+    ``if_calibrated`` (the ECE row, from :func:`ece_floor`): the median and 90th
+    percentile of the ECE a perfectly calibrated score would show on the same test set.
     """
     boot = boot or {}
 
@@ -549,7 +566,10 @@ def targets(
             lambda v: v >= 0.05,
             "online_served_minus_points_prior",
         ),
-        "online_served_ece": row(served_ece, "<= 0.03", lambda v: v <= 0.03),
+        "online_served_ece": {
+            **row(served_ece, "<= 0.03", lambda v: v <= 0.03),
+            **({"if_calibrated": [floor["median"], floor["p90"]]} if floor else {}),
+        },
     }
 
 
@@ -720,8 +740,10 @@ def _dataset_lines(title: str, data: Mapping[str, Any]) -> list[str]:
     ]
     for name, t in data["targets"].items():
         met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")
-        iv = t.get("interval")
+        iv, cal = t.get("interval"), t.get("if_calibrated")
         span = f"{_f(iv[0])} .. {_f(iv[1])}" if iv else "–"
+        if cal:
+            span = f"if calibrated: {_f(cal[0])} (90 %: {_f(cal[1])})"
         lines.append(
             f"| {name.replace('_', ' ')} {t['target']} | {_f(t['measured'])} | {span} | {met} |"
         )
@@ -853,6 +875,13 @@ def findings(result: Mapping[str, Any]) -> list[str]:
                 f"Served score: mean predicted {served['mean_p']:.3f} against an observed "
                 f"rate of {rate:.3f} (ECE {served['ece']:.3f})."
             )
+            cal = t.get("online_served_ece", {}).get("if_calibrated")
+            if cal:
+                text.append(
+                    f"A perfectly calibrated score with the same probabilities would measure "
+                    f"an ECE of {cal[0]:.3f} on this test set (90 % of draws below "
+                    f"{cal[1]:.3f}): the sampling noise of the ECE at this size."
+                )
         known, matured = models.get("batch_lr"), models.get("batch_lr_matured")
         if known and matured and known["ece"] is not None and matured["ece"] is not None:
             known_rate = data["split"]["train_positives"] / max(1, data["split"]["train"])

@@ -50,6 +50,7 @@ _BATCH_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.
 # Known label values of the labelled counters: each series is exported at 0 from the
 # start, so rate()/increase() see the first increment and sums over them are never empty.
 ALERT_REASONS = ("hand_raise", "entered", "jump", "reactivation")  # engine/alerts.py
+CADENCE_KINDS = ("task", "message")  # engine/cadence: agent tasks, automatic messages
 # the contract's rejection codes (engine/validate.py), plus the engine's own
 REJECT_REASONS = (
     "malformed_json", "malformed_msgpack", "not_a_map", "missing_field", "wrong_type",
@@ -123,6 +124,7 @@ class Metrics:
     batch_seconds: Histogram
     alert_latency: Histogram
     alerts: Counter
+    cadence_steps: Counter
     scores: Histogram
     labels: Counter
     model_labels_seen: Gauge
@@ -191,6 +193,10 @@ class Metrics:
             alerts=Counter(
                 f"{prefix}_alerts", "Alerts emitted, by trigger", ["reason"], registry=r
             ),
+            cadence_steps=Counter(
+                f"{prefix}_cadence_steps", "Follow-up steps emitted (committed), by kind",
+                ["kind"], registry=r,
+            ),
             scores=Histogram(
                 f"{prefix}_score", "Scores computed (0-100)", buckets=_SCORE_BUCKETS, registry=r
             ),
@@ -229,6 +235,7 @@ class Metrics:
             health=RedisHealth(redis_up),
         )  # fmt: skip
         zero(m.alerts, ALERT_REASONS)
+        zero(m.cadence_steps, CADENCE_KINDS)
         zero(m.rejected, REJECT_REASONS)
         return m
 

@@ -29,7 +29,7 @@ from typing import Any
 import river
 from river import drift, forest, linear_model, metrics, optim, preprocessing, utils
 
-__all__ = ["ModelSet", "OnlineModel", "Quality", "P_MIN", "P_MAX"]
+__all__ = ["ModelSet", "OnlineModel", "Platt", "Quality", "P_MIN", "P_MAX"]
 
 
 _REMEMBERED_IDS = 20_000  # learned-example ids kept for idempotency (far more than a replay window)
@@ -40,6 +40,14 @@ _CLIP = 4.0  # standardised inputs are clipped to +-4 sd
 
 def _clamp(p: float) -> float:
     return min(P_MAX, max(P_MIN, p))
+
+
+def _sigmoid(z: float) -> float:
+    z = max(-50.0, min(50.0, z))
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    ez = math.exp(z)
+    return ez / (1.0 + ez)
 
 
 def _logit(p: float) -> float:
@@ -55,6 +63,47 @@ def is_level(name: str) -> bool:
 def baseline_of(name: str) -> str | None:
     """The "no activity" counterpart of an input: ``source=unknown`` for a level, else None."""
     return name.split("=", 1)[0] + "=unknown" if is_level(name) else None
+
+
+class Platt:
+    """Platt scaling ``p = sigmoid(a * z + b)`` fitted online by Newton steps.
+
+    Two parameters, so each label costs a 2x2 update and each prediction one
+    multiply-add. Newton steps (the curvature of the log loss, kept with forgetting over
+    about ``window`` labels) make the fit independent of the scale of ``z``: plain SGD
+    with a fixed rate oscillated on a prior whose log-odds span -6..14 (the slope
+    swung between 1 and -0.1, reversing the prior's ranking). Starts as the identity
+    (a = 1, b = 0). Each step is damped by ``damping`` added to the curvature
+    (Levenberg-Marquardt), so a prior whose log-odds barely vary (a singular curvature)
+    takes small steps instead of unbounded ones.
+    """
+
+    def __init__(self, window: int = 2_000, damping: float = 1.0) -> None:
+        self.a, self.b = 1.0, 0.0
+        self.h = (0.0, 0.0, 0.0)  # curvature of the recent log loss: (aa, ab, bb)
+        self.keep = 1.0 - 1.0 / window
+        self.damping = damping
+        self.labels = 0
+
+    def logit(self, z: float) -> float:
+        return self.a * z + self.b
+
+    def proba(self, z: float) -> float:
+        return _clamp(_sigmoid(self.logit(z)))
+
+    def learn(self, z: float, y: bool) -> None:
+        p = _sigmoid(self.logit(z))
+        residual, v = p - float(y), max(p * (1.0 - p), 1e-3)
+        k = self.keep
+        haa, hab, hbb = self.h
+        haa, hab, hbb = k * haa + v * z * z, k * hab + v * z, k * hbb + v
+        self.h = (haa, hab, hbb)
+        haa, hbb = haa + self.damping, hbb + self.damping
+        det = haa * hbb - hab * hab  # > 0: a PSD matrix plus damping
+        ga, gb = residual * z, residual
+        self.a -= (hbb * ga - hab * gb) / det
+        self.b -= (haa * gb - hab * ga) / det
+        self.labels += 1
 
 
 class _Logistic:
@@ -239,10 +288,11 @@ class Evidence:
     """Which scorer to trust, from prequential log loss on the last ``window`` labels.
 
     Each label adds the loss of the (calibrated) points prior and of the model, both
-    predicted before the label was learned. The served score blends them with weights
-    proportional to ``exp(-total recent loss)``: exponential weights over two experts.
-    A model that is better on the recent window takes over; one that is worse hands
-    back to the prior, whatever the label count.
+    predicted before the label was learned. ``weight`` (``model_weight``: 0 = the prior
+    alone, 1 = the model alone) is proportional to ``exp(-total recent loss)``:
+    exponential weights over two experts. The served score blends the two in log-odds
+    with it (``engine.scoring.log_odds_blend``). A model that is better on the recent
+    window takes over; one that is worse hands back to the prior, whatever the label count.
     """
 
     def __init__(self, window: int = 500) -> None:
@@ -385,9 +435,7 @@ class ModelSet:
         # Platt scaling of the points prior: starts as the identity (weight 1, intercept 0)
         # and learns from every label, so the prior's probabilities become honest long
         # before the model carries the score; ranking (AUC) is unchanged by it.
-        self.prior_calibration = linear_model.LogisticRegression(
-            optimizer=optim.SGD(0.05), initializer=optim.initializers.Constant(1.0), l2=0.0
-        )
+        self.prior_calibration = Platt()
         self.prior_labels = 0
         self.evidence = {seg: Evidence(evidence_window) for seg in segments}
         self.served = Quality()
@@ -435,16 +483,22 @@ class ModelSet:
             self.prior_only.update(p_prior, y)
             if p_model is not None:
                 self.evidence[seg].update(p_prior, p_model, y)
-            self.prior_calibration.learn_one({"z": _logit(float(raw_prior))}, y)
+            self.prior_calibration.learn(_logit(float(raw_prior)), y)
             self.prior_labels += 1
         return True, drifted
+
+    @property
+    def prior_slope(self) -> float:
+        """How the calibration scales the prior's log-odds (1 before any label): the
+        prior's points count ``prior_slope`` times in the served log-odds, and so in the
+        reasons (``engine.stages.score``)."""
+        return self.prior_calibration.a if self.prior_labels else 1.0
 
     def calibrated_prior(self, p: float) -> float:
         """The points prior's probability, Platt-scaled on the labels seen so far."""
         if not self.prior_labels:
             return _clamp(p)
-        z = {"z": _logit(p)}
-        return _clamp(float(self.prior_calibration.predict_proba_one(z).get(True, p)))
+        return self.prior_calibration.proba(_logit(p))
 
     def dumps(self) -> bytes:
         state = dict(self.__dict__)
@@ -461,6 +515,11 @@ class ModelSet:
         obj = cls.__new__(cls)
         obj.__dict__.update(state)
         obj.models = models
+        old = obj.prior_calibration
+        if not isinstance(old, Platt):  # saved before Platt: River's SGD regression
+            obj.prior_calibration = Platt()
+            obj.prior_calibration.a = float(old.weights.get("z", 1.0))
+            obj.prior_calibration.b = float(old.intercept)
         return obj
 
     def status(self) -> dict[str, Any]:

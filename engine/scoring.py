@@ -2,14 +2,16 @@
 
 Pure functions, no I/O. The score is a probability x 100. A transparent points
 prior (seeds 000 and 003: points per signal, capped; Platt-calibrated on the labels)
-and the online model are blended by the evidence of recent labels:
+and the online model are blended, in log-odds, by the evidence of recent labels:
 
-    p = (1 - w) * p_prior + w * p_model
+    logit(p) = (1 - w) * logit(p_prior) + w * logit(p_model)
 
 where ``w`` comes from both scorers' prequential log loss on the last
 ``scoring.evidence_window`` labels (``engine.model.Evidence``): the model takes over
-when it predicts better, not after a label count. Reasons (``engine/reasons.py``)
-are the largest contributions in log-odds from the same blend.
+when it predicts better, not after a label count. The blend is in log-odds because
+both scorers are sums of per-signal log-odds: the served log-odds is then exactly
+``(1 - w)`` times the prior's points plus ``w`` times the model's contributions, the
+sum the reasons (``engine/reasons.py``) are the largest terms of.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "blend",
     "bucket_of",
     "bucket_rule",
+    "log_odds_blend",
     "prior",
     "tier_of",
 ]
@@ -60,6 +63,24 @@ def _sigmoid(z: float) -> float:
         return 1.0 / (1.0 + math.exp(-z))
     ez = math.exp(z)
     return ez / (1.0 + ez)
+
+
+def _logit(p: float) -> float:
+    p = min(P_MAX, max(P_MIN, p))
+    return math.log(p / (1.0 - p))
+
+
+def log_odds_blend(p_prior: float, p_model: float | None, w: float) -> float:
+    """The served probability: prior and model blended in log-odds, weight ``w`` on the model.
+
+    ``w`` = 0 (or no model) gives the prior, 1 the model; always inside [P_MIN, P_MAX].
+    """
+    if p_model is None or w <= 0.0:
+        return min(P_MAX, max(P_MIN, p_prior))
+    if w >= 1.0:
+        return min(P_MAX, max(P_MIN, p_model))
+    z = (1.0 - w) * _logit(p_prior) + w * _logit(p_model)
+    return min(P_MAX, max(P_MIN, _sigmoid(z)))
 
 
 def _signal_value(name: str, f: Mapping[str, Any]) -> float:
@@ -167,8 +188,7 @@ def assess(
         raw_prior, _ = prior(features, settings)
     p_prior = calibrate_prior(raw_prior) if calibrate_prior else raw_prior
     w = model_weight if model_probability is not None else 0.0
-    p = (1 - w) * p_prior + w * (model_probability if model_probability is not None else 0.0)
-    p = min(P_MAX, max(P_MIN, p))
+    p = log_odds_blend(p_prior, model_probability, w)
     score = int(round(p * 100))
     bucket, by = bucket_rule(score, context, settings)
     if outcome == "lost" and bucket != "P5":

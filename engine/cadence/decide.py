@@ -2,7 +2,9 @@
 
 - **enter**: a lead not in a plan enters the plan of the first matching rule.
 - **hotter**: a hand-raise or an alert trigger (a score jump, entering P1) re-reads the
-  rules; a plan with more ``heat`` replaces the current one from that moment.
+  rules; a plan with more ``heat`` replaces the current one from that moment, unless the
+  lead entered that plan within ``rerun_after_d`` (a lead moves up into a track at most
+  once per period: a score jump does not send it back into the hot track every time).
 - **pause**: a real conversation (:data:`CONVERSATIONS`: a reply that is not STOP, an
   answered call, an appointment, an agent's contact marked as a conversation) pauses the
   plan; after ``resume_after_d`` with no further conversation it resumes where it
@@ -13,6 +15,13 @@
   call. A plan with no allowed step left ends.
 - **quiet hours**: a step on a quiet channel due in the tenant's quiet hours is moved
   to the end of those hours (:meth:`engine.cadence.plans.Hours.allowed_at`).
+- **send time that learns**: the lead's opens, clicks and replies (:data:`ENGAGEMENTS`)
+  record their hour of day in the tenant's zone (the last :data:`_KEEP_HOURS`); once
+  there are ``send_time_min_signals``, each automatic message moves forward to the next
+  time at the hour seen most, if that is at most ``send_time_max_shift_h`` later than
+  planned (never earlier, and never into quiet hours for a quiet channel). A lead in
+  the holdout share (``Signal.holdout``) keeps the plan's times: the reports compare
+  replies after ``learned`` and ``holdout`` messages (``planned``: too few signals yet).
 - **fire**: steps due at or before ``now`` (event time) are emitted, each once: the
   state's step index moves past it in the same decision.
 """
@@ -21,14 +30,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from engine.cadence.plans import Book, Hours, Plan, Step
 from engine.events import HAND_RAISE_TYPES, NEGATIVE_OUTCOMES, POSITIVE_OUTCOMES
 
 __all__ = [
-    "CONVERSATIONS", "ENDINGS", "CadenceState", "Emission", "Personal", "Signal", "decode",
-    "encode", "fire", "on_event", "step_id",
+    "CONVERSATIONS", "ENDINGS", "CadenceState", "Emission", "Personal", "Signal", "Transition",
+    "decode", "encode", "fire", "on_event", "ran_within", "step_id",
 ]  # fmt: skip
 
 #: Event types that start a real conversation: the plan pauses (an ``agent_contact`` only
@@ -41,6 +53,9 @@ ENDINGS: frozenset[str] = frozenset(
     {*NEGATIVE_OUTCOMES, "not_interested", *POSITIVE_OUTCOMES[2:]}  # agreement_signed, closed
 )
 HAND_RAISES: frozenset[str] = frozenset(HAND_RAISE_TYPES)
+#: What a lead does that says when it reads (send time that learns).
+ENGAGEMENTS: frozenset[str] = frozenset({"email_open", "email_click", "reply"})
+_KEEP_HOURS = 12  # engagement hours kept per lead
 #: Alert triggers that make the rules look for a hotter plan.
 HOTTER = ("hand_raise", "jump", "entered:P1", "reactivation")
 _MAX_CHAIN = 8  # plans followed through ``next`` in one decision (a plan with nothing allowed)
@@ -76,6 +91,35 @@ class CadenceState:
     end_reason: str = ""
     blocked: tuple[str, ...] = ()
     personal: Personal = field(default_factory=Personal)
+    ran: tuple[tuple[str, float], ...] = ()  # each plan entered, with its last entry time
+    last: str = ""  # the last step sent: "<plan>.<index>.<channel>" (replies, opt-outs by step)
+    replied: bool = False  # the lead replied since that step (its first reply is counted)
+    last_timing: str = ""  # that step's timing: learned | holdout | planned
+    engaged: tuple[int, ...] = ()  # hours of day (tenant zone) of the last engagements
+    holdout: bool = False  # send time never learned for this lead (the comparison group)
+    timing: str = ""  # the scheduled step's timing: learned | holdout | planned
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What the reports count (engine/reporting/cadence.py): a plan ``entered``,
+    ``completed`` (every step done) or ``ended`` otherwise (``reason``); a step ``sent``;
+    the first ``reply`` after a step; an ``optout`` of a channel (``reason``) after a step
+    (``step``: ``<plan>.<index>.<channel>``, "" before any step)."""
+
+    kind: str
+    plan: str
+    ts: float
+    step: str = ""
+    reason: str = ""
+
+
+Log = list[Transition] | None
+
+
+def _note(log: Log, kind: str, plan: str, ts: float, step: str = "", reason: str = "") -> None:
+    if log is not None:
+        log.append(Transition(kind, plan, ts, step, reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +135,7 @@ class Signal:
     triggers: tuple[str, ...]
     blocked: tuple[str, ...]
     reactivated: bool
+    holdout: bool = False  # the lead is in the send-time holdout share
     conversation_marked: bool = False  # an agent_contact with props.conversation
     stop: bool = False  # a STOP reply: consent, not a conversation
     visitor: bool = False
@@ -122,7 +167,9 @@ def encode(s: CadenceState) -> str:
     return json.dumps(
         [s.plan, s.status, s.step, s.start, s.shift, s.due, s.since, s.cycle, s.why,
          s.end_reason, list(s.blocked),
-         [p.property_id, p.address, p.area, p.timeline, p.side, p.source, p.agent_id]],
+         [p.property_id, p.address, p.area, p.timeline, p.side, p.source, p.agent_id],
+         [[name, ts] for name, ts in s.ran], [s.last, s.replied, s.last_timing],
+         [list(s.engaged), s.holdout, s.timing]],
         separators=(",", ":"),
     )  # fmt: skip
 
@@ -137,6 +184,10 @@ def decode(text: str | None) -> CadenceState:
             str(v[0]), str(v[1]), int(v[2]), float(v[3]), float(v[4]), float(v[5]),
             float(v[6]), int(v[7]), str(v[8]), str(v[9]), tuple(str(c) for c in v[10]),
             Personal(*(str(x) for x in v[11][:7])),
+            tuple((str(n), float(t)) for n, t in (v[12] if len(v) > 12 else ())),
+            *((str(v[13][0]), bool(v[13][1]), str(v[13][2])) if len(v) > 13 else ()),
+            *((tuple(int(h) % 24 for h in v[14][0]), bool(v[14][1]), str(v[14][2]))
+              if len(v) > 14 else ()),
         )  # fmt: skip
     except (ValueError, TypeError, IndexError, KeyError):
         return CadenceState()
@@ -148,12 +199,13 @@ def _allowed(step: Step, blocked: tuple[str, ...]) -> bool:
     return channel not in blocked
 
 
-def _schedule(s: CadenceState, book: Book, hours: Hours) -> CadenceState:
+def _schedule(s: CadenceState, book: Book, hours: Hours, log: Log = None) -> CadenceState:
     """The next allowed step and its due time (quiet hours applied); follows ``next`` at
     the end of a plan; ends the plan when nothing is allowed."""
     for _ in range(_MAX_CHAIN):
         plan = book.plans.get(s.plan)
         if plan is None:
+            _note(log, "ended", s.plan, s.since, reason="unknown_plan")
             return replace(s, status="ended", due=0.0, end_reason="unknown_plan",
                            why=f"ended: plan {s.plan!r} is no longer configured")  # fmt: skip
         i = s.step
@@ -162,24 +214,68 @@ def _schedule(s: CadenceState, book: Book, hours: Hours) -> CadenceState:
         if i < len(plan.steps):
             step = plan.steps[i]
             due = max(s.start + s.shift + step.offset, s.since)
+            timing = _timing(s, step, book)
+            if timing == "learned":  # never into quiet hours: there it would wait till morning
+                moved = _toward(due, _preferred(s.engaged), hours.tz, book.learn_max_s)
+                quiet = step.channel in book.quiet_channels and hours.quiet(moved)
+                due = due if quiet else moved
             if step.channel in book.quiet_channels:
                 due = hours.allowed_at(due)
-            return replace(s, step=i, due=due)
+            return replace(s, step=i, due=due, timing=timing)
+        done = s.step >= len(plan.steps)
+        _note(log, "completed" if done else "ended", plan.name, s.since,
+              reason="" if done else "no_allowed_channel")  # fmt: skip
         if not plan.next:
-            reason = "completed" if s.step >= len(plan.steps) else "no_allowed_channel"
+            reason = "completed" if done else "no_allowed_channel"
             return replace(s, step=i, status="ended", due=0.0, end_reason=reason,
                            why=f"ended: {plan.label} {reason.replace('_', ' ')}")  # fmt: skip
         at = s.start + s.shift + (plan.steps[-1].offset if plan.steps else 0.0)
         s = _enter(s, book.plans[plan.next], max(at, s.since),
-                   f"after the {plan.label}")  # fmt: skip
+                   f"after the {plan.label}", log)  # fmt: skip
     return replace(s, status="ended", due=0.0, end_reason="no_allowed_channel",
                    why="ended: no plan in the chain has an allowed channel")  # fmt: skip
 
 
-def _enter(s: CadenceState, plan: Plan, ts: float, why: str) -> CadenceState:
+def _timing(s: CadenceState, step: Step, book: Book) -> str:
+    """How an automatic message is timed: ``learned``, ``holdout`` or ``planned`` ("" for
+    a task: an agent's task goes at the plan's time)."""
+    if step.kind != "message":
+        return ""
+    if not book.learn_min or len(s.engaged) < book.learn_min:
+        return "planned"
+    return "holdout" if s.holdout else "learned"
+
+
+def _preferred(engaged: tuple[int, ...]) -> int:
+    """The hour seen most (ties: the most recent of them)."""
+    counts = Counter(engaged)
+    top = max(counts.values())
+    return next(h for h in reversed(engaged) if counts[h] == top)
+
+
+def _toward(due: float, hour: int, tz: str, max_s: float) -> float:
+    """The first time at ``hour`` (local) at or after ``due``, if within ``max_s``."""
+    local = datetime.fromtimestamp(due, ZoneInfo(tz))
+    if local.hour == hour:
+        return due
+    at = local.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if at < local:
+        at = (local + timedelta(days=1)).replace(hour=hour, minute=0, second=0, microsecond=0)
+    return at.timestamp() if due < at.timestamp() <= due + max_s else due
+
+
+def _enter(s: CadenceState, plan: Plan, ts: float, why: str, log: Log = None) -> CadenceState:
+    _note(log, "entered", plan.name, ts)
+    ran = tuple(sorted({**dict(s.ran), plan.name: ts}.items()))
     return replace(s, plan=plan.name, status="active", step=0, start=ts, shift=0.0, due=0.0,
                    since=ts, cycle=s.cycle + 1, why=f"entered {plan.label}: {why}",
-                   end_reason="")  # fmt: skip
+                   end_reason="", ran=ran)  # fmt: skip
+
+
+def ran_within(s: CadenceState, plan: str, ts: float, period_s: float) -> bool:
+    """The lead entered ``plan`` less than ``period_s`` before ``ts``."""
+    last = dict(s.ran).get(plan)
+    return last is not None and ts - last < period_s
 
 
 def _fact(sig: Signal) -> dict[str, object]:
@@ -190,17 +286,21 @@ def _fact(sig: Signal) -> dict[str, object]:
 
 
 # -- events ----------------------------------------------------------------------------------
-def on_event(s: CadenceState, sig: Signal, book: Book, hours: Hours) -> CadenceState:
-    """The state after one event of the lead (in stream order)."""
+def on_event(
+    s: CadenceState, sig: Signal, book: Book, hours: Hours, log: Log = None
+) -> CadenceState:
+    """The state after one event of the lead (in stream order); ``log`` (if given)
+    receives what the reports count."""
     if sig.visitor:
         return s
-    personal = _merge_personal(s.personal, sig.personal)
-    blocked = tuple(sorted(set(s.blocked) | set(sig.blocked)))
-    newly_blocked = blocked != s.blocked
-    if personal != s.personal or newly_blocked:
-        s = replace(s, personal=personal, blocked=blocked)
+    before = s
+    s = _absorb(s, sig, hours, log)
+    newly_blocked = s.blocked != before.blocked
+    if s.engaged != before.engaged and s.status == "active":
+        newly_blocked = True  # reschedule: the next message may move (send time that learns)
     if sig.type in ENDINGS:
         if s.status in ("active", "paused"):
+            _note(log, "ended", s.plan, sig.ts, reason=sig.type)
             return replace(s, status="ended", due=0.0, since=sig.ts, end_reason=sig.type,
                            why=f"ended: {sig.type.replace('_', ' ')}")  # fmt: skip
         return s if s.status else replace(s, status="ended", end_reason=sig.type, since=sig.ts)
@@ -213,29 +313,56 @@ def on_event(s: CadenceState, sig: Signal, book: Book, hours: Hours) -> CadenceS
     if s.status == "paused" or sig.stop:
         return s
     if s.status == "active":
-        return _hotter(s, sig, book, hours, newly_blocked)
+        return _hotter(s, sig, book, hours, newly_blocked, log)
     if s.status == "" or (s.end_reason == "lost" and sig.reactivated):
         chosen = book.choose(_fact(sig))
         if chosen is None:
             return s
         plan, rule = chosen
-        return _schedule(_enter(s, plan, sig.ts, rule.why()), book, hours)
+        return _schedule(_enter(s, plan, sig.ts, rule.why(), log), book, hours, log)
+    return s
+
+
+def _absorb(s: CadenceState, sig: Signal, hours: Hours, log: Log) -> CadenceState:
+    """What every event of the lead tells the state whatever its plan does: the
+    personalisation fields, closed channels, the hour it engaged; the report notes (the
+    first reply after a step, each closed channel after a step)."""
+    personal = _merge_personal(s.personal, sig.personal)
+    blocked = tuple(sorted(set(s.blocked) | set(sig.blocked)))
+    engaged, holdout = s.engaged, s.holdout or sig.holdout
+    if sig.type in ENGAGEMENTS and not sig.stop:
+        hour = datetime.fromtimestamp(sig.ts, ZoneInfo(hours.tz)).hour
+        engaged = (*s.engaged, hour)[-_KEEP_HOURS:]
+    if s.status:
+        for channel in sorted(set(blocked) - set(s.blocked)):
+            _note(log, "optout", s.plan, sig.ts, s.last, channel)
+        if sig.type == "reply" and not sig.stop and s.last and not s.replied:
+            _note(log, "reply", s.plan, sig.ts, s.last, s.last_timing)
+            s = replace(s, replied=True)
+    if (personal, blocked, engaged, holdout) != (s.personal, s.blocked, s.engaged, s.holdout):
+        s = replace(s, personal=personal, blocked=blocked, engaged=engaged, holdout=holdout)
     return s
 
 
 def _hotter(
-    s: CadenceState, sig: Signal, book: Book, hours: Hours, newly_blocked: bool
+    s: CadenceState, sig: Signal, book: Book, hours: Hours, newly_blocked: bool, log: Log
 ) -> CadenceState:
     """A hand-raise or a hot trigger: a hotter plan if the rules now give one."""
     hot = sig.type in HAND_RAISES or any(t.startswith(HOTTER) for t in sig.triggers)
     if hot:
         chosen = book.choose(_fact(sig))
         current = book.plans.get(s.plan)
-        if chosen is not None and (current is None or chosen[0].heat > current.heat):
+        if (
+            chosen is not None
+            and (current is None or chosen[0].heat > current.heat)
+            and not ran_within(s, chosen[0].name, sig.ts, book.rerun_after_s)
+        ):
             plan, rule = chosen
-            return _schedule(_enter(s, plan, sig.ts, f"moved up: {rule.why()}"), book, hours)
+            _note(log, "ended", s.plan, sig.ts, reason="moved_up")
+            moved = _enter(s, plan, sig.ts, f"moved up: {rule.why()}", log)
+            return _schedule(moved, book, hours, log)
     if newly_blocked:
-        return _schedule(s, book, hours)  # a newly blocked channel: the next allowed step
+        return _schedule(s, book, hours, log)  # a newly blocked channel: the next allowed step
     return s
 
 
@@ -268,7 +395,7 @@ def _merge_personal(old: Personal, new: Personal) -> Personal:
 
 # -- time --------------------------------------------------------------------------------------
 def fire(
-    s: CadenceState, now: float, book: Book, hours: Hours
+    s: CadenceState, now: float, book: Book, hours: Hours, log: Log = None
 ) -> tuple[CadenceState, list[Emission]]:
     """Emit every step due at or before ``now``; resume a pause whose silence has lasted."""
     out: list[Emission] = []
@@ -279,15 +406,18 @@ def fire(
             resumed = replace(s, status="active", shift=s.shift + (s.due - s.since),
                               since=s.due, why="resumed: no conversation for "
                               f"{book.resume_after_s / 86_400:g} days")  # fmt: skip
-            s = _schedule(resumed, book, hours)
+            s = _schedule(resumed, book, hours, log)
             continue
         plan = book.plans.get(s.plan)
         if plan is None or s.step >= len(plan.steps) or not _allowed(plan.steps[s.step], s.blocked):
-            s = _schedule(s, book, hours)  # never a blocked channel, whatever was scheduled
+            s = _schedule(s, book, hours, log)  # never a blocked channel, whatever was scheduled
             continue
         step = plan.steps[s.step]
         out.append(Emission("", plan.name, plan.label, s.step, s.cycle, step, s.due, s.personal))
-        s = _schedule(replace(s, step=s.step + 1, since=s.due,
+        last = f"{plan.name}.{s.step}.{step.channel}"
+        _note(log, "sent", plan.name, s.due, last, s.timing)
+        s = _schedule(replace(s, step=s.step + 1, since=s.due, last=last, replied=False,
+                              last_timing=s.timing,
                               why=f"step {s.step + 1} of {len(plan.steps)} sent"),
-                      book, hours)  # fmt: skip
+                      book, hours, log)  # fmt: skip
     return s, out

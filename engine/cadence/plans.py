@@ -114,6 +114,9 @@ class Book:
     rules: tuple[Rule, ...]
     quiet_channels: frozenset[str]
     resume_after_s: float
+    rerun_after_s: float = 30 * 86_400.0  # no move up into a plan entered within this time
+    learn_min: int = 0  # engagements before automatic messages move (0: never)
+    learn_max_s: float = 0.0  # the most a message moves forward
 
     def choose(self, fact: Mapping[str, object]) -> tuple[Plan, Rule] | None:
         """The first rule that matches, and its plan."""
@@ -147,4 +150,5 @@ def compile_book(s: CadenceSettings) -> Book:
         )
         plans[name] = Plan(name, p.label, p.heat, p.next, steps)
     return Book(plans, tuple(_rule(r) for r in s.rules), frozenset(s.quiet_channels),
-                s.resume_after_d * 86_400.0)  # fmt: skip
+                s.resume_after_d * 86_400.0, s.rerun_after_d * 86_400.0,
+                s.send_time_min_signals, s.send_time_max_shift_h * 3_600.0)  # fmt: skip

@@ -17,12 +17,15 @@ Per batch (:class:`Cadences`, called by ``engine/processor.py``):
    hands the processor an empty *tick* every ``cadence.tick_ms`` while a partition is
    idle, so due steps fire at live rate without new events on that partition.
 3. **effects** (:class:`CadenceEffects`): the states (``:c``, the lead's TTL), the due set,
-   the emitted steps (``lp:cadence``) and the watermarks go into the batch's transaction
-   with the stream positions: a step is emitted exactly once, whatever crashes.
+   the emitted steps (``lp:cadence``), the watermarks and the report counters (plan
+   completion, replies and opt-outs by step: ``engine/reporting/cadence.py``) go into
+   the batch's transaction with the stream positions: a step is emitted, and counted,
+   exactly once, whatever crashes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
@@ -39,6 +42,7 @@ from engine.cadence.decide import (
     Emission,
     Personal,
     Signal,
+    Transition,
     decode,
     encode,
     fire,
@@ -48,6 +52,8 @@ from engine.cadence.decide import (
 from engine.cadence.plans import Book, Hours, compile_book
 from engine.events import Event
 from engine.keys import StreamNames, cadence_clock_key, cadence_due_key, lead_key
+from engine.reporting.batch import ReportDelta
+from engine.reporting.cadence import increments as cadence_counts
 from engine.scoring import Score
 from engine.settings import Settings
 from features.spec import is_stop
@@ -70,10 +76,12 @@ class CadenceEffects:
     fired: list[tuple[Lead, Emission]] = field(default_factory=list)  # entries at finish
     clock: dict[int, str] = field(default_factory=dict)  # partition -> "watermark:wall"
     partitions: set[int] = field(default_factory=set)  # checked for due steps
+    log: list[tuple[str, Transition]] = field(default_factory=list)  # (tenant, what) for reports
+    report: ReportDelta | None = None  # the log's report counters (engine/reporting/cadence.py)
 
     @property
     def work(self) -> bool:
-        return bool(self.writes or self.due or self.steps or self.clock)
+        return bool(self.writes or self.due or self.steps or self.clock or self.report)
 
     def apply(self, pipe: Any, names: StreamNames, maxlen: int, idle_s: int) -> None:
         p = names.prefix
@@ -89,6 +97,8 @@ class CadenceEffects:
                       maxlen=maxlen, approximate=True)  # fmt: skip
         if self.clock:
             pipe.hset(cadence_clock_key(p), mapping={str(k): v for k, v in self.clock.items()})
+        if self.report is not None:  # plan completion, replies and opt-outs by step
+            self.report.apply(pipe)
 
 
 def entry_of(tenant: str, lead: str, e: Emission, emit_ms: int) -> dict[str, Any]:
@@ -156,16 +166,28 @@ class Cadences:
         before = held[1] if held else fx.loaded.get(key, CadenceState())
         now = held[2] if held else before
         hours = self.hours(event.tenant)
+        log: list[Transition] = []
         if now.due and now.due < event.ts:  # the lead's own steps due before this event
-            now, out = fire(now, math.nextafter(event.ts, 0.0), self._book, hours)
+            now, out = fire(now, math.nextafter(event.ts, 0.0), self._book, hours, log)
             fx.fired.extend((key, e) for e in out)
-        after = on_event(now, self._signal(event, score, triggers, reply), self._book, hours)
+        signal = self._signal(event, score, triggers, reply, self._holdout(key))
+        after = on_event(now, signal, self._book, hours, log)
         fx.states[key] = (partition, before, after)
+        fx.log.extend((event.tenant, t) for t in log)
+
+    def _holdout(self, key: Lead) -> bool:
+        """The lead is in the send-time holdout share (a stable hash of tenant and lead)."""
+        share = self._s.cadence.send_time_holdout
+        if share <= 0:
+            return False
+        digest = hashlib.blake2b(_member(key).encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64 < share
 
     @staticmethod
     def _signal(
-        event: Event, score: Score, triggers: tuple[str, ...], reply: FeatureReply
-    ) -> Signal:
+        event: Event, score: Score, triggers: tuple[str, ...], reply: FeatureReply,
+        holdout: bool = False,
+    ) -> Signal:  # fmt: skip
         f, ctx = reply.features, reply.context
         address = event.props.get("address")
         personal = Personal(
@@ -179,6 +201,7 @@ class Cadences:
             type=event.type, ts=event.ts, tier=score.tier, bucket=score.bucket,
             source=personal.source, side=personal.side, triggers=triggers,
             blocked=tuple(ctx.get("blocked") or ()), reactivated=bool(ctx.get("reactivated_now")),
+            holdout=holdout,
             conversation_marked=event.props.get("conversation") is True, stop=is_stop(event),
             visitor=event.lead_id.startswith("~"), personal=personal,
         )  # fmt: skip
@@ -216,6 +239,8 @@ class Cadences:
             fx.writes[key] = encode(after)
             if after.due != before.due:
                 fx.due[(partition, _member(key))] = after.due or None
+        if fx.log:
+            fx.report = cadence_counts(self._s, fx.log)
 
     def _cutoffs(self, fx: CadenceEffects, newest: Mapping[int, float]) -> dict[int, float]:
         """Each partition's cadence clock: its event-time watermark, advanced by the wall time
@@ -260,9 +285,11 @@ class Cadences:
             if held is None:
                 continue
             _, before, now = held
-            after, out = fire(now, cutoffs[partition], self._book, self.hours(key[0]))
+            log: list[Transition] = []
+            after, out = fire(now, cutoffs[partition], self._book, self.hours(key[0]), log)
             fx.states[key] = (partition, before, after)
             fx.fired.extend((key, e) for e in out)
+            fx.log.extend((key[0], t) for t in log)
 
     def _due_members(self, fx: CadenceEffects, cutoffs: Mapping[int, float]) -> dict[Lead, int]:
         """Leads whose next step is due, from the partitions' sorted sets (two round trips at

@@ -89,6 +89,16 @@ class CadenceSettings(_Section):
     tick_ms: int = Field(250, ge=10, le=60_000)  # live: idle partitions check due steps this often
     quiet_channels: tuple[Channel, ...] = ("call", "voicemail", "sms")
     resume_after_d: float = Field(7, gt=0, le=365)  # a paused plan resumes after this silence
+    # a lead moves up into a plan at most once per this many days (a score jump or a
+    # hand-raise does not send it back into a track it entered within this period)
+    rerun_after_d: float = Field(30, ge=0, le=365)
+    # send time that learns: after this many opens, clicks or replies (0: off), a lead's
+    # automatic messages move forward, by at most send_time_max_shift_h, to the hour of day
+    # it engages most (then out of quiet hours); a holdout share of leads keeps the plan's
+    # times, so the report can say whether it helped
+    send_time_min_signals: int = Field(2, ge=0, le=100)
+    send_time_max_shift_h: float = Field(12, ge=0, le=48)
+    send_time_holdout: float = Field(0.2, ge=0, le=1)
     max_due_per_batch: int = Field(2_000, ge=1, le=100_000)  # per partition; the rest next time
     rules: tuple[RuleSettings, ...] = ()
     plans: dict[str, PlanSettings] = Field(default_factory=dict)

@@ -128,9 +128,12 @@ class DeliveryService:
         group, count = self.d.consumer_group, self.d.read_count
         self.alerts_in = GroupStream(client, self.names.alerts, group, consumer, count)
         self.changes_in = GroupStream(client, self.names.bucket_changes, group, consumer, count)
-        # follow-up steps (engine/cadence): tasks to the feed, messages to the webhook
+        # follow-up steps (engine/cadence): tasks to the feed, messages to the webhook and
+        # the targets with the cadence trigger
         self.steps_in = GroupStream(client, self.names.cadence, group, consumer, count)
-        self.steps = StepDelivery(settings, client, self.keys, self.feed, self.consent)
+        self.steps = StepDelivery(
+            settings, client, self.keys, self.feed, self.consent, self._targets, self.metrics
+        )
         self._held: collections.deque[BucketChange] = collections.deque()
         self._alerts_buf: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
         self._changes_caught_up = False  # changes read to the end since the last alerts read

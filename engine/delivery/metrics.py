@@ -57,6 +57,7 @@ class DeliveryMetrics:
     first_response: Histogram
     events_read: Counter
     consumer_lag: Gauge
+    cadence_steps: Counter
 
     @classmethod
     def create(
@@ -122,9 +123,16 @@ class DeliveryMetrics:
                 f"{p}_consumer_lag", "Alerts not yet read by the delivery consumer group",
                 registry=r,
             ),
+            cadence_steps=Counter(
+                f"{p}_cadence_steps", "Follow-up steps handled by delivery, by kind (task, "
+                "message) and outcome (sent: on the feed or handed to the webhook / targets; "
+                "blocked: a closed channel; no_target: a message with nowhere to go)",
+                ["kind", "outcome"], registry=r,
+            ),
         )  # fmt: skip
         for name, values in _LABELS.items():
             zero(getattr(m, name), values)
+        zero(m.cadence_steps, ("task", "message"), ("sent", "blocked", "no_target"))
         return m
 
 

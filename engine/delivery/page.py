@@ -11,6 +11,10 @@
 - ``GET /v1/board`` the leads by bucket P1 -> P5 as JSON (``board.read_board``),
   with the feed id it was read at: the page's SSE stream resumes from there. (Not
   ``/v1/hotlist``: that is the gateway's top-leads read.)
+- ``GET /v1/tasks?agent=`` today's follow-up tasks (cadence steps an agent does), in the
+  tenant's day and zone: the agent's and those of leads with no agent yet (no ``agent``
+  with a server key: every configured agent's). An agent key sees only its own (another
+  ``agent`` is 403), like the board.
 - ``POST /v1/leads/{lead_id}/claim | ack | contact`` with ``{"agent_id": ...}``: each
   becomes an event on the lead's partition (``assigned``, ``alert_ack``,
   ``agent_contact``); the delivery service reads ack and contact events and stops
@@ -24,8 +28,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -40,6 +46,7 @@ from engine.delivery.keys import DeliveryKeys
 from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner, stream_emitter
 from engine.delivery.sla import SlaClocks
+from engine.delivery.tasks import today_tasks
 from engine.records import RecordReader
 from engine.settings import Settings
 from engine.streams import Producer, StreamNames
@@ -176,6 +183,7 @@ def page_router(
     router = APIRouter(tags=["delivery"])
     _add_page(router)
     _add_board(router, desk)
+    _add_tasks(router, desk)
     _add_actions(router, desk)
     return router
 
@@ -189,6 +197,7 @@ def _add_page(router: APIRouter) -> None:
         claim_url = request.url_for("delivery_claim", lead_id="LEAD").path
         urls = {
             "BOARD_URL": request.url_for("delivery_board").path,
+            "TASKS_URL": request.url_for("delivery_tasks").path,
             "STREAM_URL": request.url_for("delivery_stream").path,
             "LEADS_URL": claim_url.rsplit("/LEAD/", 1)[0],
             "REPORT_URL": _report_url(request),  # the weekly report view, where it is mounted
@@ -233,6 +242,25 @@ def _add_board(router: APIRouter, desk: _Desk) -> None:
         if me:  # an agent key: colleagues' names stay hidden, as on the feed
             redact_board(board, me, agent_names(d.tenant(tenant)))
         return board
+
+
+def _add_tasks(router: APIRouter, desk: _Desk) -> None:
+    """``GET /v1/tasks``: today's follow-up tasks (engine/cadence) in the tenant's day."""
+    settings = desk.settings
+
+    @router.get("/v1/tasks", name="delivery_tasks")
+    def tasks(
+        tenant: str = Depends(current_tenant),
+        me: str = Depends(current_agent),
+        agent: str = Query("", pattern=r"^$|" + IDENT),
+    ) -> dict[str, Any]:
+        agent, _ = scope_view(settings, tenant, me, agent, "")
+        whose = [agent] if agent else sorted(agent_names(settings.delivery.tenant(tenant)))
+        now, tz = desk.clock(), desk.tz(tenant)
+        rows = today_tasks(desk.client, desk.keys, tenant, [*whose, ""], now, tz)
+        day = datetime.fromtimestamp(now, ZoneInfo(tz)).date().isoformat()
+        return {"tenant": tenant, "agent": agent or None, "timezone": tz, "day": day,
+                "tasks": rows}  # fmt: skip
 
 
 def _add_actions(router: APIRouter, desk: _Desk) -> None:

@@ -14,6 +14,13 @@
 - ``kind = "slack"`` / ``"teams"``: a chat message per alert (Block Kit, Adaptive Card)
   to an incoming-webhook ``url``, with a link to the lead on ``page_url``.
 
+``on`` lists what a target gets (default: chat ``alert`` + ``escalated``, a CRM ``alert``
++ ``bucket``). ``cadence`` (opt-in, never by default) adds the automatic messages of
+follow-up plans (engine/cadence): an ``http`` target gets ``cadence_body`` (a template,
+default: the step id, lead, template id, channel, goal and the personalisation fields),
+a chat target a message naming them. Follow Up Boss has no API that sends a text or an
+email for you: a ``fub`` target refuses ``cadence``.
+
 Only pydantic here: ``engine/settings.py`` imports it (no cycle).
 """
 
@@ -53,7 +60,7 @@ _STAGE_TYPES = frozenset(
     {"appointment_set", "appointment_held", "agreement_signed", "closed", "lost", "agent_contact"}
 )
 _HEADER = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-Trigger = Literal["alert", "escalated", "bucket"]
+Trigger = Literal["alert", "escalated", "bucket", "cadence"]
 
 
 class TargetSettings(BaseModel):
@@ -79,6 +86,7 @@ class TargetSettings(BaseModel):
     stages: dict[str, str] = Field(default_factory=dict)
     users: dict[str, str] = Field(default_factory=dict)  # CRM user id -> leadpulse agent id
     page_url: str = ""
+    cadence_body: dict[str, Any] = Field(default_factory=dict)  # on = [..., "cadence"]: http
 
     @field_validator("url", "page_url")
     @classmethod
@@ -112,6 +120,11 @@ class TargetSettings(BaseModel):
             raise ValueError(f"auth = {self.auth!r} needs the secret (password or token)")
         if self.kind == "fub" and not self.secret.get_secret_value():
             raise ValueError("a fub target needs secret = the Follow Up Boss API key")
+        if self.kind == "fub" and "cadence" in self.on:
+            raise ValueError(
+                "a fub target cannot take 'cadence': Follow Up Boss has no API that sends "
+                "a text or an email; send automatic messages through an http target"
+            )
         if self.receive and (self.kind != "fub" or not self.system_key.get_secret_value()):
             raise ValueError("receive = true needs kind = 'fub' and its system_key")
         return self

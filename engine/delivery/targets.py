@@ -14,6 +14,10 @@ receipts, dead letter, per-lead order and ``Retry-After``:
 - ``slack``  an incoming-webhook message in Block Kit;
 - ``teams``  an incoming-webhook message holding an Adaptive Card.
 
+A target with the ``cadence`` trigger also gets the automatic messages of follow-up
+plans (``engine/delivery/tasks.py``): the step id, template id, channel, goal and the
+personalisation fields (property, address, area, timeline), never contact details.
+
 What leaves leadpulse (README "Integrations"): ids, scores, bucket, tier, the reason
 words, why now (naming the listing as the event named it), the first touch (never a
 blocked channel) and the deadline; never an email address, a phone number or a name:
@@ -40,8 +44,8 @@ from engine.delivery.webhooks import Job
 from engine.redact import public_url
 
 __all__ = [
-    "BucketChange", "Pacer", "TargetJobs", "Values", "fub_headers", "parse_change", "render",
-    "values_of",
+    "STEP_BODY", "BucketChange", "Pacer", "TargetJobs", "Values", "fub_headers", "parse_change",
+    "render", "step_lines", "values_of",
 ]  # fmt: skip
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -72,6 +76,17 @@ class Values:
     agent_id: str
     lead_url: str
     bucket_before: str = ""  # a bucket change's old bucket ("" for an alert, a new lead)
+    # a follow-up step's automatic message (``cadence``, engine/delivery/tasks.py)
+    step_id: str = ""
+    template: str = ""
+    channel: str = ""
+    goal: str = ""
+    plan_label: str = ""
+    day: int | None = None
+    property_id: str = ""
+    address: str = ""
+    area: str = ""
+    timeline: str = ""
 
     def get(self, name: str) -> Any:
         return getattr(self, name) if name in self.__dataclass_fields__ else None
@@ -120,7 +135,22 @@ def values_of(payload: dict[str, Any], t: TargetSettings) -> Values:
         deadline=datetime.fromtimestamp(deadline, UTC).isoformat() if deadline else "",
         deadline_local=local_time(deadline, tz) if deadline else "", agent_id=agent,
         lead_url=url, bucket_before=str(payload.get("bucket_before") or ""),
+        **_step_values(payload),
     )  # fmt: skip
+
+
+def _step_values(payload: dict[str, Any]) -> dict[str, Any]:
+    """A step's template id, channel, goal and personalisation fields (no contact data)."""
+    if not str(payload.get("type") or "").startswith("cadence"):
+        return {}
+    f = _map(payload.get("fields"))
+    day = payload.get("day")
+    return {
+        **{k: str(payload.get(k) or "") for k in ("step_id", "template", "channel", "goal",
+                                                  "plan_label")},
+        "day": day if isinstance(day, int) and not isinstance(day, bool) else None,
+        **{k: str(f.get(k) or "") for k in ("property_id", "address", "area", "timeline")},
+    }  # fmt: skip
 
 
 def render(template: Any, v: Values, *, quote_values: bool = False) -> Any:
@@ -188,11 +218,30 @@ def _auth(t: TargetSettings) -> list[tuple[str, str]]:
 
 def http_request(t: TargetSettings, v: Values) -> Request:
     """A CRM call of the tenant's own shape (``kind = "http"``)."""
+    body = t.body or {"lead_id": "{lead_id}", "score": "{score}", "bucket": "{bucket}",
+                      "top_reason": "{top_reason}"}  # fmt: skip
+    return _http(t, v, body)
+
+
+#: What an ``http`` target gets for an automatic message unless ``cadence_body`` says.
+STEP_BODY: dict[str, Any] = {
+    "type": "cadence.message", "step_id": "{step_id}", "tenant": "{tenant}",
+    "lead_id": "{lead_id}", "crm_id": "{crm_id}", "template": "{template}",
+    "channel": "{channel}", "goal": "{goal}", "plan": "{plan_label}", "day": "{day}",
+    "fields": {"property_id": "{property_id}", "address": "{address}", "area": "{area}",
+               "timeline": "{timeline}"},
+}  # fmt: skip
+
+
+def http_step_request(t: TargetSettings, v: Values) -> Request:
+    """An automatic message to the tenant's sender or CRM (``kind = "http"``)."""
+    return _http(t, v, t.cadence_body or STEP_BODY)
+
+
+def _http(t: TargetSettings, v: Values, body: dict[str, Any]) -> Request:
     secret = t.secret.get_secret_value()
     headers = _auth(t) + [(k, x.replace("{secret}", secret)) for k, x in t.headers.items()]
     url = str(render(t.url, v, quote_values=True))
-    body = t.body or {"lead_id": "{lead_id}", "score": "{score}", "bucket": "{bucket}",
-                      "top_reason": "{top_reason}"}  # fmt: skip
     return Request(t.method, url, tuple(headers), _json(render(body, v)))
 
 
@@ -238,9 +287,29 @@ def chat_lines(v: Values) -> list[tuple[str, str]]:
     return lines
 
 
+def step_lines(v: Values) -> list[tuple[str, str]]:
+    """The facts a chat message about an automatic message shows (title first)."""
+    who = f"Lead {v.lead_id}" + (f" · agent {v.agent_id}" if v.agent_id else "")
+    lines = [
+        ("title", f"Automatic {_TOUCH.get(v.channel, v.channel)} · {who}"),
+        ("Step", f"day {v.day} of the {v.plan_label}"),
+        ("Template", v.template),
+        ("Goal", v.goal),
+    ]
+    named = (("Property", v.address or v.property_id), ("Area", v.area), ("Timeline", v.timeline))
+    return lines + [(k, x) for k, x in named if x]
+
+
 def slack_request(t: TargetSettings, v: Values) -> Request:
     """Slack incoming webhook, Block Kit: a header, the facts, a button to the lead."""
-    lines = chat_lines(v)
+    return _slack(t, v, chat_lines(v), f"{_move(v)} · {v.why_now}")
+
+
+def slack_step_request(t: TargetSettings, v: Values) -> Request:
+    return _slack(t, v, step_lines(v), f"{v.template} ({v.goal})")
+
+
+def _slack(t: TargetSettings, v: Values, lines: list[tuple[str, str]], gist: str) -> Request:
     title = lines[0][1]
     facts = [{"type": "mrkdwn", "text": f"*{k}*\n{_slack_escape(x)}"} for k, x in lines[1:]]
     blocks: list[dict[str, Any]] = [
@@ -252,7 +321,7 @@ def slack_request(t: TargetSettings, v: Values) -> Request:
             "type": "button", "text": {"type": "plain_text", "text": "Open the lead"},
             "url": v.lead_url,
         }]})  # fmt: skip
-    text = f"{title}: {_move(v)} · {v.why_now}"
+    text = f"{title}: {gist}"
     return Request("POST", t.url, (), _json({"text": _slack_escape(text), "blocks": blocks}))
 
 
@@ -262,7 +331,14 @@ def _slack_escape(text: str) -> str:
 
 def teams_request(t: TargetSettings, v: Values) -> Request:
     """Microsoft Teams incoming webhook / workflow: one message with an Adaptive Card."""
-    lines = chat_lines(v)
+    return _teams(t, v, chat_lines(v))
+
+
+def teams_step_request(t: TargetSettings, v: Values) -> Request:
+    return _teams(t, v, step_lines(v))
+
+
+def _teams(t: TargetSettings, v: Values, lines: list[tuple[str, str]]) -> Request:
     card: dict[str, Any] = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
@@ -286,6 +362,10 @@ def teams_request(t: TargetSettings, v: Values) -> Request:
 
 _BUILDERS: dict[str, Callable[[TargetSettings, Values], Request]] = {
     "http": http_request, "fub": fub_request, "slack": slack_request, "teams": teams_request,
+}  # fmt: skip
+#: An automatic message of a follow-up plan (trigger ``cadence``; never ``fub``).
+_STEP_BUILDERS: dict[str, Callable[[TargetSettings, Values], Request]] = {
+    "http": http_step_request, "slack": slack_step_request, "teams": teams_step_request,
 }  # fmt: skip
 
 
@@ -326,16 +406,18 @@ class TargetJobs:
         self, payload: dict[str, Any], targets: dict[str, TargetSettings], body_base: dict[str, Any]
     ) -> list[Job]:
         """One job per target that wants this payload's type (``alert``, ``escalated``,
-        ``bucket``)."""
+        ``bucket``; ``cadence.message``: ``cadence``)."""
         kind = str(payload.get("type") or "alert").removeprefix("alert.")
+        kind = "cadence" if kind.startswith("cadence") else kind
+        builders = _STEP_BUILDERS if kind == "cadence" else _BUILDERS
         out = []
         for name, t in sorted(targets.items()):
-            if kind not in t.triggers:
+            if kind not in t.triggers or t.kind not in builders:
                 continue
             v = values_of(payload, t)
             if not _writable(t, v):
                 continue
-            req = _BUILDERS[t.kind](t, v)
+            req = builders[t.kind](t, v)
             out.append(Job(
                 target=f"{t.kind}:{name}", url=req.url, method=req.method, headers=req.headers,
                 body=req.body, secret="", signed=False, shown_url=_shown(t, req.url),

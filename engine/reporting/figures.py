@@ -17,8 +17,8 @@ from engine.reporting.aggregates import NO_ALERT, QUALITY_BINS, STL_EDGES_S
 from engine.reporting.keys import day_key
 
 __all__ = [
-    "MIN_N", "AgentSla", "FunnelRow", "Quality", "Ratio", "Report", "SpeedRow", "compute",
-    "days_between", "percentile", "read_counts", "weekly",
+    "MIN_N", "AgentSla", "FunnelRow", "PlanRow", "Quality", "Ratio", "Report", "SpeedRow",
+    "StepRow", "TimingRow", "compute", "days_between", "percentile", "read_counts", "weekly",
 ]  # fmt: skip
 
 #: Fewest leads (or responses, or labels) a rate, a percentile or a quality figure needs.
@@ -80,6 +80,42 @@ class Quality:
 
 
 @dataclass(frozen=True)
+class PlanRow:
+    """A follow-up plan in the period: runs entered, completed (every step done), ended
+    another way (lost, moved up, no channel left); completion = completed / finished."""
+
+    plan: str
+    entered: int
+    completed: int
+    ended: int
+    completion: Ratio
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """One step of a plan (``<plan>.<index>.<channel>``): sent, the first replies after
+    it, the channels closed after it; reply rate = replies / sent."""
+
+    step: str
+    sent: int
+    replies: int
+    optouts: int
+    reply_rate: Ratio
+
+
+@dataclass(frozen=True)
+class TimingRow:
+    """Automatic messages by timing (send time that learns): ``learned``, ``holdout`` (the
+    comparison group: could have moved, kept the plan's time), ``planned`` (too few
+    signals yet); the first replies after them and the reply rate."""
+
+    timing: str
+    sent: int
+    replies: int
+    reply_rate: Ratio
+
+
+@dataclass(frozen=True)
 class Report:
     tenant: str
     since: str
@@ -93,6 +129,9 @@ class Report:
     quality: Quality
     agent: str = ""  # set when the report is one agent's own rows
     notes: list[str] = field(default_factory=list)
+    cadence_plans: list[PlanRow] = field(default_factory=list)  # follow-up cadences
+    cadence_steps: list[StepRow] = field(default_factory=list)
+    send_time: list[TimingRow] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,7 +145,7 @@ class Report:
         return replace(
             self, agent=agent, speed={"agent": mine}, funnel={"agent": funnel},
             sla_by_agent=[r for r in self.sla_by_agent if r.agent == agent], optouts={},
-            quality=empty_q, total=total,
+            quality=empty_q, total=total, cadence_plans=[], cadence_steps=[], send_time=[],
         )  # fmt: skip
 
 
@@ -261,6 +300,42 @@ def _quality(c: Counter[str]) -> Quality:
     return Quality(n, npos, round(auc, 4), round(log_loss, 4), round(ece, 4), calib)
 
 
+def _step_order(step: str) -> tuple[str, int, str]:
+    plan, _, rest = step.partition(".")
+    index, _, channel = rest.partition(".")
+    return (plan, int(index) if index.isdigit() else -1, channel)
+
+
+def _cadence(c: Counter[str]) -> tuple[list[PlanRow], list[StepRow]]:
+    """Plan completion, and replies and opt-outs by step (engine/reporting/cadence.py)."""
+    plans = sorted(
+        set(_values(c, "cad_entered", "plan")) | set(_values(c, "cad_completed", "plan"))
+        | set(_values(c, "cad_ended", "plan"))
+    )  # fmt: skip
+    plan_rows = []
+    for p in plans:
+        done, ended = _get(c, "cad_completed", "plan", p), _get(c, "cad_ended", "plan", p)
+        plan_rows.append(PlanRow(p, _get(c, "cad_entered", "plan", p), done, ended,
+                                 _ratio(done, done + ended)))  # fmt: skip
+    steps = set(_values(c, "cad_sent", "step")) | set(_values(c, "cad_replies", "step"))
+    steps |= set(_values(c, "cad_optouts", "step"))
+    step_rows = []
+    for st in sorted(steps, key=_step_order):
+        sent, replies = _get(c, "cad_sent", "step", st), _get(c, "cad_replies", "step", st)
+        step_rows.append(StepRow(st, sent, replies, _get(c, "cad_optouts", "step", st),
+                                 _ratio(replies, sent)))  # fmt: skip
+    return plan_rows, step_rows
+
+
+def _send_time(c: Counter[str]) -> list[TimingRow]:
+    rows = []
+    for t in ("learned", "holdout", "planned"):
+        sent, replies = _get(c, "cad_sent", "timing", t), _get(c, "cad_replies", "timing", t)
+        if sent or replies:
+            rows.append(TimingRow(t, sent, replies, _ratio(replies, sent)))
+    return rows
+
+
 def compute(c: Counter[str], tenant: str, since: date, until: date, days: int) -> Report:
     leads = _get(c, "leads")
     base = _get(c, "converted") / leads if leads >= MIN_N and _get(c, "converted") else None
@@ -272,6 +347,7 @@ def compute(c: Counter[str], tenant: str, since: date, until: date, days: int) -
         dim: {v: _get(c, "optout", dim, v) for v in _values(c, "optout", dim)}
         for dim in ("channel", "type")
     }
+    plans, steps = _cadence(c)
     notes = []
     if not days:
         notes.append("no data for this tenant in the period")
@@ -281,4 +357,5 @@ def compute(c: Counter[str], tenant: str, since: date, until: date, days: int) -
         tenant=tenant, since=since.isoformat(), until=until.isoformat(), days_with_data=days,
         total=_row("all", c, "all", "", base), speed=speed, funnel=_funnel(c, base),
         sla_by_agent=_agents_sla(c), optouts=optouts, quality=_quality(c), notes=notes,
+        cadence_plans=plans, cadence_steps=steps, send_time=_send_time(c),
     )  # fmt: skip

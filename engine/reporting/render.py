@@ -79,6 +79,7 @@ def markdown(r: Report) -> str:
     if r.optouts:
         lines += ["", "## Opt-outs", "", "| channel | leads |", "|---|---|"]
         lines += [f"| {ch} | {n} |" for ch, n in r.optouts.get("channel", {}).items()]
+    lines += _cadence(r)
     if not r.agent:
         lines += ["", "## The model's live quality (labels of the period)", ""]
         q = r.quality
@@ -90,6 +91,42 @@ def markdown(r: Report) -> str:
                 f"log loss {q.log_loss:.3f}, ECE {q.ece:.3f}"
             )
     return "\n".join(lines) + "\n"
+
+
+def _cadence(r: Report) -> list[str]:
+    """Follow-up cadences: plan completion, replies and opt-outs by step."""
+    if not r.cadence_plans and not r.cadence_steps and not r.send_time:
+        return []
+    lines = ["", "## Follow-up cadences", "",
+             "Runs of each plan in the period (completion = completed / runs that finished):",
+             "", "| plan | entered | completed | ended otherwise | completion |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for p in r.cadence_plans:
+        lines.append(f"| {p.plan} | {p.entered} | {p.completed} | {p.ended} "
+                     f"| {_pct(p.completion)} |")  # fmt: skip
+    lines += [
+        "",
+        "By step (`plan.index.channel`; a reply counts once, for the step before it; an "
+        "opt-out for the step before it, `none` if no step was sent yet):",
+        "",
+        "| step | sent | replies | reply rate | opt-outs |",
+        "|---|---|---|---|---|",
+    ]
+    for st in r.cadence_steps:
+        lines.append(f"| {st.step} | {st.sent} | {st.replies} | {_pct(st.reply_rate)} "
+                     f"| {st.optouts} |")  # fmt: skip
+    if r.send_time:
+        lines += [
+            "",
+            "Send time that learns (automatic messages; `holdout`: leads kept on the plan's "
+            "times for comparison; `planned`: too few opens, clicks or replies yet):",
+            "",
+            "| timing | sent | replies | reply rate |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {t.timing} | {t.sent} | {t.replies} | {_pct(t.reply_rate)} |"
+                  for t in r.send_time]  # fmt: skip
+    return lines
 
 
 def _funnels(r: Report) -> list[str]:

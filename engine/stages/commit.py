@@ -47,6 +47,9 @@ class Observer:
         m.duplicates.inc(duplicates)
         for dead in fx.dead_letters:
             m.rejected.labels(dead["reason"].split(":", 1)[0]).inc()
+        if fx.cadence is not None:
+            for step in fx.cadence.steps:
+                m.cadence_steps.labels(str(step.get("kind", ""))).inc()
         for alert in fx.alerts:
             m.alert_latency.observe(max(0.0, (emit_ms - alert.ingest_ms) / 1000.0))
             for trigger in alert.triggers:

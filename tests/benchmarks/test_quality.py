@@ -259,3 +259,15 @@ def test_small_mode_writes_every_model_for_every_dataset(redis_url: str, tmp_pat
             assert isinstance(target["met"], bool)
         # the engine's progressive ECE of the served score is there too
         assert data["engine_live_quality"]["labels"] > 0
+
+
+def test_ece_floor_is_the_noise_of_a_perfectly_calibrated_score() -> None:
+    """Few examples with spread-out probabilities: even outcomes drawn from the score
+    itself measure a clearly non-zero ECE; many examples bring it near zero."""
+    rng = np.random.default_rng(3)
+    small = q.ece_floor(rng.uniform(0.0, 0.8, 500), rounds=50)
+    large = q.ece_floor(rng.uniform(0.0, 0.8, 50_000), rounds=20)
+    assert 0.02 < small["median"] <= small["p90"] < 0.1
+    assert large["p90"] < 0.01 < small["median"]
+    target = q.targets({"online_served": {"ece": 0.05, "auc": 0.7}}, None, small)
+    assert target["online_served_ece"]["if_calibrated"] == [small["median"], small["p90"]]

@@ -73,6 +73,8 @@ def test_labelled_counters_start_at_zero_in_all_three_services() -> None:
     engine = Metrics.create(CollectorRegistry()).registry
     for reason in ALERT_REASONS:
         assert engine.get_sample_value("leadpulse_alerts_total", {"reason": reason}) == 0.0
+    for kind in ("task", "message"):
+        assert engine.get_sample_value("leadpulse_cadence_steps_total", {"kind": kind}) == 0.0
     for reason in REJECT_REASONS:
         assert engine.get_sample_value("leadpulse_events_rejected_total", {"reason": reason}) == 0
     gateway = GatewayMetrics.create(CollectorRegistry()).registry

@@ -6,8 +6,11 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from engine.scoring import Score, blend, bucket_of, prior, tier_of
+from engine.model import P_MAX, P_MIN
+from engine.scoring import Score, blend, bucket_of, log_odds_blend, prior, tier_of
 from engine.settings import load_settings
 from features.definitions import (
     FEATURE_NAMES,
@@ -214,11 +217,58 @@ def test_model_fully_carries_the_score_at_full_weight() -> None:
 
 
 @pytest.mark.parametrize("w", [0.01, 0.25, 0.5, 0.99])
-def test_served_score_blends_by_the_evidence_weight(w: float) -> None:
+def test_served_score_blends_by_the_evidence_weight_in_log_odds(w: float) -> None:
     p_prior = prior(LEAD_B, S)[0]
     s = score(LEAD_B, model_probability=0.05, model_weight=w)
     assert s.model_weight == pytest.approx(w, abs=1e-4)
-    assert s.probability == pytest.approx((1 - w) * p_prior + w * 0.05, abs=1e-6)
+    z = (1 - w) * math.log(p_prior / (1 - p_prior)) + w * math.log(0.05 / 0.95)
+    assert s.probability == pytest.approx(1 / (1 + math.exp(-z)), abs=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    p_prior=st.floats(0.0, 1.0),
+    p_model=st.floats(0.0, 1.0),
+    w=st.floats(0.0, 1.0),
+)
+def test_log_odds_blend_lies_between_prior_and_model_and_is_never_certain(
+    p_prior: float, p_model: float, w: float
+) -> None:
+    p = log_odds_blend(p_prior, p_model, w)
+    lo, hi = sorted((min(P_MAX, max(P_MIN, p_prior)), min(P_MAX, max(P_MIN, p_model))))
+    assert P_MIN <= p <= P_MAX
+    assert lo - 1e-9 <= p <= hi + 1e-9
+    assert log_odds_blend(p_prior, p_model, 0.0) == min(P_MAX, max(P_MIN, p_prior))
+    assert log_odds_blend(p_prior, None, w) == min(P_MAX, max(P_MIN, p_prior))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    points=st.dictionaries(
+        st.sampled_from(["saves", "inquiries", "replies", "views_7d"]),
+        st.floats(-20, 20),
+        max_size=4,
+    ),
+    contrib=st.dictionaries(
+        st.sampled_from(["saves", "inquiries", "source=referral"]), st.floats(-3, 3), max_size=3
+    ),
+    w=st.floats(0.0, 1.0),
+    base=st.floats(-4, 4),
+)
+def test_served_log_odds_is_the_sum_the_reasons_rank(
+    points: dict[str, float], contrib: dict[str, float], w: float, base: float
+) -> None:
+    """The blend is linear in log-odds: served log-odds = (1 - w) * prior's points +
+    w * model contributions + the baselines, the same terms ``explain_codes`` ranks."""
+    sc = S.scoring
+    z_prior = sc.prior_intercept + sc.prior_logit_per_point * sum(points.values())
+    z_model = base + sum(contrib.values())
+    edge = math.log(P_MAX / (1 - P_MAX))  # inputs are held inside [P_MIN, P_MAX] first
+    assume(abs(z_prior) < edge and abs(z_model) < edge)
+    p = log_odds_blend(1 / (1 + math.exp(-z_prior)), 1 / (1 + math.exp(-z_model)), w)
+    terms = (1 - w) * sc.prior_logit_per_point * sum(points.values()) + w * sum(contrib.values())
+    baseline = (1 - w) * sc.prior_intercept + w * base
+    assert math.log(p / (1 - p)) == pytest.approx(baseline + terms, abs=1e-6)
 
 
 def test_score_is_probability_times_100_and_never_certain() -> None:

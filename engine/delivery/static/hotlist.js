@@ -12,6 +12,7 @@
     board: body.dataset.boardUrl,
     stream: body.dataset.streamUrl,
     leads: body.dataset.leadsUrl,
+    tasks: body.dataset.tasksUrl,
   };
   const params = new URLSearchParams(location.search);
   const tenant = params.get("tenant") || "";
@@ -302,6 +303,49 @@
     if (ev.event === "alert" || ev.event === "escalated") upsert(fromPayload(data), true);
     else if (ev.event === "assignment") update(data.lead_id, { assignment: data });
     else if (ev.event === "sla") update(data.lead_id, { clock: data });
+    else if (ev.event === "task") loadTasks();
+  }
+
+  // Today's follow-up tasks (GET /v1/tasks): lead, the step's line, due time in the
+  // tenant's zone; read again whenever the feed brings a task.
+  async function loadTasks() {
+    if (!urls.tasks) return;
+    const q = {};
+    if (agent) q.agent = agent;
+    const msg = document.getElementById("tasks-msg");
+    let data;
+    try {
+      const resp = await fetch(urls.tasks + query(q), { headers: headers(), cache: "no-store" });
+      if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+      data = await resp.json();
+    } catch (err) {
+      msg.textContent = "Could not load today's tasks: " + err.message;
+      return;
+    }
+    const list = document.getElementById("task-list");
+    list.replaceChildren();
+    for (const t of data.tasks) {
+      const li = document.createElement("li");
+      li.className = "task";
+      li.dataset.stepId = t.step_id;
+      li.dataset.lead = t.lead_id;
+      const due = document.createElement("time");
+      due.className = "task-due";
+      due.dateTime = new Date(t.due_ts * 1000).toISOString();
+      due.textContent = t.due_local;
+      const lead = document.createElement("strong");
+      lead.className = "task-lead";
+      lead.textContent = t.lead_id;
+      const text = document.createElement("span");
+      text.className = "task-text";
+      text.textContent = t.text + (t.unassigned ? " (no agent yet)" : "");
+      li.append(due, " ", lead, " ", text);
+      list.append(li);
+    }
+    const count = document.getElementById("tasks-count");
+    count.dataset.count = String(data.tasks.length);
+    count.textContent = `(${data.tasks.length})`;
+    msg.textContent = data.tasks.length ? "" : "No follow-up tasks due today.";
   }
 
   let stream = null; // the AbortController of the open feed
@@ -371,6 +415,7 @@
     counts();
     body.dataset.loaded = "true";
     connect(board.feed_id);
+    loadTasks();
   }
 
   document.getElementById("agent").value = agent;

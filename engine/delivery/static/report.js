@@ -87,6 +87,25 @@
       out.append(table("Opt-outs by channel", ["channel", "leads"],
                        Object.entries(ch).map(([c, n]) => [c, String(n)])));
     }
+    const plans = rep.cadence_plans || [];
+    if (plans.length) {  // follow-up cadences: plan completion, replies and opt-outs by step
+      out.append(table("Follow-up plans", ["plan", "entered", "completed", "ended otherwise",
+                                           "completion"],
+        plans.map((p) => [p.plan, String(p.entered), String(p.completed), String(p.ended),
+                          pct(p.completion)])));
+    }
+    const steps = rep.cadence_steps || [];
+    if (steps.length) {
+      out.append(table("Follow-up steps", ["step", "sent", "replies", "reply rate", "opt-outs"],
+        steps.map((s) => [s.step, String(s.sent), String(s.replies), pct(s.reply_rate),
+                          String(s.optouts)])));
+    }
+    const timing = rep.send_time || [];
+    if (timing.length) {
+      out.append(table("Send time that learns (automatic messages)",
+        ["timing", "sent", "replies", "reply rate"],
+        timing.map((t) => [t.timing, String(t.sent), String(t.replies), pct(t.reply_rate)])));
+    }
     const q = rep.quality;
     if (q && !rep.agent) {
       out.append(el("p", q.auc == null ? `Model quality: ${q.note}` :

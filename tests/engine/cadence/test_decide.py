@@ -20,6 +20,7 @@ from engine.cadence.decide import (
     Emission,
     Personal,
     Signal,
+    Transition,
     decode,
     encode,
     fire,
@@ -131,7 +132,8 @@ def test_state_round_trips_and_junk_reads_as_new() -> None:
 
 # -- the property: generated histories ----------------------------------------------------------
 KINDS = [
-    "page_view", "inquiry", "showing_request", "reply", "reply_stop", "call_answered",
+    "email_open", "email_click", "page_view", "inquiry", "showing_request", "reply",
+    "reply_stop", "call_answered",
     "opt_out_sms", "opt_out_call", "opt_out_email", "unsubscribe", "agent_contact",
     "appointment_set", "lost", "not_interested", "jump", "tick", "tick", "tick",
 ]  # fmt: skip
@@ -194,3 +196,107 @@ def test_never_blocked_never_quiet_never_twice(
     for e in out:
         _check(e, blocked, hours, seen)
     assert replace(s, why="") == replace(decode(encode(s)), why="")
+
+
+# -- moving up: at most once per track per period -----------------------------------------------
+def test_a_jump_does_not_send_a_lead_back_into_a_track_it_ran_recently() -> None:
+    s = on_event(CadenceState(), sig(), BOOK, NY)  # long-term track
+    s = on_event(s, sig("page_view", T0 + DAY, triggers=("jump",)), BOOK, NY)
+    assert s.plan == "hot_week"
+    s, _ = fire(s, T0 + 9 * DAY, BOOK, NY)  # the hot track is done: on to the long-term cycle
+    assert s.plan == "long_term_cycle"
+    again = on_event(s, sig("page_view", T0 + 10 * DAY, triggers=("jump",)), BOOK, NY)
+    assert again.plan == "long_term_cycle"  # hot track entered 9 days ago: not again
+    later = T0 + DAY + BOOK.rerun_after_s
+    s, _ = fire(s, later, BOOK, NY)
+    moved = on_event(s, sig("page_view", later, triggers=("jump",)), BOOK, NY)
+    assert moved.plan == "hot_week" and moved.why.startswith("entered hot track: moved up")
+    assert decode(encode(moved)).ran == moved.ran
+
+
+MOVES = ["jump", "jump", "showing_request", "tick", "tick", "page_view"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(MOVES), st.floats(min_value=0, max_value=20 * DAY)),
+        min_size=1,
+        max_size=40,
+    ),  # fmt: skip
+    st.sampled_from(["long-term", "warm"]),
+)
+def test_moves_up_at_most_once_per_track_per_period(
+    steps: list[tuple[str, float]], tier: str
+) -> None:
+    period = BOOK.rerun_after_s
+    now = T0
+    s = on_event(CadenceState(), sig(ts=now, tier=tier), BOOK, NY)
+    entered: dict[str, list[float]] = {s.plan: [now]}
+    for kind, gap in steps:
+        now += gap
+        if kind == "tick":
+            s, _ = fire(s, now, BOOK, NY)
+            continue
+        before = s
+        s = on_event(s, _signal(kind, now, ()), BOOK, NY)
+        moved = s.cycle != before.cycle and s.start == now and "moved up" in s.why
+        if moved:
+            last = dict(before.ran).get(s.plan)
+            assert last is None or now - last >= period, (s.plan, now - (last or 0))
+            assert BOOK.plans[s.plan].heat > BOOK.plans[before.plan].heat
+            entered.setdefault(s.plan, []).append(now)
+    for plan, times in entered.items():
+        assert all(b - a >= period for a, b in zip(times[1:], times[2:], strict=False)), plan
+
+
+# -- send time that learns ----------------------------------------------------------------------
+def _engaged_lead(holdout: bool, hours_local: tuple[float, ...]) -> CadenceState:
+    """A long-term lead (all automatic emails) that opened emails at these local hours."""
+    s = on_event(CadenceState(), sig(holdout=holdout), BOOK, NY)
+    s, out = fire(s, T0, BOOK, NY)  # day 0's welcome
+    assert [e.step.template for e in out] == ["lt.d0.welcome"]
+    for h in hours_local:
+        s = on_event(s, sig("email_open", T0 + (h - 10) * 3600, holdout=holdout), BOOK, NY)
+    return s
+
+
+def test_automatic_messages_move_toward_the_hour_the_lead_engages() -> None:
+    assert BOOK.learn_min == 2 and BOOK.learn_max_s == 12 * 3600
+    once = _engaged_lead(False, (20.2,))
+    assert (once.due, once.timing) == (T0 + DAY, "planned")  # one signal: not yet
+    s = _engaged_lead(False, (20.2, 20.7))
+    assert s.engaged == (20, 20) and s.timing == "learned"
+    assert s.due == T0 + DAY + 10 * 3600  # Tuesday 20:00 instead of 10:00
+    s, out = fire(s, T0 + DAY + 10 * 3600, BOOK, NY)
+    assert [e.step.template for e in out] == ["lt.d1.market_point"] and s.last_timing == "learned"
+    held = _engaged_lead(True, (20.2, 20.7))
+    assert (held.due, held.timing) == (T0 + DAY, "holdout")  # the comparison group
+    early = _engaged_lead(False, (8.1, 8.5))  # 08:00 is 22 h after 10:00: beyond the bound
+    assert (early.due, early.timing) == (T0 + DAY, "learned")
+    log: list[Transition] = []
+    s = on_event(s, sig("reply", T0 + DAY + 11 * 3600), BOOK, NY, log)
+    assert [(t.kind, t.step, t.reason) for t in log] == [
+        ("reply", "long_term_week.1.email", "learned")
+    ]
+    assert decode(encode(s)) == s
+
+
+def test_a_learned_time_in_quiet_hours_keeps_the_planned_time() -> None:
+    from engine.cadence.settings import CadenceSettings
+
+    texts = CadenceSettings(enabled=True, rules=({"plan": "t"},), plans={"t": {
+        "label": "texts", "steps": [
+            {"at": "0m", "channel": "sms", "template": "t0", "goal": "g", "kind": "message"},
+            {"at": "1d", "channel": "sms", "template": "t1", "goal": "g", "kind": "message"},
+            {"at": "2d", "channel": "email", "template": "t2", "goal": "g", "kind": "message"},
+        ]}})  # type: ignore[arg-type]  # fmt: skip
+    book = compile_book(texts)
+    s = on_event(CadenceState(), sig(), book, NY)
+    s, _ = fire(s, T0, book, NY)
+    for h in (22.1, 22.5):  # engaged at 22:00: quiet hours in New York (21-8)
+        s = on_event(s, sig("email_click", T0 + (h - 10) * 3600), book, NY)
+    assert (s.timing, s.due) == ("learned", T0 + DAY)  # an SMS at 22:00 would wait till 08:00
+    s, out = fire(s, T0 + DAY, book, NY)
+    assert [e.step.template for e in out] == ["t1"]
+    assert s.due == T0 + 2 * DAY + 12 * 3600  # the email goes at 22:00 (email has no quiet)

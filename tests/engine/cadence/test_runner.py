@@ -121,3 +121,11 @@ def test_a_failed_commit_emits_nothing_and_the_redo_emits_once(
     monkeypatch.undo()
     out = steps(client, names)
     assert [s["channel"] for s in out] == ["email", "call", "voicemail", "sms"]
+
+
+def test_the_send_time_holdout_is_a_stable_share_of_leads(engine: Any) -> None:
+    proc, _, _ = engine
+    cad = proc._cadence
+    picks = [cad._holdout(("t", f"L{i}")) for i in range(2_000)]
+    assert 0.17 < sum(picks) / len(picks) < 0.23  # send_time_holdout = 0.2
+    assert picks == [cad._holdout(("t", f"L{i}")) for i in range(2_000)]  # the same each time

@@ -3,7 +3,8 @@
 The page shows the hot list; a ``showing_request`` appended to the events stream makes
 its alert appear on the page within 2 seconds (engine -> alerts stream -> delivery ->
 feed -> SSE -> page); clicking Acknowledge appends an ``alert_ack`` event, delivery
-reads it and stops the SLA clock, visible on the page and in Redis. A screenshot is
+reads it and stops the SLA clock, visible on the page and in Redis; a follow-up task for
+the agent appears under "Today's tasks". A screenshot is
 saved under benchmarks/results/tmp/ (its path is printed).
 
 Twice: on a bare app of delivery's routers, and on the gateway (``leadpulse serve``),
@@ -155,6 +156,19 @@ def test_hot_list_live_alert_and_acknowledge(
         clock = svc.clocks.read("default", "N1")
         assert clock is not None and clock["status"] == "met"
         assert clock["stop_kind"] == "alert_ack" and clock["stopped_by"] == "cy"
+
+        # a follow-up task (a cadence step) for cy: "Today's tasks" shows it from the feed
+        assert driver.find_element(By.ID, "tasks-count").get_attribute("data-count") == "0"
+        svc.steps.handle({"step_id": "t-N1", "tenant": "default", "lead_id": "N1",
+                          "agent_id": "cy", "kind": "task", "channel": "call", "day": 0,
+                          "plan": "hot_week", "plan_label": "hot track", "goal": "call now",
+                          "due_ts": time.time()}, time.time())  # fmt: skip
+        WebDriverWait(driver, 3, poll_frequency=0.02).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#task-list li[data-lead=N1]")
+        )
+        task = driver.find_element(By.CSS_SELECTOR, "#task-list li[data-lead=N1]").text
+        assert "call N1 now — day 0 of the hot track: call now" in task
+        assert task.split(" ")[0].count(":") == 1  # due time first, in the tenant's zone
         SHOT.mkdir(parents=True, exist_ok=True)
         assert KEY not in driver.current_url
         path = SHOT / f"delivery-hotlist-{mode}.png"

@@ -533,7 +533,7 @@ def test_openapi_describes_every_route_body_and_error(gateway: Gateway) -> None:
         "/hotlist", "/hotlist/{name}", "/v1/board", "/v1/alerts/stream",
         "/v1/leads/{lead_id}/claim", "/v1/leads/{lead_id}/ack", "/v1/leads/{lead_id}/contact",
         "/v1/leads/{lead_id}/delivery", "/v1/alerts/{alert_id}/receipts", "/v1/sla/report",
-        "/v1/delivery/dead",
+        "/v1/delivery/dead", "/v1/tasks",  # today's follow-up tasks (engine/cadence)
         # brokerage reports (engine/gateway/reports.py)
         "/v1/reports/weekly",
         "/v1/crm/{tenant}/{target}",  # CRM webhooks in (engine/gateway/crm.py)

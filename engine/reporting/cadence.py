@@ -1,0 +1,67 @@
+"""The follow-up cadence rows of the reports: plan completion, replies and opt-outs by step.
+
+The cadence runner (``engine/cadence/runner.py``) logs what a batch did to its leads'
+plans (:class:`engine.cadence.decide.Transition`); :func:`increments` turns that log
+into counter increments on the tenant's day hashes (the day of each transition in the
+tenant's zone). They go into the batch's MULTI/EXEC with the plan states and the emitted
+steps (``CadenceEffects.apply``), so each is counted exactly once: a batch that did not
+commit is decided again from the same states and logs the same transitions.
+
+Fields (``metric|dim|value``):
+
+- ``cad_entered|plan|<plan>``, ``cad_completed|plan|<plan>`` (every step done),
+  ``cad_ended|plan|<plan>`` (ended another way: lost, not interested, signed, moved up
+  to a hotter plan, no allowed channel left);
+- ``cad_sent|step|<plan>.<index>.<channel>`` steps emitted;
+- ``cad_replies|step|<step>`` the lead's first reply after that step (a STOP is not one);
+- ``cad_optouts|step|<step>`` channels closed after that step (``none``: before any);
+- ``cad_sent|timing|<t>``, ``cad_replies|timing|<t>`` automatic messages sent, and the
+  first replies after them, by timing: ``learned`` (moved toward the hour the lead
+  engages), ``holdout`` (could have moved; kept the plan's time: the comparison group),
+  ``planned`` (too few signals yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from engine.cadence.decide import Transition
+from engine.reporting.batch import ReportDelta, day_of_for, retention_d, tenant_zone
+from engine.reporting.keys import day_key, field, tenants_key
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
+
+__all__ = ["NO_STEP", "TIMINGS", "increments"]
+
+NO_STEP = "none"
+#: How an automatic message was timed (send time that learns, engine/cadence/decide.py).
+TIMINGS = ("learned", "holdout", "planned")
+_METRIC = {"entered": "cad_entered", "completed": "cad_completed", "ended": "cad_ended",
+           "sent": "cad_sent", "reply": "cad_replies", "optout": "cad_optouts"}  # fmt: skip
+
+
+def increments(settings: Settings, log: Iterable[tuple[str, Transition]]) -> ReportDelta:
+    """The report increments of one batch's cadence log (``(tenant, transition)``)."""
+    prefix = settings.redis.key_prefix
+    delta = ReportDelta(tenants_key=tenants_key(prefix), ttl_s=retention_d(settings) * 86_400)
+    days: dict[str, Callable[[float], str]] = {}
+    for tenant, t in log:
+        metric = _METRIC.get(t.kind)
+        if metric is None:
+            continue
+        day_of = days.get(tenant) or days.setdefault(
+            tenant, day_of_for(tenant_zone(settings, tenant))
+        )
+        if t.kind in ("sent", "reply", "optout"):
+            name = field(metric, "step", t.step or NO_STEP)
+        else:
+            name = field(metric, "plan", t.plan)
+        day = day_key(prefix, tenant, day_of(t.ts))
+        delta.counts[(day, name)] = delta.counts.get((day, name), 0) + 1
+        if t.kind in ("sent", "reply") and t.reason in TIMINGS:  # automatic messages only
+            timed = (day, field(metric, "timing", t.reason))
+            delta.counts[timed] = delta.counts.get(timed, 0) + 1
+        delta.tenants.add(tenant)
+    return delta
