@@ -1,6 +1,6 @@
 """The DIGINETICA sample as contract-v1 events: sessions as leads, purchases as outcomes.
 
-``../shared/data/diginetica/`` (README there) holds a real e-commerce click log from
+``benchmarks/data/diginetica/`` (README there) holds a real e-commerce click log from
 the CIKM Cup 2016: 12,391 item views in 2,986 sessions and the full purchase file.
 It stands in for an IDX click stream in the quality benchmark (``benchmarks/quality.py``):
 
@@ -43,8 +43,8 @@ from typing import Any
 
 __all__ = ["DATA_DIR", "FLUSH_AFTER_D", "FLUSH_LEAD", "DigineticaEvents", "load"]
 
-#: A copy of ``../shared/data/diginetica`` ships in ``benchmarks/data/diginetica`` (1.1 MB,
-#: with its README: provenance and licence) so a fresh clone, wherever it sits, can run
+#: The sample ships in ``benchmarks/data/diginetica`` (1.1 MB, with its README:
+#: provenance and licence) so a fresh clone, wherever it sits, can run
 #: the benchmark and its tests (override: LEADPULSE_DIGINETICA).
 DATA_DIR = Path(
     os.environ.get("LEADPULSE_DIGINETICA")

@@ -48,7 +48,15 @@ def _parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"leadpulse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(sub)
+    _add_run(sub)
+    _add_replay(sub)
+    for module in _command_modules().values():
+        module.add_parser(sub)
+    return parser
 
+
+def _add_demo(sub: Any) -> None:
     demo = sub.add_parser(
         "demo",
         help="simulated IDX traffic through the engine on an embedded server, live alerts",
@@ -61,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     _add_common(demo)
 
+
+def _add_run(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="run the dataflow until stopped (REDIS_URL, else the data dir's server)",
@@ -89,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_data_dir(run)
     _add_common(run)
 
+
+def _add_replay(sub: Any) -> None:
     replay = sub.add_parser(
         "replay",
         help="feed a JSONL file through the same dataflow and write scores and alerts",
@@ -107,9 +119,6 @@ def _parser() -> argparse.ArgumentParser:
         "--rejects-out", help="output JSONL, one line per rejected input line: line, reason, raw"
     )
     _add_common(replay)
-    for module in _command_modules().values():
-        module.add_parser(sub)
-    return parser
 
 
 def _command_modules() -> dict[str, Any]:
