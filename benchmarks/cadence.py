@@ -56,7 +56,7 @@ def _settings(prefix: str, on: bool, **extra: Any) -> Settings:
 
 
 def _drop(client: Any, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=2_000))
+    keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=2_000))
     for i in range(0, len(keys), 1_000):
         client.unlink(*keys[i : i + 1_000])
 
@@ -86,7 +86,7 @@ def drain(client: Any, events: list[dict[str, Any]], on: bool, keep: bool) -> di
 def check(client: Any, settings: Settings, events: list[dict[str, Any]]) -> dict[str, Any]:
     """What the 'on' run emitted, checked against the events."""
     prefix = settings.redis.key_prefix
-    steps = step_entries(client.xrange(f"{prefix}:cadence"))
+    steps = step_entries(client.xrange(f"{{{prefix}}}:cadence"))
     ids = Counter(s["step_id"] for s in steps)
     blocks: dict[tuple[str, str], list[tuple[float, str]]] = defaultdict(list)
     talks: dict[tuple[str, str], list[float]] = defaultdict(list)

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     })  # fmt: skip
     url, server = resolve_url(settings.redis_url())
     client = connect(url)
-    for key in client.scan_iter(match=f"{_PREFIX}:*", count=1000):
+    for key in client.scan_iter(match=f"{{{_PREFIX}}}:*", count=1000):
         client.delete(key)
     parts = build_parts(settings, client)
     producer = Producer(client, parts.names, settings.streams.maxlen)

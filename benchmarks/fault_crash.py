@@ -66,8 +66,8 @@ def load(client: Any, prefix: str, events: list[dict[str, Any]]) -> tuple[int, i
 def snapshot(client: Any, prefix: str, tenant: str) -> dict[str, Any]:
     """Everything a run leaves behind that must not depend on crashes."""
     state: dict[str, Any] = {}
-    for key in client.scan_iter(match=f"{prefix}:{{*", count=1000):
-        k = key.decode()[len(prefix) :]
+    for key in client.scan_iter(match=f"{{{prefix}}}:{{*", count=1000):
+        k = key.decode()[len(prefix) + 2 :]
         kind = client.type(key).decode()
         if k.endswith(":h") or k.endswith(":s"):
             state[k] = client.hgetall(key)
@@ -80,17 +80,17 @@ def snapshot(client: Any, prefix: str, tenant: str) -> dict[str, Any]:
         elif kind == "string":  # the lead's feature record (features/state.py)
             state[k] = client.get(key)
     alerts = []
-    for _, fields in client.xrange(f"{prefix}:alerts"):
+    for _, fields in client.xrange(f"{{{prefix}}}:alerts"):
         alert = msgpack.unpackb(fields[b"a"], raw=False)
         for volatile in ("ingest_ms", "emit_ms"):
             alert.pop(volatile)
         alerts.append(alert)
     state["alerts"] = sorted(alerts, key=lambda a: a["alert_id"])
-    state["hot"] = client.zrange(f"{prefix}:hot:{tenant}", 0, -1, withscores=True)
+    state["hot"] = client.zrange(f"{{{prefix}}}:hot:{tenant}", 0, -1, withscores=True)
     # labelled examples: each learned exactly once, in the same order
     state["labels"] = [
         (msgpack.unpackb(f[b"l"], raw=False)["id"], msgpack.unpackb(f[b"l"], raw=False)["y"])
-        for _, f in client.xrange(f"{prefix}:labels")
+        for _, f in client.xrange(f"{{{prefix}}}:labels")
     ]
     # the trainer as it restarts from its checkpoint and catches up on the labels stream
     settings = load_settings(overrides={"redis": {"key_prefix": prefix}}, environ={})
@@ -200,7 +200,7 @@ def crash_dataflow(
         proc.wait()
         if position() >= end:
             raise RuntimeError("the run finished before it could be killed")
-        killed_at.append(int(client.hget(f"{prefix}:processed", "0") or 0))
+        killed_at.append(int(client.hget(f"{{{prefix}}}:processed", "0") or 0))
     proc = _spawn_run(url, prefix)
     started = time.monotonic()
     before = position()
@@ -321,7 +321,7 @@ def crash_gateway(
 
     in_stream: list[str] = []
     for p in range(4):
-        rows: list[Any] = client.xrange(f"{prefix}:events:{p}")
+        rows: list[Any] = client.xrange(f"{{{prefix}}}:events:{p}")
         for _, fields in rows:
             in_stream.append(msgpack.unpackb(fields[b"e"], raw=False)["event_id"])
     stream_ids = set(in_stream)

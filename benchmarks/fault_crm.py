@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         **_figures(client, alerts, [a for a in fub.got if a.delivery_id not in keys], marks),
         **_bucket_figures(client, buckets, fub.buckets),
         "refused_by_status": fub.refused,
-        "dead_letters": int(cast(int, client.xlen(f"{_PREFIX}:dlv:dead"))),
+        "dead_letters": int(cast(int, client.xlen(f"{{{_PREFIX}}}:dlv:dead"))),
         "drained": drained,
         "drain_after_receiver_up_s": round(marks["drained"] - marks["up"], 1),
         "deliver_log": log,

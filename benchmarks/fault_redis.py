@@ -187,7 +187,7 @@ class _Monitor:
     def run(self) -> None:
         client = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
         names = StreamNames(PREFIX, 1)
-        key = f"{names.prefix}:processed"
+        key = f"{{{names.prefix}}}:processed"
         with httpx.Client(timeout=2) as http:
             while not self.stop.is_set():
                 t = time.monotonic()
@@ -239,8 +239,8 @@ def _number(value: bytes) -> Any:
 def snapshot(client: redis.Redis, prefix: str, tenant: str) -> dict[str, Any]:
     """Everything a run leaves behind that must not depend on outages (as test_crash.py)."""
     state: dict[str, Any] = {}
-    for key in client.scan_iter(match=f"{prefix}:{{*", count=1000):
-        k = key.decode()[len(prefix) :]
+    for key in client.scan_iter(match=f"{{{prefix}}}:{{*", count=1000):
+        k = key.decode()[len(prefix) + 2 :]
         kind = cast(bytes, client.type(key)).decode()
         if kind == "hash":  # score records
             fields = cast(dict[bytes, bytes], client.hgetall(key))
@@ -252,16 +252,16 @@ def snapshot(client: redis.Redis, prefix: str, tenant: str) -> dict[str, Any]:
         elif kind == "list":
             state[k] = client.lrange(key, 0, -1)
     alerts = []
-    for _, fields in cast(list[Any], client.xrange(f"{prefix}:alerts")):
+    for _, fields in cast(list[Any], client.xrange(f"{{{prefix}}}:alerts")):
         alert = msgpack.unpackb(fields[b"a"], raw=False)
         for volatile in ("ingest_ms", "emit_ms"):
             alert.pop(volatile)
         alerts.append(alert)
     state["alerts"] = alerts
-    state["hot"] = client.zrange(f"{prefix}:hot:{tenant}", 0, -1, withscores=True)
+    state["hot"] = client.zrange(f"{{{prefix}}}:hot:{tenant}", 0, -1, withscores=True)
     state["labels"] = [
         (msgpack.unpackb(f[b"l"], raw=False)["id"], msgpack.unpackb(f[b"l"], raw=False)["y"])
-        for _, f in cast(list[Any], client.xrange(f"{prefix}:labels"))
+        for _, f in cast(list[Any], client.xrange(f"{{{prefix}}}:labels"))
     ]
     settings = load_settings(overrides={"redis": {"key_prefix": prefix}}, environ={})
     state["labels_learned"] = Learner(settings, ModelStore(client, prefix), 0).live.labels_seen
@@ -387,7 +387,7 @@ def run_scenario(
 
 def _processed(client: redis.Redis) -> int:
     try:
-        return sum(int(v) for v in cast(list[bytes], client.hvals(f"{PREFIX}:processed")))
+        return sum(int(v) for v in cast(list[bytes], client.hvals(f"{{{PREFIX}}}:processed")))
     except redis.RedisError:
         return -1
 

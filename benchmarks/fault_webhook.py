@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
     delete_prefix(client, _PREFIX)
     parts = build_parts(settings, client)
     alerts_key, group = parts.names.alerts, settings.delivery.consumer_group
-    dead_key = f"{_PREFIX}:dlv:dead"
+    dead_key = f"{{{_PREFIX}}}:dlv:dead"
     producer = Producer(client, parts.names, settings.streams.maxlen)
     engine_stop = threading.Event()
     engine = threading.Thread(target=run_flow, args=(build_flow(parts, stop=engine_stop),))

@@ -104,7 +104,7 @@ def delete_prefix(client: redis.Redis, prefix: str) -> int:
     """Delete every key under ``prefix:`` (bounded: SCAN + UNLINK in chunks)."""
     n = 0
     batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{prefix}:*", count=2_000):
+    for key in client.scan_iter(match=f"{{{prefix}}}:*", count=2_000):
         batch.append(key)
         if len(batch) >= 1_000:
             n += cast(int, client.unlink(*batch))

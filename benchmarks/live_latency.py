@@ -150,7 +150,7 @@ def measure(rate: float, seconds: float, redis_url: str, partitions: int) -> dic
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        for key in client.scan_iter(match=f"{{{prefix}}}:*", count=1000):
             client.delete(key)
         if server is not None:
             server.stop()

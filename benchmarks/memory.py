@@ -85,8 +85,8 @@ def _lead_keys(client: redis.Redis) -> dict[str, list[bytes]]:
     """Lead tag ``{tenant:lead}`` -> its keys; deletes keys that are not per lead."""
     by_lead: dict[str, list[bytes]] = defaultdict(list)
     other: list[bytes] = []
-    hot = f"{_PREFIX}:hot:".encode()
-    for key in client.scan_iter(match=f"{_PREFIX}:*", count=2_000):
+    hot = f"{{{_PREFIX}}}:hot:".encode()
+    for key in client.scan_iter(match=f"{{{_PREFIX}}}:*", count=2_000):
         text = key.decode()
         if "{" in text:
             by_lead[text[text.index("{") : text.index("}") + 1]].append(key)
@@ -127,7 +127,7 @@ def _clone(
 ) -> None:
     """Copies of the sample leads as leads ``start .. stop-1`` (DUMP/RESTORE + hot list)."""
     templates: list[tuple[str, list[tuple[str, int, bytes]], float | None]] = []
-    hot = f"{_PREFIX}:hot:{_TENANT}"
+    hot = f"{{{_PREFIX}}}:hot:{_TENANT}"
     for tag, keys in by_lead.items():
         pipe = client.pipeline(transaction=False)
         for key in keys:
@@ -149,7 +149,7 @@ def _clone(
             _, parts, score = templates[j % len(templates)]
             lead = f"C{j:07d}"
             for part, ttl, blob in parts:
-                pipe.restore(f"{_PREFIX}:{{{_TENANT}:{lead}}}:{part}", ttl, blob, replace=True)
+                pipe.restore(f"{{{_PREFIX}}}:{{{_TENANT}:{lead}}}:{part}", ttl, blob, replace=True)
             if score is not None:
                 scores[lead] = score
         if scores:

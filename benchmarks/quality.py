@@ -197,7 +197,7 @@ def replay_labels(
         horizon = float(settings.scoring.label_horizon_d)
         return Replayed(examples, count, seconds, duplicates, horizon, live)
     finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1_000))
+        keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1_000))
         for i in range(0, len(keys), 500):
             client.delete(*keys[i : i + 500])
         client.close()

@@ -222,7 +222,7 @@ class Sender:
 
 
 def _committed(client: Any, names: StreamNames) -> int:
-    raw = client.hmget(f"{PREFIX}:processed", [str(p) for p in range(PARTITIONS)])
+    raw = client.hmget(f"{{{PREFIX}}}:processed", [str(p) for p in range(PARTITIONS)])
     return sum(int(v or 0) for v in raw)
 
 

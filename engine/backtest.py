@@ -53,6 +53,7 @@ from engine.evaluation import (
     lift_by_bucket,
     precision_at_top,
 )
+from engine.keys import pattern
 
 __all__ = [
     "MIN_EXAMPLES",
@@ -228,7 +229,7 @@ def replay_examples(path: str, config: str | None = None, redis_url: str = "") -
             )
         finally:
             if server is None:
-                keys = list(client.scan_iter(match=f"{prefix}:*", count=1_000))
+                keys = list(client.scan_iter(match=pattern(prefix), count=1_000))
                 for i in range(0, len(keys), 500):
                     client.delete(*keys[i : i + 500])
             client.close()

@@ -124,7 +124,7 @@ def _add_replay(sub: Any) -> None:
 def _command_modules() -> dict[str, Any]:
     """Commands that live with their package: each has ``add_parser(sub)`` and ``run(args)``."""
     from benchmarks import cli as bench_cli
-    from engine import backtest, importer, merge_cli, model_cli, up
+    from engine import backtest, importer, merge_cli, migrate_cli, model_cli, up
     from engine.delivery import cli as deliver_cli
     from engine.gateway import cli as serve_cli
     from engine.reporting import cli as report_cli
@@ -135,6 +135,7 @@ def _command_modules() -> dict[str, Any]:
         "import": importer,
         "model": model_cli,
         "merge": merge_cli,
+        "migrate": migrate_cli,
         "serve": serve_cli,
         "deliver": deliver_cli,
         "bench": bench_cli,

@@ -19,6 +19,7 @@ from benchmarks.simulator import SimConfig, generate
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
 from engine.delivery.scripts import bucket_label, local_time, why_now
+from engine.keys import pattern
 from engine.records import RecordReader
 from engine.redis_client import connect, redact_url, resolve_url
 from engine.settings import load_settings
@@ -71,7 +72,7 @@ def run_demo(
     print(f"leadpulse demo: {leads} simulated leads on {where}, {duration:.0f} s", file=out)
     try:
         client = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
-        for key in client.scan_iter(match=f"{_PREFIX}:*", count=1000):
+        for key in client.scan_iter(match=pattern(_PREFIX), count=1000):
             client.delete(key)
         parts = build_parts(settings, client)
         producer = Producer(client, parts.names, settings.streams.maxlen)

@@ -1,7 +1,14 @@
 """Every Redis key leadpulse uses, built here and nowhere else.
 
-One prefix (``redis.key_prefix``, ``lp`` by default) heads every key. A lead's own keys
-carry the hash tag ``{tenant:lead}`` so they share a cluster slot:
+One prefix (``redis.key_prefix``, ``lp`` by default) heads every key, written as a Redis
+hash tag: ``{lp}:…``. Redis hashes only the part between the first ``{`` and ``}``, so
+every key of one deployment lives in one hash slot. On a single server that changes
+nothing; on a Redis Cluster it is what lets a batch stay one MULTI/EXEC (its positions,
+lead records, hot lists and streams together) and lets the Lua scripts touch the keys
+they do. The price: one deployment's keys live on one master (a cluster spreads several
+deployments, one prefix each; README "Running on a Redis Cluster"). ``{p}`` below is
+that tagged prefix; a lead's own keys keep ``{tenant:lead}`` as their second brace
+pair (not a hash tag: only the first pair counts):
 
 - ``{p}:{tenant:lead}:f``  the lead's feature record (msgpack, ``features/state.py``)
 - ``{p}:{tenant:lead}:r``  its score record (msgpack, ``engine/records.py``; schema 0 kept a
@@ -20,6 +27,9 @@ carry the hash tag ``{tenant:lead}`` so they share a cluster slot:
 - reports: ``{p}:rpt:{tenant}:{day}``, ``{p}:rpt:tenants``
 - delivery: everything under ``{p}:dlv:`` (:class:`DeliveryKeys` lists them)
 
+Before this layout every key began with the bare prefix (``lp:…``); ``leadpulse
+migrate`` renames such keys (:data:`legacy_pattern`, :func:`migrated_name`).
+
 Nothing here imports the rest of the engine, so any module may import it.
 """
 
@@ -30,8 +40,32 @@ __all__ = [
     "cadence_clock_key", "cadence_due_key",
     "contact_index_key", "day_key", "due_key", "hot_index_key", "hot_key",
     "idempotency_key", "lead_key", "lost_seen_key", "mark_key", "member", "processed_key",
-    "rate_limit_key", "split_member", "tenants_key", "watermark_key",
+    "legacy_pattern", "migrated_name", "pattern", "rate_limit_key", "root", "split_member",
+    "tenants_key", "watermark_key",
 ]  # fmt: skip
+
+
+def root(prefix: str) -> str:
+    """The head of every key: the prefix as a hash tag (``lp`` -> ``{lp}``)."""
+    return f"{{{prefix}}}"
+
+
+def pattern(prefix: str, rest: str = "*") -> str:
+    """SCAN pattern of a deployment's keys (``{lp}:*``; braces are literal in a pattern)."""
+    return f"{root(prefix)}:{rest}"
+
+
+def legacy_pattern(prefix: str) -> str:
+    """SCAN pattern of the keys of the layout before hash tags (``lp:*``)."""
+    return f"{prefix}:*"
+
+
+def migrated_name(prefix: str, key: str) -> str:
+    """A pre-hash-tag key's name in this layout: ``lp:hot:t`` -> ``{lp}:hot:t``."""
+    head = f"{prefix}:"
+    if not key.startswith(head):
+        raise ValueError(f"{key!r} does not start with {head!r}")
+    return f"{root(prefix)}:{key[len(head) :]}"
 
 
 # -- lead state (engine: features/, sinks) -------------------------------------------------
@@ -39,17 +73,17 @@ __all__ = [
 
 def hot_key(prefix: str, tenant: str) -> str:
     """Per-tenant hot list: a sorted set of lead ids by score."""
-    return f"{prefix}:hot:{tenant}"
+    return f"{root(prefix)}:hot:{tenant}"
 
 
 def due_key(prefix: str, partition: int) -> str:
     """Per partition: leads with learning snapshots, by their oldest snapshot's event time."""
-    return f"{prefix}:due:{partition}"
+    return f"{root(prefix)}:due:{partition}"
 
 
 def alias_key(prefix: str, tenant: str) -> str:
     """Per tenant: lead id -> the lead it was folded into (identify, merge)."""
-    return f"{prefix}:alias:{tenant}"
+    return f"{root(prefix)}:alias:{tenant}"
 
 
 def lead_key(prefix: str, tenant: str, lead_id: str, part: str) -> str:
@@ -58,33 +92,33 @@ def lead_key(prefix: str, tenant: str, lead_id: str, part: str) -> str:
     ``f`` feature record, ``r`` score record (``s``: schema 0's score hash), ``n`` learning
     moments, ``rp`` reporting.
     """
-    return f"{prefix}:{{{tenant}:{lead_id}}}:{part}"
+    return f"{root(prefix)}:{{{tenant}:{lead_id}}}:{part}"
 
 
 def cadence_due_key(prefix: str, partition: int) -> str:
     """Per partition: leads in a follow-up plan, by their next step's due time (event time)."""
-    return f"{prefix}:cad:{partition}"
+    return f"{root(prefix)}:cad:{partition}"
 
 
 def cadence_clock_key(prefix: str) -> str:
     """Hash partition -> "watermark:wall": the partition's cadence clock (engine/cadence)."""
-    return f"{prefix}:cadwm"
+    return f"{root(prefix)}:cadwm"
 
 
 def hot_index_key(prefix: str) -> str:
     """Zset "tenant<0x1f>lead" -> wall ms of the lead's last score record, for every lead
     on a hot list: how :meth:`Committer.prune_hot` finds leads gone idle."""
-    return f"{prefix}:hotidx"
+    return f"{root(prefix)}:hotidx"
 
 
 def watermark_key(prefix: str) -> str:
     """Hash partition -> event-time day up to which label-horizon expiry has been swept."""
-    return f"{prefix}:wm"
+    return f"{root(prefix)}:wm"
 
 
 def lost_seen_key(prefix: str) -> str:
     """Set of partitions that have committed an explicit ``lost`` (pacing, engine/learning.py)."""
-    return f"{prefix}:lostseen"
+    return f"{root(prefix)}:lostseen"
 
 
 # -- streams -------------------------------------------------------------------------------
@@ -96,19 +130,19 @@ class StreamNames:
     def __init__(self, prefix: str, partitions: int) -> None:
         self.prefix = prefix
         self.partitions = partitions
-        self.positions = f"{prefix}:pos"
-        self.dead_letter = f"{prefix}:deadletter"
-        self.alerts = f"{prefix}:alerts"
-        self.bucket_changes = f"{prefix}:buckets"
-        self.cadence = f"{prefix}:cadence"  # due follow-up steps (engine/cadence)
+        self.positions = f"{root(prefix)}:pos"
+        self.dead_letter = f"{root(prefix)}:deadletter"
+        self.alerts = f"{root(prefix)}:alerts"
+        self.bucket_changes = f"{root(prefix)}:buckets"
+        self.cadence = f"{root(prefix)}:cadence"  # due follow-up steps (engine/cadence)
 
     def events(self, partition: int) -> str:
-        return f"{self.prefix}:events:{partition}"
+        return f"{root(self.prefix)}:events:{partition}"
 
 
 def processed_key(names: StreamNames) -> str:
     """Hash partition -> entries processed ever (committed with the positions)."""
-    return f"{names.prefix}:processed"
+    return f"{root(names.prefix)}:processed"
 
 
 # -- the model (engine/model_store.py) -----------------------------------------------------
@@ -116,36 +150,36 @@ def processed_key(names: StreamNames) -> str:
 
 class ModelKeys:
     def __init__(self, prefix: str) -> None:
-        self.work = f"{prefix}:model:work"
-        self.meta = f"{prefix}:model:meta"
-        self.versions = f"{prefix}:model:versions"
-        self.labels = f"{prefix}:labels"
+        self.work = f"{root(prefix)}:model:work"
+        self.meta = f"{root(prefix)}:model:meta"
+        self.versions = f"{root(prefix)}:model:versions"
+        self.labels = f"{root(prefix)}:labels"
         self._prefix = prefix
 
     def version(self, n: int) -> str:
-        return f"{self._prefix}:model:v:{n}"
+        return f"{root(self._prefix)}:model:v:{n}"
 
 
 # -- gateway -------------------------------------------------------------------------------
 
 
 def idempotency_key(prefix: str, tenant: str, event_id: str) -> str:
-    return f"{prefix}:gw:idem:{tenant}:{event_id}"
+    return f"{root(prefix)}:gw:idem:{tenant}:{event_id}"
 
 
 def bound_key(prefix: str, tenant: str, lead_id: str) -> str:
     """Marker: a server key sent an event for this lead (tracker events may address it)."""
-    return f"{prefix}:gw:bound:{tenant}:{lead_id}"
+    return f"{root(prefix)}:gw:bound:{tenant}:{lead_id}"
 
 
 def contact_index_key(prefix: str, tenant: str, contact_hash: str) -> str:
     """Set of the tenant's lead ids seen with one contact hash (``privacy.ContactHasher``)."""
-    return f"{prefix}:gw:contact:{tenant}:{contact_hash}"
+    return f"{root(prefix)}:gw:contact:{tenant}:{contact_hash}"
 
 
 def rate_limit_key(prefix: str, bucket: str) -> str:
     """The gateway's rate-limit state of one key or client (GCRA, ``ratelimit.py``)."""
-    return f"{prefix}:gw:rl:{bucket}"
+    return f"{root(prefix)}:gw:rl:{bucket}"
 
 
 class CrmKeys:
@@ -153,7 +187,7 @@ class CrmKeys:
     (the CRM's event id, claimed once)."""
 
     def __init__(self, prefix: str) -> None:
-        self.base = f"{prefix}:crm"
+        self.base = f"{root(prefix)}:crm"
 
     def seen(self, tenant: str, target: str, event_id: str) -> str:
         return f"{self.base}:seen:{tenant}:{target}:{event_id}"
@@ -163,11 +197,11 @@ class CrmKeys:
 
 
 def day_key(prefix: str, tenant: str, day: str) -> str:
-    return f"{prefix}:rpt:{tenant}:{day}"
+    return f"{root(prefix)}:rpt:{tenant}:{day}"
 
 
 def tenants_key(prefix: str) -> str:
-    return f"{prefix}:rpt:tenants"
+    return f"{root(prefix)}:rpt:tenants"
 
 
 def mark_key(prefix: str, tenant: str, lead: str) -> str:
@@ -215,7 +249,7 @@ class DeliveryKeys:
     """
 
     def __init__(self, prefix: str) -> None:
-        self.base = f"{prefix}:dlv"
+        self.base = f"{root(prefix)}:dlv"
         self.positions = f"{self.base}:pos"
         self.dead = f"{self.base}:dead"
         self.claims = f"{self.base}:claims"

@@ -5,7 +5,8 @@ With no ``REDIS_URL`` (and no ``redis.url`` in config) leadpulse starts the real
 loopback port, in a temporary directory, without persistence, and stops it on
 exit. Connections use redis-py's ``Retry`` with exponential backoff rather than
 a hand-rolled loop, and are checked at start-up so a wrong URL fails with a
-message that says what is wrong. That per-command retry rides out a dropped
+message that says what is wrong. A URL naming any node of a Redis Cluster gets
+redis-py's cluster client (detected; no setting). That per-command retry rides out a dropped
 connection; a longer outage (a restart, a failover) is ridden out one level up, by
 the dataflow retrying its read or its whole batch (``UNREACHABLE``,
 ``outage_backoff``), because only there is it known what is safe to redo.
@@ -33,6 +34,7 @@ from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -49,6 +51,9 @@ __all__ = [
     "check_url",
     "default_data_dir",
     "connect",
+    "async_client",
+    "is_cluster",
+    "names_cluster",
     "outage_backoff",
     "redact_url",
     "redis_for",
@@ -215,13 +220,82 @@ def connect(url: str, retries: int = 6, socket_timeout_s: float = 5.0) -> redis.
         raise StoreError(f"Redis at {shown} is {version}; leadpulse needs 7.0 or newer")
     if _cluster_mode(client, info):
         client.close()
-        raise StoreError(
-            f"Redis at {shown} is a Redis Cluster node (cluster_enabled:1); leadpulse does not "
-            "support Redis Cluster yet (a batch commits many leads' keys in one transaction): "
-            "use a standalone primary (with replicas and Sentinel for failover), or one "
-            "standalone server per group of tenants with a leadpulse deployment each"
-        )
+        return _cluster_client(url, retry, socket_timeout_s)
     return client
+
+
+def _cluster_client(url: str, retry: Retry, socket_timeout_s: float) -> redis.Redis:
+    """redis-py's cluster client for a URL naming any node of a Redis Cluster.
+
+    It learns the slot map from that node, sends each command to the master of its key's
+    slot and follows MOVED and ASK itself. Every leadpulse key carries the prefix's hash
+    tag (``engine/keys.py``), so a transaction or script never spans slots. A master
+    that fails over surfaces as ``ConnectionError`` after the per-command retry; the
+    callers' outage handling (``UNREACHABLE``, ``outage_backoff``) retries the read or
+    batch, and the client re-reads the slot map on its next command.
+    """
+    shown = redact_url(url)
+    parts = urlsplit(url)
+    if parts.path.strip("/") not in ("", "0"):
+        raise ConfigError(f"Redis URL {shown!r}: a Redis Cluster has only database 0")
+    try:
+        cluster = RedisCluster.from_url(
+            parts._replace(path="").geturl(),
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s,
+            retry=retry,
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=30,
+        )
+        cluster.ping()
+    except RedisError as exc:
+        raise StoreError(
+            f"cannot reach Redis Cluster at {shown}: {redact_text(str(exc))}"
+        ) from None
+    # RedisCluster speaks the same commands for keys of one slot: typed as the client the
+    # engine takes (every key of a deployment shares one slot, engine/keys.py)
+    return cast(redis.Redis, cluster)
+
+
+#: URL -> whether it names a Redis Cluster node (asked once per URL and process)
+_CLUSTER_URLS: dict[str, bool] = {}
+
+
+def names_cluster(url: str, socket_timeout_s: float = 2.0) -> bool:
+    """Whether ``url`` names a node of a Redis Cluster (one ``INFO server``, remembered).
+    An unreachable server counts as not a cluster this time (asked again next time)."""
+    known = _CLUSTER_URLS.get(url)
+    if known is not None:
+        return known
+    probe = redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
+                                 socket_connect_timeout=socket_timeout_s)  # fmt: skip
+    try:
+        info = cast(dict[str, Any], probe.info("server"))
+        _CLUSTER_URLS[url] = found = _cluster_mode(probe, info)
+    except RedisError:
+        return False
+    finally:
+        probe.close()
+    return found
+
+
+def async_client(url: str, **options: Any) -> Any:
+    """The asyncio client for ``url`` (the gateway): ``redis.asyncio.RedisCluster`` when
+    it names a cluster node (database 0; MOVED and ASK followed), else ``redis.asyncio.Redis``.
+    ``options`` go to either (timeouts, retry, ...)."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+    if names_cluster(url, float(options.get("socket_connect_timeout") or 2.0)):
+        parts = urlsplit(url)
+        options.pop("health_check_interval", None)
+        return AsyncRedisCluster.from_url(parts._replace(path="").geturl(), **options)
+    return aioredis.Redis.from_url(url, **options)
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` is redis-py's cluster client (:func:`connect` made it)."""
+    return isinstance(client, RedisCluster)
 
 
 def _cluster_mode(client: redis.Redis, server_info: dict[str, Any]) -> bool:
@@ -254,6 +328,17 @@ def without_retry(client: redis.Redis) -> redis.Redis:
     twice: its alerts and labels appended again. The caller decides instead, after
     checking what landed (``Processor.process_retrying``).
     """
+    if isinstance(client, RedisCluster):
+        node = client.get_default_node()
+        kwargs = {k: v for k, v in node.redis_connection.connection_pool.connection_kwargs.items()
+                  if k not in ("host", "port", "retry", "db")}  # fmt: skip
+        # reinitialize_steps=1: after an error, a cluster transaction re-reads the slot map
+        # at once. With redis-py's default (every 5th error) it records a ConnectionError
+        # as if it were a MOVED reply and fails the next batch with AttributeError (redis-py
+        # 6.4, TransactionStrategy._reinitialize_on_error; seen when a master fails over).
+        twin = RedisCluster(host=node.host, port=node.port, retry=Retry(NoBackoff(), 0),
+                            reinitialize_steps=1, **kwargs)  # fmt: skip
+        return cast(redis.Redis, twin)
     pool = client.connection_pool
     kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
     return redis.Redis(

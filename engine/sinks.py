@@ -16,8 +16,9 @@ drop to P5 or to lost included; a first score of P5 is not a change). Delivery r
 in a consumer group and acknowledges an entry once its write-backs finished, so a
 change lands exactly when its batch does and is written at least once, idempotently.
 
-(One transaction spans keys of many leads, so this targets a single Redis server
-or primary; see README "Design decisions".)
+(One transaction spans keys of many leads and streams: every key carries the prefix's
+hash tag (``engine/keys.py``), so on a Redis Cluster they all live in one slot and the
+transaction stays one MULTI/EXEC; see README "Design decisions".)
 """
 
 from __future__ import annotations
@@ -52,12 +53,13 @@ __all__ = [
 
 
 #: Drop from the hot lists leads whose last score record is older than the cutoff (their
-#: feature keys have expired by now): one atomic pass of at most ARGV[3] leads.
+#: feature keys have expired by now): one atomic pass of at most ARGV[3] leads. ARGV[1] is
+#: a hot list's key less its tenant (``hot_key(prefix, "")``), in the index's slot.
 _PRUNE_HOT = r"""
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[3])
 for _, m in ipairs(gone) do
   local sep = string.find(m, '\31', 1, true)
-  redis.call('ZREM', ARGV[1] .. ':hot:' .. string.sub(m, 1, sep - 1), string.sub(m, sep + 1))
+  redis.call('ZREM', ARGV[1] .. string.sub(m, 1, sep - 1), string.sub(m, sep + 1))
   redis.call('ZREM', KEYS[1], m)
 end
 return #gone
@@ -152,7 +154,6 @@ class Committer:
         self._retain_ms = int(retain_processed_s * 1000)
         self.model_keys = ModelKeys(names.prefix)
         self._prune_hot = client.register_script(_PRUNE_HOT)
-        self._bucket_changes = client.register_script(_BUCKET_CHANGES)
         self._next_prune = 0.0
 
     @property
@@ -170,7 +171,7 @@ class Committer:
         now = time.time() if now is None else now
         cutoff_ms = int((now - self._idle) * 1000)
         return int(self._prune_hot(keys=[hot_index_key(self._prefix)],
-                                   args=[self._prefix, cutoff_ms, limit]))  # fmt: skip
+                                   args=[hot_key(self._prefix, ""), cutoff_ms, limit]))  # fmt: skip
 
     def commit(self, fx: BatchEffects) -> None:
         if time.monotonic() >= self._next_prune:  # once a minute, outside the transaction
@@ -295,9 +296,11 @@ class Committer:
                 a.alert_id if same and a else "", str(a.emit_ms) if same and a else "",
                 change.top_reason.replace("\x1f", " "),
             )))  # fmt: skip
-        if len(args) > 1:
-            self._bucket_changes(keys=[self._names.bucket_changes, self._names.alerts], args=args,
-                                 client=pipe)  # fmt: skip
+        if len(args) > 1:  # EVAL, not EVALSHA: a cluster node may not hold the script yet,
+            # and a NOSCRIPT inside MULTI would abort the whole batch
+            # (redis-py's cluster pipeline has no ``eval``; the raw command routes by its keys)
+            pipe.execute_command("EVAL", _BUCKET_CHANGES, 2, self._names.bucket_changes,
+                                 self._names.alerts, *args)  # fmt: skip
 
     def committed(self) -> dict[int, str]:
         """The committed position per partition (did a batch whose reply was lost land?)."""

@@ -1,13 +1,13 @@
 """Redis Streams: the partitioned ingestion log, and the other streams we append to.
 
-Layout (prefix ``lp``):
+Layout (prefix ``lp``): every key starts with the hash tag ``{lp}`` (engine/keys.py)
 
-- ``lp:events:{p}``   P partitions; every event of a lead lands on ``partition_of``
-- ``lp:pos``          hash partition -> last stream id whose batch committed
-- ``lp:deadletter``   rejected events with their reason
-- ``lp:alerts``       score-jump alerts for delivery
-- ``lp:cadence``      due follow-up steps (agent tasks, automatic messages) for delivery
-- ``lp:buckets``      bucket changes (old -> new bucket of a lead) for CRM write-back,
+- ``{lp}:events:{p}``   P partitions; every event of a lead lands on ``partition_of``
+- ``{lp}:pos``          hash partition -> last stream id whose batch committed
+- ``{lp}:deadletter``   rejected events with their reason
+- ``{lp}:alerts``       score-jump alerts for delivery
+- ``{lp}:cadence``      due follow-up steps (agent tasks, automatic messages) for delivery
+- ``{lp}:buckets``      bucket changes (old -> new bucket of a lead) for CRM write-back,
                       appended in the transaction that commits the batch
 
 An entry holds ``e`` (the event, msgpack) and the stream id, whose millisecond

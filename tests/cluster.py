@@ -125,6 +125,12 @@ class LocalCluster:
             client.close()
         return {str(k): str(v) for k, v in reply.items()}
 
+    def kill(self, port: int) -> None:
+        """SIGKILL the node on ``port`` (a failover test: its replica takes over)."""
+        proc = self._procs[self.ports.index(port)]
+        proc.kill()
+        proc.wait()
+
     def stop(self) -> None:
         """Stop every node and remove the directory (idempotent)."""
         for proc in self._procs:

@@ -40,7 +40,7 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 def prefix(client: redis.Redis) -> Iterator[str]:
     p = "t" + uuid.uuid4().hex[:10]
     yield p
-    keys = list(client.scan_iter(match=f"{p}:*", count=1000))
+    keys = list(client.scan_iter(match=f"{{{p}}}:*", count=1000))
     for i in range(0, len(keys), 500):
         client.delete(*keys[i : i + 500])
 

@@ -2,7 +2,7 @@
 
 One asyncio loop (``leadpulse deliver``) runs four things:
 
-1. **alerts**: ``XREADGROUP`` on ``lp:alerts`` in the consumer group (its own pending
+1. **alerts**: ``XREADGROUP`` on ``{lp}:alerts`` in the consumer group (its own pending
    entries first after a restart, then new ones; entries a dead consumer left pending
    longer than ``reclaim_idle_s`` are taken over). Each alert is routed, gets its
    consent reasons, tenant-local deadline and first touch, and script; its SLA clock
@@ -18,7 +18,7 @@ One asyncio loop (``leadpulse deliver``) runs four things:
    an alert is always known when the alert goes out.
 3. **tick**: claim timeouts (first-to-claim offers nobody took) and SLA misses
    (escalation: next agent, then the pond; a re-alert goes out to the new owner).
-   **bucket changes**: ``XREADGROUP`` on ``lp:buckets`` in the same group, like the
+   **bucket changes**: ``XREADGROUP`` on ``{lp}:buckets`` in the same group, like the
    alerts (own pending entries first, acknowledged only when every write-back finished,
    a dead consumer's taken over): the engine appends an entry per lead whose bucket
    moved in the transaction that commits the batch, so a change is never missed and,

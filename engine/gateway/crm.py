@@ -48,6 +48,7 @@ from engine.gateway.ingest import Ingestor
 from engine.gateway.privacy import ContactHasher
 from engine.gateway.store import GatewayStore
 from engine.keys import CrmKeys
+from engine.redis_client import async_client
 from engine.settings import Settings
 
 __all__ = ["CrmEvent", "CrmKeys", "crm_router", "map_resource", "fub_signature"]
@@ -261,7 +262,7 @@ class CrmInbox:
         """Claim the CRM's event id (True: first time), or release it. One short connection:
         CRM webhooks are few, and nothing is left open when the app stops."""
         timeout = self._s.redis.socket_timeout_s
-        async with aioredis.Redis.from_url(self._url, socket_timeout=timeout) as r:
+        async with async_client(self._url, socket_timeout=timeout) as r:
             if claim:
                 return bool(await r.set(key, "1", nx=True, ex=SEEN_TTL_S))
             await r.delete(key)

@@ -2,20 +2,20 @@
 
 Key layout (prefix ``lp``), shared with the engine where it reads engine state:
 
-- ``lp:events:{p}``                     the lead's partition (``engine.events.partition_of``),
+- ``{lp}:events:{p}``                     the lead's partition (``engine.events.partition_of``),
                                         entry field ``e`` = msgpack of the event (as
                                         ``engine.streams.Producer`` writes it)
-- ``lp:gw:idem:{tenant}:{event_id}``    idempotency marker, expires after the window
-- ``lp:gw:contact:{tenant}:{hash}``     set of lead ids seen with that contact hash
-- ``lp:gw:bound:{tenant}:{lead}``       the lead is known to a server key (it sent an event
+- ``{lp}:gw:idem:{tenant}:{event_id}``    idempotency marker, expires after the window
+- ``{lp}:gw:contact:{tenant}:{hash}``     set of lead ids seen with that contact hash
+- ``{lp}:gw:bound:{tenant}:{lead}``       the lead is known to a server key (it sent an event
                                         for it): tracker events may address it; expires
                                         with the lead (``features.idle_expire_d``)
-- ``lp:gw:rl:{bucket}``                 rate-limit state (GCRA, ``ratelimit.py``)
-- ``lp:{tenant:lead}:r`` / ``:f``       score record / feature record (read only, engine's;
+- ``{lp}:gw:rl:{bucket}``                 rate-limit state (GCRA, ``ratelimit.py``)
+- ``{lp}:{tenant:lead}:r`` / ``:f``       score record / feature record (read only, engine's;
                                         ``:s`` / ``:h`` of schema 0 until rewritten)
-- ``lp:hot:{tenant}``                   hot list (read only, engine's)
-- ``lp:pos``                            committed stream positions (read only, for lag)
-- ``lp:alias:{tenant}``                 lead id -> the lead it was folded into (read only:
+- ``{lp}:hot:{tenant}``                   hot list (read only, engine's)
+- ``{lp}:pos``                            committed stream positions (read only, for lag)
+- ``{lp}:alias:{tenant}``                 lead id -> the lead it was folded into (read only:
                                         the engine writes it on identify and merge)
 
 Appending is one script call per request: per event it checks the idempotency
@@ -47,6 +47,7 @@ from engine.errors import StoreError
 from engine.gateway.ratelimit import GCRA_LUA, Decision, Limit
 from engine.keys import bound_key, contact_index_key, idempotency_key, rate_limit_key
 from engine.records import RecordReader
+from engine.redis_client import async_client
 from engine.settings import load_settings
 from engine.sinks import hot_key
 from engine.streams import StreamNames
@@ -191,7 +192,7 @@ class GatewayStore:
         if self._client is None or self._loop is not loop:
             # a short retry budget: a caller waiting on a dead Redis gets a 503 quickly
             retry = AsyncRetry(ExponentialBackoff(cap=0.25, base=0.02), self._retries)
-            self._client = aioredis.Redis.from_url(
+            self._client = async_client(
                 self._url,
                 socket_timeout=self._timeout,
                 socket_connect_timeout=self._timeout,

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from engine.keys import pattern
+
 TARGET_S = 2.0
 
 
@@ -56,7 +58,7 @@ def _run_engine(client: Any, prefix: str, events: list[dict[str, Any]], counters
 
 
 def _drop(client: Any, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}*", count=2000))
+    keys = list(client.scan_iter(match=pattern(prefix), count=2000))
     for i in range(0, len(keys), 1000):
         client.delete(*keys[i : i + 1000])
 
@@ -123,8 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             report = build_report(client, prefix, "sim", since, until)
             builds.append(time.perf_counter() - started)
-        fields = sum(int(client.hlen(k)) for k in client.scan_iter(match=f"{prefix}:rpt:sim:*"))
-        marks = client.scan_iter(match=f"{prefix}:{{*}}:rp", count=1000)
+        fields = sum(
+            int(client.hlen(k)) for k in client.scan_iter(match=pattern(prefix, "rpt:sim:*"))
+        )
+        marks = client.scan_iter(match=pattern(prefix, "{*}:rp"), count=1000)
         marks_bytes = sum(int(client.memory_usage(k) or 0) for k in marks)
     finally:
         _drop(client, prefix)

@@ -30,6 +30,7 @@ def _env(**extra: str) -> dict[str, str]:
         ["model"],
         ["model", "status"],
         ["merge"],
+        ["migrate"],
         ["serve"],
         ["deliver"],
         ["bench"],

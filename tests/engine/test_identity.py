@@ -75,7 +75,7 @@ class Cluster:
     def append(self, event: dict[str, Any], gateway: bool = False) -> None:
         """Append as the gateway does (``gateway``: following a written alias)."""
         if gateway and not event["lead_id"]:
-            alias = self.client.hget(f"{self.prefix}:alias:{TENANT}", f"~{event['visitor_id']}")
+            alias = self.client.hget(f"{{{self.prefix}}}:alias:{TENANT}", f"~{event['visitor_id']}")
             if alias is not None:
                 event = {**event, "lead_id": alias.decode()}
         self.producer.send([event])
@@ -124,7 +124,7 @@ def _reference(make_settings: Any, client: Any, prefix: str, events: list[dict[s
 
 
 def _wipe(client: Any, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
     if keys:
         client.delete(*keys)
 
@@ -132,7 +132,7 @@ def _wipe(client: Any, prefix: str) -> None:
 def _assert_folded_once(c: Cluster, lead: str, expected: dict[str, Any], hid: str) -> None:
     assert _view(c.lead(lead), (hid,)) == expected
     assert c.client.exists(lead_key(c.prefix, TENANT, f"~{VISITOR}", "f")) == 0
-    assert c.client.hget(f"{c.prefix}:alias:{TENANT}", f"~{VISITOR}") == lead.encode()
+    assert c.client.hget(f"{{{c.prefix}}}:alias:{TENANT}", f"~{VISITOR}") == lead.encode()
 
 
 def test_cross_partition_identify_hands_the_visitor_over(
@@ -204,7 +204,7 @@ def test_merge_is_queued_and_folded_by_the_engine_once(
     assert (
         client.exists(lead_key(prefix, TENANT, "L0", "f"), lead_key(prefix, TENANT, "L0", "r")) == 0
     )
-    assert client.zscore(f"{prefix}:hot:{TENANT}", "L0") is None
+    assert client.zscore(f"{{{prefix}}}:hot:{TENANT}", "L0") is None
     c.append({**b[0], "event_id": "b9", "ts": b[0]["ts"] + 99})  # L0's later event follows
     c.drain()
     assert c.lead("L4").counts["n"] == len(a) + len(b) + 1

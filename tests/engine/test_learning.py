@@ -32,7 +32,7 @@ def _run(client: Any, settings: Any, events: list[dict[str, Any]]) -> Any:
 
 
 def _labels(client: Any, prefix: str) -> list[dict[str, Any]]:
-    return [msgpack.unpackb(f[b"l"], raw=False) for _, f in client.xrange(f"{prefix}:labels")]
+    return [msgpack.unpackb(f[b"l"], raw=False) for _, f in client.xrange(f"{{{prefix}}}:labels")]
 
 
 def ev(eid: str, lead: str, etype: str, ts: float, **kw: Any) -> dict[str, Any]:

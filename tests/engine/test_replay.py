@@ -134,7 +134,7 @@ def test_bad_input_is_dead_lettered_and_the_flow_goes_on(client: Any, make_setti
     ]  # fmt: skip
     record = RecordReader(settings).read(client, [("default", "L")])[0]
     assert record["last_event_id"] == "ok2"
-    state = read_record(client.get(f"{settings.redis.key_prefix}:{{default:L}}:f"))
+    state = read_record(client.get(f"{{{settings.redis.key_prefix}}}:{{default:L}}:f"))
     assert state.counts["saves"] == 2
     dead = client.xrange(parts.names.dead_letter, count=1)[0][1]
     assert dead[b"payload"].startswith(b"\xc1")  # the original bytes are kept for inspection
@@ -161,7 +161,7 @@ def _sim_events(n_leads: int) -> list[dict[str, Any]]:
 
 
 def _features(client: Any, prefix: str, leads: list[str]) -> dict[str, dict[str, str]]:
-    return {lead: read_record(client.get(f"{prefix}:{{sim:{lead}}}:f")).legacy_view()
+    return {lead: read_record(client.get(f"{{{prefix}}}:{{sim:{lead}}}:f")).legacy_view()
             for lead in leads}  # fmt: skip
 
 
@@ -210,7 +210,7 @@ def test_two_workers_give_the_same_result_as_one(
     leads = sorted(one[0])
     assert _features(client, p1, leads) == _features(client, p2, leads)
     for p in (p1, p2):
-        for key in client.scan_iter(match=f"{p}:*"):
+        for key in client.scan_iter(match=f"{{{p}}}:*"):
             client.delete(key)
 
 
@@ -236,7 +236,7 @@ def test_two_workers_learn_the_same_labels_once(
 
     assert hand(one) == hand(two)
     label_ids = [
-        [msgpack.unpackb(f[b"l"], raw=False)["id"] for _, f in client.xrange(f"{p}:labels")]
+        [msgpack.unpackb(f[b"l"], raw=False)["id"] for _, f in client.xrange(f"{{{p}}}:labels")]
         for p in (p1, p2)
     ]
     assert label_ids[0] and len(set(label_ids[0])) == len(label_ids[0])  # each exactly once
@@ -248,5 +248,5 @@ def test_two_workers_learn_the_same_labels_once(
         learner = Learner(make_settings(redis={"key_prefix": p}), ModelStore(client, p), 0)
         assert learner.live.labels_seen == len(label_ids[0])
     for p in (p1, p2):
-        for key in client.scan_iter(match=f"{p}:*"):
+        for key in client.scan_iter(match=f"{{{p}}}:*"):
             client.delete(key)

@@ -69,7 +69,7 @@ def _labelled_run(client: Any, make_settings: Any, retain_s: float) -> tuple[Any
     for i in range(0, len(events), 1_000):
         producer.send(events[i : i + 1_000])
     run_flow(build_flow(parts, bounded=True))
-    labels = f"{settings.redis.key_prefix}:labels"
+    labels = f"{{{settings.redis.key_prefix}}}:labels"
     added = int(client.xinfo_stream(labels)["entries-added"])
     return settings, added, int(client.xlen(labels))
 
@@ -113,7 +113,7 @@ def test_leads_gone_idle_leave_the_hot_list(client: Any, make_settings: Any) -> 
     run([hand_raise("a", "L1"), hand_raise("b", "L2")])
     assert {m.decode() for m in client.zrange(hot_key(prefix, "t1"), 0, -1)} == {"L1", "L2"}
     time.sleep(2.2)  # both idle past the expiry: their keys are gone
-    assert not client.exists(f"{prefix}:{{t1:L1}}:r", f"{prefix}:{{t1:L1}}:f")
+    assert not client.exists(f"{{{prefix}}}:{{t1:L1}}:r", f"{{{prefix}}}:{{t1:L1}}:f")
     run([hand_raise("c", "L2")])  # L2 is back; the next commit prunes L1
     assert [m.decode() for m in client.zrange(hot_key(prefix, "t1"), 0, -1)] == ["L2"]
     assert [m.decode() for m in client.zrange(hot_index_key(prefix), 0, -1)] == ["t1\x1fL2"]

@@ -108,7 +108,7 @@ def test_out_of_order_events_give_the_same_features_as_in_order(
         if k != "days_silent_before":  # the gap before the newest event depends on arrival
             assert out_of_order.features[k] == in_order.features[k], k
     for p in (prefix + "a", prefix + "b"):
-        for key in client.scan_iter(match=f"{p}:*"):
+        for key in client.scan_iter(match=f"{{{p}}}:*"):
             client.delete(key)
 
 
@@ -260,7 +260,7 @@ def test_identify_folds_anonymous_history_into_the_lead(
     assert replies[-1].features["repeat_views_48h"] == 2
     assert replies[-1].features["saves"] == 1
     assert client.exists(lead_key(prefix, "acme", "~vis9", "f")) == 0
-    assert client.hget(f"{prefix}:alias:acme", "~vis9") == b"L9"
+    assert client.hget(f"{{{prefix}}}:alias:acme", "~vis9") == b"L9"
     # idempotent: a replayed identify folds nothing twice
     store.apply_committed(
         [Event("i2", "L9", "identify", T0 + 7300, tenant="acme", visitor_id="vis9")]
@@ -279,7 +279,7 @@ def test_merge_keeps_one_lead_and_leaves_a_pointer(store: Store, client: Any, pr
     store.merge("acme", keep="A1", other="B1")
     kept = store.read("acme", "A1")
     assert kept["saves"] == "1" and kept["replies"] == "1" and kept["blocked"] == "email"
-    assert client.hget(f"{prefix}:alias:acme", "B1") == b"A1"
+    assert client.hget(f"{{{prefix}}}:alias:acme", "B1") == b"A1"
     store.merge("acme", keep="A1", other="B1")  # a second merge folds nothing twice
     assert store.read("acme", "A1") == kept
     assert client.exists(lead_key(prefix, "acme", "B1", "f")) == 0
@@ -317,7 +317,7 @@ def test_merge_by_contact_hash_keeps_the_known_lead(store: Store, client: Any, p
     wrapped = [identity.decode(fields[CONTROL]) for _, fields in entries]
     store.apply_committed([w for w in wrapped if isinstance(w, Event)])
     assert store.read("acme", "P2")["saves"] == "2"
-    assert client.hget(f"{prefix}:alias:acme", "W1") == b"P2"
+    assert client.hget(f"{{{prefix}}}:alias:acme", "W1") == b"P2"
     _, again = merge_by_contact(client, names, "acme", "h" * 32)
     assert again == []  # both are merged already
 

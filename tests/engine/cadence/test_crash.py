@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 def _steps(client: Any, prefix: str) -> list[dict[str, Any]]:
-    out = step_entries(client.xrange(f"{prefix}:cadence"))
+    out = step_entries(client.xrange(f"{{{prefix}}}:cadence"))
     for s in out:
         s.pop("emit_ms"), s.pop("stream_id")
     return out
@@ -60,7 +60,7 @@ def test_sigkill_and_restart_emit_every_step_once(client: Any, prefix: str, redi
     reference = _steps(client, ref)
     crash = prefix + "c"
     end = load(client, crash, events)
-    first_ms = int(client.xrange(f"{crash}:events:0", count=1)[0][0].decode().split("-")[0])
+    first_ms = int(client.xrange(f"{{{crash}}}:events:0", count=1)[0][0].decode().split("-")[0])
     try:
         for fraction in (0.3, 0.6):
             proc = _spawn(redis_url, crash)

@@ -101,22 +101,22 @@ def test_bucket_changes_survive_a_sigkill_of_deliver_written_exactly_once(
     settings = make_settings()
     leads = [str(n) for n in range(81, 87)]
     _steps(settings, client, leads, [VIEWS, ["showing_request"], ["not_interested"]])
-    changes = _changes(client, f"{prefix}:buckets")
+    changes = _changes(client, f"{{{prefix}}}:buckets")
     written = {c.delivery_id: c for c in changes if not c.alert_id}  # alerts write the rest
     assert len(written) == 2 * len(leads) and len(changes) == 3 * len(leads)
     group = settings.delivery.consumer_group
     log = tempfile.NamedTemporaryFile(prefix="wb_", suffix=".log", delete=False).name
     proc = _spawn(redis_url, prefix, crm.url, log)
     try:  # read, write-backs refused and retrying, nothing acknowledged: then SIGKILL
-        wait_for(lambda: pending(client, f"{prefix}:buckets", group) == (12, 0), timeout=20)
-        wait_for(lambda: pending(client, f"{prefix}:alerts", group)[0] == len(leads))
+        wait_for(lambda: pending(client, f"{{{prefix}}}:buckets", group) == (12, 0), timeout=20)
+        wait_for(lambda: pending(client, f"{{{prefix}}}:alerts", group)[0] == len(leads))
         wait_for(lambda: len(crm.hits) >= 3 * len(leads))
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         refusing[0] = False
         proc = _spawn(redis_url, prefix, crm.url, log)
-        wait_for(lambda: pending(client, f"{prefix}:buckets", group) == (0, 0), timeout=20)
-        wait_for(lambda: pending(client, f"{prefix}:alerts", group) == (0, 0))
+        wait_for(lambda: pending(client, f"{{{prefix}}}:buckets", group) == (0, 0), timeout=20)
+        wait_for(lambda: pending(client, f"{{{prefix}}}:alerts", group) == (0, 0))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)

@@ -52,7 +52,7 @@ def test_deliver_process_rides_out_an_outage_then_a_slow_receiver(
     client: Any, make_settings: Any, prefix: str, redis_url: str
 ) -> None:
     settings = make_settings()
-    stream, group = f"{prefix}:alerts", settings.delivery.consumer_group
+    stream, group = f"{{{prefix}}}:alerts", settings.delivery.consumer_group
     leads, rounds = 6, 0
     receiver = FaultyReceiver(free_port(), slow_s=(0.2, 0.5))
     receiver.set_mode("up")
@@ -102,7 +102,7 @@ def test_deliver_process_rides_out_an_outage_then_a_slow_receiver(
     }, output  # fmt: skip
     assert receiver.rejected > 0 and receiver.bad_signatures == 0
     assert max(a.attempt for a in got) >= 2  # the outage was real: retried deliveries
-    assert client.xlen(f"{prefix}:dlv:dead") == 0
+    assert client.xlen(f"{{{prefix}}}:dlv:dead") == 0
     assert "Traceback" not in output
 
 

@@ -125,7 +125,7 @@ def stream_events(client: redis.Redis, prefix: str, partitions: int = 4) -> list
     partitions can tie within a millisecond: then partition order)."""
     rows = []
     for p in range(partitions):
-        for sid, fields in client.xrange(f"{prefix}:events:{p}"):
+        for sid, fields in client.xrange(f"{{{prefix}}}:events:{p}"):
             rows.append((sid, msgpack.unpackb(fields[b"e"], raw=False)))
     rows.sort(key=lambda r: tuple(int(x) for x in r[0].decode().split("-")))
     return [e for _, e in rows]
@@ -166,7 +166,7 @@ def module_prefix(redis_url: str) -> Iterator[str]:
     p = "g" + uuid.uuid4().hex[:10]
     yield p
     client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{p}:*", count=1000))
+    keys = list(client.scan_iter(match=f"{{{p}}}:*", count=1000))
     for i in range(0, len(keys), 500):
         client.delete(*keys[i : i + 500])
     client.close()

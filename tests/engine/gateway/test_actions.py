@@ -129,7 +129,7 @@ def test_action_bodies_are_capped_and_hostile_ones_answered_without_a_5xx(gw: Ga
 def _everything(client: redis.Redis, prefix: str) -> bytes:
     """Every key name and value under ``prefix``, concatenated."""
     out = []
-    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+    for key in client.scan_iter(match=f"{{{prefix}}}:*", count=1000):
         out.append(key)
         kind = client.type(key).decode()
         if kind == "string":

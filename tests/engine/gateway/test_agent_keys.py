@@ -83,7 +83,7 @@ def served(prefix: str, redis_url: str, client: Any) -> Iterator[tuple[str, dict
     for lead, _ in leads:
         a = {
             k.decode(): v.decode()
-            for k, v in client.hgetall(f"{prefix}:dlv:asg:acme:{lead}").items()
+            for k, v in client.hgetall(f"{{{prefix}}}:dlv:asg:acme:{lead}").items()
         }
         holders[lead] = a["agent"] if a["state"] == "assigned" else a["state"]
     # round robin in north: one lead each for cy, dee, eli; an offer; the pond
@@ -172,13 +172,15 @@ def test_agent_key_acts_only_as_itself_on_its_leads(
         )
         return httpx.post(f"{url}/v1/leads/{lead}/{action}", json=body, headers=_h(key))
 
-    before = client.hgetall(f"{prefix}:dlv:clock:acme:{dee}")
+    before = client.hgetall(f"{{{prefix}}}:dlv:clock:acme:{dee}")
     for action in ("claim", "ack", "contact"):
         _refused(act("PD", action, "dee"))  # as another agent, even on a lead it may see
         _refused(act(dee, action, "cy"))  # as itself, on another agent's lead
         _refused(act(dee, action, "dee"))
         _refused(act("NOPE", action, "cy"))  # a lead nobody routed
-    assert client.hgetall(f"{prefix}:dlv:clock:acme:{dee}") == before  # dee's SLA clock untouched
+    assert (
+        client.hgetall(f"{{{prefix}}}:dlv:clock:acme:{dee}") == before
+    )  # dee's SLA clock untouched
 
     # as itself on its own lead, the offer and the pond: works
     assert act(cy, "ack", "cy").status_code == 202
@@ -279,7 +281,7 @@ def test_an_agent_key_sees_that_a_lead_went_but_not_to_whom(
     served: tuple[str, dict[str, str]], client: Any, prefix: str
 ) -> None:
     url, _ = served
-    before = client.xrevrange(f"{prefix}:dlv:feed:acme", count=1)[0][0].decode()
+    before = client.xrevrange(f"{{{prefix}}}:dlv:feed:acme", count=1)[0][0].decode()
     claim = httpx.post(f"{url}/v1/leads/OF/claim", json={"agent_id": "dee"}, headers=_h(ACME))
     assert claim.status_code == 200 and claim.json()["claimed"] is True
     (seen,) = _sse(f"{url}/v1/alerts/stream?last_event_id={before}", _h(CY))

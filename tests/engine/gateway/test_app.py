@@ -60,7 +60,7 @@ def test_accepted_events_are_in_their_partition_before_the_response(
     }  # fmt: skip
     for e in events:
         p = partition_of("acme", str(e["lead_id"]), 4)
-        rows = client.xrange(f"{prefix}:events:{p}")
+        rows = client.xrange(f"{{{prefix}}}:events:{p}")
         stored = [msgpack.unpackb(f[b"e"], raw=False) for _, f in rows]
         match = [s for s in stored if s["event_id"] == e["event_id"]]
         assert len(match) == 1
@@ -101,7 +101,7 @@ def test_anonymous_visitor_event_lands_on_the_visitor_lead_partition(
     del e["lead_id"]
     assert gateway.post_events([e]).json()["accepted"] == 1
     p = partition_of("acme", "~vis42", 4)
-    stored = msgpack.unpackb(client.xrange(f"{prefix}:events:{p}")[0][1][b"e"], raw=False)
+    stored = msgpack.unpackb(client.xrange(f"{{{prefix}}}:events:{p}")[0][1][b"e"], raw=False)
     assert stored["lead_id"] == "~vis42" and stored["visitor_id"] == "vis42"
 
 
@@ -113,7 +113,7 @@ def test_identify_event_carries_visitor_and_lead(
     (stored,) = stream_events(client, prefix)
     assert (stored["type"], stored["lead_id"], stored["visitor_id"]) == ("identify", "L7", "vis42")
     p = partition_of("acme", "L7", 4)
-    assert client.xlen(f"{prefix}:events:{p}") == 1  # on the lead's partition
+    assert client.xlen(f"{{{prefix}}}:events:{p}") == 1  # on the lead's partition
 
 
 # -- idempotency -----------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_emails_and_phones_are_stored_only_as_keyed_hashes(
     r = gateway.post_events([e])
     assert r.json()["accepted"] == 1
     raw = b"".join(
-        f[b"e"] for p in range(4) for _, f in client.xrange(f"{prefix}:events:{p}")
+        f[b"e"] for p in range(4) for _, f in client.xrange(f"{{{prefix}}}:events:{p}")
     ).lower()
     for clear in (b"jane.doe", b"example.com", b"example.org", b"555", b"123-4567"):
         assert clear not in raw
@@ -235,7 +235,7 @@ def test_emails_and_phones_are_stored_only_as_keyed_hashes(
         assert find_leads_by_contact_hash(client, prefix, "acme", h) == ["L9"]
         assert client.ttl(contact_index_key(prefix, "acme", h)) > 0
     # nothing clear anywhere in Redis under this prefix
-    for key in client.scan_iter(match=f"{prefix}:*"):
+    for key in client.scan_iter(match=f"{{{prefix}}}:*"):
         assert b"jane" not in key.lower()
 
 
@@ -490,8 +490,8 @@ def test_healthz_reports_lag_after_the_committed_position(
     body = gateway.request("GET", "/healthz").json()
     assert body["status"] == "ok" and body["redis"] == "ok" and body["lag"] == 0
     assert [p["partition"] for p in body["partitions"]] == [0, 1, 2, 3]
-    ids = [client.xadd(f"{prefix}:events:1", {"e": b"x"}) for _ in range(3)]
-    client.hset(f"{prefix}:pos", "1", ids[0])
+    ids = [client.xadd(f"{{{prefix}}}:events:1", {"e": b"x"}) for _ in range(3)]
+    client.hset(f"{{{prefix}}}:pos", "1", ids[0])
     body = gateway.request("GET", "/healthz").json()
     p1 = body["partitions"][1]
     assert (body["lag"], p1["lag"], p1["lag_capped"]) == (2, 2, False)
@@ -575,8 +575,8 @@ def test_ids_folded_by_the_engine_are_rewritten_at_ingest(
     gateway: Gateway, client: redis.Redis, prefix: str
 ) -> None:
     # the engine's pointers: visitor v1 identified as L5, and L5 later merged into L9
-    client.hset(f"{prefix}:alias:acme", mapping={"~v1": "L5", "L5": "L9"})
-    client.hset(f"{prefix}:alias:beta", mapping={"L1": "L-other"})
+    client.hset(f"{{{prefix}}}:alias:acme", mapping={"~v1": "L5", "L5": "L9"})
+    client.hset(f"{{{prefix}}}:alias:beta", mapping={"L1": "L-other"})
     e1 = ev("a1", "", visitor_id="v1")
     del e1["lead_id"]
     events = [e1, ev("a2", "L5"), ev("a3", "L1"), ev("a4", "L9", visitor_id="v1")]
@@ -585,7 +585,7 @@ def test_ids_folded_by_the_engine_are_rewritten_at_ingest(
     assert [stored[x]["lead_id"] for x in ("a1", "a2", "a3", "a4")] == ["L9", "L9", "L1", "L9"]
     assert stored["a1"]["visitor_id"] == "v1"
     p = partition_of("acme", "L9", 4)
-    assert client.xlen(f"{prefix}:events:{p}") >= 3  # on the lead that holds the state now
+    assert client.xlen(f"{{{prefix}}}:events:{p}") >= 3  # on the lead that holds the state now
 
 
 def test_an_unreadable_score_record_is_skipped_not_a_500(

@@ -31,7 +31,7 @@ def test_a_key_cannot_write_to_or_read_another_tenants_leads(
     assert [(e["tenant"], e["lead_id"]) for e in stored] == [("acme", "B1")]
     # beta's keys are untouched: its lead's hashes, its hot list
     assert client.hgetall(lead_key(prefix, "beta", "B1", "h")) == {b"saves": b"4"}
-    assert client.zrange(f"{prefix}:hot:beta", 0, -1) == [b"B1"]
+    assert client.zrange(f"{{{prefix}}}:hot:beta", 0, -1) == [b"B1"]
 
     # idempotency is per tenant: beta may use the same event id
     assert gateway.post_events([ev("same-id", "B1")], key=BETA).json()["accepted"] == 1
@@ -59,10 +59,10 @@ def test_every_gateway_key_is_tenant_scoped(
 ) -> None:
     gateway.post_events([ev("k1", "L1", props={"phone": "+44 20 7946 0958"})], key=ACME)
     gateway.post_events([ev("k1", "L1", props={"phone": "+44 20 7946 0958"})], key=BETA)
-    keys = sorted(k.decode() for k in client.scan_iter(match=f"{prefix}:gw:*"))
+    keys = sorted(k.decode() for k in client.scan_iter(match=f"{{{prefix}}}:gw:*"))
     idem = [k for k in keys if ":gw:idem:" in k]
     contact = [k for k in keys if ":gw:contact:" in k]
-    assert idem == [f"{prefix}:gw:idem:acme:k1", f"{prefix}:gw:idem:beta:k1"]
+    assert idem == [f"{{{prefix}}}:gw:idem:acme:k1", f"{{{prefix}}}:gw:idem:beta:k1"]
     assert [k.split(":")[3] for k in contact] == ["acme", "beta"]
     rate = [k for k in keys if ":gw:rl:" in k]
     assert ACME not in "".join(rate) and BETA not in "".join(rate)  # key ids, never keys

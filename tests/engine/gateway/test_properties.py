@@ -105,7 +105,7 @@ def test_json_and_msgpack_store_the_same_events(
     assert gateway.post_raw(body, ctype, key=BETA).json()["accepted"] == 2
     stored: dict[str, list[Any]] = {"acme": [], "beta": []}
     for p in range(4):
-        for _, fields in client.xrange(f"{prefix}:events:{p}"):
+        for _, fields in client.xrange(f"{{{prefix}}}:events:{p}"):
             e = msgpack.unpackb(fields[b"e"], raw=False)
             tenant = e.pop("tenant")
             e["props"].pop("email_hash", None)  # keyed per tenant: differs by design

@@ -33,7 +33,7 @@ PHONE = "+1 (617) 555-0199"
 def _redis_dump(client: Any, prefix: str) -> str:
     """Every key name and value under ``prefix``, as one searchable text."""
     parts: list[str] = []
-    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+    for key in client.scan_iter(match=f"{{{prefix}}}:*", count=1000):
         kind = client.type(key).decode()
         parts.append(key.decode(errors="replace"))
         if kind == "string":

@@ -51,10 +51,10 @@ def test_append_is_idempotent_and_indexes_contacts(
     s = _store(redis_url, prefix)
     ids = run.run(s.append("acme", [_p(0, "a"), _p(1, "b", 1, ("h1",)), _p(2, "a")]))
     assert ids[0] and ids[1] and ids[2] is None
-    assert client.xlen(f"{prefix}:events:0") == 1 and client.xlen(f"{prefix}:events:1") == 1
+    assert client.xlen(f"{{{prefix}}}:events:0") == 1 and client.xlen(f"{{{prefix}}}:events:1") == 1
     assert run.run(s.append("acme", [_p(3, "b")])) == [None]
     assert run.run(s.append("beta", [_p(3, "b")]))[0]  # another tenant's id space
-    assert 0 < client.pttl(f"{prefix}:gw:idem:acme:a") <= 60_000
+    assert 0 < client.pttl(f"{{{prefix}}}:gw:idem:acme:a") <= 60_000
     assert run.run(s.find_leads_by_contact_hash("acme", "h1")) == ["L1"]
     assert find_leads_by_contact_hash(client, prefix, "acme", "h1") == ["L1"]
     assert run.run(s.append("acme", [])) == []
@@ -81,7 +81,7 @@ def test_lag_is_counted_up_to_a_cap(
 ) -> None:  # fmt: skip
     monkeypatch.setattr(store_mod, "LAG_CAP", 3)
     for _ in range(5):
-        client.xadd(f"{prefix}:events:0", {"e": b"x"})
+        client.xadd(f"{{{prefix}}}:events:0", {"e": b"x"})
     s = _store(redis_url, prefix)
     p0, p1 = run.run(s.stream_lag())
     assert (p0.lag, p0.capped, p0.committed) == (3, True, "0-0")
@@ -115,7 +115,9 @@ def test_a_new_event_loop_gets_its_own_client(redis_url: str, prefix: str) -> No
 def test_aliases_follow_chains_and_stop_on_cycles(
     run: asyncio.Runner, redis_url: str, client: redis.Redis, prefix: str
 ) -> None:
-    client.hset(f"{prefix}:alias:acme", mapping={"~v": "A", "A": "B", "B": "C", "X": "Y", "Y": "X"})
+    client.hset(
+        f"{{{prefix}}}:alias:acme", mapping={"~v": "A", "A": "B", "B": "C", "X": "Y", "Y": "X"}
+    )
     s = _store(redis_url, prefix)
     got = run.run(s.resolve_aliases("acme", ["~v", "A", "Z", "X"]))
     assert got == {"~v": "C", "A": "C", "X": "Y"}

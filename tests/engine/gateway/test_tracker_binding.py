@@ -46,7 +46,7 @@ def test_the_probe_reaches_no_lead(gateway: Gateway, client: redis.Redis, prefix
     stored = stream_events(client, prefix)
     assert len(stored) == 459
     assert {e["lead_id"] for e in stored} == {f"~made-up-{k}" for k in range(17)}
-    assert not list(client.scan_iter(match=f"{prefix}:gw:bound:*"))
+    assert not list(client.scan_iter(match=f"{{{prefix}}}:gw:bound:*"))
 
 
 def test_with_a_visitor_id_the_visitor_keeps_the_events(
@@ -118,7 +118,7 @@ def test_the_probe_through_the_engine_makes_no_alert(
 
     assert gateway.post_events(probe(), key=ACME_TRACKER).json()["accepted"] == 459
     run_flow(build_flow(build_parts(gateway.settings, client), bounded=True))
-    assert client.xlen(f"{prefix}:alerts") == 0
+    assert client.xlen(f"{{{prefix}}}:alerts") == 0
 
 
 # -- identify tokens: the site's server signs, the page's identify binds ------------------

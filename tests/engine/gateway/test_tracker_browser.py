@@ -215,7 +215,9 @@ def test_tracker_in_chromium_events_then_a_score(
         (save,) = [e for e in events if e["type"] == "property_save"]
         assert (save["property_id"], save["price"]) == ("P3", 499_000.0)
         assert "email" not in identify["props"] and len(identify["props"]["email_hash"]) == 32
-        raw = b"".join(f[b"e"] for p in range(4) for _, f in client.xrange(f"{prefix}:events:{p}"))
+        raw = b"".join(
+            f[b"e"] for p in range(4) for _, f in client.xrange(f"{{{prefix}}}:events:{p}")
+        )
         assert b"example.com" not in raw.lower()  # neither the form's email nor the trait
         assert len({e["event_id"] for e in events}) == 11
 

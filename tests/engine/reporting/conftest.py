@@ -54,7 +54,7 @@ def sim_events(leads: int = 150, seed: int = 11) -> list[dict[str, Any]]:
 
 
 def drop(client: Any, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    keys = list(client.scan_iter(match=f"{{{prefix}}}*", count=1000))
     for i in range(0, len(keys), 500):
         client.delete(*keys[i : i + 500])
 
@@ -70,8 +70,12 @@ def sim_run(redis_url: str) -> Iterator[SimRun]:
     )
     try:
         run_flow(build_flow(build_parts(settings, client), bounded=True))
-        alerts = [msgpack.unpackb(f[b"a"], raw=False) for _, f in client.xrange(f"{prefix}:alerts")]
-        labels = [msgpack.unpackb(f[b"l"], raw=False) for _, f in client.xrange(f"{prefix}:labels")]
+        alerts = [
+            msgpack.unpackb(f[b"a"], raw=False) for _, f in client.xrange(f"{{{prefix}}}:alerts")
+        ]
+        labels = [
+            msgpack.unpackb(f[b"l"], raw=False) for _, f in client.xrange(f"{{{prefix}}}:labels")
+        ]
         yield SimRun(client, prefix, settings, events, alerts, labels)
     finally:
         drop(client, prefix)

@@ -111,14 +111,14 @@ def test_quality_counts_give_auc_and_calibration() -> None:
 
 
 def test_counters_expire_after_the_retention(client: Any, prefix: str) -> None:
-    delta = ReportDelta(ttl_s=400 * 86_400, tenants_key=f"{prefix}:rpt:tenants")
-    delta.counts[(f"{prefix}:rpt:t:2026-01-05", "leads|all|")] = 2
-    delta.marks[f"{prefix}:{{t:L1}}:rp"] = LeadMark(day="2026-01-05").to_hash()
+    delta = ReportDelta(ttl_s=400 * 86_400, tenants_key=f"{{{prefix}}}:rpt:tenants")
+    delta.counts[(f"{{{prefix}}}:rpt:t:2026-01-05", "leads|all|")] = 2
+    delta.marks[f"{{{prefix}}}:{{t:L1}}:rp"] = LeadMark(day="2026-01-05").to_hash()
     delta.tenants.add("t")
     pipe = client.pipeline(transaction=True)
     delta.apply(pipe)
     pipe.execute()
-    assert client.hget(f"{prefix}:rpt:t:2026-01-05", "leads|all|") == b"2"
-    assert 399 * 86_400 < client.ttl(f"{prefix}:rpt:t:2026-01-05") <= 400 * 86_400
-    assert 399 * 86_400 < client.ttl(f"{prefix}:{{t:L1}}:rp") <= 400 * 86_400
-    assert LeadMark.from_hash(client.hgetall(f"{prefix}:{{t:L1}}:rp")).day == "2026-01-05"
+    assert client.hget(f"{{{prefix}}}:rpt:t:2026-01-05", "leads|all|") == b"2"
+    assert 399 * 86_400 < client.ttl(f"{{{prefix}}}:rpt:t:2026-01-05") <= 400 * 86_400
+    assert 399 * 86_400 < client.ttl(f"{{{prefix}}}:{{t:L1}}:rp") <= 400 * 86_400
+    assert LeadMark.from_hash(client.hgetall(f"{{{prefix}}}:{{t:L1}}:rp")).day == "2026-01-05"

@@ -22,12 +22,12 @@ pytestmark = pytest.mark.slow
 
 def _report_state(client: Any, prefix: str) -> dict[str, Any]:
     state: dict[str, Any] = {}
-    for key in client.scan_iter(match=f"{prefix}:rpt:*", count=1000):
-        name = key.decode()[len(prefix) :]
+    for key in client.scan_iter(match=f"{{{prefix}}}:rpt:*", count=1000):
+        name = key.decode()[len(prefix) + 2 :]
         if client.type(key) == b"hash":
             state[name] = client.hgetall(key)
-    for key in client.scan_iter(match=f"{prefix}:{{*}}:rp", count=1000):
-        state[key.decode()[len(prefix) :]] = client.hgetall(key)
+    for key in client.scan_iter(match=f"{{{prefix}}}:{{*}}:rp", count=1000):
+        state[key.decode()[len(prefix) + 2 :]] = client.hgetall(key)
     state["tenants"] = client.smembers(tenants_key(prefix))
     return state
 

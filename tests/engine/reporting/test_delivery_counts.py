@@ -34,4 +34,4 @@ def test_every_miss_is_counted_for_its_owner_on_the_day(make_settings: Any, clie
     rows = {a.agent: a for a in build_report(client, prefix, "west", day, day).sla_by_agent}
     assert (rows["cy"].missed_on_clock, rows["dee"].missed_on_clock) == (1, 1)
     assert rows["(pond)"].missed_on_clock == 1
-    assert 399 * 86_400 < client.ttl(f"{prefix}:rpt:west:2024-03-05") <= 400 * 86_400
+    assert 399 * 86_400 < client.ttl(f"{{{prefix}}}:rpt:west:2024-03-05") <= 400 * 86_400

@@ -1,0 +1,96 @@
+"""``leadpulse migrate``: rename keys of the layout before hash tags (``lp:…`` -> ``{lp}:…``).
+
+Every key now begins with the prefix as a Redis hash tag (``engine/keys.py``), so that a
+deployment's keys share one cluster slot. Data written by an older leadpulse on a single
+server keeps its old names until this command renames them: ``RENAMENX`` key by key
+(value, TTL, stream consumer groups and pending entries move with the key; a key whose
+new name exists already is left alone and counted). Idempotent: a second run finds
+nothing to rename. Stop every leadpulse process of the deployment first (engine,
+gateway, delivery): a process still writing old names would write past the rename.
+
+The old layout never ran on a Redis Cluster (it was refused), so the command refuses a
+cluster: there is nothing to migrate there.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from engine.errors import LeadpulseError
+from engine.keys import legacy_pattern, migrated_name
+from engine.redis_client import connect, is_cluster, redis_for
+from engine.settings import load_settings
+from engine.up import add_data_dir
+
+__all__ = ["Migrated", "add_parser", "migrate", "run"]
+
+
+@dataclass(frozen=True, slots=True)
+class Migrated:
+    """What one run did: keys renamed, and keys left because their new name was taken."""
+
+    renamed: int
+    kept: list[str]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "migrate",
+        help="rename keys written by leadpulse before hash-tagged keys (lp:… -> {lp}:…)",
+        description="Rename every key of the old layout (PREFIX:…) to the current one "
+        "({PREFIX}:…), keeping values, TTLs and stream consumer groups. Stop every "
+        "leadpulse process of the deployment first. Safe to run twice.",
+    )
+    p.add_argument("--config", help="TOML file overriding config/default.toml")
+    p.add_argument("--redis-url", default="", help="overrides REDIS_URL")
+    p.add_argument("--dry-run", action="store_true", help="count the keys, rename nothing")
+    add_data_dir(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+
+def migrate(client: Any, prefix: str, *, dry_run: bool = False) -> Migrated:
+    """Rename every ``prefix:…`` key to ``{prefix}:…`` (``RENAMENX``, one key at a time)."""
+    if is_cluster(client):
+        raise LeadpulseError(
+            "leadpulse migrate renames keys of a single server; the old key layout never "
+            "ran on a Redis Cluster, so there is nothing to migrate there"
+        )
+    renamed, kept = 0, []
+    for raw in client.scan_iter(match=legacy_pattern(prefix), count=1000):
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        target = migrated_name(prefix, key)
+        if dry_run:
+            renamed += 1
+            continue
+        try:
+            moved = client.renamenx(key, target)
+        except ResponseError:  # gone since SCAN listed it (expired): nothing to move
+            continue
+        if moved:
+            renamed += 1
+        else:
+            kept.append(key)
+    return Migrated(renamed, kept)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    url, local = redis_for(args.redis_url or settings.redis_url(), args.data_dir, create=False)
+    try:
+        client = connect(url, settings.redis.retries)
+        prefix = settings.redis.key_prefix
+        done = migrate(client, prefix, dry_run=args.dry_run)
+    finally:
+        if local is not None:
+            local.release()
+    verb = "would rename" if args.dry_run else "renamed"
+    print(f"{verb} {done.renamed} keys from {prefix}:… to {{{prefix}}}:…")
+    if done.kept:
+        shown = ", ".join(done.kept[:5]) + (", ..." if len(done.kept) > 5 else "")
+        print(f"left {len(done.kept)} keys whose new name exists already: {shown}")
+        return 1
+    return 0
