@@ -199,6 +199,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from engine.migrate_cli import check_layout
     from engine.redis_client import connect, redact_url, redis_for
     from engine.settings import load_settings
     from engine.up import start_line
@@ -215,6 +216,7 @@ def _run(args: argparse.Namespace) -> int:
     # A longer outage is the dataflow's to ride out (it redoes reads and whole batches and
     # says so on /healthz); redis-py retrying for seconds would hide it from /healthz.
     client = connect(url, min(settings.redis.retries, 2), settings.redis.socket_timeout_s)
+    check_layout(client, settings.redis.key_prefix)
     from engine.app import build_parts  # bytewax and river: only once Redis answered
     from engine.dataflow import build_flow, layout, run_flow
     from engine.metrics import Metrics, serve

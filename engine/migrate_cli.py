@@ -26,7 +26,7 @@ from engine.redis_client import connect, is_cluster, redis_for
 from engine.settings import load_settings
 from engine.up import add_data_dir
 
-__all__ = ["Migrated", "add_parser", "migrate", "run"]
+__all__ = ["Migrated", "add_parser", "check_layout", "migrate", "run"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,24 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="count the keys, rename nothing")
     add_data_dir(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+
+#: Keys every deployment of the old layout had once it processed anything.
+_OLD_MARKERS = ("pos", "alerts", "events:0", "model:meta", "deadletter")
+
+
+def check_layout(client: Any, prefix: str) -> None:
+    """Refuse to start on data of the layout before hash tags that was not migrated: the
+    services would start empty beside it (one line, what to do)."""
+    if is_cluster(client):
+        return  # the old layout never ran on a cluster
+    old = [f"{prefix}:{name}" for name in _OLD_MARKERS]
+    if not client.exists(*old):
+        return
+    raise LeadpulseError(
+        f"this Redis holds leadpulse data under the old key names ({prefix}:…); stop every "
+        "leadpulse process of the deployment and run `leadpulse migrate` (README Changelog)"
+    )
 
 
 def migrate(client: Any, prefix: str, *, dry_run: bool = False) -> Migrated:

@@ -248,10 +248,12 @@ class _Parts:
 
 
 def _serve_all(base: Any, url: str, args: argparse.Namespace, where: str) -> int:
+    from engine.migrate_cli import check_layout
     from engine.redis_client import connect
     from engine.settings import load_settings
 
     client = connect(url, min(base.redis.retries, 2), base.redis.socket_timeout_s)
+    check_layout(client, base.redis.key_prefix)
     host, port = args.host or base.gateway.host, args.port or base.gateway.port
     sock = bind(host, port)
     data_dir = Path(args.data_dir)

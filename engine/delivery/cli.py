@@ -104,10 +104,12 @@ def backlog(client: Any, stream: str, group: str) -> Callable[[], float]:
 
 
 def _deliver(args: argparse.Namespace, settings: Any, url: str, local: bool) -> int:
+    from engine.migrate_cli import check_layout
     from engine.redis_client import connect, redact_url
     from engine.up import start_line
 
     client = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
+    check_layout(client, settings.redis.key_prefix)
     from engine.delivery.consumer import DeliveryService
     from engine.delivery.metrics import DeliveryMetrics
     from engine.metrics import serve_http

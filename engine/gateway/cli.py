@@ -101,11 +101,14 @@ def _local_settings(args: argparse.Namespace, settings: Any) -> Any:
 def _serve(args: argparse.Namespace, settings: Any, url: str, local: bool) -> int:
     import signal
 
+    from engine.migrate_cli import check_layout
     from engine.redis_client import connect, redact_url
     from engine.up import bind, start_line
 
     # fail at start-up with what is wrong (unreachable, Redis < 7), not at the first request
-    connect(url, settings.redis.retries, settings.redis.socket_timeout_s).close()
+    probe = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
+    check_layout(probe, settings.redis.key_prefix)
+    probe.close()
     gw = settings.gateway
     host, port = args.host or gw.host, args.port or gw.port
     sock = bind(host, port)

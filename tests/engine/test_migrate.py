@@ -85,3 +85,24 @@ def test_migrate_refuses_a_cluster(redis_cluster: LocalCluster) -> None:
             migrate(cluster, "lp")
     finally:
         cluster.close()
+
+
+def test_services_refuse_to_start_beside_data_of_the_old_layout(
+    redis_url: str, make_settings: Any, client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from engine.migrate_cli import check_layout
+
+    prefix = make_settings().redis.key_prefix
+    check_layout(client, prefix)  # nothing of the old layout: fine
+    client.hset(f"{prefix}:pos", "0", "1-0")  # what an older leadpulse left
+    with pytest.raises(LeadpulseError, match="leadpulse migrate"):
+        check_layout(client, prefix)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("LEADPULSE__REDIS__KEY_PREFIX", prefix)
+    monkeypatch.setenv("LEADPULSE__METRICS__PORT", "0")
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "leadpulse migrate" in err[0], err
+    assert migrate(client, prefix).renamed == 1
+    check_layout(client, prefix)  # migrated: fine
