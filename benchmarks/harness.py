@@ -101,14 +101,16 @@ def settings_for(prefix: str, **sections: dict[str, Any]) -> Settings:
 
 
 def delete_prefix(client: redis.Redis, prefix: str) -> int:
-    """Delete every key under ``prefix:`` (bounded: SCAN + UNLINK in chunks)."""
+    """Delete every key under ``{prefix}:`` (leadpulse's) and ``prefix:`` (the peers', which
+    model other systems' layouts) (bounded: SCAN + UNLINK in chunks)."""
     n = 0
     batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{{{prefix}}}:*", count=2_000):
-        batch.append(key)
-        if len(batch) >= 1_000:
-            n += cast(int, client.unlink(*batch))
-            batch.clear()
+    for match in (f"{{{prefix}}}:*", f"{prefix}:*"):
+        for key in client.scan_iter(match=match, count=2_000):
+            batch.append(key)
+            if len(batch) >= 1_000:
+                n += cast(int, client.unlink(*batch))
+                batch.clear()
     if batch:
         n += cast(int, client.unlink(*batch))
     return n

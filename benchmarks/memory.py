@@ -85,11 +85,12 @@ def _lead_keys(client: redis.Redis) -> dict[str, list[bytes]]:
     """Lead tag ``{tenant:lead}`` -> its keys; deletes keys that are not per lead."""
     by_lead: dict[str, list[bytes]] = defaultdict(list)
     other: list[bytes] = []
-    hot = f"{{{_PREFIX}}}:hot:".encode()
-    for key in client.scan_iter(match=f"{{{_PREFIX}}}:*", count=2_000):
-        text = key.decode()
-        if "{" in text:
-            by_lead[text[text.index("{") : text.index("}") + 1]].append(key)
+    root = f"{{{_PREFIX}}}:"  # every key's head: the prefix as a hash tag
+    hot = f"{root}hot:".encode()
+    for key in client.scan_iter(match=f"{root}*", count=2_000):
+        rest = key.decode()[len(root) :]
+        if rest.startswith("{"):  # a lead's key: {prefix}:{tenant:lead}:part
+            by_lead[rest[: rest.index("}") + 1]].append(key)
         elif not key.startswith(hot):
             other.append(key)
     if other:
