@@ -163,81 +163,92 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         m = cls(
-            registry=r,
-            events_in=Counter(f"{prefix}_events_in", "Stream entries read", registry=r),
-            rejected=Counter(
-                f"{prefix}_events_rejected", "Invalid events sent to the dead letter, by reason",
-                ["reason"], registry=r,
-            ),
-            duplicates=Counter(
-                f"{prefix}_events_duplicate", "Events whose event_id was already applied",
-                registry=r,
-            ),
-            late=Counter(
-                f"{prefix}_events_late", "Events older than the dedup horizon of their lead",
-                registry=r,
-            ),
-            batch_size=Histogram(
-                f"{prefix}_batch_size", "Events per processed batch", buckets=_BATCH_BUCKETS,
-                registry=r,
-            ),
-            batch_seconds=Histogram(
-                f"{prefix}_batch_seconds", "Wall time to process one batch",
-                buckets=_BATCH_SECONDS, registry=r,
-            ),
-            alert_latency=Histogram(
-                f"{prefix}_event_to_alert_seconds",
-                "Ingest (stream append) to alert written on the alerts stream",
-                buckets=_LATENCY_BUCKETS, registry=r,
-            ),
-            alerts=Counter(
-                f"{prefix}_alerts", "Alerts emitted, by trigger", ["reason"], registry=r
-            ),
-            cadence_steps=Counter(
-                f"{prefix}_cadence_steps", "Follow-up steps emitted (committed), by kind",
-                ["kind"], registry=r,
-            ),
-            scores=Histogram(
-                f"{prefix}_score", "Scores computed (0-100)", buckets=_SCORE_BUCKETS, registry=r
-            ),
-            labels=Counter(
-                f"{prefix}_labels", "Labelled examples learned, by label", ["label"], registry=r
-            ),
-            model_labels_seen=Gauge(
-                f"{prefix}_model_labels_seen", "Labels the online model has learned from",
-                registry=r,
-            ),
-            stream_lag=Gauge(
-                f"{prefix}_stream_lag_entries",
-                "Entries appended to a partition and not yet committed by the dataflow",
-                ["partition"], registry=r,
-            ),
-            model_quality=Gauge(
-                f"{prefix}_model_quality",
-                "Rolling progressive quality (scored before learning): auc, log_loss, "
-                "precision_top15, ece; scope served_score (what agents see) or model_alone",
-                ["scope", "metric"], registry=r,
-            ),
-            model_calibration=Gauge(
-                f"{prefix}_model_calibration",
-                "Calibration by score band over the rolling window: predicted vs observed rate",
-                ["scope", "band", "stat"], registry=r,
-            ),
-            model_drift=Counter(
-                f"{prefix}_model_drift", "ADWIN drift alarms on the served score's log loss",
-                registry=r,
-            ),
-            model_version=Gauge(
-                f"{prefix}_model_version", "Model version scoring (0: unpublished live copy)",
-                registry=r,
-            ),
-            redis_up=redis_up,
-            health=RedisHealth(redis_up),
+            registry=r, redis_up=redis_up, health=RedisHealth(redis_up),
+            **_pipeline_instruments(prefix, r), **_model_instruments(prefix, r),
         )  # fmt: skip
         zero(m.alerts, ALERT_REASONS)
         zero(m.cadence_steps, CADENCE_KINDS)
         zero(m.rejected, REJECT_REASONS)
         return m
+
+
+def _pipeline_instruments(prefix: str, r: CollectorRegistry) -> dict[str, Any]:
+    """Events in, batches, alerts, follow-up steps, stream lag."""
+    return dict(
+        events_in=Counter(f"{prefix}_events_in", "Stream entries read", registry=r),
+        rejected=Counter(
+            f"{prefix}_events_rejected", "Invalid events sent to the dead letter, by reason",
+            ["reason"], registry=r,
+        ),
+        duplicates=Counter(
+            f"{prefix}_events_duplicate", "Events whose event_id was already applied",
+            registry=r,
+        ),
+        late=Counter(
+            f"{prefix}_events_late", "Events older than the dedup horizon of their lead",
+            registry=r,
+        ),
+        batch_size=Histogram(
+            f"{prefix}_batch_size", "Events per processed batch", buckets=_BATCH_BUCKETS,
+            registry=r,
+        ),
+        batch_seconds=Histogram(
+            f"{prefix}_batch_seconds", "Wall time to process one batch",
+            buckets=_BATCH_SECONDS, registry=r,
+        ),
+        alert_latency=Histogram(
+            f"{prefix}_event_to_alert_seconds",
+            "Ingest (stream append) to alert written on the alerts stream",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        ),
+        alerts=Counter(
+            f"{prefix}_alerts", "Alerts emitted, by trigger", ["reason"], registry=r
+        ),
+        cadence_steps=Counter(
+            f"{prefix}_cadence_steps", "Follow-up steps emitted (committed), by kind",
+            ["kind"], registry=r,
+        ),
+        stream_lag=Gauge(
+            f"{prefix}_stream_lag_entries",
+            "Entries appended to a partition and not yet committed by the dataflow",
+            ["partition"], registry=r,
+        ),
+    )  # fmt: skip
+
+
+def _model_instruments(prefix: str, r: CollectorRegistry) -> dict[str, Any]:
+    """Scores, labels and the online model's quality, calibration, drift and version."""
+    return dict(
+        scores=Histogram(
+            f"{prefix}_score", "Scores computed (0-100)", buckets=_SCORE_BUCKETS, registry=r
+        ),
+        labels=Counter(
+            f"{prefix}_labels", "Labelled examples learned, by label", ["label"], registry=r
+        ),
+        model_labels_seen=Gauge(
+            f"{prefix}_model_labels_seen", "Labels the online model has learned from",
+            registry=r,
+        ),
+        model_quality=Gauge(
+            f"{prefix}_model_quality",
+            "Rolling progressive quality (scored before learning): auc, log_loss, "
+            "precision_top15, ece; scope served_score (what agents see) or model_alone",
+            ["scope", "metric"], registry=r,
+        ),
+        model_calibration=Gauge(
+            f"{prefix}_model_calibration",
+            "Calibration by score band over the rolling window: predicted vs observed rate",
+            ["scope", "band", "stat"], registry=r,
+        ),
+        model_drift=Counter(
+            f"{prefix}_model_drift", "ADWIN drift alarms on the served score's log loss",
+            registry=r,
+        ),
+        model_version=Gauge(
+            f"{prefix}_model_version", "Model version scoring (0: unpublished live copy)",
+            registry=r,
+        ),
+    )  # fmt: skip
 
 
 class _Server(ThreadingMixIn, WSGIServer):

@@ -151,16 +151,9 @@ class Validator:
         """Validate a decoded object or raise :class:`InvalidEventError`."""
         if not isinstance(obj, dict):
             raise InvalidEventError(f"not_a_map: got {type(obj).__name__}")
-        s = self._s
         event_id = self._ident(obj, "event_id", required=True)
         visitor_id = self._ident(obj, "visitor_id")
-        lead_id = self._ident(obj, "lead_id")
-        if not lead_id:
-            if not visitor_id:
-                raise InvalidEventError("missing_field:lead_id (or visitor_id)")
-            lead_id = f"~{visitor_id}"  # anonymous browser: its own lead until `identify`
-            if len(lead_id) > s.max_id_len:
-                raise InvalidEventError(f"too_long:visitor_id is over {s.max_id_len - 1} chars")
+        lead_id = self._lead_of(obj, visitor_id)
         etype = obj.get("type")
         if etype is None:
             raise InvalidEventError("missing_field:type")
@@ -174,6 +167,26 @@ class Validator:
             tenant = "default"
         if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
             raise InvalidEventError("bad_value:tenant must match [A-Za-z0-9_.-]{1,64}")
+        fields = self._fields(obj)  # before props: the first problem found is the one named
+        return Event(
+            event_id=event_id, lead_id=lead_id, type=etype, ts=ts, tenant=tenant,
+            visitor_id=visitor_id, props=self._props(obj), **fields,
+        )  # fmt: skip
+
+    def _lead_of(self, obj: dict[str, Any], visitor_id: str) -> str:
+        """The lead id, or ``~visitor`` for an anonymous browser (its own lead until
+        ``identify``)."""
+        lead_id = self._ident(obj, "lead_id")
+        if lead_id:
+            return lead_id
+        if not visitor_id:
+            raise InvalidEventError("missing_field:lead_id (or visitor_id)")
+        if len(visitor_id) + 1 > self._s.max_id_len:
+            raise InvalidEventError(f"too_long:visitor_id is over {self._s.max_id_len - 1} chars")
+        return f"~{visitor_id}"
+
+    def _fields(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """The optional typed fields: ids, enums, numbers."""
         fields: dict[str, Any] = {}
         for name in ("property_id", "area", "agent_id"):
             fields[name] = self._ident(obj, name)
@@ -189,6 +202,11 @@ class Validator:
                 fields[name] = value
         fields["price"] = self._number(obj, "price", 0.0, 1e10)
         fields["dwell_s"] = self._number(obj, "dwell_s", 0.0, 86_400.0)
+        return fields
+
+    def _props(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """``props`` plus unknown top-level fields (kept, ignored by scoring), bounded."""
+        s = self._s
         props = obj.get("props", {})
         if props is None:
             props = {}
@@ -196,7 +214,7 @@ class Validator:
             raise InvalidEventError("wrong_type:props must be a map")
         extras = {k: v for k, v in obj.items() if k not in _KNOWN}
         if extras:
-            props = {**props, **extras}  # unknown fields are kept in props, ignored by scoring
+            props = {**props, **extras}
         if len(props) > s.max_props:
             raise InvalidEventError(f"too_many:props has {len(props)} keys > {s.max_props}")
         for key, value in props.items():
@@ -211,16 +229,7 @@ class Validator:
                     raise InvalidEventError(f"bad_value:props.{_shown(key)} is not valid Unicode")
             if isinstance(value, float) and not math.isfinite(value):
                 raise InvalidEventError(f"bad_value:props.{_shown(key)} must be finite")
-        return Event(
-            event_id=event_id,
-            lead_id=lead_id,
-            type=etype,
-            ts=ts,
-            tenant=tenant,
-            visitor_id=visitor_id,
-            props=props,
-            **fields,
-        )
+        return props
 
     def _ident(self, obj: dict[str, Any], name: str, required: bool = False) -> str:
         value = obj.get(name)
