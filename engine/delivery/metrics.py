@@ -7,6 +7,7 @@ fixed labels are pre-bound where the label set is closed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -64,76 +65,87 @@ class DeliveryMetrics:
         cls, registry: CollectorRegistry | None = None, prefix: str = "leadpulse"
     ) -> DeliveryMetrics:
         r = registry if registry is not None else CollectorRegistry()
-        p = f"{prefix}_delivery"
-        m = cls(
-            registry=r,
-            alerts_read=Counter(
-                f"{p}_alerts_read", "Alerts read from the alerts stream", registry=r
-            ),
-            alerts_skipped=Counter(
-                f"{p}_alerts_skipped", "Alerts not sent (older than skip_older_than_s)", registry=r
-            ),
-            attempts=Counter(
-                f"{p}_webhook_attempts", "Webhook HTTP attempts by outcome", ["outcome"], registry=r
-            ),
-            deliveries=Counter(
-                f"{p}_webhooks", "Webhook deliveries finished, by status", ["status"], registry=r
-            ),
-            dead_letters=Counter(
-                f"{p}_dead_letters", "Webhook deliveries sent to the dead letter", registry=r
-            ),
-            attempt_seconds=Histogram(
-                f"{p}_webhook_attempt_seconds", "Wall time of one webhook attempt",
-                buckets=_ATTEMPT_BUCKETS, registry=r,
-            ),
-            ingest_to_delivered=Histogram(
-                f"{p}_ingest_to_delivered_seconds",
-                "Event ingest (stream append) to webhook acknowledged by the receiver",
-                buckets=_DELIVERY_BUCKETS, registry=r,
-            ),
-            feed_published=Counter(
-                f"{p}_feed_published", "Entries published to the SSE feed, by kind", ["kind"],
-                registry=r,
-            ),
-            sse_clients=Gauge(f"{p}_sse_clients", "Open SSE connections", registry=r),
-            assignments=Counter(
-                f"{p}_assignments", "Leads assigned, by how", ["how"], registry=r
-            ),
-            sla_met=Counter(
-                f"{prefix}_sla_met", "First responses within the SLA, by lead source", ["source"],
-                registry=r,
-            ),
-            sla_missed=Counter(
-                f"{prefix}_sla_missed", "SLA deadlines missed (escalated), by lead source",
-                ["source"], registry=r,
-            ),
-            escalations=Counter(
-                f"{prefix}_sla_escalations", "Escalations after a miss, by action", ["action"],
-                registry=r,
-            ),
-            first_response=Histogram(
-                f"{prefix}_first_response_seconds", "Alert (event time) to first agent response",
-                buckets=_RESPONSE_BUCKETS, registry=r,
-            ),
-            events_read=Counter(
-                f"{p}_events_read", "Event-stream entries read for SLA clocks and consent",
-                registry=r,
-            ),
-            consumer_lag=Gauge(
-                f"{p}_consumer_lag", "Alerts not yet read by the delivery consumer group",
-                registry=r,
-            ),
-            cadence_steps=Counter(
-                f"{p}_cadence_steps", "Follow-up steps handled by delivery, by kind (task, "
-                "message) and outcome (sent: on the feed or handed to the webhook / targets; "
-                "blocked: a closed channel; no_target: a message with nowhere to go)",
-                ["kind", "outcome"], registry=r,
-            ),
-        )  # fmt: skip
+        m = cls(registry=r, **_sending(prefix, r), **_people(prefix, r))
         for name, values in _LABELS.items():
             zero(getattr(m, name), values)
         zero(m.cadence_steps, ("task", "message"), ("sent", "blocked", "no_target"))
         return m
+
+
+def _sending(prefix: str, r: CollectorRegistry) -> dict[str, Any]:
+    """Alerts read, webhooks, the feed, assignments."""
+    p = f"{prefix}_delivery"
+    return dict(
+        alerts_read=Counter(
+            f"{p}_alerts_read", "Alerts read from the alerts stream", registry=r
+        ),
+        alerts_skipped=Counter(
+            f"{p}_alerts_skipped", "Alerts not sent (older than skip_older_than_s)", registry=r
+        ),
+        attempts=Counter(
+            f"{p}_webhook_attempts", "Webhook HTTP attempts by outcome", ["outcome"], registry=r
+        ),
+        deliveries=Counter(
+            f"{p}_webhooks", "Webhook deliveries finished, by status", ["status"], registry=r
+        ),
+        dead_letters=Counter(
+            f"{p}_dead_letters", "Webhook deliveries sent to the dead letter", registry=r
+        ),
+        attempt_seconds=Histogram(
+            f"{p}_webhook_attempt_seconds", "Wall time of one webhook attempt",
+            buckets=_ATTEMPT_BUCKETS, registry=r,
+        ),
+        ingest_to_delivered=Histogram(
+            f"{p}_ingest_to_delivered_seconds",
+            "Event ingest (stream append) to webhook acknowledged by the receiver",
+            buckets=_DELIVERY_BUCKETS, registry=r,
+        ),
+        feed_published=Counter(
+            f"{p}_feed_published", "Entries published to the SSE feed, by kind", ["kind"],
+            registry=r,
+        ),
+        sse_clients=Gauge(f"{p}_sse_clients", "Open SSE connections", registry=r),
+        assignments=Counter(
+            f"{p}_assignments", "Leads assigned, by how", ["how"], registry=r
+        ),
+    )  # fmt: skip
+
+
+def _people(prefix: str, r: CollectorRegistry) -> dict[str, Any]:
+    """SLA clocks and first responses, the event and consumer reads, follow-up steps."""
+    p = f"{prefix}_delivery"
+    return dict(
+        sla_met=Counter(
+            f"{prefix}_sla_met", "First responses within the SLA, by lead source", ["source"],
+            registry=r,
+        ),
+        sla_missed=Counter(
+            f"{prefix}_sla_missed", "SLA deadlines missed (escalated), by lead source",
+            ["source"], registry=r,
+        ),
+        escalations=Counter(
+            f"{prefix}_sla_escalations", "Escalations after a miss, by action", ["action"],
+            registry=r,
+        ),
+        first_response=Histogram(
+            f"{prefix}_first_response_seconds", "Alert (event time) to first agent response",
+            buckets=_RESPONSE_BUCKETS, registry=r,
+        ),
+        events_read=Counter(
+            f"{p}_events_read", "Event-stream entries read for SLA clocks and consent",
+            registry=r,
+        ),
+        consumer_lag=Gauge(
+            f"{p}_consumer_lag", "Alerts not yet read by the delivery consumer group",
+            registry=r,
+        ),
+        cadence_steps=Counter(
+            f"{p}_cadence_steps", "Follow-up steps handled by delivery, by kind (task, "
+            "message) and outcome (sent: on the feed or handed to the webhook / targets; "
+            "blocked: a closed channel; no_target: a message with nowhere to go)",
+            ["kind", "outcome"], registry=r,
+        ),
+    )  # fmt: skip
 
 
 def serve(metrics: DeliveryMetrics, port: int, addr: str = "127.0.0.1") -> None:
