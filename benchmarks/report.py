@@ -28,132 +28,181 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m['started_at']}, code {m.get('commit', '?')}. All figures from this one run.",
         "",
     ]
-    tp = result.get("throughput")
-    if tp:
-        w = result["workload"]
-        lines += [
-            f"## Throughput (full pipeline, backlog of {w['throughput_events']:,} events, "
-            f"alerts on; median of {tp.get('rounds', 1)} interleaved rounds)",
-            "",
-            "| configuration | events/s | drain s | vs 1 worker | load avg after |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        one = tp["configs"].get("1 worker", {}).get("events_per_s")
-        for name, row in tp["configs"].items():
-            ratio = row["events_per_s"] / one if one else None
-            lines.append(
-                f"| {name} | {_f(row['events_per_s'])} | {_f(row['seconds'], 2)} "
-                f"| {_f(ratio, 2)}× | {_f(row.get('loadavg_1m_after'), 2)} |"
-            )
-        for name, err in tp.get("failed", {}).items():
-            lines.append(f"| {name} | **failed**: {err} | | | |")
-        lines.append("")
-    base = result.get("baselines")
-    if base:
-        r = result.get("ratios", {})
-        lines += [
-            "## Engine vs floor and naive peer (one process, one thread)",
-            "",
-            "Ratios: median over rounds of per-round ratios, each side measured back to back.",
-            "",
-            "| | events/s | engine / this |",
-            "|---|---:|---:|",
-            f"| engine, 1 worker (full pipeline) | {_f(r.get('engine_events_per_s'))} | 1.00× |",
-            f"| floor: pipelined Lua + predict, no dataflow | "
-            f"{_f(base['floor']['events_per_s'])} | {_f(r.get('engine_over_floor'), 2)}× |",
-            f"| naive peer: unpipelined, predict+learn per event | "
-            f"{_f(base['naive']['events_per_s'])} | {_f(r.get('engine_over_naive'), 2)}× |",
-            "",
-        ]
+    lines += _throughput(result.get("throughput"), result)
+    lines += _baselines(result.get("baselines"), result)
     lines += _peers(result.get("peers"))
-    lat = result.get("latency")
-    if lat:
-        lines += [
-            f"## Event → alert latency, open loop, one `leadpulse run` "
-            f"(load = share of {_f(lat['max_events_per_s'])} events/s, the 1-worker maximum)",
-            "",
-            "| load | offered/s | sent/s | alerts | p50 ms | p95 ms | p99 ms | max ms "
-            "| engine histogram p50 / p99 ms | lag at end of send | batches > 100 ms "
-            "| load avg |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for row in lat["levels"]:
-            if "error" in row:
-                lines.append(f"| {row['load']:.0%} | {_f(row['offered_per_s'])} | **failed**: "
-                             f"{row['error']} |||||||||| ")  # fmt: skip
-                continue
-            q, h = row["latency_ms"], row["engine_histogram"]
-            lines.append(
-                f"| {row['load']:.0%} | {_f(row['offered_per_s'])} | {_f(row['sent_per_s'])} "
-                f"| {row['alerts']} | {_f(q['p50'])} | {_f(q['p95'])} | {_f(q['p99'])} "
-                f"| {_f(q['max'])} | {_f(h['p50_ms'], 1)} / {_f(h['p99_ms'], 1)} "
-                f"| {row['lag_events_at_end_of_send']} "
-                f"| {_f(row.get('engine_batches', {}).get('over_100ms'))} "
-                f"| {_f(row.get('loadavg_1m_after'), 2)} |"
-            )
-        lines.append("")
-    mem = result.get("memory")
-    if mem:
-        lines += [
-            f"## Redis memory per lead ({mem.get('server', '')})",
-            "",
-            "| leads | events a lead | used_memory delta | bytes per lead | by key part "
-            "(MEMORY USAGE of the sample, B a lead) |",
-            "|---:|---:|---:|---:|---|",
-        ]
-        for p in mem["points"]:
-            s = p["sample"]
-            split = ", ".join(f"`{k}` {v:,.0f}" for k, v in s["bytes_per_lead_by_part"].items())
-            lines.append(
-                f"| {p['leads']:,} | {s['events_per_lead']} | "
-                f"{_f(p.get('used_memory_delta'))} | "
-                f"{_f(p.get('bytes_per_lead')) if 'skipped' not in p else p['skipped']} "
-                f"| {split} |"
-            )
-        lines.append("")
-    prof = result.get("profile")
-    if prof:
-        sv = prof["server"]
-        lines += [
-            f"## Where the time goes ({prof['events']:,}-event replay through the processor, "
-            f"batches of {prof['batch']}, {_f(prof['us_per_event'], 1)} µs an event)",
-            "",
-            "| stage | µs / event |",
-            "|---|---:|",
-        ]
-        for stage, us in prof["stages_us_per_event"].items():
-            lines.append(f"| {stage} | {_f(us, 1)} |")
-        lines += [
-            "",
-            f"Server side ({sv['kind']}): {_f(sv['us_per_evalsha'], 1)} µs per EVALSHA "
-            f"(scripts; none per event since issue 12), {_f(sv['exec_us_per_event'], 1)} µs "
-            "per event in EXEC "
-            f"(commit); {_f(sv['evalsha_plus_exec_us_per_event'], 1)} µs of server time an "
-            "event in all.",
-            "",
-        ]
-    tg = result.get("targets")
-    if tg:
-        lines += ["## Targets", "", "| target | measured | met |", "|---|---:|:---:|"]
-        for name, row in tg.items():
-            met = "—" if row["met"] is None else ("yes" if row["met"] else "**no**")
-            lines.append(f"| {name} | {_f(row['measured'], 2)} | {met} |")
-        lines.append("")
-    q = result.get("quality")
-    if q:
-        lines += ["## Model quality (benchmarks/quality*.py)", ""]
-        for name, body in q.items():
-            targets = body.get("targets") if isinstance(body, dict) else None
-            if targets:
-                lines += [f"`{name}`:", "", "| target | measured | met |", "|---|---:|:---:|"]
-                for tname, t in targets.items():
-                    met = "—" if t.get("met") is None else ("yes" if t["met"] else "**no**")
-                    lines.append(f"| {tname} {t.get('target', '')} | {_f(t.get('measured'), 3)} "
-                                 f"| {met} |")  # fmt: skip
-                lines.append("")
-            else:
-                lines += [f"`{name}`: {json.dumps(body)[:800]}", ""]
+    lines += _latency(result.get("latency"))
+    lines += _memory(result.get("memory"))
+    lines += _profile(result.get("profile"))
+    lines += _targets(result.get("targets"))
+    lines += _quality(result.get("quality"))
     return "\n".join(lines)
+
+
+def _throughput(tp: dict[str, Any] | None, result: dict[str, Any]) -> list[str]:
+    """Throughput of each configuration, and the ones that failed."""
+    if not tp:
+        return []
+    lines: list[str] = []
+    w = result["workload"]
+    lines += [
+        f"## Throughput (full pipeline, backlog of {w['throughput_events']:,} events, "
+        f"alerts on; median of {tp.get('rounds', 1)} interleaved rounds)",
+        "",
+        "| configuration | events/s | drain s | vs 1 worker | load avg after |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    one = tp["configs"].get("1 worker", {}).get("events_per_s")
+    for name, row in tp["configs"].items():
+        ratio = row["events_per_s"] / one if one else None
+        lines.append(
+            f"| {name} | {_f(row['events_per_s'])} | {_f(row['seconds'], 2)} "
+            f"| {_f(ratio, 2)}× | {_f(row.get('loadavg_1m_after'), 2)} |"
+        )
+    for name, err in tp.get("failed", {}).items():
+        lines.append(f"| {name} | **failed**: {err} | | | |")
+    lines.append("")
+    return lines
+
+
+def _baselines(base: dict[str, Any] | None, result: dict[str, Any]) -> list[str]:
+    """The engine against the floor and the naive peer (per-round ratios)."""
+    if not base:
+        return []
+    lines: list[str] = []
+    r = result.get("ratios", {})
+    lines += [
+        "## Engine vs floor and naive peer (one process, one thread)",
+        "",
+        "Ratios: median over rounds of per-round ratios, each side measured back to back.",
+        "",
+        "| | events/s | engine / this |",
+        "|---|---:|---:|",
+        f"| engine, 1 worker (full pipeline) | {_f(r.get('engine_events_per_s'))} | 1.00× |",
+        f"| floor: pipelined Lua + predict, no dataflow | "
+        f"{_f(base['floor']['events_per_s'])} | {_f(r.get('engine_over_floor'), 2)}× |",
+        f"| naive peer: unpipelined, predict+learn per event | "
+        f"{_f(base['naive']['events_per_s'])} | {_f(r.get('engine_over_naive'), 2)}× |",
+        "",
+    ]
+    return lines
+
+
+def _latency(lat: dict[str, Any] | None) -> list[str]:
+    """Event -> alert latency at each load level."""
+    if not lat:
+        return []
+    lines: list[str] = []
+    lines += [
+        f"## Event → alert latency, open loop, one `leadpulse run` "
+        f"(load = share of {_f(lat['max_events_per_s'])} events/s, the 1-worker maximum)",
+        "",
+        "| load | offered/s | sent/s | alerts | p50 ms | p95 ms | p99 ms | max ms "
+        "| engine histogram p50 / p99 ms | lag at end of send | batches > 100 ms "
+        "| load avg |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in lat["levels"]:
+        if "error" in row:
+            lines.append(f"| {row['load']:.0%} | {_f(row['offered_per_s'])} | **failed**: "
+                         f"{row['error']} |||||||||| ")  # fmt: skip
+            continue
+        q, h = row["latency_ms"], row["engine_histogram"]
+        lines.append(
+            f"| {row['load']:.0%} | {_f(row['offered_per_s'])} | {_f(row['sent_per_s'])} "
+            f"| {row['alerts']} | {_f(q['p50'])} | {_f(q['p95'])} | {_f(q['p99'])} "
+            f"| {_f(q['max'])} | {_f(h['p50_ms'], 1)} / {_f(h['p99_ms'], 1)} "
+            f"| {row['lag_events_at_end_of_send']} "
+            f"| {_f(row.get('engine_batches', {}).get('over_100ms'))} "
+            f"| {_f(row.get('loadavg_1m_after'), 2)} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _memory(mem: dict[str, Any] | None) -> list[str]:
+    """Redis bytes per lead at each point."""
+    if not mem:
+        return []
+    lines: list[str] = []
+    lines += [
+        f"## Redis memory per lead ({mem.get('server', '')})",
+        "",
+        "| leads | events a lead | used_memory delta | bytes per lead | by key part "
+        "(MEMORY USAGE of the sample, B a lead) |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for p in mem["points"]:
+        s = p["sample"]
+        split = ", ".join(f"`{k}` {v:,.0f}" for k, v in s["bytes_per_lead_by_part"].items())
+        lines.append(
+            f"| {p['leads']:,} | {s['events_per_lead']} | "
+            f"{_f(p.get('used_memory_delta'))} | "
+            f"{_f(p.get('bytes_per_lead')) if 'skipped' not in p else p['skipped']} "
+            f"| {split} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _profile(prof: dict[str, Any] | None) -> list[str]:
+    """Where the time goes: µs an event by stage, and the server side."""
+    if not prof:
+        return []
+    lines: list[str] = []
+    sv = prof["server"]
+    lines += [
+        f"## Where the time goes ({prof['events']:,}-event replay through the processor, "
+        f"batches of {prof['batch']}, {_f(prof['us_per_event'], 1)} µs an event)",
+        "",
+        "| stage | µs / event |",
+        "|---|---:|",
+    ]
+    for stage, us in prof["stages_us_per_event"].items():
+        lines.append(f"| {stage} | {_f(us, 1)} |")
+    lines += [
+        "",
+        f"Server side ({sv['kind']}): {_f(sv['us_per_evalsha'], 1)} µs per EVALSHA "
+        f"(scripts; none per event since issue 12), {_f(sv['exec_us_per_event'], 1)} µs "
+        "per event in EXEC "
+        f"(commit); {_f(sv['evalsha_plus_exec_us_per_event'], 1)} µs of server time an "
+        "event in all.",
+        "",
+    ]
+    return lines
+
+
+def _targets(tg: dict[str, Any] | None) -> list[str]:
+    """Each target, its measured figure and whether it is met."""
+    if not tg:
+        return []
+    lines: list[str] = []
+    lines += ["## Targets", "", "| target | measured | met |", "|---|---:|:---:|"]
+    for name, row in tg.items():
+        met = "—" if row["met"] is None else ("yes" if row["met"] else "**no**")
+        lines.append(f"| {name} | {_f(row['measured'], 2)} | {met} |")
+    lines.append("")
+    return lines
+
+
+def _quality(q: dict[str, Any] | None) -> list[str]:
+    """The model-quality figures, when the quality step ran."""
+    if not q:
+        return []
+    lines: list[str] = []
+    lines += ["## Model quality (benchmarks/quality*.py)", ""]
+    for name, body in q.items():
+        targets = body.get("targets") if isinstance(body, dict) else None
+        if targets:
+            lines += [f"`{name}`:", "", "| target | measured | met |", "|---|---:|:---:|"]
+            for tname, t in targets.items():
+                met = "—" if t.get("met") is None else ("yes" if t["met"] else "**no**")
+                lines.append(f"| {tname} {t.get('target', '')} | {_f(t.get('measured'), 3)} "
+                             f"| {met} |")  # fmt: skip
+            lines.append("")
+        else:
+            lines += [f"`{name}`: {json.dumps(body)[:800]}", ""]
+    return lines
 
 
 def _peers(peers: dict[str, Any] | None) -> list[str]:
