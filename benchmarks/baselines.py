@@ -43,7 +43,7 @@ from engine.validate import Rejection, Validator
 from features.definitions import model_input
 from features.store import DUPLICATE, LATE, FeatureStore
 
-__all__ = ["measure_floor", "measure_naive"]
+__all__ = ["CountingClient", "measure_floor", "measure_naive"]
 
 _DAY = 86_400.0
 _HAND_RAISES = frozenset({"inquiry", "showing_request", "valuation_request", "call_request"})
@@ -103,7 +103,7 @@ def measure_floor(
         delete_prefix(client, prefix)
 
 
-class _Counting:
+class CountingClient:
     """A client proxy that counts the commands it sends (one round trip each here)."""
 
     def __init__(self, client: redis.Redis) -> None:
@@ -124,7 +124,7 @@ class _Naive:
     """The hand-written consumer: one round trip per feature operation."""
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self.counter = _Counting(client)
+        self.counter = CountingClient(client)
         self.r: Any = self.counter
         self.prefix = prefix
         self.model = compose.Pipeline(

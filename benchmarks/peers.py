@@ -46,6 +46,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from river import compose, linear_model, optim, preprocessing
 
+from benchmarks.baselines import CountingClient
 from benchmarks.harness import Workload, delete_prefix, new_prefix
 from benchmarks.throughput import engine_env
 from engine.events import (
@@ -279,23 +280,6 @@ def measure_bytewax_peer(path: Path, timeout_s: float = 600.0) -> PeerRun:
 # --- the naive Redis peer --------------------------------------------------------------
 
 
-class _Counting:
-    """A client proxy that counts the commands it sends (one round trip each here)."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-        self.calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-
-        def call(*a: Any, **kw: Any) -> Any:
-            self.calls += 1
-            return method(*a, **kw)
-
-        return call
-
-
 @dataclass(frozen=True)
 class _NaiveKeys:
     """The naive peer's private keys (all under ``prefix:``, deleted after the run)."""
@@ -347,7 +331,7 @@ def measure_naive_peer(
 ) -> PeerRun:
     """The hand-written loop over ``path``, against ``client`` under a private prefix."""
     keys = _NaiveKeys(new_prefix("np"))
-    counter = _Counting(client)
+    counter = CountingClient(client)
     scorer = LeadScorer()
     events = alerts = 0
     try:
