@@ -25,6 +25,7 @@ import importlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -146,12 +147,44 @@ def _find(frame: Any, name: str) -> list[Any]:
     return out
 
 
+@dataclass
+class _Runs:
+    """What the three replays measured, for the steps that turn it into figures."""
+
+    wall: float  # 1. plain run, seconds
+    timed_wall: float  # 2. run under the exact timers, seconds
+    spent: dict[str, float]  # exact seconds by stage from the timed run
+    stats: dict[str, Any]  # INFO commandstats after the plain run
+    profiler: Any  # 3. the pyinstrument profiler of the sampled run
+    server_kind: str
+    batch: int
+
+
 def measure_profile(work: Workload, n: int, html_out: str | None = None) -> dict[str, Any]:
     """Per-event µs by stage, client and server; optional pyinstrument HTML report."""
-    from pyinstrument import Profiler
-
     entries = _entries(work, n)
     n_events = len(entries)
+    runs = _replays(entries)
+    session = runs.profiler.last_session
+    stages = _stages(runs, n_events)
+    if html_out and session is not None:
+        runs.profiler.write_html(html_out)
+    return {
+        "events": n_events,
+        "batch": runs.batch,
+        "us_per_event": round(1e6 * runs.wall / n_events, 1),
+        "events_per_s": round(n_events / runs.wall, 1),
+        "stages_us_per_event": stages,
+        "method": "exact timers at decode/apply/commit; the rest split by pyinstrument "
+        "samples; all scaled to the unprofiled run",
+        "server": _server(runs, n_events),
+    }
+
+
+def _replays(entries: list[Any]) -> _Runs:
+    """The three replays on a dedicated server: plain, timed, sampled."""
+    from pyinstrument import Profiler
+
     with DedicatedServer() as server:
         client = server.client
         batch = settings_for("lp").streams.read_count
@@ -166,10 +199,16 @@ def measure_profile(work: Workload, n: int, html_out: str | None = None) -> dict
         profiler.start()
         _run(client, entries, batch)
         profiler.stop()
-    per_event_us = 1e6 * wall / n_events
-    scale = wall / timed_wall  # timers cost a little: express stages in plain-run time
-    exact = dict(spent)
-    session = profiler.last_session
+    return _Runs(
+        wall, timed_wall, dict(spent), stats, profiler, f"{server.kind} {server.version}", batch
+    )
+
+
+def _stages(runs: _Runs, n_events: int) -> dict[str, float | None]:
+    """µs an event by stage: exact timers where there are some, samples share the rest."""
+    scale = runs.wall / runs.timed_wall  # timers cost a little: express stages in plain-run time
+    exact = runs.spent
+    session = runs.profiler.last_session
     root = session.root_frame() if session is not None else None
     sampled: dict[str, float] = defaultdict(float)
     total = 0.0
@@ -179,7 +218,7 @@ def measure_profile(work: Workload, n: int, html_out: str | None = None) -> dict
             for child in frame.children:
                 _walk(child, sampled, None)
     sampled["other (processor itself)"] = max(0.0, total - sum(sampled.values()))
-    rest_s = max(0.0, timed_wall - sum(exact.values()))
+    rest_s = max(0.0, runs.timed_wall - sum(exact.values()))
     rest_sampled = sum(v for k, v in sampled.items() if k not in exact)
     stages: dict[str, float | None] = {}
     for stage in (*STAGES, "other (processor itself)"):
@@ -190,8 +229,12 @@ def measure_profile(work: Workload, n: int, html_out: str | None = None) -> dict
         else:
             seconds = 0.0
         stages[stage] = round(1e6 * seconds * scale / n_events, 1)
-    if html_out and session is not None:
-        profiler.write_html(html_out)
+    return stages
+
+
+def _server(runs: _Runs, n_events: int) -> dict[str, Any]:
+    """Server µs from INFO commandstats of the plain run."""
+    stats = runs.stats
     evalsha = stats.get("cmdstat_evalsha", {})
     exec_stats = stats.get("cmdstat_exec", {})
     # EVALSHA: scripts still run per batch (none per event); EXEC: the queued commands
@@ -200,19 +243,10 @@ def measure_profile(work: Workload, n: int, html_out: str | None = None) -> dict
         name.removeprefix("cmdstat_"): round(v["usec"] / n_events, 2) for name, v in stats.items()
     }
     return {
-        "events": n_events,
-        "batch": batch,
-        "us_per_event": round(per_event_us, 1),
-        "events_per_s": round(n_events / wall, 1),
-        "stages_us_per_event": stages,
-        "method": "exact timers at decode/apply/commit; the rest split by pyinstrument "
-        "samples; all scaled to the unprofiled run",
-        "server": {
-            "kind": f"{server.kind} {server.version}",
-            "us_per_evalsha": evalsha.get("usec_per_call"),
-            "evalsha_us_per_event": round(evalsha.get("usec", 0) / n_events, 1),
-            "exec_us_per_event": round(exec_stats.get("usec", 0) / n_events, 1),
-            "evalsha_plus_exec_us_per_event": round(server_total, 1),
-            "by_command_us_per_event": dict(sorted(by_command.items(), key=lambda kv: -kv[1])[:12]),
-        },
+        "kind": runs.server_kind,
+        "us_per_evalsha": evalsha.get("usec_per_call"),
+        "evalsha_us_per_event": round(evalsha.get("usec", 0) / n_events, 1),
+        "exec_us_per_event": round(exec_stats.get("usec", 0) / n_events, 1),
+        "evalsha_plus_exec_us_per_event": round(server_total, 1),
+        "by_command_us_per_event": dict(sorted(by_command.items(), key=lambda kv: -kv[1])[:12]),
     }
