@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
@@ -241,13 +242,7 @@ def _wait_for_group(client: Any, alerts: str, group: str, proc: Any, log: str) -
     raise RuntimeError(f"deliver did not start; log: {log}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from engine.app import build_parts
-    from engine.dataflow import build_flow, run_flow
-    from engine.redis_client import connect, resolve_url
-    from engine.settings import load_settings
-    from engine.streams import Producer
-
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rate", type=float, default=20.0, help="hand-raises (alerts) per second")
     ap.add_argument("--leads", type=int, default=200)
@@ -259,7 +254,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate-limit", type=float, default=0.0, help="target pacing (0: FUB's 24/s)")
     ap.add_argument("--drain-timeout-s", type=float, default=600.0)
     ap.add_argument("--out", default="benchmarks/results/fault_crm.json")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+@dataclass
+class _Run:
+    """What the steps of one run share: Redis, the engine thread, deliver, the receiver."""
+
+    client: Any
+    server: Any
+    alerts: str
+    group: str
+    buckets: str
+    producer: Any
+    engine: threading.Thread
+    engine_stop: threading.Event
+    traffic_stop: threading.Event
+    fub: FubReceiver
+    log: str
+    proc: subprocess.Popen[bytes]
+
+
+def _start(args: argparse.Namespace) -> _Run:
+    """Fresh prefix, the engine live in a thread, the receiver up and deliver reading."""
+    from engine.app import build_parts
+    from engine.dataflow import build_flow, run_flow
+    from engine.redis_client import connect, resolve_url
+    from engine.settings import load_settings
+    from engine.streams import Producer
+
     settings = load_settings(overrides={"redis": {"key_prefix": _PREFIX},
                                         "streams": {"idle_poll_ms": 5}})  # fmt: skip
     url, server = resolve_url(settings.redis_url())
@@ -279,51 +302,66 @@ def main(argv: list[str] | None = None) -> int:
     log = tempfile.NamedTemporaryFile(prefix="fault_crm_", suffix=".log", delete=False).name
     proc = _spawn(url, fub.url, log, args.rate_limit)
     producer = Producer(client, parts.names, settings.streams.maxlen)
+    run = _Run(client, server, alerts, group, buckets, producer, engine, engine_stop,
+               traffic_stop, fub, log, proc)  # fmt: skip
     _wait_for_group(client, alerts, group, proc, log)
-    sender = threading.Thread(target=_traffic, args=(producer, args.rate, args.leads,
-                                                     traffic_stop), daemon=True)  # fmt: skip
-    mover = threading.Thread(target=_changes_traffic, daemon=True,
-                             args=(producer, args.changes_rate, traffic_stop))  # fmt: skip
-    marks: dict[str, float] = {"start": time.time()}
+    return run
+
+
+def _drive(run: _Run, args: argparse.Namespace, marks: dict[str, float]) -> bool:
+    """Traffic through warm, outage (closed, then 503) and after; then wait for the drain."""
+    fub, proc = run.fub, run.proc
+    deadline = time.monotonic() + 60
+    while not fub.got:  # the first write-back also proves deliver is up
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"deliver wrote nothing back; log: {run.log}")
+        time.sleep(0.05)
+    marks["warm"] = time.time()
+    time.sleep(args.warm_s)
+    marks["down"] = time.time()
+    fub.set_mode("down")
+    time.sleep(args.outage_s / 2)
+    fub.set_mode("503")
+    time.sleep(args.outage_s / 2)
+    marks["up"] = time.time()
+    fub.set_mode("up")
+    time.sleep(args.after_s)
+    run.traffic_stop.set()
+    marks["traffic_stopped"] = time.time()
+    time.sleep(1.0)
     drained = False
+    end = time.monotonic() + args.drain_timeout_s
+    while time.monotonic() < end and not drained:
+        drained = (
+            pending(run.client, run.alerts, run.group)
+            == (0, 0)
+            == pending(run.client, run.buckets, run.group)
+        )
+        time.sleep(0.5)
+    marks["drained"] = time.time()
+    return drained
+
+
+def _stop(run: _Run) -> None:
+    """Stop traffic, deliver (SIGTERM, then kill), the engine and the receiver."""
+    run.traffic_stop.set()
+    run.proc.send_signal(signal.SIGTERM)
     try:
-        sender.start()
-        mover.start()
-        deadline = time.monotonic() + 60
-        while not fub.got:  # the first write-back also proves deliver is up
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"deliver wrote nothing back; log: {log}")
-            time.sleep(0.05)
-        marks["warm"] = time.time()
-        time.sleep(args.warm_s)
-        marks["down"] = time.time()
-        fub.set_mode("down")
-        time.sleep(args.outage_s / 2)
-        fub.set_mode("503")
-        time.sleep(args.outage_s / 2)
-        marks["up"] = time.time()
-        fub.set_mode("up")
-        time.sleep(args.after_s)
-        traffic_stop.set()
-        marks["traffic_stopped"] = time.time()
-        time.sleep(1.0)
-        end = time.monotonic() + args.drain_timeout_s
-        while time.monotonic() < end and not drained:
-            drained = pending(client, alerts, group) == (0, 0) == pending(client, buckets, group)
-            time.sleep(0.5)
-        marks["drained"] = time.time()
-    finally:
-        traffic_stop.set()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        engine_stop.set()
-        engine.join(30)
-        fub.set_mode("down")
-    keys = {c.delivery_id for c in _changes(client, buckets)}  # the bucket write-backs
-    result = {
+        run.proc.wait(20)
+    except subprocess.TimeoutExpired:
+        run.proc.kill()
+    run.engine_stop.set()
+    run.engine.join(30)
+    run.fub.set_mode("down")
+
+
+def _result(
+    run: _Run, args: argparse.Namespace, argv: list[str] | None, marks: dict[str, float],
+    drained: bool,
+) -> dict[str, Any]:  # fmt: skip
+    client, fub = run.client, run.fub
+    keys = {c.delivery_id for c in _changes(client, run.buckets)}  # the bucket write-backs
+    return {
         "command": "python -m benchmarks.fault_crm " + " ".join(argv or sys.argv[1:]),
         "params": {
             k: getattr(args, k)
@@ -338,17 +376,35 @@ def main(argv: list[str] | None = None) -> int:
             )
         },  # fmt: skip
         "pacing_per_s": args.rate_limit or 24.0,
-        **_figures(client, alerts, [a for a in fub.got if a.delivery_id not in keys], marks),
-        **_bucket_figures(client, buckets, fub.buckets),
+        **_figures(client, run.alerts, [a for a in fub.got if a.delivery_id not in keys], marks),
+        **_bucket_figures(client, run.buckets, fub.buckets),
         "refused_by_status": fub.refused,
         "dead_letters": int(cast(int, client.xlen(f"{{{_PREFIX}}}:dlv:dead"))),
         "drained": drained,
         "drain_after_receiver_up_s": round(marks["drained"] - marks["up"], 1),
-        "deliver_log": log,
+        "deliver_log": run.log,
     }
-    delete_prefix(client, _PREFIX)
-    if server is not None:
-        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    run = _start(args)
+    sender = threading.Thread(target=_traffic, args=(run.producer, args.rate, args.leads,
+                                                     run.traffic_stop), daemon=True)  # fmt: skip
+    mover = threading.Thread(target=_changes_traffic, daemon=True,
+                             args=(run.producer, args.changes_rate, run.traffic_stop))  # fmt: skip
+    marks: dict[str, float] = {"start": time.time()}
+    drained = False
+    try:
+        sender.start()
+        mover.start()
+        drained = _drive(run, args, marks)
+    finally:
+        _stop(run)
+    result = _result(run, args, argv, marks, drained)
+    delete_prefix(run.client, _PREFIX)
+    if run.server is not None:
+        run.server.stop()
     print(json.dumps(result, indent=2))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     bad = result["lost"] or result["duplicated"] or result["out_of_order_leads"]
