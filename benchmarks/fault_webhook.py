@@ -243,13 +243,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear script
-    from engine.app import build_parts
-    from engine.dataflow import build_flow, run_flow
-    from engine.redis_client import connect, resolve_url
-    from engine.settings import load_settings
-    from engine.streams import Producer, ingest_ms
-
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--outage-s", type=float, default=60.0, help="receiver down, then 503")
     ap.add_argument("--refused-fraction", type=float, default=0.5,
@@ -262,7 +256,38 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
     ap.add_argument("--after-s", type=float, default=30.0, help="traffic after the outage")
     ap.add_argument("--drain-timeout-s", type=float, default=300.0)
     ap.add_argument("--out", default="benchmarks/results/fault_webhook.json")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+@dataclass
+class _Run:
+    """What the steps of one run share: Redis, the engine thread, deliver, the receiver."""
+
+    settings: Any
+    client: Any
+    server: Any
+    alerts_key: str
+    group: str
+    producer: Any
+    engine: threading.Thread
+    engine_stop: threading.Event
+    receiver: FaultyReceiver
+    slow_s: tuple[float, float]
+    log_path: str
+    proc: subprocess.Popen[bytes]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    phase: dict[str, str] = field(default_factory=lambda: {"name": "warm"})
+    appended: list[tuple[float, int]] = field(default_factory=list)  # (wall, ingest ms) per event
+    marks: dict[str, float] = field(default_factory=dict)
+
+
+def _start(args: argparse.Namespace) -> _Run:
+    """Fresh prefix, the engine live in a thread, the receiver up and deliver spawned."""
+    from engine.app import build_parts
+    from engine.dataflow import build_flow, run_flow
+    from engine.redis_client import connect, resolve_url
+    from engine.settings import load_settings
+    from engine.streams import Producer
 
     settings = load_settings(overrides={
         "redis": {"key_prefix": _PREFIX}, "streams": {"idle_poll_ms": 5},
@@ -272,8 +297,6 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
     client = connect(url)
     delete_prefix(client, _PREFIX)
     parts = build_parts(settings, client)
-    alerts_key, group = parts.names.alerts, settings.delivery.consumer_group
-    dead_key = f"{{{_PREFIX}}}:dlv:dead"
     producer = Producer(client, parts.names, settings.streams.maxlen)
     engine_stop = threading.Event()
     engine = threading.Thread(target=run_flow, args=(build_flow(parts, stop=engine_stop),))
@@ -289,95 +312,102 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
     with tempfile.NamedTemporaryFile(prefix="fault_deliver_", suffix=".log", delete=False) as f:
         log_path = f.name
     proc = spawn_deliver(url, _PREFIX, receiver.url, log_path)
+    return _Run(settings, client, server, parts.names.alerts, settings.delivery.consumer_group,
+                producer, engine, engine_stop, receiver, (lo, hi), log_path, proc)  # fmt: skip
 
-    samples: list[dict[str, Any]] = []
-    phase = {"name": "warm"}
-    sampling = threading.Event()
-    t0 = time.time()
 
-    def sample() -> None:
-        while not sampling.is_set():
-            p, lag = pending(client, alerts_key, group)
-            samples.append({
-                "t": round(time.time() - t0, 2), "phase": phase["name"], "rss_kb": rss_kb(proc.pid),
-                "pending": p, "lag": lag, "received": len(receiver.got),
-            })  # fmt: skip
-            sampling.wait(1.0)
+def _sample(run: _Run, t0: float, sampling: threading.Event) -> None:
+    """Once a second: deliver's RSS, the group's pending and lag, alerts received."""
+    while not sampling.is_set():
+        p, lag = pending(run.client, run.alerts_key, run.group)
+        run.samples.append({
+            "t": round(time.time() - t0, 2), "phase": run.phase["name"],
+            "rss_kb": rss_kb(run.proc.pid), "pending": p, "lag": lag,
+            "received": len(run.receiver.got),
+        })  # fmt: skip
+        sampling.wait(1.0)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    traffic_stop = threading.Event()
-    appended: list[tuple[float, int]] = []  # (wall time, ingest ms) per event
 
-    def traffic() -> None:
-        n = 0
-        next_at = time.monotonic()
-        while not traffic_stop.is_set():
-            lead = n % args.leads
-            ev = {"event_id": f"f{n}", "lead_id": f"fl{lead}", "type": "showing_request",
-                  "ts": time.time(), "property_id": f"P{lead}", "area": "02139",
-                  "source": "portal", "side": "buyer"}  # fmt: skip
-            (sid,) = producer.send([ev])
-            appended.append((time.time(), ingest_ms(sid)))
-            n += 1
-            next_at += 1 / args.rate
-            traffic_stop.wait(max(0.0, next_at - time.monotonic()))
+def _traffic(run: _Run, args: argparse.Namespace, traffic_stop: threading.Event) -> None:
+    from engine.streams import ingest_ms
 
-    sender = threading.Thread(target=traffic, daemon=True)
-    marks: dict[str, float] = {}
+    n = 0
+    next_at = time.monotonic()
+    while not traffic_stop.is_set():
+        lead = n % args.leads
+        ev = {"event_id": f"f{n}", "lead_id": f"fl{lead}", "type": "showing_request",
+              "ts": time.time(), "property_id": f"P{lead}", "area": "02139",
+              "source": "portal", "side": "buyer"}  # fmt: skip
+        (sid,) = run.producer.send([ev])
+        run.appended.append((time.time(), ingest_ms(sid)))
+        n += 1
+        next_at += 1 / args.rate
+        traffic_stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def _set_phase(run: _Run, name: str, mode: str | None = None) -> None:
+    run.marks[name] = time.time()
+    run.phase["name"] = name
+    if mode is not None:
+        run.receiver.set_mode(mode)
+
+
+def _drive(
+    run: _Run, args: argparse.Namespace, sender: threading.Thread, traffic_stop: threading.Event
+) -> bool:
+    """Warm, down, 503, slow; stop traffic and wait until every alert is acknowledged."""
+    deadline = time.monotonic() + 30
+    while not run.receiver.got:  # the first alert also proves the process is up
+        if time.monotonic() > deadline or run.proc.poll() is not None:
+            raise RuntimeError(f"deliver did not deliver; log: {run.log_path}")
+        time.sleep(0.05)
+    run.marks["warm"] = time.time()
+    time.sleep(args.warm_s)
+    _set_phase(run, "down", "down")
+    time.sleep(args.outage_s * args.refused_fraction)
+    _set_phase(run, "503", "503")
+    time.sleep(args.outage_s * (1 - args.refused_fraction))
+    _set_phase(run, "slow", "slow")
+    time.sleep(args.after_s)
+    traffic_stop.set()
+    sender.join(5)
+    run.marks["traffic_stopped"] = time.time()
+    run.phase["name"] = "drain"
+    time.sleep(1.0)  # the engine turns the last events into alerts
     ok = False
-    sender.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not receiver.got:  # the first alert also proves the process is up
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"deliver did not deliver; log: {log_path}")
-            time.sleep(0.05)
-        marks["warm"] = time.time()
-        time.sleep(args.warm_s)
-        marks["down"] = time.time()
-        phase["name"] = "down"
-        receiver.set_mode("down")
-        time.sleep(args.outage_s * args.refused_fraction)
-        marks["503"] = time.time()
-        phase["name"] = "503"
-        receiver.set_mode("503")
-        time.sleep(args.outage_s * (1 - args.refused_fraction))
-        marks["slow"] = time.time()
-        phase["name"] = "slow"
-        receiver.set_mode("slow")
-        time.sleep(args.after_s)
-        traffic_stop.set()
-        sender.join(5)
-        marks["traffic_stopped"] = time.time()
-        phase["name"] = "drain"
-        time.sleep(1.0)  # the engine turns the last events into alerts
-        end = time.monotonic() + args.drain_timeout_s
-        while time.monotonic() < end:  # every alert read and acknowledged: all finished
-            if pending(client, alerts_key, group) == (0, 0):  # (delivered or dead letter)
-                ok = True
-                break
-            time.sleep(0.5)
-        marks["drained"] = time.time()
-        time.sleep(3.0)  # settle: the RSS after
-        phase["name"] = "after"
-        time.sleep(1.1)
-    finally:
-        traffic_stop.set()
-        sampling.set()
-        sampler.join(5)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        engine_stop.set()
-        engine.join(30)
-        receiver.close()
+    end = time.monotonic() + args.drain_timeout_s
+    while time.monotonic() < end:  # every alert read and acknowledged: all finished
+        if pending(run.client, run.alerts_key, run.group) == (0, 0):  # (delivered or dead letter)
+            ok = True
+            break
+        time.sleep(0.5)
+    run.marks["drained"] = time.time()
+    time.sleep(3.0)  # settle: the RSS after
+    run.phase["name"] = "after"
+    time.sleep(1.1)
+    return ok
 
-    sent = stream_alerts(client, alerts_key)
-    got = receiver.arrivals()
-    counts = analyse(sent, got)
+
+def _stop(run: _Run, stops: list[threading.Event], sampler: threading.Thread) -> None:
+    """Stop traffic and sampling, deliver (SIGTERM, then kill), the engine, the receiver."""
+    for stop in stops:
+        stop.set()
+    sampler.join(5)
+    run.proc.send_signal(signal.SIGTERM)
+    try:
+        run.proc.wait(20)
+    except subprocess.TimeoutExpired:
+        run.proc.kill()
+    run.engine_stop.set()
+    run.engine.join(30)
+    run.receiver.close()
+
+
+def _timing(
+    run: _Run, sent: list[tuple[str, str, str]], got: list[Arrival]
+) -> tuple[float | None, dict[str, int] | None]:
+    """Recovery (receiver back -> every earlier alert received) and ingest -> received."""
+    marks = run.marks
     arrival: dict[str, float] = {}
     for a in got:
         if a.type == "alert":
@@ -390,6 +420,16 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
         else None
     )
     lat = [arrival[aid] * 1000 - int(sid.split("-")[0]) for sid, aid, _ in sent if aid in arrival]
+    return recovery, {
+        "p50": round(statistics.median(lat)),
+        "p99": round(_pct(lat, 0.99)),
+        "max": round(max(lat)),
+    } if lat else None  # fmt: skip
+
+
+def _memory(run: _Run) -> tuple[dict[str, int], dict[str, int]]:
+    """Deliver's RSS and the group's pending entries over the phases."""
+    samples = run.samples
 
     def phase_rss(name: str) -> list[int]:
         return [s["rss_kb"] for s in samples if s["phase"] == name and s["rss_kb"]]
@@ -398,60 +438,93 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
     rss_before = int(statistics.median(warm[len(warm) // 2 :])) if warm else 0
     rss_all = [s["rss_kb"] for s in samples if s["rss_kb"]]
     outage = [s for s in samples if s["phase"] in ("down", "503")]
-    result = {
+    rss = {
+        "before_outage": rss_before,
+        "max_during_outage": max((s["rss_kb"] for s in outage), default=0),
+        "max": max(rss_all, default=0),
+        "after": phase_rss("after")[-1] if phase_rss("after") else 0,
+    }
+    pend = {
+        "max": max((s["pending"] for s in samples), default=0),
+        "max_lag": max((s["lag"] for s in samples), default=0),
+        "final": pending(run.client, run.alerts_key, run.group)[0],
+    }
+    return rss, pend
+
+
+def _params(run: _Run, args: argparse.Namespace) -> dict[str, Any]:
+    lo, hi = run.slow_s
+    return {
+        "outage_s": args.outage_s,
+        "refused_s": round(args.outage_s * args.refused_fraction, 1),
+        "503_s": round(args.outage_s * (1 - args.refused_fraction), 1),
+        "slow_ms": [round(lo * 1000), round(hi * 1000)],
+        "rate_per_s": args.rate,
+        "leads": args.leads,
+        "warm_s": args.warm_s,
+        "after_s": args.after_s,
+        "delivery": {
+            k: getattr(run.settings.delivery, k)
+            for k in (
+                "max_attempts",
+                "backoff_base_s",
+                "backoff_cap_s",
+                "timeout_s",
+                "max_in_flight",
+            )
+        },
+    }  # fmt: skip
+
+
+def _result(
+    run: _Run, args: argparse.Namespace, argv: list[str] | None, ok: bool
+) -> dict[str, Any]:
+    marks, receiver = run.marks, run.receiver
+    sent = stream_alerts(run.client, run.alerts_key)
+    got = receiver.arrivals()
+    counts = analyse(sent, got)
+    recovery, latency = _timing(run, sent, got)
+    rss, pend = _memory(run)
+    return {
         "command": "python -m benchmarks.fault_webhook " + " ".join(argv or sys.argv[1:]),
-        "redis": "embedded valkey" if server is not None else "REDIS_URL",
-        "params": {
-            "outage_s": args.outage_s,
-            "refused_s": round(args.outage_s * args.refused_fraction, 1),
-            "503_s": round(args.outage_s * (1 - args.refused_fraction), 1),
-            "slow_ms": [round(lo * 1000), round(hi * 1000)],
-            "rate_per_s": args.rate,
-            "leads": args.leads,
-            "warm_s": args.warm_s,
-            "after_s": args.after_s,
-            "delivery": {
-                k: getattr(settings.delivery, k)
-                for k in (
-                    "max_attempts",
-                    "backoff_base_s",
-                    "backoff_cap_s",
-                    "timeout_s",
-                    "max_in_flight",
-                )
-            },
-        },  # fmt: skip
+        "redis": "embedded valkey" if run.server is not None else "REDIS_URL",
+        "params": _params(run, args),
         **counts,
-        "dead_letters": int(cast(int, client.xlen(dead_key))),
+        "dead_letters": int(cast(int, run.client.xlen(f"{{{_PREFIX}}}:dlv:dead"))),
         "bad_signatures": receiver.bad_signatures,
         "rejected_during_outage": receiver.rejected,
-        "sent_during_outage": sum(1 for at, _ in appended if marks["down"] <= at < marks["slow"]),
+        "sent_during_outage": sum(
+            1 for at, _ in run.appended if marks["down"] <= at < marks["slow"]
+        ),
         "drained": ok,
         "recovery_s": None if recovery is None else round(recovery, 2),
         "drain_after_traffic_stopped_s": round(marks["drained"] - marks["traffic_stopped"], 2),
-        "ingest_to_received_ms": {
-            "p50": round(statistics.median(lat)),
-            "p99": round(_pct(lat, 0.99)),
-            "max": round(max(lat)),
-        }
-        if lat
-        else None,  # fmt: skip
-        "rss_kb": {
-            "before_outage": rss_before,
-            "max_during_outage": max((s["rss_kb"] for s in outage), default=0),
-            "max": max(rss_all, default=0),
-            "after": phase_rss("after")[-1] if phase_rss("after") else 0,
-        },
-        "pending": {
-            "max": max((s["pending"] for s in samples), default=0),
-            "max_lag": max((s["lag"] for s in samples), default=0),
-            "final": pending(client, alerts_key, group)[0],
-        },
+        "ingest_to_received_ms": latency,
+        "rss_kb": rss,
+        "pending": pend,
         "phases_s": {k: round(v - marks["warm"], 2) for k, v in marks.items()},
-        "samples": samples,
+        "samples": run.samples,
     }
-    if server is not None:
-        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    run = _start(args)
+    sampling = threading.Event()
+    sampler = threading.Thread(target=_sample, args=(run, time.time(), sampling), daemon=True)
+    sampler.start()
+    traffic_stop = threading.Event()
+    sender = threading.Thread(target=_traffic, args=(run, args, traffic_stop), daemon=True)
+    ok = False
+    sender.start()
+    try:
+        ok = _drive(run, args, sender, traffic_stop)
+    finally:
+        _stop(run, [traffic_stop, sampling], sampler)
+
+    result = _result(run, args, argv, ok)
+    if run.server is not None:
+        run.server.stop()
     summary = {k: v for k, v in result.items() if k != "samples"}
     print(json.dumps(summary, indent=2))
     out = Path(args.out)
@@ -459,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
     out.write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(_markdown(result))
     good = ok and not (
-        counts["lost"] or counts["duplicated"] or counts["out_of_order_leads"]
+        result["lost"] or result["duplicated"] or result["out_of_order_leads"]
         or result["dead_letters"] or result["bad_signatures"]
     )  # fmt: skip
     return 0 if good else 1
