@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,81 @@ def _spawn_run(url: str, prefix: str) -> subprocess.Popen[bytes]:
     )
 
 
+def _reference_run(client: Any, ref: str, events: list[dict[str, Any]]) -> float:
+    """Load ``events`` under ``ref`` and run the flow in process; the seconds it took."""
+    from engine.app import build_parts
+    from engine.dataflow import build_flow, run_flow
+
+    load(client, ref, events)
+    t0 = time.monotonic()
+    settings = load_settings(
+        overrides={"redis": {"key_prefix": ref}, "streams": {"partitions": 1}}, environ={}
+    )
+    run_flow(build_flow(build_parts(settings, client), bounded=True))
+    return time.monotonic() - t0
+
+
+def _kill_points(rng: random.Random, kills: int) -> list[float]:
+    # kill points: sorted random fractions of the stream, at least 2 % apart
+    points = sorted(rng.uniform(0.05, 0.9) for _ in range(kills))
+    for i in range(1, len(points)):
+        points[i] = max(points[i], points[i - 1] + 0.02)
+    return points
+
+
+@dataclass
+class _CrashRun:
+    """What the steps of the crash run share: where it runs and what it measured."""
+
+    client: Any
+    url: str
+    prefix: str
+    end: tuple[int, int]
+    recoveries: list[float] = field(default_factory=list)
+    killed_at: list[int] = field(default_factory=list)
+
+    def position(self) -> tuple[int, int]:
+        return _sid(committed_positions(self.client, StreamNames(self.prefix, 1))[0])
+
+
+def _run_and_kill(run: _CrashRun, target: tuple[float, int]) -> None:
+    """Start ``leadpulse run``, SIGKILL it once it has committed past ``target``."""
+    before = run.position()
+    proc = _spawn_run(run.url, run.prefix)
+    started = time.monotonic()
+    moved = False
+    while run.position() < target:
+        if proc.poll() is not None:
+            raise RuntimeError("leadpulse run exited early")
+        if not moved and run.position() > before:
+            run.recoveries.append(time.monotonic() - started)
+            moved = True
+        time.sleep(0.002)
+    if not moved:
+        run.recoveries.append(time.monotonic() - started)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if run.position() >= run.end:
+        raise RuntimeError("the run finished before it could be killed")
+    run.killed_at.append(int(run.client.hget(f"{{{run.prefix}}}:processed", "0") or 0))
+
+
+def _run_to_end(run: _CrashRun) -> None:
+    """The last restart: let ``leadpulse run`` reach the end of the stream, then stop it."""
+    proc = _spawn_run(run.url, run.prefix)
+    started = time.monotonic()
+    before = run.position()
+    moved = False
+    deadline = time.monotonic() + 1_800
+    while run.position() < run.end and time.monotonic() < deadline:
+        if not moved and run.position() > before:
+            run.recoveries.append(time.monotonic() - started)
+            moved = True
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+
+
 def crash_dataflow(
     client: Any, url: str, events: list[dict[str, Any]], kills: int, seed: int, base: str = "fc"
 ) -> dict[str, Any]:
@@ -151,77 +227,31 @@ def crash_dataflow(
 
     Key prefixes ``<base>r`` (reference) and ``<base>c`` (crash run) on the server at
     ``url`` (``client`` talks to it)."""
-    from engine.app import build_parts
-    from engine.dataflow import build_flow, run_flow
-
     tenant = str(events[0]["tenant"])
     ref = base + "r"
-    load(client, ref, events)
-    t0 = time.monotonic()
-    settings = load_settings(
-        overrides={"redis": {"key_prefix": ref}, "streams": {"partitions": 1}}, environ={}
-    )
-    run_flow(build_flow(build_parts(settings, client), bounded=True))
-    reference_s = time.monotonic() - t0
+    reference_s = _reference_run(client, ref, events)
     reference = snapshot(client, ref, tenant)
 
     prefix = base + "c"
     end = load(client, prefix, events)
     names = StreamNames(prefix, 1)
-    rng = random.Random(seed)
-    # kill points: sorted random fractions of the stream, at least 2 % apart
-    points = sorted(rng.uniform(0.05, 0.9) for _ in range(kills))
-    for i in range(1, len(points)):
-        points[i] = max(points[i], points[i - 1] + 0.02)
+    points = _kill_points(random.Random(seed), kills)
     first_ms = _sid(client.xrange(names.events(0), count=1)[0][0].decode())[0]
-    recoveries: list[float] = []
-    killed_at: list[int] = []
-
-    def position() -> tuple[int, int]:
-        return _sid(committed_positions(client, names)[0])
+    run = _CrashRun(client, url, prefix, end)
 
     t0 = time.monotonic()
     for fraction in points:
-        before = position()
-        proc = _spawn_run(url, prefix)
-        started = time.monotonic()
-        target = (first_ms + (end[0] - first_ms) * fraction, 0)
-        moved = False
-        while position() < target:
-            if proc.poll() is not None:
-                raise RuntimeError("leadpulse run exited early")
-            if not moved and position() > before:
-                recoveries.append(time.monotonic() - started)
-                moved = True
-            time.sleep(0.002)
-        if not moved:
-            recoveries.append(time.monotonic() - started)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if position() >= end:
-            raise RuntimeError("the run finished before it could be killed")
-        killed_at.append(int(client.hget(f"{{{prefix}}}:processed", "0") or 0))
-    proc = _spawn_run(url, prefix)
-    started = time.monotonic()
-    before = position()
-    moved = False
-    deadline = time.monotonic() + 1_800
-    while position() < end and time.monotonic() < deadline:
-        if not moved and position() > before:
-            recoveries.append(time.monotonic() - started)
-            moved = True
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
+        _run_and_kill(run, (first_ms + (end[0] - first_ms) * fraction, 0))
+    _run_to_end(run)
     crash_s = time.monotonic() - t0
     crashed = snapshot(client, prefix, tenant)
     result = compare(reference, crashed)
     result.update(
         events=len(events),
         leads=len({e.get("lead_id") or e.get("visitor_id") for e in events}),
-        kills=len(killed_at),
-        killed_after_events=killed_at,
-        recovery_s=[round(r, 2) for r in recoveries],
+        kills=len(run.killed_at),
+        killed_after_events=run.killed_at,
+        recovery_s=[round(r, 2) for r in run.recoveries],
         reference_run_s=round(reference_s, 1),
         crash_run_s=round(crash_s, 1),
     )
@@ -238,6 +268,82 @@ def _spawn_serve(url: str, config: Path, port: int) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
+def _write_gateway_config(prefix: str, tenant: str, api_key: str) -> Path:
+    """A ``serve`` config in a fresh temporary directory, with one server key for ``tenant``."""
+    tmp = Path(tempfile.mkdtemp(prefix="leadpulse-fault-"))
+    config = tmp / "gateway.toml"
+    config.write_text(
+        f'[redis]\nkey_prefix = "{prefix}"\n[streams]\npartitions = 4\n'
+        f"[gateway]\nrate_per_s = 100_000\nrate_burst = 1_000_000\n"
+        f'contact_hash_key = "{secrets.token_hex(24)}"\n[gateway.api_keys]\n'
+        f'"{hashlib.sha256(api_key.encode()).hexdigest()}" = '
+        f'{{ tenant = "{tenant}", role = "server" }}\n'
+    )
+    return config
+
+
+@dataclass
+class _Ingest:
+    """What the posting client and the killer share while ``serve`` is being killed."""
+
+    base: str
+    api_key: str
+    acked: list[str] = field(default_factory=list)
+    answered_not_2xx: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    posted: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+    first_2xx_after: list[float] = field(default_factory=list)
+    restarted_at: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _post_batch(ingest: _Ingest, http: httpx.Client, chunk: list[dict[str, Any]]) -> None:
+    """Post one batch until it has a 2xx answer; record what was acknowledged."""
+    while True:
+        try:
+            reply = http.post("/v1/events", json=chunk)
+        except httpx.HTTPError:
+            ingest.retries += 1  # no answer: the client cannot know; it sends again
+            time.sleep(0.02)
+            continue
+        if reply.status_code in (429, 503):
+            ingest.answered_not_2xx[str(reply.status_code)] = (
+                ingest.answered_not_2xx.get(str(reply.status_code), 0) + 1
+            )
+            time.sleep(0.05)
+            continue
+        reply.raise_for_status()
+        with ingest.lock:
+            if ingest.restarted_at and len(ingest.first_2xx_after) < len(ingest.restarted_at):
+                ingest.first_2xx_after.append(time.monotonic() - ingest.restarted_at[-1])
+        for row in reply.json()["results"]:
+            if row["status"] in ("accepted", "duplicate"):
+                ingest.acked.append(row["event_id"])
+        return
+
+
+def _post_all(ingest: _Ingest, events: list[dict[str, Any]], batch: int) -> None:
+    http = httpx.Client(base_url=ingest.base, timeout=5,
+                        headers={"Authorization": f"Bearer {ingest.api_key}"})  # fmt: skip
+    for i in range(0, len(events), batch):
+        chunk = events[i : i + batch]
+        _post_batch(ingest, http, chunk)
+        ingest.posted += len(chunk)
+    http.close()
+    ingest.done.set()
+
+
+def _stream_event_ids(client: Any, prefix: str) -> list[str]:
+    """The event ids in the four partitions of the events stream, duplicates kept."""
+    in_stream: list[str] = []
+    for p in range(4):
+        rows: list[Any] = client.xrange(f"{{{prefix}}}:events:{p}")
+        for _, fields in rows:
+            in_stream.append(msgpack.unpackb(fields[b"e"], raw=False)["event_id"])
+    return in_stream
+
+
 def crash_gateway(
     client: Any,
     url: str,
@@ -250,93 +356,42 @@ def crash_gateway(
     """Post ``events`` while ``serve`` is SIGKILLed ``kills`` times; check every 2xx landed."""
     tenant = str(events[0]["tenant"])
     api_key = "lp_" + secrets.token_urlsafe(24)
-    tmp = Path(tempfile.mkdtemp(prefix="leadpulse-fault-"))
-    config = tmp / "gateway.toml"
-    config.write_text(
-        f'[redis]\nkey_prefix = "{prefix}"\n[streams]\npartitions = 4\n'
-        f"[gateway]\nrate_per_s = 100_000\nrate_burst = 1_000_000\n"
-        f'contact_hash_key = "{secrets.token_hex(24)}"\n[gateway.api_keys]\n'
-        f'"{hashlib.sha256(api_key.encode()).hexdigest()}" = '
-        f'{{ tenant = "{tenant}", role = "server" }}\n'
-    )
+    config = _write_gateway_config(prefix, tenant, api_key)
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    acked: list[str] = []
-    answered_not_2xx: dict[str, int] = {}
-    retries = 0
-    posted = 0
-    done = threading.Event()
-    first_2xx_after: list[float] = []
-    restarted_at: list[float] = []
-    lock = threading.Lock()
-
-    def post_all() -> None:
-        nonlocal retries, posted
-        http = httpx.Client(base_url=base, timeout=5,
-                            headers={"Authorization": f"Bearer {api_key}"})  # fmt: skip
-        for i in range(0, len(events), batch):
-            chunk = events[i : i + batch]
-            while True:
-                try:
-                    reply = http.post("/v1/events", json=chunk)
-                except httpx.HTTPError:
-                    retries += 1  # no answer: the client cannot know; it sends again
-                    time.sleep(0.02)
-                    continue
-                if reply.status_code in (429, 503):
-                    answered_not_2xx[str(reply.status_code)] = (
-                        answered_not_2xx.get(str(reply.status_code), 0) + 1
-                    )
-                    time.sleep(0.05)
-                    continue
-                reply.raise_for_status()
-                with lock:
-                    if restarted_at and len(first_2xx_after) < len(restarted_at):
-                        first_2xx_after.append(time.monotonic() - restarted_at[-1])
-                for row in reply.json()["results"]:
-                    if row["status"] in ("accepted", "duplicate"):
-                        acked.append(row["event_id"])
-                break
-            posted += len(chunk)
-        http.close()
-        done.set()
+    ingest = _Ingest(f"http://127.0.0.1:{port}", api_key)
 
     rng = random.Random(seed)
     proc = _spawn_serve(url, config, port)
-    wait_http(base + "/healthz", [proc], timeout_s=30)
-    sender = threading.Thread(target=post_all)
+    wait_http(ingest.base + "/healthz", [proc], timeout_s=30)
+    sender = threading.Thread(target=_post_all, args=(ingest, events, batch))
     sender.start()
     kill_points = sorted(rng.uniform(0.05, 0.9) * len(events) for _ in range(kills))
     for point in kill_points:
-        while posted < point and not done.is_set():
+        while ingest.posted < point and not ingest.done.is_set():
             time.sleep(0.001)
         proc.send_signal(signal.SIGKILL)  # mid-request: some batches have no answer
         proc.wait()
-        with lock:
-            restarted_at.append(time.monotonic())
+        with ingest.lock:
+            ingest.restarted_at.append(time.monotonic())
         proc = _spawn_serve(url, config, port)
     sender.join(600)
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
 
-    in_stream: list[str] = []
-    for p in range(4):
-        rows: list[Any] = client.xrange(f"{{{prefix}}}:events:{p}")
-        for _, fields in rows:
-            in_stream.append(msgpack.unpackb(fields[b"e"], raw=False)["event_id"])
+    in_stream = _stream_event_ids(client, prefix)
     stream_ids = set(in_stream)
-    acked_ids = set(acked)
+    acked_ids = set(ingest.acked)
     return {
         "events": len(events),
         "kills": len(kill_points),
-        "batches_resent_after_no_answer": retries,
-        "answers_429_503": answered_not_2xx,
+        "batches_resent_after_no_answer": ingest.retries,
+        "answers_429_503": ingest.answered_not_2xx,
         "acknowledged": len(acked_ids),
         "acknowledged_missing_from_stream": len(acked_ids - stream_ids),
         "in_stream": len(in_stream),
         "duplicated_in_stream": len(in_stream) - len(stream_ids),
         "never_acknowledged": len({e["event_id"] for e in events} - acked_ids),
-        "recovery_to_first_2xx_s": [round(s, 2) for s in first_2xx_after],
+        "recovery_to_first_2xx_s": [round(s, 2) for s in ingest.first_2xx_after],
     }
 
 
