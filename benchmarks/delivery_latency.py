@@ -23,6 +23,7 @@ import socket
 import statistics
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -65,15 +66,17 @@ def _summary(values: list[float]) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--alerts", type=int, default=200)
     ap.add_argument("--interval", type=float, default=0.02, help="seconds between events")
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/delivery_latency.json")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    received: dict[str, float] = {}
+
+def _start_hook(received: dict[str, float]) -> ThreadingHTTPServer:
+    """The loopback webhook receiver: first receipt time (ms) per lead id."""
 
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
@@ -87,6 +90,27 @@ def main(argv: list[str] | None = None) -> int:
 
     hook = ThreadingHTTPServer(("127.0.0.1", _port()), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
+    return hook
+
+
+@dataclass
+class _Run:
+    """The live parts of one run: Redis, engine, delivery service, web server, receiver."""
+
+    client: Any
+    server: Any
+    producer: Producer
+    engine: threading.Thread
+    engine_stop: threading.Event
+    delivery: threading.Thread
+    delivery_stop: threading.Event
+    web: uvicorn.Server
+    port: int
+    hook: ThreadingHTTPServer
+
+
+def _start(hook: ThreadingHTTPServer) -> _Run:
+    """Fresh prefix, the engine and the delivery service live, the routers on uvicorn."""
     hook_url = f"http://127.0.0.1:{hook.server_address[1]}/hook"
     settings = load_settings(overrides={
         "redis": {"key_prefix": _PREFIX},
@@ -113,54 +137,85 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=web.run, daemon=True).start()
     while not web.started:
         time.sleep(0.01)
-    driver = None
-    if not args.no_browser and shutil.which("chromium") and Path("/usr/bin/chromedriver").exists():
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
+    return _Run(client, server, producer, engine, engine_stop, delivery, delivery_stop, web,
+                port, hook)  # fmt: skip
 
-        opts = webdriver.ChromeOptions()
-        for a in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-dev-shm-usage"):  # fmt: skip
-            opts.add_argument(a)
-        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-        driver.get(f"http://127.0.0.1:{port}/hotlist")
-        deadline = time.monotonic() + 10
-        while driver.execute_script("return document.body.dataset.loaded") != "true":
-            if time.monotonic() > deadline:
-                raise RuntimeError("page did not load")
-            time.sleep(0.05)
-        time.sleep(0.3)  # the EventSource connects
+
+def _open_page(args: argparse.Namespace, port: int) -> Any:
+    """The hot-list page in headless Chromium, loaded and listening (None without it)."""
+    if (
+        args.no_browser
+        or not shutil.which("chromium")
+        or not Path("/usr/bin/chromedriver").exists()
+    ):
+        return None
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu",
+              "--disable-background-networking", "--disable-dev-shm-usage"):  # fmt: skip
+        opts.add_argument(a)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    driver.get(f"http://127.0.0.1:{port}/hotlist")
+    deadline = time.monotonic() + 10
+    while driver.execute_script("return document.body.dataset.loaded") != "true":
+        if time.monotonic() > deadline:
+            raise RuntimeError("page did not load")
+        time.sleep(0.05)
+    time.sleep(0.3)  # the EventSource connects
+    return driver
+
+
+def _send_and_wait(
+    run: _Run, args: argparse.Namespace, received: dict[str, float], driver: Any,
+    ingested: dict[str, int],
+) -> dict[str, float]:  # fmt: skip
+    """Append the showing requests, then wait for the webhooks and the page's cards."""
+    for i in range(args.alerts):
+        lead = f"bench{i}"
+        ev = {"event_id": f"b{i}", "lead_id": lead, "type": "showing_request",
+              "ts": time.time(), "property_id": f"P{i}", "area": "02139",
+              "source": "portal"}  # fmt: skip
+        (sid,) = run.producer.send([ev])
+        ingested[lead] = ingest_ms(sid)
+        time.sleep(args.interval)
+    deadline = time.monotonic() + 30
+    while len(received) < args.alerts and time.monotonic() < deadline:
+        time.sleep(0.05)
+    seen: dict[str, float] = {}
+    if driver is not None:
+        while time.monotonic() < deadline:
+            seen = driver.execute_script("return window.leadpulseSeen") or {}
+            if len(seen) >= args.alerts:
+                break
+            time.sleep(0.1)
+    return seen
+
+
+def _stop(run: _Run, driver: Any) -> None:
+    if driver is not None:
+        driver.quit()
+    run.delivery_stop.set()
+    run.engine_stop.set()
+    run.delivery.join(15)
+    run.engine.join(30)
+    run.web.should_exit = True
+    run.hook.shutdown()
+    if run.server is not None:
+        run.server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    received: dict[str, float] = {}
+    run = _start(_start_hook(received))
+    driver = _open_page(args, run.port)
     ingested: dict[str, int] = {}
     try:
-        for i in range(args.alerts):
-            lead = f"bench{i}"
-            ev = {"event_id": f"b{i}", "lead_id": lead, "type": "showing_request",
-                  "ts": time.time(), "property_id": f"P{i}", "area": "02139",
-                  "source": "portal"}  # fmt: skip
-            (sid,) = producer.send([ev])
-            ingested[lead] = ingest_ms(sid)
-            time.sleep(args.interval)
-        deadline = time.monotonic() + 30
-        while len(received) < args.alerts and time.monotonic() < deadline:
-            time.sleep(0.05)
-        seen: dict[str, float] = {}
-        if driver is not None:
-            while time.monotonic() < deadline:
-                seen = driver.execute_script("return window.leadpulseSeen") or {}
-                if len(seen) >= args.alerts:
-                    break
-                time.sleep(0.1)
+        seen = _send_and_wait(run, args, received, driver, ingested)
     finally:
-        if driver is not None:
-            driver.quit()
-        delivery_stop.set()
-        engine_stop.set()
-        delivery.join(15)
-        engine.join(30)
-        web.should_exit = True
-        hook.shutdown()
-        if server is not None:
-            server.stop()
+        _stop(run, driver)
     webhook = [received[k] - ms for k, ms in ingested.items() if k in received]
     page = [float(seen[k]) - ms for k, ms in ingested.items() if k in seen]
     result = {
@@ -168,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "interval_s": args.interval,
         "webhook": _summary(webhook),
         "page": _summary(page) if driver is not None else "skipped (no chromium)",
-        "redis": "embedded valkey" if server is not None else "REDIS_URL",
+        "redis": "embedded valkey" if run.server is not None else "REDIS_URL",
     }
     print(json.dumps(result, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
