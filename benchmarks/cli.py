@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,17 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+@dataclass
+class _Rounds:
+    """What the interleaved rounds measured so far, config by config and baseline by baseline."""
+
+    runs: dict[str, list[dict[str, Any]]]
+    failed: dict[str, str] = field(default_factory=dict)
+    floors: list[dict[str, Any]] = field(default_factory=list)
+    naives: list[dict[str, Any]] = field(default_factory=list)
+    paired: list[dict[str, float]] = field(default_factory=list)
+
+
 def _throughput_and_baselines(
     result: dict[str, Any],
     args: argparse.Namespace,
@@ -189,83 +200,108 @@ def _throughput_and_baselines(
     the configurations and baselines in rounds, and taking per-round ratios, pairs
     each ratio's two sides in time; the median over rounds drops the odd round out.
     """
-    from benchmarks.baselines import measure_floor, measure_naive
-    from benchmarks.throughput import CONFIGS, measure_drain
+    from benchmarks.throughput import CONFIGS
 
     rounds = args.rounds or sizes.rounds
-    n_tp = len(tp_work)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
-    failed: dict[str, str] = {}
-    floors: list[dict[str, Any]] = []
-    naives: list[dict[str, Any]] = []
-    paired: list[dict[str, float]] = []
+    done = _Rounds(runs={name: [] for name in CONFIGS})
     for k in range(1, rounds + 1):
         tag = f"[{k}/{rounds}]"
         if "throughput" in steps:
-            for name, (procs, workers) in CONFIGS.items():
-                if name in failed:
-                    continue
-                try:
-                    drain = measure_drain(
-                        client, url, tp_work, procs, workers,
-                        bars.task(f"throughput {tag}: {name}", n_tp),
-                    )  # fmt: skip
-                except (RuntimeError, TimeoutError) as exc:  # an engine crash is a finding
-                    failed[name] = _error(exc)
-                    bars.log(f"throughput: {name} FAILED: {failed[name]}")
-                    continue
-                runs[name].append({**drain.as_dict(), "loadavg_1m_after": _load()})
+            _throughput_round(done, client, url, tp_work, tag, bars)
         if "baselines" in steps:
-            n, nn = sizes.baseline_events, sizes.naive_events
-            floors.append(measure_floor(client, work, n, bars.task(f"floor {tag}", n)))
-            naives.append(measure_naive(client, work, nn, bars.task(f"naive peer {tag}", nn)))
-            one = runs["1 worker"][-1] if runs["1 worker"] else None
-            if one is not None and len(runs["1 worker"]) == k:
-                e, f = one["events_per_s"], floors[-1]["events_per_s"]
-                v = naives[-1]["events_per_s"]
-                paired.append(
-                    {"engine": e, "floor": f, "naive": v,
-                     "engine_over_floor": round(e / f, 3), "engine_over_naive": round(e / v, 3)}
-                )  # fmt: skip
+            _baselines_round(done, client, work, sizes, k, tag, bars)
     if "throughput" in steps:
-        configs: dict[str, Any] = {}
-        for name, rows in runs.items():
-            if rows:
-                configs[name] = {
-                    "events": rows[0]["events"],
-                    "events_per_s": round(_median([r["events_per_s"] for r in rows]), 1),
-                    "seconds": round(_median([r["seconds"] for r in rows]), 3),
-                    "loadavg_1m_after": round(_median([r["loadavg_1m_after"] for r in rows]), 2),
-                    "rounds": rows,
-                }
-        result["throughput"] = {"configs": configs, "failed": failed, "rounds": rounds}
-        if configs:
-            best = max(configs, key=lambda c: configs[c]["events_per_s"])
-            result["throughput"]["max_events_per_s"] = configs[best]["events_per_s"]
-            result["throughput"]["max_config"] = best
+        result["throughput"] = _throughput_summary(done, rounds)
     if "baselines" in steps:
+        _baselines_summary(result, done)
 
-        def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-            return {
-                **rows[-1],
+
+def _throughput_round(
+    done: _Rounds, client: Any, url: str, tp_work: Any, tag: str, bars: _Bars
+) -> None:
+    """One drain of the backlog by each configuration that has not failed yet."""
+    from benchmarks.throughput import CONFIGS, measure_drain
+
+    n_tp = len(tp_work)
+    for name, (procs, workers) in CONFIGS.items():
+        if name in done.failed:
+            continue
+        try:
+            drain = measure_drain(
+                client, url, tp_work, procs, workers,
+                bars.task(f"throughput {tag}: {name}", n_tp),
+            )  # fmt: skip
+        except (RuntimeError, TimeoutError) as exc:  # an engine crash is a finding
+            done.failed[name] = _error(exc)
+            bars.log(f"throughput: {name} FAILED: {done.failed[name]}")
+            continue
+        done.runs[name].append({**drain.as_dict(), "loadavg_1m_after": _load()})
+
+
+def _baselines_round(
+    done: _Rounds, client: Any, work: Any, sizes: Sizes, k: int, tag: str, bars: _Bars
+) -> None:
+    """The floor and the naive peer once, paired with this round's 1-worker drain."""
+    from benchmarks.baselines import measure_floor, measure_naive
+
+    n, nn = sizes.baseline_events, sizes.naive_events
+    done.floors.append(measure_floor(client, work, n, bars.task(f"floor {tag}", n)))
+    done.naives.append(measure_naive(client, work, nn, bars.task(f"naive peer {tag}", nn)))
+    one = done.runs["1 worker"][-1] if done.runs["1 worker"] else None
+    if one is not None and len(done.runs["1 worker"]) == k:
+        e, f = one["events_per_s"], done.floors[-1]["events_per_s"]
+        v = done.naives[-1]["events_per_s"]
+        done.paired.append(
+            {"engine": e, "floor": f, "naive": v,
+             "engine_over_floor": round(e / f, 3), "engine_over_naive": round(e / v, 3)}
+        )  # fmt: skip
+
+
+def _throughput_summary(done: _Rounds, rounds: int) -> dict[str, Any]:
+    """Each configuration's medians over its rounds, and the fastest one."""
+    configs: dict[str, Any] = {}
+    for name, rows in done.runs.items():
+        if rows:
+            configs[name] = {
+                "events": rows[0]["events"],
                 "events_per_s": round(_median([r["events_per_s"] for r in rows]), 1),
+                "seconds": round(_median([r["seconds"] for r in rows]), 3),
+                "loadavg_1m_after": round(_median([r["loadavg_1m_after"] for r in rows]), 2),
                 "rounds": rows,
             }
+    summary: dict[str, Any] = {"configs": configs, "failed": done.failed, "rounds": rounds}
+    if configs:
+        best = max(configs, key=lambda c: configs[c]["events_per_s"])
+        summary["max_events_per_s"] = configs[best]["events_per_s"]
+        summary["max_config"] = best
+    return summary
 
-        result["baselines"] = {
-            "floor": summary(floors),
-            "naive": summary(naives),
-            "loadavg_1m_after": _load(),
+
+def _baselines_summary(result: dict[str, Any], done: _Rounds) -> None:
+    """The floor's and naive peer's medians, and the per-round ratios' medians."""
+
+    def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            **rows[-1],
+            "events_per_s": round(_median([r["events_per_s"] for r in rows]), 1),
+            "rounds": rows,
         }
-        if paired:
-            result["ratios"] = {
-                "engine_events_per_s": round(_median([p["engine"] for p in paired]), 1),
-                "engine_over_floor": round(_median([p["engine_over_floor"] for p in paired]), 3),
-                "engine_over_naive": round(_median([p["engine_over_naive"] for p in paired]), 3),
-                "method": "median over rounds of per-round ratios (each side measured "
-                "back to back in the same round)",
-                "per_round": paired,
-            }
+
+    result["baselines"] = {
+        "floor": summary(done.floors),
+        "naive": summary(done.naives),
+        "loadavg_1m_after": _load(),
+    }
+    paired = done.paired
+    if paired:
+        result["ratios"] = {
+            "engine_events_per_s": round(_median([p["engine"] for p in paired]), 1),
+            "engine_over_floor": round(_median([p["engine_over_floor"] for p in paired]), 3),
+            "engine_over_naive": round(_median([p["engine_over_naive"] for p in paired]), 3),
+            "method": "median over rounds of per-round ratios (each side measured "
+            "back to back in the same round)",
+            "per_round": paired,
+        }
 
 
 def _load() -> float:
@@ -392,18 +428,10 @@ def _run(
     steps: list[str],
     out: Path,
 ) -> int:
-    from benchmarks import report
-    from benchmarks.harness import Workload, machine_info
+    from benchmarks.harness import machine_info
     from engine.redis_client import redact_url
 
-    n_tp = args.events or sizes.throughput_events
-    seconds = args.seconds or sizes.latency_seconds
-    points = sizes.memory_points
-    if args.memory_points:
-        points = tuple(
-            (int(a), int(b) if b else None)
-            for a, _, b in (x.partition(":") for x in args.memory_points.split(","))
-        )
+    points = _memory_points(args, sizes)
     bars = _Bars(not args.no_progress)
     began = time.perf_counter()
     result: dict[str, Any] = {
@@ -412,67 +440,15 @@ def _run(
         "steps": steps,
     }
     with bars.running():
-        n_peers = args.peer_events or sizes.peer_events
-        need = max(n_tp, sizes.baseline_events, sizes.profile_events)
-        need = max(need, n_peers if "peers" in steps else 0)
-        work = Workload.build(need)
-        result["workload"] = {
-            "generator": "benchmarks.simulator, seed 7, 60 days",
-            "events": len(work),
-            "leads": work.leads,
-            "throughput_events": min(n_tp, len(work)),
-        }
-        tp_work = Workload(
-            work.events[:n_tp], work.payloads[:n_tp], work.partitions[:n_tp], work.leads
-        )
+        work, tp_work = _workloads(result, args, sizes, steps)
         if "throughput" in steps or "baselines" in steps:
             _throughput_and_baselines(result, args, client, url, work, tp_work, sizes, steps, bars)
         if "peers" in steps:
-            from benchmarks.peers import measure_peers
-
-            rounds = args.rounds or sizes.rounds
-            try:
-                result["peers"] = measure_peers(client, url, work, n_peers, rounds, bars.log)
-            except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-                bars.log(f"peers FAILED: {_error(exc)}")
-                result["peers"] = {"error": _error(exc)}
+            _peers_step(result, args, client, url, work, sizes, bars)
         if "latency" in steps:
-            from benchmarks.latency import measure_latency
-
-            one = result.get("throughput", {}).get("configs", {}).get("1 worker")
-            max_rate = one["events_per_s"] if one else float(args.events or 4_000)
-            levels = []
-            for load in LOAD_LEVELS:
-                rate = load * max_rate
-                n = int(rate * seconds)
-                try:
-                    row = measure_latency(
-                        client, url, work, rate, seconds, bars.task(f"latency at {load:.0%}", n)
-                    )
-                except (RuntimeError, TimeoutError) as exc:
-                    bars.log(f"latency at {load:.0%} FAILED: {_error(exc)}")
-                    levels.append({"load": load, "offered_per_s": rate, "error": _error(exc)})
-                    continue
-                levels.append({"load": load, **row, "loadavg_1m_after": _load()})
-            result["latency"] = {
-                "max_events_per_s": max_rate,
-                "max_from": "throughput: 1 worker" if one else "assumed (throughput not run)",
-                "seconds_per_level": seconds,
-                "levels": levels,
-            }
+            _latency_step(result, args, client, url, work, sizes, bars)
         if "memory" in steps:
-            from benchmarks.memory import measure_memory
-
-            tasks: dict[str, Callable[[int, int], None]] = {}
-
-            def mem_progress(label: str, done: int, total: int) -> None:
-                if label not in tasks:
-                    tasks[label] = bars.task(f"memory: {label}", total)
-                tasks[label](done, total)
-
-            result["memory"] = measure_memory(
-                args.memory_sample or sizes.memory_sample, points, mem_progress
-            )
+            _memory_step(result, args, sizes, points, bars)
         if "profile" in steps:
             from benchmarks.profile import measure_profile
 
@@ -487,6 +463,122 @@ def _run(
             result["quality"] = quality if quality is not None else {"status": "absent"}
     result["targets"] = _targets(result)
     result["elapsed_s"] = round(time.perf_counter() - began, 1)
+    _write(result, out, quick, bars)
+    return 0
+
+
+def _workloads(
+    result: dict[str, Any], args: argparse.Namespace, sizes: Sizes, steps: list[str]
+) -> tuple[Any, Any]:
+    """The seeded events every step shares, and the throughput backlog (its head)."""
+    from benchmarks.harness import Workload
+
+    n_tp = args.events or sizes.throughput_events
+    n_peers = args.peer_events or sizes.peer_events
+    need = max(n_tp, sizes.baseline_events, sizes.profile_events)
+    need = max(need, n_peers if "peers" in steps else 0)
+    work = Workload.build(need)
+    result["workload"] = {
+        "generator": "benchmarks.simulator, seed 7, 60 days",
+        "events": len(work),
+        "leads": work.leads,
+        "throughput_events": min(n_tp, len(work)),
+    }
+    tp_work = Workload(work.events[:n_tp], work.payloads[:n_tp], work.partitions[:n_tp], work.leads)
+    return work, tp_work
+
+
+def _peers_step(
+    result: dict[str, Any],
+    args: argparse.Namespace,
+    client: Any,
+    url: str,
+    work: Any,
+    sizes: Sizes,
+    bars: _Bars,
+) -> None:
+    from benchmarks.peers import measure_peers
+
+    n_peers = args.peer_events or sizes.peer_events
+    rounds = args.rounds or sizes.rounds
+    try:
+        result["peers"] = measure_peers(client, url, work, n_peers, rounds, bars.log)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        bars.log(f"peers FAILED: {_error(exc)}")
+        result["peers"] = {"error": _error(exc)}
+
+
+def _latency_step(
+    result: dict[str, Any],
+    args: argparse.Namespace,
+    client: Any,
+    url: str,
+    work: Any,
+    sizes: Sizes,
+    bars: _Bars,
+) -> None:
+    from benchmarks.latency import measure_latency
+
+    seconds = args.seconds or sizes.latency_seconds
+    one = result.get("throughput", {}).get("configs", {}).get("1 worker")
+    max_rate = one["events_per_s"] if one else float(args.events or 4_000)
+    levels = []
+    for load in LOAD_LEVELS:
+        rate = load * max_rate
+        n = int(rate * seconds)
+        try:
+            row = measure_latency(
+                client, url, work, rate, seconds, bars.task(f"latency at {load:.0%}", n)
+            )
+        except (RuntimeError, TimeoutError) as exc:
+            bars.log(f"latency at {load:.0%} FAILED: {_error(exc)}")
+            levels.append({"load": load, "offered_per_s": rate, "error": _error(exc)})
+            continue
+        levels.append({"load": load, **row, "loadavg_1m_after": _load()})
+    result["latency"] = {
+        "max_events_per_s": max_rate,
+        "max_from": "throughput: 1 worker" if one else "assumed (throughput not run)",
+        "seconds_per_level": seconds,
+        "levels": levels,
+    }
+
+
+def _memory_points(args: argparse.Namespace, sizes: Sizes) -> tuple[tuple[int, int | None], ...]:
+    """``--memory-points`` parsed (read before any step runs), else the mode's points."""
+    points = sizes.memory_points
+    if args.memory_points:
+        points = tuple(
+            (int(a), int(b) if b else None)
+            for a, _, b in (x.partition(":") for x in args.memory_points.split(","))
+        )
+    return points
+
+
+def _memory_step(
+    result: dict[str, Any],
+    args: argparse.Namespace,
+    sizes: Sizes,
+    points: tuple[tuple[int, int | None], ...],
+    bars: _Bars,
+) -> None:
+    from benchmarks.memory import measure_memory
+
+    tasks: dict[str, Callable[[int, int], None]] = {}
+
+    def mem_progress(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = bars.task(f"memory: {label}", total)
+        tasks[label](done, total)
+
+    result["memory"] = measure_memory(
+        args.memory_sample or sizes.memory_sample, points, mem_progress
+    )
+
+
+def _write(result: dict[str, Any], out: Path, quick: bool, bars: _Bars) -> None:
+    """bench.json, the markdown summary and the plots (quick runs: their own names)."""
+    from benchmarks import report
+
     stem = "bench-quick" if quick else "bench"
     result["files"] = {"json": f"{stem}.json", "markdown": f"{stem}.md"}
     result["files"]["plots"] = report.plots(result, out) if not quick else []
@@ -498,7 +590,6 @@ def _run(
     (out / f"{stem}.md").write_text(report.markdown(result))
     bars.log(report.markdown(result))
     bars.log(f"wrote {out / stem}.json, {stem}.md and plots in {result['elapsed_s']} s")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
