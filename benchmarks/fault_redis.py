@@ -303,6 +303,76 @@ def _first_after(samples: Sequence[tuple[Any, ...]], t0: float, ok: Any) -> floa
     return None
 
 
+def _process_env(url: str, metrics_port: int, tenant: str) -> dict[str, str]:
+    """The environment of the engine and gateway processes: the AOF server, one key."""
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "LEADPULSE__REDIS__KEY_PREFIX": PREFIX,
+        "LEADPULSE__STREAMS__PARTITIONS": "1",
+        "LEADPULSE__METRICS__PORT": str(metrics_port),
+        "LEADPULSE__GATEWAY__CONTACT_HASH_KEY": SECRET,
+        f"LEADPULSE__GATEWAY__API_KEYS__{key_digest(KEY)}": f'{{ tenant = "{tenant}" }}',
+        "LEADPULSE__GATEWAY__RATE_PER_S": "100000",
+        "LEADPULSE__GATEWAY__RATE_BURST": "100000",
+    }
+    env.pop("LEADPULSE_CONFIG", None)
+    return env
+
+
+def _outage_windows(
+    server: AofServer,
+    client: redis.Redis,
+    procs: tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]],
+    sender: _Sender,
+    sending: threading.Thread,
+    outages: list[Outage],
+) -> list[dict[str, Any]]:
+    """Stop and restart Redis for each outage once the sender is far enough; the windows."""
+    windows: list[dict[str, Any]] = []
+    for outage in outages:
+        while sender.done < outage.at * len(sender.events) and sending.is_alive():
+            time.sleep(0.005)
+        down = time.monotonic()
+        server.stop(getattr(signal, outage.signal))
+        time.sleep(outage.down_s)
+        started = time.monotonic()
+        back = server.start()
+        windows.append(
+            {"signal": outage.signal, "at_events": sender.done, "down": down,
+             "started": started, "back": back, "committed_at_back": _processed(client)}
+        )  # fmt: skip
+        assert all(p.poll() is None for p in procs), "a process died"
+    return windows
+
+
+def _wait_committed(client: redis.Redis, names: StreamNames) -> int:
+    """Wait (at most 300 s) for the engine to commit every stream entry; the entry count."""
+    entries = cast(int, client.xlen(names.events(0)))
+    deadline = time.monotonic() + 300
+    while _processed(client) < entries and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return entries
+
+
+def _check_against_reference(
+    result: dict[str, Any],
+    client: redis.Redis,
+    names: StreamNames,
+    reference: redis.Redis,
+    reference_prefix: str,
+    work: Path,
+) -> None:
+    """Add the engine's batch retries, the reference run and the comparison to ``result``."""
+    tenant = result["tenant"]
+    log = (work / "engine.log").read_text(errors="replace")
+    result["events"]["engine_batch_retries"] = log.count(" redone in ")
+    result["reference"] = _reference(client, names, reference, reference_prefix, tenant)
+    result["run_state"] = snapshot(client, PREFIX, tenant)
+    result["comparison"] = compare(result["run_state"], result["reference"])
+    result["logs"] = str(work)
+
+
 def run_scenario(
     events: list[dict[str, Any]],
     outages: list[Outage],
@@ -318,24 +388,12 @@ def run_scenario(
     work = Path(workdir or tempfile.mkdtemp(prefix="leadpulse-fault-redis-"))
     server = AofServer()
     mport, gport = free_port(), free_port()
-    env = {
-        **os.environ,
-        "REDIS_URL": server.url,
-        "LEADPULSE__REDIS__KEY_PREFIX": PREFIX,
-        "LEADPULSE__STREAMS__PARTITIONS": "1",
-        "LEADPULSE__METRICS__PORT": str(mport),
-        "LEADPULSE__GATEWAY__CONTACT_HASH_KEY": SECRET,
-        f"LEADPULSE__GATEWAY__API_KEYS__{key_digest(KEY)}": f'{{ tenant = "{tenant}" }}',
-        "LEADPULSE__GATEWAY__RATE_PER_S": "100000",
-        "LEADPULSE__GATEWAY__RATE_BURST": "100000",
-    }
-    env.pop("LEADPULSE_CONFIG", None)
+    env = _process_env(server.url, mport, tenant)
     engine = _spawn(["run", "-v"], env, work / "engine.log")  # -v: log each batch redone
     gateway = _spawn(["serve", "--port", str(gport)], env, work / "gateway.log")
     eng_health = f"http://127.0.0.1:{mport}/healthz"
     gw_base = f"http://127.0.0.1:{gport}"
     client = redis.Redis.from_url(server.url, socket_timeout=30)
-    windows: list[dict[str, Any]] = []
     try:
         wait_http(eng_health, [engine])
         wait_http(f"{gw_base}/healthz", [gateway])
@@ -344,37 +402,17 @@ def run_scenario(
         threads = [threading.Thread(target=x.run, daemon=True) for x in (sender, monitor)]
         for t in threads:
             t.start()
-        for outage in outages:
-            while sender.done < outage.at * len(events) and threads[0].is_alive():
-                time.sleep(0.005)
-            down = time.monotonic()
-            server.stop(getattr(signal, outage.signal))
-            time.sleep(outage.down_s)
-            started = time.monotonic()
-            back = server.start()
-            windows.append(
-                {"signal": outage.signal, "at_events": sender.done, "down": down,
-                 "started": started, "back": back, "committed_at_back": _processed(client)}
-            )  # fmt: skip
-            assert engine.poll() is None and gateway.poll() is None, "a process died"
+        windows = _outage_windows(server, client, (engine, gateway), sender, threads[0], outages)
         threads[0].join()
         names = StreamNames(PREFIX, 1)
-        entries = cast(int, client.xlen(names.events(0)))
-        deadline = time.monotonic() + 300
-        while _processed(client) < entries and time.monotonic() < deadline:
-            time.sleep(0.05)
+        entries = _wait_committed(client, names)
         monitor.stop.set()
         threads[1].join()
         alive = engine.poll() is None and gateway.poll() is None
         codes = (_stop(engine), _stop(gateway))
         result = _measure(client, names, sender, monitor, windows, entries, tenant)
         result["processes"] = {"alive_at_end": alive, "exit_codes": list(codes)}
-        log = (work / "engine.log").read_text(errors="replace")
-        result["events"]["engine_batch_retries"] = log.count(" redone in ")
-        result["reference"] = _reference(client, names, reference, reference_prefix, tenant)
-        result["run_state"] = snapshot(client, PREFIX, tenant)
-        result["comparison"] = compare(result["run_state"], result["reference"])
-        result["logs"] = str(work)
+        _check_against_reference(result, client, names, reference, reference_prefix, work)
         return result
     finally:
         for proc in (engine, gateway):
@@ -392,6 +430,38 @@ def _processed(client: redis.Redis) -> int:
         return -1
 
 
+def _outage_report(
+    w: dict[str, Any], samples: list[tuple[float, int, int, int | None]], ok_at: list[float]
+) -> dict[str, Any]:
+    """One outage window: health during it, and the times to recover after it."""
+    # from 1 s after the stop: the engine notices at its next round trip (<= ~0.3 s)
+    during = [s for s in samples if w["down"] + 1.0 <= s[0] <= w["started"]]
+    back = w["back"]
+
+    def committing(sample: tuple[Any, ...], at: int = w["committed_at_back"]) -> bool:
+        return sample[3] is not None and sample[3] > at
+
+    return {
+        "signal": w["signal"],
+        "after_events_acked": w["at_events"],
+        "down_s": round(w["started"] - w["down"], 3),
+        "restart_to_ping_s": round(back - w["started"], 3),
+        "during": {
+            "samples": len(during),
+            "engine_healthz_503": sum(1 for s in during if s[1] == 503),
+            "engine_healthz_200": sum(1 for s in during if s[1] == 200),
+            "gateway_healthz_503": sum(1 for s in during if s[2] == 503),
+            "gateway_healthz_200": sum(1 for s in during if s[2] == 200),
+        },
+        "recovery_s": {
+            "engine_healthz_200": _first_after(samples, back, lambda s: s[1] == 200),
+            "engine_first_commit": _first_after(samples, back, committing),
+            "gateway_healthz_200": _first_after(samples, back, lambda s: s[2] == 200),
+            "gateway_first_2xx": next((round(t - back, 3) for t in ok_at if t >= back), None),
+        },
+    }
+
+
 def _measure(
     client: redis.Redis,
     names: StreamNames,
@@ -404,39 +474,7 @@ def _measure(
     rows = cast(list[Any], client.xrange(names.events(0)))
     in_stream = Counter(msgpack.unpackb(f[b"e"], raw=False)["event_id"] for _, f in rows)
     acked = set(sender.acked)
-    samples = monitor.samples
-    outages = []
-    for w in windows:
-        # from 1 s after the stop: the engine notices at its next round trip (<= ~0.3 s)
-        during = [s for s in samples if w["down"] + 1.0 <= s[0] <= w["started"]]
-        back = w["back"]
-
-        def committing(sample: tuple[Any, ...], at: int = w["committed_at_back"]) -> bool:
-            return sample[3] is not None and sample[3] > at
-
-        outages.append(
-            {
-                "signal": w["signal"],
-                "after_events_acked": w["at_events"],
-                "down_s": round(w["started"] - w["down"], 3),
-                "restart_to_ping_s": round(back - w["started"], 3),
-                "during": {
-                    "samples": len(during),
-                    "engine_healthz_503": sum(1 for s in during if s[1] == 503),
-                    "engine_healthz_200": sum(1 for s in during if s[1] == 200),
-                    "gateway_healthz_503": sum(1 for s in during if s[2] == 503),
-                    "gateway_healthz_200": sum(1 for s in during if s[2] == 200),
-                },
-                "recovery_s": {
-                    "engine_healthz_200": _first_after(samples, back, lambda s: s[1] == 200),
-                    "engine_first_commit": _first_after(samples, back, committing),
-                    "gateway_healthz_200": _first_after(samples, back, lambda s: s[2] == 200),
-                    "gateway_first_2xx": next(
-                        (round(t - back, 3) for t in sender.ok_at if t >= back), None
-                    ),
-                },
-            }
-        )
+    outages = [_outage_report(w, monitor.samples, sender.ok_at) for w in windows]
     return {
         "events": {
             "sent": len(sender.events),
