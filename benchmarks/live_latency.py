@@ -25,6 +25,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from benchmarks.simulator import events_for_count, generate
 from engine.redis_client import connect, resolve_url
 from engine.streams import Producer, StreamNames, committed_positions
@@ -70,6 +72,66 @@ def _bucket_quantile(hist: dict[str, float], q: float) -> str:
     return "+Inf"
 
 
+def _wait_metrics(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Wait (at most 30 s) until the engine's ``/metrics`` answers."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("leadpulse run did not start") from None
+            time.sleep(0.1)
+
+
+def _send_open_loop(producer: Producer, events: list[dict[str, Any]], rate: float) -> float:
+    """Send ``events`` on schedule at ``rate`` events/s; the seconds it took."""
+    start = time.monotonic()
+    sent = 0
+    while sent < len(events):
+        due = min(len(events), int((time.monotonic() - start) * rate) + 1)
+        if due > sent:
+            producer.send(events[sent:due])
+            sent = due
+        time.sleep(0.005)
+    return time.monotonic() - start
+
+
+def _wait_committed(client: redis.Redis, names: StreamNames, partitions: int) -> None:
+    """Wait (at most 120 s) until every partition is committed up to its last entry."""
+    last = {p: "0-0" for p in range(partitions)}
+    for p in range(partitions):
+        if client.exists(names.events(p)):
+            info: dict[str, Any] = client.xinfo_stream(names.events(p))  # type: ignore[assignment]
+            last[p] = info["last-generated-id"].decode()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pos = committed_positions(client, names)
+        if all(pos[p] == last[p] for p in range(partitions)):
+            break
+        time.sleep(0.05)
+
+
+def _latency_report(hist: dict[str, float], alerts: list[Any]) -> dict[str, Any]:
+    """Exact per-alert latencies and the engine's own histogram, summarised."""
+    lat = [float(a["emit_ms"] - a["ingest_ms"]) for a in alerts]
+    return {
+        "alert_latency_ms": {
+            "p50": _percentile(lat, 50),
+            "p95": _percentile(lat, 95),
+            "p99": _percentile(lat, 99),
+            "max": max(lat) if lat else float("nan"),
+        },
+        "metrics_histogram": {
+            "count": hist.get("count"),
+            "mean_ms": 1000 * hist["sum"] / hist["count"] if hist.get("count") else None,
+            "p50_bucket_le_s": _bucket_quantile(hist, 50),
+            "p99_bucket_le_s": _bucket_quantile(hist, 99),
+        },
+    }
+
+
 def measure(rate: float, seconds: float, redis_url: str, partitions: int) -> dict[str, Any]:
     url, server = resolve_url(redis_url)
     prefix = "lat" + uuid.uuid4().hex[:6]
@@ -88,40 +150,15 @@ def measure(rate: float, seconds: float, redis_url: str, partitions: int) -> dic
     events = events[: int(rate * seconds)]
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run"], env=env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("leadpulse run did not start") from None
-                time.sleep(0.1)
+        _wait_metrics(port, proc)
         start = time.monotonic()
-        sent = 0
-        while sent < len(events):
-            due = min(len(events), int((time.monotonic() - start) * rate) + 1)
-            if due > sent:
-                producer.send(events[sent:due])
-                sent = due
-            time.sleep(0.005)
-        send_s = time.monotonic() - start
-        last = {p: "0-0" for p in range(partitions)}
-        for p in range(partitions):
-            if client.exists(names.events(p)):
-                info: dict[str, Any] = client.xinfo_stream(names.events(p))  # type: ignore[assignment]
-                last[p] = info["last-generated-id"].decode()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            pos = committed_positions(client, names)
-            if all(pos[p] == last[p] for p in range(partitions)):
-                break
-            time.sleep(0.05)
+        send_s = _send_open_loop(producer, events, rate)
+        _wait_committed(client, names, partitions)
         drain_s = time.monotonic() - start - send_s
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         hist = _histogram(text, "leadpulse_event_to_alert_seconds")
         alerts = read_alerts(client, names)
-        lat = [float(a["emit_ms"] - a["ingest_ms"]) for a in alerts]
+        report = _latency_report(hist, alerts)
         result = {
             "offered_rate": rate,
             "events": len(events),
@@ -129,18 +166,8 @@ def measure(rate: float, seconds: float, redis_url: str, partitions: int) -> dic
             "send_seconds": round(send_s, 2),
             "drain_after_send_seconds": round(drain_s, 2),
             "alerts": len(alerts),
-            "alert_latency_ms": {
-                "p50": _percentile(lat, 50),
-                "p95": _percentile(lat, 95),
-                "p99": _percentile(lat, 99),
-                "max": max(lat) if lat else float("nan"),
-            },
-            "metrics_histogram": {
-                "count": hist.get("count"),
-                "mean_ms": 1000 * hist["sum"] / hist["count"] if hist.get("count") else None,
-                "p50_bucket_le_s": _bucket_quantile(hist, 50),
-                "p99_bucket_le_s": _bucket_quantile(hist, 99),
-            },
+            "alert_latency_ms": report["alert_latency_ms"],
+            "metrics_histogram": report["metrics_histogram"],
             "server": "embedded valkey" if server else url,
         }
         return result
