@@ -94,12 +94,8 @@ def _midnight(day: str) -> float:
     return datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC).timestamp()
 
 
-def load(
-    data_dir: str | os.PathLike[str] | None = None, sessions: Sequence[str] | None = None
-) -> DigineticaEvents:
-    """Read the sample and build its events (``sessions``: only these session ids)."""
-    root = Path(data_dir) if data_dir is not None else DATA_DIR
-    keep = None if sessions is None else set(sessions)
+def _read_views(root: Path, keep: set[str] | None) -> dict[str, list[tuple[str, int, str]]]:
+    """The item views of each kept session: session id -> (date, ms, item), in row order."""
     views: dict[str, list[tuple[str, int, str]]] = defaultdict(list)  # sid -> (date, ms, item)
     with open(root / VIEWS_FILE, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh, delimiter=";"):
@@ -108,7 +104,11 @@ def load(
                 views[sid].append((row["eventdate"], int(row["timeframe"]), row["item_id"]))
     if not views:
         raise ValueError(f"no views in {root / VIEWS_FILE} for the sessions asked for")
-    start = {sid: _midnight(min(d for d, _, _ in rows)) for sid, rows in views.items()}
+    return views
+
+
+def _read_orders(root: Path, views: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """The orders of the sessions in ``views``: session id -> order number -> first ms."""
     orders: dict[str, dict[str, int]] = defaultdict(dict)  # sid -> order number -> ms
     with open(root / PURCHASES_FILE, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh, delimiter=";"):
@@ -117,32 +117,53 @@ def load(
                 ms = int(row["timeframe"])
                 prev = orders[sid].get(row["ordernumber"])
                 orders[sid][row["ordernumber"]] = ms if prev is None else min(prev, ms)
+    return orders
+
+
+def _session_rows(
+    sid: str, start: float, seen: list[tuple[str, int, str]], orders: dict[str, int], rank: int
+) -> list[tuple[float, int, int, dict[str, Any]]]:
+    """One session's views and orders as (ts, session order, row order, event)."""
+    rows: list[tuple[float, int, int, dict[str, Any]]] = []
+    lead = f"s{sid}"
+    for i, (_, ms, item) in enumerate(seen):
+        ts = round(start + ms / 1000.0, 3)
+        event = {
+            "event_id": f"{lead}-v{i}",
+            "lead_id": lead,
+            "type": "property_view",
+            "ts": ts,
+            "tenant": TENANT,
+            "property_id": f"i{item}",
+        }
+        rows.append((ts, rank, i, event))
+    for j, (number, ms) in enumerate(sorted(orders.items())):
+        ts = round(start + ms / 1000.0, 3)
+        event = {
+            "event_id": f"{lead}-o{number}",
+            "lead_id": lead,
+            "type": "appointment_set",
+            "ts": ts,
+            "tenant": TENANT,
+        }
+        rows.append((ts, rank, len(seen) + j, event))
+    return rows
+
+
+def load(
+    data_dir: str | os.PathLike[str] | None = None, sessions: Sequence[str] | None = None
+) -> DigineticaEvents:
+    """Read the sample and build its events (``sessions``: only these session ids)."""
+    root = Path(data_dir) if data_dir is not None else DATA_DIR
+    keep = None if sessions is None else set(sessions)
+    views = _read_views(root, keep)
+    start = {sid: _midnight(min(d for d, _, _ in rows)) for sid, rows in views.items()}
+    orders = _read_orders(root, views)
     # (ts, session order, row order, event)
     rows: list[tuple[float, int, int, dict[str, Any]]] = []
     order_of = {sid: k for k, sid in enumerate(sorted(views, key=int))}
     for sid, seen in views.items():
-        lead = f"s{sid}"
-        for i, (_, ms, item) in enumerate(seen):
-            ts = round(start[sid] + ms / 1000.0, 3)
-            event = {
-                "event_id": f"{lead}-v{i}",
-                "lead_id": lead,
-                "type": "property_view",
-                "ts": ts,
-                "tenant": TENANT,
-                "property_id": f"i{item}",
-            }
-            rows.append((ts, order_of[sid], i, event))
-        for j, (number, ms) in enumerate(sorted(orders.get(sid, {}).items())):
-            ts = round(start[sid] + ms / 1000.0, 3)
-            event = {
-                "event_id": f"{lead}-o{number}",
-                "lead_id": lead,
-                "type": "appointment_set",
-                "ts": ts,
-                "tenant": TENANT,
-            }
-            rows.append((ts, order_of[sid], len(seen) + j, event))
+        rows += _session_rows(sid, start[sid], seen, orders.get(sid, {}), order_of[sid])
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     events = [r[3] for r in rows]
     first_ts, last_ts = rows[0][0], rows[-1][0]
