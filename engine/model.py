@@ -487,13 +487,6 @@ class ModelSet:
             self.prior_labels += 1
         return True, drifted
 
-    @property
-    def prior_slope(self) -> float:
-        """How the calibration scales the prior's log-odds (1 before any label): the
-        prior's points count ``prior_slope`` times in the served log-odds, and so in the
-        reasons (``engine.stages.score``)."""
-        return self.prior_calibration.a if self.prior_labels else 1.0
-
     def calibrated_prior(self, p: float) -> float:
         """The points prior's probability, Platt-scaled on the labels seen so far."""
         if not self.prior_labels:

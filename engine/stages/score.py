@@ -48,9 +48,7 @@ class Scorer:
         contributions = s.model.contributions(s.x) if s.x is not None and score.model_weight else {}
         low = low_reasons(reply.context, lead.outcome, lead.outcome_ts, self._s)
         f, ctx = reply.features, reply.context
-        slope = self.learner.serving.prior_slope  # points as the served log-odds counts them
-        points = {k: v * slope for k, v in s.points.items()} if slope != 1.0 else s.points
-        codes = explain_codes(f, ctx, self._s, points, contributions, score.model_weight,
+        codes = explain_codes(f, ctx, self._s, s.points, contributions, score.model_weight,
                               len(low))  # fmt: skip
         if not words:
             return replace(score, codes=codes)

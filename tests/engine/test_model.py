@@ -321,18 +321,3 @@ def test_platt_on_a_constant_prior_learns_the_base_rate_without_blowing_up() -> 
         platt.learn(z, rng.random() < 0.08)
         assert abs(platt.a) < 50 and abs(platt.b) < 50
     assert platt.proba(z) == pytest.approx(0.08, abs=0.02)
-
-
-def test_prior_slope_is_the_calibration_slope_once_labels_arrive() -> None:
-    models = ModelSet()
-    assert models.prior_slope == 1.0
-    for i in range(200):
-        raw = 0.1 + 0.8 * (i % 10) / 10
-        models.learn({"id": str(i), "seg": "all", "x": {"saves": raw}, "y": i % 4 == 0,
-                      "pb": raw, "pr": raw})  # fmt: skip
-    assert models.prior_slope == models.prior_calibration.a != 1.0
-    z = math.log(0.7 / 0.3)
-    a, b = models.prior_calibration.a, models.prior_calibration.b
-    assert math.log(models.calibrated_prior(0.7) / (1 - models.calibrated_prior(0.7))) == (
-        pytest.approx(a * z + b)
-    )
