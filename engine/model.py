@@ -73,16 +73,13 @@ class Platt:
     about ``window`` labels) make the fit independent of the scale of ``z``: plain SGD
     with a fixed rate oscillated on a prior whose log-odds span -6..14 (the slope
     swung between 1 and -0.1, reversing the prior's ranking). Starts as the identity
-    (a = 1, b = 0). Each step is damped by ``damping`` added to the curvature
-    (Levenberg-Marquardt), so a prior whose log-odds barely vary (a singular curvature)
-    takes small steps instead of unbounded ones.
+    (a = 1, b = 0) with the weight of ``strength`` labels' worth of curvature.
     """
 
-    def __init__(self, window: int = 2_000, damping: float = 1.0) -> None:
+    def __init__(self, window: int = 2_000, strength: float = 1.0) -> None:
         self.a, self.b = 1.0, 0.0
-        self.h = (0.0, 0.0, 0.0)  # curvature of the recent log loss: (aa, ab, bb)
+        self.h = (strength, 0.0, strength)  # curvature: (aa, ab, bb)
         self.keep = 1.0 - 1.0 / window
-        self.damping = damping
         self.labels = 0
 
     def logit(self, z: float) -> float:
@@ -98,8 +95,7 @@ class Platt:
         haa, hab, hbb = self.h
         haa, hab, hbb = k * haa + v * z * z, k * hab + v * z, k * hbb + v
         self.h = (haa, hab, hbb)
-        haa, hbb = haa + self.damping, hbb + self.damping
-        det = haa * hbb - hab * hab  # > 0: a PSD matrix plus damping
+        det = haa * hbb - hab * hab
         ga, gb = residual * z, residual
         self.a -= (hbb * ga - hab * gb) / det
         self.b -= (haa * gb - hab * ga) / det
