@@ -29,7 +29,7 @@ from typing import Any
 import river
 from river import drift, forest, linear_model, metrics, optim, preprocessing, utils
 
-__all__ = ["ModelSet", "OnlineModel", "Platt", "Quality", "P_MIN", "P_MAX"]
+__all__ = ["ModelSet", "OnlineModel", "Quality", "P_MIN", "P_MAX"]
 
 
 _REMEMBERED_IDS = 20_000  # learned-example ids kept for idempotency (far more than a replay window)
@@ -40,14 +40,6 @@ _CLIP = 4.0  # standardised inputs are clipped to +-4 sd
 
 def _clamp(p: float) -> float:
     return min(P_MAX, max(P_MIN, p))
-
-
-def _sigmoid(z: float) -> float:
-    z = max(-50.0, min(50.0, z))
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    ez = math.exp(z)
-    return ez / (1.0 + ez)
 
 
 def _logit(p: float) -> float:
@@ -63,43 +55,6 @@ def is_level(name: str) -> bool:
 def baseline_of(name: str) -> str | None:
     """The "no activity" counterpart of an input: ``source=unknown`` for a level, else None."""
     return name.split("=", 1)[0] + "=unknown" if is_level(name) else None
-
-
-class Platt:
-    """Platt scaling ``p = sigmoid(a * z + b)`` fitted online by Newton steps.
-
-    Two parameters, so each label costs a 2x2 update and each prediction one
-    multiply-add. Newton steps (the curvature of the log loss, kept with forgetting over
-    about ``window`` labels) make the fit independent of the scale of ``z``: plain SGD
-    with a fixed rate oscillated on a prior whose log-odds span -6..14 (the slope
-    swung between 1 and -0.1, reversing the prior's ranking). Starts as the identity
-    (a = 1, b = 0) with the weight of ``strength`` labels' worth of curvature.
-    """
-
-    def __init__(self, window: int = 2_000, strength: float = 1.0) -> None:
-        self.a, self.b = 1.0, 0.0
-        self.h = (strength, 0.0, strength)  # curvature: (aa, ab, bb)
-        self.keep = 1.0 - 1.0 / window
-        self.labels = 0
-
-    def logit(self, z: float) -> float:
-        return self.a * z + self.b
-
-    def proba(self, z: float) -> float:
-        return _clamp(_sigmoid(self.logit(z)))
-
-    def learn(self, z: float, y: bool) -> None:
-        p = _sigmoid(self.logit(z))
-        residual, v = p - float(y), max(p * (1.0 - p), 1e-3)
-        k = self.keep
-        haa, hab, hbb = self.h
-        haa, hab, hbb = k * haa + v * z * z, k * hab + v * z, k * hbb + v
-        self.h = (haa, hab, hbb)
-        det = haa * hbb - hab * hab
-        ga, gb = residual * z, residual
-        self.a -= (hbb * ga - hab * gb) / det
-        self.b -= (haa * gb - hab * ga) / det
-        self.labels += 1
 
 
 class _Logistic:
@@ -431,7 +386,9 @@ class ModelSet:
         # Platt scaling of the points prior: starts as the identity (weight 1, intercept 0)
         # and learns from every label, so the prior's probabilities become honest long
         # before the model carries the score; ranking (AUC) is unchanged by it.
-        self.prior_calibration = Platt()
+        self.prior_calibration = linear_model.LogisticRegression(
+            optimizer=optim.SGD(0.05), initializer=optim.initializers.Constant(1.0), l2=0.0
+        )
         self.prior_labels = 0
         self.evidence = {seg: Evidence(evidence_window) for seg in segments}
         self.served = Quality()
@@ -479,7 +436,7 @@ class ModelSet:
             self.prior_only.update(p_prior, y)
             if p_model is not None:
                 self.evidence[seg].update(p_prior, p_model, y)
-            self.prior_calibration.learn(_logit(float(raw_prior)), y)
+            self.prior_calibration.learn_one({"z": _logit(float(raw_prior))}, y)
             self.prior_labels += 1
         return True, drifted
 
@@ -487,7 +444,8 @@ class ModelSet:
         """The points prior's probability, Platt-scaled on the labels seen so far."""
         if not self.prior_labels:
             return _clamp(p)
-        return self.prior_calibration.proba(_logit(p))
+        z = {"z": _logit(p)}
+        return _clamp(float(self.prior_calibration.predict_proba_one(z).get(True, p)))
 
     def dumps(self) -> bytes:
         state = dict(self.__dict__)
@@ -504,11 +462,6 @@ class ModelSet:
         obj = cls.__new__(cls)
         obj.__dict__.update(state)
         obj.models = models
-        old = obj.prior_calibration
-        if not isinstance(old, Platt):  # saved before Platt: River's SGD regression
-            obj.prior_calibration = Platt()
-            obj.prior_calibration.a = float(old.weights.get("z", 1.0))
-            obj.prior_calibration.b = float(old.intercept)
         return obj
 
     def status(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.model import P_MAX, P_MIN, ModelSet, OnlineModel, Platt
+from engine.model import OnlineModel
 
 X_POS = {"saves": 2.0, "views_7d": 1.5, "source=portal": 1.0}
 X_NEG = {"saves": 0.0, "views_7d": 0.2, "source=giveaway": 1.0}
@@ -242,70 +242,3 @@ def test_status_before_and_after_labels() -> None:
     s = trained().status()
     assert s["labels_seen"] == 40 and s["positives"] == 20
     assert s["log_loss"] is not None and s["auc"] is not None
-
-
-# --------------------------------------------------------------------------- Platt (the prior's)
-
-
-def platt_stream(n: int, a: float, b: float, seed: int) -> list[tuple[float, bool]]:
-    """Log-odds spread like the simulator's points prior (-6 .. 14), outcomes drawn from
-    sigmoid(a * z + b)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        z = rng.uniform(-6.0, 14.0)
-        out.append((z, rng.random() < 1 / (1 + math.exp(-(a * z + b)))))
-    return out
-
-
-@pytest.mark.parametrize(("a", "b"), [(0.3, -1.5), (1.0, 0.0), (0.1, -2.0)])
-def test_platt_recovers_slope_and_intercept_whatever_the_scale(a: float, b: float) -> None:
-    platt = Platt()
-    slopes = []
-    for i, (z, y) in enumerate(platt_stream(4_000, a, b, seed=5)):
-        platt.learn(z, y)
-        if i >= 200:
-            slopes.append(platt.a)
-    assert platt.a == pytest.approx(a, abs=0.1)
-    assert platt.b == pytest.approx(b, abs=0.4)
-    assert min(slopes) > 0  # never reverses the ranking it calibrates
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.floats(-8, 15), st.booleans()), min_size=1, max_size=60))
-def test_platt_probabilities_stay_inside_the_bounds(labels: list[tuple[float, bool]]) -> None:
-    platt = Platt()
-    for z, y in labels:
-        platt.learn(z, y)
-        assert math.isfinite(platt.a) and math.isfinite(platt.b)
-    for z in (-8.0, 0.0, 15.0):
-        assert P_MIN <= platt.proba(z) <= P_MAX
-
-
-def test_prior_calibration_keeps_the_prior_ranking_and_fixes_its_level() -> None:
-    models = ModelSet()
-    rng = random.Random(2)
-    for i in range(3_000):  # a prior that ranks well but says 0.5 where the truth is ~0.1
-        raw = rng.uniform(0.05, 0.95)
-        y = rng.random() < 0.2 * raw
-        models.learn({"id": str(i), "seg": "all", "x": {"saves": raw}, "y": y, "pb": raw,
-                      "pr": raw})  # fmt: skip
-    cal = [models.calibrated_prior(p) for p in (0.1, 0.3, 0.5, 0.7, 0.9)]
-    assert cal == sorted(cal)
-    assert cal[2] == pytest.approx(0.1, abs=0.04)
-
-
-def test_a_model_set_saved_with_the_older_sgd_calibration_loads() -> None:
-    from river import linear_model, optim
-
-    models = ModelSet()
-    old = linear_model.LogisticRegression(
-        optimizer=optim.SGD(0.05), initializer=optim.initializers.Constant(1.0), l2=0.0
-    )
-    for i in range(50):
-        old.learn_one({"z": (i % 7) - 3.0}, i % 3 == 0)
-    models.prior_calibration = old  # type: ignore[assignment]
-    models.prior_labels = 50
-    loaded = ModelSet.loads(models.dumps())
-    want = old.predict_proba_one({"z": math.log(0.3 / 0.7)})[True]
-    assert loaded.calibrated_prior(0.3) == pytest.approx(want, abs=1e-9)
