@@ -372,7 +372,7 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--warmup-min", type=float, default=10.0)
@@ -391,8 +391,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--out", default=str(RESULTS / "soak"))
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+@dataclass
+class _Soak:
+    """The live parts of one soak: Redis, the three processes, receiver and sender."""
+
+    server: DedicatedServer
+    client: Any
+    names: StreamNames
+    receiver: Receiver
+    hook: ThreadingHTTPServer
+    ports: dict[str, int]
+    tmp: Path
+    redis_pid: int
+    procs: dict[str, subprocess.Popen[bytes]]
+    machine: dict[str, Any]
+    sender: Sender
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _start(args: argparse.Namespace) -> _Soak:
+    """A private redis-server, the receiver, ``serve``, ``run`` and ``deliver`` spawned."""
     server = DedicatedServer()
     client: Any = server.client
     names = StreamNames(PREFIX, PARTITIONS)
@@ -417,89 +438,123 @@ def main(argv: list[str] | None = None) -> int:
         ),  # fmt: skip
     }
     machine = machine_info(client, server.url, [("redis_kind", server.kind)])
-    samples: list[dict[str, Any]] = []
     base = f"http://127.0.0.1:{ports['serve']}"
     # calibration first in event time too: four years back, well before the soak's passes
     warm = workload(args.window_events, args.window_days, args.seed, args.calibrate_events, "c",
                     end_ts=time.time() - 1_500 * 86_400)  # fmt: skip
     sender = Sender(base, api_key, warm, args.batch)
+    return _Soak(server, client, names, receiver, hook, ports, tmp, redis_pid, procs, machine,
+                 sender)  # fmt: skip
+
+
+def _calibrate(soak: _Soak, args: argparse.Namespace) -> tuple[float, float]:
+    """The soak rate and the measured maximum (NaN when ``--rate`` skips calibration)."""
+    rate = args.rate
+    max_rate = float("nan")
+    if rate is None:
+        plist = list(soak.procs.values())
+        t0 = time.monotonic()
+        soak.sender.post(args.calibrate_events)
+        target = soak.sender.accepted
+        while _committed(soak.client, soak.names) < target:
+            if time.monotonic() - t0 > 600 or any(p.poll() is not None for p in plist):
+                raise RuntimeError("calibration did not drain")
+            time.sleep(0.02)
+        max_rate = target / (time.monotonic() - t0)
+        rate = args.load * max_rate
+        print(f"calibrated max {max_rate:.0f} events/s -> soak at {rate:.0f}", flush=True)
+    return rate, max_rate
+
+
+def _sample(soak: _Soak, now: float, posted: int) -> dict[str, Any]:
+    """RSS of each process and of redis-server, Redis memory, lag, pending, counters."""
+    client, procs = soak.client, soak.procs
+    lag = sum(stream_lag(client, soak.names, range(PARTITIONS)).values())
+    mem = client.info("memory")
+    return {
+        "t": round(now, 1),
+        "rss_run_kb": rss_kb(procs["run"].pid),
+        "rss_serve_kb": rss_kb(procs["serve"].pid),
+        "rss_deliver_kb": rss_kb(procs["deliver"].pid),
+        "rss_redis_kb": rss_kb(soak.redis_pid),
+        "redis_used_kb": int(mem["used_memory"]) // 1024,
+        "lag": lag,
+        "pending": _pending(client, soak.names),
+        "posted": posted,
+        "webhooks": soak.receiver.received,
+    }
+
+
+def _soak(soak: _Soak, args: argparse.Namespace, rate: float) -> None:
+    """Post open loop at ``rate`` for ``--minutes``, sampling every ``--sample-s``."""
+    plist = list(soak.procs.values())
+    start = time.monotonic()
+    duration = args.minutes * 60
+    posted = 0
+    next_sample = 0.0
+    while (now := time.monotonic() - start) < duration:
+        due = int(now * rate) - posted
+        if due >= args.batch:
+            soak.sender.post(due)
+            posted += due
+        if now >= next_sample:
+            sample = _sample(soak, now, posted)
+            soak.samples.append(sample)
+            next_sample += args.sample_s
+            if len(soak.samples) % 12 == 1:
+                print(json.dumps(sample), flush=True)
+            if any(p.poll() is not None for p in plist):
+                raise RuntimeError("a process died; see " + str(soak.tmp))
+        time.sleep(0.01)
+
+
+def _drain(soak: _Soak) -> tuple[int, int, dict[str, dict[str, int]]]:
+    """Committed events, alerts and Redis memory by key family once drained."""
+    client, names = soak.client, soak.names
+    # drain: everything accepted is committed, everything appended delivered
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if _committed(client, names) >= soak.sender.accepted + 0 and _pending(client, names) == 0:
+            break
+        time.sleep(0.2)
+    committed = _committed(client, names)
+    alerts = int(client.xinfo_stream(names.alerts)["entries-added"])
+    families = memory_by_family(client)
+    time.sleep(2)
+    return committed, alerts, families
+
+
+def _stop(soak: _Soak) -> None:
+    soak.sender.close()
+    for p in soak.procs.values():
+        p.send_signal(signal.SIGTERM)
+    for p in soak.procs.values():
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    soak.hook.shutdown()
+    soak.server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    soak = _start(args)
     try:
-        plist = list(procs.values())
-        wait_http(f"http://127.0.0.1:{ports['serve']}/healthz", plist)
-        wait_http(f"http://127.0.0.1:{ports['run']}/metrics", plist)
-        wait_http(f"http://127.0.0.1:{ports['deliver']}/metrics", plist)
-
-        rate = args.rate
-        max_rate = float("nan")
-        if rate is None:
-            t0 = time.monotonic()
-            sender.post(args.calibrate_events)
-            target = sender.accepted
-            while _committed(client, names) < target:
-                if time.monotonic() - t0 > 600 or any(p.poll() is not None for p in plist):
-                    raise RuntimeError("calibration did not drain")
-                time.sleep(0.02)
-            max_rate = target / (time.monotonic() - t0)
-            rate = args.load * max_rate
-            print(f"calibrated max {max_rate:.0f} events/s -> soak at {rate:.0f}", flush=True)
+        plist = list(soak.procs.values())
+        wait_http(f"http://127.0.0.1:{soak.ports['serve']}/healthz", plist)
+        wait_http(f"http://127.0.0.1:{soak.ports['run']}/metrics", plist)
+        wait_http(f"http://127.0.0.1:{soak.ports['deliver']}/metrics", plist)
+        rate, max_rate = _calibrate(soak, args)
         total = rate * args.minutes * 60
-        sender.events = workload(args.window_events, args.window_days, args.seed, total, "s")
-
-        start = time.monotonic()
-        duration = args.minutes * 60
-        posted = 0
-        next_sample = 0.0
-        while (now := time.monotonic() - start) < duration:
-            due = int(now * rate) - posted
-            if due >= args.batch:
-                sender.post(due)
-                posted += due
-            if now >= next_sample:
-                lag = sum(stream_lag(client, names, range(PARTITIONS)).values())
-                mem = client.info("memory")
-                sample = {
-                    "t": round(now, 1),
-                    "rss_run_kb": rss_kb(procs["run"].pid),
-                    "rss_serve_kb": rss_kb(procs["serve"].pid),
-                    "rss_deliver_kb": rss_kb(procs["deliver"].pid),
-                    "rss_redis_kb": rss_kb(redis_pid),
-                    "redis_used_kb": int(mem["used_memory"]) // 1024,
-                    "lag": lag,
-                    "pending": _pending(client, names),
-                    "posted": posted,
-                    "webhooks": receiver.received,
-                }
-                samples.append(sample)
-                next_sample += args.sample_s
-                if len(samples) % 12 == 1:
-                    print(json.dumps(sample), flush=True)
-                if any(p.poll() is not None for p in plist):
-                    raise RuntimeError("a process died; see " + str(tmp))
-            time.sleep(0.01)
-
-        # drain: everything accepted is committed, everything appended delivered
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if _committed(client, names) >= sender.accepted + 0 and _pending(client, names) == 0:
-                break
-            time.sleep(0.2)
-        committed = _committed(client, names)
-        alerts = int(client.xinfo_stream(names.alerts)["entries-added"])
-        families = memory_by_family(client)
-        time.sleep(2)
+        soak.sender.events = workload(args.window_events, args.window_days, args.seed, total, "s")
+        _soak(soak, args, rate)
+        committed, alerts, families = _drain(soak)
     finally:
-        sender.close()
-        for p in procs.values():
-            p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        hook.shutdown()
-        server.stop()
+        _stop(soak)
 
     warmup_s = args.warmup_min * 60
+    sender, receiver, samples = soak.sender, soak.receiver, soak.samples
     result = {
         "command": "python -m benchmarks.soak "
         + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -518,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         "errors": sender.errors,
         "analysis": analyse(samples, warmup_s),
         "redis_memory_by_key_family": families,
-        "machine": machine,
+        "machine": soak.machine,
         "samples": samples,
     }
     out = Path(args.out)
