@@ -99,7 +99,8 @@ def _lead_keys(client: redis.Redis) -> dict[str, list[bytes]]:
 
 
 def _split(client: redis.Redis, by_lead: dict[str, list[bytes]]) -> dict[str, Any]:
-    """Average MEMORY USAGE per lead by key part (h, e, v, ...), and keys per lead."""
+    """Average MEMORY USAGE per lead by key part (h, e, v, ...), keys per lead, and the
+    bytes of the lead records' own parts (:func:`_record_split`)."""
     total: dict[str, int] = defaultdict(int)
     present: dict[str, int] = defaultdict(int)
     pipe = client.pipeline(transaction=False)
@@ -116,7 +117,29 @@ def _split(client: redis.Redis, by_lead: dict[str, list[bytes]]) -> dict[str, An
         "bytes_per_lead_by_part": {k: round(v / n, 1) for k, v in sorted(total.items())},
         "leads_with_part": {k: present[k] for k in sorted(present)},
         "keys_per_lead": round(sum(present.values()) / n, 2),
+        "record_bytes_per_lead": _record_split(client, by_lead),
     }
+
+
+#: The lead record's parts (``features/record.py``, schema 2) by array index.
+_RECORD_PARTS = (("features", 1, 11), ("score", 11, 12), ("moments", 12, 13), ("marks", 13, 14))
+
+
+def _record_split(client: redis.Redis, by_lead: dict[str, list[bytes]]) -> dict[str, float]:
+    """Average bytes a lead of each part of its ``:f`` value (msgpack of the part alone):
+    where the value's bytes go. Schema 1 values count as ``features`` only."""
+    keys = [k for keys in by_lead.values() for k in keys if k.endswith(b":f")]
+    total: dict[str, int] = defaultdict(int)
+    for lo in range(0, len(keys), 500):
+        for blob in cast(list[bytes | None], client.mget(keys[lo : lo + 500])):
+            if blob is None:
+                continue
+            r = msgpack.unpackb(blob, raw=False)
+            total["value"] += len(blob)
+            for name, a, b in _RECORD_PARTS:
+                total[name] += sum(len(msgpack.packb(x, use_bin_type=True)) for x in r[a:b])
+    n = max(1, len(by_lead))
+    return {k: round(v / n, 1) for k, v in total.items()}
 
 
 def _clone(

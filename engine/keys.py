@@ -10,11 +10,11 @@ deployments, one prefix each; README "Running on a Redis Cluster"). ``{p}`` belo
 that tagged prefix; a lead's own keys keep ``{tenant:lead}`` as their second brace
 pair (not a hash tag: only the first pair counts):
 
-- ``{p}:{tenant:lead}:f``  the lead's feature record (msgpack, ``features/state.py``)
-- ``{p}:{tenant:lead}:r``  its score record (msgpack, ``engine/records.py``; schema 0 kept a
-  hash at ``:s``, deleted when the lead is next scored)
-- ``{p}:{tenant:lead}:n``  its learning moments (list); ``:rp`` what the reports know of it;
-  ``:c`` its follow-up plan state (JSON, ``engine/cadence``)
+- ``{p}:{tenant:lead}:f``  the lead's record (msgpack, ``features/record.py``, schema 2):
+  features, score record, learning moments and report marks in one value, one TTL
+- ``{p}:{tenant:lead}:c``  its follow-up plan state (JSON, ``engine/cadence``; cadences on)
+- before schema 2 (read, then deleted when the lead is next written): ``:r`` score record,
+  ``:n`` learning moments, ``:rp`` report marks; schema 0's ``:s`` and ``:h :e :v :a :x :p``
 - ``{p}:hot:{tenant}``, ``{p}:hotidx``, ``{p}:due:{partition}``, ``{p}:alias:{tenant}``,
   ``{p}:wm``, ``{p}:lostseen``: hot lists, their index, learning horizons,
   folded ids, expiry watermarks, pacing
@@ -89,8 +89,9 @@ def alias_key(prefix: str, tenant: str) -> str:
 def lead_key(prefix: str, tenant: str, lead_id: str, part: str) -> str:
     """Key of one piece of a lead's state; the ``{tenant:lead}`` tag keeps a lead in one slot.
 
-    ``f`` feature record, ``r`` score record (``s``: schema 0's score hash), ``n`` learning
-    moments, ``rp`` reporting.
+    ``f`` the lead's record (schema 2: everything but ``c``, the follow-up plan); the
+    older layouts' ``r`` score record, ``n`` learning moments, ``rp`` report marks, ``s``
+    schema 0's score hash are only read (and deleted) by the migration.
     """
     return f"{root(prefix)}:{{{tenant}:{lead_id}}}:{part}"
 
@@ -205,6 +206,7 @@ def tenants_key(prefix: str) -> str:
 
 
 def mark_key(prefix: str, tenant: str, lead: str) -> str:
+    """Schema 1's report-marks hash of a lead (schema 2 keeps the marks in its record)."""
     return lead_key(prefix, tenant, lead, "rp")
 
 

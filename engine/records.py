@@ -4,11 +4,12 @@
 by delivery, the page and files. :class:`ScoreRecord` is the score record: one compact
 msgpack value per lead, reasons kept as codes.
 
-The engine writes it once per lead per batch (key ``lp:{tenant:lead}:r``, the lead's TTL)
-inside the batch transaction; everyone else reads it here. Reasons and concerns are
-stored as *codes* (the fact groups of ``engine/reasons.py``) and put into words at read
-time from the lead's feature record (``:f``), which the same transaction wrote: the
-words are the ones the engine would have written, in a fraction of the bytes.
+The engine writes it once per lead per batch inside the batch transaction, as a part
+of the lead's one record (``lp:{tenant:lead}:f``, ``features/record.py``; schema 1 kept
+it at ``:r``, still read for a lead not written since); everyone else reads it here.
+Reasons and concerns are stored as *codes* (the fact groups of ``engine/reasons.py``)
+and put into words at read time from the same record's features: the words are the
+ones the engine would have written, in a fraction of the bytes.
 
 Readers get the record as the flat ``str -> str`` hash the score record used to be
 (schema 0, a Redis hash at ``:s``), so the gateway, delivery and files see one shape.
@@ -28,12 +29,13 @@ import msgpack
 from engine.keys import lead_key
 from engine.reasons import low_reasons, render
 from engine.settings import Settings
+from features.record import unpack_record as unpack_lead
 from features.spec import FeatureSpec
 from features.state import LeadFeatures, unpack
 
 __all__ = [
     "RECORD_SCHEMA", "Alert", "AlertEvent", "AlertSla", "RecordReader", "ScoreRecord", "as_hash",
-    "score_state", "unpack_record",
+    "read_score", "record_from_items", "score_state", "unpack_record",
 ]  # fmt: skip
 
 #: Bumped when the packed layout changes; a reader refuses a layout it does not know.
@@ -66,17 +68,18 @@ class ScoreRecord:
     bucket_by: str = "score"
 
     def pack(self) -> bytes:
-        """The stored value (tenant and lead are in the key)."""
-        return msgpack.packb(
-            [
-                RECORD_SCHEMA, self.score, self.probability, self.bucket, self.tier,
-                list(self.pros), list(self.cons), self.prior_probability,
-                self.raw_prior_probability, self.model_weight, self.ts, self.last_event_id,
-                _num(self.last_alert_ts), _num(self.jump_base), _num(self.jump_base_ts),
-                self.moment, self.outcome, _num(self.outcome_ts), self.bucket_by,
-            ],
-            use_bin_type=True,
-        )  # fmt: skip
+        """The value schema 1 kept at ``:r`` (tenant and lead are in the key)."""
+        return msgpack.packb([RECORD_SCHEMA, *self.items()], use_bin_type=True)
+
+    def items(self) -> list[Any]:
+        """The record's fields as the lead record stores them (``features/record.py``)."""
+        return [
+            self.score, self.probability, self.bucket, self.tier,
+            list(self.pros), list(self.cons), self.prior_probability,
+            self.raw_prior_probability, self.model_weight, self.ts, self.last_event_id,
+            _num(self.last_alert_ts), _num(self.jump_base), _num(self.jump_base_ts),
+            self.moment, self.outcome, _num(self.outcome_ts), self.bucket_by,
+        ]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,18 +147,28 @@ def _num(v: float) -> float | int:
 
 
 def unpack_record(tenant: str, lead_id: str, blob: bytes) -> ScoreRecord | None:
-    """The stored value back to a record; None for a value this version cannot read."""
+    """Schema 1's ``:r`` value back to a record; None for a value this version cannot read."""
     try:
         r = msgpack.unpackb(blob, raw=False)
-        if not isinstance(r, list) or len(r) != 19 or r[0] != RECORD_SCHEMA:
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if not isinstance(r, list) or len(r) != 19 or r[0] != RECORD_SCHEMA:
+        return None
+    return record_from_items(tenant, lead_id, r[1:])
+
+
+def record_from_items(tenant: str, lead_id: str, r: Any) -> ScoreRecord | None:
+    """:meth:`ScoreRecord.items` back to a record; None for fields it cannot read."""
+    try:
+        if not isinstance(r, list) or len(r) != 18:
             return None
         return ScoreRecord(
-            tenant, lead_id, int(r[1]), float(r[2]), str(r[3]), str(r[4]),
-            tuple(map(str, r[5])), tuple(map(str, r[6])), float(r[7]), float(r[8]),
-            float(r[9]), float(r[10]), str(r[11]), float(r[12]), float(r[13]), float(r[14]),
-            str(r[15]), str(r[16]), float(r[17]), str(r[18]),
+            tenant, lead_id, int(r[0]), float(r[1]), str(r[2]), str(r[3]),
+            tuple(map(str, r[4])), tuple(map(str, r[5])), float(r[6]), float(r[7]),
+            float(r[8]), float(r[9]), str(r[10]), float(r[11]), float(r[12]), float(r[13]),
+            str(r[14]), str(r[15]), float(r[16]), str(r[17]),
         )  # fmt: skip
-    except (ValueError, TypeError, msgpack.UnpackException):
+    except (ValueError, TypeError):
         return None
 
 
@@ -174,11 +187,14 @@ _SHOWN = ("score", "bucket", "bucket_by")  # state fields as_hash writes itself
 
 
 def as_hash(
-    record: ScoreRecord, features_blob: bytes | None, spec: FeatureSpec, settings: Settings
-) -> dict[str, str]:
+    record: ScoreRecord, features_blob: bytes | LeadFeatures | None, spec: FeatureSpec,
+    settings: Settings,
+) -> dict[str, str]:  # fmt: skip
     """The record as schema 0's score hash, its reasons in words (see the module doc)."""
     state = LeadFeatures()
-    if features_blob is not None:
+    if isinstance(features_blob, LeadFeatures):
+        state = features_blob
+    elif features_blob is not None:
         try:
             state = unpack(features_blob)
         except ValueError:
@@ -210,6 +226,7 @@ class RecordReader:
         self.prefix = settings.redis.key_prefix if prefix is None else prefix
 
     def queue(self, pipe: Any, leads: Sequence[tuple[str, str]]) -> None:
+        """The lead's record (``:f``, schema 2 holds the score record) and schema 1's ``:r``."""
         for tenant, lead in leads:
             pipe.get(lead_key(self.prefix, tenant, lead, "r"))
             pipe.get(lead_key(self.prefix, tenant, lead, "f"))
@@ -217,11 +234,11 @@ class RecordReader:
     def hashes(
         self, leads: Sequence[tuple[str, str]], replies: Sequence[Any]
     ) -> list[dict[str, str] | None]:
-        """Per lead its score hash, or None when it has no ``:r`` (see :meth:`legacy_keys`)."""
+        """Per lead its score hash, or None when it has no score record in ``:f`` or ``:r``
+        (schema 0: see :meth:`legacy_keys`)."""
         out: list[dict[str, str] | None] = []
         for i, (tenant, lead) in enumerate(leads):
-            blob, features = replies[2 * i], replies[2 * i + 1]
-            record = unpack_record(tenant, lead, blob) if blob is not None else None
+            record, features = _score_of(tenant, lead, replies[2 * i + 1], replies[2 * i])
             out.append(None if record is None else as_hash(record, features, self.spec,
                                                            self.settings))  # fmt: skip
         return out
@@ -246,6 +263,28 @@ class RecordReader:
             for i, raw in zip(missing, pipe.execute(), strict=True):
                 found[i] = {_text(k): _text(v) for k, v in raw.items()}
         return [h or {} for h in found]
+
+
+def read_score(tenant: str, lead: str, blob: bytes | None) -> ScoreRecord | None:
+    """The score record in a lead's stored record (``:f``, schema 2), None if it has none."""
+    return _score_of(tenant, lead, blob, None)[0]
+
+
+def _score_of(
+    tenant: str, lead: str, blob: bytes | None, packed: bytes | None
+) -> tuple[ScoreRecord | None, LeadFeatures]:
+    """The score record and features of a lead's record (schema 2), else of schema 1's
+    ``:r`` beside a features-only ``:f`` (a lead the engine has not written since)."""
+    features, rest = LeadFeatures(), None
+    if blob is not None:
+        try:
+            features, rest = unpack_lead(blob)
+        except ValueError:
+            features = LeadFeatures()  # unreadable: the codes stay unsaid, nothing crashes
+    if rest is not None:
+        score = rest.score
+        return (record_from_items(tenant, lead, score) if score else None), features
+    return (unpack_record(tenant, lead, packed) if packed is not None else None), features
 
 
 def _text(x: Any) -> str:

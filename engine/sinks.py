@@ -44,7 +44,15 @@ from engine.streams import (
     queue_control,
     stream_lag,
 )  # fmt: skip
-from features.store import FeatureWrites, due_key, hot_key, lead_key, queue_after, queue_writes
+from features.store import (
+    FeatureWrites,
+    LeadChanges,
+    due_key,
+    hot_key,
+    queue_after,
+    queue_writes,
+    read_moments,
+)  # fmt: skip
 
 __all__ = [
     "BatchEffects", "Committer", "due_key", "hot_index_key", "hot_key", "lost_seen_key",
@@ -177,15 +185,26 @@ class Committer:
         if time.monotonic() >= self._next_prune:  # once a minute, outside the transaction
             self._next_prune = time.monotonic() + 60
             self.prune_hot()
+        changes = self._changes(fx)
+        if fx.features is None and changes.leads():
+            raise ValueError("a batch that changes lead records needs its FeatureWrites")
+        if fx.features is not None:  # leads the batch changes without events: read first
+            fx.features.hold(changes.leads())
         with self._tx.pipeline(transaction=True) as pipe:
             if fx.features is not None:
-                queue_writes(pipe, self._prefix, fx.features, self._idle)
+                queue_writes(pipe, self._prefix, fx.features, self._idle, changes)
             self._queue(pipe, fx)
             if fx.features is not None:
                 queue_after(pipe, self._prefix, fx.features)
                 for partition, blob in fx.features.outbox:
                     queue_control(pipe, self._names, partition, blob)
             pipe.execute()
+
+    def _changes(self, fx: BatchEffects) -> LeadChanges:
+        """What the batch changes in its leads' records besides features (one SET a lead:
+        ``features/record.py``)."""
+        marks = {} if fx.report is None else {k: m.to_list() for k, m in fx.report.marks.items()}
+        return LeadChanges(fx.score_records, fx.snapshots, marks, self._max_snapshots)
 
     def _queue(self, pipe: Any, fx: BatchEffects) -> None:
         """Every write of the batch, in an order that matters only where said."""
@@ -213,13 +232,11 @@ class Committer:
         self._queue_positions(pipe, fx)
 
     def _queue_leads(self, pipe: Any, fx: BatchEffects) -> None:
-        """Score records, hot lists, learning moments and their due index."""
+        """Hot lists and the learning moments' due index (score records and moments are
+        in the leads' records: :func:`features.store.queue_writes`)."""
         p = self._prefix
         now_ms = int(time.time() * 1000)
         for (tenant, lead), record in fx.score_records.items():
-            pipe.set(lead_key(p, tenant, lead, "r"), record.pack(), ex=self._idle)
-            if (tenant, lead) in fx.legacy_scores:  # schema 0's score hash: replaced by :r
-                pipe.unlink(lead_key(p, tenant, lead, "s"))
             indexed = f"{tenant}\x1f{lead}"
             if record.bucket == "P5" or lead.startswith("~"):  # visitor-level: not a lead yet
                 pipe.zrem(hot_key(p, tenant), lead)
@@ -227,16 +244,6 @@ class Committer:
             else:
                 pipe.zadd(hot_key(p, tenant), {lead: record.score})
                 pipe.zadd(hot_index_key(p), {indexed: now_ms})
-        for (tenant, lead), (mode, push) in fx.snapshots.items():
-            nkey = lead_key(p, tenant, lead, "n")
-            if mode == "rewrite":
-                pipe.delete(nkey)
-            elif mode == "replace_tail":
-                pipe.rpop(nkey)
-            if push:
-                pipe.rpush(nkey, *push)
-                pipe.ltrim(nkey, -self._max_snapshots, -1)
-                pipe.expire(nkey, self._idle)
         for (partition, member), due in fx.due.items():
             if due is None:
                 pipe.zrem(due_key(p, partition), member)
@@ -328,9 +335,6 @@ class Committer:
         )
         if not members:
             return []
-        pipe = self._r.pipeline(transaction=False)
         names = [m.decode() for m in members]
-        for member in names:
-            tenant, lead = member.split("\x1f", 1)
-            pipe.lrange(lead_key(self._prefix, tenant, lead, "n"), 0, -1)
-        return list(zip(names, pipe.execute(), strict=True))
+        leads = [cast(tuple[str, str], tuple(m.split("\x1f", 1))) for m in names]
+        return list(zip(names, read_moments(self._r, self._prefix, leads), strict=True))

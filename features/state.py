@@ -42,11 +42,13 @@ from features.spec import (
 
 __all__ = [
     "APPLIED", "COUNT_FIELDS", "DUPLICATE", "LATE", "SCHEMA", "LeadFeatures", "eid_hash",
-    "from_legacy", "prop_text", "read_record", "unpack",
+    "from_items", "from_legacy", "prop_text", "read_record", "unpack",
 ]  # fmt: skip
 
 APPLIED, DUPLICATE, LATE = 1, 0, 3
 SCHEMA = 1
+#: Record schemas whose first 11 fields are these features (2: ``features/record.py``).
+READABLE = (1, 2)
 #: Integer state in record order (never reorder: append, or bump SCHEMA with a migration).
 COUNT_FIELDS: tuple[str, ...] = (
     "n", *sorted(set(COUNTERS.values())), "replies", "not_interested", "invalid_contact",
@@ -305,21 +307,24 @@ class LeadFeatures:
 
     # -- the record ------------------------------------------------------------------------
     def pack(self, spec: FeatureSpec) -> bytes:
-        """The lead's record: one msgpack array (schema :data:`SCHEMA`)."""
-        self.trim(spec)
+        """The features alone as one msgpack array (schema :data:`SCHEMA`; the stored
+        lead record, ``features/record.py``, begins with the same fields)."""
+        return msgpack.packb([SCHEMA, *self.items(spec)], use_bin_type=True)
+
+    def items(self, spec: FeatureSpec | None) -> list[Any]:
+        """The record's feature fields (indexes 1-10 of the record), trimmed first."""
+        if spec is not None:
+            self.trim(spec)
         counts = [self.counts[k] for k in COUNT_FIELDS]
         times = [_num(self.times[k]) for k in TIME_FIELDS]
         texts = [self.texts[k] for k in TEXT_FIELDS]
-        return msgpack.packb(
-            [
-                SCHEMA, _strip(counts, 0), _strip(times, 0), _strip(texts, ""),
-                sorted(self.blocked), {k: [v, _num(ts)] for k, (v, ts) in self.profile.items()},
-                _flat(self.views), _flat(sorted((ts, k) for k, ts in self.pids.items())),
-                _flat(sorted((ts, k) for k, ts in self.areas.items())), b"".join(self.seen),
-                [_num(ts) for ts in self.contacts],
-            ],
-            use_bin_type=True,
-        )  # fmt: skip
+        return [
+            _strip(counts, 0), _strip(times, 0), _strip(texts, ""),
+            sorted(self.blocked), {k: [v, _num(ts)] for k, (v, ts) in self.profile.items()},
+            _flat(self.views), _flat(sorted((ts, k) for k, ts in self.pids.items())),
+            _flat(sorted((ts, k) for k, ts in self.areas.items())), b"".join(self.seen),
+            [_num(ts) for ts in self.contacts],
+        ]  # fmt: skip
 
     def legacy_view(self) -> dict[str, str]:
         """The fields of schema 0's feature hash (``h``), for readers of the lead."""
@@ -334,12 +339,19 @@ class LeadFeatures:
 
 
 def unpack(blob: bytes) -> LeadFeatures:
-    """A record back to state; raises ``ValueError`` on a record it cannot read."""
+    """A record back to state; raises ``ValueError`` on a record it cannot read. Reads
+    schema 1 (features alone) and the lead record of ``features/record.py`` (schema 2:
+    the same fields first, then the lead's score record, moments and report marks)."""
     try:
         r = msgpack.unpackb(blob, raw=False)
     except (ValueError, msgpack.UnpackException) as exc:
         raise ValueError(f"unreadable feature record: {exc}") from None
-    if not isinstance(r, list) or len(r) < 11 or r[0] != SCHEMA:
+    return from_items(r)
+
+
+def from_items(r: Any) -> LeadFeatures:
+    """The features of a decoded record (schema 1 or 2); ``ValueError`` if unreadable."""
+    if not isinstance(r, list) or len(r) < 11 or r[0] not in READABLE:
         head = r[0] if isinstance(r, list) and r else None
         raise ValueError(f"unknown feature record schema: {head!r}")
     try:

@@ -1,14 +1,17 @@
 """The feature store: partition-owned lead state, cached in process, written once per batch.
 
-A lead's feature state is one record (``{tenant:lead}:f``, msgpack, see
-:mod:`features.state`). The worker that processes a lead's events keeps the state in a
-bounded in-process cache; a batch loads the leads it does not hold in one pipelined
-read, applies its events in Python (:meth:`FeatureStore.apply`) and hands back
-:class:`FeatureWrites`: one record per touched lead, written by the committer inside the
-batch's one MULTI/EXEC with the stream positions. Nothing is written before the commit,
-so a crash (or a failed commit) drops only the cache: the batch is read again and
-applied to the state Redis committed, which gives exactly what an uninterrupted run
-gives. Redis stays the system of record: the gateway, delivery and the CLI read it.
+A lead's state is one record (``{tenant:lead}:f``, msgpack, :mod:`features.record`):
+its features (:mod:`features.state`), score record, learning moments and report marks.
+The worker that processes a lead's events keeps the record, decoded, in a bounded
+in-process cache; a batch loads the leads it does not hold in one pipelined read,
+applies its events in Python (:meth:`FeatureStore.apply`) and hands back
+:class:`FeatureWrites`: the leads it holds, whose records the committer writes (one SET
+per lead, :func:`queue_writes`, with the batch's score records, moments and marks as
+:class:`LeadChanges`) inside the batch's one MULTI/EXEC with the stream positions.
+Nothing is written before the commit, so a crash (or a failed commit) drops only the
+cache: the batch is read again and applied to the state Redis committed, which gives
+exactly what an uninterrupted run gives. Redis stays the system of record: the
+gateway, delivery and the CLI read it.
 
 Identity (``identify``, ``leadpulse merge``) moves a lead's state between workers only
 through the streams (:mod:`engine.identity`): a worker folds a lead it owns, hands a
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,19 +50,21 @@ from engine.identity import (
     source_of,
 )  # fmt: skip
 from engine.keys import alias_key, due_key, hot_key, lead_key
-from engine.records import ScoreRecord, score_state, unpack_record
+from engine.records import ScoreRecord, record_from_items, score_state, unpack_record
+from engine.reporting.aggregates import LeadMark
 from engine.settings import FeatureSettings
+from features.record import LEGACY_PARTS, LeadRecord, pack_record
+from features.record import unpack_record as unpack_lead
 from features.spec import FeatureSpec
 from features.state import APPLIED, DUPLICATE, LATE, LeadFeatures, eid_hash, from_legacy, unpack
 
 __all__ = [
     "APPLIED", "DUPLICATE", "FeatureReply", "FeatureStore", "FeatureWrites", "Fold", "LATE",
-    "LEGACY_PARTS", "LEGACY_SCORE", "SKIPPED", "STATE_FIELDS", "alias_key", "due_key",
-    "hot_key", "lead_key", "queue_after", "queue_writes", "read_state",
+    "HeldLead", "LEGACY_PARTS", "LEGACY_SCORE", "LeadChanges", "SKIPPED", "STATE_FIELDS",
+    "alias_key", "due_key", "hot_key", "lead_key", "queue_after", "queue_writes", "read_moments",
+    "read_state",
 ]  # fmt: skip
 
-#: Schema 0 keys of a lead (hash, sorted sets, reply cache): read once, then deleted.
-LEGACY_PARTS = ("h", "e", "v", "a", "x", "p")
 _OUTCOMES = frozenset(OUTCOME_TYPES)
 #: Reply status of an entry this worker does not score: a control entry handled here (a
 #: request, a merge) or an entry forwarded to the lead it belongs to now.
@@ -96,13 +101,39 @@ class Fold:
 
 @dataclass
 class FeatureWrites:
-    """What a batch changed in feature state, for the batch's transaction."""
+    """The batch's leads, for the batch's transaction: ``touched`` the ones its events
+    changed (each written with a fresh TTL), ``held`` every lead the batch holds (more are
+    added by :meth:`hold` when the batch changes leads its events did not touch)."""
 
-    records: dict[Lead, bytes] = field(default_factory=dict)
+    touched: set[Lead] = field(default_factory=set)
+    held: dict[Lead, HeldLead] = field(default_factory=dict)
     folds: list[Fold] = field(default_factory=list)
     cleared: list[Fold] = field(default_factory=list)  # sources folded away (queue_after)
     outbox: list[tuple[int, bytes]] = field(default_factory=list)  # control entries to append
-    legacy: set[Lead] = field(default_factory=set)  # schema 0 keys to delete
+    spec: FeatureSpec | None = None  # the windows the records are trimmed to when packed
+    loader: Callable[[Sequence[Lead]], dict[Lead, HeldLead]] | None = None
+
+    def hold(self, leads: Iterable[Lead]) -> dict[Lead, HeldLead]:
+        """``leads`` as held (loaded from the store's cache or Redis if the batch does not
+        hold them yet: one round trip, before the transaction)."""
+        missing = sorted(set(leads) - self.held.keys())
+        if missing and self.loader is not None:
+            self.held.update(self.loader(missing))
+        return self.held
+
+
+@dataclass(frozen=True, slots=True)
+class LeadChanges:
+    """What the rest of the batch changes in its leads' records (the committer's part):
+    score records, learning-moment effects (``learning.Moments.effect``), report marks."""
+
+    scores: Mapping[Lead, ScoreRecord] = field(default_factory=dict)
+    moments: Mapping[Lead, tuple[str, list[bytes]]] = field(default_factory=dict)
+    marks: Mapping[Lead, list[Any]] = field(default_factory=dict)
+    max_moments: int = 64
+
+    def leads(self) -> set[Lead]:
+        return {*self.scores, *self.moments, *self.marks}
 
 
 #: Marks a score state read from schema 0's score hash (the commit deletes the hash).
@@ -116,10 +147,14 @@ STATE_FIELDS = (
 
 
 @dataclass(slots=True)
-class _Held:
+class HeldLead:
+    """A lead as its worker holds it: the stored record, decoded (``features/record.py``)."""
+
     features: LeadFeatures
-    state: dict[str, str]
+    state: dict[str, str]  # the score record's alert state (``STATE_FIELDS``)
     alias: str = ""  # the lead this one was folded into (only its own worker writes it)
+    rest: LeadRecord = field(default_factory=LeadRecord)  # score record, moments, marks
+    legacy: bool = False  # keys of schema 0/1 exist: deleted when the record is written
 
 
 class FeatureStore:
@@ -138,7 +173,7 @@ class FeatureStore:
         self.spec = FeatureSpec.from_settings(settings)
         self._partitions = partitions
         self._cap = cache_leads
-        self._cache: OrderedDict[Lead, _Held] = OrderedDict()
+        self._cache: OrderedDict[Lead, HeldLead] = OrderedDict()
         self._lock = threading.RLock()
 
     # -- cache -----------------------------------------------------------------------------
@@ -167,21 +202,30 @@ class FeatureStore:
     # -- a batch -----------------------------------------------------------------------------
     def apply(self, events: Sequence[Event]) -> tuple[list[FeatureReply], FeatureWrites]:
         """Apply a batch in order: the replies (one per event) and the batch's writes."""
-        writes = FeatureWrites()
+        writes = FeatureWrites(spec=self.spec, loader=self.hold)
         if not events:
             return [], writes
         with self._lock:
             touched, snaps = self._load(events, writes)
             replies = [self._apply_one(ev, touched, snaps, writes) for ev in events]
-            spec = self.spec
-            for lead, held in touched.items():
-                if held.features.empty:
-                    continue  # a folded-away source: deleted by its fold
-                writes.records[lead] = held.features.pack(spec)
+            writes.held.update(touched)
+            writes.touched.update(lead for lead, h in touched.items() if not h.alias)
         return replies, writes
 
+    def hold(self, leads: Sequence[Lead]) -> dict[Lead, HeldLead]:
+        """``leads`` as this worker holds them: cached, else read (one round trip) and
+        cached. For the commit of leads a batch changes without their events (the
+        learning sweep's moments)."""
+        with self._lock:
+            out = {lead: self._cache[lead] for lead in leads if lead in self._cache}
+            missing = [lead for lead in leads if lead not in out]
+            loaded, _ = read_state(self._r, self._prefix, self.spec, missing, [])
+            for lead, held in loaded.items():
+                out[lead] = self._cache[lead] = held
+            return out
+
     def _apply_one(
-        self, ev: Event, touched: dict[Lead, _Held], snaps: dict[Lead, list[bytes]],
+        self, ev: Event, touched: dict[Lead, HeldLead], snaps: dict[Lead, list[bytes]],
         writes: FeatureWrites,
     ) -> FeatureReply:  # fmt: skip
         c = control_of(ev)
@@ -209,7 +253,9 @@ class FeatureStore:
         routed_ev = applied if applied is not ev else None
         return FeatureReply(status, feats, context, dict(held.state), list(moments), routed_ev)
 
-    def _route(self, ev: Event, touched: dict[Lead, _Held], writes: FeatureWrites) -> Event | None:
+    def _route(
+        self, ev: Event, touched: dict[Lead, HeldLead], writes: FeatureWrites
+    ) -> Event | None:
         """``ev`` addressed to the lead it lives on now: along aliases on this partition, or
         sent on to the partition of the lead it was folded into (None). A cycle of aliases
         ends after ``MAX_HOPS``: the entry stays where it got to."""
@@ -231,7 +277,7 @@ class FeatureStore:
         writes.outbox.append((partition_of(c.tenant, c.address, self._partitions), pack(c)))
 
     def _identify(
-        self, ev: Event, source: str, touched: dict[Lead, _Held],
+        self, ev: Event, source: str, touched: dict[Lead, HeldLead],
         snaps: dict[Lead, list[bytes]], writes: FeatureWrites,
     ) -> None:  # fmt: skip
         """Fold ``source`` into ``ev``'s lead: here if this worker owns it, else ask its owner."""
@@ -244,7 +290,7 @@ class FeatureStore:
         self._fold(tenant, source, target, touched, snaps, writes)
 
     def _hand_over(
-        self, req: Control, touched: dict[Lead, _Held], snaps: dict[Lead, list[bytes]],
+        self, req: Control, touched: dict[Lead, HeldLead], snaps: dict[Lead, list[bytes]],
         writes: FeatureWrites,
     ) -> FeatureReply:  # fmt: skip
         """The owner of ``req.source`` gives its state away: alias, delete, hand-over entry."""
@@ -255,7 +301,7 @@ class FeatureStore:
         moved = snaps.pop(key, [])
         had = not held.features.empty
         blob = held.features.pack(self.spec) if had else None
-        touched[key] = self._cache[key] = _Held(LeadFeatures(), {}, alias=req.target)
+        touched[key] = self._cache[key] = HeldLead(LeadFeatures(), {}, alias=req.target)
         p = self._partitions
         fold = Fold(req.tenant, req.source, req.target, had, (),
                     partition_of(*key, p), partition_of(req.tenant, req.target, p))  # fmt: skip
@@ -265,7 +311,7 @@ class FeatureStore:
         return _SKIP
 
     def _take_over(
-        self, c: Control, held: _Held, snaps: dict[Lead, list[bytes]], writes: FeatureWrites
+        self, c: Control, held: HeldLead, snaps: dict[Lead, list[bytes]], writes: FeatureWrites
     ) -> FeatureReply:
         """The owner of ``c.target`` folds a hand-over in, once (its id joins the dedup hashes)."""
         mark = eid_hash(f"handover:{c.hid}")
@@ -288,7 +334,7 @@ class FeatureStore:
         return FeatureReply(APPLIED, feats, context, dict(held.state), [], as_scored(c))
 
     def _fold(
-        self, tenant: str, source: str, target: str, touched: dict[Lead, _Held],
+        self, tenant: str, source: str, target: str, touched: dict[Lead, HeldLead],
         snaps: dict[Lead, list[bytes]], writes: FeatureWrites,
     ) -> None:  # fmt: skip
         """Both leads are this worker's: fold at once."""
@@ -298,7 +344,7 @@ class FeatureStore:
         if had:
             dst.features.fold(self.spec, src.features)
             snaps.setdefault((tenant, target), []).extend(moved)
-        touched[(tenant, source)] = self._cache[(tenant, source)] = _Held(
+        touched[(tenant, source)] = self._cache[(tenant, source)] = HeldLead(
             LeadFeatures(), {}, alias=target
         )
         p = self._partitions
@@ -309,7 +355,7 @@ class FeatureStore:
 
     def _load(
         self, events: Sequence[Event], writes: FeatureWrites
-    ) -> tuple[dict[Lead, _Held], dict[Lead, list[bytes]]]:
+    ) -> tuple[dict[Lead, HeldLead], dict[Lead, list[bytes]]]:
         """The batch's leads: cached ones as they are, the others in one pipelined read."""
         leads: dict[Lead, None] = {}
         moments: set[Lead] = set()
@@ -326,30 +372,27 @@ class FeatureStore:
             if inner.type in _OUTCOMES or (c is not None and c.kind == REQUEST):
                 moments.add(lead)
         cache = self._cache
-        touched: dict[Lead, _Held] = {}
+        touched: dict[Lead, HeldLead] = {}
         for lead in leads:
             held = cache.get(lead)
             if held is not None:
                 cache.move_to_end(lead)
                 touched[lead] = held
         missing = [lead for lead in leads if lead not in touched]
-        loaded, snaps = read_state(self._r, self._prefix, self.spec, missing, sorted(moments))
-        for lead, (held_features, state, legacy, alias) in loaded.items():
-            held = _Held(held_features, state, alias)
+        loaded, _ = read_state(self._r, self._prefix, self.spec, missing, [])
+        for lead, held in loaded.items():
             touched[lead] = cache[lead] = held
-            if legacy:
-                writes.legacy.add(lead)
-        self._load_targets(touched, snaps, writes)
+        moments.update(self._load_targets(touched))
+        snaps = {lead: list(touched[lead].rest.moments) for lead in sorted(moments)}
         while len(cache) > self._cap:
             cache.popitem(last=False)
         return touched, snaps
 
-    def _load_targets(
-        self, touched: dict[Lead, _Held], snaps: dict[Lead, list[bytes]], writes: FeatureWrites
-    ) -> None:
+    def _load_targets(self, touched: dict[Lead, HeldLead]) -> list[Lead]:
         """Leads of this partition that folded leads of the batch live on now (rare: one more
         round trip per alias hop), so their events are applied here at once."""
         p = self._partitions
+        done: list[Lead] = []
         for _ in range(MAX_HOPS):
             wanted = sorted(
                 {(t, h.alias) for (t, lead), h in touched.items() if h.alias
@@ -357,79 +400,125 @@ class FeatureStore:
                 - touched.keys()
             )  # fmt: skip
             if not wanted:
-                return
-            loaded, more = read_state(self._r, self._prefix, self.spec, wanted, wanted)
-            for lead, (features, state, legacy, alias) in loaded.items():
-                touched[lead] = self._cache[lead] = _Held(features, state, alias)
-                if legacy:
-                    writes.legacy.add(lead)
-            snaps.update(more)
+                break
+            loaded, _ = read_state(self._r, self._prefix, self.spec, wanted, [])
+            for lead, held in loaded.items():
+                touched[lead] = self._cache[lead] = held
+            done += wanted
+        return done
 
     # -- readers -------------------------------------------------------------------------------
     def read(self, tenant: str, lead_id: str) -> dict[str, str]:
         """A lead's committed feature state as schema 0's field names (inspection, tests)."""
         loaded, _ = read_state(self._r, self._prefix, self.spec, [(tenant, lead_id)], [])
-        features = loaded[(tenant, lead_id)][0]
+        features = loaded[(tenant, lead_id)].features
         return {} if features.empty else features.legacy_view()
 
     def record(self, tenant: str, lead_id: str) -> LeadFeatures:
         """A lead's committed feature state (empty if none)."""
         loaded, _ = read_state(self._r, self._prefix, self.spec, [(tenant, lead_id)], [])
-        return loaded[(tenant, lead_id)][0]
+        return loaded[(tenant, lead_id)].features
 
 
 _SKIP = FeatureReply(SKIPPED, {}, {}, {}, [])
 
 
 def read_state(
-    client: Any, prefix: str, spec: FeatureSpec, leads: Sequence[Lead], moments: Sequence[Lead]
-) -> tuple[dict[Lead, tuple[LeadFeatures, dict[str, str], bool, str]], dict[Lead, list[bytes]]]:
-    """Committed state of ``leads`` (features, score state, whether schema 0 keys exist, the
-    lead it was folded into) and the learning moments of ``moments``: one pipelined round
-    trip (two for schema 0 leads)."""
-    if not leads and not moments:
+    client: Any, prefix: str, spec: FeatureSpec, leads: Sequence[Lead],
+    moments: Sequence[Lead] = (),
+) -> tuple[dict[Lead, HeldLead], dict[Lead, list[bytes]]]:  # fmt: skip
+    """Committed state of ``leads`` and the learning moments of ``moments``: one pipelined
+    round trip (GET of the record, EXISTS of the older layouts' keys, the alias); one more
+    for a lead that still has keys of schema 0 or 1 (:func:`_read_legacy`)."""
+    want = list(dict.fromkeys([*leads, *moments]))
+    if not want:
         return {}, {}
     pipe = client.pipeline(transaction=False)
-    for tenant, lead_id in leads:
+    for tenant, lead_id in want:
         pipe.get(lead_key(prefix, tenant, lead_id, "f"))
-        pipe.exists(lead_key(prefix, tenant, lead_id, "h"))
-        pipe.get(lead_key(prefix, tenant, lead_id, "r"))
-        pipe.hmget(lead_key(prefix, tenant, lead_id, "s"), list(STATE_FIELDS))  # schema 0
+        pipe.exists(*(lead_key(prefix, tenant, lead_id, part) for part in LEGACY_PARTS))
         pipe.hget(alias_key(prefix, tenant), lead_id)
-    for tenant, lead_id in moments:
-        pipe.lrange(lead_key(prefix, tenant, lead_id, "n"), 0, -1)
     replies = pipe.execute()
-    out: dict[Lead, tuple[LeadFeatures, dict[str, str], bool, str]] = {}
-    legacy: list[Lead] = []
-    for i, lead in enumerate(leads):
-        blob, old, packed, state, alias = replies[5 * i : 5 * i + 5]
-        st = _score_state(lead, packed, state)
-        features = LeadFeatures()
-        if blob is not None:
-            try:
-                features = unpack(blob)
-            except ValueError:
-                features = LeadFeatures()  # unreadable: the lead starts over (never crash)
-        elif old:
-            legacy.append(lead)
-        out[lead] = (features, st, bool(old), _s(alias) if alias is not None else "")
-    for lead in legacy:
-        _, st, _, alias = out[lead]
-        out[lead] = (_migrate(client, prefix, spec, lead), st, True, alias)
-    snaps = {lead: list(r) for lead, r in zip(moments, replies[5 * len(leads) :], strict=True)}
-    return out, snaps
+    out: dict[Lead, HeldLead] = {}
+    old: dict[Lead, bool] = {}  # lead -> whether it has no record at all
+    for i, lead in enumerate(want):
+        blob, n_old, alias = replies[3 * i : 3 * i + 3]
+        held, current = _decode(lead, blob)
+        held.alias = _s(alias) if alias is not None else ""
+        held.legacy = bool(n_old)
+        if n_old and not current:
+            old[lead] = blob is None
+        out[lead] = held
+    if old:
+        _read_legacy(client, prefix, spec, old, out)
+    return {lead: out[lead] for lead in leads}, {m: list(out[m].rest.moments) for m in moments}
 
 
-def _score_state(lead: Lead, packed: bytes | None, legacy: list[Any]) -> dict[str, str]:
+def _decode(lead: Lead, blob: bytes | None) -> tuple[HeldLead, bool]:
+    """A stored ``:f`` value as held, and whether it is schema 2 (all parts in it)."""
+    if blob is None:
+        return HeldLead(LeadFeatures(), {}), False
+    try:
+        features, rest = unpack_lead(blob)
+    except ValueError:
+        return HeldLead(LeadFeatures(), {}), False  # unreadable: the lead starts over
+    if rest is None:
+        return HeldLead(features, {}), False
+    record = record_from_items(lead[0], lead[1], rest.score) if rest.score else None
+    return HeldLead(features, score_state(record) if record else {}, rest=rest), True
+
+
+def _read_legacy(
+    client: Any, prefix: str, spec: FeatureSpec, leads: Mapping[Lead, bool],
+    out: dict[Lead, HeldLead],
+) -> None:  # fmt: skip
+    """Leads on schema 1 (``:r``, ``:n``, ``:rp`` beside ``:f``) or 0 (``:s`` and the hash
+    and sorted sets of features): their parts read into the held record."""
+    pipe = client.pipeline(transaction=False)
+    for tenant, lead_id in leads:
+        pipe.get(lead_key(prefix, tenant, lead_id, "r"))
+        pipe.hmget(lead_key(prefix, tenant, lead_id, "s"), list(STATE_FIELDS))
+        pipe.lrange(lead_key(prefix, tenant, lead_id, "n"), 0, -1)
+        pipe.hgetall(lead_key(prefix, tenant, lead_id, "rp"))
+        pipe.exists(lead_key(prefix, tenant, lead_id, "h"))
+    replies = pipe.execute()
+    for i, (lead, bare) in enumerate(leads.items()):
+        packed, state, moments, marks, has_h = replies[5 * i : 5 * i + 5]
+        held = out[lead]
+        record = unpack_record(lead[0], lead[1], packed) if packed is not None else None
+        held.state = _score_state(record, state)
+        held.rest = LeadRecord(
+            record.items() if record is not None else None,
+            [bytes(m) for m in moments],
+            LeadMark.from_hash(marks).to_list() if marks else None,
+        )
+        if bare and has_h:
+            held.features = _migrate(client, prefix, spec, lead)
+
+
+def _score_state(record: ScoreRecord | None, legacy: list[Any]) -> dict[str, str]:
     """The alert state of the lead's score record; from schema 0's hash (``:s``) if it has
     no ``:r`` yet, marked ``LEGACY_SCORE`` so the next commit deletes that hash."""
-    record = unpack_record(lead[0], lead[1], packed) if packed is not None else None
     if record is not None:
         return score_state(record)
     st = {k: _s(v) for k, v in zip(STATE_FIELDS, legacy, strict=True) if v is not None}
     if st:
         st[LEGACY_SCORE] = "1"
     return st
+
+
+def read_moments(client: Any, prefix: str, leads: Sequence[Lead]) -> list[list[bytes]]:
+    """The committed learning moments of ``leads`` (the learning sweep): one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for tenant, lead_id in leads:
+        pipe.get(lead_key(prefix, tenant, lead_id, "f"))
+        pipe.lrange(lead_key(prefix, tenant, lead_id, "n"), 0, -1)  # schema 1
+    replies = pipe.execute()
+    out: list[list[bytes]] = []
+    for i, lead in enumerate(leads):
+        held, current = _decode(lead, replies[2 * i])
+        out.append(list(held.rest.moments) if current else [bytes(m) for m in replies[2 * i + 1]])
+    return out
 
 
 def _migrate(client: Any, prefix: str, spec: FeatureSpec, lead: Lead) -> LeadFeatures:
@@ -448,15 +537,57 @@ def _migrate(client: Any, prefix: str, spec: FeatureSpec, lead: Lead) -> LeadFea
     return from_legacy(spec, fields, members(e), members(v), members(a))
 
 
-def queue_writes(pipe: Any, prefix: str, writes: FeatureWrites, idle_s: int) -> None:
-    """Queue a batch's feature writes on a transaction: moments moved in by folds, then one
-    SET per lead. The sources' side of folds goes last (:func:`queue_after`)."""
+def queue_writes(
+    pipe: Any, prefix: str, writes: FeatureWrites, idle_s: int, changes: LeadChanges | None = None
+) -> None:
+    """Queue the batch's lead records on its transaction: one SET per lead it touched or
+    changed (moments moved in by folds, then ``changes``, go into the record first).
+    A lead only ``changes`` name (the learning sweep) keeps its TTL (and is not written
+    if it expired meanwhile). The sources' side of folds goes last (:func:`queue_after`)."""
+    changes = changes or LeadChanges()
+    held = writes.hold(changes.leads())
     for fold in writes.folds:
-        _queue_arrival(pipe, prefix, fold, idle_s)
-    for tenant, lead in writes.legacy:
-        pipe.delete(*(lead_key(prefix, tenant, lead, part) for part in LEGACY_PARTS))
-    for (tenant, lead), blob in writes.records.items():
-        pipe.set(lead_key(prefix, tenant, lead, "f"), blob, ex=idle_s)
+        _arrive(pipe, prefix, fold, held)
+    gone = {(f.tenant, f.source) for f in writes.cleared}
+    for lead in [*writes.touched, *(changes.leads() - writes.touched)]:
+        h = held.get(lead)
+        if lead in gone or h is None or h.alias:
+            continue
+        _change(h, lead, changes)
+        if h.features.empty and h.rest.empty:
+            continue
+        key = lead_key(prefix, lead[0], lead[1], "f")
+        blob = pack_record(writes.spec, h.features, h.rest)
+        if lead in writes.touched or h.legacy:
+            pipe.set(key, blob, ex=idle_s)
+        else:
+            pipe.set(key, blob, xx=True, keepttl=True)
+        if h.legacy:  # the older layouts' keys go (schema 0's score hash once it is replaced)
+            parts = [p for p in LEGACY_PARTS if p != "s" or h.rest.score is not None]
+            pipe.delete(*(lead_key(prefix, lead[0], lead[1], part) for part in parts))
+            h.legacy = False
+
+
+def _change(h: HeldLead, lead: Lead, changes: LeadChanges) -> None:
+    """The batch's score record, moments effect and report marks into a held record (the
+    moments effect as the list commands of schema 1 did it: DEL / RPOP, RPUSH, LTRIM)."""
+    record = changes.scores.get(lead)
+    if record is not None:
+        h.rest.score, h.state = record.items(), score_state(record)
+    effect = changes.moments.get(lead)
+    if effect is not None:
+        mode, push = effect
+        moments = h.rest.moments
+        if mode == "rewrite":
+            moments = []
+        elif mode == "replace_tail":
+            moments = moments[:-1]
+        if push:
+            moments = [*moments, *push][-changes.max_moments :]
+        h.rest.moments = list(moments)
+    marks = changes.marks.get(lead)
+    if marks is not None:
+        h.rest.marks = marks
 
 
 def queue_after(pipe: Any, prefix: str, writes: FeatureWrites) -> None:
@@ -468,19 +599,19 @@ def queue_after(pipe: Any, prefix: str, writes: FeatureWrites) -> None:
         pipe.hset(alias_key(prefix, tenant), source, fold.target)
         pipe.zrem(hot_key(prefix, tenant), source)
         pipe.zrem(due_key(prefix, fold.source_partition), f"{tenant}\x1f{source}")
-        parts = ("f", "r", "s", "n", *LEGACY_PARTS)
+        parts = ("f", *LEGACY_PARTS)
         pipe.delete(*(lead_key(prefix, tenant, source, part) for part in parts))
 
 
-def _queue_arrival(pipe: Any, prefix: str, fold: Fold, idle_s: int) -> None:
+def _arrive(pipe: Any, prefix: str, fold: Fold, held: Mapping[Lead, HeldLead]) -> None:
     """Learning moments move with the person: before the target's own (its newest moment
     stays the list's tail, as its score record says)."""
     if not fold.snapshots:
         return
     tenant, target = fold.tenant, fold.target
-    nkey = lead_key(prefix, tenant, target, "n")
-    pipe.lpush(nkey, *reversed(fold.snapshots))
-    pipe.expire(nkey, idle_s)
+    h = held.get((tenant, target))
+    if h is not None:
+        h.rest.moments = [*fold.snapshots, *h.rest.moments]
     oldest = min(float(msgpack.unpackb(b, raw=False)["ts"]) for b in fold.snapshots)
     member = f"{tenant}\x1f{target}"
     pipe.zadd(due_key(prefix, fold.target_partition), {member: oldest}, lt=True)

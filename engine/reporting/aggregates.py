@@ -110,6 +110,35 @@ class LeadMark:
             "done": ",".join(sorted(self.done)), "blocked": ",".join(sorted(self.blocked)),
         }  # fmt: skip
 
+    def to_list(self) -> list[Any]:
+        """The marks as the lead record keeps them (``features/record.py``): positional,
+        trailing empty fields left off."""
+        out: list[Any] = [
+            self.day, self.source, self.bucket, self.agent, _n(self.clock_ts),
+            _n(self.clock_deadline), self.clock_day, self.clock_kind, sorted(self.done),
+            sorted(self.blocked),
+        ]  # fmt: skip
+        while out and out[-1] in ("", 0, []):
+            out.pop()
+        return out
+
+    @classmethod
+    def from_list(cls, raw: Any) -> LeadMark:
+        """:meth:`to_list` back (anything unreadable: no marks)."""
+        if not isinstance(raw, list):
+            return cls()
+        r = [*raw, *([None] * (10 - len(raw)))]
+        try:
+            return cls(
+                day=str(r[0] or ""), source=str(r[1] or ""), bucket=str(r[2] or ""),
+                agent=str(r[3] or ""), clock_ts=float(r[4] or 0.0),
+                clock_deadline=float(r[5] or 0.0), clock_day=str(r[6] or ""),
+                clock_kind=str(r[7] or ""), done={str(x) for x in r[8] or ()},
+                blocked={str(x) for x in r[9] or ()},
+            )  # fmt: skip
+        except (TypeError, ValueError):
+            return cls()
+
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> LeadMark:
         h = {_s(k): _s(v) for k, v in raw.items()}
@@ -124,6 +153,10 @@ class LeadMark:
 
 def _s(x: Any) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _n(v: float) -> float | int:
+    return int(v) if float(v).is_integer() and abs(v) < 2**62 else float(v)
 
 
 def _f(x: str | None) -> float:

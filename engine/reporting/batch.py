@@ -2,12 +2,12 @@
 
 ``gather(settings, client, events, fx)`` runs after the processor has
 gathered the batch's effects (``fx``: which events counted, the alerts they raised,
-the labelled examples) and before the commit: one pipelined read of the batch's
-leads' report marks, then :func:`engine.reporting.aggregates.observe` per counted
-event in stream order. The result (:class:`ReportDelta`) is one field of
-``BatchEffects``; the committer applies it in the same transaction as the batch's
-positions, so a batch's counts land exactly once (a batch that did not commit is
-read again and counted from the same marks).
+the labelled examples) and before the commit: the batch's leads' report marks, as
+their records hold them (``fx.features``: read with the leads, no round trip here),
+then :func:`engine.reporting.aggregates.observe` per counted event in stream order.
+The result (:class:`ReportDelta`) is one field of ``BatchEffects``; the committer
+applies it in the same transaction as the batch's positions, so a batch's counts land
+exactly once (a batch that did not commit is read again and counted from the same marks).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from engine.delivery.consent import blocks_from
 from engine.events import Event
 from engine.records import Alert
 from engine.reporting.aggregates import CONSENT, AlertSeen, LeadMark, Seen, observe, quality
-from engine.reporting.keys import day_key, mark_key, tenants_key
+from engine.reporting.keys import day_key, tenants_key
 
 if TYPE_CHECKING:
     from engine.settings import Settings
@@ -38,10 +38,11 @@ DEFAULT_RETENTION_D = 400
 
 @dataclass
 class ReportDelta:
-    """Counter increments ``(key, field) -> n``, report marks to write, their TTL."""
+    """Counter increments ``(key, field) -> n`` and their TTL; the leads' report marks
+    that changed (written in the leads' records by the committer: ``features/record.py``)."""
 
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
-    marks: dict[str, dict[str, str]] = field(default_factory=dict)
+    marks: dict[tuple[str, str], LeadMark] = field(default_factory=dict)
     tenants: set[str] = field(default_factory=set)
     tenants_key: str = ""
     ttl_s: int = DEFAULT_RETENTION_D * 86_400
@@ -54,9 +55,6 @@ class ReportDelta:
                 pipe.hincrby(key, name, n)
                 keys.add(key)
         for key in keys:
-            pipe.expire(key, self.ttl_s)
-        for key, mapping in self.marks.items():
-            pipe.hset(key, mapping=mapping)
             pipe.expire(key, self.ttl_s)
         if self.tenants and self.tenants_key:
             pipe.sadd(self.tenants_key, *sorted(self.tenants))
@@ -93,18 +91,20 @@ def tenant_zone(settings: Settings, tenant: str) -> str:
 def gather(
     settings: Settings, client: Any, events: Sequence[Event], fx: BatchEffects
 ) -> ReportDelta:
-    """The batch's report increments (one pipelined read of the leads' marks)."""
+    """The batch's report increments; the leads' marks from their records, as the batch
+    holds them (``fx.features``; none are read here)."""
     prefix = settings.redis.key_prefix
     delta = ReportDelta(tenants_key=tenants_key(prefix), ttl_s=retention_d(settings) * 86_400)
     counted = _counted(events, fx)
     leads = sorted({(ev.tenant, ev.lead_id) for ev in counted})
     marks: dict[tuple[str, str], LeadMark] = {}
     if leads:
-        pipe = client.pipeline(transaction=False)
-        for tenant, lead in leads:
-            pipe.hgetall(mark_key(prefix, tenant, lead))
-        for who, raw in zip(leads, pipe.execute(), strict=True):
-            marks[who] = LeadMark.from_hash(raw or {})
+        if fx.features is None:
+            raise ValueError("report marks live in the lead records: the batch holds none")
+        held = fx.features.hold(leads)
+        for who in leads:
+            h = held.get(who)
+            marks[who] = LeadMark.from_list(h.rest.marks if h is not None else None)
     alerts = {(a.tenant, a.event.event_id): a for a in fx.alerts}
     days: dict[str, Callable[[float], str]] = {}
     changed: set[tuple[str, str]] = set()
@@ -121,7 +121,7 @@ def gather(
             changed.add((ev.tenant, ev.lead_id))
         delta.tenants.add(ev.tenant)
     for tenant, lead in changed:
-        delta.marks[mark_key(prefix, tenant, lead)] = marks[(tenant, lead)].to_hash()
+        delta.marks[(tenant, lead)] = marks[(tenant, lead)]
     _quality(settings, fx, delta, days)
     return delta
 

@@ -25,6 +25,7 @@ from engine.app import build_parts
 from engine.dataflow import EngineParts
 from engine.events import partition_of
 from engine.merge_cli import queue_merge
+from engine.records import read_score
 from engine.streams import Producer, committed_positions, unprocessed
 from features.state import LeadFeatures, eid_hash, read_record
 from features.store import lead_key
@@ -156,7 +157,7 @@ def test_cross_partition_identify_hands_the_visitor_over(
                                events + [visitor_events(5)[-1]], LEAD)  # fmt: skip
     _assert_folded_once(c, LEAD, expected_late, "identify:id1")
     assert expected_late != expected
-    record = c.client.get(lead_key(prefix, TENANT, LEAD, "r"))
+    record = read_score(TENANT, LEAD, c.client.get(lead_key(prefix, TENANT, LEAD, "f")))
     assert record is not None  # the hand-over was scored as L's identify
     _wipe(client, prefix + "r")
     _wipe(client, prefix + "q")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from benchmarks.simulator import SimConfig, generate
 from engine.app import build_parts
 from engine.keys import lead_key
-from engine.records import RecordReader, ScoreRecord, unpack_record
+from engine.records import RecordReader, ScoreRecord, read_score, unpack_record
 from engine.stages.score import Scorer
 
 _TEXT = st.text(max_size=12)
@@ -114,6 +114,6 @@ def test_a_schema_0_score_hash_is_read_then_replaced(client: Any, make_settings:
             "property_id": "P1"}  # fmt: skip
     parts.processor.process([(0, b"1-1", {b"e": msgpack.packb(view)})])
     assert not client.exists(old)
-    record = unpack_record("t", "L", client.get(lead_key(prefix, "t", "L", "r")))
+    record = read_score("t", "L", client.get(lead_key(prefix, "t", "L", "f")))
     assert record is not None and record.last_alert_ts == 1767225600  # the alert state moved
     assert reader.read(client, [("t", "L")])[0]["last_event_id"] == "e1"

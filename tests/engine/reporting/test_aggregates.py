@@ -113,12 +113,21 @@ def test_quality_counts_give_auc_and_calibration() -> None:
 def test_counters_expire_after_the_retention(client: Any, prefix: str) -> None:
     delta = ReportDelta(ttl_s=400 * 86_400, tenants_key=f"{{{prefix}}}:rpt:tenants")
     delta.counts[(f"{{{prefix}}}:rpt:t:2026-01-05", "leads|all|")] = 2
-    delta.marks[f"{{{prefix}}}:{{t:L1}}:rp"] = LeadMark(day="2026-01-05").to_hash()
+    delta.marks[("t", "L1")] = LeadMark(day="2026-01-05")
     delta.tenants.add("t")
     pipe = client.pipeline(transaction=True)
     delta.apply(pipe)
     pipe.execute()
     assert client.hget(f"{{{prefix}}}:rpt:t:2026-01-05", "leads|all|") == b"2"
     assert 399 * 86_400 < client.ttl(f"{{{prefix}}}:rpt:t:2026-01-05") <= 400 * 86_400
-    assert 399 * 86_400 < client.ttl(f"{{{prefix}}}:{{t:L1}}:rp") <= 400 * 86_400
-    assert LeadMark.from_hash(client.hgetall(f"{{{prefix}}}:{{t:L1}}:rp")).day == "2026-01-05"
+    # marks are the lead record's (written by the committer, with the lead's TTL), not here
+    assert not client.exists(f"{{{prefix}}}:{{t:L1}}:rp", f"{{{prefix}}}:{{t:L1}}:f")
+
+
+def test_lead_marks_round_trip_as_the_record_keeps_them() -> None:
+    mark = LeadMark(day="2026-01-05", source="web", bucket="P2", agent="A1",
+                    clock_ts=T0 + 0.25, clock_deadline=T0 + 300, clock_day="2026-01-05",
+                    clock_kind="score", done={"a:A1", "contacted"}, blocked={"sms"})  # fmt: skip
+    assert LeadMark.from_list(mark.to_list()) == mark
+    assert LeadMark(day="2026-01-05").to_list() == ["2026-01-05"]  # empty tail left off
+    assert LeadMark.from_list(None) == LeadMark() == LeadMark.from_list(b"junk")

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from benchmarks.fault_crash import crash_dataflow
+from engine.reporting.aggregates import LeadMark
 from engine.reporting.keys import tenants_key
+from features.record import unpack_record
 from tests.engine.reporting.conftest import drop, sim_events
 
 pytestmark = pytest.mark.slow
@@ -26,8 +28,10 @@ def _report_state(client: Any, prefix: str) -> dict[str, Any]:
         name = key.decode()[len(prefix) + 2 :]
         if client.type(key) == b"hash":
             state[name] = client.hgetall(key)
-    for key in client.scan_iter(match=f"{{{prefix}}}:{{*}}:rp", count=1000):
-        state[key.decode()[len(prefix) + 2 :]] = client.hgetall(key)
+    for key in client.scan_iter(match=f"{{{prefix}}}:{{*}}:f", count=1000):
+        _, rest = unpack_record(client.get(key))  # the lead's marks live in its record
+        if rest is not None and rest.marks is not None:
+            state[key.decode()[len(prefix) + 2 :]] = LeadMark.from_list(rest.marks)
     state["tenants"] = client.smembers(tenants_key(prefix))
     return state
 
@@ -47,6 +51,6 @@ def test_sigkill_and_restart_counts_everything_once(
     days = [k for k in reference if k.startswith(":rpt:sim:")]
     assert len(days) >= 28
     assert sum(int(reference[d].get(b"leads|all|", 0)) for d in days) == 90
-    marks = [k for k in reference if k.endswith(":rp")]
+    marks = [k for k in reference if k.endswith(":f")]
     assert len(marks) == 90
     assert crashed == reference

@@ -13,9 +13,10 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from engine.reporting.aggregates import STL_EDGES_S
+from engine.keys import lead_key
+from engine.reporting.aggregates import STL_EDGES_S, LeadMark
 from engine.reporting.figures import MIN_N, compute, read_counts
-from engine.reporting.keys import mark_key
+from features.record import unpack_record
 from tests.engine.reporting.conftest import TENANT, SimRun
 
 POSITIVE = {"appointment_set", "appointment_held", "agreement_signed", "closed"}
@@ -156,5 +157,6 @@ def test_a_lead_mark_remembers_the_bucket_of_its_first_alert(sim_run: SimRun) ->
     for a in sim_run.alerts:
         first.setdefault(a["lead_id"], a["bucket"])
     lead, bucket = next(iter(first.items()))
-    mark = sim_run.client.hgetall(mark_key(sim_run.prefix, TENANT, lead))
-    assert mark[b"bucket"].decode() == bucket
+    _, rest = unpack_record(sim_run.client.get(lead_key(sim_run.prefix, TENANT, lead, "f")))
+    assert rest is not None  # the lead's marks live in its record (features/record.py)
+    assert LeadMark.from_list(rest.marks).bucket == bucket

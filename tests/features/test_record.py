@@ -1,0 +1,155 @@
+"""The lead record (schema 2, ``features/record.py``): one key a lead, every part in it,
+and the migration from schema 1's four keys (``:f`` features, ``:r``, ``:n``, ``:rp``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import msgpack
+import pytest
+
+from engine.app import build_parts
+from engine.events import Event
+from engine.keys import lead_key
+from engine.records import RecordReader, ScoreRecord, read_score
+from engine.reporting.aggregates import LeadMark
+from features.record import LEGACY_PARTS, RECORD, LeadRecord, pack_record, unpack_record
+from features.spec import FeatureSpec
+from features.state import LeadFeatures, read_record, unpack
+from features.store import FeatureStore, LeadChanges, queue_writes
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def _features(spec: FeatureSpec, n: int = 3) -> LeadFeatures:
+    f = LeadFeatures()
+    for i in range(n):
+        f.apply(spec, Event(event_id=f"e{i}", lead_id="L", type="property_view",
+                            ts=T0 + 60 * i, tenant="t", property_id=f"P{i % 2}"))  # fmt: skip
+    return f
+
+
+def _score(ts: float = T0, eid: str = "e2", moment: str = "l") -> ScoreRecord:
+    return ScoreRecord("t", "L", 41, 0.41, "P3", "warm", ("views",), ("source",), 0.3, 0.25,
+                       0.5, ts, eid, T0 - 5, 40.0, T0 - 5, moment)  # fmt: skip
+
+
+def _moment(ts: float, kind: str) -> bytes:
+    snap = {"ts": ts, "f": [1, 2], "seg": "all", "pb": 0.1, "pp": 0.1, "pr": 0.1, "pm": None,
+            "bk": "P3", "k": kind}  # fmt: skip
+    return msgpack.packb(snap, use_bin_type=True)
+
+
+def test_the_record_round_trips_every_part(make_settings: Any) -> None:
+    spec = FeatureSpec.from_settings(make_settings().features)
+    features = _features(spec)
+    mark = LeadMark(day="2026-01-01", source="web", done={"a:A1"})
+    rest = LeadRecord(_score().items(), [_moment(T0, "h"), _moment(T0 + 60, "l")], mark.to_list())
+    blob = pack_record(spec, features, rest)
+    got, back = unpack_record(blob)
+    assert msgpack.unpackb(blob)[0] == RECORD
+    assert back == rest and got.pack(spec) == features.pack(spec)
+    assert unpack(blob).pack(spec) == features.pack(spec)  # feature readers read either schema
+    assert read_score("t", "L", blob) == _score()
+    assert LeadMark.from_list(back.marks) == mark
+
+
+def test_a_schema_1_features_blob_reads_with_no_other_parts(make_settings: Any) -> None:
+    spec = FeatureSpec.from_settings(make_settings().features)
+    features, rest = unpack_record(_features(spec).pack(spec))
+    assert rest is None and features.counts["n"] == 3
+
+
+@pytest.mark.parametrize("blob", [b"\xc1 junk", msgpack.packb([2, 1]), msgpack.packb([9] * 14)])
+def test_an_unreadable_record_raises_value_error_and_readers_start_over(blob: bytes) -> None:
+    with pytest.raises(ValueError):
+        unpack_record(blob)
+    assert read_record(blob).empty
+    assert read_score("t", "L", blob) is None
+
+
+def _schema_1_lead(client: Any, prefix: str, spec: FeatureSpec) -> None:
+    """A lead as the engine before schema 2 left it: four keys."""
+    client.set(lead_key(prefix, "t", "L", "f"), _features(spec).pack(spec), ex=3600)
+    client.set(lead_key(prefix, "t", "L", "r"), _score(T0 + 120).pack(), ex=3600)
+    client.rpush(lead_key(prefix, "t", "L", "n"), _moment(T0, "h"), _moment(T0 + 120, "l"))
+    marks = LeadMark(day="2026-01-01", source="web", agent="A1", done={"contacted"})
+    client.hset(lead_key(prefix, "t", "L", "rp"), mapping=marks.to_hash())
+
+
+def test_a_schema_1_lead_is_read_then_written_as_one_record(
+    client: Any, make_settings: Any
+) -> None:
+    settings = make_settings()
+    prefix = settings.redis.key_prefix
+    spec = FeatureSpec.from_settings(settings.features)
+    _schema_1_lead(client, prefix, spec)
+    reader = RecordReader(settings)
+    assert reader.read(client, [("t", "L")])[0]["last_event_id"] == "e2"  # readers: as it is
+    parts = build_parts(settings, client)
+    view = {"event_id": "e9", "tenant": "t", "lead_id": "L", "type": "property_view",
+            "ts": T0 + 600, "property_id": "P1"}  # fmt: skip
+    parts.processor.process([(0, b"1-1", {b"e": msgpack.packb(view)})])
+    keys = [lead_key(prefix, "t", "L", part) for part in LEGACY_PARTS]
+    assert client.exists(*keys) == 0  # the old layout's keys went in the same transaction
+    features, rest = unpack_record(client.get(lead_key(prefix, "t", "L", "f")))
+    assert rest is not None and features.counts["n"] == 4
+    score = read_score("t", "L", client.get(lead_key(prefix, "t", "L", "f")))
+    assert score is not None and score.last_event_id == "e9"
+    assert score.last_alert_ts == T0 - 5  # the alert state moved with the lead
+    stored = [msgpack.unpackb(m)["ts"] for m in rest.moments]
+    assert stored[0] == T0 and stored[-1] == T0 + 600  # the pinned moment stayed, latest replaced
+    assert T0 + 120 not in stored
+    mark = LeadMark.from_list(rest.marks)
+    assert (mark.day, mark.source, mark.agent) == ("2026-01-01", "web", "A1")
+    assert "contacted" in mark.done
+    assert (
+        0 < client.ttl(lead_key(prefix, "t", "L", "f")) <= settings.features.idle_expire_d * 86_400
+    )
+    assert reader.read(client, [("t", "L")])[0]["last_event_id"] == "e9"
+
+
+def test_one_key_a_lead_after_traffic(client: Any, make_settings: Any) -> None:
+    settings = make_settings()
+    prefix = settings.redis.key_prefix
+    parts = build_parts(settings, client)
+    entries = []
+    for i, etype in enumerate(["lead_created", "property_view", "save", "tour_request"]):
+        ev = {"event_id": f"e{i}", "tenant": "t", "lead_id": "L", "type": etype,
+              "ts": T0 + 60 * i, "property_id": "P1"}  # fmt: skip
+        entries.append((0, f"1-{i}".encode(), {b"e": msgpack.packb(ev)}))
+    parts.processor.process(entries)
+    lead_keys = list(client.scan_iter(match=f"{{{prefix}}}:{{t:L}}:*"))
+    assert lead_keys == [lead_key(prefix, "t", "L", "f").encode()]
+    _, rest = unpack_record(client.get(lead_keys[0]))
+    assert rest is not None and rest.score is not None and rest.moments and rest.marks
+
+
+def test_a_lead_changed_without_events_keeps_its_ttl_and_stays_gone_if_expired(
+    client: Any, make_settings: Any
+) -> None:
+    """The learning sweep rewrites moments of leads the batch has no events of: read
+    before the transaction (``FeatureWrites.hold``), written with SET XX KEEPTTL."""
+    settings = make_settings()
+    prefix = settings.redis.key_prefix
+    store = FeatureStore(client, settings.features, prefix)
+    view = Event(event_id="e1", lead_id="L", type="property_view", ts=T0, tenant="t",
+                 property_id="P1")  # fmt: skip
+    for lead in ("L", "M"):
+        _, writes = store.apply([replace(view, lead_id=lead)])
+        pipe = client.pipeline(transaction=True)
+        queue_writes(pipe, prefix, writes, 3600)
+        pipe.execute()
+    client.expire(lead_key(prefix, "t", "L", "f"), 100)
+    client.delete(lead_key(prefix, "t", "M", "f"))  # M expired since the sweep read it
+    store.clear()
+    _, writes = store.apply([])
+    moments = {lead: ("rewrite", [_moment(T0, "h")]) for lead in (("t", "L"), ("t", "M"))}
+    pipe = client.pipeline(transaction=True)
+    queue_writes(pipe, prefix, writes, 3600, LeadChanges(moments=moments))
+    pipe.execute()
+    _, rest = unpack_record(client.get(lead_key(prefix, "t", "L", "f")))
+    assert rest is not None and rest.moments == [_moment(T0, "h")]
+    assert 0 < client.ttl(lead_key(prefix, "t", "L", "f")) <= 100
+    assert not client.exists(lead_key(prefix, "t", "M", "f"))
