@@ -1,8 +1,9 @@
 """Sinks: everything one batch changes, committed in a single MULTI/EXEC.
 
-Lead feature records (one per lead the batch touched), score records, the per-tenant
-hot lists, learning snapshots, alerts, dead letters, the model *and the partition
-read positions* go in one transaction. Either the whole batch's effects land with
+Lead records (one SET per lead the batch touched or changed: features, score record,
+learning moments, report marks; ``features/record.py``), the per-tenant hot lists,
+alerts, dead letters, the model *and the partition read positions* go in one
+transaction. Either the whole batch's effects land with
 its position, or none do and the batch is read again from the state Redis committed:
 exactly-once effect on at-least-once input. Identity hand-overs ride on the same
 transaction (``engine/identity.py``): the control entries a batch sends to other
@@ -113,7 +114,8 @@ class BatchEffects:
     """The writes a batch wants; built by the processor, applied by :class:`Committer`."""
 
     score_records: dict[tuple[str, str], ScoreRecord] = field(default_factory=dict)
-    legacy_scores: set[tuple[str, str]] = field(default_factory=set)  # schema 0 ``:s`` to drop
+    legacy_scores: set[tuple[str, str]] = field(default_factory=set)  # schema 0 ``:s`` (the
+    # lead record's write deletes it: ``features.store.queue_writes``)
     bucket_changes: list[BucketMove] = field(default_factory=list)  # for CRM write-back
     # lead -> ("rewrite" | "append" | "replace_tail", moments): see learning.Moments.effect
     snapshots: dict[tuple[str, str], tuple[str, list[bytes]]] = field(default_factory=dict)

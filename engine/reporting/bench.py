@@ -28,7 +28,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgpack
+
 from engine.keys import pattern
+from features.record import unpack_record
 
 TARGET_S = 2.0
 
@@ -77,6 +80,20 @@ def _cli(url: str, prefix: str, since: date, until: date, out: Path, *extra: str
     started = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
+
+
+def _marks_bytes(client: Any, prefix: str) -> int:
+    """Bytes of the report marks in the lead records (``features/record.py``, schema 2)."""
+    total = 0
+    for key in client.scan_iter(match=pattern(prefix, "{*}:f"), count=1000):
+        blob = client.get(key)
+        try:
+            _, rest = unpack_record(blob) if blob is not None else (None, None)
+        except ValueError:
+            continue
+        if rest is not None and rest.marks is not None:
+            total += len(msgpack.packb(rest.marks, use_bin_type=True))
+    return total
 
 
 def _overhead(client: Any, events: list[dict[str, Any]], rounds: int = 2) -> dict[str, Any]:
@@ -128,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         fields = sum(
             int(client.hlen(k)) for k in client.scan_iter(match=pattern(prefix, "rpt:sim:*"))
         )
-        marks = client.scan_iter(match=pattern(prefix, "{*}:rp"), count=1000)
-        marks_bytes = sum(int(client.memory_usage(k) or 0) for k in marks)
+        marks_bytes = _marks_bytes(client, prefix)
     finally:
         _drop(client, prefix)
     small = [e for e in events if int(str(e.get("lead_id", "L0"))[1:] or 0) <= args.overhead_leads]
