@@ -65,9 +65,13 @@ def test_quick_bench_writes_every_figure(redis_url: str, tmp_path: Path) -> None
     for p in points:
         assert _positive(p["bytes_per_lead"]) and p["used_memory_delta"] > 0
         assert _positive(p["sample"]["memory_usage_bytes_per_lead"])
-        parts = set(p["sample"]["bytes_per_lead_by_part"])
-        # the feature record, and the score record (``r`` since issue 12 item 3; ``s`` before)
-        assert "f" in parts and parts & {"r", "s"}
+        # one key a lead: the lead record holds features, score record, moments and marks
+        assert set(p["sample"]["bytes_per_lead_by_part"]) == {"f"}
+        assert p["sample"]["keys_per_lead"] == 1.0
+        split = p["sample"]["record_bytes_per_lead"]
+        assert _positive(split["features"]) and _positive(split["score"])
+        parts = ("features", "score", "moments", "marks")
+        assert sum(split[k] for k in parts) < split["value"]  # + the array head and schema
 
     prof = result["profile"]
     assert _positive(prof["us_per_event"]) and _positive(prof["server"]["exec_us_per_event"])
