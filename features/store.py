@@ -117,7 +117,9 @@ class FeatureWrites:
         """``leads`` as held (loaded from the store's cache or Redis if the batch does not
         hold them yet: one round trip, before the transaction)."""
         missing = sorted(set(leads) - self.held.keys())
-        if missing and self.loader is not None:
+        if missing:
+            if self.loader is None:  # never drop a change: a record is written whole
+                raise LookupError(f"{len(missing)} leads to write that the batch does not hold")
             self.held.update(self.loader(missing))
         return self.held
 

@@ -9,6 +9,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from benchmarks.simulator import SimConfig, generate
 from engine.app import build_parts
 from engine.events import Event
 from engine.keys import lead_key
@@ -17,7 +18,14 @@ from engine.reporting.aggregates import LeadMark
 from features.record import LEGACY_PARTS, RECORD, LeadRecord, pack_record, unpack_record
 from features.spec import FeatureSpec
 from features.state import LeadFeatures, read_record, unpack
-from features.store import FeatureStore, LeadChanges, queue_writes
+from features.store import (
+    FeatureStore,
+    FeatureWrites,
+    HeldLead,
+    LeadChanges,
+    queue_writes,
+    read_state,
+)
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -153,3 +161,63 @@ def test_a_lead_changed_without_events_keeps_its_ttl_and_stays_gone_if_expired(
     assert rest is not None and rest.moments == [_moment(T0, "h")]
     assert 0 < client.ttl(lead_key(prefix, "t", "L", "f")) <= 100
     assert not client.exists(lead_key(prefix, "t", "M", "f"))
+
+
+def test_the_cache_holds_what_redis_holds_after_every_batch(
+    client: Any, make_settings: Any
+) -> None:
+    """The committer folds score records, moment effects and marks into the cached records
+    before it writes them: a restart (records read again) must see the same records, or
+    a crash would not give what an uninterrupted run gives."""
+    settings = make_settings()
+    prefix = settings.redis.key_prefix
+    parts = build_parts(settings, client)
+    store = parts.processor._store  # the worker's cache, against what Redis committed
+    pack = msgpack.Packer(use_bin_type=True).pack
+    events = list(generate(SimConfig(seed=11, leads=40, days=40.0, tenant="t")))
+    entries = [(0, f"1-{i}".encode(), {b"e": pack(ev)}) for i, ev in enumerate(events)]
+    with_moments = with_marks = 0
+    for lo in range(0, len(entries), 113):  # batches that split leads' events
+        parts.processor.process(entries[lo : lo + 113])
+        cached = {lead: h for lead, h in store._cache.items() if not h.alias}
+        stored, _ = read_state(client, prefix, store.spec, sorted(cached))
+        for lead, held in cached.items():
+            again = stored[lead]
+            assert again.features.pack(store.spec) == held.features.pack(store.spec), lead
+            assert (again.rest, again.state) == (held.rest, held.state), lead
+            with_moments += bool(held.rest.moments)
+            with_marks += held.rest.marks is not None
+    assert with_moments > 0 and with_marks > 0  # the parts the committer adds were there
+
+
+@pytest.mark.parametrize(
+    ("effect", "want"),
+    [
+        (("append", [b"c"]), [b"a", b"b", b"c"]),
+        (("append", [b"c", b"d"]), [b"b", b"c", b"d"]),  # the newest max_moments stay
+        (("replace_tail", [b"c"]), [b"a", b"c"]),
+        (("replace_tail", []), [b"a"]),
+        (("rewrite", [b"c"]), [b"c"]),
+        (("rewrite", []), []),
+    ],
+)
+def test_moment_effects_do_what_the_list_commands_did(
+    client: Any, make_settings: Any, effect: tuple[str, list[bytes]], want: list[bytes]
+) -> None:
+    """Schema 1 applied ``learning.Moments.effect`` to the ``:n`` list (DEL / RPOP, RPUSH,
+    LTRIM to the newest ``max_snapshots``); the record's moments follow the same rules."""
+    settings = make_settings()
+    prefix = settings.redis.key_prefix
+    spec = FeatureSpec.from_settings(settings.features)
+    lead = ("t", "L")
+    held = HeldLead(_features(spec), {}, rest=LeadRecord(moments=[b"a", b"b"]))
+    writes = FeatureWrites(touched={lead}, held={lead: held}, spec=spec)
+    mark = LeadMark(day="2026-01-01")
+    changes = LeadChanges({lead: _score()}, {lead: effect}, {lead: mark.to_list()}, 3)
+    pipe = client.pipeline(transaction=True)
+    queue_writes(pipe, prefix, writes, 3600, changes)
+    pipe.execute()
+    _, rest = unpack_record(client.get(lead_key(prefix, "t", "L", "f")))
+    assert rest is not None and rest.moments == want
+    assert rest.score == _score().items() and rest.marks == ["2026-01-01"]
+    assert held.rest == rest  # the worker holds what it wrote
