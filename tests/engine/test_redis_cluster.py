@@ -94,7 +94,7 @@ def test_replay_on_the_cluster_matches_one_server(
     cluster = connect(redis_cluster.url, retries=0)
     try:
         keys = list(cluster.scan_iter(match=pattern(prefix), count=1000))
-        assert len(keys) > 100
+        assert len(keys) > 80  # 40 lead records, report days, streams, model, hot lists
         slots = {cluster.keyslot(k) for k in keys}
         assert len(slots) == 1, "a deployment's keys share its prefix's slot"
         assert _drop(cluster, prefix) == len(keys)
