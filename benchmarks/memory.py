@@ -12,7 +12,9 @@ Each point runs on its own fresh private ``redis-server`` with no persistence:
    assignment, a first session — the lighter, far more common lead) for the
    1,000,000-lead point. Keys that are not per lead (alerts and dead-letter streams,
    positions, model, label queues) are deleted; the per-tenant hot list stays (one
-   member per lead). ``MEMORY USAGE`` of every key gives the split by key part.
+   member per lead). ``MEMORY USAGE`` of every key gives the split by key part, and the
+   lead records' values are split by their parts (features, score record, moments,
+   marks: ``features/record.py``).
 3. The server is filled to the target count by copying the sample leads' keys
    (DUMP / RESTORE, same TTL and encodings) under new lead ids, plus their hot-list
    entries, and per lead = (used_memory - base) / leads. This is the per-lead state
