@@ -221,16 +221,24 @@ def _run_to_end(run: _CrashRun) -> None:
 
 
 def crash_dataflow(
-    client: Any, url: str, events: list[dict[str, Any]], kills: int, seed: int, base: str = "fc"
+    client: Any,
+    url: str,
+    events: list[dict[str, Any]],
+    kills: int,
+    seed: int,
+    base: str = "fc",
+    reference_client: Any = None,
 ) -> dict[str, Any]:
     """Reference run in process, then ``leadpulse run`` killed ``kills`` times.
 
     Key prefixes ``<base>r`` (reference) and ``<base>c`` (crash run) on the server at
-    ``url`` (``client`` talks to it)."""
+    ``url`` (``client`` talks to it; it may be a Redis Cluster). The reference runs on
+    ``reference_client`` when given (e.g. one server, to compare a cluster against)."""
     tenant = str(events[0]["tenant"])
     ref = base + "r"
-    reference_s = _reference_run(client, ref, events)
-    reference = snapshot(client, ref, tenant)
+    ref_client = client if reference_client is None else reference_client
+    reference_s = _reference_run(ref_client, ref, events)
+    reference = snapshot(ref_client, ref, tenant)
 
     prefix = base + "c"
     end = load(client, prefix, events)

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import redis
 
@@ -120,7 +121,7 @@ class LocalCluster:
         client = redis.Redis(port=port, socket_timeout=2, decode_responses=True)
         try:
             reply = dict(client.execute_command("CLUSTER INFO"))  # parsed by redis-py
-            reply.update(client.info("cluster"))  # cluster_enabled: 1
+            reply.update(cast(dict[str, Any], client.info("cluster")))  # cluster_enabled: 1
         finally:
             client.close()
         return {str(k): str(v) for k, v in reply.items()}
