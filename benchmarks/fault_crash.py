@@ -15,11 +15,13 @@ event id twice. Recovery time is from each restart to the next 2xx.
 
     python -m benchmarks.fault_crash                  # writes results/fault_crash.{json,md}
     python -m benchmarks.fault_crash --events 20000 --kills 3 --serve-kills 2   # quick
+    python -m benchmarks.fault_crash --cluster --out benchmarks/results/fault_crash_cluster
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -38,10 +40,12 @@ from typing import Any
 import httpx
 import msgpack
 
+from benchmarks.cluster import LocalCluster
 from benchmarks.harness import DedicatedServer, free_port, machine_info, wait_http
 from benchmarks.simulator import SimConfig, events_for_count, generate
 from engine.learning import Learner
 from engine.model_store import ModelStore
+from engine.redis_client import connect
 from engine.settings import load_settings
 from engine.streams import Producer, StreamNames, committed_positions
 
@@ -221,16 +225,24 @@ def _run_to_end(run: _CrashRun) -> None:
 
 
 def crash_dataflow(
-    client: Any, url: str, events: list[dict[str, Any]], kills: int, seed: int, base: str = "fc"
+    client: Any,
+    url: str,
+    events: list[dict[str, Any]],
+    kills: int,
+    seed: int,
+    base: str = "fc",
+    reference_client: Any = None,
 ) -> dict[str, Any]:
     """Reference run in process, then ``leadpulse run`` killed ``kills`` times.
 
     Key prefixes ``<base>r`` (reference) and ``<base>c`` (crash run) on the server at
-    ``url`` (``client`` talks to it)."""
+    ``url`` (``client`` talks to it; it may be a Redis Cluster). The reference runs on
+    ``reference_client`` when given (e.g. one server, to compare a cluster against)."""
     tenant = str(events[0]["tenant"])
     ref = base + "r"
-    reference_s = _reference_run(client, ref, events)
-    reference = snapshot(client, ref, tenant)
+    ref_client = client if reference_client is None else reference_client
+    reference_s = _reference_run(ref_client, ref, events)
+    reference = snapshot(ref_client, ref, tenant)
 
     prefix = base + "c"
     end = load(client, prefix, events)
@@ -443,6 +455,29 @@ def markdown(result: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
+CLUSTER_KIND = "; the crash runs on a local 3-master Redis Cluster (1 replica each)"
+
+
+def _crash_runs(
+    args: argparse.Namespace, server: DedicatedServer, events: list[dict[str, Any]],
+    serve_events: list[dict[str, Any]],
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The dataflow and gateway crash runs on ``server``, or with ``--cluster`` on a local
+    cluster (the dataflow's uninterrupted reference still on ``server``)."""
+    with contextlib.ExitStack() as stack:
+        client, url, reference = server.client, server.url, None
+        if args.cluster:
+            lc = stack.enter_context(LocalCluster(masters=3, replicas=1))
+            client, url, reference = connect(lc.url), lc.url, server.client
+            stack.callback(client.close)
+        dataflow = crash_dataflow(client, url, events, args.kills, args.seed,
+                                  reference_client=reference)  # fmt: skip
+        print(json.dumps(dataflow), flush=True)
+        gateway = crash_gateway(client, url, serve_events, args.serve_kills, args.seed)
+        print(json.dumps(gateway), flush=True)
+    return dataflow, gateway
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=200_000)
@@ -451,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--serve-kills", type=int, default=5)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--out", default=str(RESULTS / "fault_crash"))
+    ap.add_argument("--cluster", action="store_true",
+                    help="crash runs on a local 3-master Redis Cluster (1 replica each); "
+                         "the dataflow's reference run on one server")  # fmt: skip
     args = ap.parse_args(argv)
     # 90 days of event time: outcomes reach the 30-day label horizon, so the run learns
     # (the count is within +-20 %: ask for more, keep exactly --events, the earliest ones)
@@ -462,13 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_events = list(generate(SimConfig(seed=args.seed + 1, leads=2_000, tenant="sim")))
     serve_events = serve_events[: args.serve_events]
     with DedicatedServer() as server:
-        machine = machine_info(server.client, server.url, [("redis_kind", server.kind)])
-        dataflow = crash_dataflow(server.client, server.url, events, args.kills, args.seed)
-        print(json.dumps(dataflow), flush=True)
-        gateway = crash_gateway(
-            server.client, server.url, serve_events, args.serve_kills, args.seed
-        )
-        print(json.dumps(gateway), flush=True)
+        kind = server.kind + (CLUSTER_KIND if args.cluster else "")
+        machine = machine_info(server.client, server.url, [("redis_kind", kind)])
+        dataflow, gateway = _crash_runs(args, server, events, serve_events)
     result = {
         "command": "python -m benchmarks.fault_crash " + " ".join(
             sys.argv[1:] if argv is None else argv),

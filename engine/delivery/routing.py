@@ -269,30 +269,40 @@ class Assigner:
                 f"assigned to {agent} by an earlier event", now, alert_id, event_ts=event_ts,
             )  # fmt: skip
             return self._save(result, emit=False, pipe=pipe)
+        result = self._new_assignment(alert, cfg, profile, now, event_ts)
+        emit = result.state != "offered"
+        return self._save(result, emit=emit, event_id=f"dlv-asg-{alert_id}", pipe=pipe)
+
+    def _new_assignment(
+        self,
+        alert: dict[str, Any],
+        cfg: TenantDelivery,
+        profile: LeadProfile,
+        now: float,
+        event_ts: float,
+    ) -> Assignment:
+        """A first assignment by the tenant's rules: the pond, an offer, or a round-robin turn."""
+        tenant, lead, alert_id = str(alert["tenant"]), str(alert["lead_id"]), str(alert["alert_id"])
         m = match_rule(cfg, str(alert.get("bucket", "")), profile)
         how = "rule" if m.rule is not None else "default"
         members = cfg.groups.get(m.group, ())
         if m.group == POND or not members:
-            result = Assignment(
+            return Assignment(
                 tenant, lead, "pond", "", POND, how, f"{m.why} -> the pond (shared queue)",
                 now, alert_id, event_ts=event_ts,
             )  # fmt: skip
-        elif m.first_to_claim:
-            result = Assignment(
+        if m.first_to_claim:
+            return Assignment(
                 tenant, lead, "offered", "", m.group, how,
                 f"{m.why} -> offered to {m.group}: first to claim within "
                 f"{self._claim_timeout:.0f} s",
                 now, alert_id, tuple(members), now + self._claim_timeout, event_ts=event_ts,
             )  # fmt: skip
-        else:
-            agent = self._turn(tenant, m.group, members, set())
-            result = Assignment(
-                tenant, lead, "assigned", agent, m.group, how,
-                f"{m.why} -> {m.group}, round robin -> {agent}", now, alert_id,
-                event_ts=event_ts,
-            )  # fmt: skip
-        emit = result.state != "offered"
-        return self._save(result, emit=emit, event_id=f"dlv-asg-{alert_id}", pipe=pipe)
+        agent = self._turn(tenant, m.group, members, set())
+        return Assignment(
+            tenant, lead, "assigned", agent, m.group, how,
+            f"{m.why} -> {m.group}, round robin -> {agent}", now, alert_id, event_ts=event_ts,
+        )  # fmt: skip
 
     def claim(self, tenant: str, lead: str, agent: str) -> tuple[bool, Assignment | None, str]:
         """First to claim wins: (won, assignment now, message)."""

@@ -35,6 +35,7 @@ webhook, the page or a terminal).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -124,66 +125,105 @@ def pick_script(alert: dict[str, Any], profile: LeadProfile) -> Script:
     hand = {t.split(":", 1)[1] for t in triggers if t.startswith("hand_raise:")}
     if etype:
         hand |= {etype} & {"valuation_request", "showing_request", "inquiry", "call_request"}
-    score = _int(alert.get("score_after"))
-    text: str
-    if "valuation_request" in hand:
-        kind, tip = "valuation", "Seller: offer a CMA visit; ask about timing and condition."
-        text = (
-            f"Hi [Name], thanks for requesting an estimate for your home in "
-            f"{_area(profile)}. Online values can be a useful starting point, but they often "
-            "miss condition, upgrades, and local buyer demand. Are you thinking about "
-            "selling, refinancing, or just tracking your equity?"
-        )
-    elif hand & {"showing_request", "inquiry"}:
-        kind, tip = "showing", "Offer two concrete times; confirm financing where appropriate."
-        text = (
-            f"Hi [Name], thanks for reaching out about {_home(profile, event)}. I'd be glad to "
-            "set up a time to see it or answer any questions. What works best for you?"
-        )
-    elif "call_request" in hand:
-        kind, tip = "call_back", "Call now; if no answer, leave a voicemail and text."
-        text = (
-            "Hi [Name], thanks for asking me to call. I'm glad to help with "
-            f"{_home(profile, event, 'your search')}. Is now still a good time to talk?"
-        )
-    elif profile.unanswered >= 2 and score >= _HIGH_SCORE:
-        kind, tip = "no_response", "Keep it short; offer to step back to occasional updates."
-        text = (
-            "Hi [Name], I don't want to overwhelm you, but I wanted to make sure you have "
-            "what you need. Are you looking for help with a specific property, or would "
-            "you prefer I just send occasional updates for now?"
-        )
-    elif any(t == "reactivation" for t in triggers):
-        kind, tip = "re_engaged", "Treat as a warm reconnection; requalify timeline."
-        text = (
-            "Hi [Name], we connected a while back and I wanted to check in. A lot has "
-            f"changed in the market in {_area(profile)}. Are you back in research mode, or "
-            "has your timeline shifted?"
-        )
-    elif profile.repeat_views >= 3:
-        kind, tip = "repeat_viewer", "Call first; keep the conversation on that home."
-        same = profile.repeat_property in ("", str(event.get("property_id") or ""))
-        home = _home(profile, event) if same else FALLBACK_HOME
-        text = (
-            f"Hi [Name], I wanted to check whether you're still interested in {home}. Homes "
-            "like that are moving quickly in this market. Are you trying to see options in "
-            "that area, or is that specific property one you'd like more information on?"
-        )
-    elif profile.saves >= 2:
-        kind, tip = "saves_in_area", "Send two or three similar listings after the call."
-        text = (
-            f"Hi [Name], I wanted to check whether you're still interested in homes in "
-            f"{_area(profile)}. I have a sense of the style and price range you may be drawn "
-            "to. Are you hoping to buy soon, or watching the market for later this year?"
-        )
-    else:
-        kind, tip = "check_in", "Ask one open question; offer a clear next step."
-        text = (
-            f"Hi [Name], I wanted to check whether you're still interested in homes in "
-            f"{_area(profile)}. Is there a specific property I can help with, or would "
-            "occasional updates be more useful for now?"
-        )
+    kind = _kind(hand, triggers, profile, _int(alert.get("score_after")))
+    tip, text = _SCRIPTS[kind](profile, event)
     return Script(kind, f"{text} {REPRESENTATION_CHECK}", tip)
+
+
+def _kind(hand: set[str], triggers: list[str], profile: LeadProfile, score: int) -> str:
+    """Which script fits: hand-raises first, then the lead's pattern (module docstring)."""
+    if "valuation_request" in hand:
+        return "valuation"
+    if hand & {"showing_request", "inquiry"}:
+        return "showing"
+    if "call_request" in hand:
+        return "call_back"
+    if profile.unanswered >= 2 and score >= _HIGH_SCORE:
+        return "no_response"
+    if "reactivation" in triggers:
+        return "re_engaged"
+    if profile.repeat_views >= 3:
+        return "repeat_viewer"
+    if profile.saves >= 2:
+        return "saves_in_area"
+    return "check_in"
+
+
+def _valuation(profile: LeadProfile, event: dict[str, Any]) -> tuple[str, str]:
+    return "Seller: offer a CMA visit; ask about timing and condition.", (
+        f"Hi [Name], thanks for requesting an estimate for your home in "
+        f"{_area(profile)}. Online values can be a useful starting point, but they often "
+        "miss condition, upgrades, and local buyer demand. Are you thinking about "
+        "selling, refinancing, or just tracking your equity?"
+    )
+
+
+def _showing(profile: LeadProfile, event: dict[str, Any]) -> tuple[str, str]:
+    return "Offer two concrete times; confirm financing where appropriate.", (
+        f"Hi [Name], thanks for reaching out about {_home(profile, event)}. I'd be glad to "
+        "set up a time to see it or answer any questions. What works best for you?"
+    )
+
+
+def _call_back(profile: LeadProfile, event: dict[str, Any]) -> tuple[str, str]:
+    return "Call now; if no answer, leave a voicemail and text.", (
+        "Hi [Name], thanks for asking me to call. I'm glad to help with "
+        f"{_home(profile, event, 'your search')}. Is now still a good time to talk?"
+    )
+
+
+def _no_response(profile: LeadProfile, event: dict[str, Any]) -> tuple[str, str]:
+    return "Keep it short; offer to step back to occasional updates.", (
+        "Hi [Name], I don't want to overwhelm you, but I wanted to make sure you have "
+        "what you need. Are you looking for help with a specific property, or would "
+        "you prefer I just send occasional updates for now?"
+    )
+
+
+def _re_engaged(profile: LeadProfile, event: dict[str, Any]) -> tuple[str, str]:
+    return "Treat as a warm reconnection; requalify timeline.", (
+        "Hi [Name], we connected a while back and I wanted to check in. A lot has "
+        f"changed in the market in {_area(profile)}. Are you back in research mode, or "
+        "has your timeline shifted?"
+    )
+
+
+def _repeat_viewer(profile: LeadProfile, event: dict[str, Any]) -> tuple[str, str]:
+    same = profile.repeat_property in ("", str(event.get("property_id") or ""))
+    home = _home(profile, event) if same else FALLBACK_HOME
+    return "Call first; keep the conversation on that home.", (
+        f"Hi [Name], I wanted to check whether you're still interested in {home}. Homes "
+        "like that are moving quickly in this market. Are you trying to see options in "
+        "that area, or is that specific property one you'd like more information on?"
+    )
+
+
+def _saves_in_area(profile: LeadProfile, event: dict[str, Any]) -> tuple[str, str]:
+    return "Send two or three similar listings after the call.", (
+        f"Hi [Name], I wanted to check whether you're still interested in homes in "
+        f"{_area(profile)}. I have a sense of the style and price range you may be drawn "
+        "to. Are you hoping to buy soon, or watching the market for later this year?"
+    )
+
+
+def _check_in(profile: LeadProfile, event: dict[str, Any]) -> tuple[str, str]:
+    return "Ask one open question; offer a clear next step.", (
+        f"Hi [Name], I wanted to check whether you're still interested in homes in "
+        f"{_area(profile)}. Is there a specific property I can help with, or would "
+        "occasional updates be more useful for now?"
+    )
+
+
+_SCRIPTS: dict[str, Callable[[LeadProfile, dict[str, Any]], tuple[str, str]]] = {
+    "valuation": _valuation,
+    "showing": _showing,
+    "call_back": _call_back,
+    "no_response": _no_response,
+    "re_engaged": _re_engaged,
+    "repeat_viewer": _repeat_viewer,
+    "saves_in_area": _saves_in_area,
+    "check_in": _check_in,
+}
 
 
 def _map(x: Any) -> dict[str, Any]:

@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis
@@ -209,6 +211,17 @@ def wait_for(check: Callable[[], Any], timeout: float = 5.0, every: float = 0.01
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(every)
+
+
+def business_now() -> float:
+    """A whole-second wall time inside the default tenant's business hours: 11:00 in New York
+    on the latest weekday at or before now. SLA deadlines stretch out of hours, so a test
+    that expects a 5-minute deadline must not depend on the hour it runs at."""
+    ny = datetime.now(ZoneInfo("America/New_York"))
+    day = ny if ny.hour >= 11 else ny - timedelta(days=1)
+    while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    return float(int(day.replace(hour=11, minute=0, second=0, microsecond=0).timestamp()))
 
 
 def tenant_config(**extra: Any) -> dict[str, Any]:

@@ -11,7 +11,14 @@ from engine.delivery.consumer import DeliveryService
 from engine.events import Event
 from engine.streams import StreamNames
 from engine.views import read_alerts
-from tests.engine.delivery.conftest import handle_all, run_engine, send, tenant_config
+from tests.engine.delivery.conftest import (
+    Clock,
+    business_now,
+    handle_all,
+    run_engine,
+    send,
+    tenant_config,
+)
 
 NY = ZoneInfo("America/New_York")
 # a Tuesday, 14:00 in New York: business hours, no quiet hours, so texts are allowed
@@ -34,7 +41,7 @@ def _run(make_settings: Any, client: Any, events: list[dict[str, Any]]) -> list[
     settings = make_settings(delivery={"tenants": {"default": tenant_config()}})
     send(settings, client, events)
     run_engine(settings, client)
-    svc = DeliveryService(settings, client)
+    svc = DeliveryService(settings, client, clock=Clock(business_now()))  # daytime: no quiet hours
     payloads = handle_all(svc)
     names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
     engine_alerts = read_alerts(client, names)

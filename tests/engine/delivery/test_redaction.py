@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 from engine.delivery.consumer import DeliveryService
 from engine.delivery.deps import current_agent
 from engine.delivery.feed import OTHER_AGENT, redact_for_agent, redact_lead, scrub
-from tests.engine.delivery.conftest import Clock, Server, make_app
+from tests.engine.delivery.conftest import Clock, Server, business_now, make_app
 from tests.engine.delivery.test_sla import _alert
 from tests.engine.delivery.test_web import _sse
 
@@ -33,7 +32,7 @@ def missed(make_settings: Any, client: Any) -> Iterator[tuple[Any, DeliveryServi
            "rules": [{"group": "listing", "areas": ["02139"]}], "default_group": "pond",
            "escalation": ["pond"]}  # fmt: skip
     settings = make_settings(delivery={"sse_keepalive_s": 0.3, "tenants": {"default": cfg}})
-    now = float(int(time.time()))
+    now = business_now()
     clock = Clock(now)
     svc = DeliveryService(settings, client, clock=clock)
     first = svc.handle(_alert("L1", now)).payload

@@ -15,7 +15,7 @@ from engine.delivery.consumer import DeliveryService
 from engine.delivery.local import LocalRules
 from engine.delivery.sla import response_time
 from engine.settings import load_settings
-from tests.engine.delivery.conftest import Clock, handle_all, send, tenant_config
+from tests.engine.delivery.conftest import Clock, business_now, handle_all, send, tenant_config
 
 LA = ZoneInfo("America/Los_Angeles")
 
@@ -93,7 +93,7 @@ def test_alert_of_a_west_tenant_gets_its_local_after_hours_deadline(
 
 
 def test_ack_event_stops_the_clock_and_counts_within_sla(make_settings: Any, client: Any) -> None:
-    now = float(int(time.time()))
+    now = business_now()
     clock = Clock(now - 460)  # alerts are emitted 60 s and 460 s before the responses arrive
     settings = make_settings(delivery={"tenants": {"default": tenant_config()}})
     svc = DeliveryService(settings, client, clock=clock)
@@ -129,7 +129,7 @@ def test_ack_event_stops_the_clock_and_counts_within_sla(make_settings: Any, cli
 def test_a_response_seen_before_the_alert_stops_the_clock_at_once(
     make_settings: Any, client: Any
 ) -> None:
-    now = float(int(time.time()))
+    now = business_now()
     settings = make_settings(delivery={"tenants": {"default": tenant_config()}})
     svc = DeliveryService(settings, client, clock=Clock(now))
     send(settings, client, [{"event_id": "c0", "lead_id": "Q1", "type": "agent_contact",
@@ -216,7 +216,7 @@ def _pond_settings(make_settings: Any) -> Any:
 def test_an_old_event_is_late_on_arrival_and_its_clock_starts_at_emission(
     make_settings: Any, client: Any
 ) -> None:
-    now = float(int(time.time()))
+    now = business_now()
     settings = make_settings(delivery={"tenants": {"default": tenant_config()}})
     clock = Clock(now)
     svc = DeliveryService(settings, client, clock=clock)
@@ -238,7 +238,7 @@ def test_an_old_event_is_late_on_arrival_and_its_clock_starts_at_emission(
 
 
 def test_a_fresh_event_is_not_late_on_arrival(make_settings: Any, client: Any) -> None:
-    now = float(int(time.time()))
+    now = business_now()
     svc = DeliveryService(_pond_settings(make_settings), client, clock=Clock(now + 0.02))
     payload = svc.handle(_alert("A2", now)).payload
     assert payload is not None and payload["sla"]["late_on_arrival"] is False
@@ -247,7 +247,7 @@ def test_a_fresh_event_is_not_late_on_arrival(make_settings: Any, client: Any) -
 def test_a_delivery_backlog_starts_the_clock_when_delivery_gets_the_alert(
     make_settings: Any, client: Any
 ) -> None:
-    now = float(int(time.time()))
+    now = business_now()
     svc = DeliveryService(_pond_settings(make_settings), client, clock=Clock(now))
     payload = svc.handle(_alert("A3", now - 600)).payload  # emitted 10 min ago: delivery was down
     assert payload is not None
@@ -259,7 +259,7 @@ def test_contact_25_s_after_a_later_alert_about_old_events_is_met(
     make_settings: Any, client: Any
 ) -> None:
     """Found: events posted 35 min late, a showing request, contact 25 s later: `late`."""
-    now = float(int(time.time()))
+    now = business_now()
     settings = make_settings(delivery={"tenants": {"default": tenant_config()}})
     clock = Clock(now - 30)
     svc = DeliveryService(settings, client, clock=clock)
@@ -284,7 +284,7 @@ def test_contact_25_s_after_a_later_alert_about_old_events_is_met(
 def test_a_contact_before_the_alert_does_not_stop_its_clock(
     make_settings: Any, client: Any
 ) -> None:
-    now = float(int(time.time()))
+    now = business_now()
     svc = DeliveryService(_pond_settings(make_settings), client, clock=Clock(now))
     assert svc.clocks.note_response("default", "A5", now - 100, "cy", "agent_contact", "old",
                                     at=now - 100) is None  # fmt: skip
@@ -297,7 +297,7 @@ def test_a_contact_before_the_alert_does_not_stop_its_clock(
 
 
 def test_a_pond_miss_blames_no_agent(make_settings: Any, client: Any) -> None:
-    now = float(int(time.time()))
+    now = business_now()
     clock = Clock(now)
     svc = DeliveryService(_pond_settings(make_settings), client, clock=clock)
     first = svc.handle(_alert("A6", now)).payload
@@ -343,7 +343,7 @@ def test_after_an_escalation_the_new_owner_is_judged_on_its_own_deadline(
 def test_a_response_by_someone_else_is_not_counted_for_them(
     make_settings: Any, client: Any
 ) -> None:
-    now = float(int(time.time()))
+    now = business_now()
     settings = make_settings(delivery={"tenants": {"default": tenant_config()}})
     svc = DeliveryService(settings, client, clock=Clock(now))
     svc.handle(_alert("A8", now))  # cy's
