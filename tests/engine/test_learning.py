@@ -245,25 +245,6 @@ def test_a_positives_only_stream_learns_positives_at_their_horizon(
 # -- train/serve: the labels stream reproduces what was served --------------------------------
 
 
-def _relearned(examples: list[dict[str, Any]], models: ModelSet) -> list[tuple[Any, Any]]:
-    """(served ``pm``, ``pm`` re-predicted) for every example: a fresh model learns the
-    stream's examples in stream order, and each moment is predicted once the model has
-    learned what the engine had learned when it scored it: the examples labelled before
-    its event, and the sweep's (at the first event of a new day, before it is scored)."""
-    pairs = []
-    learned = 0
-    for ex in sorted(examples, key=lambda e: e["ts"]):
-        while learned < len(examples):
-            nxt = examples[learned]
-            swept_first = nxt["at"] == ex["ts"] and nxt["id"].startswith("settled:")
-            if not (nxt["at"] < ex["ts"] or swept_first):
-                break
-            models.learn(nxt)
-            learned += 1
-        pairs.append((ex["pm"], models.model(ex["seg"]).probability(ex["x"])))
-    return pairs
-
-
 @pytest.mark.parametrize(
     "scoring",
     [{"segments": ["buyer", "seller"]}, {"model": "forest"}],
@@ -277,6 +258,7 @@ def test_relearning_the_labels_stream_reproduces_the_served_model_probability(
     examples in its order, so a fresh model relearning the stream predicts every served
     ``pm`` again. A feature measured differently at learn time, a scaler or segment
     that differs, or examples learned out of stream order would break it."""
+    from benchmarks.quality import relearned
     from benchmarks.simulator import SimConfig, generate
 
     settings = make_settings(streams={"partitions": 1}, scoring=scoring)
@@ -287,7 +269,7 @@ def test_relearning_the_labels_stream_reproduces_the_served_model_probability(
     examples = _labels(client, settings.redis.key_prefix)
     sc = settings.scoring
     fresh = ModelSet(sc.segments, sc.learning_rate, sc.model, sc.evidence_window)
-    pairs = _relearned(examples, fresh)
+    pairs = relearned(examples, fresh)
     served = [(a, b) for a, b in pairs if a is not None]
     assert len(served) >= 40  # enough scored moments for the check to mean something
     assert all(b is not None for _, b in served)  # ready exactly when the engine was
