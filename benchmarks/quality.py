@@ -144,6 +144,7 @@ class Replayed:
     duplicates: int  # the same snapshot labelled more than once (should be 0)
     horizon_d: float  # the label horizon H the engine ran with
     live_quality: dict[str, Any] = field(default_factory=dict)
+    train_serve: dict[str, Any] = field(default_factory=dict)  # see :func:`train_serve`
 
 
 def _settings(
@@ -168,9 +169,11 @@ def replay_labels(
     work_dir: Path,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     config: Path | None = None,
+    check: bool = True,
 ) -> Replayed:
     """Write ``events`` as contract-v1 JSONL, replay it (with the override file ``config``,
-    if any), return the labelled examples."""
+    if any), return the labelled examples (and, with ``check``, the :func:`train_serve`
+    check of the replay)."""
     from engine.model import ModelSet
     from engine.model_store import ModelStore
     from engine.redis_client import connect
@@ -195,7 +198,11 @@ def replay_labels(
         blob = store.working_copy()
         live = ModelSet.loads(blob).status()["served_score"] if blob else {}
         horizon = float(settings.scoring.label_horizon_d)
-        return Replayed(examples, count, seconds, duplicates, horizon, live)
+        sc = settings.scoring
+        fresh = ModelSet(sc.segments, sc.learning_rate, sc.model, sc.evidence_window)
+        learned = _read_examples(client, store.keys.labels, every=True)[0] if check else []
+        return Replayed(examples, count, seconds, duplicates, horizon, live,
+                        train_serve(learned, fresh) if check else {})  # fmt: skip
     finally:
         keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1_000))
         for i in range(0, len(keys), 500):
@@ -217,13 +224,57 @@ def with_forest(
     forest's served probability as ``pf`` (same moments and labels: joined by moment)."""
     sections = {k: dict(v) for k, v in (overrides or {}).items()}
     sections["scoring"] = {**sections.get("scoring", {}), "model": "forest"}
-    forest = replay_labels(events, redis_url, work_dir, sections, config)
+    forest = replay_labels(events, redis_url, work_dir, sections, config, check=False)
     served = {(ex["tenant"], ex["lead"], ex["ts"]): ex["pb"] for ex in forest.examples}
     return [dict(ex, pf=served.get((ex["tenant"], ex["lead"], ex["ts"]))) for ex in examples]
 
 
-def _read_examples(client: Any, key: str) -> tuple[list[dict[str, Any]], int]:
-    """The labels stream's examples, once per id, and how many repeated a scored moment."""
+def relearned(
+    examples: Sequence[Mapping[str, Any]], models: Any
+) -> list[tuple[float | None, float | None]]:
+    """(served ``pm``, ``pm`` predicted again) for every example, in event-time order.
+
+    ``models`` (a fresh ``ModelSet`` with the replay's settings) learns the labels
+    stream's examples in stream order; each moment is predicted once it has learned what
+    the engine had learned when it scored that moment: the examples labelled before its
+    event, and the daily sweep's, which settles at the first event of a new day *before*
+    that event is scored (same ``at`` as the moment's ``ts``).
+    """
+    pairs: list[tuple[float | None, float | None]] = []
+    learned = 0
+    for ex in sorted(examples, key=lambda e: e["ts"]):
+        while learned < len(examples):
+            nxt = examples[learned]
+            swept_first = nxt["at"] == ex["ts"] and str(nxt["id"]).startswith("settled:")
+            if not (nxt["at"] < ex["ts"] or swept_first):
+                break
+            models.learn(nxt)
+            learned += 1
+        pairs.append((ex.get("pm"), models.model(ex["seg"]).probability(ex["x"])))
+    return pairs
+
+
+def train_serve(examples: Sequence[Mapping[str, Any]], models: Any) -> dict[str, Any]:
+    """Train/serve check: does relearning the labels stream reproduce every served ``pm``?
+
+    ``ready_mismatches`` counts moments where only one of the two had a model ready;
+    ``max_abs_diff`` is over the others (``pm`` is stored rounded to 6 places, so
+    anything above ~5e-7 means the model learned from something it did not score).
+    """
+    pairs = relearned(examples, models)
+    both = [abs(a - b) for a, b in pairs if a is not None and b is not None]
+    return {
+        "moments": len(pairs),
+        "compared": len(both),
+        "ready_mismatches": sum((a is None) != (b is None) for a, b in pairs),
+        "max_abs_diff": max(both) if both else None,
+        "over_1e_6": sum(d > 1e-6 for d in both),
+    }
+
+
+def _read_examples(client: Any, key: str, every: bool = False) -> tuple[list[dict[str, Any]], int]:
+    """The labels stream's examples, once per id, and how many repeated a scored moment
+    (with ``every``, those too: all the engine learned, in stream order)."""
     examples: list[dict[str, Any]] = []
     seen: set[tuple[Any, ...]] = set()
     ids: set[str] = set()
@@ -239,7 +290,7 @@ def _read_examples(client: Any, key: str) -> tuple[list[dict[str, Any]], int]:
                 continue  # the same example appended twice: one label
             ids.add(ex["id"])
             snap = (ex["tenant"], ex["lead"], ex["seg"], ex["ts"])
-            if snap in seen:
+            if snap in seen and not every:
                 duplicates += 1
                 continue
             seen.add(snap)
@@ -634,6 +685,7 @@ def run_simulator(plan: Plan, redis_url: str, work_dir: Path) -> dict[str, Any]:
     }
     out["labels"]["duplicate_snapshot_labels"] = got.duplicates
     out["engine_live_quality"] = _live(got.live_quality)
+    out["train_serve"] = got.train_serve
     return out
 
 
@@ -658,6 +710,7 @@ def run_diginetica(plan: Plan, redis_url: str, work_dir: Path) -> dict[str, Any]
     }
     out["labels"]["duplicate_snapshot_labels"] = got.duplicates
     out["engine_live_quality"] = _live(got.live_quality)
+    out["train_serve"] = got.train_serve
     return out
 
 
@@ -685,6 +738,7 @@ def run_online_shoppers(plan: Plan, redis_url: str, work_dir: Path) -> dict[str,
     }
     out["labels"]["duplicate_snapshot_labels"] = got.duplicates
     out["engine_live_quality"] = _live(got.live_quality)
+    out["train_serve"] = got.train_serve
     return out
 
 
@@ -756,6 +810,14 @@ def _dataset_lines(title: str, data: Mapping[str, Any]) -> list[str]:
                 f"{_f(b['p97_5'])}"
             )
     lines += [f"- note: {note}" for note in data.get("notes", [])]
+    ts = data.get("train_serve")
+    if ts and ts.get("compared"):
+        lines.append(
+            f"- train/serve: a fresh model relearning the labels stream predicts the served "
+            f"model probability again for {ts['compared'] - ts['over_1e_6']} of "
+            f"{ts['compared']} moments (max |difference| {ts['max_abs_diff']:.1e}; "
+            f"{ts['ready_mismatches']} where only one was ready)"
+        )
     return lines + [""]
 
 

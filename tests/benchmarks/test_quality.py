@@ -259,6 +259,10 @@ def test_small_mode_writes_every_model_for_every_dataset(redis_url: str, tmp_pat
             assert isinstance(target["met"], bool)
         # the engine's progressive ECE of the served score is there too
         assert data["engine_live_quality"]["labels"] > 0
+        # train/serve: relearning the labels stream predicts every served `pm` again
+        ts = data["train_serve"]
+        assert ts["compared"] > 0 and ts["ready_mismatches"] == 0, (name, ts)
+        assert ts["over_1e_6"] == 0 and ts["max_abs_diff"] < 1e-6, (name, ts)
 
 
 def test_ece_floor_is_the_noise_of_a_perfectly_calibrated_score() -> None:

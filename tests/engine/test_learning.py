@@ -240,3 +240,40 @@ def test_a_positives_only_stream_learns_positives_at_their_horizon(
     parts = _run(client, settings, [ev("z1", "Z", "page_view", T0 + 40 * DAY)])
     labels = {x["lead"]: x["y"] for x in _labels(client, settings.redis.key_prefix)}
     assert labels == {"A": True, "B": False}
+
+
+# -- train/serve: the labels stream reproduces what was served --------------------------------
+
+
+@pytest.mark.parametrize(
+    "scoring",
+    [{"segments": ["buyer", "seller"]}, {"model": "forest"}],
+    ids=["logistic-by-side", "forest"],
+)
+def test_relearning_the_labels_stream_reproduces_the_served_model_probability(
+    client: Any, make_settings: Any, scoring: dict[str, Any]
+) -> None:
+    """Train/serve: each example's ``x`` is the vector the model scored (same features,
+    clock features as measured then, same segment) and the model learned the stream's
+    examples in its order, so a fresh model relearning the stream predicts every served
+    ``pm`` again. A feature measured differently at learn time, a scaler or segment
+    that differs, or examples learned out of stream order would break it."""
+    from benchmarks.quality import relearned
+    from benchmarks.simulator import SimConfig, generate
+
+    settings = make_settings(streams={"partitions": 1}, scoring=scoring)
+    cfg = SimConfig(seed=11, leads=60, days=50.0, start_ts=T0)
+    events = list(generate(cfg))
+    events.append(ev("zz", "~flush", "page_view", T0 + 90 * DAY))  # every horizon passes
+    _run(client, settings, events)
+    examples = _labels(client, settings.redis.key_prefix)
+    sc = settings.scoring
+    fresh = ModelSet(sc.segments, sc.learning_rate, sc.model, sc.evidence_window)
+    pairs = relearned(examples, fresh)
+    served = [(a, b) for a, b in pairs if a is not None]
+    assert len(served) >= 40  # enough scored moments for the check to mean something
+    assert all(b is not None for _, b in served)  # ready exactly when the engine was
+    assert all(a is None for a, b in pairs if b is None)
+    worst = max(abs(a - b) for a, b in served)
+    assert worst < 1e-6  # `pm` is stored rounded to 6 places
+    assert {ex["seg"] for ex in examples} <= set(sc.segments)
