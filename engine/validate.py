@@ -233,6 +233,19 @@ class Validator:
 
     def _ident(self, obj: dict[str, Any], name: str, required: bool = False) -> str:
         value = obj.get(name)
+        if (
+            value.__class__ is str
+            and value
+            and len(value) <= self._s.max_id_len
+            and value.isascii()
+            and value.isprintable()  # printable ASCII: no control character, no surrogate
+        ):  # the common case, decided at once (anything else: the checks below)
+            if name not in _ID_FIELDS:
+                return value
+            problem = id_problem(value, name)
+            if problem:
+                raise InvalidEventError(problem)
+            return value
         if value is None or value == "":
             if required:
                 raise InvalidEventError(f"missing_field:{name}")
