@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +63,7 @@ _SUMS = tuple(f for f in COUNT_FIELDS if f not in FLAGS.values())
 #: that are counters as they are (built once, not per event).
 _NUMERIC_ZERO: dict[str, float | str] = dict.fromkeys(NUMERIC, 0.0)
 _COUNTED = tuple(name for name in NUMERIC if name in COUNT_FIELDS)
+_read_counted = operator.itemgetter(*_COUNTED)
 _HASH_BYTES = 6
 
 
@@ -231,8 +233,7 @@ class LeadFeatures:
             recency = float(f"{math.exp(-(now - t['last_reply_ts']) / spec.reply_tau):.6g}")
         react = 1.0 if t["react_ts"] > 0 and now - t["react_ts"] <= spec.flag_window else 0.0
         f: dict[str, float | str] = _NUMERIC_ZERO.copy()  # NUMERIC's order, then counts
-        for name in _COUNTED:
-            f[name] = float(c[name])
+        f.update(zip(_COUNTED, map(float, _read_counted(c)), strict=True))
         left = bisect.bisect_left
         f["views_24h"] = n_views - left(views, (now - spec.w_short,))
         f["views_7d"] = n_views - left(views, (now - spec.w_mid,))
@@ -265,7 +266,7 @@ class LeadFeatures:
         if not self.contacts:
             return 0
         last = self.times["last_reply_ts"]
-        return len([ts for ts in self.contacts if ts > last])
+        return len([1 for ts in self.contacts if ts > last])
 
     def _repeat(self, since: float) -> tuple[int, str]:
         """The most viewed property since ``since`` (ties: the smallest id) and its count."""
@@ -448,7 +449,9 @@ def _trim_map(m: dict[str, float], since: float, cap: int) -> None:
 
 
 def _count_since(m: dict[str, float], since: float) -> float:
-    return float(len([ts for ts in m.values() if ts >= since]))
+    if not m or min(m.values()) >= since:  # the usual case (windows are trimmed), in C
+        return float(len(m))
+    return float(len([1 for ts in m.values() if ts >= since]))
 
 
 def _strip(values: list[Any], zero: Any) -> list[Any]:
