@@ -248,7 +248,7 @@ class LeadFeatures:
             f[name] = self.profile.get(name, ("unknown", 0.0))[0] or "unknown"
         context: dict[str, Any] = {
             "last_ts": now, "repeat_property": best_pid, "reactivated_now": reactivated_now,
-            "blocked": tuple(sorted(self.blocked)),
+            "blocked": tuple(sorted(self.blocked)) if self.blocked else (),
             "last_reply_channel": x["last_reply_channel"],
             "not_interested": c["not_interested"] == 1,
             "invalid_contact": c["invalid_contact"] == 1,
@@ -441,8 +441,9 @@ def _touch(m: dict[str, float], key: str, ts: float) -> None:
 
 
 def _trim_map(m: dict[str, float], since: float, cap: int) -> None:
-    for k in [k for k, ts in m.items() if ts < since]:
-        del m[k]
+    if m and min(m.values()) < since:  # (min in C: most calls have nothing to drop)
+        for k in [k for k, ts in m.items() if ts < since]:
+            del m[k]
     if len(m) > cap:
         for _, k in sorted((ts, k) for k, ts in m.items())[: len(m) - cap]:
             del m[k]
