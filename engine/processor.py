@@ -169,6 +169,7 @@ class Processor:
         if self._cadence.enabled:  # follow-up plans of the batch's leads (engine/cadence)
             fx.cadence = self._cadence.begin(entries, events)
         leads: Leads = {}
+        checked: dict[int, int] = {}  # partition -> the latest event-time day swept up to
         duplicates = 0
         first, last_of = first_and_last(events)
         for i, (event, entry, reply) in enumerate(zip(events, origin, replies, strict=True)):
@@ -180,7 +181,10 @@ class Processor:
                 self._metrics.late.inc()
                 fx.dead_letters.append(dead_letter("late: older than the dedup horizon", entry))
                 continue
-            learned |= self._teacher.sweep_if_new_day(entry[0], event.ts, leads, fx)
+            day = int(event.ts // 86_400)
+            if day > checked.get(entry[0], -1):  # a day the sweep may not have seen yet
+                checked[entry[0]] = day
+                learned |= self._teacher.sweep_if_new_day(entry[0], event.ts, leads, fx)
             fx.done.append((event.tenant, event.lead_id, event.event_id))
             lead = self._lead_for(leads, entry[0], reply, (event.tenant, event.lead_id))
             if event.type in OUTCOMES:

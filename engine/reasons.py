@@ -82,8 +82,16 @@ _COUNTS = {
 
 def group_of(signal: str) -> str:
     """The fact a signal (or a model input such as ``source=referral``) belongs to."""
-    base = signal.split("=", 1)[0]
-    return _GROUP_OF.get(base, base)
+    group = _GROUP_CACHE.get(signal)
+    if group is None:
+        base = signal.split("=", 1)[0]
+        group = _GROUP_OF.get(base, base)
+        if len(_GROUP_CACHE) < 4_096:  # bounded: inputs are config names and profile levels
+            _GROUP_CACHE[signal] = group
+    return group
+
+
+_GROUP_CACHE: dict[str, str] = {}
 
 
 def _n(f: Mapping[str, Any], name: str) -> int:
@@ -274,12 +282,13 @@ def explain_codes(
     sc = settings.scoring
     w = model_weight
     by_group: dict[str, float] = {}
+    get, per_point = by_group.get, sc.prior_logit_per_point
     for name, pts in prior_points.items():
         g = group_of(name)
-        by_group[g] = by_group.get(g, 0.0) + (1 - w) * pts * sc.prior_logit_per_point
+        by_group[g] = get(g, 0.0) + (1 - w) * pts * per_point
     for name, c in model_contributions.items():
         g = group_of(name)
-        by_group[g] = by_group.get(g, 0.0) + w * c
+        by_group[g] = get(g, 0.0) + w * c
     ranked = sorted(by_group.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
     pros: list[str] = []
     cons: list[str] = []

@@ -83,21 +83,41 @@ def log_odds_blend(p_prior: float, p_model: float | None, w: float) -> float:
     return min(P_MAX, max(P_MIN, _sigmoid(z)))
 
 
-def _signal_value(name: str, f: Mapping[str, Any]) -> float:
-    if name == "repeat_views_48h":  # the first view is not a repeat
-        return max(0.0, float(f.get(name, 0.0)) - 1.0)
-    if name == "views_30d_broad":
-        engaged = any(float(f.get(k, 0)) > 0 for k in _ENGAGED)
-        return 0.0 if engaged else float(f.get("views_30d", 0))
-    return float(f.get(name, 0.0))
+_PLAIN, _REPEAT, _BROAD = 0, 1, 2
+#: id(points table) -> (the table, its plan): worked out once per settings, not per event
+_PRIOR_PLANS: dict[int, tuple[Any, tuple[tuple[str, float, float, int], ...]]] = {}
+
+
+def _prior_plan(points: Mapping[str, Any]) -> tuple[tuple[str, float, float, int], ...]:
+    """(signal, points each, cap, how its value is read) in the table's order."""
+    held = _PRIOR_PLANS.get(id(points))
+    if held is not None and held[0] is points:
+        return held[1]
+    kinds = {"repeat_views_48h": _REPEAT, "views_30d_broad": _BROAD}
+    plan = tuple((name, each, cap, kinds.get(name, _PLAIN)) for name, (each, cap) in points.items())
+    if len(_PRIOR_PLANS) >= 64:  # settings made over and over (tests): stay bounded
+        _PRIOR_PLANS.clear()
+    _PRIOR_PLANS[id(points)] = (points, plan)
+    return plan
 
 
 def prior(features: Mapping[str, Any], settings: Settings) -> tuple[float, dict[str, float]]:
-    """The points prior: (probability, points per signal). Transparent by design."""
+    """The points prior: (probability, points per signal). Transparent by design.
+
+    A signal's value is its feature, except ``repeat_views_48h`` (the first view is not a
+    repeat) and ``views_30d_broad`` (30-day views of a lead that has not engaged); read
+    through a plan made once per points table (the per-event hot path)."""
     sc = settings.scoring
     points: dict[str, float] = {}
-    for name, (each, cap) in sc.points.items():
-        value = _signal_value(name, features)
+    get = features.get
+    for name, each, cap, kind in _prior_plan(sc.points):
+        if kind == _PLAIN:
+            value = float(get(name, 0.0))
+        elif kind == _REPEAT:  # the first view is not a repeat
+            value = max(0.0, float(get(name, 0.0)) - 1.0)
+        else:
+            engaged = any(float(get(k, 0)) > 0 for k in _ENGAGED)
+            value = 0.0 if engaged else float(get("views_30d", 0))
         if value:
             pts = each * value
             points[name] = max(pts, cap) if cap < 0 else min(pts, cap)

@@ -37,6 +37,8 @@ __all__ = ["ID_CHARS", "Rejection", "Validator", "decode", "id_problem"]
 ID_CHARS = "A-Z a-z 0-9 _ . : -"
 _ID = re.compile(r"~?[A-Za-z0-9_.:-]+")
 _ALNUM = re.compile(r"[A-Za-z0-9]")
+#: A valid id in one match (what :func:`id_problem` accepts; its reasons name the rest)
+_VALID_ID = re.compile(r"~?[A-Za-z0-9_.:-]*[A-Za-z0-9][A-Za-z0-9_.:-]*")
 _PHONEISH = re.compile(r"\+?[\d ().-]{7,24}")  # refused anyway (space, + or parentheses)
 _ID_FIELDS = frozenset({"lead_id", "visitor_id"})
 
@@ -127,6 +129,7 @@ class Validator:
     def __init__(self, settings: ValidationSettings, now: float | None = None) -> None:
         self._s = settings
         self._now = now  # fixed clock for tests; None means wall time at check
+        self._tenants: set[str] = set()
 
     def check_bytes(self, payload: bytes, content_type: str = "msgpack") -> Event | Rejection:
         """Decode then validate; a size or decode failure is a rejection, not an error."""
@@ -165,8 +168,12 @@ class Validator:
         tenant = obj.get("tenant")
         if tenant is None or tenant == "":
             tenant = "default"
-        if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
+        if not isinstance(tenant, str) or (
+            tenant not in self._tenants and not _TENANT.fullmatch(tenant)
+        ):
             raise InvalidEventError("bad_value:tenant must match [A-Za-z0-9_.-]{1,64}")
+        if len(self._tenants) < 1_024:  # the valid tenants seen: not matched again
+            self._tenants.add(tenant)
         fields = self._fields(obj)  # before props: the first problem found is the one named
         return Event(
             event_id=event_id, lead_id=lead_id, type=etype, ts=ts, tenant=tenant,
@@ -212,7 +219,7 @@ class Validator:
             props = {}
         if not isinstance(props, dict):
             raise InvalidEventError("wrong_type:props must be a map")
-        extras = {k: v for k, v in obj.items() if k not in _KNOWN}
+        extras = {} if _KNOWN.issuperset(obj) else {k: v for k, v in obj.items() if k not in _KNOWN}
         if extras:
             props = {**props, **extras}
         if len(props) > s.max_props:
@@ -233,6 +240,21 @@ class Validator:
 
     def _ident(self, obj: dict[str, Any], name: str, required: bool = False) -> str:
         value = obj.get(name)
+        if (
+            value.__class__ is str
+            and value
+            and len(value) <= self._s.max_id_len
+            and value.isascii()
+            and value.isprintable()  # printable ASCII: no control character, no surrogate
+        ):  # the common case, decided at once (anything else: the checks below)
+            if name not in _ID_FIELDS or (
+                _VALID_ID.fullmatch(value) and (name == "lead_id" or value[0] != "~")
+            ):
+                return value
+            problem = id_problem(value, name)
+            if problem:
+                raise InvalidEventError(problem)
+            return value
         if value is None or value == "":
             if required:
                 raise InvalidEventError(f"missing_field:{name}")

@@ -30,6 +30,8 @@ __all__ = [
     "PROPS_PREFIX",
     "PROTECTED_TERMS",
     "RAW_FIELDS",
+    "InputPlan",
+    "input_plan",
     "is_categorical",
     "model_input",
     "pack_features",
@@ -190,8 +192,7 @@ def parse_reply(
     return feats, context
 
 
-def _compact(v: float) -> float | int:
-    return int(v) if v.is_integer() and abs(v) < 2**31 else v
+_INT31 = 2**31
 
 
 def pack_features(features: Mapping[str, float | str]) -> list[Any]:
@@ -199,7 +200,11 @@ def pack_features(features: Mapping[str, float | str]) -> list[Any]:
 
     Whole numbers are packed as ints (1 byte each in msgpack for small counts).
     """
-    out: list[Any] = [_compact(float(features.get(n, 0.0))) for n in NUMERIC]
+    get = features.get
+    out: list[Any] = []
+    for n in NUMERIC:  # whole numbers within 31 bits as ints
+        v = float(get(n, 0.0))
+        out.append(int(v) if v.is_integer() and -_INT31 < v < _INT31 else v)
     out += [str(features.get(c) or "unknown") for c in PROFILE_BUILTIN]
     props = {k: str(v) for k, v in features.items() if k.startswith(PROPS_PREFIX)}
     if props:
@@ -224,10 +229,13 @@ _UNIT_INTERVAL = frozenset({"reply_recency", "reactivated"})  # already in [0, 1
 _CAT, _UNIT, _REPEAT, _LOG = 0, 1, 2, 3
 
 
-@functools.lru_cache(maxsize=64)
-def _plan(names: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
-    """How each configured input is built (worked out once per feature list)."""
+class InputPlan(tuple[tuple[str, int], ...]):
+    """How each configured model input is built, in order: :func:`input_plan` (made once
+    per feature list; :func:`model_input` takes it in place of the names)."""
 
+
+@functools.lru_cache(maxsize=64)
+def _plan(names: tuple[str, ...]) -> InputPlan:
     def kind(name: str) -> int:
         if is_categorical(name):
             return _CAT
@@ -235,10 +243,17 @@ def _plan(names: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
             return _UNIT
         return _REPEAT if name == "repeat_views_48h" else _LOG
 
-    return tuple((name, kind(name)) for name in names)
+    return InputPlan((name, kind(name)) for name in names)
 
 
-def model_input(features: Mapping[str, float | str], names: Sequence[str]) -> dict[str, float]:
+def input_plan(names: Sequence[str]) -> InputPlan:
+    """The plan of ``names`` for :func:`model_input` (callers on the hot path keep it)."""
+    return _plan(tuple(names))
+
+
+def model_input(
+    features: Mapping[str, float | str], names: Sequence[str] | InputPlan
+) -> dict[str, float]:
     """The model's view of a lead: log-scaled counts and one-hot profile levels.
 
     Counts are heavy-tailed (one lead views 300 homes), so ``log1p`` keeps a
@@ -252,17 +267,18 @@ def model_input(features: Mapping[str, float | str], names: Sequence[str]) -> di
     """
     x: dict[str, float] = {}
     get, log1p = features.get, math.log1p
-    for name, kind in _plan(tuple(names)):
-        if kind == _CAT:
+    plan = names if isinstance(names, InputPlan) else _plan(tuple(names))
+    for name, kind in plan:
+        if kind == _LOG:  # the common case first
+            v = float(get(name, 0.0))
+            x[name] = log1p(v) if v >= 0 else -log1p(-v)
+        elif kind == _CAT:
             level = get(name) or "unknown"
             if level != "unknown":  # the baseline level: no input (not a second intercept)
                 x[f"{name}={level}"] = 1.0
-            continue
-        v = float(get(name, 0.0))
-        if kind == _UNIT:
-            x[name] = v
-            continue
-        if kind == _REPEAT:
-            v = max(0.0, v - 1.0)
-        x[name] = log1p(v) if v >= 0 else -log1p(-v)
+        elif kind == _UNIT:
+            x[name] = float(get(name, 0.0))
+        else:  # _REPEAT: the first view of a home is not a repeat
+            v = max(0.0, float(get(name, 0.0)) - 1.0)
+            x[name] = log1p(v) if v >= 0 else -log1p(-v)
     return x

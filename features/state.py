@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,6 +61,11 @@ TIME_FIELDS = (
 )  # fmt: skip
 TEXT_FIELDS = ("last_reply_channel", "agent_id", "last_area", "last_property")
 _SUMS = tuple(f for f in COUNT_FIELDS if f not in FLAGS.values())
+#: The feature vector's numeric part before reading (every feature 0), and the features
+#: that are counters as they are (built once, not per event).
+_NUMERIC_ZERO: dict[str, float | str] = dict.fromkeys(NUMERIC, 0.0)
+_COUNTED = tuple(name for name in NUMERIC if name in COUNT_FIELDS)
+_read_counted = operator.itemgetter(*_COUNTED)
 _HASH_BYTES = 6
 
 
@@ -188,15 +194,21 @@ class LeadFeatures:
             self.contacts = [c for c in self.contacts if c > ts]
 
     def _profile(self, spec: FeatureSpec, ev: Event) -> None:
-        values = [(f, getattr(ev, f)) for f in PROFILE_BUILTIN]
-        declared = zip(spec.profile, spec.prop_keys, strict=True)
-        values += [(n, prop_text(ev.props.get(k))) for n, k in declared]
-        for name, value in values:
-            if not value or (value == "unknown" and name in PROFILE_BUILTIN):
-                continue
-            held = self.profile.get(name)
-            if held is None or ev.ts >= held[1]:
-                self.profile[name] = (value, ev.ts)
+        profile, ts = self.profile, ev.ts
+        for name in PROFILE_BUILTIN:
+            value = getattr(ev, name)
+            if value and value != "unknown":
+                held = profile.get(name)
+                if held is None or ts >= held[1]:
+                    profile[name] = (value, ts)
+        if not spec.profile:
+            return
+        for name, key in zip(spec.profile, spec.prop_keys, strict=True):
+            value = prop_text(ev.props.get(key))
+            if value:  # a declared field's "unknown" is a value like any other
+                held = profile.get(name)
+                if held is None or ts >= held[1]:
+                    profile[name] = (value, ts)
 
     def trim(self, spec: FeatureSpec) -> None:
         """Drop window members outside every window and beyond the caps (bounded memory)."""
@@ -222,23 +234,23 @@ class LeadFeatures:
         if t["last_reply_ts"] > 0:
             recency = float(f"{math.exp(-(now - t['last_reply_ts']) / spec.reply_tau):.6g}")
         react = 1.0 if t["react_ts"] > 0 and now - t["react_ts"] <= spec.flag_window else 0.0
-        f: dict[str, float | str] = {name: float(c.get(name, 0)) for name in NUMERIC}
-        f.update(
-            views_24h=n_views - bisect.bisect_left(views, (now - spec.w_short,)),
-            views_7d=n_views - bisect.bisect_left(views, (now - spec.w_mid,)),
-            views_30d=n_views - bisect.bisect_left(views, (now - spec.w_long,)),
-            repeat_views_48h=float(best),
-            distinct_properties_30d=_count_since(self.pids, now - spec.w_distinct),
-            distinct_areas_30d=_count_since(self.areas, now - spec.w_distinct),
-            reply_recency=recency, dwell_min=t["dwell_s"] / 60,
-            days_silent_before=t["gap_s"] / 86_400, reactivated=react,
-            agent_contacts_unanswered=float(self.unanswered()),
-        )  # fmt: skip
+        f: dict[str, float | str] = _NUMERIC_ZERO.copy()  # NUMERIC's order, then counts
+        f.update(zip(_COUNTED, map(float, _read_counted(c)), strict=True))
+        left = bisect.bisect_left
+        f["views_24h"] = n_views - left(views, (now - spec.w_short,))
+        f["views_7d"] = n_views - left(views, (now - spec.w_mid,))
+        f["views_30d"] = n_views - left(views, (now - spec.w_long,))
+        f["repeat_views_48h"] = float(best)
+        f["distinct_properties_30d"] = _count_since(self.pids, now - spec.w_distinct)
+        f["distinct_areas_30d"] = _count_since(self.areas, now - spec.w_distinct)
+        f["reply_recency"], f["dwell_min"] = recency, t["dwell_s"] / 60
+        f["days_silent_before"], f["reactivated"] = t["gap_s"] / 86_400, react
+        f["agent_contacts_unanswered"] = float(self.unanswered())
         for name in (*PROFILE_BUILTIN, *spec.profile):
             f[name] = self.profile.get(name, ("unknown", 0.0))[0] or "unknown"
         context: dict[str, Any] = {
             "last_ts": now, "repeat_property": best_pid, "reactivated_now": reactivated_now,
-            "blocked": tuple(sorted(self.blocked)),
+            "blocked": tuple(sorted(self.blocked)) if self.blocked else (),
             "last_reply_channel": x["last_reply_channel"],
             "not_interested": c["not_interested"] == 1,
             "invalid_contact": c["invalid_contact"] == 1,
@@ -253,7 +265,10 @@ class LeadFeatures:
         return [v[i][1] for i in range(bisect.bisect_left(v, (lo,)), len(v)) if v[i][0] <= hi]
 
     def unanswered(self) -> int:
-        return sum(1 for ts in self.contacts if ts > self.times["last_reply_ts"])
+        if not self.contacts:
+            return 0
+        last = self.times["last_reply_ts"]
+        return len([1 for ts in self.contacts if ts > last])
 
     def _repeat(self, since: float) -> tuple[int, str]:
         """The most viewed property since ``since`` (ties: the smallest id) and its count."""
@@ -438,15 +453,18 @@ def _touch(m: dict[str, float], key: str, ts: float) -> None:
 
 
 def _trim_map(m: dict[str, float], since: float, cap: int) -> None:
-    for k in [k for k, ts in m.items() if ts < since]:
-        del m[k]
+    if m and min(m.values()) < since:  # (min in C: most calls have nothing to drop)
+        for k in [k for k, ts in m.items() if ts < since]:
+            del m[k]
     if len(m) > cap:
         for _, k in sorted((ts, k) for k, ts in m.items())[: len(m) - cap]:
             del m[k]
 
 
 def _count_since(m: dict[str, float], since: float) -> float:
-    return float(sum(1 for ts in m.values() if ts >= since))
+    if not m or min(m.values()) >= since:  # the usual case (windows are trimmed), in C
+        return float(len(m))
+    return float(len([1 for ts in m.values() if ts >= since]))
 
 
 def _strip(values: list[Any], zero: Any) -> list[Any]:

@@ -17,7 +17,7 @@ from engine.scoring import Score, assess, prior
 from engine.settings import Settings
 from engine.sinks import BatchEffects, BucketMove
 from engine.stages.batch import LeadInBatch, Scored
-from features.definitions import model_input
+from features.definitions import input_plan, model_input
 from features.store import FeatureReply
 
 __all__ = ["Scorer"]
@@ -27,6 +27,7 @@ class Scorer:
     def __init__(self, settings: Settings, learner: Learner) -> None:
         self._s = settings
         self.learner = learner
+        self._inputs = input_plan(settings.features.model_names)  # once, not per event
 
     def score(self, event: Event, reply: FeatureReply, lead: LeadInBatch) -> Scored:
         """The served score of the lead as of ``event`` (the per-event hot path)."""
@@ -34,7 +35,7 @@ class Scorer:
         segment = models.segment_of(str(reply.features.get("side", "")))
         model = models.model(segment)
         raw_prior, points = prior(reply.features, self._s)
-        x = model_input(reply.features, self._s.features.model_names) if model.ready else None
+        x = model_input(reply.features, self._inputs) if model.ready else None
         p_model = model.probability(x) if x is not None else None
         score = assess(
             reply.features, reply.context, self._s, p_model, models.model_weight(segment),
