@@ -341,7 +341,7 @@ def passive(
         return False
     if (blocked or s.blocked) and tuple(sorted({*s.blocked, *blocked})) != s.blocked:
         return False  # a newly closed channel (what _absorb keeps: sorted, once each)
-    return not any(t.startswith(HOTTER) for t in triggers)
+    return not (triggers and any(t.startswith(HOTTER) for t in triggers))
 
 
 #: A lead's personalisation fields as a plain tuple, in :class:`Personal`'s order.

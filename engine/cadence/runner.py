@@ -191,7 +191,7 @@ class Cadences:
         if not event.lead_id.startswith("~"):  # a visitor's events move no plan
             ctx = reply.context
             blocked = tuple(ctx.get("blocked") or ())
-            holdout = self._holdout(key)
+            holdout = now.holdout or self._holdout(key)  # (kept once in the holdout)
             marked = event.props.get("conversation") is True
             reactivated = bool(ctx.get("reactivated_now"))
             if passive(now, event.type, triggers, blocked, reactivated, holdout, marked):
@@ -212,7 +212,7 @@ class Cadences:
     def _holdout(self, key: Lead) -> bool:
         """The lead is in the send-time holdout share (a stable hash of tenant and lead)."""
         share = self._s.cadence.send_time_holdout
-        return share > 0 and _in_holdout(_member(key), share)
+        return share > 0 and _in_holdout(key, share)
 
     @staticmethod
     def _signal(
@@ -351,10 +351,10 @@ _NEVER = CadenceState()  # a lead never in a plan (immutable: one shared instanc
 
 
 @functools.lru_cache(maxsize=1 << 15)
-def _in_holdout(member: str, share: float) -> bool:
-    """Whether ``member`` (tenant and lead) falls in the holdout ``share``: a stable hash,
+def _in_holdout(key: Lead, share: float) -> bool:
+    """Whether the lead falls in the holdout ``share``: a stable hash of tenant and lead,
     cached (a lead's events come in runs)."""
-    digest = hashlib.blake2b(member.encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(_member(key).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 < share
 
 
