@@ -5,7 +5,9 @@ Three measurements, one invocation (``python -m benchmarks.cadence --leads 10000
 1. **throughput, cadences off vs on**: the same simulated month (``benchmarks/simulator``)
    preloaded under two fresh prefixes and drained by the engine's bounded dataflow in
    this process (one worker, 4 partitions), off and on in turn (``--rounds`` rounds,
-   alternating which goes first); events/s = events / drain time.
+   alternating which goes first); events/s = events / drain time; also the CPU time of
+   this process per event (the engine's own work, without the Redis server's; steadier
+   than wall time on a shared machine) and each round's on/off ratio.
 2. **correctness of the 'on' run**, checked from the events themselves: every step id
    emitted once; no step on a channel the lead had closed (opt-out, unsubscribe, STOP,
    bounce, invalid contact: ``features.spec.blocked_channels``) at or before its due
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import threading
 import time
@@ -73,11 +76,13 @@ def drain(client: Any, events: list[dict[str, Any]], on: bool, keep: bool) -> di
     settings = _settings(prefix, on)
     _load(client, settings, events)
     parts = build_parts(settings, client)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     run_flow(build_flow(parts, bounded=True))
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     out = {"on": on, "events": len(events), "seconds": round(seconds, 2),
-           "events_per_s": round(len(events) / seconds), "prefix": prefix}  # fmt: skip
+           "events_per_s": round(len(events) / seconds),
+           "cpu_us_per_event": round(cpu / len(events) * 1e6, 1),  # the engine's process only
+           "load_avg_1m": round(os.getloadavg()[0], 2), "prefix": prefix}  # fmt: skip
     if not keep:
         _drop(client, prefix)
     return out
@@ -170,6 +175,24 @@ def _p99(xs: list[float]) -> float:
     return round(xs[min(len(xs) - 1, int(0.99 * len(xs)))] * 1000, 1) if xs else 0.0
 
 
+def _throughput(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the drains off and on (wall events/s and the process's CPU per event), and
+    each round's on/off ratio (its two drains ran back to back: less moved by load drift)."""
+    off = statistics.median(r["events_per_s"] for r in runs if not r["on"])
+    on = statistics.median(r["events_per_s"] for r in runs if r["on"])
+    cpu_off = statistics.median(r["cpu_us_per_event"] for r in runs if not r["on"])
+    cpu_on = statistics.median(r["cpu_us_per_event"] for r in runs if r["on"])
+    pairs = []
+    for a, b in zip(runs[::2], runs[1::2], strict=True):
+        first, second = a["events_per_s"], b["events_per_s"]
+        pairs.append(second / first if b["on"] else first / second)
+    return {"off_events_per_s": off, "on_events_per_s": on, "on_vs_off": round(on / off - 1, 4),
+            "on_vs_off_by_round": [round(x - 1, 4) for x in pairs],
+            "on_vs_off_median_of_rounds": round(statistics.median(pairs) - 1, 4),
+            "off_cpu_us_per_event": cpu_off, "on_cpu_us_per_event": cpu_on,
+            "on_vs_off_cpu": round(cpu_on / cpu_off - 1, 4)}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--leads", type=int, default=10_000)
@@ -192,11 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                 checked = check(client, _settings(run["prefix"], True), events)
                 _drop(client, run["prefix"])
             print(json.dumps(run), flush=True)
-    off = statistics.median(r["events_per_s"] for r in runs if not r["on"])
-    on_ = statistics.median(r["events_per_s"] for r in runs if r["on"])
     result = {"leads": args.leads, "days": args.days, "events": len(events), "runs": runs,
-              "off_events_per_s": off, "on_events_per_s": on_,
-              "on_vs_off": round(on_ / off - 1, 4), "month": checked,
+              **_throughput(runs), "month": checked,
               "live": live(client, args.live) if args.live else None}  # fmt: skip
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -40,7 +40,8 @@ from engine.events import HAND_RAISE_TYPES, NEGATIVE_OUTCOMES, POSITIVE_OUTCOMES
 
 __all__ = [
     "CONVERSATIONS", "ENDINGS", "CadenceState", "Emission", "Personal", "Signal", "Transition",
-    "decode", "encode", "fire", "on_event", "ran_within", "step_id",
+    "Fields", "decode", "encode", "fields_of", "fire", "merge_fields", "on_event", "passive",
+    "ran_within", "step_id", "with_personal",
 ]  # fmt: skip
 
 #: Event types that start a real conversation: the plan pauses (an ``agent_contact`` only
@@ -58,6 +59,8 @@ ENGAGEMENTS: frozenset[str] = frozenset({"email_open", "email_click", "reply"})
 _KEEP_HOURS = 12  # engagement hours kept per lead
 #: Alert triggers that make the rules look for a hotter plan.
 HOTTER = ("hand_raise", "jump", "entered:P1", "reactivation")
+#: Event types that may move a plan (anything but the personalisation fields): see :func:`passive`.
+_MOVERS: frozenset[str] = ENDINGS | CONVERSATIONS | ENGAGEMENTS | HAND_RAISES
 _MAX_CHAIN = 8  # plans followed through ``next`` in one decision (a plan with nothing allowed)
 _MAX_FIRE = 64  # steps emitted for one lead in one decision
 
@@ -323,6 +326,53 @@ def on_event(
     return s
 
 
+def passive(
+    s: CadenceState, kind: str, triggers: tuple[str, ...], blocked: tuple[str, ...],
+    reactivated: bool, holdout: bool, marked: bool,
+) -> bool:  # fmt: skip
+    """Whether an event (of type ``kind``, with these triggers, closed channels, ...) can
+    change nothing of ``s`` but its personalisation fields, and logs nothing: then
+    :func:`on_event` gives :func:`with_personal` of it. Most events of a lead already in a
+    plan (views, searches, missed calls) are such; the engine then builds no
+    :class:`Signal`. Errs on the safe side: ``False`` only costs the full decision."""
+    if not s.status or kind in _MOVERS or (marked and kind == "agent_contact"):
+        return False  # never entered (a rule may match), or a type that moves the plan
+    if (holdout and not s.holdout) or (reactivated and s.end_reason == "lost"):
+        return False
+    if (blocked or s.blocked) and tuple(sorted({*s.blocked, *blocked})) != s.blocked:
+        return False  # a newly closed channel (what _absorb keeps: sorted, once each)
+    return not (triggers and any(t.startswith(HOTTER) for t in triggers))
+
+
+#: A lead's personalisation fields as a plain tuple, in :class:`Personal`'s order.
+Fields = tuple[str, str, str, str, str, str, str]
+_NO_FIELDS: Fields = ("", "", "", "", "", "", "")
+
+
+def fields_of(p: Personal) -> Fields:
+    return (p.property_id, p.address, p.area, p.timeline, p.side, p.source, p.agent_id)
+
+
+def merge_fields(old: Fields, new: Fields) -> Fields:
+    """Newer non-empty values win; an address belongs to its property (``old`` itself when
+    ``new`` adds nothing)."""
+    if new == old or new == _NO_FIELDS:
+        return old
+    moved = bool(new[0]) and new[0] != old[0]
+    return (
+        new[0] or old[0], new[1] or ("" if moved else old[1]), new[2] or old[2],
+        new[3] or old[3], new[4] or old[4], new[5] or old[5], new[6] or old[6],
+    )  # fmt: skip
+
+
+def with_personal(s: CadenceState, new: Fields) -> CadenceState:
+    """``s`` with an event's personalisation fields merged in: what :func:`on_event` does to
+    the state for an event :func:`passive` says is one."""
+    old = fields_of(s.personal)
+    merged = merge_fields(old, new)
+    return s if merged == old else replace(s, personal=Personal(*merged))
+
+
 def _absorb(s: CadenceState, sig: Signal, hours: Hours, log: Log) -> CadenceState:
     """What every event of the lead tells the state whatever its plan does: the
     personalisation fields, closed channels, the hour it engaged; the report notes (the
@@ -380,17 +430,10 @@ def _words(sig: Signal) -> str:
 
 
 def _merge_personal(old: Personal, new: Personal) -> Personal:
-    """Newer non-empty values win; an address belongs to its property."""
+    """Newer non-empty values win; an address belongs to its property (:func:`merge_fields`)."""
     if new == old or new == Personal():
         return old
-    moved = bool(new.property_id) and new.property_id != old.property_id
-    return Personal(
-        property_id=new.property_id or old.property_id,
-        address=new.address or ("" if moved else old.address),
-        area=new.area or old.area, timeline=new.timeline or old.timeline,
-        side=new.side or old.side, source=new.source or old.source,
-        agent_id=new.agent_id or old.agent_id,
-    )  # fmt: skip
+    return Personal(*merge_fields(fields_of(old), fields_of(new)))
 
 
 # -- time --------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ Per batch (:class:`Cadences`, called by ``engine/processor.py``):
 1. **events**: each scored event of a lead first fires the lead's own steps due before it,
    then moves its state (:func:`decide.on_event`), so what a lead gets does not depend on
    where batches begin and end; the batch's leads' states (``{tenant:lead}:c``) are read
-   in one MGET when the batch starts.
+   in one MGET when the batch starts. Most events of a lead in a plan (views, searches,
+   missed calls) cannot move it (:func:`decide.passive`): they build no ``Signal`` and
+   only merge the lead's personalisation fields, put into its state once per batch.
 2. **time**: each partition of the batch has a cadence clock, its **event-time watermark**
    (the newest event time it has processed) **advanced by the wall time elapsed since that
    event was processed**. At live rate (event time = wall time) this is the wall clock; in a
@@ -25,6 +27,7 @@ Per batch (:class:`Cadences`, called by ``engine/processor.py``):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import threading
@@ -40,14 +43,19 @@ import msgpack
 from engine.cadence.decide import (
     CadenceState,
     Emission,
+    Fields,
     Personal,
     Signal,
     Transition,
     decode,
     encode,
+    fields_of,
     fire,
+    merge_fields,
     on_event,
+    passive,
     step_id,
+    with_personal,
 )  # fmt: skip
 from engine.cadence.plans import Book, Hours, compile_book
 from engine.events import Event
@@ -78,6 +86,18 @@ class CadenceEffects:
     partitions: set[int] = field(default_factory=set)  # checked for due steps
     log: list[tuple[str, Transition]] = field(default_factory=list)  # (tenant, what) for reports
     report: ReportDelta | None = None  # the log's report counters (engine/reporting/cadence.py)
+    # lead -> its personalisation fields merged from passive events, not yet in its state
+    pending: dict[Lead, Fields] = field(default_factory=dict)
+
+    def settle(self, key: Lead, now: CadenceState) -> CadenceState:
+        """The lead's state ``now`` with its pending personalisation fields (stored)."""
+        fields = self.pending.pop(key, None)
+        if fields is None:
+            return now
+        partition, before, _ = self.states[key]
+        now = with_personal(now, fields)
+        self.states[key] = (partition, before, now)
+        return now
 
     @property
     def work(self) -> bool:
@@ -163,40 +183,46 @@ class Cadences:
     ) -> None:
         key = (event.tenant, event.lead_id)
         held = fx.states.get(key)
-        before = held[1] if held else fx.loaded.get(key, CadenceState())
+        before = held[1] if held else fx.loaded.get(key, _NEVER)
         now = held[2] if held else before
-        hours = self.hours(event.tenant)
         log: list[Transition] = []
         if now.due and now.due < event.ts:  # the lead's own steps due before this event
-            now, out = fire(now, math.nextafter(event.ts, 0.0), self._book, hours, log)
+            now, out = fire(fx.settle(key, now), math.nextafter(event.ts, 0.0), self._book,
+                            self.hours(event.tenant), log)  # fmt: skip
             fx.fired.extend((key, e) for e in out)
-        signal = self._signal(event, score, triggers, reply, self._holdout(key))
-        after = on_event(now, signal, self._book, hours, log)
-        fx.states[key] = (partition, before, after)
-        fx.log.extend((event.tenant, t) for t in log)
+        if not event.lead_id.startswith("~"):  # a visitor's events move no plan
+            ctx = reply.context
+            blocked = tuple(ctx.get("blocked") or ())
+            holdout = now.holdout or self._holdout(key)  # (kept once in the holdout)
+            marked = event.props.get("conversation") is True
+            reactivated = bool(ctx.get("reactivated_now"))
+            if passive(now, event.type, triggers, blocked, reactivated, holdout, marked):
+                # only the personalisation fields move: merged as plain tuples, put into
+                # the state once (fx.settle), before anything reads it
+                held_fields = fx.pending.get(key) or fields_of(now.personal)
+                merged = merge_fields(held_fields, _fields(event, reply))
+                if merged is not held_fields:
+                    fx.pending[key] = merged
+            else:
+                signal = self._signal(event, score, triggers, reply, holdout)
+                now = on_event(fx.settle(key, now), signal, self._book, self.hours(event.tenant),
+                               log)  # fmt: skip
+        fx.states[key] = (partition, before, now)
+        if log:
+            fx.log.extend((event.tenant, t) for t in log)
 
     def _holdout(self, key: Lead) -> bool:
         """The lead is in the send-time holdout share (a stable hash of tenant and lead)."""
         share = self._s.cadence.send_time_holdout
-        if share <= 0:
-            return False
-        digest = hashlib.blake2b(_member(key).encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big") / 2**64 < share
+        return share > 0 and _in_holdout(key, share)
 
     @staticmethod
     def _signal(
         event: Event, score: Score, triggers: tuple[str, ...], reply: FeatureReply,
         holdout: bool = False,
     ) -> Signal:  # fmt: skip
-        f, ctx = reply.features, reply.context
-        address = event.props.get("address")
-        personal = Personal(
-            property_id=event.property_id or str(ctx.get("last_property") or ""),
-            address=address[:200] if isinstance(address, str) else "",
-            area=event.area or str(ctx.get("last_area") or ""),
-            timeline=str(f.get("timeline") or ""), side=str(f.get("side") or ""),
-            source=str(f.get("source") or ""), agent_id=str(ctx.get("agent_id") or ""),
-        )  # fmt: skip
+        ctx = reply.context
+        personal = Personal(*_fields(event, reply))
         return Signal(
             type=event.type, ts=event.ts, tier=score.tier, bucket=score.bucket,
             source=personal.source, side=personal.side, triggers=triggers,
@@ -225,6 +251,8 @@ class Cadences:
     def finish(self, fx: CadenceEffects, events: Iterable[tuple[int, float]], emit_ms: int) -> None:
         """Fire the due steps of the batch's partitions; every changed state, due time and
         watermark goes into ``fx``."""
+        for key in list(fx.pending):
+            fx.settle(key, fx.states[key][2])
         newest: dict[int, float] = {}
         for partition, ts in events:
             newest[partition] = max(ts, newest.get(partition, ts))
@@ -319,6 +347,30 @@ class Cadences:
                 state = decode(raw.decode())
                 fx.states[key] = (found[key], state, state)
         return found
+
+
+_NEVER = CadenceState()  # a lead never in a plan (immutable: one shared instance)
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _in_holdout(key: Lead, share: float) -> bool:
+    """Whether the lead falls in the holdout ``share``: a stable hash of tenant and lead,
+    cached (a lead's events come in runs)."""
+    digest = hashlib.blake2b(_member(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < share
+
+
+def _fields(event: Event, reply: FeatureReply) -> Fields:
+    """What an event says about the lead's personalisation fields (:class:`Personal`)."""
+    f, ctx = reply.features, reply.context
+    address = event.props.get("address")
+    return (
+        event.property_id or str(ctx.get("last_property") or ""),
+        address[:200] if isinstance(address, str) else "",
+        event.area or str(ctx.get("last_area") or ""),
+        str(f.get("timeline") or ""), str(f.get("side") or ""),
+        str(f.get("source") or ""), str(ctx.get("agent_id") or ""),
+    )  # fmt: skip
 
 
 def _with_id(e: Emission, sid: str) -> Emission:
