@@ -36,6 +36,7 @@ _REMEMBERED_IDS = 20_000  # learned-example ids kept for idempotency (far more t
 P_MIN, P_MAX = 0.001, 0.999  # no probability is ever exactly 0 or 1
 _VAR_FLOOR = 0.05  # on log1p counts: a feature seen once in 1,000 leads is not a 30-sigma event
 _CLIP = 4.0  # standardised inputs are clipped to +-4 sd
+_PRIOR_MEMO = 4_096  # calibrated priors remembered between two labels
 
 
 def _clamp(p: float) -> float:
@@ -66,6 +67,14 @@ class _Logistic:
             optimizer=optim.SGD(learning_rate), l2=1e-4, intercept_lr=learning_rate
         )
         self._coef: dict[str, tuple[float, float]] = {}  # name -> (mean, 1 / floored sd)
+        self._zero: dict[str, float] = {}  # name -> _z(name, 0.0) under the current _coef
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_zero"}  # a cache: not stored
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._zero = {}
 
     def _z(self, name: str, v: float) -> float:
         mean, inv = self._coef.get(name, (0.0, 1.0 / math.sqrt(_VAR_FLOOR)))
@@ -93,18 +102,22 @@ class _Logistic:
         means, variances = self.scaler.means, self.scaler.vars
         for k in numeric:  # the scaler's statistics, read once per label, not per prediction
             self._coef[k] = (means[k], 1.0 / math.sqrt(max(variances[k], _VAR_FLOOR)))
+        self._zero.clear()  # the scaler moved: the zero baselines are worked out again
         self.lr.learn_one(self.transform(x), y)
 
     def contributions(self, x: Mapping[str, float]) -> dict[str, float]:
         """Log-odds of each input against a lead with no activity (exact for a linear model)."""
-        w = self.lr.weights
+        w, zero = self.lr.weights, self._zero
         out: dict[str, float] = {}
         for k, v in x.items():
             base = baseline_of(k)
             if base is not None:
                 c = w.get(k, 0.0) - w.get(base, 0.0) if k != base else 0.0
             else:
-                c = w.get(k, 0.0) * (self._z(k, v) - self._z(k, 0.0))
+                z0 = zero.get(k)
+                if z0 is None:  # once per input and scaler state, not per explained score
+                    z0 = zero[k] = self._z(k, 0.0)
+                c = w.get(k, 0.0) * (self._z(k, v) - z0)
             if c:
                 out[k] = c
         return out
@@ -390,6 +403,7 @@ class ModelSet:
             optimizer=optim.SGD(0.05), initializer=optim.initializers.Constant(1.0), l2=0.0
         )
         self.prior_labels = 0
+        self._prior_memo: dict[float, float] = {}  # raw prior -> calibrated, until it learns
         self.evidence = {seg: Evidence(evidence_window) for seg in segments}
         self.served = Quality()
         self.model_only = Quality()
@@ -438,17 +452,24 @@ class ModelSet:
                 self.evidence[seg].update(p_prior, p_model, y)
             self.prior_calibration.learn_one({"z": _logit(float(raw_prior))}, y)
             self.prior_labels += 1
+            self._prior_memo.clear()
         return True, drifted
 
     def calibrated_prior(self, p: float) -> float:
         """The points prior's probability, Platt-scaled on the labels seen so far."""
         if not self.prior_labels:
             return _clamp(p)
-        z = {"z": _logit(p)}
-        return _clamp(float(self.prior_calibration.predict_proba_one(z).get(True, p)))
+        memo = self._prior_memo  # the per-event hot path: leads share their raw priors
+        q = memo.get(p)
+        if q is None:
+            if len(memo) >= _PRIOR_MEMO:
+                memo.clear()
+            z = {"z": _logit(p)}
+            q = memo[p] = _clamp(float(self.prior_calibration.predict_proba_one(z).get(True, p)))
+        return q
 
     def dumps(self) -> bytes:
-        state = dict(self.__dict__)
+        state = {k: v for k, v in self.__dict__.items() if k != "_prior_memo"}  # a cache
         return pickle.dumps(
             {**state, "models": {k: m.dumps() for k, m in self.models.items()}},
             protocol=pickle.HIGHEST_PROTOCOL,
@@ -462,6 +483,7 @@ class ModelSet:
         obj = cls.__new__(cls)
         obj.__dict__.update(state)
         obj.models = models
+        obj._prior_memo = {}
         return obj
 
     def status(self) -> dict[str, Any]:

@@ -112,13 +112,14 @@ def gather(
         day_of = days.get(ev.tenant) or days.setdefault(
             ev.tenant, day_of_for(tenant_zone(settings, ev.tenant))
         )
-        mark = marks[(ev.tenant, ev.lead_id)]
-        before = mark.to_hash()
+        who = (ev.tenant, ev.lead_id)
+        mark = marks[who]
+        before = None if who in changed else mark.to_hash()  # a changed lead stays changed
         for day, name, n in observe(mark, _seen(ev, alerts), day_of):
             key = (day_key(prefix, ev.tenant, day), name)
             delta.counts[key] = delta.counts.get(key, 0) + n
-        if mark.to_hash() != before:
-            changed.add((ev.tenant, ev.lead_id))
+        if before is not None and mark.to_hash() != before:
+            changed.add(who)
         delta.tenants.add(ev.tenant)
     for tenant, lead in changed:
         delta.marks[(tenant, lead)] = marks[(tenant, lead)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import random
 from typing import Any
 
@@ -172,6 +173,23 @@ def test_model_set_round_trip_keeps_quality(make_settings: Any) -> None:
     again = ModelSet.loads(models.dumps())
     assert again.status()["served_score"]["labels"] == 50
     assert again.segment_of("seller") == "seller" and again.segment_of("both") == "buyer"
+
+
+def test_calibrated_prior_memo_follows_each_label() -> None:
+    # calibrated priors are remembered between two labels: each label must refresh them
+    models = ModelSet()
+    raws = (0.02, 0.1, 0.35, 0.6, 0.9)
+    for i in range(60):
+        for p in raws:
+            models.calibrated_prior(p)  # fills the memo with the calibration before label i
+        models.learn({**_example(i, i % 4 == 0), "pr": raws[i % len(raws)]})
+        for p in raws:
+            z = {"z": math.log(p / (1 - p))}
+            fresh = models.prior_calibration.predict_proba_one(z)[True]
+            assert models.calibrated_prior(p) == min(0.999, max(0.001, fresh))
+    again = ModelSet.loads(models.dumps())
+    assert "_prior_memo" not in pickle.loads(models.dumps())  # a cache, not model state
+    assert [again.calibrated_prior(p) for p in raws] == [models.calibrated_prior(p) for p in raws]
 
 
 # -- moments: learn from the vector just before the outcome, at once ------------------------

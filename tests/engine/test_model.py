@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.model import OnlineModel
+from engine.model import OnlineModel, _Logistic
 
 X_POS = {"saves": 2.0, "views_7d": 1.5, "source=portal": 1.0}
 X_NEG = {"saves": 0.0, "views_7d": 0.2, "source=giveaway": 1.0}
@@ -242,3 +242,40 @@ def test_status_before_and_after_labels() -> None:
     s = trained().status()
     assert s["labels_seen"] == 40 and s["positives"] == 20
     assert s["log_loss"] is not None and s["auc"] is not None
+
+
+def _uncached_contributions(m: OnlineModel, x: dict[str, float]) -> dict[str, float]:
+    """The contributions worked out from scratch (no zero-baseline cache)."""
+    impl = m._impl
+    assert isinstance(impl, _Logistic)
+    w, out = impl.lr.weights, {}
+    for k, v in x.items():
+        if "=" in k:
+            c = w.get(k, 0.0) - w.get(k.split("=", 1)[0] + "=unknown", 0.0)
+        else:
+            c = w.get(k, 0.0) * (impl._z(k, v) - impl._z(k, 0.0))
+        if c:
+            out[k] = c
+    return out
+
+
+def test_contributions_follow_the_scaler_after_each_label() -> None:
+    # the zero baselines are cached per scaler state: learning must refresh them
+    data = synthetic(80, seed=11)
+    m = OnlineModel()
+    for i, (x, y) in enumerate(data):
+        m.learn(str(i), x, y)
+        if m.ready:
+            probe = data[(i * 7) % len(data)][0]
+            assert m.contributions(probe) == _uncached_contributions(m, probe)
+
+
+def test_zero_baseline_cache_is_not_stored_with_the_model() -> None:
+    m = trained()
+    blob = m.dumps()
+    m.contributions(X_POS)  # fills the cache
+    assert m._impl._zero  # type: ignore[union-attr]
+    assert m.dumps() == blob  # the stored model is the same bytes with or without it
+    clone = OnlineModel.loads(blob)
+    assert clone._impl._zero == {}  # type: ignore[union-attr]
+    assert clone.contributions(X_POS) == m.contributions(X_POS)
