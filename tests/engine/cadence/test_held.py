@@ -20,11 +20,12 @@ from tests.engine.cadence.test_passive import histories
 NAMES = [f.name for f in dataclasses.fields(CadenceState)]
 
 
-def _values(draw: st.DrawFn) -> dict[str, Any]:
+def _values(data: st.DataObject) -> dict[str, Any]:
     """A value of each field of the right type, different from the defaults."""
     return {
-        "plan": "p2", "status": "paused", "step": draw(st.integers(1, 9)),
-        "start": draw(st.floats(1.0, 2e9)), "shift": 5.0, "due": draw(st.floats(1.0, 2e9)),
+        "plan": "p2", "status": "paused", "step": data.draw(st.integers(1, 9)),
+        "start": data.draw(st.floats(1.0, 2e9)), "shift": 5.0,
+        "due": data.draw(st.floats(1.0, 2e9)),
         "since": 7.5, "cycle": 3, "why": "w", "end_reason": "lost", "blocked": ("sms",),
         "personal": Personal(area="east"), "ran": (("p2", 1.0),), "last": "p2.1.sms",
         "replied": True, "last_timing": "learned", "engaged": (9, 10), "holdout": True,
@@ -36,7 +37,7 @@ def _values(draw: st.DrawFn) -> dict[str, Any]:
 @given(st.data())
 def test_with_is_dataclasses_replace(data: st.DataObject) -> None:
     s = data.draw(histories())[0]
-    values = _values(data.draw)
+    values = _values(data)
     changed = {n: values[n] for n in data.draw(st.sets(st.sampled_from(NAMES)))}
     assert with_(s, **changed) == dataclasses.replace(s, **changed)
     assert with_(s) == s
