@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -41,7 +41,7 @@ from engine.events import HAND_RAISE_TYPES, NEGATIVE_OUTCOMES, POSITIVE_OUTCOMES
 __all__ = [
     "CONVERSATIONS", "ENDINGS", "CadenceState", "Emission", "Personal", "Signal", "Transition",
     "Fields", "decode", "encode", "fields_of", "fire", "merge_fields", "on_event", "passive",
-    "ran_within", "step_id", "with_personal",
+    "ran_within", "step_id", "with_", "with_personal",
 ]  # fmt: skip
 
 #: Event types that start a real conversation: the plan pauses (an ``agent_contact`` only
@@ -101,6 +101,34 @@ class CadenceState:
     engaged: tuple[int, ...] = ()  # hours of day (tenant zone) of the last engagements
     holdout: bool = False  # send time never learned for this lead (the comparison group)
     timing: str = ""  # the scheduled step's timing: learned | holdout | planned
+
+
+def with_(
+    s: CadenceState, *, plan: str | None = None, status: str | None = None,
+    step: int | None = None, start: float | None = None, shift: float | None = None,
+    due: float | None = None, since: float | None = None, cycle: int | None = None,
+    why: str | None = None, end_reason: str | None = None, blocked: tuple[str, ...] | None = None,
+    personal: Personal | None = None, ran: tuple[tuple[str, float], ...] | None = None,
+    last: str | None = None, replied: bool | None = None, last_timing: str | None = None,
+    engaged: tuple[int, ...] | None = None, holdout: bool | None = None,
+    timing: str | None = None,
+) -> CadenceState:  # fmt: skip
+    """``dataclasses.replace(s, ...)`` written out (``None``: keep; no field is ever
+    ``None``): the decisions copy states tens of thousands of times per month, and the
+    generic ``replace`` (field list, keyword dict, per-field checks) costs ~4x this."""
+    return CadenceState(
+        s.plan if plan is None else plan, s.status if status is None else status,
+        s.step if step is None else step, s.start if start is None else start,
+        s.shift if shift is None else shift, s.due if due is None else due,
+        s.since if since is None else since, s.cycle if cycle is None else cycle,
+        s.why if why is None else why, s.end_reason if end_reason is None else end_reason,
+        s.blocked if blocked is None else blocked, s.personal if personal is None else personal,
+        s.ran if ran is None else ran, s.last if last is None else last,
+        s.replied if replied is None else replied,
+        s.last_timing if last_timing is None else last_timing,
+        s.engaged if engaged is None else engaged, s.holdout if holdout is None else holdout,
+        s.timing if timing is None else timing,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +237,7 @@ def _schedule(s: CadenceState, book: Book, hours: Hours, log: Log = None) -> Cad
         plan = book.plans.get(s.plan)
         if plan is None:
             _note(log, "ended", s.plan, s.since, reason="unknown_plan")
-            return replace(s, status="ended", due=0.0, end_reason="unknown_plan",
+            return with_(s, status="ended", due=0.0, end_reason="unknown_plan",
                            why=f"ended: plan {s.plan!r} is no longer configured")  # fmt: skip
         i = s.step
         while i < len(plan.steps) and not _allowed(plan.steps[i], s.blocked):
@@ -224,18 +252,18 @@ def _schedule(s: CadenceState, book: Book, hours: Hours, log: Log = None) -> Cad
                 due = due if quiet else moved
             if step.channel in book.quiet_channels:
                 due = hours.allowed_at(due)
-            return replace(s, step=i, due=due, timing=timing)
+            return with_(s, step=i, due=due, timing=timing)
         done = s.step >= len(plan.steps)
         _note(log, "completed" if done else "ended", plan.name, s.since,
               reason="" if done else "no_allowed_channel")  # fmt: skip
         if not plan.next:
             reason = "completed" if done else "no_allowed_channel"
-            return replace(s, step=i, status="ended", due=0.0, end_reason=reason,
+            return with_(s, step=i, status="ended", due=0.0, end_reason=reason,
                            why=f"ended: {plan.label} {reason.replace('_', ' ')}")  # fmt: skip
         at = s.start + s.shift + (plan.steps[-1].offset if plan.steps else 0.0)
         s = _enter(s, book.plans[plan.next], max(at, s.since),
                    f"after the {plan.label}", log)  # fmt: skip
-    return replace(s, status="ended", due=0.0, end_reason="no_allowed_channel",
+    return with_(s, status="ended", due=0.0, end_reason="no_allowed_channel",
                    why="ended: no plan in the chain has an allowed channel")  # fmt: skip
 
 
@@ -270,7 +298,7 @@ def _toward(due: float, hour: int, tz: str, max_s: float) -> float:
 def _enter(s: CadenceState, plan: Plan, ts: float, why: str, log: Log = None) -> CadenceState:
     _note(log, "entered", plan.name, ts)
     ran = tuple(sorted({**dict(s.ran), plan.name: ts}.items()))
-    return replace(s, plan=plan.name, status="active", step=0, start=ts, shift=0.0, due=0.0,
+    return with_(s, plan=plan.name, status="active", step=0, start=ts, shift=0.0, due=0.0,
                    since=ts, cycle=s.cycle + 1, why=f"entered {plan.label}: {why}",
                    end_reason="", ran=ran)  # fmt: skip
 
@@ -304,12 +332,12 @@ def on_event(
     if sig.type in ENDINGS:
         if s.status in ("active", "paused"):
             _note(log, "ended", s.plan, sig.ts, reason=sig.type)
-            return replace(s, status="ended", due=0.0, since=sig.ts, end_reason=sig.type,
+            return with_(s, status="ended", due=0.0, since=sig.ts, end_reason=sig.type,
                            why=f"ended: {sig.type.replace('_', ' ')}")  # fmt: skip
-        return s if s.status else replace(s, status="ended", end_reason=sig.type, since=sig.ts)
+        return s if s.status else with_(s, status="ended", end_reason=sig.type, since=sig.ts)
     if _conversation(sig):
         if s.status in ("active", "paused"):
-            return replace(s, status="paused", due=sig.ts + book.resume_after_s,
+            return with_(s, status="paused", due=sig.ts + book.resume_after_s,
                            since=s.since if s.status == "paused" else sig.ts,
                            why=f"paused: {_words(sig)}")  # fmt: skip
         return s
@@ -370,7 +398,7 @@ def with_personal(s: CadenceState, new: Fields) -> CadenceState:
     the state for an event :func:`passive` says is one."""
     old = fields_of(s.personal)
     merged = merge_fields(old, new)
-    return s if merged == old else replace(s, personal=Personal(*merged))
+    return s if merged == old else with_(s, personal=Personal(*merged))
 
 
 def _absorb(s: CadenceState, sig: Signal, hours: Hours, log: Log) -> CadenceState:
@@ -388,9 +416,9 @@ def _absorb(s: CadenceState, sig: Signal, hours: Hours, log: Log) -> CadenceStat
             _note(log, "optout", s.plan, sig.ts, s.last, channel)
         if sig.type == "reply" and not sig.stop and s.last and not s.replied:
             _note(log, "reply", s.plan, sig.ts, s.last, s.last_timing)
-            s = replace(s, replied=True)
+            s = with_(s, replied=True)
     if (personal, blocked, engaged, holdout) != (s.personal, s.blocked, s.engaged, s.holdout):
-        s = replace(s, personal=personal, blocked=blocked, engaged=engaged, holdout=holdout)
+        s = with_(s, personal=personal, blocked=blocked, engaged=engaged, holdout=holdout)
     return s
 
 
@@ -446,7 +474,7 @@ def fire(
         if not s.due or s.due > now or s.status not in ("active", "paused"):
             break
         if s.status == "paused":
-            resumed = replace(s, status="active", shift=s.shift + (s.due - s.since),
+            resumed = with_(s, status="active", shift=s.shift + (s.due - s.since),
                               since=s.due, why="resumed: no conversation for "
                               f"{book.resume_after_s / 86_400:g} days")  # fmt: skip
             s = _schedule(resumed, book, hours, log)
@@ -459,7 +487,7 @@ def fire(
         out.append(Emission("", plan.name, plan.label, s.step, s.cycle, step, s.due, s.personal))
         last = f"{plan.name}.{s.step}.{step.channel}"
         _note(log, "sent", plan.name, s.due, last, s.timing)
-        s = _schedule(replace(s, step=s.step + 1, since=s.due, last=last, replied=False,
+        s = _schedule(with_(s, step=s.step + 1, since=s.due, last=last, replied=False,
                               last_timing=s.timing,
                               why=f"step {s.step + 1} of {len(plan.steps)} sent"),
                       book, hours, log)  # fmt: skip

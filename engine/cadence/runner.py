@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import math
 import threading
 import time
@@ -107,11 +108,17 @@ class CadenceEffects:
         p = names.prefix
         for (tenant, lead), text in self.writes.items():
             pipe.set(lead_key(p, tenant, lead, "c"), text, ex=idle_s)
-        for (partition, member), due in self.due.items():
+        adds: dict[int, dict[str, float]] = {}
+        drops: dict[int, list[str]] = {}
+        for (partition, member), due in self.due.items():  # one ZADD / ZREM per partition
             if due is None:
-                pipe.zrem(cadence_due_key(p, partition), member)
+                drops.setdefault(partition, []).append(member)
             else:
-                pipe.zadd(cadence_due_key(p, partition), {member: due})
+                adds.setdefault(partition, {})[member] = due
+        for partition, members in sorted(drops.items()):
+            pipe.zrem(cadence_due_key(p, partition), *members)
+        for partition, scored in sorted(adds.items()):
+            pipe.zadd(cadence_due_key(p, partition), scored)
         for step in self.steps:
             pipe.xadd(names.cadence, {"c": msgpack.packb(step, use_bin_type=True)},
                       maxlen=maxlen, approximate=True)  # fmt: skip
@@ -141,7 +148,13 @@ def _member(key: Lead) -> str:
 class Cadences:
     """Per-batch cadence work for the processor (thread-safe; partitions are disjoint)."""
 
-    def __init__(self, settings: Settings, client: Any, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        settings: Settings,
+        client: Any,
+        clock: Callable[[], float] = time.time,
+        held_max: int = 50_000,
+    ) -> None:
         self.enabled = settings.cadence.enabled
         self._s = settings
         self._r = client
@@ -152,6 +165,11 @@ class Cadences:
         self._hours: dict[str, Hours] = {}
         self._wm: dict[int, tuple[float, float]] | None = None  # partition -> (event ts, wall)
         self._lock = threading.Lock()
+        # lead -> (its ``:c`` bytes, that state decoded): see _decoded (partitions disjoint:
+        # a lead is only ever held by the worker of its partition)
+        self._held: dict[Lead, tuple[bytes, CadenceState]] = {}
+        self._held_max = held_max
+        self._held_lock = threading.Lock()
 
     def hours(self, tenant: str) -> Hours:
         """The tenant's quiet hours: ``[delivery.tenants.<t>]`` overrides, else ``[alerts]``."""
@@ -245,8 +263,29 @@ class Cadences:
             raw = self._r.mget([lead_key(p, tenant, lead, "c") for tenant, lead in leads])
             for key, text in zip(leads, raw, strict=True):
                 if text is not None:
-                    fx.loaded[key] = decode(text.decode())
+                    fx.loaded[key] = self._decoded(key, text)
         return fx
+
+    def _decoded(self, key: Lead, raw: bytes) -> CadenceState:
+        """The state ``raw`` holds: the one this worker wrote or read last for the lead when
+        the bytes are the same (no JSON decode per lead and batch), else decoded. Keyed by
+        what Redis returns, so a batch that did not commit, or another writer, only costs
+        a decode: never a stale state."""
+        with self._held_lock:
+            held = self._held.pop(key, None)
+            if held is not None and held[0] == raw:
+                self._held[key] = held  # most recent last
+                return held[1]
+        state = decode(raw.decode())
+        self._hold(key, raw, state)
+        return state
+
+    def _hold(self, key: Lead, raw: bytes, state: CadenceState) -> None:
+        with self._held_lock:
+            if len(self._held) >= self._held_max:
+                for old in list(itertools.islice(self._held, self._held_max // 8 or 1)):
+                    self._held.pop(old, None)  # the least recently used eighth
+            self._held[key] = (raw, state)
 
     def finish(self, fx: CadenceEffects, events: Iterable[tuple[int, float]], emit_ms: int) -> None:
         """Fire the due steps of the batch's partitions; every changed state, due time and
@@ -264,7 +303,8 @@ class Cadences:
         for key, (partition, before, after) in fx.states.items():
             if after == before:
                 continue
-            fx.writes[key] = encode(after)
+            text = fx.writes[key] = encode(after)
+            self._hold(key, text.encode(), after)  # (decode(encode(s)) == s)
             if after.due != before.due:
                 fx.due[(partition, _member(key))] = after.due or None
         if fx.log:
@@ -344,7 +384,7 @@ class Cadences:
                 if raw is None:  # the lead's record expired (idle): its plan goes with it
                     fx.due[(found.pop(key), _member(key))] = None
                     continue
-                state = decode(raw.decode())
+                state = self._decoded(key, raw)
                 fx.states[key] = (found[key], state, state)
         return found
 
