@@ -163,7 +163,13 @@ class Teacher:
         due = dict(self._commit.due_leads(partition, cutoff))
         members = set(due)
         for (tenant, lead_id), known in leads.items():  # moments known only in this batch
-            if known.partition == partition and known.snaps.current:
+            if known.partition != partition:
+                continue
+            # The lead's latest moment, still pending (its next event in the batch could
+            # supersede it): taken now, as a batch boundary before this event would have,
+            # so a moment that event time superseded is never settled instead.
+            self.flush_moment(known)
+            if known.snaps.current:
                 members.add(f"{tenant}\x1f{lead_id}")
         for member in sorted(members):
             tenant, lead_id = member.split("\x1f", 1)
