@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import msgpack
 import redis
+from redis.cluster import RedisCluster
 
 from engine.events import partition_of
 from engine.keys import StreamNames, processed_key
@@ -168,7 +169,17 @@ class PartitionReader:
         self._count = count
 
     def read(self, after: str) -> Sequence[tuple[bytes, dict[bytes, bytes]]]:
-        reply = cast(list[Any], self._r.xread({self._key: after}, count=self._count))
+        if isinstance(self._r, RedisCluster):
+            # Sent to the key's node from the client's slot map: redis-py would otherwise ask
+            # a node for XREAD's keys (COMMAND GETKEYS) on every read, and during a failover
+            # that lookup fails with AttributeError instead of ConnectionError (redis-py 6.4).
+            # A dropped node still raises ConnectionError (the dataflow's outage backoff
+            # retries) and the client re-reads the slot map.
+            node = self._r.get_node_from_key(self._key)
+            args = ("XREAD", "COUNT", self._count, "STREAMS", self._key, after)
+            reply = cast(list[Any], self._r.execute_command(*args, target_nodes=node))
+        else:
+            reply = cast(list[Any], self._r.xread({self._key: after}, count=self._count))
         return reply[0][1] if reply else []
 
     def last_id(self) -> str:
