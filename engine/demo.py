@@ -16,8 +16,6 @@ import time
 from typing import Any, TextIO
 
 from benchmarks.simulator import SimConfig, generate
-from engine.app import build_parts
-from engine.dataflow import build_flow, run_flow
 from engine.delivery.scripts import bucket_label, local_time, why_now
 from engine.keys import pattern
 from engine.records import RecordReader
@@ -74,6 +72,9 @@ def run_demo(
         client = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
         for key in client.scan_iter(match=pattern(_PREFIX), count=1000):
             client.delete(key)
+        from engine.app import build_parts  # bytewax and river: only once Redis answered
+        from engine.dataflow import build_flow, run_flow
+
         parts = build_parts(settings, client)
         producer = Producer(client, parts.names, settings.streams.maxlen)
         sim = SimConfig(seed=seed, leads=leads, days=30.0, tenant="demo")

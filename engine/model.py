@@ -29,18 +29,16 @@ from typing import Any
 import river
 from river import drift, forest, linear_model, metrics, optim, preprocessing, utils
 
+from engine.probability import P_MAX, P_MIN
+from engine.probability import clamp as _clamp
+
 __all__ = ["ModelSet", "OnlineModel", "Quality", "P_MIN", "P_MAX"]
 
 
 _REMEMBERED_IDS = 20_000  # learned-example ids kept for idempotency (far more than a replay window)
-P_MIN, P_MAX = 0.001, 0.999  # no probability is ever exactly 0 or 1
 _VAR_FLOOR = 0.05  # on log1p counts: a feature seen once in 1,000 leads is not a 30-sigma event
 _CLIP = 4.0  # standardised inputs are clipped to +-4 sd
 _PRIOR_MEMO = 4_096  # calibrated priors remembered between two labels
-
-
-def _clamp(p: float) -> float:
-    return min(P_MAX, max(P_MIN, p))
 
 
 def _logit(p: float) -> float:

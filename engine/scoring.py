@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from engine.model import P_MAX, P_MIN
+from engine.probability import P_MAX, P_MIN
 from engine.reasons import explain, low_reasons
 from engine.settings import Settings
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from engine.model import P_MAX, P_MIN
+from engine.probability import P_MAX, P_MIN
 from engine.scoring import Score, blend, bucket_of, log_odds_blend, prior, tier_of
 from engine.settings import load_settings
 from features.definitions import (

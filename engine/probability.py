@@ -1,0 +1,17 @@
+"""Bounds of every probability leadpulse serves: never exactly 0 or 1.
+
+Kept apart from ``engine/model.py`` so that what only needs the bounds (the score stage's
+blend, the CLI's early checks through it) does not import River, which takes a second or
+two to import (it loads SciPy).
+"""
+
+from __future__ import annotations
+
+__all__ = ["P_MAX", "P_MIN", "clamp"]
+
+P_MIN, P_MAX = 0.001, 0.999  # no probability is ever exactly 0 or 1
+
+
+def clamp(p: float) -> float:
+    """``p`` within [P_MIN, P_MAX]."""
+    return min(P_MAX, max(P_MIN, p))
