@@ -35,6 +35,7 @@ import redis
 
 from engine.events import OUTCOME_TYPES, Event, partition_of
 from engine.identity import (
+    CONTROL_TYPES,
     HANDOVER,
     MAX_HOPS,
     REQUEST,
@@ -230,6 +231,43 @@ class FeatureStore:
         self, ev: Event, touched: dict[Lead, HeldLead], snaps: dict[Lead, list[bytes]],
         writes: FeatureWrites,
     ) -> FeatureReply:  # fmt: skip
+        """One event applied: a contract event here, a control entry in :meth:`_apply_control`."""
+        if ev.type in CONTROL_TYPES:
+            return self._apply_control(ev, touched, snaps, writes)
+        held = touched[(ev.tenant, ev.lead_id)]
+        routed = ev
+        if held.alias:  # folded into another lead: its events go there
+            moved = self._route(ev, touched, writes)
+            if moved is None:
+                return _SKIP
+            routed, held = moved, touched[(moved.tenant, moved.lead_id)]
+        if routed.type == "identify":
+            source = source_of(routed)
+            if source:
+                self._identify(routed, source, touched, snaps, writes)
+        return self._reply(ev, routed, held, snaps)
+
+    def _reply(
+        self, ev: Event, applied: Event, held: HeldLead, snaps: dict[Lead, list[bytes]]
+    ) -> FeatureReply:
+        """``applied`` (``ev`` or what it became) applied to its lead's state, and the
+        features that follow. The reply shares the held score state: it is replaced, never
+        changed in place (a batch's commit, :func:`_change`; :meth:`committed`)."""
+        status, reactivated = held.features.apply(self.spec, applied)
+        if status == DUPLICATE or status == LATE:
+            return FeatureReply(status, {}, {}, {}, [])
+        feats, context = held.features.features(self.spec, reactivated)
+        moments: list[bytes] = []
+        if applied.type in _OUTCOMES:
+            moments = list(snaps.get((applied.tenant, applied.lead_id), ()))
+        routed = applied if applied is not ev else None
+        return FeatureReply(status, feats, context, held.state, moments, routed)
+
+    def _apply_control(
+        self, ev: Event, touched: dict[Lead, HeldLead], snaps: dict[Lead, list[bytes]],
+        writes: FeatureWrites,
+    ) -> FeatureReply:  # fmt: skip
+        """A control entry (identity hand-over steps, merges: ``engine/identity.py``)."""
         c = control_of(ev)
         if c is not None and c.kind == REQUEST:
             return self._hand_over(c, touched, snaps, writes)
@@ -247,13 +285,7 @@ class FeatureStore:
             self._identify(applied, source, touched, snaps, writes)
         if control_of(applied) is not None:  # a merge: folded (or requested) above
             return _SKIP
-        status, reactivated = held.features.apply(self.spec, applied)
-        if status in (DUPLICATE, LATE):
-            return FeatureReply(status, {}, {}, {}, [])
-        feats, context = held.features.features(self.spec, reactivated)
-        moments = snaps.get(lead, []) if applied.type in _OUTCOMES else []
-        routed_ev = applied if applied is not ev else None
-        return FeatureReply(status, feats, context, dict(held.state), list(moments), routed_ev)
+        return self._reply(ev, applied, held, snaps)
 
     def _route(
         self, ev: Event, touched: dict[Lead, HeldLead], writes: FeatureWrites
@@ -262,8 +294,10 @@ class FeatureStore:
         sent on to the partition of the lead it was folded into (None). A cycle of aliases
         ends after ``MAX_HOPS``: the entry stays where it got to."""
         p, tenant = self._partitions, ev.tenant
-        here = partition_of(tenant, ev.lead_id, p)
         held = touched[(tenant, ev.lead_id)]
+        if not held.alias:
+            return ev
+        here = partition_of(tenant, ev.lead_id, p)
         local = 0
         while held.alias and local < MAX_HOPS and hops(ev) < MAX_HOPS:
             target = held.alias
@@ -365,6 +399,11 @@ class FeatureStore:
         for ev in events:
             lead = (ev.tenant, ev.lead_id)
             leads[lead] = None
+            etype = ev.type
+            if etype not in CONTROL_TYPES and etype != "identify":  # the usual event
+                if etype in _OUTCOMES:
+                    moments.add(lead)
+                continue
             c = control_of(ev)
             inner = c.event if c is not None and c.event is not None else ev
             source = source_of(inner)
