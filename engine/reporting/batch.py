@@ -36,6 +36,22 @@ __all__ = ["DEFAULT_RETENTION_D", "ReportDelta", "day_of_for", "gather", "retent
 DEFAULT_RETENTION_D = 400
 
 
+#: A batch's report counters in one call: KEYS the day keys; ARGV[1] their TTL, then
+#: (key index, field, increment) per counter. Each HINCRBY stands alone as it did as its
+#: own command (``pcall``: one that fails does not stop the others; the first error is
+#: the reply, so the batch's transaction still reports it).
+_INCREMENTS = r"""
+local err
+for i = 2, #ARGV, 3 do
+  local r = redis.pcall('HINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
+  if type(r) == 'table' and r.err and not err then err = r end
+end
+for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+if err then return err end
+return #KEYS
+"""
+
+
 @dataclass
 class ReportDelta:
     """Counter increments ``(key, field) -> n`` and their TTL; the leads' report marks
@@ -48,14 +64,15 @@ class ReportDelta:
     ttl_s: int = DEFAULT_RETENTION_D * 86_400
 
     def apply(self, pipe: Any) -> None:
-        """Queue the writes on the batch's transaction (HINCRBY + EXPIRE per day key)."""
-        keys: set[str] = set()
+        """Queue the writes on the batch's transaction: one script call (:data:`_INCREMENTS`:
+        HINCRBY per counter, EXPIRE per day key), not a command per counter."""
+        keys: dict[str, int] = {}
+        args: list[Any] = [self.ttl_s]
         for (key, name), n in self.counts.items():
             if n:
-                pipe.hincrby(key, name, n)
-                keys.add(key)
-        for key in keys:
-            pipe.expire(key, self.ttl_s)
+                args += (keys.get(key) or keys.setdefault(key, len(keys) + 1), name, n)
+        if keys:  # EVAL, not EVALSHA: a NOSCRIPT inside MULTI would abort the batch
+            pipe.execute_command("EVAL", _INCREMENTS, len(keys), *keys, *args)
         if self.tenants and self.tenants_key:
             pipe.sadd(self.tenants_key, *sorted(self.tenants))
 
