@@ -114,8 +114,6 @@ class BatchEffects:
     """The writes a batch wants; built by the processor, applied by :class:`Committer`."""
 
     score_records: dict[tuple[str, str], ScoreRecord] = field(default_factory=dict)
-    legacy_scores: set[tuple[str, str]] = field(default_factory=set)  # schema 0 ``:s`` (the
-    # lead record's write deletes it: ``features.store.queue_writes``)
     bucket_changes: list[BucketMove] = field(default_factory=list)  # for CRM write-back
     # lead -> ("rewrite" | "append" | "replace_tail", moments): see learning.Moments.effect
     snapshots: dict[tuple[str, str], tuple[str, list[bytes]]] = field(default_factory=dict)

@@ -61,7 +61,7 @@ from features.state import APPLIED, DUPLICATE, LATE, LeadFeatures, eid_hash, fro
 
 __all__ = [
     "APPLIED", "DUPLICATE", "FeatureReply", "FeatureStore", "FeatureWrites", "Fold", "LATE",
-    "HeldLead", "LEGACY_PARTS", "LEGACY_SCORE", "LeadChanges", "SKIPPED", "STATE_FIELDS",
+    "HeldLead", "LEGACY_PARTS", "LeadChanges", "SKIPPED", "STATE_FIELDS",
     "alias_key", "due_key", "hot_key", "lead_key", "queue_after", "queue_writes", "read_moments",
     "read_state",
 ]  # fmt: skip
@@ -138,9 +138,6 @@ class LeadChanges:
     def leads(self) -> set[Lead]:
         return {*self.scores, *self.moments, *self.marks}
 
-
-#: Marks a score state read from schema 0's score hash (the commit deletes the hash).
-LEGACY_SCORE = "legacy_score"
 
 #: Score-state fields read with a lead (for the alert rules), as the score record stores them.
 STATE_FIELDS = (
@@ -539,13 +536,10 @@ def _read_legacy(
 
 def _score_state(record: ScoreRecord | None, legacy: list[Any]) -> dict[str, str]:
     """The alert state of the lead's score record; from schema 0's hash (``:s``) if it has
-    no ``:r`` yet, marked ``LEGACY_SCORE`` so the next commit deletes that hash."""
+    no ``:r`` yet (the lead's next record write deletes that hash: :func:`queue_writes`)."""
     if record is not None:
         return score_state(record)
-    st = {k: _s(v) for k, v in zip(STATE_FIELDS, legacy, strict=True) if v is not None}
-    if st:
-        st[LEGACY_SCORE] = "1"
-    return st
+    return {k: _s(v) for k, v in zip(STATE_FIELDS, legacy, strict=True) if v is not None}
 
 
 def read_moments(client: Any, prefix: str, leads: Sequence[Lead]) -> list[list[bytes]]:

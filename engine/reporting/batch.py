@@ -131,17 +131,27 @@ def gather(
         )
         who = (ev.tenant, ev.lead_id)
         mark = marks[who]
-        before = None if who in changed else mark.to_hash()  # a changed lead stays changed
+        before = None if who in changed else _state(mark)  # a changed lead stays changed
         for day, name, n in observe(mark, _seen(ev, alerts), day_of):
             key = (day_key(prefix, ev.tenant, day), name)
             delta.counts[key] = delta.counts.get(key, 0) + n
-        if before is not None and mark.to_hash() != before:
+        if before is not None and _state(mark) != before:
             changed.add(who)
         delta.tenants.add(ev.tenant)
     for tenant, lead in changed:
         delta.marks[(tenant, lead)] = marks[(tenant, lead)]
     _quality(settings, fx, delta, days)
     return delta
+
+
+def _state(mark: LeadMark) -> tuple[Any, ...]:
+    """A mark's fields, to tell whether an event changed it (what comparing ``to_hash``
+    told, without building its strings: the times are event times, SLA deadlines or 0.0,
+    never -0.0 or NaN; ``done`` and ``blocked`` only grow, so a set changed iff its
+    joined text did)."""
+    m = mark
+    return (m.day, m.source, m.bucket, m.agent, m.clock_ts, m.clock_deadline, m.clock_day,
+            m.clock_kind, frozenset(m.done), frozenset(m.blocked))  # fmt: skip
 
 
 def _counted(events: Sequence[Event], fx: BatchEffects) -> list[Event]:
