@@ -73,9 +73,10 @@ SKIPPED = 4
 Lead = tuple[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FeatureReply:
-    """What the store says about one event."""
+    """What the store says about one event. Read-only by convention (not ``frozen``: one
+    is made per event, and a frozen dataclass's ``__init__`` costs ~3x a plain one)."""
 
     status: int
     features: dict[str, float | str]

@@ -27,9 +27,11 @@ LABEL_KINDS = ("positive", "negative", "expired", "repeat_outcome", "no_moment")
 Entry = tuple[int, bytes, dict[bytes, bytes]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Scored:
-    """One event's score with what its reasons are made from (``engine/stages/score.py``)."""
+    """One event's score with what its reasons are made from (``engine/stages/score.py``).
+    Read-only by convention (not ``frozen``: one is made per event, and a frozen
+    dataclass's ``__init__`` costs ~3x a plain one); :meth:`with_score` makes a changed one."""
 
     event: Event
     score: Score
