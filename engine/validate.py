@@ -214,7 +214,7 @@ class Validator:
         now = self._now if self._now is not None else time.time()
         if not s.min_ts <= ts <= now + s.max_future_skew_s:  # (NaN fails too)
             return None
-        texts = self._quick_texts(get)
+        texts = self._quick_texts(obj)
         price, dwell = get("price"), get("dwell_s")
         if texts is None or not (_plain_number(price, 1e10) and _plain_number(dwell, 86_400.0)):
             return None
@@ -225,17 +225,18 @@ class Validator:
             texts[6], 0.0 if dwell is None else float(dwell), texts[2], props,
         )  # fmt: skip
 
-    def _quick_texts(self, get: Any) -> list[str] | None:
+    def _quick_texts(self, obj: dict[str, Any]) -> list[str] | None:
         """property_id, area, agent_id, then the enums (:data:`_QUICK_TEXT`); None if any
-        is not plainly valid (absent or empty reads as "")."""
-        out: list[str] = []
-        short = self._short
-        for name, allowed in _QUICK_TEXT:
-            value = get(name)
+        is not plainly valid (absent or empty reads as ""). Only the fields present are
+        looked at (most events carry two or three of the seven)."""
+        out = ["", "", "", "", "", "", ""]
+        for name in obj.keys() & _QUICK_INDEX.keys():
+            value = obj[name]
             if value is None or value == "":
-                out.append("")
-            elif value.__class__ is str and (value in allowed if allowed else short(value)):
-                out.append(value)
+                continue
+            i, allowed = _QUICK_INDEX[name]
+            if value.__class__ is str and (value in allowed if allowed else self._short(value)):
+                out[i] = value
             else:
                 return None
         return out
@@ -398,6 +399,8 @@ _QUICK_TEXT: tuple[tuple[str, frozenset[str]], ...] = (
     ("property_id", frozenset()), ("area", frozenset()), ("agent_id", frozenset()),
     *_ENUMS.items(),
 )  # fmt: skip
+#: name -> (its place in :data:`_QUICK_TEXT`, the values allowed; empty: an id-like text)
+_QUICK_INDEX = {name: (i, allowed) for i, (name, allowed) in enumerate(_QUICK_TEXT)}
 
 
 def _plain_number(value: Any, hi: float) -> bool:
