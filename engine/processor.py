@@ -201,25 +201,29 @@ class Processor:
         checked: dict[int, int] = {}  # partition -> the latest event-time day swept up to
         duplicates = 0
         first, last_of = first_and_last(events)
+        done, score_event = fx.done, self._score_event
         for i, (event, entry, reply) in enumerate(zip(events, origin, replies, strict=True)):
-            if reply.status == DUPLICATE or not first[i]:
+            status = reply.status
+            if status == DUPLICATE or not first[i]:
                 duplicates += 1
                 continue
-            if reply.status == LATE:
+            if status == LATE:
                 late += 1
                 self._metrics.late.inc()
                 fx.dead_letters.append(dead_letter("late: older than the dedup horizon", entry))
                 continue
+            partition, key = entry[0], (event.tenant, event.lead_id)
             day = int(event.ts // 86_400)
-            if day > checked.get(entry[0], -1):  # a day the sweep may not have seen yet
-                checked[entry[0]] = day
-                learned |= self._teacher.sweep_if_new_day(entry[0], event.ts, leads, fx)
-            fx.done.append((event.tenant, event.lead_id, event.event_id))
-            lead = self._lead_for(leads, entry[0], reply, (event.tenant, event.lead_id))
+            if day > checked.get(partition, -1):  # a day the sweep may not have seen yet
+                checked[partition] = day
+                learned |= self._teacher.sweep_if_new_day(partition, event.ts, leads, fx)
+            done.append((event.tenant, event.lead_id, event.event_id))
+            lead = leads.get(key)
+            if lead is None or lead.placeholder:
+                lead = self._lead_for(leads, partition, reply, key)
             if event.type in OUTCOMES:
-                learned |= self._teacher.label_outcome(event, lead, reply, fx, entry[0])
-            is_last = last_of[(event.tenant, event.lead_id)] == i
-            self._score_event(event, entry, reply, lead, fx, is_last, scores)
+                learned |= self._teacher.label_outcome(event, lead, reply, fx, partition)
+            score_event(event, entry, reply, lead, fx, last_of[key] == i, scores)
         return leads, learned, late, duplicates
 
     def _ticks(self, entries: Sequence[Entry]) -> BatchResult:
