@@ -115,6 +115,12 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
             self._awake = datetime.now(UTC) + self._idle
             return self._tick()
         self._awake = None
+        partition = self._partition
+        last = rows[-1][0]
+        last_text = last.decode() if isinstance(last, bytes) else str(last)
+        if self._end is None or _id_key(last_text) <= self._end:  # ids ascend: all of them
+            self._pos = last_text
+            return [(partition, sid, fields) for sid, fields in rows]
         out: list[Entry] = []
         for sid, fields in rows:
             text = sid.decode() if isinstance(sid, bytes) else str(sid)

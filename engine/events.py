@@ -63,9 +63,15 @@ TIMELINES: frozenset[str] = frozenset({"0-3m", "3-6m", "6-18m", "18m+", "unknown
 CHANNELS: frozenset[str] = frozenset({"email", "sms", "call", "chat", "web"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """A valid contract-v1 event. ``ts`` is epoch seconds (event time)."""
+    """A valid contract-v1 event. ``ts`` is epoch seconds (event time).
+
+    Immutable by convention: nothing assigns to an event's fields (a changed event is a
+    new one, ``dataclasses.replace``). Not ``frozen=True`` because a frozen dataclass sets
+    each of its 16 fields through ``object.__setattr__`` in ``__init__``: ~10x the cost of
+    this one, paid for every event on the hot path (an event was never hashable anyway:
+    ``props`` is a dict)."""
 
     event_id: str
     lead_id: str

@@ -14,7 +14,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "Metrics",
     "RedisHealth",
     "serve",
+    "observe_all",
     "serve_http",
     "zero",
 ]
@@ -170,6 +172,27 @@ class Metrics:
         zero(m.cadence_steps, CADENCE_KINDS)
         zero(m.rejected, REJECT_REASONS)
         return m
+
+
+def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for each of ``values`` (an unlabelled histogram), as one
+    increment per bucket and one of the sum: the same counts and sum (exact for integer
+    values) for a fraction of the calls, e.g. the scores of a batch."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(values) < 2:
+        for value in values:  # another prometheus-client layout: the public call
+            histogram.observe(value)
+        return
+    histogram._raise_if_not_observable()
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1  # the first bound >= value, as observe()
+    for bucket, n in zip(buckets, counts, strict=True):
+        if n:
+            bucket.inc(n)
+    total.inc(sum(values))
 
 
 def _pipeline_instruments(prefix: str, r: CollectorRegistry) -> dict[str, Any]:

@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from engine import alerts as rules
@@ -28,7 +27,7 @@ from engine.cadence.runner import Cadences
 from engine.errors import StoreError
 from engine.events import Event
 from engine.learning import Learner, Moments
-from engine.metrics import Metrics
+from engine.metrics import Metrics, observe_all
 from engine.redis_client import UNREACHABLE, outage_backoff
 from engine.reporting.batch import gather as report_batch
 from engine.settings import Settings
@@ -48,7 +47,7 @@ from engine.stages.decode import Decoder, dead_letter
 from engine.stages.learn import Teacher
 from engine.stages.score import Scorer
 from engine.streams import ingest_ms
-from features.store import DUPLICATE, LATE, LEGACY_SCORE, SKIPPED, FeatureReply, FeatureStore
+from features.store import DUPLICATE, LATE, SKIPPED, FeatureReply, FeatureStore
 
 __all__ = ["LABEL_KINDS", "BatchResult", "Entry", "Processor"]
 
@@ -168,29 +167,13 @@ class Processor:
         events, origin, replies = identity.scored(events, origin, replies, SKIPPED)
         if self._cadence.enabled:  # follow-up plans of the batch's leads (engine/cadence)
             fx.cadence = self._cadence.begin(entries, events)
-        leads: Leads = {}
-        checked: dict[int, int] = {}  # partition -> the latest event-time day swept up to
-        duplicates = 0
-        first, last_of = first_and_last(events)
-        for i, (event, entry, reply) in enumerate(zip(events, origin, replies, strict=True)):
-            if reply.status == DUPLICATE or not first[i]:
-                duplicates += 1
-                continue
-            if reply.status == LATE:
-                rejected += 1
-                self._metrics.late.inc()
-                fx.dead_letters.append(dead_letter("late: older than the dedup horizon", entry))
-                continue
-            day = int(event.ts // 86_400)
-            if day > checked.get(entry[0], -1):  # a day the sweep may not have seen yet
-                checked[entry[0]] = day
-                learned |= self._teacher.sweep_if_new_day(entry[0], event.ts, leads, fx)
-            fx.done.append((event.tenant, event.lead_id, event.event_id))
-            lead = self._lead_for(leads, entry[0], reply, (event.tenant, event.lead_id))
-            if event.type in OUTCOMES:
-                learned |= self._teacher.label_outcome(event, lead, reply, fx, entry[0])
-            is_last = last_of[(event.tenant, event.lead_id)] == i
-            self._score_event(event, entry, reply, lead, fx, is_last)
+        scores: list[int] = []  # observed once a batch (the same counts as one by one)
+        try:
+            leads, learned_now, late, duplicates = self._events(events, origin, replies, fx, scores)
+        finally:
+            observe_all(self._metrics.scores, scores)
+        learned |= learned_now
+        rejected += late
         self._finish_leads(leads, fx)
         # brokerage reporting: per-day counters, committed with the batch (engine/reporting)
         fx.report = report_batch(self._s, self._commit.client, events, fx)
@@ -205,6 +188,43 @@ class Processor:
         real = sum(1 for _, sid, _ in entries if sid)
         self._observer.observe(real, fx, duplicates, emit_ms, learned, started)
         return BatchResult(tuple(a.wire() for a in fx.alerts), len(entries), rejected, duplicates)
+
+    def _events(
+        self, events: Sequence[Event], origin: Sequence[Entry], replies: Sequence[FeatureReply],
+        fx: BatchEffects, scores: list[int],
+    ) -> tuple[Leads, bool, int, int]:  # fmt: skip
+        """(sweep, label, score, alert) per event in stream order: the batch's leads, whether
+        the model learned, the late events and the duplicates."""
+        leads: Leads = {}
+        learned = False
+        late = 0
+        checked: dict[int, int] = {}  # partition -> the latest event-time day swept up to
+        duplicates = 0
+        first, last_of = first_and_last(events)
+        done, score_event = fx.done, self._score_event
+        for i, (event, entry, reply) in enumerate(zip(events, origin, replies, strict=True)):
+            status = reply.status
+            if status == DUPLICATE or not first[i]:
+                duplicates += 1
+                continue
+            if status == LATE:
+                late += 1
+                self._metrics.late.inc()
+                fx.dead_letters.append(dead_letter("late: older than the dedup horizon", entry))
+                continue
+            partition, key = entry[0], (event.tenant, event.lead_id)
+            day = int(event.ts // 86_400)
+            if day > checked.get(partition, -1):  # a day the sweep may not have seen yet
+                checked[partition] = day
+                learned |= self._teacher.sweep_if_new_day(partition, event.ts, leads, fx)
+            done.append((event.tenant, event.lead_id, event.event_id))
+            lead = leads.get(key)
+            if lead is None or lead.placeholder:
+                lead = self._lead_for(leads, partition, reply, key)
+            if event.type in OUTCOMES:
+                learned |= self._teacher.label_outcome(event, lead, reply, fx, partition)
+            score_event(event, entry, reply, lead, fx, last_of[key] == i, scores)
+        return leads, learned, late, duplicates
 
     def _ticks(self, entries: Sequence[Entry]) -> BatchResult:
         """Only clock ticks (idle live partitions): fire due follow-up steps, commit if any."""
@@ -224,7 +244,7 @@ class Processor:
         if lead.placeholder:  # the sweep touched it first: take its real state now
             fresh = self._lead_state(partition, reply)
             lead.alert, lead.outcome, lead.outcome_ts = fresh.alert, fresh.outcome, fresh.outcome_ts
-            lead.legacy_score, lead.stored_bucket = fresh.legacy_score, fresh.stored_bucket
+            lead.stored_bucket = fresh.stored_bucket
             if not lead.snaps.loaded:
                 lead.snaps.tail_latest = fresh.snaps.tail_latest
             lead.placeholder = False
@@ -239,13 +259,12 @@ class Processor:
             snaps=Moments(self._s.scoring.max_snapshots, tail_latest=st.get("moment") == "l"),
             outcome=st.get("outcome", ""),
             outcome_ts=float(st.get("outcome_ts") or 0.0),
-            legacy_score=LEGACY_SCORE in st,
             stored_bucket=(st.get("bucket", ""), st.get("bucket_by", "") or "score"),
         )
 
     def _score_event(
         self, event: Event, entry: Entry, reply: FeatureReply, lead: LeadInBatch,
-        fx: BatchEffects, is_last: bool,
+        fx: BatchEffects, is_last: bool, scores: list[int],
     ) -> None:  # fmt: skip
         """Score, alert rules, the learning moment; reasons only where read."""
         s = self._scorer.score(event, reply, lead)
@@ -253,12 +272,12 @@ class Processor:
         decision = rules.evaluate(event, s.score, before, reply.context, self._s.alerts)
         lead.alert = decision.state
         self._teacher.take_moment(event, reply.features, s.segment, s.score, lead)
-        self._metrics.scores.observe(s.score.score)
+        scores.append(s.score.score)
         if fx.cadence is not None:
             self._cadence.on_event(fx.cadence, lead.partition, event, s.score,
                                    decision.triggers, reply)  # fmt: skip
         if decision.triggers or is_last:
-            s = replace(s, score=self._scorer.explained(s, lead, bool(decision.triggers)))
+            s = s.with_score(self._scorer.explained(s, lead, bool(decision.triggers)))
         if is_last:
             self._scorer.store(s, lead, fx)
         else:
@@ -279,11 +298,9 @@ class Processor:
             if key not in fx.score_records and lead.latest is not None:
                 # its last event was a duplicate or late: store the last one that counted
                 latest: Scored = lead.latest
-                explained = replace(latest, score=self._scorer.explained(latest, lead, False))
+                explained = latest.with_score(self._scorer.explained(latest, lead, False))
                 self._scorer.store(explained, lead, fx)
             if key in fx.score_records:
-                if lead.legacy_score:
-                    fx.legacy_scores.add(key)
                 self._scorer.bucket_move(key, lead, fx)
             self._teacher.flush_moment(lead)
             snaps = lead.snaps

@@ -114,8 +114,6 @@ class BatchEffects:
     """The writes a batch wants; built by the processor, applied by :class:`Committer`."""
 
     score_records: dict[tuple[str, str], ScoreRecord] = field(default_factory=dict)
-    legacy_scores: set[tuple[str, str]] = field(default_factory=set)  # schema 0 ``:s`` (the
-    # lead record's write deletes it: ``features.store.queue_writes``)
     bucket_changes: list[BucketMove] = field(default_factory=list)  # for CRM write-back
     # lead -> ("rewrite" | "append" | "replace_tail", moments): see learning.Moments.effect
     snapshots: dict[tuple[str, str], tuple[str, list[bytes]]] = field(default_factory=dict)
@@ -134,6 +132,14 @@ class BatchEffects:
     report: ReportDelta | None = None  # brokerage reporting counters (engine/reporting)
     features: FeatureWrites | None = None  # lead feature records (features/store.py)
     cadence: CadenceEffects | None = None  # follow-up plans and due steps (engine/cadence)
+
+
+def _zset_writes(pipe: Any, key: str, gone: list[str], scores: dict[str, float]) -> None:
+    """Members out of, and members with their scores into, one sorted set (members distinct)."""
+    if gone:
+        pipe.zrem(key, *gone)
+    if scores:
+        pipe.zadd(key, scores)
 
 
 class Committer:
@@ -238,20 +244,33 @@ class Committer:
         in the leads' records: :func:`features.store.queue_writes`)."""
         p = self._prefix
         now_ms = int(time.time() * 1000)
+        # one ZREM / ZADD per key with all its members (each lead once: a dict's keys), the
+        # same sets as a command per member gave
+        hot: dict[str, tuple[list[str], dict[str, float]]] = {}
+        index: tuple[list[str], dict[str, float]] = ([], {})
         for (tenant, lead), record in fx.score_records.items():
+            gone, scores = hot.get(tenant) or hot.setdefault(tenant, ([], {}))
             indexed = f"{tenant}\x1f{lead}"
             if record.bucket == "P5" or lead.startswith("~"):  # visitor-level: not a lead yet
-                pipe.zrem(hot_key(p, tenant), lead)
-                pipe.zrem(hot_index_key(p), indexed)
+                gone.append(lead)
+                index[0].append(indexed)
             else:
-                pipe.zadd(hot_key(p, tenant), {lead: record.score})
-                pipe.zadd(hot_index_key(p), {indexed: now_ms})
-        for (partition, member), due in fx.due.items():
-            if due is None:
-                pipe.zrem(due_key(p, partition), member)
-            else:
-                mode, oldest = due  # "set": exact; "lt": only if older than what is there
-                pipe.zadd(due_key(p, partition), {member: oldest}, lt=mode == "lt")
+                scores[lead] = record.score
+                index[1][indexed] = now_ms
+        for tenant, members in hot.items():
+            _zset_writes(pipe, hot_key(p, tenant), *members)
+        _zset_writes(pipe, hot_index_key(p), *index)
+        due: dict[int, tuple[list[str], dict[str, float], dict[str, float]]] = {}
+        for (partition, member), plan in fx.due.items():
+            gone, exact, lower = due.get(partition) or due.setdefault(partition, ([], {}, {}))
+            if plan is None:
+                gone.append(member)
+            else:  # "set": exact; "lt": only if older than what is there
+                (lower if plan[0] == "lt" else exact)[member] = plan[1]
+        for partition, (gone, exact, lower) in due.items():
+            _zset_writes(pipe, due_key(p, partition), gone, exact)
+            if lower:
+                pipe.zadd(due_key(p, partition), lower, lt=True)
 
     def _queue_learning(self, pipe: Any, fx: BatchEffects) -> None:
         """Labels, sweep watermarks, pacing, the model's checkpoint and publication."""

@@ -21,6 +21,7 @@ import math
 import re
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -144,7 +145,7 @@ class Validator:
     def check(self, obj: Any) -> Event | Rejection:
         """Validate a decoded object; returns the event or the first reason it fails."""
         try:
-            return self.parse(obj)
+            return self._quick(obj) or self.parse(obj)
         except InvalidEventError as exc:
             return Rejection(exc.reason, obj if isinstance(obj, dict) else None)
         except RecursionError:
@@ -179,6 +180,75 @@ class Validator:
             event_id=event_id, lead_id=lead_id, type=etype, ts=ts, tenant=tenant,
             visitor_id=visitor_id, props=self._props(obj), **fields,
         )  # fmt: skip
+
+    def _quick(self, obj: Any) -> Event | None:
+        """The common event (known fields, each of its usual type and plainly valid, a
+        tenant seen before) in one pass; None sends anything else through :meth:`parse`,
+        which gives the same event for what this accepts (and names the problem if any)."""
+        if obj.__class__ is not dict or not _KNOWN.issuperset(obj):
+            return None
+        get: Callable[[str], Any] = obj.get
+        short, s = self._short, self._s
+        event_id, visitor_id, lead_id = get("event_id"), get("visitor_id"), get("lead_id")
+        if not short(event_id):
+            return None
+        if visitor_id is None or visitor_id == "":
+            visitor_id = ""
+        elif not (short(visitor_id) and visitor_id[0] != "~" and _VALID_ID.fullmatch(visitor_id)):
+            return None
+        if lead_id is None or lead_id == "":
+            if not visitor_id or len(visitor_id) >= s.max_id_len:
+                return None
+            lead_id = f"~{visitor_id}"
+        elif not (short(lead_id) and _VALID_ID.fullmatch(lead_id)):
+            return None
+        etype, tenant, ts = get("type"), get("tenant"), get("ts")
+        if tenant is None or tenant == "":
+            tenant = "default"
+        if etype.__class__ is not str or etype not in EVENT_TYPES:
+            return None
+        if tenant.__class__ is not str or tenant not in self._tenants:
+            return None
+        if ts.__class__ is not float and ts.__class__ is not int:
+            return None
+        now = self._now if self._now is not None else time.time()
+        if not s.min_ts <= ts <= now + s.max_future_skew_s:  # (NaN fails too)
+            return None
+        texts = self._quick_texts(obj)
+        price, dwell = get("price"), get("dwell_s")
+        if texts is None or not (_plain_number(price, 1e10) and _plain_number(dwell, 86_400.0)):
+            return None
+        props = self._props(obj) if "props" in obj else {}
+        return Event(
+            event_id, lead_id, etype, float(ts), tenant, visitor_id, texts[0],
+            0.0 if price is None else float(price), texts[1], texts[3], texts[4], texts[5],
+            texts[6], 0.0 if dwell is None else float(dwell), texts[2], props,
+        )  # fmt: skip
+
+    def _quick_texts(self, obj: dict[str, Any]) -> list[str] | None:
+        """property_id, area, agent_id, then the enums (:data:`_QUICK_TEXT`); None if any
+        is not plainly valid (absent or empty reads as ""). Only the fields present are
+        looked at (most events carry two or three of the seven)."""
+        out = ["", "", "", "", "", "", ""]
+        for name in obj.keys() & _QUICK_INDEX.keys():
+            value = obj[name]
+            if value is None or value == "":
+                continue
+            i, allowed = _QUICK_INDEX[name]
+            if value.__class__ is str and (value in allowed if allowed else self._short(value)):
+                out[i] = value
+            else:
+                return None
+        return out
+
+    def _short(self, value: Any) -> bool:
+        """A non-empty string of printable ASCII within the id length (no further check)."""
+        return (
+            value.__class__ is str
+            and 0 < len(value) <= self._s.max_id_len
+            and value.isascii()
+            and value.isprintable()
+        )
 
     def _lead_of(self, obj: dict[str, Any], visitor_id: str) -> str:
         """The lead id, or ``~visitor`` for an anonymous browser (its own lead until
@@ -321,6 +391,24 @@ class Validator:
         if ts > now + self._s.max_future_skew_s:
             raise InvalidEventError("bad_value:ts is in the future")
         return ts
+
+
+#: The optional text fields :meth:`Validator._quick` reads: ids, then the enums in
+#: :data:`_ENUMS` order (``Event``'s own order is kept where it is built).
+_QUICK_TEXT: tuple[tuple[str, frozenset[str]], ...] = (
+    ("property_id", frozenset()), ("area", frozenset()), ("agent_id", frozenset()),
+    *_ENUMS.items(),
+)  # fmt: skip
+#: name -> (its place in :data:`_QUICK_TEXT`, the values allowed; empty: an id-like text)
+_QUICK_INDEX = {name: (i, allowed) for i, (name, allowed) in enumerate(_QUICK_TEXT)}
+
+
+def _plain_number(value: Any, hi: float) -> bool:
+    """None, or an int or float (never a bool) within [0, hi]: what ``_number`` accepts as is."""
+    if value is None:
+        return True
+    cls = value.__class__
+    return (cls is float or cls is int) and 0.0 <= value <= hi
 
 
 def _shown(text: str) -> str:

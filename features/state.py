@@ -82,7 +82,11 @@ def prop_text(value: Any) -> str:
 
 
 def _num(v: float) -> float | int:
-    return int(v) if float(v).is_integer() and abs(v) < 2**62 else float(v)
+    f = float(v)
+    return int(f) if -_BIG < f < _BIG and f.is_integer() else f
+
+
+_BIG = float(2**62)  # (abs(v) < 2**62, as a float comparison: exact, 2**62 is a float)
 
 
 class LeadFeatures:
@@ -474,7 +478,5 @@ def _strip(values: list[Any], zero: Any) -> list[Any]:
 
 
 def _flat(pairs: list[tuple[float, str]]) -> list[Any]:
-    out: list[Any] = []
-    for ts, key in pairs:
-        out += (_num(ts), key)
-    return out
+    num = _num
+    return [x for ts, key in pairs for x in (num(ts), key)]

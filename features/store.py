@@ -35,6 +35,7 @@ import redis
 
 from engine.events import OUTCOME_TYPES, Event, partition_of
 from engine.identity import (
+    CONTROL_TYPES,
     HANDOVER,
     MAX_HOPS,
     REQUEST,
@@ -60,7 +61,7 @@ from features.state import APPLIED, DUPLICATE, LATE, LeadFeatures, eid_hash, fro
 
 __all__ = [
     "APPLIED", "DUPLICATE", "FeatureReply", "FeatureStore", "FeatureWrites", "Fold", "LATE",
-    "HeldLead", "LEGACY_PARTS", "LEGACY_SCORE", "LeadChanges", "SKIPPED", "STATE_FIELDS",
+    "HeldLead", "LEGACY_PARTS", "LeadChanges", "SKIPPED", "STATE_FIELDS",
     "alias_key", "due_key", "hot_key", "lead_key", "queue_after", "queue_writes", "read_moments",
     "read_state",
 ]  # fmt: skip
@@ -72,9 +73,10 @@ SKIPPED = 4
 Lead = tuple[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FeatureReply:
-    """What the store says about one event."""
+    """What the store says about one event. Read-only by convention (not ``frozen``: one
+    is made per event, and a frozen dataclass's ``__init__`` costs ~3x a plain one)."""
 
     status: int
     features: dict[str, float | str]
@@ -137,9 +139,6 @@ class LeadChanges:
     def leads(self) -> set[Lead]:
         return {*self.scores, *self.moments, *self.marks}
 
-
-#: Marks a score state read from schema 0's score hash (the commit deletes the hash).
-LEGACY_SCORE = "legacy_score"
 
 #: Score-state fields read with a lead (for the alert rules), as the score record stores them.
 STATE_FIELDS = (
@@ -230,6 +229,43 @@ class FeatureStore:
         self, ev: Event, touched: dict[Lead, HeldLead], snaps: dict[Lead, list[bytes]],
         writes: FeatureWrites,
     ) -> FeatureReply:  # fmt: skip
+        """One event applied: a contract event here, a control entry in :meth:`_apply_control`."""
+        if ev.type in CONTROL_TYPES:
+            return self._apply_control(ev, touched, snaps, writes)
+        held = touched[(ev.tenant, ev.lead_id)]
+        routed = ev
+        if held.alias:  # folded into another lead: its events go there
+            moved = self._route(ev, touched, writes)
+            if moved is None:
+                return _SKIP
+            routed, held = moved, touched[(moved.tenant, moved.lead_id)]
+        if routed.type == "identify":
+            source = source_of(routed)
+            if source:
+                self._identify(routed, source, touched, snaps, writes)
+        return self._reply(ev, routed, held, snaps)
+
+    def _reply(
+        self, ev: Event, applied: Event, held: HeldLead, snaps: dict[Lead, list[bytes]]
+    ) -> FeatureReply:
+        """``applied`` (``ev`` or what it became) applied to its lead's state, and the
+        features that follow. The reply shares the held score state: it is replaced, never
+        changed in place (a batch's commit, :func:`_change`; :meth:`committed`)."""
+        status, reactivated = held.features.apply(self.spec, applied)
+        if status == DUPLICATE or status == LATE:
+            return FeatureReply(status, {}, {}, {}, [])
+        feats, context = held.features.features(self.spec, reactivated)
+        moments: list[bytes] = []
+        if applied.type in _OUTCOMES:
+            moments = list(snaps.get((applied.tenant, applied.lead_id), ()))
+        routed = applied if applied is not ev else None
+        return FeatureReply(status, feats, context, held.state, moments, routed)
+
+    def _apply_control(
+        self, ev: Event, touched: dict[Lead, HeldLead], snaps: dict[Lead, list[bytes]],
+        writes: FeatureWrites,
+    ) -> FeatureReply:  # fmt: skip
+        """A control entry (identity hand-over steps, merges: ``engine/identity.py``)."""
         c = control_of(ev)
         if c is not None and c.kind == REQUEST:
             return self._hand_over(c, touched, snaps, writes)
@@ -247,13 +283,7 @@ class FeatureStore:
             self._identify(applied, source, touched, snaps, writes)
         if control_of(applied) is not None:  # a merge: folded (or requested) above
             return _SKIP
-        status, reactivated = held.features.apply(self.spec, applied)
-        if status in (DUPLICATE, LATE):
-            return FeatureReply(status, {}, {}, {}, [])
-        feats, context = held.features.features(self.spec, reactivated)
-        moments = snaps.get(lead, []) if applied.type in _OUTCOMES else []
-        routed_ev = applied if applied is not ev else None
-        return FeatureReply(status, feats, context, dict(held.state), list(moments), routed_ev)
+        return self._reply(ev, applied, held, snaps)
 
     def _route(
         self, ev: Event, touched: dict[Lead, HeldLead], writes: FeatureWrites
@@ -262,8 +292,10 @@ class FeatureStore:
         sent on to the partition of the lead it was folded into (None). A cycle of aliases
         ends after ``MAX_HOPS``: the entry stays where it got to."""
         p, tenant = self._partitions, ev.tenant
-        here = partition_of(tenant, ev.lead_id, p)
         held = touched[(tenant, ev.lead_id)]
+        if not held.alias:
+            return ev
+        here = partition_of(tenant, ev.lead_id, p)
         local = 0
         while held.alias and local < MAX_HOPS and hops(ev) < MAX_HOPS:
             target = held.alias
@@ -365,6 +397,11 @@ class FeatureStore:
         for ev in events:
             lead = (ev.tenant, ev.lead_id)
             leads[lead] = None
+            etype = ev.type
+            if etype not in CONTROL_TYPES and etype != "identify":  # the usual event
+                if etype in _OUTCOMES:
+                    moments.add(lead)
+                continue
             c = control_of(ev)
             inner = c.event if c is not None and c.event is not None else ev
             source = source_of(inner)
@@ -500,13 +537,10 @@ def _read_legacy(
 
 def _score_state(record: ScoreRecord | None, legacy: list[Any]) -> dict[str, str]:
     """The alert state of the lead's score record; from schema 0's hash (``:s``) if it has
-    no ``:r`` yet, marked ``LEGACY_SCORE`` so the next commit deletes that hash."""
+    no ``:r`` yet (the lead's next record write deletes that hash: :func:`queue_writes`)."""
     if record is not None:
         return score_state(record)
-    st = {k: _s(v) for k, v in zip(STATE_FIELDS, legacy, strict=True) if v is not None}
-    if st:
-        st[LEGACY_SCORE] = "1"
-    return st
+    return {k: _s(v) for k, v in zip(STATE_FIELDS, legacy, strict=True) if v is not None}
 
 
 def read_moments(client: Any, prefix: str, leads: Sequence[Lead]) -> list[list[bytes]]:

@@ -36,6 +36,22 @@ __all__ = ["DEFAULT_RETENTION_D", "ReportDelta", "day_of_for", "gather", "retent
 DEFAULT_RETENTION_D = 400
 
 
+#: A batch's report counters in one call: KEYS the day keys; ARGV[1] their TTL, then
+#: (key index, field, increment) per counter. Each HINCRBY stands alone as it did as its
+#: own command (``pcall``: one that fails does not stop the others; the first error is
+#: the reply, so the batch's transaction still reports it).
+_INCREMENTS = r"""
+local err
+for i = 2, #ARGV, 3 do
+  local r = redis.pcall('HINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
+  if type(r) == 'table' and r.err and not err then err = r end
+end
+for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+if err then return err end
+return #KEYS
+"""
+
+
 @dataclass
 class ReportDelta:
     """Counter increments ``(key, field) -> n`` and their TTL; the leads' report marks
@@ -48,14 +64,15 @@ class ReportDelta:
     ttl_s: int = DEFAULT_RETENTION_D * 86_400
 
     def apply(self, pipe: Any) -> None:
-        """Queue the writes on the batch's transaction (HINCRBY + EXPIRE per day key)."""
-        keys: set[str] = set()
+        """Queue the writes on the batch's transaction: one script call (:data:`_INCREMENTS`:
+        HINCRBY per counter, EXPIRE per day key), not a command per counter."""
+        keys: dict[str, int] = {}
+        args: list[Any] = [self.ttl_s]
         for (key, name), n in self.counts.items():
             if n:
-                pipe.hincrby(key, name, n)
-                keys.add(key)
-        for key in keys:
-            pipe.expire(key, self.ttl_s)
+                args += (keys.get(key) or keys.setdefault(key, len(keys) + 1), name, n)
+        if keys:  # EVAL, not EVALSHA: a NOSCRIPT inside MULTI would abort the batch
+            pipe.execute_command("EVAL", _INCREMENTS, len(keys), *keys, *args)
         if self.tenants and self.tenants_key:
             pipe.sadd(self.tenants_key, *sorted(self.tenants))
 
@@ -114,17 +131,27 @@ def gather(
         )
         who = (ev.tenant, ev.lead_id)
         mark = marks[who]
-        before = None if who in changed else mark.to_hash()  # a changed lead stays changed
+        before = None if who in changed else _state(mark)  # a changed lead stays changed
         for day, name, n in observe(mark, _seen(ev, alerts), day_of):
             key = (day_key(prefix, ev.tenant, day), name)
             delta.counts[key] = delta.counts.get(key, 0) + n
-        if before is not None and mark.to_hash() != before:
+        if before is not None and _state(mark) != before:
             changed.add(who)
         delta.tenants.add(ev.tenant)
     for tenant, lead in changed:
         delta.marks[(tenant, lead)] = marks[(tenant, lead)]
     _quality(settings, fx, delta, days)
     return delta
+
+
+def _state(mark: LeadMark) -> tuple[Any, ...]:
+    """A mark's fields, to tell whether an event changed it (what comparing ``to_hash``
+    told, without building its strings: the times are event times, SLA deadlines or 0.0,
+    never -0.0 or NaN; ``done`` and ``blocked`` only grow, so a set changed iff its
+    joined text did)."""
+    m = mark
+    return (m.day, m.source, m.bucket, m.agent, m.clock_ts, m.clock_deadline, m.clock_day,
+            m.clock_kind, frozenset(m.done), frozenset(m.blocked))  # fmt: skip
 
 
 def _counted(events: Sequence[Event], fx: BatchEffects) -> list[Event]:

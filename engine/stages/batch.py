@@ -27,9 +27,11 @@ LABEL_KINDS = ("positive", "negative", "expired", "repeat_outcome", "no_moment")
 Entry = tuple[int, bytes, dict[bytes, bytes]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Scored:
-    """One event's score with what its reasons are made from (``engine/stages/score.py``)."""
+    """One event's score with what its reasons are made from (``engine/stages/score.py``).
+    Read-only by convention (not ``frozen``: one is made per event, and a frozen
+    dataclass's ``__init__`` costs ~3x a plain one); :meth:`with_score` makes a changed one."""
 
     event: Event
     score: Score
@@ -38,6 +40,10 @@ class Scored:
     model: OnlineModel
     points: Mapping[str, float]  # the points prior's points per signal
     segment: str
+
+    def with_score(self, score: Score) -> Scored:
+        """This with another score (``dataclasses.replace`` without its field walk)."""
+        return Scored(self.event, score, self.reply, self.x, self.model, self.points, self.segment)
 
 
 @dataclass
@@ -50,7 +56,6 @@ class LeadInBatch:
     outcome: str = ""  # the lead's first outcome: no example is made after it
     outcome_ts: float = 0.0
     placeholder: bool = False  # made by the expiry sweep before any event of the lead
-    legacy_score: bool = False  # its score record is still schema 0's hash (``:s``)
     stored_bucket: tuple[str, str] = ("", "")  # (bucket, bucket_by) of its stored record
     latest_view: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None  # its record's
     pending: dict[str, Any] | None = None  # the latest moment, packed only when it lasts

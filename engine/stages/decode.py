@@ -46,13 +46,16 @@ class Decoder:
         events: list[Event] = []
         origin: list[Entry] = []
         rejected = 0
+        positions, processed = fx.positions, fx.processed
+        check_bytes = self._validator.check_bytes
         for entry in entries:
             partition, sid, fields = entry
             if not sid:  # a clock tick (engine/dataflow.py, cadences): not an event
                 continue
-            fx.positions[partition] = sid.decode() if isinstance(sid, bytes) else sid
-            fx.processed[partition] = fx.processed.get(partition, 0) + 1
-            checked = self.decode(fields)
+            positions[partition] = sid.decode() if isinstance(sid, bytes) else sid
+            processed[partition] = processed.get(partition, 0) + 1
+            payload = fields.get(b"e")  # the usual field first (:meth:`decode`'s order)
+            checked = self.decode(fields) if payload is None else check_bytes(payload, "msgpack")
             if isinstance(checked, Rejection):
                 rejected += 1
                 fx.dead_letters.append(dead_letter(checked.reason, entry))

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
-from engine.metrics import Metrics
+from engine.metrics import Metrics, observe_all
 from engine.streams import Producer
 
 T0 = 1_767_225_600.0
@@ -19,6 +19,24 @@ def test_two_metric_sets_do_not_collide() -> None:
     a.events_in.inc(3)
     assert b.registry.get_sample_value("leadpulse_events_in_total") == 0.0
     assert a.registry.get_sample_value("leadpulse_events_in_total") == 3.0
+
+
+def test_observing_a_batch_at_once_reports_what_one_by_one_does() -> None:
+    one, batch = Metrics.create(CollectorRegistry()), Metrics.create(CollectorRegistry())
+    values = [0, 10, 11, 55, 100, 100, 37, 90, 9, 10, 70, 71]
+    for v in values:
+        one.scores.observe(v)
+    observe_all(batch.scores, values[:5])
+    observe_all(batch.scores, values[5:6])  # one value: the public call
+    observe_all(batch.scores, values[6:])
+    observe_all(batch.scores, [])
+
+    def samples(m: Metrics) -> list[tuple[str, dict[str, str], float]]:
+        family = next(f for f in m.registry.collect() if f.name == "leadpulse_score")
+        return [(s.name, s.labels, s.value) for s in family.samples if "created" not in s.name]
+
+    assert samples(batch) == samples(one)
+    assert one.registry.get_sample_value("leadpulse_score_bucket", {"le": "10.0"}) == 4.0
 
 
 def test_processing_moves_the_metrics(client: Any, make_settings: Any) -> None:
