@@ -177,6 +177,7 @@ class Cadences:
         self._names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
         self._book: Book = compile_book(settings.cadence)
         self._limit = settings.cadence.max_due_per_batch
+        self._share = settings.cadence.send_time_holdout  # of leads in the send-time holdout
         self.clock = clock  # wall clock (tests drive it)
         self._hours: dict[str, Hours] = {}
         self._wm: dict[int, tuple[float, float]] | None = None  # partition -> (event ts, wall)
@@ -217,17 +218,21 @@ class Cadences:
     ) -> None:
         key = (event.tenant, event.lead_id)
         held = fx.states.get(key)
-        before = held[1] if held else fx.loaded.get(key, _NEVER)
-        now = held[2] if held else before
+        if held is None:
+            before = now = fx.loaded.get(key, _NEVER)
+        else:
+            before, now = held[1], held[2]
+        start = now
         log: list[Transition] = []
         if now.due and now.due < event.ts:  # the lead's own steps due before this event
             now, out = fire(fx.settle(key, now), math.nextafter(event.ts, 0.0), self._book,
                             self.hours(event.tenant), log)  # fmt: skip
             fx.fired.extend((key, e) for e in out)
-        if not event.lead_id.startswith("~"):  # a visitor's events move no plan
+        if event.lead_id[:1] != "~":  # a visitor's events move no plan
             ctx = reply.context
-            blocked = tuple(ctx.get("blocked") or ())
-            holdout = now.holdout or self._holdout(key)  # (kept once in the holdout)
+            blocked = ctx.get("blocked")
+            blocked = tuple(blocked) if blocked else ()
+            holdout = now.holdout or (self._share > 0 and _in_holdout(key, self._share))
             marked = event.props.get("conversation") is True
             reactivated = bool(ctx.get("reactivated_now"))
             if passive(now, event.type, triggers, blocked, reactivated, holdout, marked):
@@ -241,14 +246,14 @@ class Cadences:
                 signal = self._signal(event, score, triggers, reply, holdout)
                 now = on_event(fx.settle(key, now), signal, self._book, self.hours(event.tenant),
                                log)  # fmt: skip
-        fx.states[key] = (partition, before, now)
+        if held is None or now is not start or held[0] != partition:
+            fx.states[key] = (partition, before, now)  # (unchanged: held as it is)
         if log:
             fx.log.extend((event.tenant, t) for t in log)
 
     def _holdout(self, key: Lead) -> bool:
         """The lead is in the send-time holdout share (a stable hash of tenant and lead)."""
-        share = self._s.cadence.send_time_holdout
-        return share > 0 and _in_holdout(key, share)
+        return self._share > 0 and _in_holdout(key, self._share)
 
     @staticmethod
     def _signal(
