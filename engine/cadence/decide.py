@@ -383,6 +383,8 @@ def passive(
     return not (triggers and any(t.startswith(HOTTER) for t in triggers))
 
 
+_NO_PERSONAL = Personal()
+
 #: A lead's personalisation fields as a plain tuple, in :class:`Personal`'s order.
 Fields = tuple[str, str, str, str, str, str, str]
 _NO_FIELDS: Fields = ("", "", "", "", "", "", "")
@@ -417,13 +419,13 @@ def _absorb(s: CadenceState, sig: Signal, hours: Hours, log: Log) -> CadenceStat
     personalisation fields, closed channels, the hour it engaged; the report notes (the
     first reply after a step, each closed channel after a step)."""
     personal = _merge_personal(s.personal, sig.personal)
-    blocked = tuple(sorted(set(s.blocked) | set(sig.blocked)))
+    blocked = tuple(sorted({*s.blocked, *sig.blocked})) if s.blocked or sig.blocked else ()
     engaged, holdout = s.engaged, s.holdout or sig.holdout
     if sig.type in ENGAGEMENTS and not sig.stop:
         hour = datetime.fromtimestamp(sig.ts, ZoneInfo(hours.tz)).hour
         engaged = (*s.engaged, hour)[-_KEEP_HOURS:]
     if s.status:
-        for channel in sorted(set(blocked) - set(s.blocked)):
+        for channel in sorted(set(blocked) - set(s.blocked)) if blocked != s.blocked else ():
             _note(log, "optout", s.plan, sig.ts, s.last, channel)
         if sig.type == "reply" and not sig.stop and s.last and not s.replied:
             _note(log, "reply", s.plan, sig.ts, s.last, s.last_timing)
@@ -470,7 +472,7 @@ def _words(sig: Signal) -> str:
 
 def _merge_personal(old: Personal, new: Personal) -> Personal:
     """Newer non-empty values win; an address belongs to its property (:func:`merge_fields`)."""
-    if new == old or new == Personal():
+    if new == old or new == _NO_PERSONAL:
         return old
     return Personal(*merge_fields(fields_of(old), fields_of(new)))
 

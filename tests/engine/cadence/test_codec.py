@@ -13,7 +13,9 @@ from engine.app import build_parts
 from engine.cadence.decide import CadenceState, Personal, decode, encode, with_
 from engine.cadence.runner import CadenceEffects, step_entries
 from engine.events import Event
-from engine.keys import lead_key
+from engine.keys import lead_key, pattern
+from engine.redis_client import connect, without_retry
+from tests.cluster import LocalCluster
 from tests.engine.cadence.test_passive import histories
 
 
@@ -84,3 +86,29 @@ def test_nothing_to_write_queues_no_script(client: Any, make_settings: Any) -> N
     pipe = client.pipeline(transaction=True)
     CadenceEffects().apply(pipe, parts.names, 100, 60)
     assert len(pipe.command_stack) == 0
+
+
+def test_the_script_writes_states_and_steps_on_a_cluster(
+    redis_cluster: LocalCluster, make_settings: Any, prefix: str
+) -> None:
+    """Every key it names has the prefix's hash tag: one slot, one node, inside MULTI."""
+    settings_ = make_settings(streams={"partitions": 1}, cadence={"enabled": True})
+    cluster = connect(redis_cluster.url, retries=0)
+    try:
+        names = build_parts(settings_, cluster).names
+        fx = CadenceEffects()
+        states = {("t", f"L{i}"): CadenceState(plan="p", status="active", due=i + 1.0)
+                  for i in range(20)}  # fmt: skip
+        fx.writes = {key: encode(s) for key, s in states.items()}
+        fx.steps = [{"step_id": f"s{i}", "kind": "task"} for i in range(3)]
+        pipe = without_retry(cluster).pipeline(transaction=True)
+        fx.apply(pipe, names, 100, 60)
+        pipe.execute()
+        for (tenant, lead), s in states.items():
+            assert decode(cluster.get(lead_key(prefix, tenant, lead, "c"))) == s
+        assert [s["step_id"] for s in step_entries(cluster.xrange(names.cadence))] == [
+            "s0", "s1", "s2"]  # fmt: skip
+        for key in cluster.scan_iter(match=pattern(prefix), count=1000):
+            cluster.delete(key)
+    finally:
+        cluster.close()
