@@ -12,7 +12,8 @@ pair (not a hash tag: only the first pair counts):
 
 - ``{p}:{tenant:lead}:f``  the lead's record (msgpack, ``features/record.py``, schema 2):
   features, score record, learning moments and report marks in one value, one TTL
-- ``{p}:{tenant:lead}:c``  its follow-up plan state (JSON, ``engine/cadence``; cadences on)
+- ``{p}:{tenant:lead}:c``  its follow-up plan state (msgpack, the older JSON form still
+  read: ``engine/cadence/decide.py``; cadences on)
 - before schema 2 (read, then deleted when the lead is next written): ``:r`` score record,
   ``:n`` learning moments, ``:rp`` report marks; schema 0's ``:s`` and ``:h :e :v :a :x :p``
 - ``{p}:hot:{tenant}``, ``{p}:hotidx``, ``{p}:due:{partition}``, ``{p}:alias:{tenant}``,

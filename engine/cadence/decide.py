@@ -33,7 +33,10 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
+
+import msgpack
 
 from engine.cadence.plans import Book, Hours, Plan, Step
 from engine.events import HAND_RAISE_TYPES, NEGATIVE_OUTCOMES, POSITIVE_OUTCOMES
@@ -193,35 +196,43 @@ def step_id(tenant: str, lead: str, plan: str, cycle: int, index: int) -> str:
 
 
 # -- encoding (the value at ``{tenant:lead}:c``) -----------------------------------------------
-def encode(s: CadenceState) -> str:
+def encode(s: CadenceState) -> bytes:
+    """The state as stored: a msgpack array (the fields in order; ~5x cheaper to write and
+    read than the JSON array written before, which :func:`decode` still reads)."""
     p = s.personal
-    return json.dumps(
-        [s.plan, s.status, s.step, s.start, s.shift, s.due, s.since, s.cycle, s.why,
-         s.end_reason, list(s.blocked),
-         [p.property_id, p.address, p.area, p.timeline, p.side, p.source, p.agent_id],
-         [[name, ts] for name, ts in s.ran], [s.last, s.replied, s.last_timing],
-         [list(s.engaged), s.holdout, s.timing]],
-        separators=(",", ":"),
+    return msgpack.packb(
+        (s.plan, s.status, s.step, s.start, s.shift, s.due, s.since, s.cycle, s.why,
+         s.end_reason, s.blocked,
+         (p.property_id, p.address, p.area, p.timeline, p.side, p.source, p.agent_id),
+         s.ran, (s.last, s.replied, s.last_timing), (s.engaged, s.holdout, s.timing)),
+        use_bin_type=True, unicode_errors="surrogatepass",  # any str JSON could hold
     )  # fmt: skip
 
 
-def decode(text: str | None) -> CadenceState:
-    """The state a ``cad`` field holds; empty or unreadable: never entered (never a crash)."""
-    if not text:
+def decode(raw: bytes | str | None) -> CadenceState:
+    """The state a ``:c`` value holds, msgpack or the older JSON form (a ``[`` first: no
+    msgpack array starts so), so states stored before the msgpack codec need no migration;
+    empty or unreadable: never entered (never a crash)."""
+    if not raw:
         return CadenceState()
     try:
-        v = json.loads(text)
-        return CadenceState(
-            str(v[0]), str(v[1]), int(v[2]), float(v[3]), float(v[4]), float(v[5]),
-            float(v[6]), int(v[7]), str(v[8]), str(v[9]), tuple(str(c) for c in v[10]),
-            Personal(*(str(x) for x in v[11][:7])),
-            tuple((str(n), float(t)) for n, t in (v[12] if len(v) > 12 else ())),
-            *((str(v[13][0]), bool(v[13][1]), str(v[13][2])) if len(v) > 13 else ()),
-            *((tuple(int(h) % 24 for h in v[14][0]), bool(v[14][1]), str(v[14][2]))
-              if len(v) > 14 else ()),
-        )  # fmt: skip
-    except (ValueError, TypeError, IndexError, KeyError):
+        if isinstance(raw, str) or raw[:1] == b"[":
+            return _state(json.loads(raw))
+        return _state(msgpack.unpackb(raw, raw=False, unicode_errors="surrogatepass"))
+    except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException):
         return CadenceState()
+
+
+def _state(v: Any) -> CadenceState:
+    return CadenceState(
+        str(v[0]), str(v[1]), int(v[2]), float(v[3]), float(v[4]), float(v[5]),
+        float(v[6]), int(v[7]), str(v[8]), str(v[9]), tuple(str(c) for c in v[10]),
+        Personal(*(str(x) for x in v[11][:7])),
+        tuple((str(n), float(t)) for n, t in (v[12] if len(v) > 12 else ())),
+        *((str(v[13][0]), bool(v[13][1]), str(v[13][2])) if len(v) > 13 else ()),
+        *((tuple(int(h) % 24 for h in v[14][0]), bool(v[14][1]), str(v[14][2]))
+          if len(v) > 14 else ()),
+    )  # fmt: skip
 
 
 # -- the schedule ----------------------------------------------------------------------------
@@ -372,6 +383,8 @@ def passive(
     return not (triggers and any(t.startswith(HOTTER) for t in triggers))
 
 
+_NO_PERSONAL = Personal()
+
 #: A lead's personalisation fields as a plain tuple, in :class:`Personal`'s order.
 Fields = tuple[str, str, str, str, str, str, str]
 _NO_FIELDS: Fields = ("", "", "", "", "", "", "")
@@ -406,13 +419,13 @@ def _absorb(s: CadenceState, sig: Signal, hours: Hours, log: Log) -> CadenceStat
     personalisation fields, closed channels, the hour it engaged; the report notes (the
     first reply after a step, each closed channel after a step)."""
     personal = _merge_personal(s.personal, sig.personal)
-    blocked = tuple(sorted(set(s.blocked) | set(sig.blocked)))
+    blocked = tuple(sorted({*s.blocked, *sig.blocked})) if s.blocked or sig.blocked else ()
     engaged, holdout = s.engaged, s.holdout or sig.holdout
     if sig.type in ENGAGEMENTS and not sig.stop:
         hour = datetime.fromtimestamp(sig.ts, ZoneInfo(hours.tz)).hour
         engaged = (*s.engaged, hour)[-_KEEP_HOURS:]
     if s.status:
-        for channel in sorted(set(blocked) - set(s.blocked)):
+        for channel in sorted(set(blocked) - set(s.blocked)) if blocked != s.blocked else ():
             _note(log, "optout", s.plan, sig.ts, s.last, channel)
         if sig.type == "reply" and not sig.stop and s.last and not s.replied:
             _note(log, "reply", s.plan, sig.ts, s.last, s.last_timing)
@@ -459,7 +472,7 @@ def _words(sig: Signal) -> str:
 
 def _merge_personal(old: Personal, new: Personal) -> Personal:
     """Newer non-empty values win; an address belongs to its property (:func:`merge_fields`)."""
-    if new == old or new == Personal():
+    if new == old or new == _NO_PERSONAL:
         return old
     return Personal(*merge_fields(fields_of(old), fields_of(new)))
 

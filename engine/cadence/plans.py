@@ -44,12 +44,13 @@ class Rule:
 
     def matches(self, fact: Mapping[str, object]) -> bool:
         """Every criterion the rule names holds (an empty criterion matches anything)."""
-        pairs = (
-            (self.sources, fact["source"]), (self.tiers, fact["tier"]),
-            (self.sides, fact["side"]), (self.buckets, fact["bucket"]),
-            (self.events, fact["event"]),
-        )  # fmt: skip
-        if any(want and value not in want for want, value in pairs):
+        if (
+            (self.sources and fact["source"] not in self.sources)
+            or (self.tiers and fact["tier"] not in self.tiers)
+            or (self.sides and fact["side"] not in self.sides)
+            or (self.buckets and fact["bucket"] not in self.buckets)
+            or (self.events and fact["event"] not in self.events)
+        ):  # written out: the rules are read for every event of a lead without a plan
             return False
         if self.reactivated is not None and bool(fact["reactivated"]) != self.reactivated:
             return False
