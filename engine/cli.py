@@ -235,11 +235,7 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     flow = build_flow(parts, stop=stop, drain=False)
-    # What is alive now (River, SciPy, Bytewax, the settings: ~200k objects) lives as long as
-    # the process: keep it out of every full garbage collection, each of which would
-    # otherwise walk it all and stall the batch in progress (~200 ms on 2 slow cores).
-    gc.collect()
-    gc.freeze()
+    gc.collect()  # start-up garbage gone before run_flow freezes the heap (engine/dataflow.py)
     start_line(
         "leadpulse run",
         f"metrics and /healthz on http://127.0.0.1:{port}" if port else "no metrics port",
