@@ -19,15 +19,19 @@ kept inside [0.001, 0.999]: never a certainty.
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 import threading
 from collections import deque
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
 
 import river
 from river import drift, forest, linear_model, metrics, optim, preprocessing, utils
+
+from features.definitions import InputPlan, input_source, model_input
 
 __all__ = ["ModelSet", "OnlineModel", "Quality", "P_MIN", "P_MAX"]
 
@@ -58,6 +62,65 @@ def baseline_of(name: str) -> str | None:
     return name.split("=", 1)[0] + "=unknown" if is_level(name) else None
 
 
+#: (features, per numeric input: mean, 1 / floored sd, weight, term at 0; weights) -> the
+#: sum of weight x standardised input over ``model_input(features)`` in its order, from 0.0
+_Dot = Callable[[Mapping[str, Any], tuple[float, ...], Mapping[str, float]], float]
+
+
+@functools.lru_cache(maxsize=16)
+def _dot_of(plan: InputPlan) -> _Dot | None:
+    """The logistic model's dot product with ``model_input(features, plan)``, compiled for
+    ``plan`` (once per feature list) without building the input: one straight line per
+    input, and an input whose feature is 0 adds its term at 0, known in advance.
+
+    River's ``predict_proba_one`` adds weight x value over the input dict in its order,
+    from 0.0; the compiled sum adds the same terms, made by the same operations
+    (``features.definitions.input_source``, :meth:`_Logistic.transform`), in the same
+    order, so it is the same float. None for a plan it cannot mirror (an input twice, or
+    a numeric name that reads as a level): the caller builds the input then.
+    """
+    inputs = input_source(plan)
+    names = [name for name, _ in inputs]
+    if len(set(names)) < len(names) or any(is_level(n) for n, src in inputs if src):
+        return None
+    body, n = ["    g = f.get", "    s = 0.0"], 0
+    for name, src in inputs:
+        if src is None:  # a profile field: its level's weight x 1.0, nothing at unknown
+            body += [f"    lv = g({name!r}) or 'unknown'", "    if lv != 'unknown':",
+                     f"        s += W.get({name + '='!r} + format(lv), 0.0) * 1.0"]  # fmt: skip
+            continue
+        body += [f"    v = f[{name!r}]", "    if v:", *(f"        {line}" for line in src),
+                 f"        z = (v - m{n}) * i{n}",
+                 f"        s += w{n} * ({_CLIP!r} if z > {_CLIP!r} else {-_CLIP!r} "
+                 f"if z < {-_CLIP!r} else z)", "    else:", f"        s += t{n}"]  # fmt: skip
+        n += 1
+    unpack = "".join(f"m{i}, i{i}, w{i}, t{i}, " for i in range(n))
+    source = "\n".join(["def dot(f, c, W):", f"    ({unpack}) = c", *body, "    return s"])
+    space: dict[str, Any] = {"log1p": math.log1p}
+    exec(compile(source, f"<model dot of {n} inputs>", "exec"), space)  # noqa: S102
+    return cast(_Dot, space["dot"])
+
+
+def _river_sigmoid(z: float) -> float:
+    """``river.utils.math.sigmoid`` (the logistic regression's mean function), as it computes."""
+    if z < -30:
+        return 0.0
+    if z > 30:
+        return 1.0
+    return 1 / (1 + math.exp(-z))
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    """What :meth:`_Logistic.proba_of` reads: one model state, for one input plan."""
+
+    plan: InputPlan
+    dot: _Dot | None  # _dot_of(plan)
+    coef: tuple[float, ...]  # per numeric input: mean, 1 / floored sd, weight, term at 0
+    weights: dict[str, float]
+    intercept: float
+
+
 class _Logistic:
     """Scaled numeric inputs + unscaled one-hots -> logistic regression."""
 
@@ -68,13 +131,37 @@ class _Logistic:
         )
         self._coef: dict[str, tuple[float, float]] = {}  # name -> (mean, 1 / floored sd)
         self._zero: dict[str, float] = {}  # name -> _z(name, 0.0) under the current _coef
+        self._served: _Served | None = None  # what predictions from features read
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_zero"}  # a cache: not stored
+    def __getstate__(self) -> dict[str, Any]:  # caches are not stored
+        return {k: v for k, v in self.__dict__.items() if k not in ("_zero", "_served")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._zero = {}
+        self._served = None
+
+    def proba_of(self, features: Mapping[str, Any], plan: InputPlan) -> float | None:
+        """:meth:`proba` of ``model_input(features, plan)``, to the bit, through the plan's
+        compiled dot product (:func:`_dot_of`) and the state it reads, made once per model
+        state (after each label), not per event. None for a plan that does not compile;
+        raises KeyError when ``features`` lacks a numeric input."""
+        served = self._served
+        if served is None or served.plan is not plan:
+            served = self._served = self._serving(plan)
+        if served.dot is None:
+            return None
+        return _river_sigmoid(served.dot(features, served.coef, served.weights) + served.intercept)
+
+    def _serving(self, plan: InputPlan) -> _Served:
+        weights = dict(self.lr.weights)
+        default = (0.0, 1.0 / math.sqrt(_VAR_FLOOR))
+        coef: list[float] = []
+        for name, src in input_source(plan):
+            if src is not None:
+                w = weights.get(name, 0.0)
+                coef += [*self._coef.get(name, default), w, w * self._z(name, 0.0)]
+        return _Served(plan, _dot_of(plan), tuple(coef), weights, self.lr.intercept)
 
     def _z(self, name: str, v: float) -> float:
         mean, inv = self._coef.get(name, (0.0, 1.0 / math.sqrt(_VAR_FLOOR)))
@@ -103,6 +190,7 @@ class _Logistic:
         for k in numeric:  # the scaler's statistics, read once per label, not per prediction
             self._coef[k] = (means[k], 1.0 / math.sqrt(max(variances[k], _VAR_FLOOR)))
         self._zero.clear()  # the scaler moved: the zero baselines are worked out again
+        self._served = None  # and the state predictions read
         self.lr.learn_one(self.transform(x), y)
 
     def contributions(self, x: Mapping[str, float]) -> dict[str, float]:
@@ -194,6 +282,22 @@ class OnlineModel:
             return None
         with self._lock:
             return _clamp(self._impl.proba(x))
+
+    def probability_of(self, features: Mapping[str, Any], plan: InputPlan) -> float | None:
+        """:meth:`probability` of ``model_input(features, plan)``, the same float; the
+        per-event hot path: the logistic model does not build the input (:func:`_dot_of`)."""
+        if not self.ready:
+            return None
+        impl = self._impl
+        if isinstance(impl, _Logistic):
+            try:
+                with self._lock:
+                    p = impl.proba_of(features, plan)
+                if p is not None:
+                    return _clamp(p)
+            except KeyError:  # a numeric feature missing (model_input reads it as 0)
+                pass
+        return self.probability(model_input(features, plan))
 
     def contributions(self, x: Mapping[str, float]) -> dict[str, float]:
         """Log-odds contribution of each input against a lead with no activity."""

@@ -34,7 +34,7 @@ class Scored:
     event: Event
     score: Score
     reply: FeatureReply
-    x: dict[str, float] | None  # the model's input (None while the model is not ready)
+    ready: bool  # the model was ready (it scored the event); its input is built when explained
     model: OnlineModel
     points: Mapping[str, float]  # the points prior's points per signal
     segment: str

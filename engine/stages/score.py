@@ -35,18 +35,21 @@ class Scorer:
         segment = models.segment_of(str(reply.features.get("side", "")))
         model = models.model(segment)
         raw_prior, points = prior(reply.features, self._s)
-        x = model_input(reply.features, self._inputs) if model.ready else None
-        p_model = model.probability(x) if x is not None else None
+        p_model = model.probability_of(reply.features, self._inputs)  # None: not ready
         score = assess(
             reply.features, reply.context, self._s, p_model, models.model_weight(segment),
             models.calibrated_prior, raw_prior, outcome=lead.outcome,
         )  # fmt: skip
-        return Scored(event, score, reply, x, model, points, segment)
+        return Scored(event, score, reply, p_model is not None, model, points, segment)
 
     def explained(self, s: Scored, lead: LeadInBatch, words: bool) -> Score:
         """The score with its reason codes and, with ``words``, their text."""
         score, reply = s.score, s.reply
-        contributions = s.model.contributions(s.x) if s.x is not None and score.model_weight else {}
+        contributions = (
+            s.model.contributions(model_input(reply.features, self._inputs))
+            if s.ready and score.model_weight
+            else {}
+        )
         low = low_reasons(reply.context, lead.outcome, lead.outcome_ts, self._s)
         f, ctx = reply.features, reply.context
         codes = explain_codes(f, ctx, self._s, s.points, contributions, score.model_weight,
