@@ -62,43 +62,72 @@ def baseline_of(name: str) -> str | None:
     return name.split("=", 1)[0] + "=unknown" if is_level(name) else None
 
 
-#: (features, per numeric input: mean, 1 / floored sd, weight, term at 0; weights) -> the
-#: sum of weight x standardised input over ``model_input(features)`` in its order, from 0.0
+#: (features, per numeric input: mean, 1 / floored sd, weight, term at 0, standardised 0;
+#: weights) -> the sum of weight x standardised input over ``model_input(features)`` in
+#: its order, from 0.0 (``dot``), or each input's contribution (``contrib``)
 _Dot = Callable[[Mapping[str, Any], tuple[float, ...], Mapping[str, float]], float]
+_Contrib = Callable[[Mapping[str, Any], tuple[float, ...], Mapping[str, float]], dict[str, float]]
 
 
-@functools.lru_cache(maxsize=16)
-def _dot_of(plan: InputPlan) -> _Dot | None:
-    """The logistic model's dot product with ``model_input(features, plan)``, compiled for
-    ``plan`` (once per feature list) without building the input: one straight line per
-    input, and an input whose feature is 0 adds its term at 0, known in advance.
+_CLIPPED = f"({_CLIP!r} if z > {_CLIP!r} else {-_CLIP!r} if z < {-_CLIP!r} else z)"  # as _z
 
-    River's ``predict_proba_one`` adds weight x value over the input dict in its order,
-    from 0.0; the compiled sum adds the same terms, made by the same operations
-    (``features.definitions.input_source``, :meth:`_Logistic.transform`), in the same
-    order, so it is the same float. None for a plan it cannot mirror (an input twice, or
-    a numeric name that reads as a level): the caller builds the input then.
-    """
-    inputs = input_source(plan)
-    names = [name for name, _ in inputs]
-    if len(set(names)) < len(names) or any(is_level(n) for n, src in inputs if src):
-        return None
-    body, n = ["    g = f.get", "    s = 0.0"], 0
+
+def _dot_source(inputs: tuple[tuple[str, tuple[str, ...] | None], ...]) -> list[str]:
+    """``dot``: River's sum, an input whose feature is 0 adding its term at 0 (``t``)."""
+    body, n = ["def dot(f, coef, W):", "    g = f.get", "    s = 0.0"], 0
     for name, src in inputs:
         if src is None:  # a profile field: its level's weight x 1.0, nothing at unknown
             body += [f"    lv = g({name!r}) or 'unknown'", "    if lv != 'unknown':",
                      f"        s += W.get({name + '='!r} + format(lv), 0.0) * 1.0"]  # fmt: skip
             continue
         body += [f"    v = f[{name!r}]", "    if v:", *(f"        {line}" for line in src),
-                 f"        z = (v - m{n}) * i{n}",
-                 f"        s += w{n} * ({_CLIP!r} if z > {_CLIP!r} else {-_CLIP!r} "
-                 f"if z < {-_CLIP!r} else z)", "    else:", f"        s += t{n}"]  # fmt: skip
+                 f"        z = (v - m{n}) * i{n}", f"        s += w{n} * {_CLIPPED}",
+                 "    else:", f"        s += t{n}"]  # fmt: skip
         n += 1
-    unpack = "".join(f"m{i}, i{i}, w{i}, t{i}, " for i in range(n))
-    source = "\n".join(["def dot(f, c, W):", f"    ({unpack}) = c", *body, "    return s"])
+    return body + ["    return s"]
+
+
+def _contrib_source(inputs: tuple[tuple[str, tuple[str, ...] | None], ...]) -> list[str]:
+    """``contrib``: :meth:`_Logistic.contributions` (an input at 0 contributes 0: none)."""
+    body, n = ["def contrib(f, coef, W):", "    g = f.get", "    out = {}"], 0
+    for name, src in inputs:
+        if src is None:  # against the field's baseline level, unknown (baseline_of)
+            body += [f"    lv = g({name!r}) or 'unknown'", "    if lv != 'unknown':",
+                     f"        k = {name + '='!r} + format(lv)",
+                     f"        c = W.get(k, 0.0) - W.get({name + '=unknown'!r}, 0.0)",
+                     "        if c:", "            out[k] = c"]  # fmt: skip
+            continue
+        body += [f"    v = f[{name!r}]", "    if v:", *(f"        {line}" for line in src),
+                 f"        z = (v - m{n}) * i{n}", f"        c = w{n} * ({_CLIPPED} - o{n})",
+                 "        if c:", f"            out[{name!r}] = c"]  # fmt: skip
+        n += 1
+    return body + ["    return out"]
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(plan: InputPlan) -> tuple[_Dot, _Contrib] | None:
+    """The logistic model's dot product with ``model_input(features, plan)`` and its
+    contributions, compiled for ``plan`` (once per feature list) without building the
+    input: straight lines per input, and an input whose feature is 0 adds its term at
+    0, known in advance (it contributes nothing).
+
+    River's ``predict_proba_one`` adds weight x value over the input dict in its order,
+    from 0.0; the compiled sum adds the same terms, made by the same operations
+    (``features.definitions.input_source``, :meth:`_Logistic.transform`), in the same
+    order, so it is the same float (the contributions likewise). None for a plan it
+    cannot mirror (an input twice, or a numeric name that reads as a level).
+    """
+    inputs = input_source(plan)
+    names = [name for name, _ in inputs]
+    if len(set(names)) < len(names) or any(is_level(n) for n, src in inputs if src):
+        return None
+    n = sum(1 for _, src in inputs if src is not None)
+    unpack = f"    ({''.join(f'm{i}, i{i}, w{i}, t{i}, o{i}, ' for i in range(n))}) = coef"
+    dot, contrib = _dot_source(inputs), _contrib_source(inputs)
+    source = "\n".join([*dot[:1], unpack, *dot[1:], *contrib[:1], unpack, *contrib[1:]])
     space: dict[str, Any] = {"log1p": math.log1p}
-    exec(compile(source, f"<model dot of {n} inputs>", "exec"), space)  # noqa: S102
-    return cast(_Dot, space["dot"])
+    exec(compile(source, f"<model of {n} numeric inputs>", "exec"), space)  # noqa: S102
+    return cast(_Dot, space["dot"]), cast(_Contrib, space["contrib"])
 
 
 def _river_sigmoid(z: float) -> float:
@@ -115,8 +144,8 @@ class _Served:
     """What :meth:`_Logistic.proba_of` reads: one model state, for one input plan."""
 
     plan: InputPlan
-    dot: _Dot | None  # _dot_of(plan)
-    coef: tuple[float, ...]  # per numeric input: mean, 1 / floored sd, weight, term at 0
+    code: tuple[_Dot, _Contrib] | None  # _compiled(plan)
+    coef: tuple[float, ...]  # per numeric input: mean, 1 / sd, weight, term at 0, z at 0
     weights: dict[str, float]
     intercept: float
 
@@ -143,25 +172,38 @@ class _Logistic:
 
     def proba_of(self, features: Mapping[str, Any], plan: InputPlan) -> float | None:
         """:meth:`proba` of ``model_input(features, plan)``, to the bit, through the plan's
-        compiled dot product (:func:`_dot_of`) and the state it reads, made once per model
-        state (after each label), not per event. None for a plan that does not compile;
-        raises KeyError when ``features`` lacks a numeric input."""
-        served = self._served
-        if served is None or served.plan is not plan:
-            served = self._served = self._serving(plan)
-        if served.dot is None:
+        compiled dot product (:func:`_compiled`) and the state it reads, made once per
+        model state (after each label), not per event. None for a plan that does not
+        compile; raises KeyError when ``features`` lacks a numeric input."""
+        served = self._serving(plan)
+        if served.code is None:
             return None
-        return _river_sigmoid(served.dot(features, served.coef, served.weights) + served.intercept)
+        dot = served.code[0](features, served.coef, served.weights)
+        return _river_sigmoid(dot + served.intercept)
+
+    def contributions_of(
+        self, features: Mapping[str, Any], plan: InputPlan
+    ) -> dict[str, float] | None:
+        """:meth:`contributions` of ``model_input(features, plan)``, likewise compiled."""
+        served = self._serving(plan)
+        if served.code is None:
+            return None
+        return served.code[1](features, served.coef, served.weights)
 
     def _serving(self, plan: InputPlan) -> _Served:
+        served = self._served
+        if served is not None and served.plan is plan:
+            return served
         weights = dict(self.lr.weights)
         default = (0.0, 1.0 / math.sqrt(_VAR_FLOOR))
         coef: list[float] = []
         for name, src in input_source(plan):
             if src is not None:
-                w = weights.get(name, 0.0)
-                coef += [*self._coef.get(name, default), w, w * self._z(name, 0.0)]
-        return _Served(plan, _dot_of(plan), tuple(coef), weights, self.lr.intercept)
+                w, z0 = weights.get(name, 0.0), self._z(name, 0.0)
+                coef += [*self._coef.get(name, default), w, w * z0, z0]
+        served = _Served(plan, _compiled(plan), tuple(coef), weights, self.lr.intercept)
+        self._served = served
+        return served
 
     def _z(self, name: str, v: float) -> float:
         mean, inv = self._coef.get(name, (0.0, 1.0 / math.sqrt(_VAR_FLOOR)))
@@ -285,7 +327,7 @@ class OnlineModel:
 
     def probability_of(self, features: Mapping[str, Any], plan: InputPlan) -> float | None:
         """:meth:`probability` of ``model_input(features, plan)``, the same float; the
-        per-event hot path: the logistic model does not build the input (:func:`_dot_of`)."""
+        per-event hot path: the logistic model does not build the input (:func:`_compiled`)."""
         if not self.ready:
             return None
         impl = self._impl
@@ -298,6 +340,22 @@ class OnlineModel:
             except KeyError:  # a numeric feature missing (model_input reads it as 0)
                 pass
         return self.probability(model_input(features, plan))
+
+    def contributions_of(self, features: Mapping[str, Any], plan: InputPlan) -> dict[str, float]:
+        """:meth:`contributions` of ``model_input(features, plan)``, the same floats, the
+        logistic model without building the input (for the scores that are explained)."""
+        if not self.ready:
+            return {}
+        impl = self._impl
+        if isinstance(impl, _Logistic):
+            try:
+                with self._lock:
+                    out = impl.contributions_of(features, plan)
+                if out is not None:
+                    return out
+            except KeyError:  # a numeric feature missing (model_input reads it as 0)
+                pass
+        return self.contributions(model_input(features, plan))
 
     def contributions(self, x: Mapping[str, float]) -> dict[str, float]:
         """Log-odds contribution of each input against a lead with no activity."""

@@ -17,7 +17,7 @@ from engine.scoring import Score, assess, prior
 from engine.settings import Settings
 from engine.sinks import BatchEffects, BucketMove
 from engine.stages.batch import LeadInBatch, Scored
-from features.definitions import input_plan, model_input
+from features.definitions import input_plan
 from features.store import FeatureReply
 
 __all__ = ["Scorer"]
@@ -46,7 +46,7 @@ class Scorer:
         """The score with its reason codes and, with ``words``, their text."""
         score, reply = s.score, s.reply
         contributions = (
-            s.model.contributions(model_input(reply.features, self._inputs))
+            s.model.contributions_of(reply.features, self._inputs)
             if s.ready and score.model_weight
             else {}
         )

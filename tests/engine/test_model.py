@@ -322,12 +322,15 @@ TRAINED_ON_FEATURES = _trained_on_features(11)[0]
 def test_probability_of_is_the_probability_of_model_input_to_the_bit(f: dict[str, Any]) -> None:
     m = TRAINED_ON_FEATURES
     assert m.probability_of(f, PLAN) == m.probability(model_input(f, PLAN))
+    got, want = m.contributions_of(f, PLAN), m.contributions(model_input(f, PLAN))
+    assert list(got.items()) == list(want.items())  # same floats, same order
 
 
 def test_probability_of_follows_the_model_as_it_learns_and_reloads() -> None:
     m, seen = _trained_on_features(3, n=8)
     for i, f in enumerate(seen * 4):
         assert m.probability_of(f, PLAN) == m.probability(model_input(f, PLAN))
+        assert m.contributions_of(f, PLAN) == m.contributions(model_input(f, PLAN))
         m.learn(f"more{i}", model_input(f, PLAN), i % 3 == 0)  # the state it reads moves
     clone = OnlineModel.loads(m.dumps())
     for f in seen:
@@ -338,6 +341,7 @@ def test_probability_of_is_none_until_ready_and_not_stored() -> None:
     m = OnlineModel()
     f = dict.fromkeys(NUMERIC, 1.0)
     assert m.probability_of(f, PLAN) is None
+    assert m.contributions_of(f, PLAN) == {}
     m, seen = _trained_on_features(5)
     blob = m.dumps()
     m.probability_of(seen[0], PLAN)
@@ -348,8 +352,10 @@ def test_probability_of_reads_a_missing_feature_as_0_like_model_input() -> None:
     m, seen = _trained_on_features(7)
     partial = {k: v for k, v in seen[1].items() if k not in ("saves", "views_7d")}
     assert m.probability_of(partial, PLAN) == m.probability(model_input(partial, PLAN))
+    assert m.contributions_of(partial, PLAN) == m.contributions(model_input(partial, PLAN))
     twice = input_plan(("saves", "saves", "views_7d", "source"))  # not compiled: the dict path
     assert m.probability_of(seen[2], twice) == m.probability(model_input(seen[2], twice))
+    assert m.contributions_of(seen[2], twice) == m.contributions(model_input(seen[2], twice))
 
 
 def test_forest_probability_of_is_its_probability() -> None:
@@ -359,3 +365,4 @@ def test_forest_probability_of_is_its_probability() -> None:
         m.learn(f"n{i}", X_NEG, False)
     f = {**dict.fromkeys(NUMERIC, 0.0), "saves": 3.0, "source": "portal"}
     assert m.probability_of(f, PLAN) == m.probability(model_input(f, PLAN))
+    assert m.contributions_of(f, PLAN) == m.contributions(model_input(f, PLAN))
