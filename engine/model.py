@@ -566,6 +566,7 @@ class ModelSet:
         )
         self.prior_labels = 0
         self._prior_memo: dict[float, float] = {}  # raw prior -> calibrated, until it learns
+        self._platt: tuple[float, float] | None = None  # (weight, intercept), until it learns
         self.evidence = {seg: Evidence(evidence_window) for seg in segments}
         self.served = Quality()
         self.model_only = Quality()
@@ -615,6 +616,7 @@ class ModelSet:
             self.prior_calibration.learn_one({"z": _logit(float(raw_prior))}, y)
             self.prior_labels += 1
             self._prior_memo.clear()
+            self._platt = None
         return True, drifted
 
     def calibrated_prior(self, p: float) -> float:
@@ -626,12 +628,17 @@ class ModelSet:
         if q is None:
             if len(memo) >= _PRIOR_MEMO:
                 memo.clear()
-            z = {"z": _logit(p)}
-            q = memo[p] = _clamp(float(self.prior_calibration.predict_proba_one(z).get(True, p)))
+            platt = self._platt
+            if platt is None:  # River's state, read once per label, not per prior
+                cal = self.prior_calibration
+                platt = self._platt = (cal.weights.get("z", 0.0), cal.intercept)
+            # River's predict_proba_one({"z": z}): its dot (0.0 + weight x z), the intercept
+            # added, its sigmoid: the same operations, the same float
+            q = memo[p] = _clamp(_river_sigmoid(0.0 + platt[0] * _logit(p) + platt[1]))
         return q
 
     def dumps(self) -> bytes:
-        state = {k: v for k, v in self.__dict__.items() if k != "_prior_memo"}  # a cache
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_prior_memo", "_platt")}
         return pickle.dumps(
             {**state, "models": {k: m.dumps() for k, m in self.models.items()}},
             protocol=pickle.HIGHEST_PROTOCOL,
@@ -645,7 +652,7 @@ class ModelSet:
         obj = cls.__new__(cls)
         obj.__dict__.update(state)
         obj.models = models
-        obj._prior_memo = {}
+        obj._prior_memo, obj._platt = {}, None  # caches
         return obj
 
     def status(self) -> dict[str, Any]:
