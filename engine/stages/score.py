@@ -7,8 +7,6 @@ alerts (a stored record is put into words when read, ``engine/records.py``).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from engine.events import Event
 from engine.learning import Learner
 from engine.reasons import explain_codes, low_reasons, reason_text, render
@@ -55,9 +53,8 @@ class Scorer:
         codes = explain_codes(f, ctx, self._s, s.points, contributions, score.model_weight,
                               len(low))  # fmt: skip
         if not words:
-            return replace(score, codes=codes)
-        pros, cons = render(*codes, f, ctx, low)
-        return replace(score, reasons=pros, concerns=cons, codes=codes)
+            return score.with_codes(codes)
+        return score.with_codes(codes, render(*codes, f, ctx, low))
 
     @staticmethod
     def record(event: Event, score: Score, lead: LeadInBatch) -> ScoreRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -511,3 +512,19 @@ def test_a_recent_hand_raise_is_call_today_whatever_the_score() -> None:
     assert bucket_of(30, recent, settings) == "P1"
     assert bucket_of(30, stale, settings) == "P4"
     assert bucket_of(30, {**recent, "not_interested": True}, settings) == "P5"
+
+
+def test_with_codes_is_replace_for_every_field() -> None:
+    """Written out for speed: it must carry every field, including any added later."""
+    values: dict[str, Any] = {}
+    for i, f in enumerate(dataclasses.fields(Score)):
+        values[f.name] = {"int": i, "float": i + 0.5, "str": f"v{i}"}.get(str(f.type), (f"t{i}",))
+    values["codes"] = (("views",), ("consent",))
+    values["model_probability"], values["raw_prior_probability"] = 0.25, 0.75
+    s = Score(**values)
+    codes = (("saves",), ("email",))
+    assert s.with_codes(codes) == dataclasses.replace(s, codes=codes)
+    words = (("saved a home",), ("opened 2 emails",))
+    assert s.with_codes(codes, words) == dataclasses.replace(
+        s, codes=codes, reasons=words[0], concerns=words[1]
+    )
