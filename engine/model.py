@@ -5,8 +5,11 @@ Two families behind one interface, chosen with ``scoring.model``:
 - ``logistic`` (default): numeric inputs standardised by River's ``StandardScaler``
   (with a variance floor and clipping, so a near-constant feature cannot saturate a
   probability), profile levels (``source=referral``) passed unscaled as one-hots, into
-  River's ``LogisticRegression``. Cheap (~5 us a prediction) and linear, so every
-  score decomposes exactly into per-input contributions an agent can read.
+  River's ``LogisticRegression``. Linear, so every score decomposes exactly into
+  per-input contributions an agent can read. River learns; an event is scored (and
+  explained) from the features by a function compiled per feature list and the model's
+  state by input, refreshed after each label: River's arithmetic in River's order, the
+  same floats, without building the input dicts (:meth:`OnlineModel.probability_of`).
 - ``forest``: River's adaptive random forest (``ARFClassifier``) on the same inputs,
   Platt-calibrated online; its contributions are measured by perturbation (each
   input set back to "no activity"), only for scores someone reads.
