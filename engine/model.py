@@ -5,8 +5,11 @@ Two families behind one interface, chosen with ``scoring.model``:
 - ``logistic`` (default): numeric inputs standardised by River's ``StandardScaler``
   (with a variance floor and clipping, so a near-constant feature cannot saturate a
   probability), profile levels (``source=referral``) passed unscaled as one-hots, into
-  River's ``LogisticRegression``. Cheap (~5 us a prediction) and linear, so every
-  score decomposes exactly into per-input contributions an agent can read.
+  River's ``LogisticRegression``. Linear, so every score decomposes exactly into
+  per-input contributions an agent can read. River learns; an event is scored (and
+  explained) from the features by a function compiled per feature list and the model's
+  state by input, refreshed after each label: River's arithmetic in River's order, the
+  same floats, without building the input dicts (:meth:`OnlineModel.probability_of`).
 - ``forest``: River's adaptive random forest (``ARFClassifier``) on the same inputs,
   Platt-calibrated online; its contributions are measured by perturbation (each
   input set back to "no activity"), only for scores someone reads.
@@ -19,18 +22,21 @@ kept inside [0.001, 0.999]: never a certainty.
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 import threading
 from collections import deque
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
 
 import river
 from river import drift, forest, linear_model, metrics, optim, preprocessing, utils
 
 from engine.probability import P_MAX, P_MIN
 from engine.probability import clamp as _clamp
+from features.definitions import InputPlan, input_source, model_input
 
 __all__ = ["ModelSet", "OnlineModel", "Quality", "P_MIN", "P_MAX"]
 
@@ -56,6 +62,94 @@ def baseline_of(name: str) -> str | None:
     return name.split("=", 1)[0] + "=unknown" if is_level(name) else None
 
 
+#: (features, per numeric input: mean, 1 / floored sd, weight, term at 0, standardised 0;
+#: weights) -> the sum of weight x standardised input over ``model_input(features)`` in
+#: its order, from 0.0 (``dot``), or each input's contribution (``contrib``)
+_Dot = Callable[[Mapping[str, Any], tuple[float, ...], Mapping[str, float]], float]
+_Contrib = Callable[[Mapping[str, Any], tuple[float, ...], Mapping[str, float]], dict[str, float]]
+
+
+_CLIPPED = f"({_CLIP!r} if z > {_CLIP!r} else {-_CLIP!r} if z < {-_CLIP!r} else z)"  # as _z
+
+
+def _dot_source(inputs: tuple[tuple[str, tuple[str, ...] | None], ...]) -> list[str]:
+    """``dot``: River's sum, an input whose feature is 0 adding its term at 0 (``t``)."""
+    body, n = ["def dot(f, coef, W):", "    g = f.get", "    s = 0.0"], 0
+    for name, src in inputs:
+        if src is None:  # a profile field: its level's weight x 1.0, nothing at unknown
+            body += [f"    lv = g({name!r}) or 'unknown'", "    if lv != 'unknown':",
+                     f"        s += W.get({name + '='!r} + format(lv), 0.0) * 1.0"]  # fmt: skip
+            continue
+        body += [f"    v = f[{name!r}]", "    if v:", *(f"        {line}" for line in src),
+                 f"        z = (v - m{n}) * i{n}", f"        s += w{n} * {_CLIPPED}",
+                 "    else:", f"        s += t{n}"]  # fmt: skip
+        n += 1
+    return body + ["    return s"]
+
+
+def _contrib_source(inputs: tuple[tuple[str, tuple[str, ...] | None], ...]) -> list[str]:
+    """``contrib``: :meth:`_Logistic.contributions` (an input at 0 contributes 0: none)."""
+    body, n = ["def contrib(f, coef, W):", "    g = f.get", "    out = {}"], 0
+    for name, src in inputs:
+        if src is None:  # against the field's baseline level, unknown (baseline_of)
+            body += [f"    lv = g({name!r}) or 'unknown'", "    if lv != 'unknown':",
+                     f"        k = {name + '='!r} + format(lv)",
+                     f"        c = W.get(k, 0.0) - W.get({name + '=unknown'!r}, 0.0)",
+                     "        if c:", "            out[k] = c"]  # fmt: skip
+            continue
+        body += [f"    v = f[{name!r}]", "    if v:", *(f"        {line}" for line in src),
+                 f"        z = (v - m{n}) * i{n}", f"        c = w{n} * ({_CLIPPED} - o{n})",
+                 "        if c:", f"            out[{name!r}] = c"]  # fmt: skip
+        n += 1
+    return body + ["    return out"]
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(plan: InputPlan) -> tuple[_Dot, _Contrib] | None:
+    """The logistic model's dot product with ``model_input(features, plan)`` and its
+    contributions, compiled for ``plan`` (once per feature list) without building the
+    input: straight lines per input, and an input whose feature is 0 adds its term at
+    0, known in advance (it contributes nothing).
+
+    River's ``predict_proba_one`` adds weight x value over the input dict in its order,
+    from 0.0; the compiled sum adds the same terms, made by the same operations
+    (``features.definitions.input_source``, :meth:`_Logistic.transform`), in the same
+    order, so it is the same float (the contributions likewise). None for a plan it
+    cannot mirror (an input twice, or a numeric name that reads as a level).
+    """
+    inputs = input_source(plan)
+    names = [name for name, _ in inputs]
+    if len(set(names)) < len(names) or any(is_level(n) for n, src in inputs if src):
+        return None
+    n = sum(1 for _, src in inputs if src is not None)
+    unpack = f"    ({''.join(f'm{i}, i{i}, w{i}, t{i}, o{i}, ' for i in range(n))}) = coef"
+    dot, contrib = _dot_source(inputs), _contrib_source(inputs)
+    source = "\n".join([*dot[:1], unpack, *dot[1:], *contrib[:1], unpack, *contrib[1:]])
+    space: dict[str, Any] = {"log1p": math.log1p}
+    exec(compile(source, f"<model of {n} numeric inputs>", "exec"), space)  # noqa: S102
+    return cast(_Dot, space["dot"]), cast(_Contrib, space["contrib"])
+
+
+def _river_sigmoid(z: float) -> float:
+    """``river.utils.math.sigmoid`` (the logistic regression's mean function), as it computes."""
+    if z < -30:
+        return 0.0
+    if z > 30:
+        return 1.0
+    return 1 / (1 + math.exp(-z))
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    """What :meth:`_Logistic.proba_of` reads: one model state, for one input plan."""
+
+    plan: InputPlan
+    code: tuple[_Dot, _Contrib] | None  # _compiled(plan)
+    coef: tuple[float, ...]  # per numeric input: mean, 1 / sd, weight, term at 0, z at 0
+    weights: dict[str, float]
+    intercept: float
+
+
 class _Logistic:
     """Scaled numeric inputs + unscaled one-hots -> logistic regression."""
 
@@ -66,13 +160,50 @@ class _Logistic:
         )
         self._coef: dict[str, tuple[float, float]] = {}  # name -> (mean, 1 / floored sd)
         self._zero: dict[str, float] = {}  # name -> _z(name, 0.0) under the current _coef
+        self._served: _Served | None = None  # what predictions from features read
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_zero"}  # a cache: not stored
+    def __getstate__(self) -> dict[str, Any]:  # caches are not stored
+        return {k: v for k, v in self.__dict__.items() if k not in ("_zero", "_served")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._zero = {}
+        self._served = None
+
+    def proba_of(self, features: Mapping[str, Any], plan: InputPlan) -> float | None:
+        """:meth:`proba` of ``model_input(features, plan)``, to the bit, through the plan's
+        compiled dot product (:func:`_compiled`) and the state it reads, made once per
+        model state (after each label), not per event. None for a plan that does not
+        compile; raises KeyError when ``features`` lacks a numeric input."""
+        served = self._serving(plan)
+        if served.code is None:
+            return None
+        dot = served.code[0](features, served.coef, served.weights)
+        return _river_sigmoid(dot + served.intercept)
+
+    def contributions_of(
+        self, features: Mapping[str, Any], plan: InputPlan
+    ) -> dict[str, float] | None:
+        """:meth:`contributions` of ``model_input(features, plan)``, likewise compiled."""
+        served = self._serving(plan)
+        if served.code is None:
+            return None
+        return served.code[1](features, served.coef, served.weights)
+
+    def _serving(self, plan: InputPlan) -> _Served:
+        served = self._served
+        if served is not None and served.plan is plan:
+            return served
+        weights = dict(self.lr.weights)
+        default = (0.0, 1.0 / math.sqrt(_VAR_FLOOR))
+        coef: list[float] = []
+        for name, src in input_source(plan):
+            if src is not None:
+                w, z0 = weights.get(name, 0.0), self._z(name, 0.0)
+                coef += [*self._coef.get(name, default), w, w * z0, z0]
+        served = _Served(plan, _compiled(plan), tuple(coef), weights, self.lr.intercept)
+        self._served = served
+        return served
 
     def _z(self, name: str, v: float) -> float:
         mean, inv = self._coef.get(name, (0.0, 1.0 / math.sqrt(_VAR_FLOOR)))
@@ -101,6 +232,7 @@ class _Logistic:
         for k in numeric:  # the scaler's statistics, read once per label, not per prediction
             self._coef[k] = (means[k], 1.0 / math.sqrt(max(variances[k], _VAR_FLOOR)))
         self._zero.clear()  # the scaler moved: the zero baselines are worked out again
+        self._served = None  # and the state predictions read
         self.lr.learn_one(self.transform(x), y)
 
     def contributions(self, x: Mapping[str, float]) -> dict[str, float]:
@@ -192,6 +324,38 @@ class OnlineModel:
             return None
         with self._lock:
             return _clamp(self._impl.proba(x))
+
+    def probability_of(self, features: Mapping[str, Any], plan: InputPlan) -> float | None:
+        """:meth:`probability` of ``model_input(features, plan)``, the same float; the
+        per-event hot path: the logistic model does not build the input (:func:`_compiled`)."""
+        if not self.ready:
+            return None
+        impl = self._impl
+        if isinstance(impl, _Logistic):
+            try:
+                with self._lock:
+                    p = impl.proba_of(features, plan)
+                if p is not None:
+                    return _clamp(p)
+            except KeyError:  # a numeric feature missing (model_input reads it as 0)
+                pass
+        return self.probability(model_input(features, plan))
+
+    def contributions_of(self, features: Mapping[str, Any], plan: InputPlan) -> dict[str, float]:
+        """:meth:`contributions` of ``model_input(features, plan)``, the same floats, the
+        logistic model without building the input (for the scores that are explained)."""
+        if not self.ready:
+            return {}
+        impl = self._impl
+        if isinstance(impl, _Logistic):
+            try:
+                with self._lock:
+                    out = impl.contributions_of(features, plan)
+                if out is not None:
+                    return out
+            except KeyError:  # a numeric feature missing (model_input reads it as 0)
+                pass
+        return self.contributions(model_input(features, plan))
 
     def contributions(self, x: Mapping[str, float]) -> dict[str, float]:
         """Log-odds contribution of each input against a lead with no activity."""
@@ -402,6 +566,7 @@ class ModelSet:
         )
         self.prior_labels = 0
         self._prior_memo: dict[float, float] = {}  # raw prior -> calibrated, until it learns
+        self._platt: tuple[float, float] | None = None  # (weight, intercept), until it learns
         self.evidence = {seg: Evidence(evidence_window) for seg in segments}
         self.served = Quality()
         self.model_only = Quality()
@@ -451,6 +616,7 @@ class ModelSet:
             self.prior_calibration.learn_one({"z": _logit(float(raw_prior))}, y)
             self.prior_labels += 1
             self._prior_memo.clear()
+            self._platt = None
         return True, drifted
 
     def calibrated_prior(self, p: float) -> float:
@@ -462,12 +628,17 @@ class ModelSet:
         if q is None:
             if len(memo) >= _PRIOR_MEMO:
                 memo.clear()
-            z = {"z": _logit(p)}
-            q = memo[p] = _clamp(float(self.prior_calibration.predict_proba_one(z).get(True, p)))
+            platt = self._platt
+            if platt is None:  # River's state, read once per label, not per prior
+                cal = self.prior_calibration
+                platt = self._platt = (cal.weights.get("z", 0.0), cal.intercept)
+            # River's predict_proba_one({"z": z}): its dot (0.0 + weight x z), the intercept
+            # added, its sigmoid: the same operations, the same float
+            q = memo[p] = _clamp(_river_sigmoid(0.0 + platt[0] * _logit(p) + platt[1]))
         return q
 
     def dumps(self) -> bytes:
-        state = {k: v for k, v in self.__dict__.items() if k != "_prior_memo"}  # a cache
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_prior_memo", "_platt")}
         return pickle.dumps(
             {**state, "models": {k: m.dumps() for k, m in self.models.items()}},
             protocol=pickle.HIGHEST_PROTOCOL,
@@ -481,7 +652,7 @@ class ModelSet:
         obj = cls.__new__(cls)
         obj.__dict__.update(state)
         obj.models = models
-        obj._prior_memo = {}
+        obj._prior_memo, obj._platt = {}, None  # caches
         return obj
 
     def status(self) -> dict[str, Any]:

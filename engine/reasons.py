@@ -280,24 +280,28 @@ def explain_codes(
     concerns share their room with ``n_low`` reasons why the lead is low). A group is
     chosen only when it states a fact; :func:`render` turns the codes into words."""
     sc = settings.scoring
-    w = model_weight
     by_group: dict[str, float] = {}
-    get, per_point = by_group.get, sc.prior_logit_per_point
+    get, groups = by_group.get, _GROUP_CACHE
+    w, per_point = model_weight, sc.prior_logit_per_point
+    prior_share = 1 - w
     for name, pts in prior_points.items():
-        g = group_of(name)
-        by_group[g] = get(g, 0.0) + (1 - w) * pts * per_point
+        g = groups.get(name) or group_of(name)
+        by_group[g] = get(g, 0.0) + prior_share * pts * per_point
     for name, c in model_contributions.items():
-        g = group_of(name)
+        g = groups.get(name) or group_of(name)
         by_group[g] = get(g, 0.0) + w * c
-    ranked = sorted(by_group.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
+    # largest first, ties by name: (-|c|, group) as the key, groups are unique
+    ranked = sorted([(-abs(c), g, c) for g, c in by_group.items()])
     pros: list[str] = []
     cons: list[str] = []
     texts: set[str] = set()
-    room = {True: sc.reasons, False: max(0, sc.reasons - n_low)}
-    for group, c in ranked:
+    room_pros, room_cons = sc.reasons, max(0, sc.reasons - n_low)
+    for neg_size, group, c in ranked:
+        if len(pros) >= room_pros and len(cons) >= room_cons:
+            break  # no room left
         positive = c > 0
         bucket = pros if positive else cons
-        if abs(c) < 1e-6 or len(bucket) >= room[positive]:
+        if -neg_size < 1e-6 or len(bucket) >= (room_pros if positive else room_cons):
             continue
         text = reason_text(group, features, context, positive=positive)
         if text and text not in texts:

@@ -17,8 +17,10 @@ sum the reasons (``engine/reasons.py``) are the largest terms of.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from itertools import compress
+from operator import itemgetter
 from typing import Any
 
 from engine.probability import P_MAX, P_MIN
@@ -57,6 +59,20 @@ class Score:
     bucket_by: str = "score"  # what set the bucket: score, hand_raise, clean_up or lost
     codes: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # reasons, concerns as groups
 
+    def with_codes(
+        self,
+        codes: tuple[tuple[str, ...], tuple[str, ...]],
+        words: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
+    ) -> Score:
+        """This score with its reason codes and, given, their words (reasons, concerns):
+        ``dataclasses.replace`` written out (a third of its cost; explained scores)."""
+        reasons, concerns = (self.reasons, self.concerns) if words is None else words
+        return Score(
+            self.score, self.probability, self.bucket, self.tier, reasons, self.model_weight,
+            self.prior_probability, self.model_probability, concerns,
+            self.raw_prior_probability, self.bucket_by, codes,
+        )  # fmt: skip
+
 
 def _sigmoid(z: float) -> float:
     if z >= 0:
@@ -84,43 +100,96 @@ def log_odds_blend(p_prior: float, p_model: float | None, w: float) -> float:
 
 
 _PLAIN, _REPEAT, _BROAD = 0, 1, 2
-#: id(points table) -> (the table, its plan): worked out once per settings, not per event
-_PRIOR_PLANS: dict[int, tuple[Any, tuple[tuple[str, float, float, int], ...]]] = {}
+_POSITIVE = (0.0).__lt__  # x > 0, the engaged test, without a generator
+_ZEROS = (0,) * len(_HAND_RAISES)  # get's default for each hand-raise count
+_EVERY_CHANNEL = frozenset({"email", "sms", "call"})  # all blocked: clean-up (P5)
 
 
-def _prior_plan(points: Mapping[str, Any]) -> tuple[tuple[str, float, float, int], ...]:
+@dataclass(frozen=True, slots=True)
+class _PriorPlan:
+    """A points table as the prior reads it (made once per table, not per event)."""
+
+    table: Mapping[str, Any]
+    signals: tuple[tuple[str, float, float, int], ...]  # (signal, points each, cap, kind)
+    read: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # each signal's feature, at once
+    engaged: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # the _ENGAGED features
+
+
+#: id(points table) -> its plan
+_PRIOR_PLANS: dict[int, _PriorPlan] = {}
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """``itemgetter(*names)`` that always gives a tuple (KeyError when one is missing)."""
+    if len(names) == 1:
+        return lambda f: (f[names[0]],)
+    return itemgetter(*names)
+
+
+def _prior_plan(points: Mapping[str, Any]) -> _PriorPlan:
     """(signal, points each, cap, how its value is read) in the table's order."""
     held = _PRIOR_PLANS.get(id(points))
-    if held is not None and held[0] is points:
-        return held[1]
+    if held is not None and held.table is points:
+        return held
     kinds = {"repeat_views_48h": _REPEAT, "views_30d_broad": _BROAD}
-    plan = tuple((name, each, cap, kinds.get(name, _PLAIN)) for name, (each, cap) in points.items())
+    signals = tuple(
+        (name, each, cap, kinds.get(name, _PLAIN)) for name, (each, cap) in points.items()
+    )
+    reads = tuple("views_30d" if kind == _BROAD else name for name, _, _, kind in signals)
+    plan = _PriorPlan(points, signals, _getter(reads) if reads else lambda f: (), _getter(_ENGAGED))
     if len(_PRIOR_PLANS) >= 64:  # settings made over and over (tests): stay bounded
         _PRIOR_PLANS.clear()
-    _PRIOR_PLANS[id(points)] = (points, plan)
+    _PRIOR_PLANS[id(points)] = plan
     return plan
+
+
+def _signal_points(features: Mapping[str, Any], plan: _PriorPlan) -> dict[str, float]:
+    """Each signal's points, in the table's order, for the signals not at 0.
+
+    A signal's value is its feature, except ``repeat_views_48h`` (the first view is not a
+    repeat) and ``views_30d_broad`` (30-day views of a lead that has not engaged). The
+    per-event hot path: the features are read at once and only the signals whose feature
+    is not 0 are worked out (a lead has about a third of them); a feature vector that
+    lacks one (read as 0) takes the signal-by-signal loop."""
+    points: dict[str, float] = {}
+    nonzero: Iterator[int]
+    try:
+        values = plan.read(features)
+        nonzero = compress(range(len(values)), values)
+    except KeyError:
+        values, nonzero = None, iter(range(len(plan.signals)))
+    get = features.get
+    for i in nonzero:
+        name, each, cap, kind = plan.signals[i]
+        if values is None:
+            value = float(get("views_30d" if kind == _BROAD else name, 0.0))
+        else:
+            value = float(values[i])
+        if kind == _REPEAT:  # the first view is not a repeat
+            value = max(0.0, value - 1.0)
+        elif kind == _BROAD and _engaged(features, plan):
+            value = 0.0
+        if value:
+            pts = each * value
+            points[name] = max(pts, cap) if cap < 0 else min(pts, cap)
+    return points
+
+
+def _engaged(features: Mapping[str, Any], plan: _PriorPlan) -> bool:
+    """Whether the lead has engaged beyond views (any ``_ENGAGED`` count above 0)."""
+    try:
+        return any(map(_POSITIVE, map(float, plan.engaged(features))))
+    except KeyError:
+        return any(float(features.get(k, 0)) > 0 for k in _ENGAGED)
 
 
 def prior(features: Mapping[str, Any], settings: Settings) -> tuple[float, dict[str, float]]:
     """The points prior: (probability, points per signal). Transparent by design.
 
     A signal's value is its feature, except ``repeat_views_48h`` (the first view is not a
-    repeat) and ``views_30d_broad`` (30-day views of a lead that has not engaged); read
-    through a plan made once per points table (the per-event hot path)."""
+    repeat) and ``views_30d_broad`` (30-day views of a lead that has not engaged)."""
     sc = settings.scoring
-    points: dict[str, float] = {}
-    get = features.get
-    for name, each, cap, kind in _prior_plan(sc.points):
-        if kind == _PLAIN:
-            value = float(get(name, 0.0))
-        elif kind == _REPEAT:  # the first view is not a repeat
-            value = max(0.0, float(get(name, 0.0)) - 1.0)
-        else:
-            engaged = any(float(get(k, 0)) > 0 for k in _ENGAGED)
-            value = 0.0 if engaged else float(get("views_30d", 0))
-        if value:
-            pts = each * value
-            points[name] = max(pts, cap) if cap < 0 else min(pts, cap)
+    points = _signal_points(features, _prior_plan(sc.points))
     tl = str(features.get("timeline", "unknown"))
     if sc.timeline_points.get(tl, 0):  # type: ignore[call-overload]
         points["timeline"] = sc.timeline_points[tl]  # type: ignore[index]
@@ -141,7 +210,7 @@ def tier_of(features: Mapping[str, Any], settings: Settings) -> str:
         return "warm"
     if timeline in t.long_term_timelines:
         return "long-term"
-    if any(float(features.get(k, 0)) > 0 for k in _HAND_RAISES):
+    if any(map(_POSITIVE, map(float, map(features.get, _HAND_RAISES, _ZEROS)))):
         return "hot"  # a specific, high-intent request at entry (seed 003)
     source = str(features.get("source", "unknown"))
     if source in t.hot_sources:
@@ -154,10 +223,10 @@ def tier_of(features: Mapping[str, Any], settings: Settings) -> str:
 def bucket_rule(score: int, context: Mapping[str, Any], settings: Settings) -> tuple[str, str]:
     """(bucket, what set it): ``score``, ``hand_raise`` (seed 000's "call today" rule) or
     ``clean_up`` (P5: invalid, not interested, unreachable)."""
-    blocked = set(context.get("blocked", ()))
     if context.get("not_interested") or context.get("invalid_contact"):
         return "P5", "clean_up"
-    if {"email", "sms", "call"} <= blocked:
+    blocked = context.get("blocked", ())
+    if blocked and _EVERY_CHANNEL <= set(blocked):
         return "P5", "clean_up"
     b = settings.buckets
     hand_ts = float(context.get("last_hand_ts") or 0.0)

@@ -32,6 +32,7 @@ __all__ = [
     "RAW_FIELDS",
     "InputPlan",
     "input_plan",
+    "input_source",
     "is_categorical",
     "model_input",
     "pack_features",
@@ -282,3 +283,20 @@ def model_input(
             v = max(0.0, float(get(name, 0.0)) - 1.0)
             x[name] = log1p(v) if v >= 0 else -log1p(-v)
     return x
+
+
+#: :func:`model_input`'s arithmetic for a numeric input of each kind, as Python source
+#: that turns the feature's value ``v`` (not 0) into the input's value ``v``: the same
+#: operations in the same order, so the same float (``engine/model.py`` compiles it).
+_SOURCE: dict[int, tuple[str, ...]] = {
+    _LOG: ("v = float(v)", "v = log1p(v) if v >= 0 else -log1p(-v)"),
+    _UNIT: ("v = float(v)",),
+    _REPEAT: ("v = max(0.0, float(v) - 1.0)", "v = log1p(v) if v >= 0 else -log1p(-v)"),
+}
+
+
+def input_source(plan: InputPlan) -> tuple[tuple[str, tuple[str, ...] | None], ...]:
+    """Each input of ``plan`` in :func:`model_input`'s order: (name, the source of its
+    value from ``v``, ``math.log1p`` as ``log1p``), or (field, None) for a profile field
+    (input ``field=level`` of value 1.0 unless the level is unknown)."""
+    return tuple((name, None if kind == _CAT else _SOURCE[kind]) for name, kind in plan)

@@ -36,14 +36,16 @@ class Scored:
     event: Event
     score: Score
     reply: FeatureReply
-    x: dict[str, float] | None  # the model's input (None while the model is not ready)
+    ready: bool  # the model was ready (it scored the event); its input is built when explained
     model: OnlineModel
     points: Mapping[str, float]  # the points prior's points per signal
     segment: str
 
     def with_score(self, score: Score) -> Scored:
         """This with another score (``dataclasses.replace`` without its field walk)."""
-        return Scored(self.event, score, self.reply, self.x, self.model, self.points, self.segment)
+        return Scored(
+            self.event, score, self.reply, self.ready, self.model, self.points, self.segment
+        )
 
 
 @dataclass

@@ -7,8 +7,6 @@ alerts (a stored record is put into words when read, ``engine/records.py``).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from engine.events import Event
 from engine.learning import Learner
 from engine.reasons import explain_codes, low_reasons, reason_text, render
@@ -17,7 +15,7 @@ from engine.scoring import Score, assess, prior
 from engine.settings import Settings
 from engine.sinks import BatchEffects, BucketMove
 from engine.stages.batch import LeadInBatch, Scored
-from features.definitions import input_plan, model_input
+from features.definitions import input_plan
 from features.store import FeatureReply
 
 __all__ = ["Scorer"]
@@ -35,26 +33,28 @@ class Scorer:
         segment = models.segment_of(str(reply.features.get("side", "")))
         model = models.model(segment)
         raw_prior, points = prior(reply.features, self._s)
-        x = model_input(reply.features, self._inputs) if model.ready else None
-        p_model = model.probability(x) if x is not None else None
+        p_model = model.probability_of(reply.features, self._inputs)  # None: not ready
         score = assess(
             reply.features, reply.context, self._s, p_model, models.model_weight(segment),
             models.calibrated_prior, raw_prior, outcome=lead.outcome,
         )  # fmt: skip
-        return Scored(event, score, reply, x, model, points, segment)
+        return Scored(event, score, reply, p_model is not None, model, points, segment)
 
     def explained(self, s: Scored, lead: LeadInBatch, words: bool) -> Score:
         """The score with its reason codes and, with ``words``, their text."""
         score, reply = s.score, s.reply
-        contributions = s.model.contributions(s.x) if s.x is not None and score.model_weight else {}
+        contributions = (
+            s.model.contributions_of(reply.features, self._inputs)
+            if s.ready and score.model_weight
+            else {}
+        )
         low = low_reasons(reply.context, lead.outcome, lead.outcome_ts, self._s)
         f, ctx = reply.features, reply.context
         codes = explain_codes(f, ctx, self._s, s.points, contributions, score.model_weight,
                               len(low))  # fmt: skip
         if not words:
-            return replace(score, codes=codes)
-        pros, cons = render(*codes, f, ctx, low)
-        return replace(score, reasons=pros, concerns=cons, codes=codes)
+            return score.with_codes(codes)
+        return score.with_codes(codes, render(*codes, f, ctx, low))
 
     @staticmethod
     def record(event: Event, score: Score, lead: LeadInBatch) -> ScoreRecord:

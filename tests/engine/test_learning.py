@@ -189,7 +189,23 @@ def test_calibrated_prior_memo_follows_each_label() -> None:
             assert models.calibrated_prior(p) == min(0.999, max(0.001, fresh))
     again = ModelSet.loads(models.dumps())
     assert "_prior_memo" not in pickle.loads(models.dumps())  # a cache, not model state
+    assert "_platt" not in pickle.loads(models.dumps())
     assert [again.calibrated_prior(p) for p in raws] == [models.calibrated_prior(p) for p in raws]
+
+
+def test_calibrated_prior_is_rivers_platt_prediction_to_the_bit() -> None:
+    """Worked out from the calibration's weight and intercept, not River's dict machinery:
+    the same float as River's predict_proba_one, from 0 to 1 and after each label."""
+    models = ModelSet()
+    rng = random.Random(8)
+    probes = [0.0, 1e-9, 1e-6, 0.001, 0.5, 0.999, 1 - 1e-9, 1.0]
+    probes += [rng.random() for _ in range(300)]
+    for i in range(40):
+        models.learn({**_example(i, i % 3 == 0), "pr": rng.random()})
+        for p in probes:
+            q = min(max(p, 1e-6), 1 - 1e-6)
+            river = models.prior_calibration.predict_proba_one({"z": math.log(q / (1 - q))})[True]
+            assert models.calibrated_prior(p) == min(0.999, max(0.001, river))
 
 
 # -- moments: learn from the vector just before the outcome, at once ------------------------

@@ -6,12 +6,14 @@ import copy
 import math
 import random
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.model import OnlineModel, _Logistic
+from features.definitions import NUMERIC, input_plan, model_input
 
 X_POS = {"saves": 2.0, "views_7d": 1.5, "source=portal": 1.0}
 X_NEG = {"saves": 0.0, "views_7d": 0.2, "source=giveaway": 1.0}
@@ -279,3 +281,88 @@ def test_zero_baseline_cache_is_not_stored_with_the_model() -> None:
     clone = OnlineModel.loads(blob)
     assert clone._impl._zero == {}  # type: ignore[union-attr]
     assert clone.contributions(X_POS) == m.contributions(X_POS)
+
+
+# ------------------------------------------------- probability_of: the compiled hot path
+PLAN_NAMES = (*NUMERIC, "source", "side", "timeline", "props.origin")
+PLAN = input_plan(PLAN_NAMES)
+_VALUES = st.one_of(
+    st.just(0), st.just(0.0), st.just(-0.0), st.just(1), st.integers(-3, 400),
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+)  # fmt: skip
+_LEVELS = st.sampled_from(["unknown", "", "referral", "portal", "buyer", "seller", "0-3m", "x"])
+
+
+def _features(draw: st.DrawFn) -> dict[str, float | str]:
+    f: dict[str, float | str] = {n: draw(_VALUES) for n in NUMERIC}
+    f.update({n: draw(_LEVELS) for n in ("source", "side", "timeline", "props.origin")})
+    return f
+
+
+features_st = st.composite(_features)
+
+
+def _trained_on_features(seed: int, n: int = 60) -> tuple[OnlineModel, list[dict[str, Any]]]:
+    rng = random.Random(seed)
+    m, seen = OnlineModel(learning_rate=0.05), []
+    for i in range(n):
+        f: dict[str, Any] = {k: float(rng.choice([0, 0, 1, 2, 7, 30])) for k in NUMERIC}
+        f.update(source=rng.choice(["referral", "portal", "unknown"]), side="buyer",
+                 timeline=rng.choice(["0-3m", "unknown"]), **{"props.origin": "x"})  # fmt: skip
+        m.learn(f"e{i}", model_input(f, PLAN), rng.random() < 0.3 + 0.05 * f["saves"])
+        seen.append(f)
+    return m, seen
+
+
+TRAINED_ON_FEATURES = _trained_on_features(11)[0]
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(features_st())
+def test_probability_of_is_the_probability_of_model_input_to_the_bit(f: dict[str, Any]) -> None:
+    m = TRAINED_ON_FEATURES
+    assert m.probability_of(f, PLAN) == m.probability(model_input(f, PLAN))
+    got, want = m.contributions_of(f, PLAN), m.contributions(model_input(f, PLAN))
+    assert list(got.items()) == list(want.items())  # same floats, same order
+
+
+def test_probability_of_follows_the_model_as_it_learns_and_reloads() -> None:
+    m, seen = _trained_on_features(3, n=8)
+    for i, f in enumerate(seen * 4):
+        assert m.probability_of(f, PLAN) == m.probability(model_input(f, PLAN))
+        assert m.contributions_of(f, PLAN) == m.contributions(model_input(f, PLAN))
+        m.learn(f"more{i}", model_input(f, PLAN), i % 3 == 0)  # the state it reads moves
+    clone = OnlineModel.loads(m.dumps())
+    for f in seen:
+        assert clone.probability_of(f, PLAN) == m.probability(model_input(f, PLAN))
+
+
+def test_probability_of_is_none_until_ready_and_not_stored() -> None:
+    m = OnlineModel()
+    f = dict.fromkeys(NUMERIC, 1.0)
+    assert m.probability_of(f, PLAN) is None
+    assert m.contributions_of(f, PLAN) == {}
+    m, seen = _trained_on_features(5)
+    blob = m.dumps()
+    m.probability_of(seen[0], PLAN)
+    assert m.dumps() == blob  # what it keeps between events is a cache, not model state
+
+
+def test_probability_of_reads_a_missing_feature_as_0_like_model_input() -> None:
+    m, seen = _trained_on_features(7)
+    partial = {k: v for k, v in seen[1].items() if k not in ("saves", "views_7d")}
+    assert m.probability_of(partial, PLAN) == m.probability(model_input(partial, PLAN))
+    assert m.contributions_of(partial, PLAN) == m.contributions(model_input(partial, PLAN))
+    twice = input_plan(("saves", "saves", "views_7d", "source"))  # not compiled: the dict path
+    assert m.probability_of(seen[2], twice) == m.probability(model_input(seen[2], twice))
+    assert m.contributions_of(seen[2], twice) == m.contributions(model_input(seen[2], twice))
+
+
+def test_forest_probability_of_is_its_probability() -> None:
+    m = OnlineModel(family="forest")
+    for i in range(60):
+        m.learn(f"p{i}", X_POS, True)
+        m.learn(f"n{i}", X_NEG, False)
+    f = {**dict.fromkeys(NUMERIC, 0.0), "saves": 3.0, "source": "portal"}
+    assert m.probability_of(f, PLAN) == m.probability(model_input(f, PLAN))
+    assert m.contributions_of(f, PLAN) == m.contributions(model_input(f, PLAN))

@@ -63,8 +63,8 @@ def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
     while time.monotonic() < deadline:
         try:
             got = check()
-        except (httpx.HTTPError, OSError):
-            got = None
+        except (httpx.HTTPError, OSError, ValueError):  # ValueError: a non-JSON body while
+            got = None  # Prometheus is still starting ("Service Unavailable")
         if got:
             return got
         time.sleep(0.25)

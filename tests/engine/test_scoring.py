@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -95,6 +96,46 @@ def test_broad_browsing_penalty_only_without_engagement() -> None:
     assert prior({"views_30d": 7}, S)[1]["views_30d_broad"] == -7
     assert "views_30d_broad" not in prior({"views_30d": 7, "saves": 1}, S)[1]
     assert "views_30d_broad" not in prior({"views_30d": 7, "email_clicks": 2}, S)[1]
+
+
+class _ReadOneByOne(dict[str, Any]):
+    """A feature vector that only answers ``get``: the prior reads it signal by signal."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+
+_COUNT = st.one_of(st.just(0), st.just(0.0), st.just(1), st.integers(-2, 60),
+                   st.floats(min_value=-50, max_value=500, allow_nan=False))  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    st.fixed_dictionaries({n: _COUNT for n in NUMERIC}),
+    st.sampled_from(["0-3m", "3-6m", "18m+", "unknown", ""]),
+    st.sampled_from(["referral", "giveaway", "portal", "unknown", "nowhere"]),
+)
+def test_prior_of_a_whole_vector_reads_as_signal_by_signal(
+    counts: dict[str, Any], timeline: str, source: str
+) -> None:
+    """Read at once (only signals not at 0 worked out) or one by one: the same floats,
+    the same points in the same order."""
+    f = {**counts, "timeline": timeline, "source": source}
+    p, points = prior(f, S)
+    p_slow, points_slow = prior(_ReadOneByOne(f), S)
+    assert p == p_slow
+    assert list(points.items()) == list(points_slow.items())
+
+
+def test_repeat_and_broad_rules_on_a_whole_vector() -> None:
+    whole = dict.fromkeys(NUMERIC, 0.0)
+    assert "repeat_views_48h" not in prior({**whole, "repeat_views_48h": 1}, S)[1]
+    assert prior({**whole, "views_30d": 7}, S)[1]["views_30d_broad"] == -7
+    engaged = ("inquiries", "showing_requests", "valuation_requests", "call_requests", "saves",
+               "replies", "saved_searches", "email_clicks")  # fmt: skip
+    for name in engaged:
+        assert "views_30d_broad" not in prior({**whole, "views_30d": 7, name: 1}, S)[1]
+        assert "views_30d_broad" in prior({**whole, "views_30d": 7, name: -1}, S)[1]
 
 
 # --------------------------------------------------------------------------- seed 003 tiers
@@ -471,3 +512,19 @@ def test_a_recent_hand_raise_is_call_today_whatever_the_score() -> None:
     assert bucket_of(30, recent, settings) == "P1"
     assert bucket_of(30, stale, settings) == "P4"
     assert bucket_of(30, {**recent, "not_interested": True}, settings) == "P5"
+
+
+def test_with_codes_is_replace_for_every_field() -> None:
+    """Written out for speed: it must carry every field, including any added later."""
+    values: dict[str, Any] = {}
+    for i, f in enumerate(dataclasses.fields(Score)):
+        values[f.name] = {"int": i, "float": i + 0.5, "str": f"v{i}"}.get(str(f.type), (f"t{i}",))
+    values["codes"] = (("views",), ("consent",))
+    values["model_probability"], values["raw_prior_probability"] = 0.25, 0.75
+    s = Score(**values)
+    codes = (("saves",), ("email",))
+    assert s.with_codes(codes) == dataclasses.replace(s, codes=codes)
+    words = (("saved a home",), ("opened 2 emails",))
+    assert s.with_codes(codes, words) == dataclasses.replace(
+        s, codes=codes, reasons=words[0], concerns=words[1]
+    )
