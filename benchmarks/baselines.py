@@ -4,7 +4,7 @@
 own feature update (:meth:`features.store.FeatureStore.apply`: Python state, cached
 per lead, one pipelined read per batch for the leads not cached; ``read_count``
 events a batch; the records are not written) and model prediction
-(``model_input`` + :meth:`engine.model.OnlineModel.probability`) in a tight loop, with
+(:meth:`engine.model.OnlineModel.probability_of`, the engine's own hot path) in a tight loop, with
 events already decoded and no dataflow, no validation, no alerts, no commit.
 
 **Naive peer** — what a user writes by hand without the engine: one consumer that
@@ -40,7 +40,7 @@ from engine.events import Event
 from engine.model import OnlineModel
 from engine.streams import StreamNames
 from engine.validate import Rejection, Validator
-from features.definitions import model_input
+from features.definitions import input_plan, model_input
 from features.store import DUPLICATE, LATE, FeatureStore
 
 __all__ = ["CountingClient", "measure_floor", "measure_naive"]
@@ -70,7 +70,8 @@ def measure_floor(
     prefix = new_prefix("fl")
     settings = settings_for(prefix)
     batch = settings.streams.read_count
-    names = settings.features.names
+    names = settings.features.model_names  # the inputs the score stage builds
+    plan = input_plan(names)  # as the score stage keeps it
     try:
         events = _decode_all(work, n, prefix)
         store = FeatureStore(client, settings.features, prefix)
@@ -87,7 +88,7 @@ def measure_floor(
             for reply in store.apply(rest[lo : lo + batch])[0]:
                 if reply.status in (DUPLICATE, LATE):
                     continue
-                if model.probability(model_input(reply.features, names)) is not None:
+                if model.probability_of(reply.features, plan) is not None:
                     predictions += 1
             if progress is not None:
                 progress(min(len(rest), lo + batch), len(rest))
