@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from benchmarks.simulator import SimConfig, generate
@@ -61,6 +62,26 @@ def _print_hot(out: TextIO, client: Any, reader: RecordReader, tenant: str) -> N
     )
 
 
+def _send_paced(
+    producer: Producer, events: list[dict[str, Any]], send_for: float, every_2s: Callable[[], None]
+) -> int:
+    """Send ``events`` spread evenly over ``send_for`` seconds, calling ``every_2s`` every
+    two seconds on the way; the number sent."""
+    start = time.monotonic()
+    sent = 0
+    next_call = start + 2.0
+    while sent < len(events):
+        due = min(len(events), int(len(events) * (time.monotonic() - start) / send_for) + 1)
+        if due > sent:
+            producer.send(events[sent:due])
+            sent = due
+        if time.monotonic() >= next_call:
+            every_2s()
+            next_call += 2.0
+        time.sleep(0.05)
+    return sent
+
+
 def run_demo(
     config: str | None, duration: float, leads: int, seed: int, out: TextIO = sys.stdout
 ) -> int:
@@ -94,27 +115,19 @@ def run_demo(
         flow = build_flow(parts, stop=stop, on_alerts=on_alerts)
         worker = threading.Thread(target=run_flow, args=(flow,), name="dataflow", daemon=True)
         worker.start()
-        send_for = max(0.5, duration * 0.8)
+
+        def print_hot() -> None:
+            with lock:
+                _print_hot(out, client, reader, sim.tenant)
+
         start = time.monotonic()
-        sent = 0
-        next_hot = start + 2.0
-        while sent < len(events):
-            due = min(len(events), int(len(events) * (time.monotonic() - start) / send_for) + 1)
-            if due > sent:
-                producer.send(events[sent:due])
-                sent = due
-            if time.monotonic() >= next_hot:
-                with lock:
-                    _print_hot(out, client, reader, sim.tenant)
-                next_hot += 2.0
-            time.sleep(0.05)
+        sent = _send_paced(producer, events, max(0.5, duration * 0.8), print_hot)
         remaining = duration - (time.monotonic() - start)
         if remaining > 0:
             time.sleep(remaining)
         stop.set()
         worker.join(timeout=30)
-        with lock:
-            _print_hot(out, client, reader, sim.tenant)
+        print_hot()
         dead = client.xlen(parts.names.dead_letter)
         print(
             f"done: {sent} events sent, {len(alerts_seen)} alerts, {dead} rejected",
