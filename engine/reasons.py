@@ -239,8 +239,8 @@ def reason_text(
         n = _n(f, group)
         return f"viewed the same home {n} times in 2 days" if n >= 2 else None
     if group == "dwell_min":
-        minutes = float(f.get(group, 0) or 0)
-        return f"spent {round(minutes)} min on the site" if minutes >= 0.5 else None
+        minutes = round(float(f.get(group, 0) or 0))  # 0.5 rounds to 0 (to even): no text
+        return f"spent {minutes} min on the site" if minutes >= 1 else None
     if group in _COUNTS:
         n = _n(f, group)
         one, many = _COUNTS[group]

@@ -141,6 +141,9 @@ def test_view_counts_name_what_they_count(features: dict[str, Any]) -> None:
         ("timeline", {"timeline": "unknown"}, {}, False, None),
         ("source", {"source": "referral"}, {}, True, "came by referral"),
         ("props.origin", {"props.origin": "lead_add_form"}, {}, True, "origin: lead_add_form"),
+        ("dwell_min", {"dwell_min": 0.5}, {}, True, None),  # rounds to 0: no "spent 0 min"
+        ("dwell_min", {"dwell_min": 1.5}, {}, True, "spent 2 min on the site"),
+        ("dwell_min", {"dwell_min": 2.5}, {}, True, "spent 2 min on the site"),
     ],
 )  # fmt: skip
 def test_reason_text(
