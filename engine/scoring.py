@@ -42,9 +42,10 @@ _HAND_RAISES = ("inquiries", "showing_requests", "valuation_requests", "call_req
 _ENGAGED = _HAND_RAISES + ("saves", "replies", "saved_searches", "email_clicks")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Score:
-    """The scored moment of one lead."""
+    """The scored moment of one lead. Read-only by convention (not ``frozen``: one or two
+    are made per event, and a frozen dataclass's ``__init__`` costs ~2x a plain one)."""
 
     score: int
     probability: float
