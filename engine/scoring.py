@@ -288,18 +288,14 @@ def assess(
     bucket, by = bucket_rule(score, context, settings)
     if outcome == "lost" and bucket != "P5":
         bucket, by = "P4", "lost"
+    # positional (once an event: keywords cost ~2.7x the call): score, probability,
+    # bucket, tier, reasons, model_weight, prior_probability, model_probability,
+    # concerns, raw_prior_probability, bucket_by
     return Score(
-        score=score,
-        probability=round(p, 6),
-        bucket=bucket,
-        tier=tier_of(features, settings),
-        reasons=(),
-        model_weight=round(w, 4),
-        prior_probability=round(p_prior, 6),
-        model_probability=None if model_probability is None else round(model_probability, 6),
-        raw_prior_probability=round(raw_prior, 6),
-        bucket_by=by,
-    )
+        score, round(p, 6), bucket, tier_of(features, settings), (), round(w, 4),
+        round(p_prior, 6), None if model_probability is None else round(model_probability, 6),
+        (), round(raw_prior, 6), by,
+    )  # fmt: skip
 
 
 def blend(

@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from engine.probability import P_MAX, P_MIN, clamp
-from engine.scoring import Score, blend, bucket_of, log_odds_blend, prior, tier_of
+from engine.scoring import Score, assess, blend, bucket_of, log_odds_blend, prior, tier_of
 from engine.settings import load_settings
 from features.definitions import (
     FEATURE_NAMES,
@@ -571,3 +571,13 @@ def test_capped_points_are_the_values_and_types_min_and_max_gave(counts: dict[st
 )  # fmt: skip
 def test_clamp_is_min_of_max(p: float) -> None:
     assert repr(clamp(p)) == repr(min(P_MAX, max(P_MIN, p)))
+
+
+def test_assess_fills_each_field_of_the_score() -> None:
+    """``assess`` builds its Score positionally (speed): each value in its own field."""
+    s = assess({"views_7d": 3, "timeline": "0-3m"}, NO_CONTEXT, S, 0.4, 0.5, lambda p: p * 0.9,
+               0.2)  # fmt: skip
+    assert (s.model_probability, s.raw_prior_probability, s.model_weight) == (0.4, 0.2, 0.5)
+    assert s.prior_probability == round(0.2 * 0.9, 6) and s.probability == 0.276697
+    assert (s.score, s.bucket, s.tier, s.bucket_by) == (28, "P4", "hot", "score")
+    assert (s.reasons, s.concerns, s.codes) == ((), (), ((), ()))
