@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -36,9 +36,10 @@ __all__ = ["AlertState", "Decision", "evaluate", "first_touch", "sla_deadline", 
 _BUCKET_RANK = {"P1": 1, "P2": 2, "P3": 3, "P4": 4, "P5": 5, "": 9}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AlertState:
-    """What the rules remember per lead (kept in the lead's score hash)."""
+    """What the rules remember per lead (kept in the lead's score hash). Read-only by
+    convention (not ``frozen``: one is made per event, and a frozen ``__init__`` is slower)."""
 
     score: int = 0
     bucket: str = ""
@@ -60,9 +61,10 @@ class AlertState:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
-    """The rules' verdict for one event: triggers (empty: no alert) and the next state."""
+    """The rules' verdict for one event: triggers (empty: no alert) and the next state
+    (read-only by convention, like :class:`AlertState`)."""
 
     triggers: tuple[str, ...]
     alert_id: str
@@ -117,16 +119,15 @@ def _next_state(
     ts: float,
     triggers: tuple[str, ...],
 ) -> AlertState:
-    state = AlertState(
-        score=score.score,
-        bucket=score.bucket,
-        last_alert_ts=ts if triggers else prev.last_alert_ts,
-        jump_base=float(min(base, score.score)),
-        jump_base_ts=base_ts,
-    )
     if "jump" in triggers:  # a reported jump starts a new window from here
-        state = replace(state, jump_base=float(score.score), jump_base_ts=ts)
-    return state
+        base, base_ts = score.score, ts
+    return AlertState(
+        score.score,
+        score.bucket,
+        ts if triggers else prev.last_alert_ts,
+        float(min(base, score.score)),
+        base_ts,
+    )
 
 
 def sla_rule_for(event: Event, source: str, s: AlertSettings) -> tuple[str, SlaRule]:

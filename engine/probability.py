@@ -13,5 +13,7 @@ P_MIN, P_MAX = 0.001, 0.999  # no probability is ever exactly 0 or 1
 
 
 def clamp(p: float) -> float:
-    """``p`` within [P_MIN, P_MAX]."""
-    return min(P_MAX, max(P_MIN, p))
+    """``p`` within [P_MIN, P_MAX]: ``min(P_MAX, max(P_MIN, p))`` without the two calls
+    (per event, several times): the same value, NaN included (it gives P_MIN)."""
+    p = p if p > P_MIN else P_MIN
+    return p if p < P_MAX else P_MAX

@@ -25,6 +25,7 @@ from engine.settings import Settings
 
 __all__ = [
     "GROUPS", "explain", "explain_codes", "group_of", "low_reasons", "reason_text", "render",
+    "states_fact",
 ]  # fmt: skip
 
 #: Signals that state one fact, explained once (signal -> group).
@@ -248,6 +249,40 @@ def reason_text(
     return None
 
 
+_PROFILE_WORDS = {"source": _SOURCE_WORDS, "timeline": _TIMELINE_WORDS, "side": _SIDE_WORDS}
+
+
+def states_fact(
+    group: str, f: Mapping[str, Any], context: Mapping[str, Any], positive: bool = True
+) -> bool:
+    """Whether :func:`reason_text` of ``group`` states something (is not None), without
+    putting it into words: how :func:`explain_codes` chooses codes. Mirrors each text
+    function's None cases (a test holds the two together)."""
+    if group in _COUNTS:
+        return _n(f, group) > 0
+    if group == "views":
+        return _n(f, "views_30d") > 0
+    if group == "replies":
+        return _n(f, "replies") > 0 or _n(f, "calls_answered") > 0
+    if group == "silence":
+        return not float(f.get("days_silent_before", 0) or 0) < 1
+    if group == "contacts":
+        return any(_n(f, k) > 0 for k in GROUPS["contacts"])
+    if group == "email":
+        return _n(f, "email_opens") > 0 or _n(f, "email_clicks") > 0
+    if group == "consent":
+        return any(_n(f, k) > 0 for k in GROUPS["consent"])
+    if group in _PROFILE_WORDS or group.startswith("props."):
+        value = str(f.get(group) or "unknown")
+        words = _PROFILE_WORDS.get(group)
+        return value != "unknown" and (words is None or value in words)
+    if group == "repeat_views_48h":
+        return _n(f, group) >= 2
+    if group == "dwell_min":
+        return round(float(f.get(group, 0) or 0)) >= 1
+    return False
+
+
 def low_reasons(
     context: Mapping[str, Any], outcome: str, outcome_ts: float, settings: Settings
 ) -> tuple[str, ...]:
@@ -278,7 +313,8 @@ def explain_codes(
     """(groups for, groups against): the largest net contributions, by group, in log-odds
     of the same blend the score was made of; ``scoring.reasons`` of each at most (the
     concerns share their room with ``n_low`` reasons why the lead is low). A group is
-    chosen only when it states a fact; :func:`render` turns the codes into words."""
+    chosen only when it states a fact (:func:`states_fact`: the words are not made here);
+    :func:`render` turns the codes into words."""
     sc = settings.scoring
     by_group: dict[str, float] = {}
     get, groups = by_group.get, _GROUP_CACHE
@@ -294,7 +330,7 @@ def explain_codes(
     ranked = sorted([(-abs(c), g, c) for g, c in by_group.items()])
     pros: list[str] = []
     cons: list[str] = []
-    texts: set[str] = set()
+    props: set[str] = set()  # the words of props.* groups chosen (see below)
     room_pros, room_cons = sc.reasons, max(0, sc.reasons - n_low)
     for neg_size, group, c in ranked:
         if len(pros) >= room_pros and len(cons) >= room_cons:
@@ -303,10 +339,16 @@ def explain_codes(
         bucket = pros if positive else cons
         if -neg_size < 1e-6 or len(bucket) >= (room_pros if positive else room_cons):
             continue
-        text = reason_text(group, features, context, positive=positive)
-        if text and text not in texts:
-            texts.add(text)
-            bucket.append(group)
+        if not states_fact(group, features, context, positive):
+            continue
+        # Two groups' words are the same only for props.* ("a_b: v" and "a b: v"); the
+        # other groups' words differ from each other's and hold no ": " (test_reasons).
+        if group.startswith("props."):
+            text = reason_text(group, features, context, positive=positive) or ""
+            if text in props:
+                continue
+            props.add(text)
+        bucket.append(group)
     return tuple(pros), tuple(cons)
 
 

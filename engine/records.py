@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -42,9 +42,10 @@ __all__ = [
 RECORD_SCHEMA = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ScoreRecord:
-    """A lead's latest score and the alert state the rules keep between batches."""
+    """A lead's latest score and the alert state the rules keep between batches (read-only
+    by convention: not ``frozen``, whose ``__init__`` costs ~2x; one a lead a batch)."""
 
     tenant: str
     lead_id: str
@@ -82,7 +83,7 @@ class ScoreRecord:
         ]  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AlertEvent:
     """The event that raised an alert, with the listing it was about."""
 
@@ -94,14 +95,26 @@ class AlertEvent:
     address: str
     title: str
 
+    def wire(self) -> dict[str, Any]:
+        """As the alert carries it (``dataclasses.asdict`` written out: a fifth of its cost)."""
+        return {
+            "event_id": self.event_id, "type": self.type, "ts": self.ts,
+            "property_id": self.property_id, "area": self.area, "address": self.address,
+            "title": self.title,
+        }  # fmt: skip
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class AlertSla:
     """The speed-to-lead rule the alert starts, and its deadline (event time)."""
 
     rule: str
     deadline_ts: float
     after_hours: bool
+
+    def wire(self) -> dict[str, Any]:
+        """As the alert carries it (``dataclasses.asdict`` written out)."""
+        return {"rule": self.rule, "deadline_ts": self.deadline_ts, "after_hours": self.after_hours}
 
 
 @dataclass(slots=True)
@@ -136,8 +149,8 @@ class Alert:
             "score_after": self.score_after, "probability": self.probability,
             "bucket": self.bucket, "bucket_by": self.bucket_by, "tier": self.tier,
             "reasons": list(self.reasons), "concerns": list(self.concerns),
-            "event": asdict(self.event), "first_touch": self.first_touch,
-            "blocked_channels": list(self.blocked_channels), "sla": asdict(self.sla),
+            "event": self.event.wire(), "first_touch": self.first_touch,
+            "blocked_channels": list(self.blocked_channels), "sla": self.sla.wire(),
             "agent_id": self.agent_id, "ingest_ms": self.ingest_ms, "emit_ms": self.emit_ms,
         }  # fmt: skip
 

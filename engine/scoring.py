@@ -23,7 +23,7 @@ from itertools import compress
 from operator import itemgetter
 from typing import Any
 
-from engine.probability import P_MAX, P_MIN
+from engine.probability import clamp
 from engine.reasons import explain, low_reasons
 from engine.settings import Settings
 
@@ -42,9 +42,10 @@ _HAND_RAISES = ("inquiries", "showing_requests", "valuation_requests", "call_req
 _ENGAGED = _HAND_RAISES + ("saves", "replies", "saved_searches", "email_clicks")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Score:
-    """The scored moment of one lead."""
+    """The scored moment of one lead. Read-only by convention (not ``frozen``: one or two
+    are made per event, and a frozen dataclass's ``__init__`` costs ~2x a plain one)."""
 
     score: int
     probability: float
@@ -82,7 +83,7 @@ def _sigmoid(z: float) -> float:
 
 
 def _logit(p: float) -> float:
-    p = min(P_MAX, max(P_MIN, p))
+    p = clamp(p)
     return math.log(p / (1.0 - p))
 
 
@@ -92,11 +93,11 @@ def log_odds_blend(p_prior: float, p_model: float | None, w: float) -> float:
     ``w`` = 0 (or no model) gives the prior, 1 the model; always inside [P_MIN, P_MAX].
     """
     if p_model is None or w <= 0.0:
-        return min(P_MAX, max(P_MIN, p_prior))
+        return clamp(p_prior)
     if w >= 1.0:
-        return min(P_MAX, max(P_MIN, p_model))
+        return clamp(p_model)
     z = (1.0 - w) * _logit(p_prior) + w * _logit(p_model)
-    return min(P_MAX, max(P_MIN, _sigmoid(z)))
+    return clamp(_sigmoid(z))
 
 
 _PLAIN, _REPEAT, _BROAD = 0, 1, 2
@@ -166,12 +167,17 @@ def _signal_points(features: Mapping[str, Any], plan: _PriorPlan) -> dict[str, f
         else:
             value = float(values[i])
         if kind == _REPEAT:  # the first view is not a repeat
-            value = max(0.0, value - 1.0)
+            value -= 1.0
+            value = value if value > 0.0 else 0.0  # max(0.0, value), without the call
         elif kind == _BROAD and _engaged(features, plan):
             value = 0.0
         if value:
             pts = each * value
-            points[name] = max(pts, cap) if cap < 0 else min(pts, cap)
+            # max(pts, cap) / min(pts, cap) without the calls: pts unless cap is beyond it
+            if cap < 0:
+                points[name] = cap if cap > pts else pts
+            else:
+                points[name] = cap if cap < pts else pts
     return points
 
 
@@ -282,18 +288,14 @@ def assess(
     bucket, by = bucket_rule(score, context, settings)
     if outcome == "lost" and bucket != "P5":
         bucket, by = "P4", "lost"
+    # positional (once an event: keywords cost ~2.7x the call): score, probability,
+    # bucket, tier, reasons, model_weight, prior_probability, model_probability,
+    # concerns, raw_prior_probability, bucket_by
     return Score(
-        score=score,
-        probability=round(p, 6),
-        bucket=bucket,
-        tier=tier_of(features, settings),
-        reasons=(),
-        model_weight=round(w, 4),
-        prior_probability=round(p_prior, 6),
-        model_probability=None if model_probability is None else round(model_probability, 6),
-        raw_prior_probability=round(raw_prior, 6),
-        bucket_by=by,
-    )
+        score, round(p, 6), bucket, tier_of(features, settings), (), round(w, 4),
+        round(p_prior, 6), None if model_probability is None else round(model_probability, 6),
+        (), round(raw_prior, 6), by,
+    )  # fmt: skip
 
 
 def blend(

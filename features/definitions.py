@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -201,16 +202,27 @@ def pack_features(features: Mapping[str, float | str]) -> list[Any]:
 
     Whole numbers are packed as ints (1 byte each in msgpack for small counts).
     """
-    get = features.get
-    out: list[Any] = []
-    for n in NUMERIC:  # whole numbers within 31 bits as ints
-        v = float(get(n, 0.0))
-        out.append(int(v) if v.is_integer() and -_INT31 < v < _INT31 else v)
+    values: Any = None
+    if features.__class__ is dict:  # the engine's vectors: every number there, read at once
+        try:
+            values = _read_numeric(features)
+        except KeyError:
+            pass
+    if values is None:
+        values = [features.get(n, 0.0) for n in NUMERIC]
+    # whole numbers within 31 bits as ints (one comprehension: no call per value)
+    out: list[Any] = [
+        int(v) if v.is_integer() and -_INT31 < v < _INT31 else v for v in map(float, values)
+    ]
     out += [str(features.get(c) or "unknown") for c in PROFILE_BUILTIN]
-    props = {k: str(v) for k, v in features.items() if k.startswith(PROPS_PREFIX)}
+    props = {k: str(features[k]) for k in filter(_is_prop, features)}
     if props:
         out.append(props)
     return out
+
+
+_read_numeric = operator.itemgetter(*NUMERIC)
+_is_prop = operator.methodcaller("startswith", PROPS_PREFIX)
 
 
 def unpack_features(values: Sequence[Any]) -> dict[str, float | str]:

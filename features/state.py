@@ -23,7 +23,7 @@ import bisect
 import hashlib
 import math
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -42,7 +42,8 @@ from features.spec import (
 )  # fmt: skip
 
 __all__ = [
-    "APPLIED", "COUNT_FIELDS", "DUPLICATE", "LATE", "SCHEMA", "LeadFeatures", "eid_hash",
+    "APPLIED", "COUNT_FIELDS", "DUPLICATE", "LATE", "SCHEMA", "TEXT_FIELDS", "TIME_FIELDS",
+    "LeadFeatures", "eid_hash",
     "from_items", "from_legacy", "prop_text", "read_record", "unpack",
 ]  # fmt: skip
 
@@ -66,6 +67,10 @@ _SUMS = tuple(f for f in COUNT_FIELDS if f not in FLAGS.values())
 _NUMERIC_ZERO: dict[str, float | str] = dict.fromkeys(NUMERIC, 0.0)
 _COUNTED = tuple(name for name in NUMERIC if name in COUNT_FIELDS)
 _read_counted = operator.itemgetter(*_COUNTED)
+#: The record's fields of each state dict, in record order (a tuple at once).
+_get_counts = operator.itemgetter(*COUNT_FIELDS)
+_get_times = operator.itemgetter(*TIME_FIELDS)
+_get_texts = operator.itemgetter(*TEXT_FIELDS)
 _HASH_BYTES = 6
 
 
@@ -334,15 +339,15 @@ class LeadFeatures:
         """The record's feature fields (indexes 1-10 of the record), trimmed first."""
         if spec is not None:
             self.trim(spec)
-        counts = [self.counts[k] for k in COUNT_FIELDS]
-        times = [_num(self.times[k]) for k in TIME_FIELDS]
-        texts = [self.texts[k] for k in TEXT_FIELDS]
+        pids, areas = self.pids, self.areas
         return [
-            _strip(counts, 0), _strip(times, 0), _strip(texts, ""),
+            _strip(list(_get_counts(self.counts)), 0),
+            _strip(_nums(_get_times(self.times)), 0),
+            _strip(list(_get_texts(self.texts)), ""),
             sorted(self.blocked), {k: [v, _num(ts)] for k, (v, ts) in self.profile.items()},
-            _flat(self.views), _flat(sorted((ts, k) for k, ts in self.pids.items())),
-            _flat(sorted((ts, k) for k, ts in self.areas.items())), b"".join(self.seen),
-            [_num(ts) for ts in self.contacts],
+            _flat(self.views), _flat(sorted(zip(pids.values(), pids, strict=True))),
+            _flat(sorted(zip(areas.values(), areas, strict=True))), b"".join(self.seen),
+            _nums(self.contacts),
         ]  # fmt: skip
 
     def legacy_view(self) -> dict[str, str]:
@@ -477,6 +482,22 @@ def _strip(values: list[Any], zero: Any) -> list[Any]:
     return values
 
 
+def _nums(values: Sequence[float]) -> list[Any]:
+    """:func:`_num` of each, with no Python call per value: most are timestamps with a
+    fraction, floats as they are (checked in C)."""
+    try:
+        if not any(map(float.is_integer, values)):  # TypeError: not all floats
+            return list(values)
+    except TypeError:
+        pass
+    return [int(f) if f.is_integer() and -_BIG < f < _BIG else f for f in map(float, values)]
+
+
 def _flat(pairs: list[tuple[float, str]]) -> list[Any]:
-    num = _num
-    return [x for ts, key in pairs for x in (num(ts), key)]
+    """``[ts, key, ts, key, ...]``, each ``ts`` as :func:`_num` makes it."""
+    out: list[Any] = [None] * (2 * len(pairs))
+    if pairs:
+        times, keys = zip(*pairs, strict=True)
+        out[::2] = _nums(times)
+        out[1::2] = keys
+    return out

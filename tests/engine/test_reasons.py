@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.reasons import GROUPS, explain, group_of, low_reasons, reason_text
+from engine.reasons import (
+    GROUPS,
+    explain,
+    explain_codes,
+    group_of,
+    low_reasons,
+    reason_text,
+    states_fact,
+)
 from engine.scoring import blend
 from engine.settings import load_settings
 from features.definitions import NUMERIC
@@ -161,3 +169,123 @@ def test_explain_merges_a_group_before_choosing_its_side() -> None:
     assert pros == () and cons == (
         "9 property views this month without saving, asking or replying",
     )
+
+
+#: Every group a reason can be about, and some no text is written for.
+_ALL_GROUPS = list(dict.fromkeys([
+    *GROUPS, *map(group_of, NUMERIC), "source", "side", "timeline", "props.origin",
+    "props.lead_type", "props.lead type", "hour_of_day", "",
+]))  # fmt: skip
+_small = st.one_of(counts, st.floats(min_value=0, max_value=3), st.just(None), st.just(""))
+sparse = st.dictionaries(
+    st.sampled_from([*NUMERIC, "source", "side", "timeline"]), _small, max_size=20
+)
+props = st.fixed_dictionaries(
+    {},
+    optional={
+        "props.origin": st.sampled_from(["unknown", "", "lead_add_form"]),
+        "props.lead_type": st.sampled_from(["unknown", "v", "w"]),
+        "props.lead type": st.sampled_from(["v", "w"]),
+    },
+)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.one_of(lead, sparse), props, context, st.booleans())
+def test_states_fact_is_whether_reason_text_says_something(
+    features: dict[str, Any], extra: dict[str, Any], ctx: dict[str, Any], positive: bool
+) -> None:
+    """Codes are chosen by ``states_fact``, words made by ``reason_text``: they must agree."""
+    f = features | extra
+    for group in _ALL_GROUPS:
+        said = reason_text(group, f, ctx, positive)
+        assert states_fact(group, f, ctx, positive) == (said is not None), (group, said)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.one_of(lead, sparse), context, st.booleans())
+def test_words_of_different_groups_differ_outside_props(
+    features: dict[str, Any], ctx: dict[str, Any], positive: bool
+) -> None:
+    """What lets ``explain_codes`` skip the words: only props.* groups can say the same."""
+    texts = [reason_text(g, features, ctx, positive) for g in _ALL_GROUPS if "." not in g]
+    said = [t for t in texts if t is not None]
+    assert len(set(said)) == len(said), said
+    assert not any(": " in t for t in said), said
+
+
+def _codes_by_words(
+    f: dict[str, Any], ctx: dict[str, Any], points: dict[str, float],
+    contrib: dict[str, float], w: float, n_low: int,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:  # fmt: skip
+    """explain_codes as it was, choosing each group by its words (the reference)."""
+    by_group: dict[str, float] = {}
+    for name, pts in points.items():
+        g = group_of(name)
+        by_group[g] = by_group.get(g, 0.0) + (1 - w) * pts * S.scoring.prior_logit_per_point
+    for name, c in contrib.items():
+        by_group[group_of(name)] = by_group.get(group_of(name), 0.0) + w * c
+    out: tuple[list[str], list[str]] = ([], [])
+    texts: set[str] = set()
+    room = (S.scoring.reasons, max(0, S.scoring.reasons - n_low))
+    for _, group, c in sorted((-abs(c), g, c) for g, c in by_group.items()):
+        side = 0 if c > 0 else 1
+        if abs(c) < 1e-6 or len(out[side]) >= room[side]:
+            continue
+        text = reason_text(group, f, ctx, positive=c > 0)
+        if text and text not in texts:
+            texts.add(text)
+            out[side].append(group)
+    return tuple(out[0]), tuple(out[1])
+
+
+_inputs = st.sampled_from(
+    [*NUMERIC, "source=referral", "side=seller", "timeline=0-3m", "props.origin=x",
+     "props.lead_type=v", "props.lead type=v", "hour_of_day"]
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    st.one_of(lead, sparse), props, context,
+    st.dictionaries(_inputs, st.floats(min_value=-5, max_value=5), max_size=14),
+    st.dictionaries(st.sampled_from(NUMERIC), st.floats(min_value=-9, max_value=9), max_size=8),
+    st.floats(min_value=0, max_value=1), st.integers(0, 3),
+)  # fmt: skip
+def test_explain_codes_chooses_what_choosing_by_the_words_did(
+    features: dict[str, Any], extra: dict[str, Any], ctx: dict[str, Any],
+    contrib: dict[str, float], points: dict[str, float], w: float, n_low: int,
+) -> None:  # fmt: skip
+    f = features | extra
+    assert explain_codes(f, ctx, S, points, contrib, w, n_low) == _codes_by_words(
+        f, ctx, points, contrib, w, n_low
+    )
+
+
+def test_two_props_groups_with_the_same_words_are_said_once() -> None:
+    f = {"props.lead_type": "v", "props.lead type": "v", "props.origin": "x"}
+    contrib = {"props.lead_type=v": 2.0, "props.lead type=v": 1.0, "props.origin=x": 0.5}
+    codes = explain_codes(f, {}, S, {}, contrib, 1.0)
+    assert codes == (("props.lead_type", "props.origin"), ())
+    assert codes == _codes_by_words(f, {}, {}, contrib, 1.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("group", "features"),
+    [
+        ("silence", {"days_silent_before": 1}), ("silence", {"days_silent_before": 0.999}),
+        ("dwell_min", {"dwell_min": 0.5}), ("dwell_min", {"dwell_min": 0.51}),
+        ("repeat_views_48h", {"repeat_views_48h": 1}),
+        ("repeat_views_48h", {"repeat_views_48h": 1.5}),
+        ("views", {"views_30d": 0.5}), ("views", {"views_30d": 0.51}),
+        ("saves", {"saves": 0.5}), ("saves", {"saves": 1}), ("saves", {"saves": "2"}),
+        ("contacts", {"calls_missed": 1}), ("consent", {"bounces": 1}),
+        ("email", {"email_clicks": 1}), ("replies", {"calls_answered": 1}),
+        ("source", {"source": "nowhere"}), ("timeline", {"timeline": "0-3m"}),
+        ("props.origin", {"props.origin": ""}), ("props.origin", {"props.origin": 0}),
+    ],
+)  # fmt: skip
+def test_states_fact_at_the_edges(group: str, features: dict[str, Any]) -> None:
+    for positive in (True, False):
+        said = reason_text(group, features, {}, positive)
+        assert states_fact(group, features, {}, positive) == (said is not None), said

@@ -7,6 +7,7 @@ simulated traffic with the engine rendering every stored record too, and compare
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, fields
 from typing import Any
 
 import msgpack
@@ -16,7 +17,15 @@ from hypothesis import strategies as st
 from benchmarks.simulator import SimConfig, generate
 from engine.app import build_parts
 from engine.keys import lead_key
-from engine.records import RecordReader, ScoreRecord, read_score, unpack_record
+from engine.records import (
+    Alert,
+    AlertEvent,
+    AlertSla,
+    RecordReader,
+    ScoreRecord,
+    read_score,
+    unpack_record,
+)
 from engine.stages.score import Scorer
 
 _TEXT = st.text(max_size=12)
@@ -117,3 +126,20 @@ def test_a_schema_0_score_hash_is_read_then_replaced(client: Any, make_settings:
     record = read_score("t", "L", client.get(lead_key(prefix, "t", "L", "f")))
     assert record is not None and record.last_alert_ts == 1767225600  # the alert state moved
     assert reader.read(client, [("t", "L")])[0]["last_event_id"] == "e1"
+
+
+@given(
+    st.builds(AlertEvent, _TEXT, _TEXT, _NUM, _TEXT, _TEXT, _TEXT, _TEXT),
+    st.builds(AlertSla, _TEXT, _NUM, st.booleans()),
+)
+def test_the_alert_wire_carries_every_field_of_its_event_and_sla(
+    event: AlertEvent, sla: AlertSla
+) -> None:
+    """``wire`` is written out for speed: it must stay what ``dataclasses.asdict`` gives
+    (a field added to the event or the SLA and not to its wire fails here)."""
+    alert = Alert("a", "t", "L", ("jump",), 70, 0.7, "P2", "score", "hot", ("r",), (), event,
+                  "call", ("sms",), sla, "A1", 5, 40.0, 9)  # fmt: skip
+    wire = alert.wire()
+    assert wire["event"] == asdict(event) and list(wire["event"]) == list(asdict(event))
+    assert wire["sla"] == asdict(sla) and list(wire["sla"]) == list(asdict(sla))
+    assert set(wire) == {f.name for f in fields(Alert)}

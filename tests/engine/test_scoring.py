@@ -10,8 +10,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from engine.probability import P_MAX, P_MIN
-from engine.scoring import Score, blend, bucket_of, log_odds_blend, prior, tier_of
+from engine.probability import P_MAX, P_MIN, clamp
+from engine.scoring import Score, assess, blend, bucket_of, log_odds_blend, prior, tier_of
 from engine.settings import load_settings
 from features.definitions import (
     FEATURE_NAMES,
@@ -528,3 +528,56 @@ def test_with_codes_is_replace_for_every_field() -> None:
     assert s.with_codes(codes, words) == dataclasses.replace(
         s, codes=codes, reasons=words[0], concerns=words[1]
     )
+
+
+def _points_as_they_were(features: dict[str, Any]) -> dict[str, float]:
+    """The prior's points per signal as min/max worked them out (the reference)."""
+    engaged = any(float(features.get(k, 0)) > 0 for k in (
+        "inquiries", "showing_requests", "valuation_requests", "call_requests", "saves",
+        "replies", "saved_searches", "email_clicks"))  # fmt: skip
+    points: dict[str, float] = {}
+    for name, (each, cap) in S.scoring.points.items():
+        value = float(features.get("views_30d" if name == "views_30d_broad" else name, 0.0))
+        if name == "repeat_views_48h":
+            value = max(0.0, value - 1.0)
+        elif name == "views_30d_broad" and engaged:
+            value = 0.0
+        if value:
+            pts = each * value
+            points[name] = max(pts, cap) if cap < 0 else min(pts, cap)
+    return points
+
+
+# on and around every cap (points each x value == cap), both signs, ints and floats
+_AT_CAPS = st.sampled_from(sorted({
+    v for each, cap in S.scoring.points.values() for v in (
+        cap / each, cap // each, cap / each + 1, cap / each - 0.5, -(cap / each), 0, 1, 2.0)
+}))  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.fixed_dictionaries({n: st.one_of(_COUNT, _AT_CAPS) for n in NUMERIC}))
+def test_capped_points_are_the_values_and_types_min_and_max_gave(counts: dict[str, Any]) -> None:
+    """Caps without min/max: the same points, of the same type, in the same order (at a
+    cap, ``pts``: min and max return the first of equals)."""
+    want = [(k, repr(v)) for k, v in _points_as_they_were(counts).items()]
+    assert [(k, repr(v)) for k, v in prior(counts, S)[1].items()] == want
+    assert [(k, repr(v)) for k, v in prior(_ReadOneByOne(counts), S)[1].items()] == want
+
+
+@pytest.mark.parametrize(
+    "p", [0.0, -0.0, 0.001, 0.0010000000000000002, 0.5, 0.999, 0.9990000000000001, 1, 0, 2,
+          -1.5, math.inf, -math.inf, math.nan, P_MIN, P_MAX],
+)  # fmt: skip
+def test_clamp_is_min_of_max(p: float) -> None:
+    assert repr(clamp(p)) == repr(min(P_MAX, max(P_MIN, p)))
+
+
+def test_assess_fills_each_field_of_the_score() -> None:
+    """``assess`` builds its Score positionally (speed): each value in its own field."""
+    s = assess({"views_7d": 3, "timeline": "0-3m"}, NO_CONTEXT, S, 0.4, 0.5, lambda p: p * 0.9,
+               0.2)  # fmt: skip
+    assert (s.model_probability, s.raw_prior_probability, s.model_weight) == (0.4, 0.2, 0.5)
+    assert s.prior_probability == round(0.2 * 0.9, 6) and s.probability == 0.276697
+    assert (s.score, s.bucket, s.tier, s.bucket_by) == (28, "P4", "hot", "score")
+    assert (s.reasons, s.concerns, s.codes) == ((), (), ((), ()))

@@ -8,6 +8,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmarks.simulator import SimConfig, generate
 from engine.app import build_parts
@@ -17,7 +19,14 @@ from engine.records import RecordReader, ScoreRecord, read_score
 from engine.reporting.aggregates import LeadMark
 from features.record import LEGACY_PARTS, RECORD, LeadRecord, pack_record, unpack_record
 from features.spec import FeatureSpec
-from features.state import LeadFeatures, read_record, unpack
+from features.state import (
+    COUNT_FIELDS,
+    TEXT_FIELDS,
+    TIME_FIELDS,
+    LeadFeatures,
+    read_record,
+    unpack,
+)
 from features.store import (
     FeatureStore,
     FeatureWrites,
@@ -221,3 +230,62 @@ def test_moment_effects_do_what_the_list_commands_did(
     assert rest is not None and rest.moments == want
     assert rest.score == _score().items() and rest.marks == ["2026-01-01"]
     assert held.rest == rest  # the worker holds what it wrote
+
+
+def _items_as_they_were(f: LeadFeatures) -> list[Any]:
+    """``LeadFeatures.items(None)`` before it was made faster (the reference for the bytes)."""
+
+    def num(v: float) -> float | int:
+        x = float(v)
+        return int(x) if -(2.0**62) < x < 2.0**62 and x.is_integer() else x
+
+    def strip(values: list[Any], zero: Any) -> list[Any]:
+        while values and values[-1] == zero:
+            values.pop()
+        return values
+
+    def flat(pairs: list[tuple[float, str]]) -> list[Any]:
+        return [x for ts, key in pairs for x in (num(ts), key)]
+
+    return [
+        strip([f.counts[k] for k in COUNT_FIELDS], 0),
+        strip([num(f.times[k]) for k in TIME_FIELDS], 0),
+        strip([f.texts[k] for k in TEXT_FIELDS], ""),
+        sorted(f.blocked), {k: [v, num(ts)] for k, (v, ts) in f.profile.items()},
+        flat(f.views), flat(sorted((ts, k) for k, ts in f.pids.items())),
+        flat(sorted((ts, k) for k, ts in f.areas.items())), b"".join(f.seen),
+        [num(ts) for ts in f.contacts],
+    ]  # fmt: skip
+
+
+# timestamps with and without a fraction, ints, and beyond int64 (those stay floats)
+_TS = st.one_of(
+    st.floats(min_value=0, max_value=2e9, allow_nan=False), st.integers(0, 2_000_000_000),
+    st.sampled_from([0.0, -0.0, 1.0, 2.0**62, -(2.0**62), 2.0**63, 1e300, float("inf")]),
+)  # fmt: skip
+_KEY = st.text(max_size=4)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.fixed_dictionaries({k: st.integers(0, 3) for k in COUNT_FIELDS}),
+    st.fixed_dictionaries({k: _TS for k in TIME_FIELDS}),
+    st.fixed_dictionaries({k: st.sampled_from(["", "x"]) for k in TEXT_FIELDS}),
+    st.dictionaries(_KEY, st.tuples(_KEY, _TS), max_size=3),
+    st.lists(st.tuples(_TS, _KEY), max_size=12),
+    st.dictionaries(_KEY, _TS, max_size=6), st.dictionaries(_KEY, _TS, max_size=6),
+    st.lists(_TS, max_size=5), st.lists(st.binary(min_size=6, max_size=6), max_size=4),
+)  # fmt: skip
+def test_the_packed_features_are_the_bytes_they_were(
+    counts: dict[str, int], times: dict[str, float], texts: dict[str, str],
+    profile: dict[str, tuple[str, float]], views: list[tuple[float, str]],
+    pids: dict[str, float], areas: dict[str, float], contacts: list[float], seen: list[bytes],
+) -> None:  # fmt: skip
+    f = LeadFeatures()
+    f.counts, f.times, f.texts, f.profile = counts, times, texts, profile
+    f.views, f.pids, f.areas, f.contacts, f.seen = sorted(views), pids, areas, contacts, seen
+    f.blocked = {"sms", "email"} if counts["n"] else set()
+    rest = LeadRecord([1, "x"], [b"m"], None)
+    want = msgpack.packb([RECORD, *_items_as_they_were(f), rest.score, rest.moments, None],
+                         use_bin_type=True)  # fmt: skip
+    assert pack_record(None, f, rest) == want
