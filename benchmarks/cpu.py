@@ -1,7 +1,7 @@
-"""CPU time of the processor per event (helper C, session 8): the profile step's replay
+"""CPU time of the processor per event: the profile step's replay
 (seeded workload, stream-sized batches, a dedicated server), timed with process_time.
 
-    PYTHONPATH=<worktree> python benchmarks/results/cpu_s8.py [--events N] [--reps R]
+    PYTHONPATH=<worktree> python -m benchmarks.cpu [--events N] [--reps R]
         [--cprofile OUT.pstats]
 
 Prints one JSON line: the engine file it ran, CPU and wall µs an event per repetition.
