@@ -64,6 +64,13 @@ class EngineParts:
     tick_ms: int = 0  # live: an idle partition sends a clock tick this often (0: never)
 
 
+#: After a read that found nothing, the partition is read again after 1 ms, then 2, 4, ...
+#: up to ``streams.idle_poll_ms``: an event that lands just after an empty read of a busy
+#: partition waits ~1 ms, not a whole idle_poll_ms, and a quiet partition still costs one
+#: read per idle_poll_ms once the wait has grown.
+_FIRST_IDLE_WAIT = timedelta(milliseconds=1)
+
+
 class _StreamPartition(StatefulSourcePartition[Entry, str]):
     def __init__(
         self,
@@ -86,6 +93,7 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
         self._end = None if end is None else _id_key(end)
         self._stop = stop
         self._idle = idle
+        self._idle_wait = _FIRST_IDLE_WAIT  # the next wait after an empty read
         self._awake: datetime | None = None
         self._health = health
         self._backoff = backoff
@@ -113,9 +121,11 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
         if not rows:
             if self._stop is not None and self._stop.is_set():
                 raise StopIteration
-            self._awake = datetime.now(UTC) + self._idle
+            self._awake = datetime.now(UTC) + min(self._idle_wait, self._idle)
+            self._idle_wait *= 2
             return self._tick()
         self._awake = None
+        self._idle_wait = _FIRST_IDLE_WAIT
         partition = self._partition
         last = rows[-1][0]
         last_text = last.decode() if isinstance(last, bytes) else str(last)

@@ -85,3 +85,39 @@ def test_the_start_line_warns_about_idle_workers_and_uneven_spreads() -> None:
     assert layout(1, 2, 1, 4) == "process 1 of 2, 1 worker(s), partitions 1,3 of 4"
     assert "2 of 4 workers idle" in layout(0, 2, 2, 2)
     assert "do not spread evenly" in layout(0, 2, 1, 5)
+
+
+def test_an_empty_partition_is_read_again_after_1_ms_doubling_up_to_idle_poll(
+    client: Any, make_settings: Any
+) -> None:
+    """An event landing just after an empty read waits ~1 ms, not a whole idle_poll_ms
+    (20 ms); the wait doubles while the partition stays empty and starts again at 1 ms
+    after a read that found something."""
+    from datetime import UTC, datetime, timedelta
+
+    from engine.app import build_parts
+    from engine.dataflow import RedisStreamSource
+    from engine.streams import Producer
+
+    settings = make_settings(streams={"partitions": 1, "idle_poll_ms": 20})
+    parts = build_parts(settings, client)
+    part = RedisStreamSource(parts).build_part("streams", "0", None)
+
+    def wait_after_read() -> tuple[int, timedelta]:
+        before = datetime.now(UTC)
+        rows = part.next_batch()
+        after = datetime.now(UTC)
+        awake = part.next_awake()
+        if awake is None:
+            return len(rows), timedelta(0)
+        # the wait the partition chose lies between these two bounds
+        lo, hi = awake - after, awake - before
+        ms = next(w for w in (1, 2, 4, 8, 16, 20) if lo <= timedelta(milliseconds=w) <= hi)
+        return len(rows), timedelta(milliseconds=ms)
+
+    waits = [wait_after_read()[1] for _ in range(7)]
+    assert waits == [timedelta(milliseconds=w) for w in (1, 2, 4, 8, 16, 20, 20)]
+    event = {"event_id": "e1", "lead_id": "L1", "type": "page_view", "ts": 1_767_225_600.0}
+    Producer(client, parts.names, 0).send([event])
+    assert wait_after_read() == (1, timedelta(0))  # found something: read again at once
+    assert wait_after_read() == (0, timedelta(milliseconds=1))
