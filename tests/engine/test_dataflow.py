@@ -7,6 +7,7 @@ upgrade that deals partitions differently must fail here.
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Any
 
@@ -30,6 +31,31 @@ class _Once(StatefulSourcePartition[int, None]):
 
     def snapshot(self) -> None:
         return None
+
+
+class _GcWitness(StatefulSourcePartition[int, None]):
+    """Records the collector's thresholds seen from inside a running flow."""
+
+    def __init__(self, seen: list[tuple[int, int, int]]) -> None:
+        self._seen = seen
+
+    def next_batch(self) -> list[int]:
+        self._seen.append(gc.get_threshold())
+        raise StopIteration
+
+    def snapshot(self) -> None:
+        return None
+
+
+class _GcSource(FixedPartitionedSource[int, None]):
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, int]] = []
+
+    def list_parts(self) -> list[str]:
+        return ["0"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _GcWitness:
+        return _GcWitness(self.seen)
 
 
 class _Recorder(FixedPartitionedSource[int, None]):
@@ -121,3 +147,13 @@ def test_an_empty_partition_is_read_again_after_1_ms_doubling_up_to_idle_poll(
     Producer(client, parts.names, 0).send([event])
     assert wait_after_read() == (1, timedelta(0))  # found something: read again at once
     assert wait_after_read() == (0, timedelta(milliseconds=1))
+
+
+def test_young_collections_are_rarer_while_a_flow_runs_and_restored_after() -> None:
+    before = gc.get_threshold()
+    source = _GcSource()
+    flow = Dataflow("gc")
+    op.output("out", op.input("in", flow, source), _Sink())
+    run_flow(flow)
+    assert source.seen == [(10_000, *before[1:])]
+    assert gc.get_threshold() == before
