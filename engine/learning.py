@@ -299,7 +299,7 @@ class Learner:
             live.version += 1
             live.labels_at_publish = live.labels_seen
             self._last_publish = self._clock()
-            status = live.status()
+            status = live.publication_status()
             meta = {
                 "version": live.version,
                 "river_version": status["river_version"],
