@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -277,10 +278,21 @@ def compare_arms(
             print(f"{arm} round {r}: p50/p95/p99 {lat['p50']}/{lat['p95']}/{lat['p99']} ms, "
                   f"{cpu} us CPU/event", flush=True)  # fmt: skip
     summary = {arm: _summary([x for x in runs if x["arm"] == arm]) for arm in names}
-    return {"arms": arms, "load": load, "max_events_per_s": max_rate, "max_from": rate_from,
+    commits = {arm: _tree_commit(tree) for arm, tree in arms.items()}
+    return {"arms": arms, "arm_commits": commits, "load": load,
+            "max_events_per_s": max_rate, "max_from": rate_from,
             "maxima_events_per_s": maxima, "offered_per_s": round(rate, 1),
             "seconds_per_run": seconds, "rounds": rounds, "runs": runs,
             "summary": summary}  # fmt: skip
+
+
+def _tree_commit(tree: str) -> str:
+    """``git describe --always --dirty`` of an arm's checkout: the code it measured."""
+    out = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=tree, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return out.stdout.strip() or "unknown"
 
 
 def _summary(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -203,3 +203,4 @@ def test_latency_ab_runs_every_arm_from_its_own_tree(redis_url: str, tmp_path: P
         assert run["engine_cpu_us_per_event"] > 0
         assert run["engine_histogram"]["agrees_on_count"]
     assert set(result["summary"]) == {"a", "b"}
+    assert result["arm_commits"]["a"] == result["arm_commits"]["b"] != "unknown"
