@@ -93,7 +93,8 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
         self._end = None if end is None else _id_key(end)
         self._stop = stop
         self._idle = idle
-        self._idle_wait = _FIRST_IDLE_WAIT  # the next wait after an empty read
+        self._first_wait = min(_FIRST_IDLE_WAIT, idle)
+        self._idle_wait = self._first_wait  # the next wait after an empty read
         self._awake: datetime | None = None
         self._health = health
         self._backoff = backoff
@@ -121,11 +122,11 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
         if not rows:
             if self._stop is not None and self._stop.is_set():
                 raise StopIteration
-            self._awake = datetime.now(UTC) + min(self._idle_wait, self._idle)
-            self._idle_wait *= 2
+            self._awake = datetime.now(UTC) + self._idle_wait
+            self._idle_wait = min(2 * self._idle_wait, self._idle)
             return self._tick()
         self._awake = None
-        self._idle_wait = _FIRST_IDLE_WAIT
+        self._idle_wait = self._first_wait
         partition = self._partition
         last = rows[-1][0]
         last_text = last.decode() if isinstance(last, bytes) else str(last)

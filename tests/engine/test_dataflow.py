@@ -143,6 +143,8 @@ def test_an_empty_partition_is_read_again_after_1_ms_doubling_up_to_idle_poll(
 
     waits = [wait_after_read()[1] for _ in range(7)]
     assert waits == [timedelta(milliseconds=w) for w in (1, 2, 4, 8, 16, 20, 20)]
+    # a partition idle for long stays at idle_poll_ms (the wait never grows past it)
+    assert {wait_after_read()[1] for _ in range(100)} == {timedelta(milliseconds=20)}
     event = {"event_id": "e1", "lead_id": "L1", "type": "page_view", "ts": 1_767_225_600.0}
     Producer(client, parts.names, 0).send([event])
     assert wait_after_read() == (1, timedelta(0))  # found something: read again at once
