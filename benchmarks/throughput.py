@@ -31,7 +31,7 @@ import redis
 from benchmarks.harness import PARTITIONS, Workload, delete_prefix, free_port, new_prefix, preload
 from engine.streams import StreamNames
 
-__all__ = ["CONFIGS", "EngineProcesses", "engine_env", "measure_drain"]
+__all__ = ["CONFIGS", "EngineProcesses", "engine_env", "engine_file", "measure_drain", "tree_env"]
 
 #: name -> (processes, workers per process)
 CONFIGS: dict[str, tuple[int, int]] = {
@@ -55,10 +55,36 @@ def engine_env(url: str, prefix: str, metrics_port: int = 0) -> dict[str, str]:
     return env
 
 
-class EngineProcesses:
-    """``leadpulse run`` processes (one per process id), stopped with SIGTERM."""
+def tree_env(env: dict[str, str], tree: str | None) -> dict[str, str]:
+    """``env`` for an engine that runs the code of checkout ``tree`` (a worktree of this
+    repository), not the editable install's: ``tree`` first on ``PYTHONPATH``."""
+    if tree is None:
+        return env
+    out = dict(env)
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (tree, env.get("PYTHONPATH", "")) if p)
+    return out
 
-    def __init__(self, env: dict[str, str], processes: int = 1, workers: int = 1) -> None:
+
+def engine_file(env: dict[str, str], tree: str | None) -> str:
+    """Where an engine started with ``env`` in ``tree`` imports ``engine`` from."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import engine; print(engine.__file__)"],
+        env=tree_env(env, tree), cwd=tree, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+class EngineProcesses:
+    """``leadpulse run`` processes (one per process id), stopped with SIGTERM.
+
+    ``cwd``: run the code of that checkout (e.g. a worktree of main for an A/B run):
+    the processes start there with it first on ``PYTHONPATH``.
+    """
+
+    def __init__(
+        self, env: dict[str, str], processes: int = 1, workers: int = 1, cwd: str | None = None
+    ) -> None:
+        env = tree_env(env, cwd)
         addresses = ""
         if processes > 1:
             addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
@@ -70,7 +96,17 @@ class EngineProcesses:
                 cmd += ["--process-id", str(pid), "--addresses", addresses]
             log = tempfile.TemporaryFile()
             self._logs.append(log)
-            self.procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=log))
+            self.procs.append(subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=log))
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the processes (all their threads) have used so far."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for proc in self.procs:
+            with open(f"/proc/{proc.pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        return total / tick
 
     def check(self) -> None:
         """Raise with the engine's output if a process died."""
@@ -124,6 +160,7 @@ def measure_drain(
     workers: int,
     progress: Callable[[int, int], object] | None = None,
     timeout_s: float | None = None,
+    cwd: str | None = None,
 ) -> Drain:
     """Pre-load the workload, start the engine, time the drain of the backlog."""
     prefix = new_prefix("tp")
@@ -132,7 +169,7 @@ def measure_drain(
         loaded = preload(client, names, work)
         total = loaded.total
         limit = timeout_s if timeout_s is not None else max(60.0, total / 300.0)
-        with EngineProcesses(engine_env(url, prefix), processes, workers) as engine:
+        with EngineProcesses(engine_env(url, prefix), processes, workers, cwd) as engine:
             started = time.perf_counter()
             first: tuple[float, int] | None = None
             done = 0

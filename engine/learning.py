@@ -277,9 +277,11 @@ class Learner:
     def checkpoint_due(self) -> bool:
         """Whether to save the working copy with this batch.
 
-        Not every batch: a checkpoint costs ~40 ms and ~400 KB, and the labels stream
-        already holds every example since the last one (:meth:`catch_up` relearns them
-        after a restart), so the model never loses a label between checkpoints.
+        Not every batch: a checkpoint costs ~4 ms to serialise and ~1 MB written in the
+        batch's transaction once the model remembers 20,000 learned ids (two segments,
+        full quality windows; measured 2026-12-07), and the labels stream already holds
+        every example since the last one (:meth:`catch_up` relearns them after a
+        restart), so the model never loses a label between checkpoints.
         """
         return self._clock() - self._last_checkpoint >= self._s.checkpoint_every_s
 
@@ -299,7 +301,7 @@ class Learner:
             live.version += 1
             live.labels_at_publish = live.labels_seen
             self._last_publish = self._clock()
-            status = live.status()
+            status = live.publication_status()
             meta = {
                 "version": live.version,
                 "river_version": status["river_version"],

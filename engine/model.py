@@ -384,17 +384,22 @@ class OnlineModel:
             return True
 
     def dumps(self) -> bytes:
-        """The whole model, metrics and learned ids, for Redis."""
+        """The whole model, metrics and learned ids, for Redis. The ids once (the deque,
+        in learning order): the set is the same ids, rebuilt by :meth:`loads`."""
         with self._lock:
-            state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "dirty")}
+            skip = ("_lock", "dirty", "_learned_set")
+            state = {k: v for k, v in self.__dict__.items() if k not in skip}
             return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
     def loads(cls, blob: bytes) -> OnlineModel:
-        """Rebuild from :meth:`dumps` (trusted: written only by leadpulse into its own Redis)."""
+        """Rebuild from :meth:`dumps` (trusted: written only by leadpulse into its own Redis);
+        also a blob written before the ids were stored once (it holds the set too)."""
         model = cls.__new__(cls)
         state: dict[str, Any] = pickle.loads(blob)  # noqa: S301
         model.__dict__.update(state)
+        if "_learned_set" not in state:
+            model._learned_set = set(model._learned)
         model._lock = threading.Lock()
         model.dirty = False
         return model
@@ -468,6 +473,14 @@ class Quality:
         self.adwin = drift.ADWIN(delta=0.002)
         self.labels = 0
         self.drifts = 0
+        self._snapshot: tuple[tuple[int, int], dict[str, Any]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_snapshot"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._snapshot = None
 
     def update(self, p: float, y: bool) -> bool:
         """Add one (probability, outcome); True when ADWIN detects a change in the loss."""
@@ -525,6 +538,20 @@ class Quality:
         return err
 
     def snapshot(self) -> dict[str, Any]:
+        """The figures above, kept until the next :meth:`update`, so the publication's
+        metadata and the model gauges of the same labels are computed once (callers only
+        read it). Kept under the (labels, drifts) it was computed after: :meth:`update`
+        moves ``labels`` after the windows, so a snapshot taken while another thread
+        updates is recomputed next time instead of kept."""
+        key = (self.labels, self.drifts)
+        memo = self._snapshot
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        snap = self._compute_snapshot()
+        self._snapshot = (key, snap)
+        return snap
+
+    def _compute_snapshot(self) -> dict[str, Any]:
         n = self.labels
         return {
             "labels": n,
@@ -654,6 +681,16 @@ class ModelSet:
         obj.models = models
         obj._prior_memo, obj._platt = {}, None  # caches
         return obj
+
+    def publication_status(self) -> dict[str, Any]:
+        """What a published version's metadata records: the served score's and the model's
+        quality (the figures :meth:`status` gives for them, from the same snapshots)."""
+        return {
+            "river_version": river.__version__,
+            "labels_seen": self.labels_seen,
+            "served_score": self.served.snapshot(),
+            "model_alone": self.model_only.snapshot(),
+        }
 
     def status(self) -> dict[str, Any]:
         return {

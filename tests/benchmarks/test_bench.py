@@ -180,3 +180,27 @@ def test_leadpulse_bench_is_wired_into_the_cli(capsys: pytest.CaptureFixture[str
 
     assert main(["bench", "--only", "no-such-step"]) == 2  # refused before any work
     assert "no-such-step" in capsys.readouterr().err
+
+
+def test_latency_ab_runs_every_arm_from_its_own_tree(redis_url: str, tmp_path: Path) -> None:
+    from benchmarks import latency
+
+    here = str(Path(__file__).resolve().parents[2])
+    with pytest.raises(SystemExit, match="engine imports from"):
+        latency.main(["--arm", f"elsewhere={tmp_path}", "--redis-url", redis_url])
+    out = tmp_path / "ab.json"
+    argv = ["--arm", f"a={here}", "--arm", f"b={here}", "--max-rate", "800", "--seconds", "2",
+            "--rounds", "2", "--redis-url", redis_url, "--out", str(out)]  # fmt: skip
+    assert latency.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert [(r["arm"], r["round"]) for r in result["runs"]] == [
+        ("a", 0), ("b", 0), ("b", 1), ("a", 1)
+    ]  # fmt: skip
+    assert result["offered_per_s"] == 400.0
+    for run in result["runs"]:
+        assert run["events"] == 800
+        assert run["alerts"] > 0
+        assert run["engine_cpu_us_per_event"] > 0
+        assert run["engine_histogram"]["agrees_on_count"]
+    assert set(result["summary"]) == {"a", "b"}
+    assert result["arm_commits"]["a"] == result["arm_commits"]["b"] != "unknown"

@@ -7,6 +7,7 @@ upgrade that deals partitions differently must fail here.
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Any
 
@@ -30,6 +31,31 @@ class _Once(StatefulSourcePartition[int, None]):
 
     def snapshot(self) -> None:
         return None
+
+
+class _GcWitness(StatefulSourcePartition[int, None]):
+    """Records the collector's thresholds seen from inside a running flow."""
+
+    def __init__(self, seen: list[tuple[int, int, int]]) -> None:
+        self._seen = seen
+
+    def next_batch(self) -> list[int]:
+        self._seen.append(gc.get_threshold())
+        raise StopIteration
+
+    def snapshot(self) -> None:
+        return None
+
+
+class _GcSource(FixedPartitionedSource[int, None]):
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, int]] = []
+
+    def list_parts(self) -> list[str]:
+        return ["0"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _GcWitness:
+        return _GcWitness(self.seen)
 
 
 class _Recorder(FixedPartitionedSource[int, None]):
@@ -85,3 +111,51 @@ def test_the_start_line_warns_about_idle_workers_and_uneven_spreads() -> None:
     assert layout(1, 2, 1, 4) == "process 1 of 2, 1 worker(s), partitions 1,3 of 4"
     assert "2 of 4 workers idle" in layout(0, 2, 2, 2)
     assert "do not spread evenly" in layout(0, 2, 1, 5)
+
+
+def test_an_empty_partition_is_read_again_after_1_ms_doubling_up_to_idle_poll(
+    client: Any, make_settings: Any
+) -> None:
+    """An event landing just after an empty read waits ~1 ms, not a whole idle_poll_ms
+    (20 ms); the wait doubles while the partition stays empty and starts again at 1 ms
+    after a read that found something."""
+    from datetime import UTC, datetime, timedelta
+
+    from engine.app import build_parts
+    from engine.dataflow import RedisStreamSource
+    from engine.streams import Producer
+
+    settings = make_settings(streams={"partitions": 1, "idle_poll_ms": 20})
+    parts = build_parts(settings, client)
+    part = RedisStreamSource(parts).build_part("streams", "0", None)
+
+    def wait_after_read() -> tuple[int, timedelta]:
+        before = datetime.now(UTC)
+        rows = part.next_batch()
+        after = datetime.now(UTC)
+        awake = part.next_awake()
+        if awake is None:
+            return len(rows), timedelta(0)
+        # the wait the partition chose lies between these two bounds
+        lo, hi = awake - after, awake - before
+        ms = next(w for w in (1, 2, 4, 8, 16, 20) if lo <= timedelta(milliseconds=w) <= hi)
+        return len(rows), timedelta(milliseconds=ms)
+
+    waits = [wait_after_read()[1] for _ in range(7)]
+    assert waits == [timedelta(milliseconds=w) for w in (1, 2, 4, 8, 16, 20, 20)]
+    # a partition idle for long stays at idle_poll_ms (the wait never grows past it)
+    assert {wait_after_read()[1] for _ in range(100)} == {timedelta(milliseconds=20)}
+    event = {"event_id": "e1", "lead_id": "L1", "type": "page_view", "ts": 1_767_225_600.0}
+    Producer(client, parts.names, 0).send([event])
+    assert wait_after_read() == (1, timedelta(0))  # found something: read again at once
+    assert wait_after_read() == (0, timedelta(milliseconds=1))
+
+
+def test_young_collections_are_rarer_while_a_flow_runs_and_restored_after() -> None:
+    before = gc.get_threshold()
+    source = _GcSource()
+    flow = Dataflow("gc")
+    op.output("out", op.input("in", flow, source), _Sink())
+    run_flow(flow)
+    assert source.seen == [(10_000, *before[1:])]
+    assert gc.get_threshold() == before

@@ -363,6 +363,62 @@ def test_forest_probability_of_is_its_probability() -> None:
     for i in range(60):
         m.learn(f"p{i}", X_POS, True)
         m.learn(f"n{i}", X_NEG, False)
-    f = {**dict.fromkeys(NUMERIC, 0.0), "saves": 3.0, "source": "portal"}
+    f: dict[str, float | str] = {**dict.fromkeys(NUMERIC, 0.0), "saves": 3.0, "source": "portal"}
     assert m.probability_of(f, PLAN) == m.probability(model_input(f, PLAN))
     assert m.contributions_of(f, PLAN) == m.contributions(model_input(f, PLAN))
+
+
+# ------------------------------------------------- what a checkpoint holds, and memos
+def test_learned_ids_are_stored_once_and_restored_as_a_set() -> None:
+    import pickle
+
+    m = trained()
+    state = pickle.loads(m.dumps())  # noqa: S301
+    assert "_learned_set" not in state  # the deque alone: the set is rebuilt from it
+    assert list(state["_learned"]) == [f"{s}{i}" for i in range(20) for s in "pn"]
+    clone = OnlineModel.loads(m.dumps())
+    assert clone._learned_set == m._learned_set
+    old_format = pickle.dumps({**state, "_learned_set": set(m._learned_set)})
+    assert OnlineModel.loads(old_format)._learned_set == m._learned_set  # older checkpoints
+    assert OnlineModel.loads(old_format).learn("p3", X_POS, True) is False
+
+
+def test_the_full_window_of_learned_ids_survives_a_restore() -> None:
+    from engine.model import _REMEMBERED_IDS
+
+    m = OnlineModel()
+    for i in range(_REMEMBERED_IDS + 5):
+        m.learn(f"e{i}", X_POS if i % 2 else X_NEG, bool(i % 2))
+    clone = OnlineModel.loads(m.dumps())
+    assert clone._learned_set == m._learned_set == set(m._learned)
+    assert clone.learn("e4", X_POS, True) is True  # forgotten (oldest), on both
+    assert clone.learn(f"e{_REMEMBERED_IDS}", X_POS, True) is False
+
+
+def test_quality_snapshot_is_kept_until_the_next_label_and_not_stored() -> None:
+    import pickle
+
+    from engine.model import Quality
+
+    q = Quality()
+    for i in range(40):
+        q.update(0.9 if i % 3 else 0.2, bool(i % 3))
+    first = q.snapshot()
+    assert q.snapshot() is first  # no label since: the same figures, not recomputed
+    assert first == q._compute_snapshot()
+    clone = pickle.loads(pickle.dumps(q))  # noqa: S301
+    assert clone._snapshot is None and clone.snapshot() == first
+    q.update(0.1, True)
+    assert q.snapshot() is not first
+    assert q.snapshot() == q._compute_snapshot() != first
+
+
+def test_publication_status_is_what_status_says_of_the_same_model() -> None:
+    from engine.model import ModelSet
+
+    ms = ModelSet()
+    for i, (x, y) in enumerate(synthetic(80, seed=9)):
+        ms.learn({"id": f"e{i}", "seg": "all", "x": x, "y": y, "pb": 0.3, "pr": 0.4})
+    full, pub = ms.status(), ms.publication_status()
+    assert pub == {k: full[k] for k in ("river_version", "labels_seen", "served_score",
+                                        "model_alone")}  # fmt: skip
