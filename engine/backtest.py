@@ -53,6 +53,7 @@ from engine.evaluation import (
     lift_by_bucket,
     precision_at_top,
 )
+from engine.events import OUTCOME_TYPES, POSITIVE_OUTCOMES
 from engine.keys import pattern
 
 __all__ = [
@@ -70,8 +71,8 @@ __all__ = [
 MIN_EXAMPLES = 30  # below this many test (or training) examples no figure is given
 BENCH_EXTRA = "pip install 'leadpulse[bench]'"
 DAY = 86_400.0
-POSITIVE = frozenset({"appointment_set", "appointment_held", "agreement_signed", "closed"})
-OUTCOMES = POSITIVE | {"lost"}
+POSITIVE = frozenset(POSITIVE_OUTCOMES)
+OUTCOMES = frozenset(OUTCOME_TYPES)
 
 #: Score key -> what it is, in table order.
 SCORES: dict[str, str] = {

@@ -16,7 +16,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -137,6 +137,17 @@ class Metrics:
     model_version: Gauge
     redis_up: Gauge
     health: RedisHealth
+    #: called before each /metrics scrape is rendered: gauges too costly to keep current
+    #: on every batch (the model's quality) are computed here, off the batch path
+    scrape_hooks: list[Callable[[], None]] = field(default_factory=list)
+
+    def before_scrape(self) -> None:
+        """Run the scrape hooks; one that fails is logged, the scrape still answers."""
+        for hook in self.scrape_hooks:
+            try:
+                hook()
+            except Exception as exc:  # noqa: BLE001 - a gauge must not break /metrics
+                log.warning("metrics: refreshing gauges failed: %s", redact_text(str(exc)))
 
     def observe_model(self, status: dict[str, Any], serving_version: int | None) -> None:
         """Publish the model's live quality (``ModelSet.status()``) as gauges."""
@@ -291,7 +302,8 @@ def serve(metrics: Metrics, port: int, addr: str = "127.0.0.1") -> None:
     ``/healthz``: 200 while the last Redis round trip succeeded, 503 with the reason (and
     ``Retry-After``) while it is failing. Any other path is the Prometheus text.
     """
-    serve_http(metrics.registry, port, metrics.health.report, addr, what="metrics.port")
+    serve_http(metrics.registry, port, metrics.health.report, addr, what="metrics.port",
+               before=metrics.before_scrape)  # fmt: skip
 
 
 def serve_http(
@@ -300,13 +312,17 @@ def serve_http(
     health: Callable[[], tuple[bool, dict[str, Any]]],
     addr: str = "127.0.0.1",
     what: str = "metrics.port",
+    before: Callable[[], None] | None = None,
 ) -> None:
     """``/healthz`` (JSON from ``health()``: 200 or 503) and Prometheus text on any other
-    path, on a daemon thread. A busy port is a :class:`ConfigError` naming the setting."""
+    path, on a daemon thread (``before()`` first, if given). A busy port is a
+    :class:`ConfigError` naming the setting."""
     prometheus = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != "/healthz":
+            if before is not None:
+                before()
             return prometheus(environ, start_response)
         healthy, body = health()
         headers = [("Content-Type", "application/json")]

@@ -34,8 +34,19 @@ class Observer:
         self._m = metrics
         self._commit = committer
         self._learner = learner
-        self._next_model_metrics = 0.0
+        self._model_changed = False
         self._next_lag = 0.0
+        metrics.scrape_hooks.append(self.refresh_model_gauges)
+
+    def refresh_model_gauges(self) -> None:
+        """The model's quality gauges, computed when /metrics is scraped (``status()`` costs
+        milliseconds with full windows) and only if the model learned since the last one."""
+        if not self._model_changed:
+            return
+        self._model_changed = False
+        with self._learner.lock:
+            status = self._learner.live.status()
+        self._m.observe_model(status, self._learner.serving_version)
 
     def observe(
         self, n: int, fx: BatchEffects, duplicates: int, emit_ms: int, learned: bool,
@@ -59,9 +70,6 @@ class Observer:
             self._next_lag = now + 1.0
             for partition, lag in self._commit.lag(fx.positions).items():
                 m.stream_lag.labels(str(partition)).set(lag)
-        if learned and now >= self._next_model_metrics:  # status() costs ms: once a second
-            self._next_model_metrics = now + 1.0
-            with self._learner.lock:
-                status = self._learner.live.status()
-            m.observe_model(status, self._learner.serving_version)
+        if learned:
+            self._model_changed = True  # the gauges follow at the next scrape
         m.batch_seconds.observe(time.perf_counter() - started)

@@ -115,3 +115,39 @@ def test_labelled_counters_start_at_zero_in_all_three_services() -> None:
             )
             == 0.0
         )
+
+
+def test_model_gauges_are_computed_at_the_scrape_not_in_the_batch(
+    client: Any, make_settings: Any
+) -> None:
+    """The model's quality (``status()``, milliseconds with full windows) is off the batch
+    path: a batch that learns only marks it; the next /metrics scrape computes it."""
+    import socket
+    import urllib.request
+
+    from engine.metrics import serve
+
+    settings = make_settings(streams={"partitions": 1})
+    metrics = Metrics.create(CollectorRegistry())
+    parts = build_parts(settings, client, metrics)
+    Producer(client, parts.names, settings.streams.maxlen).send(
+        [
+            {"event_id": "1", "lead_id": "L", "type": "property_view", "ts": T0,
+             "property_id": "P1"},
+            {"event_id": "2", "lead_id": "L", "type": "appointment_set", "ts": T0 + 60},
+            {"event_id": "3", "lead_id": "M", "type": "property_view", "ts": T0 + 90,
+             "property_id": "P2"},
+            {"event_id": "4", "lead_id": "M", "type": "lost", "ts": T0 + 120},
+        ]
+    )  # fmt: skip
+    run_flow(build_flow(parts, bounded=True))
+    get = metrics.registry.get_sample_value
+    assert get("leadpulse_labels_total", {"label": "negative"}) == 1  # learned at once
+    assert get("leadpulse_model_labels_seen") == 0.0  # learned, but not computed yet
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve(metrics, port)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    assert "leadpulse_model_labels_seen 1.0" in text  # the scrape computed it
