@@ -223,11 +223,13 @@ class Cadences:
         else:
             before, now = held[1], held[2]
         start = now
-        log: list[Transition] = []
+        log: list[Transition] | None = None  # made only for a decision (most events make none)
         if now.due and now.due < event.ts:  # the lead's own steps due before this event
+            log = []
             now, out = fire(fx.settle(key, now), math.nextafter(event.ts, 0.0), self._book,
                             self.hours(event.tenant), log)  # fmt: skip
-            fx.fired.extend((key, e) for e in out)
+            if out:
+                fx.fired.extend((key, e) for e in out)
         if event.lead_id[:1] != "~":  # a visitor's events move no plan
             ctx = reply.context
             blocked = ctx.get("blocked")
@@ -243,6 +245,8 @@ class Cadences:
                 if merged is not held_fields:
                     fx.pending[key] = merged
             else:
+                if log is None:
+                    log = []
                 signal = self._signal(event, score, triggers, reply, holdout)
                 now = on_event(fx.settle(key, now), signal, self._book, self.hours(event.tenant),
                                log)  # fmt: skip
