@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from engine.cadence.settings import CadenceSettings, RuleSettings, offset_s
@@ -62,6 +63,9 @@ class Rule:
 
     def why(self) -> str:
         """The rule in words: "tier hot", "event showing_request or call_request"."""
+        return _why(self)  # (built once per rule: every plan entered says it)
+
+    def _words(self) -> str:
         parts = [
             f"{name} {' or '.join(sorted(values))}"
             for name, values in (
@@ -77,6 +81,11 @@ class Rule:
         if self.reactivated is not None:
             parts.append("reactivated" if self.reactivated else "not reactivated")
         return ", ".join(parts) or "every lead"
+
+
+@lru_cache(maxsize=1_024)
+def _why(rule: Rule) -> str:
+    return rule._words()
 
 
 @dataclass(frozen=True, slots=True)
