@@ -67,8 +67,15 @@ _MOVERS: frozenset[str] = ENDINGS | CONVERSATIONS | ENGAGEMENTS | HAND_RAISES
 _MAX_CHAIN = 8  # plans followed through ``next`` in one decision (a plan with nothing allowed)
 _MAX_FIRE = 64  # steps emitted for one lead in one decision
 
+# The records below are read-only by convention, not ``frozen``: the decisions build them
+# tens of thousands of times a month, and a frozen dataclass's ``__init__`` (one
+# ``object.__setattr__`` per field) costs ~9x a plain one for the 19 fields of a state.
+# States are shared (the worker's held states, a batch's before and after, ``_NEVER``):
+# never assign a field; copy with :func:`with_` (tests/engine/cadence/test_held.py checks
+# that no decision changes a state it is given).
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Personal:
     """What a message or a task may be personalised with (no contact details)."""
 
@@ -81,7 +88,7 @@ class Personal:
     agent_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CadenceState:
     """A lead's place in its plan (kept at ``{tenant:lead}:c``, engine/cadence/runner.py)."""
 
@@ -134,7 +141,7 @@ def with_(
     )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Transition:
     """What the reports count (engine/reporting/cadence.py): a plan ``entered``,
     ``completed`` (every step done) or ``ended`` otherwise (``reason``); a step ``sent``;
@@ -156,7 +163,7 @@ def _note(log: Log, kind: str, plan: str, ts: float, step: str = "", reason: str
         log.append(Transition(kind, plan, ts, step, reason))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Signal:
     """What one scored event tells the cadence."""
 
@@ -176,7 +183,7 @@ class Signal:
     personal: Personal = field(default_factory=Personal)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Emission:
     """One due step, emitted once."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from engine.cadence.settings import CadenceSettings, RuleSettings, offset_s
@@ -62,6 +63,9 @@ class Rule:
 
     def why(self) -> str:
         """The rule in words: "tier hot", "event showing_request or call_request"."""
+        return _why(self)  # (built once per rule: every plan entered says it)
+
+    def _words(self) -> str:
         parts = [
             f"{name} {' or '.join(sorted(values))}"
             for name, values in (
@@ -79,6 +83,11 @@ class Rule:
         return ", ".join(parts) or "every lead"
 
 
+@lru_cache(maxsize=1_024)
+def _why(rule: Rule) -> str:
+    return rule._words()
+
+
 @dataclass(frozen=True, slots=True)
 class Hours:
     """A tenant's quiet hours in its own zone (start == end: none)."""
@@ -88,7 +97,9 @@ class Hours:
     quiet_end_h: int
 
     def quiet(self, ts: float) -> bool:
-        hour = datetime.fromtimestamp(ts, ZoneInfo(self.tz)).hour
+        return self._quiet_hour(datetime.fromtimestamp(ts, ZoneInfo(self.tz)).hour)
+
+    def _quiet_hour(self, hour: int) -> bool:
         s, e = self.quiet_start_h, self.quiet_end_h
         if s == e:
             return False
@@ -96,15 +107,27 @@ class Hours:
 
     def allowed_at(self, ts: float) -> float:
         """``ts`` itself outside quiet hours, else the end of the quiet hours that hold it."""
-        if not self.quiet(ts):
-            return ts
         local = datetime.fromtimestamp(ts, ZoneInfo(self.tz))
-        end = local.replace(hour=self.quiet_end_h, minute=0, second=0, microsecond=0)
-        if end <= local:
-            end = (local + timedelta(days=1)).replace(
-                hour=self.quiet_end_h, minute=0, second=0, microsecond=0
-            )
-        return end.timestamp()
+        hour, e = local.hour, self.quiet_end_h
+        if not self._quiet_hour(hour):
+            return ts
+        # the end is a function of the local date, the fold and whether the hour is past
+        # the end (``end <= local``: the same tzinfo, so a comparison of the local fields):
+        # remembered per those (~8 µs each to compute; most quiet steps share a night)
+        key = (self.tz, e, local.year, local.month, local.day, local.fold, hour >= e)
+        end_ts = _ENDS.get(key)
+        if end_ts is None:
+            end = local.replace(hour=e, minute=0, second=0, microsecond=0)
+            if end <= local:
+                end = (local + timedelta(days=1)).replace(hour=e, minute=0, second=0, microsecond=0)
+            if len(_ENDS) >= 4_096:
+                _ENDS.clear()
+            end_ts = _ENDS[key] = end.timestamp()
+        return end_ts
+
+
+#: (zone, end hour, local date, fold, past the end hour) -> the end of the quiet hours
+_ENDS: dict[tuple[str, int, int, int, int, int, bool], float] = {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -223,26 +223,32 @@ class Cadences:
         else:
             before, now = held[1], held[2]
         start = now
-        log: list[Transition] = []
+        log: list[Transition] | None = None  # made only for a decision (most events make none)
         if now.due and now.due < event.ts:  # the lead's own steps due before this event
+            log = []
             now, out = fire(fx.settle(key, now), math.nextafter(event.ts, 0.0), self._book,
                             self.hours(event.tenant), log)  # fmt: skip
-            fx.fired.extend((key, e) for e in out)
+            if out:
+                fx.fired.extend((key, e) for e in out)
         if event.lead_id[:1] != "~":  # a visitor's events move no plan
-            ctx = reply.context
+            ctx, kind = reply.context, event.type
             blocked = ctx.get("blocked")
             blocked = tuple(blocked) if blocked else ()
             holdout = now.holdout or (self._share > 0 and _in_holdout(key, self._share))
-            marked = event.props.get("conversation") is True
+            # (``passive`` reads ``marked`` only for an agent_contact)
+            marked = kind == "agent_contact" and event.props.get("conversation") is True
             reactivated = bool(ctx.get("reactivated_now"))
-            if passive(now, event.type, triggers, blocked, reactivated, holdout, marked):
+            if passive(now, kind, triggers, blocked, reactivated, holdout, marked):
                 # only the personalisation fields move: merged as plain tuples, put into
                 # the state once (fx.settle), before anything reads it
-                held_fields = fx.pending.get(key) or fields_of(now.personal)
+                pending = fx.pending
+                held_fields = pending.get(key) or fields_of(now.personal)
                 merged = merge_fields(held_fields, _fields(event, reply))
                 if merged is not held_fields:
-                    fx.pending[key] = merged
+                    pending[key] = merged
             else:
+                if log is None:
+                    log = []
                 signal = self._signal(event, score, triggers, reply, holdout)
                 now = on_event(fx.settle(key, now), signal, self._book, self.hours(event.tenant),
                                log)  # fmt: skip
@@ -278,7 +284,7 @@ class Cadences:
         """A batch's effects, with the plan states of its leads (one MGET); every partition
         it read (events or a tick) is checked for due steps."""
         fx = CadenceEffects(partitions={partition for partition, _, _ in entries})
-        leads = sorted({(e.tenant, e.lead_id) for e in events if not e.lead_id.startswith("~")})
+        leads = sorted(k for k in {(e.tenant, e.lead_id) for e in events} if k[1][:1] != "~")
         if leads:
             p = self._names.prefix
             raw = self._r.mget([lead_key(p, tenant, lead, "c") for tenant, lead in leads])
@@ -314,8 +320,9 @@ class Cadences:
         for key in list(fx.pending):
             fx.settle(key, fx.states[key][2])
         newest: dict[int, float] = {}
-        for partition, ts in events:
-            newest[partition] = max(ts, newest.get(partition, ts))
+        for partition, ts in events:  # (event times are finite: engine/validate.py)
+            if ts > newest.get(partition, -math.inf):
+                newest[partition] = ts
         cutoffs = self._cutoffs(fx, newest)
         self._fire_due(fx, cutoffs)
         for (tenant, lead), e in fx.fired:

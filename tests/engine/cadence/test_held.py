@@ -11,11 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.app import build_parts
-from engine.cadence.decide import CadenceState, Personal, decode, encode, with_
+from engine.cadence.decide import (
+    CadenceState,
+    Personal,
+    decode,
+    encode,
+    fire,
+    on_event,
+    with_,
+    with_personal,
+)  # fmt: skip
 from engine.cadence.runner import CadenceEffects
 from engine.events import Event
 from engine.keys import cadence_due_key, lead_key
-from tests.engine.cadence.test_passive import histories
+from tests.engine.cadence.test_passive import BOOK, NY, histories
 
 NAMES = [f.name for f in dataclasses.fields(CadenceState)]
 
@@ -41,6 +50,20 @@ def test_with_is_dataclasses_replace(data: st.DataObject) -> None:
     changed = {n: values[n] for n in data.draw(st.sets(st.sampled_from(NAMES)))}
     assert with_(s, **changed) == dataclasses.replace(s, **changed)
     assert with_(s) == s
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories(), st.floats(1.0, 30 * 86_400.0))
+def test_no_decision_changes_a_state_it_is_given(case: Any, later: float) -> None:
+    """The state records are not frozen (engine/cadence/decide.py) and states are shared
+    (held by the worker, a batch's before and after): the decisions copy, never assign."""
+    s, signal = case
+    was = dataclasses.astuple(s)
+    after = on_event(s, signal, BOOK, NY, [])
+    fire(s, signal.ts + later, BOOK, NY, [])
+    fire(after, signal.ts + later, BOOK, NY, [])
+    with_personal(s, ("p9", "a9", "e9", "t9", "seller", "zillow", "ag9"))
+    assert dataclasses.astuple(s) == was
 
 
 @settings(max_examples=300, deadline=None)
