@@ -44,7 +44,7 @@ from engine.events import HAND_RAISE_TYPES, NEGATIVE_OUTCOMES, POSITIVE_OUTCOMES
 __all__ = [
     "CONVERSATIONS", "ENDINGS", "CadenceState", "Emission", "Personal", "Signal", "Transition",
     "Fields", "decode", "encode", "fields_of", "fire", "merge_fields", "on_event", "passive",
-    "ran_within", "step_id", "with_", "with_personal",
+    "ran_within", "step_id", "with_", "with_fields", "with_personal",
 ]  # fmt: skip
 
 #: Event types that start a real conversation: the plan pauses (an ``agent_contact`` only
@@ -419,6 +419,11 @@ def with_personal(s: CadenceState, new: Fields) -> CadenceState:
     old = fields_of(s.personal)
     merged = merge_fields(old, new)
     return s if merged == old else with_(s, personal=Personal(*merged))
+
+
+def with_fields(s: CadenceState, fields: Fields) -> CadenceState:
+    """``s`` with exactly these personalisation fields (``s`` itself if they are its own)."""
+    return s if fields == fields_of(s.personal) else with_(s, personal=Personal(*fields))
 
 
 def _absorb(s: CadenceState, sig: Signal, hours: Hours, log: Log) -> CadenceState:

@@ -56,7 +56,7 @@ from engine.cadence.decide import (
     on_event,
     passive,
     step_id,
-    with_personal,
+    with_fields,
 )  # fmt: skip
 from engine.cadence.plans import Book, Hours, compile_book
 from engine.events import Event
@@ -91,12 +91,15 @@ class CadenceEffects:
     pending: dict[Lead, Fields] = field(default_factory=dict)
 
     def settle(self, key: Lead, now: CadenceState) -> CadenceState:
-        """The lead's state ``now`` with its pending personalisation fields (stored)."""
+        """The lead's state ``now`` with its pending personalisation fields (stored). They
+        are already ``now``'s fields with the batch's passive events folded in, in order,
+        so they replace them: merging the net result into ``now`` again would lose a move
+        away and back (view B, then A again: A's address is gone, as one by one)."""
         fields = self.pending.pop(key, None)
         if fields is None:
             return now
         partition, before, _ = self.states[key]
-        now = with_personal(now, fields)
+        now = with_fields(now, fields)
         self.states[key] = (partition, before, now)
         return now
 
