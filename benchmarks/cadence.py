@@ -44,7 +44,7 @@ from engine.events import Event
 from engine.keys import cadence_clock_key, cadence_due_key
 from engine.redis_client import connect
 from engine.settings import Settings, load_settings
-from engine.streams import Producer, StreamNames
+from engine.streams import Producer, StreamNames, stream_names
 from features.spec import blocked_channels
 
 OUT = Path(__file__).parent / "results" / "cadence.json"
@@ -65,7 +65,7 @@ def _drop(client: Any, prefix: str) -> None:
 
 
 def _load(client: Any, settings: Settings, events: list[dict[str, Any]]) -> None:
-    names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+    names = stream_names(settings)
     producer = Producer(client, names, maxlen=0)
     for i in range(0, len(events), 2_000):
         producer.send(events[i : i + 2_000])

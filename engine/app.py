@@ -16,7 +16,7 @@ from engine.model_store import ModelStore
 from engine.processor import Processor
 from engine.settings import Settings
 from engine.sinks import Committer
-from engine.streams import StreamNames
+from engine.streams import stream_names
 from features.store import FeatureStore
 
 if TYPE_CHECKING:  # redis-py is used by the store and stream modules, not here
@@ -34,7 +34,7 @@ def build_parts(
     process_id: int = 0,
 ) -> EngineParts:
     """Assemble store, committer, model (resumed from Redis if saved) and processor."""
-    names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+    names = stream_names(settings)
     committer = Committer(
         client,
         names,

@@ -372,12 +372,12 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def _to_streams(args: argparse.Namespace, settings: Any, events: list[dict[str, Any]]) -> str:
     from engine.redis_client import connect, redis_for
-    from engine.streams import Producer, StreamNames
+    from engine.streams import Producer, stream_names
 
     url, local = redis_for(args.redis_url or settings.redis_url(), args.data_dir, create=False)
     try:
         client = connect(url, settings.redis.retries)
-        names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+        names = stream_names(settings)
         producer = Producer(client, names, settings.streams.maxlen)
         for i in range(0, len(events), 500):
             producer.send(events[i : i + 500])

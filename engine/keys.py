@@ -28,6 +28,18 @@ pair (not a hash tag: only the first pair counts):
 - reports: ``{p}:rpt:{tenant}:{day}``, ``{p}:rpt:tenants``
 - delivery: everything under ``{p}:dlv:`` (:class:`DeliveryKeys` lists them)
 
+**Slot per partition** (``redis.key_layout = "partition"``, for spreading one deployment
+over the masters of a Redis Cluster): everything a batch writes moves from ``{p}`` to its
+partition's own tag (:meth:`StreamNames.shard`, e.g. ``{lp.3.41}``): the lead records of
+the partition's leads (``events.partition_of``), its hot-list and report shards, its
+streams (events, alerts, buckets, cadence, dead letters, labels), its positions and its
+due, watermark and cadence-clock keys. The key names after the tag stay the same, so a
+partition's keys are the deployment layout's keys with another tag, and a reader merges
+the shards (:meth:`StreamNames.shards`). The tags are chosen so partition ``n`` of ``P``
+hashes into slot band ``n`` of ``P`` (:func:`shard_tag`): a cluster whose masters hold
+even slot ranges gets even shares of the partitions. The model, the gateway's and
+delivery's keys stay under ``{p}``.
+
 Before this layout every key began with the bare prefix (``lp:…``); ``leadpulse
 migrate`` renames such keys (:data:`legacy_pattern`, :func:`migrated_name`).
 
@@ -36,13 +48,19 @@ Nothing here imports the rest of the engine, so any module may import it.
 
 from __future__ import annotations
 
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from engine.events import partition_of
+
 __all__ = [
-    "CrmKeys", "DeliveryKeys", "ModelKeys", "StreamNames", "alias_key", "bound_key",
-    "cadence_clock_key", "cadence_due_key",
+    "LAYOUTS", "CrmKeys", "DeliveryKeys", "ModelKeys", "StreamNames", "alias_key", "bound_key",
+    "cadence_clock_key", "cadence_due_key", "every_pattern",
     "contact_index_key", "day_key", "due_key", "hot_index_key", "hot_key",
     "idempotency_key", "lead_key", "lost_seen_key", "mark_key", "member", "processed_key",
-    "legacy_pattern", "migrated_name", "pattern", "rate_limit_key", "root", "split_member",
-    "tenants_key", "watermark_key",
+    "legacy_pattern", "migrated_name", "pattern", "rate_limit_key", "root", "shard_tag",
+    "split_member", "tenants_key", "watermark_key",
 ]  # fmt: skip
 
 
@@ -54,6 +72,33 @@ def root(prefix: str) -> str:
 def pattern(prefix: str, rest: str = "*") -> str:
     """SCAN pattern of a deployment's keys (``{lp}:*``; braces are literal in a pattern)."""
     return f"{root(prefix)}:{rest}"
+
+
+def every_pattern(prefix: str, rest: str = "*") -> str:
+    """SCAN pattern of a deployment's keys in either layout: under ``{lp}`` and under its
+    partitions' tags ``{lp.N.k}`` (``{lp[}.]*``; a prefix never holds a dot, so no other
+    deployment's keys match)."""
+    return f"{{{prefix}[}}.]*:{rest}"
+
+
+#: ``deployment``: every key under ``{prefix}`` (one slot); ``partition``: a slot per
+#: partition for everything a batch writes (:meth:`StreamNames.shard`).
+LAYOUTS = ("deployment", "partition")
+
+
+@cache
+def shard_tag(prefix: str, partition: int, partitions: int) -> str:
+    """The hash tag of a partition's keys in the slot-per-partition layout: ``lp.N.k``, with
+    the smallest ``k`` whose slot falls in band ``N`` of ``partitions`` equal bands of the
+    16,384 slots (deterministic: every process finds the same tag)."""
+    if not 0 <= partition < partitions:
+        raise ValueError(f"partition {partition} is outside 0..{partitions - 1}")
+    low = partition * REDIS_CLUSTER_HASH_SLOTS // partitions
+    high = (partition + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
+    k = 0
+    while not low <= key_slot(f"{prefix}.{partition}.{k}".encode()) < high:
+        k += 1
+    return f"{prefix}.{partition}.{k}"
 
 
 def legacy_pattern(prefix: str) -> str:
@@ -127,19 +172,63 @@ def lost_seen_key(prefix: str) -> str:
 
 
 class StreamNames:
-    """Key names of every stream and stream-side hash, from one prefix."""
+    """Key names of every stream and stream-side hash of a deployment: its prefix, its
+    partition count and its layout (:data:`LAYOUTS`).
 
-    def __init__(self, prefix: str, partitions: int) -> None:
+    ``positions``, ``alerts``, ... name the deployment layout's keys; in the
+    slot-per-partition layout each partition has its own (:meth:`of`), and
+    :meth:`shards` lists the prefixes a reader merges.
+    """
+
+    def __init__(self, prefix: str, partitions: int, layout: str = "deployment") -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown key layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
         self.prefix = prefix
         self.partitions = partitions
+        self.layout = layout
+        self.sharded = layout == "partition"
         self.positions = f"{root(prefix)}:pos"
         self.dead_letter = f"{root(prefix)}:deadletter"
         self.alerts = f"{root(prefix)}:alerts"
         self.bucket_changes = f"{root(prefix)}:buckets"
         self.cadence = f"{root(prefix)}:cadence"  # due follow-up steps (engine/cadence)
 
+    def shard(self, partition: int) -> str:
+        """The prefix a partition's keys are built from: the deployment's own prefix, or
+        the partition's :func:`shard_tag` in the slot-per-partition layout."""
+        if not self.sharded:
+            return self.prefix
+        return shard_tag(self.prefix, partition, self.partitions)
+
+    def home(self, tenant: str, lead_id: str) -> str:
+        """The prefix of a lead's keys: its partition's (:meth:`shard`)."""
+        if not self.sharded:
+            return self.prefix
+        return self.shard(partition_of(tenant, lead_id, self.partitions))
+
+    def shards(self) -> list[str]:
+        """Every distinct prefix a partition's keys are built from, in partition order."""
+        if not self.sharded:
+            return [self.prefix]
+        return [self.shard(p) for p in range(self.partitions)]
+
+    def of(self, partition: int) -> StreamNames:
+        """The names a batch of ``partition`` writes: this deployment's, or in the
+        slot-per-partition layout the same names under the partition's tag."""
+        if not self.sharded:
+            return self
+        names = _SHARDS.get((self.prefix, partition, self.partitions))
+        if names is None:
+            names = StreamNames(self.shard(partition), self.partitions)
+            names.events = self.events  # type: ignore[method-assign]  # the deployment's
+            _SHARDS[(self.prefix, partition, self.partitions)] = names
+        return names
+
     def events(self, partition: int) -> str:
-        return f"{root(self.prefix)}:events:{partition}"
+        return f"{root(self.shard(partition))}:events:{partition}"
+
+
+_SHARDS: dict[tuple[str, int, int], StreamNames] = {}
 
 
 def processed_key(names: StreamNames) -> str:

@@ -23,7 +23,7 @@ from engine.events import partition_of
 from engine.keys import alias_key
 from engine.redis_client import connect, redis_for
 from engine.settings import load_settings
-from engine.streams import StreamNames, queue_control
+from engine.streams import StreamNames, queue_control, stream_names
 from engine.up import add_data_dir
 
 __all__ = ["Queued", "add_parser", "merge_by_contact", "queue_merge", "run"]
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace, settings: Any, client: Any) -> int:
-    names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+    names = stream_names(settings)
     if args.contact_hash:
         keep, queued = merge_by_contact(client, names, args.tenant, args.contact_hash)
         if keep is None:

@@ -28,7 +28,7 @@ from engine.errors import ConfigError
 from engine.records import RecordReader
 from engine.redis_client import connect, redact_url, resolve_url
 from engine.settings import Settings, load_settings
-from engine.streams import Producer, StreamNames
+from engine.streams import Producer, StreamNames, stream_names
 from engine.views import read_alerts, read_scores
 
 __all__ = ["LineIndex", "load_events", "replay_file"]
@@ -185,7 +185,7 @@ def _replay(
     from engine.app import build_parts  # bytewax and river: only once Redis answered
     from engine.dataflow import run_bounded
 
-    names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+    names = stream_names(settings)
     if client.exists(names.positions) or client.exists(names.events(0)):
         raise ConfigError(
             f"redis.key_prefix: {settings.redis.key_prefix!r} already holds leadpulse data "

@@ -72,6 +72,9 @@ class _Section(BaseModel):
 class RedisSettings(_Section):
     url: str = ""
     key_prefix: str = Field("lp", pattern=r"^[a-z][a-z0-9_]{0,15}$")
+    #: "deployment": every key in one hash slot; "partition": a slot per stream partition,
+    #: so one deployment spreads over a Redis Cluster's masters (engine/keys.py)
+    key_layout: Literal["deployment", "partition"] = "deployment"
     socket_timeout_s: float = Field(5.0, gt=0, le=120)
     retries: int = Field(6, ge=0, le=50)
     outage_backoff_cap_s: float = Field(2.0, gt=0, le=300)

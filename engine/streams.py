@@ -20,7 +20,7 @@ merge``. The gateway only ever writes ``e``, so no client can send one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgpack
 import redis
@@ -28,6 +28,9 @@ from redis.cluster import RedisCluster
 
 from engine.events import partition_of
 from engine.keys import StreamNames, processed_key
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
 
 __all__ = [
     "CONTROL",
@@ -39,6 +42,7 @@ __all__ = [
     "processed_key",
     "queue_control",
     "stream_lag",
+    "stream_names",
     "unprocessed",
 ]
 
@@ -100,6 +104,13 @@ class Producer:
             maxlen=self._maxlen or None,
             approximate=True,
         )
+
+
+def stream_names(settings: Settings) -> StreamNames:
+    """The deployment's key names from its settings (prefix, partitions, key layout)."""
+    return StreamNames(
+        settings.redis.key_prefix, settings.streams.partitions, settings.redis.key_layout
+    )
 
 
 def queue_control(target: Any, names: StreamNames, partition: int, payload: bytes) -> Any:

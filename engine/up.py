@@ -329,9 +329,9 @@ def _feed_demo(client: Any, settings: Any, stop: threading.Event) -> None:
     """Seeded simulated visitors, sent at a few events a second with the wall clock as
     event time, until stopped; the agent's own actions are left to the agent."""
     from benchmarks.simulator import SimConfig, generate
-    from engine.streams import Producer, StreamNames
+    from engine.streams import Producer, stream_names
 
-    names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+    names = stream_names(settings)
     producer = Producer(client, names, settings.streams.maxlen)
     run_id = secrets.token_hex(3)
     events = [

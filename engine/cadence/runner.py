@@ -65,6 +65,7 @@ from engine.reporting.batch import ReportDelta
 from engine.reporting.cadence import increments as cadence_counts
 from engine.scoring import Score
 from engine.settings import Settings
+from engine.streams import stream_names
 from features.spec import is_stop
 from features.store import FeatureReply
 
@@ -177,7 +178,7 @@ class Cadences:
         self.enabled = settings.cadence.enabled
         self._s = settings
         self._r = client
-        self._names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+        self._names = stream_names(settings)
         self._book: Book = compile_book(settings.cadence)
         self._limit = settings.cadence.max_due_per_batch
         self._share = settings.cadence.send_time_holdout  # of leads in the send-time holdout

@@ -68,7 +68,7 @@ from engine.delivery.webhooks import Job, Receipts, RetryPolicy, WebhookSender
 from engine.events import Event
 from engine.reporting.delivery import DeliveryCounts
 from engine.settings import Settings, TenantDelivery
-from engine.streams import Producer, StreamNames
+from engine.streams import Producer, stream_names
 from engine.validate import Validator
 
 __all__ = ["DeliveryService", "Prepared", "Run", "run_in_thread"]
@@ -102,7 +102,7 @@ class DeliveryService:
         self.settings = settings
         self.d = settings.delivery
         self._r: Any = client
-        self.names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+        self.names = stream_names(settings)
         self.keys = DeliveryKeys(settings.redis.key_prefix)
         self.metrics = metrics or DeliveryMetrics.create()
         self.consumer = consumer

@@ -49,7 +49,7 @@ from engine.delivery.sla import SlaClocks
 from engine.delivery.tasks import today_tasks
 from engine.records import RecordReader
 from engine.settings import Settings
-from engine.streams import Producer, StreamNames
+from engine.streams import Producer, stream_names
 
 __all__ = ["Action", "page_router"]
 
@@ -104,7 +104,7 @@ class _Desk:
     ) -> _Desk:
         d = settings.delivery
         keys = DeliveryKeys(settings.redis.key_prefix)
-        names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+        names = stream_names(settings)
         producer = Producer(client, names, settings.streams.maxlen)
         ttl = int(settings.features.idle_expire_d * 86_400)
         assigner = Assigner(

@@ -63,7 +63,7 @@ from engine.gateway.store import GatewayStore
 from engine.gateway.streams import StreamGuard, Streams
 from engine.records import RecordReader
 from engine.settings import Settings
-from engine.streams import StreamNames
+from engine.streams import stream_names
 
 __all__ = ["create_app"]
 
@@ -177,7 +177,7 @@ def _keys(settings: Settings) -> tuple[KeyRing, ContactHasher]:
 def _store(settings: Settings, redis_url: str) -> GatewayStore:
     return GatewayStore(
         redis_url,
-        StreamNames(settings.redis.key_prefix, settings.streams.partitions),
+        stream_names(settings),
         maxlen=settings.streams.maxlen,
         idempotency_ms=int(settings.gateway.idempotency_window_h * 3_600_000),
         contact_ttl_s=int(settings.features.idle_expire_d * 86_400),

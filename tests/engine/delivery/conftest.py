@@ -28,7 +28,7 @@ from engine.dataflow import build_flow, run_flow
 from engine.delivery.consumer import DeliveryService
 from engine.delivery.web import routers
 from engine.settings import Settings
-from engine.streams import Producer, StreamNames
+from engine.streams import Producer, stream_names
 
 SECRET = "test-secret-0123456789abcdef"
 
@@ -142,7 +142,7 @@ def make_app(settings: Settings, client: redis.Redis) -> FastAPI:
 
 
 def send(settings: Settings, client: redis.Redis, events: list[dict[str, Any]]) -> list[bytes]:
-    names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+    names = stream_names(settings)
     return Producer(client, names, settings.streams.maxlen).send(events)
 
 

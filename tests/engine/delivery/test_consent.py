@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from engine.delivery.consent import ConsentBook, blocked_reasons, blocks_from
 from engine.delivery.consumer import DeliveryService
 from engine.events import Event
-from engine.streams import StreamNames
+from engine.streams import stream_names
 from engine.views import read_alerts
 from tests.engine.delivery.conftest import (
     Clock,
@@ -43,7 +43,7 @@ def _run(make_settings: Any, client: Any, events: list[dict[str, Any]]) -> list[
     run_engine(settings, client)
     svc = DeliveryService(settings, client, clock=Clock(business_now()))  # daytime: no quiet hours
     payloads = handle_all(svc)
-    names = StreamNames(settings.redis.key_prefix, settings.streams.partitions)
+    names = stream_names(settings)
     engine_alerts = read_alerts(client, names)
     assert len(engine_alerts) == len(payloads)
     return payloads
