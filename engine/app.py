@@ -53,9 +53,7 @@ def build_parts(
     )
     if learner.live.labels_seen:
         log.info("resumed model with %d labels", learner.live.labels_seen)
-    store = FeatureStore(
-        client, settings.features, settings.redis.key_prefix, settings.streams.partitions
-    )
+    store = FeatureStore(client, settings.features, names, settings.streams.partitions)
     processor = Processor(settings, store, committer, learner, metrics)
     return EngineParts(
         processor=processor,

@@ -57,10 +57,10 @@ from engine.events import partition_of
 __all__ = [
     "LAYOUTS", "CrmKeys", "DeliveryKeys", "ModelKeys", "StreamNames", "alias_key", "bound_key",
     "cadence_clock_key", "cadence_due_key", "every_pattern",
-    "contact_index_key", "day_key", "due_key", "hot_index_key", "hot_key",
+    "contact_index_key", "day_key", "due_key", "home_of", "hot_index_key", "hot_key",
     "idempotency_key", "lead_key", "lost_seen_key", "mark_key", "member", "processed_key",
-    "legacy_pattern", "migrated_name", "pattern", "rate_limit_key", "root", "shard_tag",
-    "split_member", "tenants_key", "watermark_key",
+    "legacy_pattern", "migrated_name", "outbox_key", "pattern", "rate_limit_key", "root",
+    "shard_tag", "split_member", "tenants_key", "watermark_key",
 ]  # fmt: skip
 
 
@@ -231,9 +231,21 @@ class StreamNames:
 _SHARDS: dict[tuple[str, int, int], StreamNames] = {}
 
 
+def home_of(where: str | StreamNames, tenant: str, lead_id: str) -> str:
+    """The prefix of a lead's keys: ``where`` itself when it is a prefix (a batch's own
+    partition, or the deployment layout), its partition's when it is a deployment's names."""
+    return where if isinstance(where, str) else where.home(tenant, lead_id)
+
+
 def processed_key(names: StreamNames) -> str:
     """Hash partition -> entries processed ever (committed with the positions)."""
     return f"{root(names.prefix)}:processed"
+
+
+def outbox_key(names: StreamNames) -> str:
+    """Slot-per-partition layout: control entries a partition's batch sends to other
+    partitions, committed with the batch, then moved on (``streams.forward_outbox``)."""
+    return f"{root(names.prefix)}:outbox"
 
 
 # -- the model (engine/model_store.py) -----------------------------------------------------

@@ -56,6 +56,18 @@ log = logging.getLogger(__name__)
 Leads = dict[tuple[str, str], LeadInBatch]
 
 
+def _combined(results: Sequence[BatchResult]) -> BatchResult:
+    """One result of a batch committed in parts."""
+    if len(results) == 1:
+        return results[0]
+    return BatchResult(
+        tuple(a for r in results for a in r.alerts),
+        sum(r.processed for r in results),
+        sum(r.rejected for r in results),
+        sum(r.duplicates for r in results),
+    )
+
+
 class Processor:
     """Runs the stages (``engine/stages/``) over batches of stream entries. Thread-safe:
     workers of a process share one."""
@@ -84,11 +96,27 @@ class Processor:
             metrics.labels.labels(kind)
         self.outage_backoff = outage_backoff(settings.redis.outage_backoff_cap_s)
         self._cadence = Cadences(settings, committer.client, clock)  # engine/cadence
+        self._sharded = committer.names.sharded
 
     # -- the batch -------------------------------------------------------------------------
     def process_retrying(
         self, entries: Sequence[Entry], stop: threading.Event | None = None
     ) -> BatchResult:
+        """:meth:`process`, redone with capped exponential backoff while Redis is unreachable
+        (in the slot-per-partition layout, each partition's part of the batch on its own)."""
+        return _combined([self._retrying(part, stop) for part in self._parts(entries)])
+
+    def _parts(self, entries: Sequence[Entry]) -> list[Sequence[Entry]]:
+        """The batch as it commits: whole, or in the slot-per-partition layout one part
+        per partition (a transaction stays in one hash slot), in order of first entry."""
+        if not self._sharded:
+            return [entries]
+        parts: dict[int, list[Entry]] = {}
+        for entry in entries:
+            parts.setdefault(entry[0], []).append(entry)
+        return list(parts.values())
+
+    def _retrying(self, entries: Sequence[Entry], stop: threading.Event | None) -> BatchResult:
         """:meth:`process`, redone with capped exponential backoff while Redis is unreachable.
 
         Redoing a batch is safe because it commits in one MULTI/EXEC with its stream
@@ -148,7 +176,7 @@ class Processor:
     def process(self, entries: Sequence[Entry]) -> BatchResult:
         """One batch, committed; a failure leaves nothing of it behind (the cache is dropped)."""
         try:
-            return self._process(entries)
+            return _combined([self._process(part) for part in self._parts(entries)])
         except BaseException:
             self._store.clear()  # it may hold state of the batch that never committed
             raise
@@ -159,7 +187,7 @@ class Processor:
         started = time.perf_counter()
         if entries and not any(sid for _, sid, _ in entries):
             return self._ticks(entries)
-        fx = BatchEffects()
+        fx = BatchEffects(partition=entries[0][0] if self._sharded else -1)
         self.learner.refresh()
         learned = self.learner.catch_up()
         events, origin, rejected = self._decoder.decode_all(entries, fx)
@@ -176,7 +204,8 @@ class Processor:
         rejected += late
         self._finish_leads(leads, fx)
         # brokerage reporting: per-day counters, committed with the batch (engine/reporting)
-        fx.report = report_batch(self._s, self._commit.client, events, fx)
+        shard = self._commit.names.shard(fx.partition) if self._sharded else ""
+        fx.report = report_batch(self._s, self._commit.client, events, fx, shard)
         emit_ms = int(self._clock() * 1000)
         for alert in fx.alerts:
             alert.emit_ms = emit_ms
@@ -230,6 +259,7 @@ class Processor:
         """Only clock ticks (idle live partitions): fire due follow-up steps, commit if any."""
         if self._cadence.enabled:
             fx = BatchEffects(cadence=self._cadence.begin(entries))
+            fx.partition = entries[0][0] if self._sharded else -1
             assert fx.cadence is not None
             self._cadence.finish(fx.cadence, (), int(self._clock() * 1000))
             if fx.cadence.work:

@@ -41,8 +41,11 @@ from engine.reporting.batch import ReportDelta
 from engine.streams import (
     StreamNames,
     committed_positions,
+    forward_outbox,
     processed_key,
     queue_control,
+    queue_outbox,
+    queue_outbox_label,
     stream_lag,
 )  # fmt: skip
 from features.store import (
@@ -132,6 +135,7 @@ class BatchEffects:
     report: ReportDelta | None = None  # brokerage reporting counters (engine/reporting)
     features: FeatureWrites | None = None  # lead feature records (features/store.py)
     cadence: CadenceEffects | None = None  # follow-up plans and due steps (engine/cadence)
+    partition: int = -1  # the batch's one partition (slot-per-partition layout), else -1
 
 
 def _zset_writes(pipe: Any, key: str, gone: list[str], scores: dict[str, float]) -> None:
@@ -158,6 +162,7 @@ class Committer:
         retain_processed_s: float = 3_600,
     ) -> None:
         self._r = client
+        self.names = names
         # never re-sent by redis-py: a lost EXEC reply must not commit a batch twice
         self._tx = without_retry(client)
         self._names = names
@@ -170,6 +175,7 @@ class Committer:
         self._retain_ms = int(retain_processed_s * 1000)
         self.model_keys = ModelKeys(names.prefix)
         self._prune_hot = client.register_script(_PRUNE_HOT)
+        self._outbox_checked: set[int] = set()
         self._next_prune = 0.0
 
     @property
@@ -186,8 +192,11 @@ class Committer:
         """
         now = time.time() if now is None else now
         cutoff_ms = int((now - self._idle) * 1000)
-        return int(self._prune_hot(keys=[hot_index_key(self._prefix)],
-                                   args=[hot_key(self._prefix, ""), cutoff_ms, limit]))  # fmt: skip
+        gone = 0
+        for p in self._names.shards():  # one script a shard: its keys share a slot
+            gone += int(self._prune_hot(keys=[hot_index_key(p)],
+                                        args=[hot_key(p, ""), cutoff_ms, limit]))  # fmt: skip
+        return gone
 
     def commit(self, fx: BatchEffects) -> None:
         if time.monotonic() >= self._next_prune:  # once a minute, outside the transaction
@@ -198,15 +207,40 @@ class Committer:
             raise ValueError("a batch that changes lead records needs its FeatureWrites")
         if fx.features is not None:  # leads the batch changes without events: read first
             fx.features.hold(changes.leads())
+        names = self._batch_names(fx)
+        outbox = fx.features.outbox if fx.features is not None else []
         with self._tx.pipeline(transaction=True) as pipe:
             if fx.features is not None:
-                queue_writes(pipe, self._prefix, fx.features, self._idle, changes)
-            self._queue(pipe, fx)
+                queue_writes(pipe, names.prefix, fx.features, self._idle, changes)
+            self._queue(pipe, fx, names)
             if fx.features is not None:
-                queue_after(pipe, self._prefix, fx.features)
-                for partition, blob in fx.features.outbox:
-                    queue_control(pipe, self._names, partition, blob)
+                queue_after(pipe, names.prefix, fx.features)
+            for partition, blob in outbox:  # another partition's slot: via the outbox
+                queue = queue_outbox if self._names.sharded else queue_control
+                queue(pipe, names, partition, blob)
             pipe.execute()
+        if self._names.sharded:
+            self._after_sharded(fx, names, bool(outbox))
+
+    def _batch_names(self, fx: BatchEffects) -> StreamNames:
+        """The names the batch writes: the deployment's, or its partition's own."""
+        if not self._names.sharded:
+            return self._names
+        if fx.partition < 0:
+            raise ValueError("in the slot-per-partition layout a batch names its partition")
+        return self._names.of(fx.partition)
+
+    def _after_sharded(self, fx: BatchEffects, names: StreamNames, sent: bool) -> None:
+        """Slot-per-partition layout: the model's writes (under the deployment's tag) in a
+        transaction of their own, and control entries from the partition's outbox on to
+        their partitions (also any a crash left there, at a partition's first batch)."""
+        if fx.model_work is not None or fx.publish is not None:
+            with self._tx.pipeline(transaction=True) as pipe:
+                self._queue_model(pipe, fx)
+                pipe.execute()
+        if sent or fx.labels or fx.partition not in self._outbox_checked:
+            self._outbox_checked.add(fx.partition)
+            forward_outbox(self._r, names, self.model_keys.labels, self._labels_maxlen)
 
     def _changes(self, fx: BatchEffects) -> LeadChanges:
         """What the batch changes in its leads' records besides features (one SET a lead:
@@ -214,35 +248,36 @@ class Committer:
         marks = {} if fx.report is None else {k: m.to_list() for k, m in fx.report.marks.items()}
         return LeadChanges(fx.score_records, fx.snapshots, marks, self._max_snapshots)
 
-    def _queue(self, pipe: Any, fx: BatchEffects) -> None:
+    def _queue(self, pipe: Any, fx: BatchEffects, names: StreamNames) -> None:
         """Every write of the batch, in an order that matters only where said."""
         for alert in fx.alerts:  # first: a bucket change names the last alert before it
             pipe.xadd(
-                self._names.alerts,
+                names.alerts,
                 {"a": msgpack.packb(alert.wire(), use_bin_type=True)},
                 maxlen=self._alerts_maxlen,
                 approximate=True,
             )
-        self._queue_bucket_changes(pipe, fx)  # after the alerts: it names the last one
-        self._queue_leads(pipe, fx)
+        self._queue_bucket_changes(pipe, fx, names)  # after the alerts: it names the last one
+        self._queue_leads(pipe, fx, names.prefix)
         for dead in fx.dead_letters:
             pipe.xadd(
-                self._names.dead_letter,
+                names.dead_letter,
                 {k: v if isinstance(v, bytes) else str(v) for k, v in dead.items()},
                 maxlen=self._dead_maxlen,
                 approximate=True,
             )
-        self._queue_learning(pipe, fx)
+        self._queue_learning(pipe, fx, names.prefix)
+        if not self._names.sharded:
+            self._queue_model(pipe, fx)
         if fx.report is not None:
             fx.report.apply(pipe)
         if fx.cadence is not None:
-            fx.cadence.apply(pipe, self._names, self._alerts_maxlen, self._idle)
-        self._queue_positions(pipe, fx)
+            fx.cadence.apply(pipe, names, self._alerts_maxlen, self._idle)
+        self._queue_positions(pipe, fx, names)
 
-    def _queue_leads(self, pipe: Any, fx: BatchEffects) -> None:
+    def _queue_leads(self, pipe: Any, fx: BatchEffects, p: str) -> None:
         """Hot lists and the learning moments' due index (score records and moments are
         in the leads' records: :func:`features.store.queue_writes`)."""
-        p = self._prefix
         now_ms = int(time.time() * 1000)
         # one ZREM / ZADD per key with all its members (each lead once: a dict's keys), the
         # same sets as a command per member gave
@@ -272,17 +307,21 @@ class Committer:
             if lower:
                 pipe.zadd(due_key(p, partition), lower, lt=True)
 
-    def _queue_learning(self, pipe: Any, fx: BatchEffects) -> None:
-        """Labels, sweep watermarks, pacing, the model's checkpoint and publication."""
-        p = self._prefix
+    def _queue_learning(self, pipe: Any, fx: BatchEffects, p: str) -> None:
+        """Labels, sweep watermarks, pacing."""
         if fx.watermarks:
             pipe.hset(watermark_key(p), mapping={str(k): v for k, v in fx.watermarks.items()})
         if fx.lost_seen:
             pipe.sadd(lost_seen_key(p), *sorted(fx.lost_seen))
-        for label in fx.labels:
-            pipe.xadd(
-                self.model_keys.labels, {"l": label}, maxlen=self._labels_maxlen, approximate=True
-            )
+        for label in fx.labels:  # one stream for the trainer, under the deployment's tag
+            if self._names.sharded:  # via the partition's outbox (its slot)
+                queue_outbox_label(pipe, self._names.of(fx.partition), label)
+            else:
+                pipe.xadd(self.model_keys.labels, {"l": label}, maxlen=self._labels_maxlen,
+                          approximate=True)  # fmt: skip
+
+    def _queue_model(self, pipe: Any, fx: BatchEffects) -> None:
+        """The model's checkpoint and publication (under the deployment's tag)."""
         if fx.model_work is not None:
             pipe.set(self.model_keys.work, fx.model_work)
             # Retention: the trainer restarts from this checkpoint and reads only labels
@@ -295,13 +334,13 @@ class Committer:
         if fx.publish is not None:
             publish_commands(pipe, self.model_keys, *fx.publish)
 
-    def _queue_positions(self, pipe: Any, fx: BatchEffects) -> None:
+    def _queue_positions(self, pipe: Any, fx: BatchEffects, names: StreamNames) -> None:
         """The partitions' committed positions and counts, and the streams' retention."""
         if not fx.positions:
             return
-        pipe.hset(self._names.positions, mapping={str(k): v for k, v in fx.positions.items()})
+        pipe.hset(names.positions, mapping={str(k): v for k, v in fx.positions.items()})
         for partition, n in fx.processed.items():
-            pipe.hincrby(processed_key(self._names), str(partition), n)
+            pipe.hincrby(processed_key(names), str(partition), n)
         # Retention: only entries older than the committed position by the retention
         # window go; an entry the dataflow has not processed is never trimmed.
         for partition, sid in fx.positions.items():
@@ -309,7 +348,7 @@ class Committer:
             if ms > 0:
                 pipe.xtrim(self._names.events(partition), minid=f"{ms}-0", approximate=True)
 
-    def _queue_bucket_changes(self, pipe: Any, fx: BatchEffects) -> None:
+    def _queue_bucket_changes(self, pipe: Any, fx: BatchEffects, names: StreamNames) -> None:
         """One script call: a ``<prefix>:buckets`` entry per lead whose bucket changed
         (:data:`_BUCKET_CHANGES`; the processor found them, visitors never among them)."""
         args: list[Any] = [self._alerts_maxlen]
@@ -327,8 +366,8 @@ class Committer:
         if len(args) > 1:  # EVAL, not EVALSHA: a cluster node may not hold the script yet,
             # and a NOSCRIPT inside MULTI would abort the whole batch
             # (redis-py's cluster pipeline has no ``eval``; the raw command routes by its keys)
-            pipe.execute_command("EVAL", _BUCKET_CHANGES, 2, self._names.bucket_changes,
-                                 self._names.alerts, *args)  # fmt: skip
+            pipe.execute_command("EVAL", _BUCKET_CHANGES, 2, names.bucket_changes,
+                                 names.alerts, *args)  # fmt: skip
 
     def committed(self) -> dict[int, str]:
         """The committed position per partition (did a batch whose reply was lost land?)."""
@@ -339,23 +378,28 @@ class Committer:
         return stream_lag(self._r, self._names, partitions)
 
     def watermarks(self) -> dict[int, int]:
-        raw = cast(dict[bytes, bytes], self._r.hgetall(watermark_key(self._prefix)))
-        return {int(k): int(v) for k, v in raw.items()}
+        pipe = self._r.pipeline(transaction=False)
+        for p in self._names.shards():
+            pipe.hgetall(watermark_key(p))
+        raws = cast(list[dict[bytes, bytes]], pipe.execute())
+        return {int(k): int(v) for raw in raws for k, v in raw.items()}
 
     def lost_seen(self) -> set[int]:
         """Partitions that have committed an explicit ``lost`` outcome."""
-        return {int(m) for m in cast(set[bytes], self._r.smembers(lost_seen_key(self._prefix)))}
+        pipe = self._r.pipeline(transaction=False)
+        for p in self._names.shards():
+            pipe.smembers(lost_seen_key(p))
+        return {int(m) for seen in cast(list[set[bytes]], pipe.execute()) for m in seen}
 
     def due_leads(self, partition: int, cutoff: float) -> list[tuple[str, list[bytes]]]:
         """Leads of ``partition`` holding a snapshot older than ``cutoff``, with their snapshots.
 
         Two round trips; runs at most once per partition per event-time day.
         """
-        members = cast(
-            list[bytes], self._r.zrangebyscore(due_key(self._prefix, partition), "-inf", cutoff)
-        )
+        p = self._names.shard(partition)
+        members = cast(list[bytes], self._r.zrangebyscore(due_key(p, partition), "-inf", cutoff))
         if not members:
             return []
         names = [m.decode() for m in members]
         leads = [cast(tuple[str, str], tuple(m.split("\x1f", 1))) for m in names]
-        return list(zip(names, read_moments(self._r, self._prefix, leads), strict=True))
+        return list(zip(names, read_moments(self._r, p, leads), strict=True))

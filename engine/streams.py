@@ -27,7 +27,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from engine.events import partition_of
-from engine.keys import StreamNames, processed_key
+from engine.keys import StreamNames, outbox_key, processed_key
 
 if TYPE_CHECKING:
     from engine.settings import Settings
@@ -38,9 +38,12 @@ __all__ = [
     "Producer",
     "StreamNames",
     "committed_positions",
+    "forward_outbox",
     "ingest_ms",
     "processed_key",
     "queue_control",
+    "queue_outbox",
+    "queue_outbox_label",
     "stream_lag",
     "stream_names",
     "unprocessed",
@@ -48,6 +51,8 @@ __all__ = [
 
 #: The field of a control entry (contract events are ``e``, or ``j`` for raw JSON lines).
 CONTROL = b"c"
+_TO = b"to"  # an outbox entry's partition
+_LABEL = b"l"  # an outbox entry's labelled example
 
 
 def ingest_ms(stream_id: bytes | str) -> int:
@@ -120,6 +125,42 @@ def queue_control(target: Any, names: StreamNames, partition: int, payload: byte
     return target.xadd(names.events(partition), {CONTROL: payload})
 
 
+def queue_outbox(pipe: Any, names: StreamNames, partition: int, payload: bytes) -> Any:
+    """Slot-per-partition layout: a control entry for ``partition``, kept in the batch's
+    own partition's outbox (its slot) by the batch's transaction; :func:`forward_outbox`
+    appends it to ``partition`` once the batch committed."""
+    return pipe.xadd(outbox_key(names), {CONTROL: payload, _TO: str(partition)})
+
+
+def queue_outbox_label(pipe: Any, names: StreamNames, label: bytes) -> Any:
+    """Slot-per-partition layout: a labelled example for the trainer's one labels stream
+    (under the deployment's tag), kept in the partition's outbox like a control entry."""
+    return pipe.xadd(outbox_key(names), {_LABEL: label})
+
+
+def forward_outbox(
+    client: Any, names: StreamNames, labels: str, labels_maxlen: int, count: int = 1_000
+) -> int:
+    """Append the entries in ``names``' outbox where they go (control entries to their
+    partitions, labels to the ``labels`` stream), then delete them. A crash in between
+    sends an entry twice, and each is applied once: a request to a lead already handed
+    over, a hand-over or a forwarded event seen before are skipped (``engine/identity.py``),
+    and the trainer skips an example it learned by its id (``engine/learning.py``).
+    Returns how many moved."""
+    key, moved = outbox_key(names), 0
+    while rows := cast(list[Any], client.xrange(key, count=count)):
+        pipe = client.pipeline(transaction=False)
+        for _, fields in rows:
+            if _LABEL in fields:
+                pipe.xadd(labels, {"l": fields[_LABEL]}, maxlen=labels_maxlen, approximate=True)
+            else:
+                queue_control(pipe, names, int(fields[_TO]), fields[CONTROL])
+        pipe.execute()
+        client.xdel(key, *(sid for sid, _ in rows))
+        moved += len(rows)
+    return moved
+
+
 def unprocessed(client: redis.Redis, names: StreamNames) -> list[int]:
     """Partitions holding entries after their committed position (a bounded run that
     appended control entries to a partition it had already finished). One round trip."""
@@ -152,11 +193,12 @@ def stream_lag(
     pipe = client.pipeline(transaction=False)
     for p in parts:
         pipe.xinfo_stream(names.events(p))
-    pipe.hmget(processed_key(names), [str(p) for p in parts])
+    for p in parts:
+        pipe.hget(processed_key(names.of(p)), str(p))
     replies = pipe.execute(raise_on_error=False)
-    done = replies[-1]
+    done = replies[len(parts) :]
     out = {}
-    for p, info, processed in zip(parts, replies[:-1], done, strict=True):
+    for p, info, processed in zip(parts, replies[: len(parts)], done, strict=True):
         added = int(info.get("entries-added", 0)) if isinstance(info, dict) else 0
         out[p] = max(0, added - int(processed or 0))
     return out
@@ -164,10 +206,14 @@ def stream_lag(
 
 def committed_positions(client: redis.Redis, names: StreamNames) -> dict[int, str]:
     """Last committed stream id per partition ("0-0" where nothing committed yet)."""
-    raw = cast(dict[bytes, bytes], client.hgetall(names.positions))
+    keys = list(dict.fromkeys(names.of(p).positions for p in range(names.partitions)))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:  # one hash, or one a partition (slot-per-partition layout)
+        pipe.hgetall(key)
     out = {p: "0-0" for p in range(names.partitions)}
-    for k, v in raw.items():
-        out[int(k)] = v.decode() if isinstance(v, bytes) else str(v)
+    for raw in cast(list[dict[bytes, bytes]], pipe.execute()):
+        for k, v in raw.items():
+            out[int(k)] = v.decode() if isinstance(v, bytes) else str(v)
     return out
 
 

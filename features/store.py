@@ -50,7 +50,7 @@ from engine.identity import (
     request,
     source_of,
 )  # fmt: skip
-from engine.keys import alias_key, due_key, hot_key, lead_key
+from engine.keys import StreamNames, alias_key, due_key, home_of, hot_key, lead_key
 from engine.records import ScoreRecord, record_from_items, score_state, unpack_record
 from engine.reporting.aggregates import LeadMark
 from engine.settings import FeatureSettings
@@ -165,10 +165,12 @@ class FeatureStore:
         self,
         client: redis.Redis,
         settings: FeatureSettings,
-        prefix: str,
+        prefix: str | StreamNames,
         partitions: int = 1,
         cache_leads: int = 200_000,
     ) -> None:
+        """``prefix``: the deployment's key prefix, or its :class:`StreamNames` (the
+        slot-per-partition layout reads each lead under its partition's tag)."""
         self._r = client
         self._prefix = prefix
         self.spec = FeatureSpec.from_settings(settings)
@@ -463,7 +465,7 @@ _SKIP = FeatureReply(SKIPPED, {}, {}, {}, [])
 
 
 def read_state(
-    client: Any, prefix: str, spec: FeatureSpec, leads: Sequence[Lead],
+    client: Any, prefix: str | StreamNames, spec: FeatureSpec, leads: Sequence[Lead],
     moments: Sequence[Lead] = (),
 ) -> tuple[dict[Lead, HeldLead], dict[Lead, list[bytes]]]:  # fmt: skip
     """Committed state of ``leads`` and the learning moments of ``moments``: one pipelined
@@ -474,9 +476,10 @@ def read_state(
         return {}, {}
     pipe = client.pipeline(transaction=False)
     for tenant, lead_id in want:
-        pipe.get(lead_key(prefix, tenant, lead_id, "f"))
-        pipe.exists(*(lead_key(prefix, tenant, lead_id, part) for part in LEGACY_PARTS))
-        pipe.hget(alias_key(prefix, tenant), lead_id)
+        home = home_of(prefix, tenant, lead_id)
+        pipe.get(lead_key(home, tenant, lead_id, "f"))
+        pipe.exists(*(lead_key(home, tenant, lead_id, part) for part in LEGACY_PARTS))
+        pipe.hget(alias_key(home, tenant), lead_id)
     replies = pipe.execute()
     out: dict[Lead, HeldLead] = {}
     old: dict[Lead, bool] = {}  # lead -> whether it has no record at all
@@ -508,18 +511,19 @@ def _decode(lead: Lead, blob: bytes | None) -> tuple[HeldLead, bool]:
 
 
 def _read_legacy(
-    client: Any, prefix: str, spec: FeatureSpec, leads: Mapping[Lead, bool],
+    client: Any, prefix: str | StreamNames, spec: FeatureSpec, leads: Mapping[Lead, bool],
     out: dict[Lead, HeldLead],
 ) -> None:  # fmt: skip
     """Leads on schema 1 (``:r``, ``:n``, ``:rp`` beside ``:f``) or 0 (``:s`` and the hash
     and sorted sets of features): their parts read into the held record."""
     pipe = client.pipeline(transaction=False)
     for tenant, lead_id in leads:
-        pipe.get(lead_key(prefix, tenant, lead_id, "r"))
-        pipe.hmget(lead_key(prefix, tenant, lead_id, "s"), list(STATE_FIELDS))
-        pipe.lrange(lead_key(prefix, tenant, lead_id, "n"), 0, -1)
-        pipe.hgetall(lead_key(prefix, tenant, lead_id, "rp"))
-        pipe.exists(lead_key(prefix, tenant, lead_id, "h"))
+        home = home_of(prefix, tenant, lead_id)
+        pipe.get(lead_key(home, tenant, lead_id, "r"))
+        pipe.hmget(lead_key(home, tenant, lead_id, "s"), list(STATE_FIELDS))
+        pipe.lrange(lead_key(home, tenant, lead_id, "n"), 0, -1)
+        pipe.hgetall(lead_key(home, tenant, lead_id, "rp"))
+        pipe.exists(lead_key(home, tenant, lead_id, "h"))
     replies = pipe.execute()
     for i, (lead, bare) in enumerate(leads.items()):
         packed, state, moments, marks, has_h = replies[5 * i : 5 * i + 5]
@@ -543,12 +547,15 @@ def _score_state(record: ScoreRecord | None, legacy: list[Any]) -> dict[str, str
     return {k: _s(v) for k, v in zip(STATE_FIELDS, legacy, strict=True) if v is not None}
 
 
-def read_moments(client: Any, prefix: str, leads: Sequence[Lead]) -> list[list[bytes]]:
+def read_moments(
+    client: Any, prefix: str | StreamNames, leads: Sequence[Lead]
+) -> list[list[bytes]]:
     """The committed learning moments of ``leads`` (the learning sweep): one round trip."""
     pipe = client.pipeline(transaction=False)
     for tenant, lead_id in leads:
-        pipe.get(lead_key(prefix, tenant, lead_id, "f"))
-        pipe.lrange(lead_key(prefix, tenant, lead_id, "n"), 0, -1)  # schema 1
+        home = home_of(prefix, tenant, lead_id)
+        pipe.get(lead_key(home, tenant, lead_id, "f"))
+        pipe.lrange(lead_key(home, tenant, lead_id, "n"), 0, -1)  # schema 1
     replies = pipe.execute()
     out: list[list[bytes]] = []
     for i, lead in enumerate(leads):
@@ -557,9 +564,10 @@ def read_moments(client: Any, prefix: str, leads: Sequence[Lead]) -> list[list[b
     return out
 
 
-def _migrate(client: Any, prefix: str, spec: FeatureSpec, lead: Lead) -> LeadFeatures:
+def _migrate(client: Any, where: str | StreamNames, spec: FeatureSpec, lead: Lead) -> LeadFeatures:
     """Schema 0 -> 1: the hash and sorted sets of a lead become its record."""
     tenant, lead_id = lead
+    prefix = home_of(where, tenant, lead_id)
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(lead_key(prefix, tenant, lead_id, "h"))
     for part in ("e", "v", "a"):

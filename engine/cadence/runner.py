@@ -290,8 +290,8 @@ class Cadences:
         fx = CadenceEffects(partitions={partition for partition, _, _ in entries})
         leads = sorted(k for k in {(e.tenant, e.lead_id) for e in events} if k[1][:1] != "~")
         if leads:
-            p = self._names.prefix
-            raw = self._r.mget([lead_key(p, tenant, lead, "c") for tenant, lead in leads])
+            home = self._names.home
+            raw = self._r.mget([lead_key(home(t, lead), t, lead, "c") for t, lead in leads])
             for key, text in zip(leads, raw, strict=True):
                 if text is not None:
                     fx.loaded[key] = self._decoded(key, text)
@@ -340,7 +340,8 @@ class Cadences:
             if after.due != before.due:
                 fx.due[(partition, _member(key))] = after.due or None
         if fx.log:
-            fx.report = cadence_counts(self._s, fx.log)
+            shard = self._names.shard(min(fx.partitions)) if fx.partitions else ""
+            fx.report = cadence_counts(self._s, fx.log, shard)
 
     def _cutoffs(self, fx: CadenceEffects, newest: Mapping[int, float]) -> dict[int, float]:
         """Each partition's cadence clock: its event-time watermark, advanced by the wall time
@@ -364,9 +365,12 @@ class Cadences:
             return out
 
     def _load_watermarks(self, now: float) -> dict[int, tuple[float, float]]:
-        raw = cast(dict[bytes, bytes], self._r.hgetall(cadence_clock_key(self._names.prefix)))
+        pipe = self._r.pipeline(transaction=False)
+        for shard in self._names.shards():
+            pipe.hgetall(cadence_clock_key(shard))
+        raws = cast(list[dict[bytes, bytes]], pipe.execute())
         out = {}
-        for k, v in raw.items():
+        for k, v in ((k, v) for raw in raws for k, v in raw.items()):
             try:
                 clock, wall = (float(x) for x in v.decode().split(":", 1))
             except ValueError:
@@ -396,11 +400,11 @@ class Cadences:
         most: the due members, then the states of those this batch has not loaded)."""
         if not cutoffs:
             return {}
-        prefix = self._names.prefix
+        names = self._names
         order = sorted(cutoffs)
         pipe = self._r.pipeline(transaction=False)
         for p in order:
-            pipe.zrangebyscore(cadence_due_key(prefix, p), "-inf", cutoffs[p], start=0,
+            pipe.zrangebyscore(cadence_due_key(names.shard(p), p), "-inf", cutoffs[p], start=0,
                                num=self._limit)  # fmt: skip
         found: dict[Lead, int] = {}
         for p, members in zip(order, pipe.execute(), strict=True):
@@ -409,7 +413,8 @@ class Cadences:
                 found[(tenant, lead)] = p
         missing = [k for k in found if k not in fx.states]
         if missing:
-            raw_states = self._r.mget([lead_key(prefix, t, lead, "c") for t, lead in missing])
+            raw_states = self._r.mget([lead_key(names.home(t, lead), t, lead, "c")
+                                       for t, lead in missing])  # fmt: skip
             for key, raw in zip(missing, raw_states, strict=True):
                 if raw is None:  # the lead's record expired (idle): its plan goes with it
                     fx.due[(found.pop(key), _member(key))] = None

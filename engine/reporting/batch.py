@@ -106,11 +106,12 @@ def tenant_zone(settings: Settings, tenant: str) -> str:
 
 
 def gather(
-    settings: Settings, client: Any, events: Sequence[Event], fx: BatchEffects
+    settings: Settings, client: Any, events: Sequence[Event], fx: BatchEffects, prefix: str = ""
 ) -> ReportDelta:
     """The batch's report increments; the leads' marks from their records, as the batch
-    holds them (``fx.features``; none are read here)."""
-    prefix = settings.redis.key_prefix
+    holds them (``fx.features``; none are read here). ``prefix``: the batch's own
+    partition's in the slot-per-partition layout (the counters are its shard)."""
+    prefix = prefix or settings.redis.key_prefix
     delta = ReportDelta(tenants_key=tenants_key(prefix), ttl_s=retention_d(settings) * 86_400)
     counted = _counted(events, fx)
     leads = sorted({(ev.tenant, ev.lead_id) for ev in counted})
@@ -140,7 +141,7 @@ def gather(
         delta.tenants.add(ev.tenant)
     for tenant, lead in changed:
         delta.marks[(tenant, lead)] = marks[(tenant, lead)]
-    _quality(settings, fx, delta, days)
+    _quality(settings, fx, delta, days, prefix)
     return delta
 
 
@@ -182,9 +183,8 @@ def _seen(ev: Event, alerts: dict[tuple[str, str], Alert]) -> Seen:
 
 def _quality(
     settings: Settings, fx: BatchEffects, delta: ReportDelta,
-    days: dict[str, Callable[[float], str]],
+    days: dict[str, Callable[[float], str]], prefix: str,
 ) -> None:  # fmt: skip
-    prefix = settings.redis.key_prefix
     for blob in fx.labels:
         ex = msgpack.unpackb(blob, raw=False)
         tenant = str(ex.get("tenant") or "")

@@ -42,9 +42,12 @@ _METRIC = {"entered": "cad_entered", "completed": "cad_completed", "ended": "cad
            "sent": "cad_sent", "reply": "cad_replies", "optout": "cad_optouts"}  # fmt: skip
 
 
-def increments(settings: Settings, log: Iterable[tuple[str, Transition]]) -> ReportDelta:
-    """The report increments of one batch's cadence log (``(tenant, transition)``)."""
-    prefix = settings.redis.key_prefix
+def increments(
+    settings: Settings, log: Iterable[tuple[str, Transition]], prefix: str = ""
+) -> ReportDelta:
+    """The report increments of one batch's cadence log (``(tenant, transition)``), under
+    ``prefix`` (the batch's partition's in the slot-per-partition layout)."""
+    prefix = prefix or settings.redis.key_prefix
     delta = ReportDelta(tenants_key=tenants_key(prefix), ttl_s=retention_d(settings) * 86_400)
     days: dict[str, Callable[[float], str]] = {}
     for tenant, t in log:
