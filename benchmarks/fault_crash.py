@@ -43,6 +43,7 @@ import msgpack
 from benchmarks.cluster import LocalCluster
 from benchmarks.harness import DedicatedServer, free_port, machine_info, wait_http
 from benchmarks.simulator import SimConfig, events_for_count, generate
+from engine.keys import every_pattern
 from engine.learning import Learner
 from engine.model_store import ModelStore
 from engine.redis_client import connect
@@ -69,10 +70,12 @@ def load(client: Any, prefix: str, events: list[dict[str, Any]]) -> tuple[int, i
 
 
 def snapshot(client: Any, prefix: str, tenant: str) -> dict[str, Any]:
-    """Everything a run leaves behind that must not depend on crashes."""
+    """Everything a run leaves behind that must not depend on crashes, nor on the key
+    layout: keys are named without their hash tag, and the alerts and hot-list shards of
+    the slot-per-partition layout are merged."""
     state: dict[str, Any] = {}
-    for key in client.scan_iter(match=f"{{{prefix}}}:{{*", count=1000):
-        k = key.decode()[len(prefix) + 2 :]
+    for key in client.scan_iter(match=every_pattern(prefix, "{*"), count=1000):
+        k = key.decode().split("}:", 1)[1]
         kind = client.type(key).decode()
         if k.endswith(":h") or k.endswith(":s"):
             state[k] = client.hgetall(key)
@@ -84,14 +87,16 @@ def snapshot(client: Any, prefix: str, tenant: str) -> dict[str, Any]:
             state[k] = client.hgetall(key)
         elif kind == "string":  # the lead's feature record (features/state.py)
             state[k] = client.get(key)
-    alerts = []
-    for _, fields in client.xrange(f"{{{prefix}}}:alerts"):
-        alert = msgpack.unpackb(fields[b"a"], raw=False)
-        for volatile in ("ingest_ms", "emit_ms"):
-            alert.pop(volatile)
-        alerts.append(alert)
+    alerts, hot = [], []
+    for shard in _shards(client, prefix):
+        for _, fields in client.xrange(f"{{{shard}}}:alerts"):
+            alert = msgpack.unpackb(fields[b"a"], raw=False)
+            for volatile in ("ingest_ms", "emit_ms"):
+                alert.pop(volatile)
+            alerts.append(alert)
+        hot += client.zrange(f"{{{shard}}}:hot:{tenant}", 0, -1, withscores=True)
     state["alerts"] = sorted(alerts, key=lambda a: a["alert_id"])
-    state["hot"] = client.zrange(f"{{{prefix}}}:hot:{tenant}", 0, -1, withscores=True)
+    state["hot"] = sorted(hot, key=lambda mv: (mv[1], mv[0]))
     # labelled examples: each learned exactly once, in the same order
     state["labels"] = [
         (msgpack.unpackb(f[b"l"], raw=False)["id"], msgpack.unpackb(f[b"l"], raw=False)["y"])
@@ -101,6 +106,15 @@ def snapshot(client: Any, prefix: str, tenant: str) -> dict[str, Any]:
     settings = load_settings(overrides={"redis": {"key_prefix": prefix}}, environ={})
     state["labels_learned"] = Learner(settings, ModelStore(client, prefix), 0).live.labels_seen
     return state
+
+
+def _shards(client: Any, prefix: str) -> list[str]:
+    """The tags a deployment's keys are under: ``prefix``, and in the slot-per-partition
+    layout its partitions' (found from their position hashes)."""
+    tags = {prefix}
+    for key in client.scan_iter(match=every_pattern(prefix, "pos"), count=1000):
+        tags.add(key.decode()[1:].split("}:", 1)[0])
+    return sorted(tags)
 
 
 def compare(reference: dict[str, Any], crashed: dict[str, Any]) -> dict[str, Any]:

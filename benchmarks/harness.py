@@ -32,6 +32,7 @@ import redis
 
 from benchmarks.simulator import events_for_count, generate
 from engine.events import partition_of
+from engine.keys import every_pattern
 from engine.settings import Settings, load_settings
 from engine.streams import StreamNames
 
@@ -105,7 +106,7 @@ def delete_prefix(client: redis.Redis, prefix: str) -> int:
     model other systems' layouts) (bounded: SCAN + UNLINK in chunks)."""
     n = 0
     batch: list[bytes] = []
-    for match in (f"{{{prefix}}}:*", f"{prefix}:*"):
+    for match in (every_pattern(prefix), f"{prefix}:*"):  # both key layouts
         for key in client.scan_iter(match=match, count=2_000):
             batch.append(key)
             if len(batch) >= 1_000:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 
+from engine.keys import every_pattern
 from engine.redis_client import EmbeddedServer, connect
 from engine.settings import Settings, load_settings
 from tests.cluster import LocalCluster, missing_binaries
@@ -40,7 +41,7 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 def prefix(client: redis.Redis) -> Iterator[str]:
     p = "t" + uuid.uuid4().hex[:10]
     yield p
-    keys = list(client.scan_iter(match=f"{{{p}}}:*", count=1000))
+    keys = list(client.scan_iter(match=every_pattern(p), count=1000))  # both key layouts
     for i in range(0, len(keys), 500):
         client.delete(*keys[i : i + 500])
 
