@@ -20,12 +20,12 @@ import heapq
 from collections.abc import Sequence
 from typing import Any
 
-from engine.keys import StreamNames, hot_key
+from engine.keys import ModelKeys, StreamNames, hot_key
 
 __all__ = [
     "Entry", "alert_streams", "bucket_streams", "cadence_streams", "dead_letter_streams",
-    "merge_entries", "merge_hot", "queue_hot", "read_entries", "read_hot", "report_prefixes",
-    "shard_names",
+    "label_streams", "merge_entries", "merge_hot", "queue_hot", "read_entries", "read_hot",
+    "report_prefixes", "shard_names",
 ]  # fmt: skip
 
 #: A stream entry as redis-py returns it: (id, fields).
@@ -66,6 +66,11 @@ def cadence_streams(names: StreamNames) -> list[str]:
 
 def dead_letter_streams(names: StreamNames) -> list[str]:
     return [n.dead_letter for n in shard_names(names)]
+
+
+def label_streams(names: StreamNames) -> list[str]:
+    """The labels streams (``ModelKeys.labels``) of every shard."""
+    return [ModelKeys(prefix).labels for prefix in names.shards()]
 
 
 def report_prefixes(names: StreamNames) -> list[str]:
