@@ -9,6 +9,7 @@ element, so the merged answer is the key's own.
 - hot lists: the top ``limit`` of each shard (one round trip), merged by score, highest
   first, ties in ZREVRANGE's order (member, bytewise, descending): a single zset's answer
 - streams: each shard's entries, merged by stream id (ties: shard order)
+- aliases (folded leads): every shard's alias hash, the lead's home shard first
 - report counters: the shards plus the deployment prefix (delivery writes there)
 
 Keys are built in engine/keys.py only; this module decides which of them a reader reads.
@@ -20,12 +21,12 @@ import heapq
 from collections.abc import Sequence
 from typing import Any
 
-from engine.keys import ModelKeys, StreamNames, hot_key
+from engine.keys import ModelKeys, StreamNames, alias_key, hot_key
 
 __all__ = [
     "Entry", "alert_streams", "bucket_streams", "cadence_streams", "dead_letter_streams",
-    "label_streams", "merge_entries", "merge_hot", "queue_hot", "read_entries", "read_hot",
-    "report_prefixes", "shard_names",
+    "label_streams", "merge_aliases", "merge_entries", "merge_hot", "queue_aliases",
+    "queue_hot", "read_aliases", "read_entries", "read_hot", "report_prefixes", "shard_names",
 ]  # fmt: skip
 
 #: A stream entry as redis-py returns it: (id, fields).
@@ -114,6 +115,42 @@ def read_hot(client: Any, names: StreamNames, tenant: str, limit: int) -> list[s
     pipe = client.pipeline(transaction=False)
     queue_hot(pipe, names, tenant, limit)
     return merge_hot(pipe.execute(), limit)
+
+
+# -- aliases (folded leads) ---------------------------------------------------------------
+
+
+def queue_aliases(pipe: Any, names: StreamNames, tenant: str, leads: Sequence[str]) -> None:
+    """Queue an HMGET of ``leads`` on every shard's alias hash of the tenant."""
+    for prefix in names.shards():
+        pipe.hmget(alias_key(prefix, tenant), list(leads))
+
+
+def merge_aliases(
+    names: StreamNames, tenant: str, leads: Sequence[str], replies: Sequence[Sequence[Any]]
+) -> dict[str, str]:
+    """The lead each of ``leads`` was folded into, for those folded: the lead's home shard
+    wins, then the first shard that has one."""
+    by_shard = dict(zip(names.shards(), replies, strict=True))
+    out: dict[str, str] = {}
+    for i, lead in enumerate(leads):
+        for prefix in (names.home(tenant, lead), *by_shard):
+            dst = by_shard[prefix][i]
+            if dst:
+                out[lead] = dst.decode() if isinstance(dst, bytes) else str(dst)
+                break
+    return out
+
+
+def read_aliases(
+    client: Any, names: StreamNames, tenant: str, leads: Sequence[str]
+) -> dict[str, str]:
+    """:func:`merge_aliases` in one round trip ({} for no leads)."""
+    if not leads:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    queue_aliases(pipe, names, tenant, leads)
+    return merge_aliases(names, tenant, leads, pipe.execute())
 
 
 # -- streams -------------------------------------------------------------------------------

@@ -53,10 +53,10 @@ from engine.keys import bound_key, contact_index_key, idempotency_key, rate_limi
 from engine.records import RecordReader
 from engine.redis_client import async_client
 from engine.settings import load_settings
-from engine.shards import merge_hot, queue_hot
+from engine.shards import merge_aliases, merge_hot, queue_aliases, queue_hot
 from engine.streams import StreamNames
 from features.state import read_record
-from features.store import alias_key, lead_key
+from features.store import lead_key
 
 __all__ = [
     "LAG_CAP",
@@ -274,24 +274,15 @@ class GatewayStore:
         return out
 
     async def _alias_hops(self, tenant: str, pending: list[str]) -> dict[str, str]:
-        """The alias of each lead of ``pending`` that has one, one round trip: every shard's
-        alias hash is asked; the lead's home shard wins, then the first shard holding one."""
-        shards = self._names.shards()
+        """The alias of each lead of ``pending`` that has one (every shard's alias hash
+        asked in one round trip: ``engine/shards.py``)."""
         pipe = self._r().pipeline(transaction=False)
-        for prefix in shards:
-            pipe.hmget(alias_key(prefix, tenant), pending)
+        queue_aliases(pipe, self._names, tenant, pending)
         try:
-            by_shard = dict(zip(shards, await pipe.execute(), strict=True))
+            replies = await pipe.execute()
         except RedisError as exc:
             raise StoreError(f"read failed: {exc.__class__.__name__}") from None
-        hops: dict[str, str] = {}
-        for i, src in enumerate(pending):
-            for prefix in (self._names.home(tenant, src), *shards):
-                dst = by_shard[prefix][i]
-                if dst:
-                    hops[src] = _text(dst)
-                    break
-        return hops
+        return merge_aliases(self._names, tenant, pending, replies)
 
     async def bound(self, tenant: str, lead_ids: Sequence[str]) -> set[str]:
         """The ids among ``lead_ids`` a server key has sent events for (``bound_key``)."""
