@@ -54,7 +54,8 @@ from engine.evaluation import (
     precision_at_top,
 )
 from engine.events import OUTCOME_TYPES, POSITIVE_OUTCOMES
-from engine.keys import pattern
+from engine.keys import every_pattern
+from engine.shards import Entry, dead_letter_streams, label_streams, merge_entries
 
 __all__ = [
     "MIN_EXAMPLES",
@@ -168,28 +169,37 @@ def scan(path: str | Path) -> tuple[int, int, float | None]:
     return lines, outcomes, last
 
 
-def read_labels(client: Any, key: str) -> list[dict[str, Any]]:
-    """Every labelled example on the labels stream ``key``, once per example id."""
+def read_labels(client: Any, *keys: str) -> list[dict[str, Any]]:
+    """Every labelled example on the labels streams ``keys`` (one per shard in the
+    slot-per-partition key layout, merged by stream id), once per example id."""
     examples: list[dict[str, Any]] = []
     ids: set[str] = set()
+    for _sid, fields in merge_entries([_entries(client, key) for key in keys]):
+        ex = msgpack.unpackb(fields[b"l"], raw=False)
+        if ex["id"] not in ids:
+            ids.add(ex["id"])
+            examples.append(ex)
+    return examples
+
+
+def _entries(client: Any, key: str) -> list[Entry]:
+    """Every entry of a stream, read in pages."""
+    out: list[Entry] = []
     position = "-"
     while True:
         rows = cast(list[Any], client.xrange(key, min=position, count=5_000))
         if not rows:
-            return examples
-        for _sid, fields in rows:
-            ex = msgpack.unpackb(fields[b"l"], raw=False)
-            if ex["id"] not in ids:
-                ids.add(ex["id"])
-                examples.append(ex)
+            return out
+        out.extend(rows)
         position = "(" + rows[-1][0].decode()  # exclusive: after the last one read
 
 
-def _rejections(client: Any, key: str) -> Counter[str]:
+def _rejections(client: Any, keys: list[str]) -> Counter[str]:
     reasons: Counter[str] = Counter()
-    for _sid, fields in cast(list[Any], client.xrange(key, count=100_000)):
-        reason = fields.get(b"reason", b"?").decode(errors="replace")
-        reasons[reason.split(":", 1)[0]] += 1
+    for key in keys:
+        for _sid, fields in cast(list[Any], client.xrange(key, count=100_000)):
+            reason = fields.get(b"reason", b"?").decode(errors="replace")
+            reasons[reason.split(":", 1)[0]] += 1
     return reasons
 
 
@@ -198,7 +208,6 @@ def replay_examples(path: str, config: str | None = None, redis_url: str = "") -
     prefix, deleted afterwards) and return its labelled examples."""
     from engine.app import build_parts
     from engine.dataflow import build_flow, run_flow
-    from engine.model_store import ModelStore
     from engine.redis_client import connect, resolve_url
     from engine.replay import load_events
     from engine.settings import load_settings
@@ -219,9 +228,9 @@ def replay_examples(path: str, config: str | None = None, redis_url: str = "") -
             load_events(client, producer, path)
             run_flow(build_flow(parts, bounded=True))
             return Replayed(
-                examples=read_labels(client, ModelStore(client, prefix).keys.labels),
+                examples=read_labels(client, *label_streams(parts.names)),
                 events=lines,
-                rejected=_rejections(client, parts.names.dead_letter),
+                rejected=_rejections(client, dead_letter_streams(parts.names)),
                 outcome_events=outcomes,
                 last_ts=last,
                 horizon_d=float(settings.scoring.label_horizon_d),
@@ -230,7 +239,7 @@ def replay_examples(path: str, config: str | None = None, redis_url: str = "") -
             )
         finally:
             if server is None:
-                keys = list(client.scan_iter(match=pattern(prefix), count=1_000))
+                keys = list(client.scan_iter(match=every_pattern(prefix), count=1_000))
                 for i in range(0, len(keys), 500):
                     client.delete(*keys[i : i + 500])
             client.close()

@@ -14,14 +14,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from benchmarks.simulator import SimConfig, generate
 from engine.delivery.scripts import bucket_label, local_time, why_now
-from engine.keys import pattern
+from engine.keys import every_pattern
 from engine.records import RecordReader
 from engine.redis_client import connect, redact_url, resolve_url
 from engine.settings import load_settings
+from engine.shards import dead_letter_streams
 from engine.streams import Producer
 from engine.views import read_hot_list
 
@@ -91,7 +92,7 @@ def run_demo(
     print(f"leadpulse demo: {leads} simulated leads on {where}, {duration:.0f} s", file=out)
     try:
         client = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
-        for key in client.scan_iter(match=pattern(_PREFIX), count=1000):
+        for key in client.scan_iter(match=every_pattern(_PREFIX), count=1000):
             client.delete(key)
         from engine.app import build_parts  # bytewax and river: only once Redis answered
         from engine.dataflow import build_flow, run_flow
@@ -128,7 +129,7 @@ def run_demo(
         stop.set()
         worker.join(timeout=30)
         print_hot()
-        dead = client.xlen(parts.names.dead_letter)
+        dead = sum(cast(int, client.xlen(key)) for key in dead_letter_streams(parts.names))
         print(
             f"done: {sent} events sent, {len(alerts_seen)} alerts, {dead} rejected",
             file=out,

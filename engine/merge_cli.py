@@ -20,9 +20,9 @@ from typing import Any
 from engine import identity
 from engine.errors import LeadpulseError
 from engine.events import partition_of
-from engine.keys import alias_key
 from engine.redis_client import connect, redis_for
 from engine.settings import load_settings
+from engine.shards import read_aliases
 from engine.streams import StreamNames, queue_control, stream_names
 from engine.up import add_data_dir
 
@@ -72,8 +72,8 @@ def merge_by_contact(
     known = [lead for lead in leads if not lead.startswith("~")]
     keep = known[0] if known else leads[0]
     others = [lead for lead in leads if lead != keep]
-    folded = client.hmget(alias_key(names.prefix, tenant), others) if others else []
-    todo = [lead for lead, done in zip(others, folded, strict=True) if done is None]
+    folded = read_aliases(client, names, tenant, others)  # every shard's aliases
+    todo = [lead for lead in others if lead not in folded]
     return keep, [queue_merge(client, names, tenant, keep, lead) for lead in todo]
 
 

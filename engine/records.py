@@ -26,7 +26,7 @@ from typing import Any
 
 import msgpack
 
-from engine.keys import lead_key
+from engine.keys import StreamNames, lead_key
 from engine.reasons import low_reasons, render
 from engine.settings import Settings
 from features.record import unpack_record as unpack_lead
@@ -231,18 +231,29 @@ def as_hash(
 class RecordReader:
     """Reads score records as hashes (one pipelined round trip; a second only for leads
     still on schema 0). Sync callers use :meth:`read`; async ones queue :meth:`queue`,
-    execute, and pass the replies to :meth:`hashes`, then read :meth:`legacy_keys`."""
+    execute, and pass the replies to :meth:`hashes`, then read :meth:`legacy_keys`.
 
-    def __init__(self, settings: Settings, prefix: str | None = None) -> None:
+    A lead's keys are read at its home (:meth:`StreamNames.home`: the deployment's prefix,
+    or its partition's tag in the slot-per-partition layout); ``prefix`` replaces the
+    settings' prefix (the settings' partitions and layout stay), ``names`` all three."""
+
+    def __init__(
+        self, settings: Settings, prefix: str | None = None, names: StreamNames | None = None
+    ) -> None:
         self.settings = settings
         self.spec = FeatureSpec.from_settings(settings.features)
-        self.prefix = settings.redis.key_prefix if prefix is None else prefix
+        if names is None:
+            prefix = settings.redis.key_prefix if prefix is None else prefix
+            names = StreamNames(prefix, settings.streams.partitions, settings.redis.key_layout)
+        self.names = names
+        self.prefix = names.prefix
 
     def queue(self, pipe: Any, leads: Sequence[tuple[str, str]]) -> None:
         """The lead's record (``:f``, schema 2 holds the score record) and schema 1's ``:r``."""
         for tenant, lead in leads:
-            pipe.get(lead_key(self.prefix, tenant, lead, "r"))
-            pipe.get(lead_key(self.prefix, tenant, lead, "f"))
+            home = self.names.home(tenant, lead)
+            pipe.get(lead_key(home, tenant, lead, "r"))
+            pipe.get(lead_key(home, tenant, lead, "f"))
 
     def hashes(
         self, leads: Sequence[tuple[str, str]], replies: Sequence[Any]
@@ -258,7 +269,8 @@ class RecordReader:
 
     def legacy_keys(self, leads: Sequence[tuple[str, str]]) -> list[str]:
         """Schema 0's score hash keys of ``leads`` (read with HGETALL)."""
-        return [lead_key(self.prefix, tenant, lead, "s") for tenant, lead in leads]
+        home = self.names.home
+        return [lead_key(home(tenant, lead), tenant, lead, "s") for tenant, lead in leads]
 
     def read(self, client: Any, leads: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
         """Score hashes of ``leads`` that have one, in order (``{}`` for none)."""

@@ -28,6 +28,7 @@ from engine.errors import ConfigError
 from engine.records import RecordReader
 from engine.redis_client import connect, redact_url, resolve_url
 from engine.settings import Settings, load_settings
+from engine.shards import dead_letter_streams, read_entries, shard_names
 from engine.streams import Producer, StreamNames, stream_names
 from engine.views import read_alerts, read_scores
 
@@ -133,7 +134,7 @@ def _rejects(
     """Reasons of every dead letter; with ``out``, one JSON line per rejected input line."""
     reasons: Counter[str] = Counter()
     found: dict[int, str] = {}
-    for _, fields in client.xrange(names.dead_letter):
+    for _, fields in read_entries(client, dead_letter_streams(names)):  # every shard's
         reason = (fields.get(b"reason") or b"?").decode(errors="replace")
         reasons[reason.split(" ", 1)[0].rstrip(":")] += 1  # the code, without its detail
         if index is not None:
@@ -186,7 +187,8 @@ def _replay(
     from engine.dataflow import run_bounded
 
     names = stream_names(settings)
-    if client.exists(names.positions) or client.exists(names.events(0)):
+    used = [*(shard.positions for shard in shard_names(names)), names.events(0)]
+    if client.exists(*used):
         raise ConfigError(
             f"redis.key_prefix: {settings.redis.key_prefix!r} already holds leadpulse data "
             f"at {redact_url(url)}; replay into an empty database or another prefix "

@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 
 from engine.records import RecordReader
-from engine.sinks import hot_key
+from engine.shards import alert_streams, read_entries, read_hot
 from engine.streams import StreamNames
 
 __all__ = ["read_alerts", "read_hot_list", "read_scores", "score_record"]
@@ -65,17 +65,19 @@ def read_scores(
 def read_hot_list(
     client: Any, reader: RecordReader, tenant: str, limit: int = 10
 ) -> list[dict[str, Any]]:
-    """The tenant's top leads by score, with their records."""
-    ids = [_text(x) for x in client.zrevrange(hot_key(reader.prefix, tenant), 0, limit - 1)]
+    """The tenant's top leads by score, with their records (the shards of the hot list
+    merged: ``engine/shards.py``)."""
+    ids = read_hot(client, reader.names, tenant, limit)
     return read_scores(client, reader, [(tenant, i) for i in ids])
 
 
 def read_alerts(
     client: Any, names: StreamNames, after: str = "-", count: int | None = None
 ) -> list[dict[str, Any]]:
-    """Alerts on the alerts stream after ``after`` (exclusive unless "-"), oldest first."""
+    """Alerts on the alerts stream after ``after`` (exclusive unless "-"), oldest first (the
+    shards' streams merged by id)."""
     start = after if after == "-" else f"({after}"
-    rows = client.xrange(names.alerts, min=start, max="+", count=count)
+    rows = read_entries(client, alert_streams(names), start, "+", count)
     out = []
     for sid, fields in rows:
         alert = msgpack.unpackb(fields[b"a"], raw=False)

@@ -19,7 +19,7 @@ from engine.delivery.keys import DeliveryKeys
 from engine.delivery.scripts import bucket_label
 from engine.records import RecordReader
 from engine.settings import load_settings
-from engine.sinks import hot_key
+from engine.shards import read_hot
 from engine.views import read_scores
 
 __all__ = ["BUCKETS", "read_board", "redact_board"]
@@ -65,13 +65,15 @@ def read_board(
     reader: RecordReader | None = None,
 ) -> dict[str, Any]:
     """The board; ``tz``: the tenant's time zone (times in words, and for the page);
-    ``reader``: how score records are read (default: the default settings' words)."""
+    ``reader``: how score records are read (default: the default settings' words and key
+    layout); its key names find the hot list's shards (``engine/shards.py``)."""
     keys = DeliveryKeys(prefix)
+    reader = reader or _default_reader(prefix)
     leads = [_s(x) for x in client.zrevrange(keys.leads(tenant), 0, limit - 1)]
     if not agent and not team:
-        for x in client.zrevrange(hot_key(prefix, tenant), 0, limit - 1):
-            if _s(x) not in leads:
-                leads.append(_s(x))
+        for lead in read_hot(client, reader.names, tenant, limit):
+            if lead not in leads:
+                leads.append(lead)
     buckets: dict[str, list[dict[str, Any]]] = {b: [] for b in BUCKETS}
     board = {"tenant": tenant, "agent": agent, "team": team, "now": now, "feed_id": feed_id,
              "timezone": tz, "buckets": buckets}  # fmt: skip
@@ -85,7 +87,6 @@ def read_board(
         pipe.hgetall(keys.consent(tenant, lead))
     replies = pipe.execute()
     cards = cast(list[Any], replies[0])
-    reader = reader or _default_reader(prefix)
     records = {r["lead_id"]: r for r in read_scores(client, reader, [(tenant, x) for x in leads])}
     for i, lead in enumerate(leads):
         asg = {_s(k): _s(v) for k, v in replies[1 + 3 * i].items()} or None

@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -85,20 +85,23 @@ def health(client: Any) -> Callable[[], tuple[bool, dict[str, Any]]]:
     return report
 
 
-def backlog(client: Any, stream: str, group: str) -> Callable[[], float]:
+def backlog(client: Any, streams: Sequence[str], group: str) -> Callable[[], float]:
     """``leadpulse_delivery_consumer_lag`` read at scrape time: the group's ``lag`` from
-    XINFO GROUPS (alerts not read yet); the last known value while Redis does not say."""
-    last = [0.0]
+    XINFO GROUPS (alerts not read yet), summed over the alerts streams (one per shard in
+    the slot-per-partition key layout); a stream's last known value while Redis does not
+    say."""
+    last = dict.fromkeys(streams, 0.0)
 
     def sample() -> float:
-        try:
-            for g in client.xinfo_groups(stream):
-                name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-                if name == group and g.get("lag") is not None:
-                    last[0] = float(g["lag"])
-        except RedisError:
-            pass
-        return last[0]
+        for stream in streams:
+            try:
+                for g in client.xinfo_groups(stream):
+                    name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+                    if name == group and g.get("lag") is not None:
+                        last[stream] = float(g["lag"])
+            except RedisError:
+                pass
+        return sum(last.values())
 
     return sample
 
@@ -113,6 +116,7 @@ def _deliver(args: argparse.Namespace, settings: Any, url: str, local: bool) -> 
     from engine.delivery.consumer import DeliveryService
     from engine.delivery.metrics import DeliveryMetrics
     from engine.metrics import serve_http
+    from engine.shards import alert_streams
 
     metrics = DeliveryMetrics.create()
     port = settings.delivery.metrics_port
@@ -124,7 +128,7 @@ def _deliver(args: argparse.Namespace, settings: Any, url: str, local: bool) -> 
     service = DeliveryService(settings, client, metrics, consumer=consumer)
     if port:  # the backlog as of each scrape, not as of the last reclaim pass
         metrics.consumer_lag.set_function(
-            backlog(probe, service.names.alerts, settings.delivery.consumer_group)
+            backlog(probe, alert_streams(service.names), settings.delivery.consumer_group)
         )
 
     async def main() -> None:

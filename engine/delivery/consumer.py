@@ -32,6 +32,11 @@ One asyncio loop (``leadpulse deliver``) runs four things:
    (retrying or queued behind one); beyond that reading stops and the backlog waits
    in the stream, so memory stays bounded however long a receiver is down.
 
+In the slot-per-partition key layout (``redis.key_layout``) each partition tag has its own
+alerts, buckets and cadence streams: each shard is a **lane** (``engine/delivery/lanes.py``)
+read in the group on its own, the lanes polled in turn, commit order kept within a lane
+(a lead's entries are all on its partition's), an entry acknowledged on its own stream.
+
 The synchronous parts (:meth:`DeliveryService.drain_events`, :meth:`handle`,
 :meth:`tick`) take the time from an injected clock, so tests drive them directly.
 """
@@ -39,7 +44,6 @@ The synchronous parts (:meth:`DeliveryService.drain_events`, :meth:`handle`,
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import threading
@@ -49,20 +53,20 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httpx
-import msgpack
 import redis
 
 from engine.delivery.consent import ConsentBook, blocked_reasons
 from engine.delivery.feed import Feed
-from engine.delivery.group import GroupStream, Row, stream_id
+from engine.delivery.group import GroupStream, Row
 from engine.delivery.keys import DeliveryKeys
+from engine.delivery.lanes import Lane, Run, lane_block, lanes_of
 from engine.delivery.leads import LeadProfile, parse_profile, queue_reads
 from engine.delivery.local import LocalRules
 from engine.delivery.metrics import DeliveryMetrics
 from engine.delivery.routing import Assigner, Assignment, stream_emitter
 from engine.delivery.scripts import alert_text, bucket_label, pick_script, why_now
 from engine.delivery.sla import SlaClocks
-from engine.delivery.targets import BucketChange, TargetJobs, parse_change
+from engine.delivery.targets import BucketChange, TargetJobs
 from engine.delivery.tasks import StepDelivery, decode_step
 from engine.delivery.webhooks import Job, Receipts, RetryPolicy, WebhookSender
 from engine.events import Event
@@ -75,8 +79,6 @@ __all__ = ["DeliveryService", "Prepared", "Run", "run_in_thread"]
 
 log = logging.getLogger(__name__)
 
-#: A run of alerts (stream id, alert) or of bucket changes, in commit order.
-Run = tuple[str, list[Any]]
 RESPONSES = frozenset({"agent_contact", "alert_ack"})
 _EVENT_BATCHES = 20  # per partition per drain: bounded, the next drain continues
 
@@ -125,19 +127,14 @@ class DeliveryService:
         self._validator = Validator(settings.validation)
         self._local: dict[str, LocalRules] = {}
         self._targets = TargetJobs()
-        group, count = self.d.consumer_group, self.d.read_count
-        self.alerts_in = GroupStream(client, self.names.alerts, group, consumer, count)
-        self.changes_in = GroupStream(client, self.names.bucket_changes, group, consumer, count)
-        # follow-up steps (engine/cadence): tasks to the feed, messages to the webhook and
-        # the targets with the cadence trigger
-        self.steps_in = GroupStream(client, self.names.cadence, group, consumer, count)
+        # the alerts, bucket-change and follow-up-step streams of each shard (one in the
+        # deployment key layout), each read in the group on its own (engine/delivery/lanes.py)
+        self.lanes = lanes_of(
+            client, self.names, self.d.consumer_group, consumer, self.d.read_count
+        )
         self.steps = StepDelivery(
             settings, client, self.keys, self.feed, self.consent, self._targets, self.metrics
         )
-        self._held: collections.deque[BucketChange] = collections.deque()
-        self._alerts_buf: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
-        self._changes_caught_up = False  # changes read to the end since the last alerts read
-        self._alerts_to = "0-0"  # the alerts stream has been read (and handled) up to here
 
     # -- tenant rules ---------------------------------------------------------------------
     def local(self, tenant: str) -> LocalRules:
@@ -148,35 +145,19 @@ class DeliveryService:
 
     # -- the alerts stream ------------------------------------------------------------------
     def ensure_group(self) -> None:
-        self.alerts_in.ensure()
-        self.changes_in.ensure()
-        if self.settings.cadence.enabled:
-            self.steps_in.ensure()
+        for lane in self.lanes:
+            lane.ensure(self.settings.cadence.enabled)
 
-    def read_alerts(self, block_ms: int | None) -> list[tuple[str, dict[str, Any]]]:
-        """Own pending entries first (after a restart), then new ones."""
-        rows = self.alerts_in.read(block_ms)
-        if rows:  # read in id order: every alert up to the last one has been read
-            self._alerts_to = max(self._alerts_to, rows[-1][0], key=stream_id)
-        return self._decode(rows)
+    def read_alerts(self, block_ms: int | None, lane: int = 0) -> list[tuple[str, dict[str, Any]]]:
+        """Own pending entries first (after a restart), then new ones (of one lane)."""
+        return self.lanes[lane].read_alerts(block_ms)
 
-    def reclaim(self) -> list[tuple[str, dict[str, Any]]]:
+    def reclaim(self, lane: int = 0) -> list[tuple[str, dict[str, Any]]]:
         """Alerts a dead consumer left pending for ``reclaim_idle_s``; keep ours alive."""
-        return self._decode(self.alerts_in.reclaim(self.d.reclaim_idle_s))
+        return self.lanes[lane].reclaim(self.d.reclaim_idle_s)
 
-    @staticmethod
-    def _decode(rows: list[Row]) -> list[tuple[str, dict[str, Any]]]:
-        out = []
-        for text, fields in rows:
-            try:
-                out.append((text, msgpack.unpackb(fields[b"a"], raw=False)))
-            except (KeyError, ValueError, msgpack.UnpackException):
-                log.warning("alerts entry %s is not an alert; acknowledged and skipped", text)
-                out.append((text, {}))
-        return out
-
-    def ack(self, ids: list[str]) -> None:
-        self.alerts_in.ack(ids)
+    def ack(self, ids: list[str], lane: int = 0) -> None:
+        self.lanes[lane].alerts_in.ack(ids)
 
     def handle_steps(self, rows: list[Row]) -> list[tuple[str, list[Job]]]:
         """Follow-up steps read from ``lp:cadence``: (entry id, webhook jobs) each; entries
@@ -189,76 +170,17 @@ class DeliveryService:
         return out
 
     # -- alerts and bucket changes, in commit order -----------------------------------------
-    def read_merged(self, block_ms: int | None) -> list[Run]:
-        """Alerts and bucket changes read so far, in the order their batches committed, as
-        runs of one kind (``("alerts", [(id, alert)])``, ``("changes", [BucketChange])``).
+    def read_merged(self, block_ms: int | None, lane: int | None = None) -> list[Run]:
+        """Alerts and bucket changes of a lane (None: of every lane in turn, each blocking
+        a share of ``block_ms``), in commit order: :meth:`Lane.read_merged`."""
+        if lane is not None:
+            return self.lanes[lane].read_merged(block_ms)
+        block = lane_block(block_ms, len(self.lanes))
+        return [run for one in self.lanes for run in one.read_merged(block)]
 
-        A change's ``after`` is the last alert id when its batch committed: an alert goes
-        before a change iff its id <= the change's ``after``. What cannot be placed yet
-        waits here: a change until the alerts up to its ``after`` have been read, an
-        alert until the changes stream has been read to its end after it."""
-        if not self._alerts_buf:
-            rows = self.read_alerts(block_ms)
-            if rows:
-                self._alerts_buf.extend(rows)
-                self._changes_caught_up = False
-        if len(self._held) < self.d.read_count:
-            self._read_changes()
-        return self._runs()
-
-    def _read_changes(self) -> None:
-        """Read bucket changes without blocking; entries that are not one are acked."""
-        bad = []
-        for sid, fields in self.changes_in.read(None):
-            change = parse_change(sid, fields)
-            if change is None:
-                log.warning("bucket-changes entry %s is not one; acknowledged, skipped", sid)
-                bad.append(sid)
-            else:
-                self._held.append(change)
-        self.changes_in.ack(bad)
-        if self.changes_in.at_end:
-            self._changes_caught_up = True
-
-    def _runs(self) -> list[Run]:
-        runs: list[Run] = []
-        while (kind := self._next_kind()) is not None:
-            item = self._alerts_buf.popleft() if kind == "alerts" else self._held.popleft()
-            if runs and runs[-1][0] == kind:
-                runs[-1][1].append(item)
-            else:
-                runs.append((kind, [item]))
-        return runs
-
-    def _next_kind(self) -> str | None:
-        """What goes next: "alerts", "changes", or None (wait for more reads)."""
-        alerts, held = self._alerts_buf, self._held
-        if alerts and held:
-            return "alerts" if stream_id(alerts[0][0]) <= stream_id(held[0].after) else "changes"
-        if alerts:
-            return "alerts" if self._changes_caught_up else None
-        if held:
-            return "changes" if self._alerts_read(held[0].after) else None
-        return None
-
-    def _alerts_read(self, after: str) -> bool:
-        """Has the alerts stream been read up to ``after`` (by this group)? Asks Redis
-        only when this consumer's own reads do not tell (another consumer, trimming)."""
-        if stream_id(after) <= stream_id(self._alerts_to):
-            return True
-        if not self.alerts_in.pending_done:
-            return False  # our own pending alerts (a crash's) go first
-        if self.alerts_in.read_up_to(after):
-            self._alerts_to = after
-            return True
-        return False
-
-    def reclaim_changes(self) -> list[BucketChange]:
+    def reclaim_changes(self, lane: int = 0) -> list[BucketChange]:
         """Bucket changes a dead consumer left pending for ``reclaim_idle_s``."""
-        rows = self.changes_in.reclaim(self.d.reclaim_idle_s)
-        changes = [(sid, parse_change(sid, fields)) for sid, fields in rows]
-        self.changes_in.ack([sid for sid, c in changes if c is None])
-        return [c for _, c in changes if c is not None]
+        return self.lanes[lane].reclaim_changes(self.d.reclaim_idle_s)
 
     def handle_changes(self, changes: list[BucketChange]) -> list[tuple[str, list[Job]]]:
         """(entry id, write-back jobs) per change. The batch's alert of the same bucket
@@ -547,9 +469,9 @@ class DeliveryService:
                 await http.aclose()
 
     def _lag(self) -> None:
-        lag = self.alerts_in.lag()
-        if lag is not None:
-            self.metrics.consumer_lag.set(lag)
+        lags = [lag for lane in self.lanes if (lag := lane.alerts_in.lag()) is not None]
+        if lags:
+            self.metrics.consumer_lag.set(sum(lags))
 
 
 class _Runner:
@@ -567,17 +489,20 @@ class _Runner:
         return [self.alerts_loop, self.events_loop, self.tick_loop, *steps]
 
     async def steps_loop(self) -> None:
-        """Follow-up steps: tasks to the feed at once, messages through the webhook."""
+        """Follow-up steps: tasks to the feed at once, messages through the webhook (each
+        lane's stream in turn, acknowledged on it)."""
         svc = self.svc
+        block = lane_block(self.d.block_ms, len(svc.lanes))
         while not self.stop.is_set():
-            rows = await asyncio.to_thread(svc.steps_in.read, self.d.block_ms)
-            done = []
-            for sid, jobs in svc.handle_steps(rows):
-                if jobs:
-                    self.spawn(sid, jobs, svc.steps_in)
-                else:
-                    done.append(sid)
-            svc.steps_in.ack(done)
+            for lane in svc.lanes:
+                rows = await asyncio.to_thread(lane.steps_in.read, block)
+                done = []
+                for sid, jobs in svc.handle_steps(rows):
+                    if jobs:
+                        self.spawn(sid, jobs, lane.steps_in)
+                    else:
+                        done.append(sid)
+                lane.steps_in.ack(done)
 
     async def _finish(self, sid: str | None, jobs: list[Job], source: GroupStream) -> None:
         try:
@@ -596,7 +521,8 @@ class _Runner:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def handle_batch(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+    def handle_batch(self, batch: list[tuple[str, dict[str, Any]]], lane: Lane) -> None:
+        """Alerts read from ``lane``: handled, then acknowledged on its stream."""
         svc = self.svc
         svc.drain_events()
         done = []
@@ -613,36 +539,38 @@ class _Runner:
                     log.exception("alert %s could not be handled; left pending", sid)
                     continue
             if prepared.jobs:
-                self.spawn(sid, prepared.jobs, svc.alerts_in)
+                self.spawn(sid, prepared.jobs, lane.alerts_in)
             else:
                 done.append(sid)
-        svc.ack(done)
+        lane.alerts_in.ack(done)
 
-    def handle_changes(self, changes: list[BucketChange]) -> None:
+    def handle_changes(self, changes: list[BucketChange], lane: Lane) -> None:
         done = []
         for sid, jobs in self.svc.handle_changes(changes):
             if jobs:
-                self.spawn(sid, jobs, self.svc.changes_in)
+                self.spawn(sid, jobs, lane.changes_in)
             else:
                 done.append(sid)
-        self.svc.changes_in.ack(done)
+        lane.changes_in.ack(done)
 
     def busy(self) -> bool:
-        held = len(self.svc.alerts_in.inflight) + len(self.svc.changes_in.inflight)
-        return held >= self.d.max_in_flight * 8
+        return sum(lane.inflight() for lane in self.svc.lanes) >= self.d.max_in_flight * 8
 
     async def alerts_loop(self) -> None:
-        """Alerts, then the bucket changes their batches made (in that order)."""
+        """Alerts, then the bucket changes their batches made (in that order), lane by
+        lane (each lane blocks a share of ``block_ms``)."""
+        block = lane_block(self.d.block_ms, len(self.svc.lanes))
         while not self.stop.is_set():
-            if self.busy():
-                await asyncio.sleep(self.d.block_ms / 1000)  # receivers are slow: wait
-                continue
-            runs = await asyncio.to_thread(self.svc.read_merged, self.d.block_ms)
-            for kind, items in runs:
-                if kind == "alerts":
-                    self.handle_batch(items)
-                else:
-                    self.handle_changes(items)
+            for lane in self.svc.lanes:
+                if self.busy():
+                    await asyncio.sleep(self.d.block_ms / 1000)  # receivers are slow: wait
+                    break
+                runs = await asyncio.to_thread(lane.read_merged, block)
+                for kind, items in runs:
+                    if kind == "alerts":
+                        self.handle_batch(items, lane)
+                    else:
+                        self.handle_changes(items, lane)
 
     async def events_loop(self) -> None:
         while not self.stop.is_set():
@@ -653,13 +581,14 @@ class _Runner:
         svc, next_reclaim = self.svc, 0.0
         while not self.stop.is_set():
             for job in svc.tick():
-                self.spawn(None, [job], svc.alerts_in)
+                self.spawn(None, [job], svc.lanes[0].alerts_in)  # no entry to acknowledge
             if time.monotonic() >= next_reclaim:
                 next_reclaim = time.monotonic() + self.d.reclaim_idle_s / 2
-                stale = svc.reclaim()
-                if stale:
-                    self.handle_batch(stale)
-                self.handle_changes(svc.reclaim_changes())
+                for lane in svc.lanes:
+                    stale = lane.reclaim(self.d.reclaim_idle_s)
+                    if stale:
+                        self.handle_batch(stale, lane)
+                    self.handle_changes(lane.reclaim_changes(self.d.reclaim_idle_s), lane)
                 svc._lag()
             await _wait(self.stop, self.d.tick_ms / 1000)
 

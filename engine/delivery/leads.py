@@ -72,9 +72,9 @@ def _int(x: Any) -> int:
 def queue_reads(pipe: Any, names: StreamNames, alert: dict[str, Any]) -> int:
     """Queue the reads of :func:`parse_profile` on a pipeline; returns how many replies."""
     tenant, lead = str(alert["tenant"]), str(alert["lead_id"])
-    prefix = names.prefix
-    pipe.get(lead_key(prefix, tenant, lead, "f"))
-    pipe.hmget(lead_key(prefix, tenant, lead, "h"), list(_FIELDS))  # schema 0, until migrated
+    home = names.home(tenant, lead)  # the lead's partition's tag, or the deployment's prefix
+    pipe.get(lead_key(home, tenant, lead, "f"))
+    pipe.hmget(lead_key(home, tenant, lead, "h"), list(_FIELDS))  # schema 0, until migrated
     ms = alert.get("ingest_ms")
     if not ms:
         return 2

@@ -26,6 +26,7 @@ from engine.errors import LeadpulseError
 from engine.reporting.batch import tenant_zone
 from engine.reporting.cli import build_report, parse_period
 from engine.settings import Settings
+from engine.streams import stream_names
 
 __all__ = ["router"]
 
@@ -34,7 +35,7 @@ _DAY = r"^\d{4}-\d{2}-\d{2}$"
 
 def router(settings: Settings, client: Any) -> APIRouter:
     r = APIRouter(tags=["reports"])
-    prefix = settings.redis.key_prefix
+    names = stream_names(settings)  # the key layout: which shards hold the counters
 
     @r.get(
         "/v1/reports/weekly",
@@ -53,7 +54,7 @@ def router(settings: Settings, client: Any) -> APIRouter:
         except LeadpulseError as exc:
             raise HTTPException(422, str(exc)) from None
         try:
-            report = build_report(client, prefix, tenant, start, end)
+            report = build_report(client, names, tenant, start, end)
         except redis.RedisError as exc:
             raise HTTPException(503, f"Redis unavailable: {exc.__class__.__name__}") from None
         return (report.for_agent(me) if me else report).to_dict()

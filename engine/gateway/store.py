@@ -18,6 +18,10 @@ Key layout (prefix ``lp``), shared with the engine where it reads engine state:
 - ``{lp}:alias:{tenant}``                 lead id -> the lead it was folded into (read only:
                                         the engine writes it on identify and merge)
 
+In the slot-per-partition key layout (``redis.key_layout``, engine/keys.py) the engine's
+keys above live under their partition's tag: a lead's at its home, the hot list, aliases
+and positions in one shard per partition, read and merged here (``engine/shards.py``).
+
 Appending is one script call per request: per event it checks the idempotency
 marker, XADDs, *then* sets the marker and indexes contact hashes. An event whose
 XADD fails is not marked, so a retry is not mistaken for a duplicate; the worst
@@ -49,10 +53,10 @@ from engine.keys import bound_key, contact_index_key, idempotency_key, rate_limi
 from engine.records import RecordReader
 from engine.redis_client import async_client
 from engine.settings import load_settings
-from engine.sinks import hot_key
+from engine.shards import merge_aliases, merge_hot, queue_aliases, queue_hot
 from engine.streams import StreamNames
 from features.state import read_record
-from features.store import alias_key, lead_key
+from features.store import lead_key
 
 __all__ = [
     "LAG_CAP",
@@ -99,13 +103,14 @@ end
 return out
 """
 
-# KEYS[1] positions hash, KEYS[2..] partitions in order; ARGV[1] cap.
+# KEYS[1] positions hash, KEYS[2..] partitions' streams; ARGV[1] cap, ARGV[2..] the
+# partitions (their fields in the positions hash), in the order of KEYS[2..].
 # Returns {now_ms, {committed, entries after it (capped), first id after it or ''}...}
 _LAG_LUA = """
 local t = redis.call('TIME')
 local out = {tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
 for i = 2, #KEYS do
-  local pos = redis.call('HGET', KEYS[1], tostring(i - 2)) or '0-0'
+  local pos = redis.call('HGET', KEYS[1], ARGV[i]) or '0-0'
   local rows = redis.call('XRANGE', KEYS[i], '(' .. pos, '+', 'COUNT', ARGV[1])
   local first = ''
   if #rows > 0 then first = rows[1][1] end
@@ -169,7 +174,7 @@ class GatewayStore:
         records: RecordReader | None = None,
     ) -> None:
         self._url = url
-        self._records = records or RecordReader(load_settings(environ={}), names.prefix)
+        self._records = records or RecordReader(load_settings(environ={}), names=names)
         self._names = names
         self._prefix = names.prefix
         self._maxlen = maxlen
@@ -251,16 +256,11 @@ class GatewayStore:
         direct: dict[str, str] = {}
         asked: set[str] = set()
         pending = sorted(set(lead_ids))
-        key = alias_key(self._prefix, tenant)
         for _ in range(4):
             if not pending:
                 break
-            try:
-                found = await cast(Awaitable[list[Any]], self._r().hmget(key, pending))
-            except RedisError as exc:
-                raise StoreError(f"read failed: {exc.__class__.__name__}") from None
             asked.update(pending)
-            hops = {src: _text(dst) for src, dst in zip(pending, found, strict=True) if dst}
+            hops = await self._alias_hops(tenant, pending)
             direct.update(hops)
             pending = sorted(set(hops.values()) - asked)
         out: dict[str, str] = {}
@@ -272,6 +272,17 @@ class GatewayStore:
             if dst != src:
                 out[src] = dst
         return out
+
+    async def _alias_hops(self, tenant: str, pending: list[str]) -> dict[str, str]:
+        """The alias of each lead of ``pending`` that has one (every shard's alias hash
+        asked in one round trip: ``engine/shards.py``)."""
+        pipe = self._r().pipeline(transaction=False)
+        queue_aliases(pipe, self._names, tenant, pending)
+        try:
+            replies = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"read failed: {exc.__class__.__name__}") from None
+        return merge_aliases(self._names, tenant, pending, replies)
 
     async def bound(self, tenant: str, lead_ids: Sequence[str]) -> set[str]:
         """The ids among ``lead_ids`` a server key has sent events for (``bound_key``)."""
@@ -301,7 +312,8 @@ class GatewayStore:
         pipe = self._r().pipeline(transaction=False)
         self._records.queue(pipe, lead)  # GET :r, GET :f
         pipe.hgetall(self._records.legacy_keys(lead)[0])  # schema 0's score hash
-        pipe.hgetall(lead_key(self._prefix, tenant, lead_id, "h"))  # schema 0, until migrated
+        home = self._names.home(tenant, lead_id)
+        pipe.hgetall(lead_key(home, tenant, lead_id, "h"))  # schema 0, until migrated
         try:
             packed, record, old_score, legacy = await pipe.execute()
         except RedisError as exc:
@@ -315,7 +327,9 @@ class GatewayStore:
         """Score hashes of the tenant's top ``limit`` leads, best first (expired ones skipped)."""
         r = self._r()
         try:
-            ids = [_text(x) for x in await r.zrevrange(hot_key(self._prefix, tenant), 0, limit - 1)]
+            pipe = r.pipeline(transaction=False)
+            queue_hot(pipe, self._names, tenant, limit)  # every shard's top (engine/shards.py)
+            ids = merge_hot(await pipe.execute(), limit)
             leads = [(tenant, lead) for lead in ids]
             pipe = r.pipeline(transaction=False)
             self._records.queue(pipe, leads)
@@ -332,23 +346,28 @@ class GatewayStore:
         return [h for h in rows if h]
 
     async def stream_lag(self) -> list[PartitionLag]:
-        """Per partition: entries after the committed position (capped) and the oldest's age."""
-        parts = range(self._names.partitions)
-        keys = [self._names.positions, *(self._names.events(p) for p in parts)]
+        """Per partition: entries after the committed position (capped) and the oldest's age.
+
+        One script call per positions hash (one in the deployment layout; a partition's own
+        in the slot-per-partition layout: a script's keys share a slot), run together."""
+        groups: dict[str, list[int]] = {}
+        for p in range(self._names.partitions):
+            groups.setdefault(self._names.of(p).positions, []).append(p)
         self._r()  # binds the scripts to this loop's client
+        calls = [
+            self._lag(keys=[pos, *(self._names.events(p) for p in parts)], args=[LAG_CAP, *parts])
+            for pos, parts in groups.items()
+        ]
         try:
-            reply = await self._lag(keys=keys, args=[LAG_CAP])
+            replies = await asyncio.gather(*calls)
         except RedisError as exc:
             raise StoreError(f"Redis unreachable: {exc.__class__.__name__}") from None
-        now_ms = int(reply[0])
         out = []
-        for p, (pos, n, first) in zip(parts, reply[1:], strict=True):
-            first_id = _text(first)
-            age = None
-            if first_id:
-                age = max(0.0, (now_ms - int(first_id.split("-", 1)[0])) / 1000)
-            out.append(PartitionLag(p, _text(pos), int(n), int(n) >= LAG_CAP, age))
-        return out
+        for parts, reply in zip(groups.values(), replies, strict=True):
+            now_ms = int(reply[0])
+            for p, (pos, n, first) in zip(parts, reply[1:], strict=True):
+                out.append(_lag_of(p, _text(pos), int(n), _text(first), now_ms))
+        return sorted(out, key=lambda lag: lag.partition)
 
     async def find_leads_by_contact_hash(self, tenant: str, contact_hash: str) -> list[str]:
         """Async twin of :func:`find_leads_by_contact_hash`."""
@@ -358,6 +377,13 @@ class GatewayStore:
         except RedisError as exc:
             raise StoreError(f"read failed: {exc.__class__.__name__}") from None
         return sorted(_text(m) for m in members)
+
+
+def _lag_of(partition: int, committed: str, n: int, first_id: str, now_ms: int) -> PartitionLag:
+    age = None
+    if first_id:
+        age = max(0.0, (now_ms - int(first_id.split("-", 1)[0])) / 1000)
+    return PartitionLag(partition, committed, n, n >= LAG_CAP, age)
 
 
 def _texts(raw: dict[Any, Any]) -> dict[str, str]:

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 
-from engine.keys import pattern
+from engine.keys import every_pattern
 from features.record import unpack_record
 
 TARGET_S = 2.0
@@ -61,7 +61,7 @@ def _run_engine(client: Any, prefix: str, events: list[dict[str, Any]], counters
 
 
 def _drop(client: Any, prefix: str) -> None:
-    keys = list(client.scan_iter(match=pattern(prefix), count=2000))
+    keys = list(client.scan_iter(match=every_pattern(prefix), count=2000))
     for i in range(0, len(keys), 1000):
         client.delete(*keys[i : i + 1000])
 
@@ -85,7 +85,7 @@ def _cli(url: str, prefix: str, since: date, until: date, out: Path, *extra: str
 def _marks_bytes(client: Any, prefix: str) -> int:
     """Bytes of the report marks in the lead records (``features/record.py``, schema 2)."""
     total = 0
-    for key in client.scan_iter(match=pattern(prefix, "{*}:f"), count=1000):
+    for key in client.scan_iter(match=every_pattern(prefix, "{*}:f"), count=1000):
         blob = client.get(key)
         try:
             _, rest = unpack_record(blob) if blob is not None else (None, None)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             report = build_report(client, prefix, "sim", since, until)
             builds.append(time.perf_counter() - started)
         fields = sum(
-            int(client.hlen(k)) for k in client.scan_iter(match=pattern(prefix, "rpt:sim:*"))
+            int(client.hlen(k)) for k in client.scan_iter(match=every_pattern(prefix, "rpt:sim:*"))
         )
         marks_bytes = _marks_bytes(client, prefix)
     finally:

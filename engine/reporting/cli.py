@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import LeadpulseError
+from engine.keys import StreamNames
 from engine.redis_client import connect, redis_for
 from engine.reporting.figures import MIN_N, Report, compute, read_counts, weekly
 from engine.reporting.keys import tenants_key
 from engine.reporting.render import markdown, plots
 from engine.settings import load_settings
+from engine.shards import report_prefixes
+from engine.streams import stream_names
 from engine.up import add_data_dir
 
-__all__ = ["add_parser", "build_report", "parse_period", "run"]
+__all__ = ["add_parser", "build_report", "known_tenants", "parse_period", "run"]
 
 MAX_DAYS = 800
 
@@ -70,10 +73,24 @@ def parse_period(since: str, until: str, today: date, dash: str = "--") -> tuple
     return start, end
 
 
-def _tenant(client: Any, prefix: str, asked: str) -> str:
+def known_tenants(client: Any, names: StreamNames | str) -> list[str]:
+    """Tenants with report data: the union of the report prefixes' tenant sets (one round
+    trip; ``names`` as :func:`read_counts` takes it)."""
+    prefixes = report_prefixes(names) if isinstance(names, StreamNames) else [names]
+    pipe = client.pipeline(transaction=False)
+    for prefix in prefixes:
+        pipe.smembers(tenants_key(prefix))
+    return sorted({_s(t) for found in pipe.execute() for t in found})
+
+
+def _s(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _tenant(client: Any, names: StreamNames, asked: str) -> str:
     if asked:
         return asked
-    known = sorted(t.decode() for t in client.smembers(tenants_key(prefix)))
+    known = known_tenants(client, names)
     if len(known) == 1:
         return known[0]
     if not known:
@@ -81,8 +98,11 @@ def _tenant(client: Any, prefix: str, asked: str) -> str:
     raise LeadpulseError(f"several tenants have report data; pick one with --tenant: {known}")
 
 
-def build_report(client: Any, prefix: str, tenant: str, since: date, until: date) -> Report:
-    counts, days = read_counts(client, prefix, tenant, since, until)
+def build_report(
+    client: Any, names: StreamNames | str, tenant: str, since: date, until: date
+) -> Report:
+    """The period's report of ``tenant`` (``names`` as :func:`read_counts` takes it)."""
+    counts, days = read_counts(client, names, tenant, since, until)
     return compute(counts, tenant, since, until, days)
 
 
@@ -98,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         client = connect(url, settings.redis.retries)
         started = time.perf_counter()
-        tenant = _tenant(client, settings.redis.key_prefix, args.tenant)
-        report = build_report(client, settings.redis.key_prefix, tenant, since, until)
+        names = stream_names(settings)  # the key layout: which shards hold the counters
+        tenant = _tenant(client, names, args.tenant)
+        report = build_report(client, names, tenant, since, until)
         took = time.perf_counter() - started
     finally:
         if local is not None:

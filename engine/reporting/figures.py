@@ -1,7 +1,9 @@
 """A period's figures from the per-day counters: one pipelined read, then arithmetic.
 
-``read_counts(client, prefix, tenant, since, until)`` sums the day hashes of the
-period (one ``HGETALL`` per day, in one round trip); ``compute(counts, ...)`` turns the
+``read_counts(client, names, tenant, since, until)`` sums the day hashes of the
+period (one ``HGETALL`` per day and report prefix, in one round trip: in the
+slot-per-partition key layout each partition tag holds the engine's share of a day and
+the deployment prefix delivery's, ``engine/shards.py``); ``compute(counts, ...)`` turns the
 sums into a :class:`Report`. A figure over fewer than :data:`MIN_N` leads or responses
 is ``None`` with a note saying so, never a misleading number.
 """
@@ -13,8 +15,10 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
+from engine.keys import StreamNames
 from engine.reporting.aggregates import NO_ALERT, QUALITY_BINS, STL_EDGES_S
 from engine.reporting.keys import day_key
+from engine.shards import report_prefixes
 
 __all__ = [
     "MIN_N", "AgentSla", "FunnelRow", "PlanRow", "Quality", "Ratio", "Report", "SpeedRow",
@@ -160,19 +164,25 @@ def weekly(today: date) -> tuple[date, date]:
 
 
 def read_counts(
-    client: Any, prefix: str, tenant: str, since: date, until: date
+    client: Any, names: StreamNames | str, tenant: str, since: date, until: date
 ) -> tuple[Counter[str], int]:
-    """Summed counters of the period and how many of its days had any."""
+    """Summed counters of the period and how many of its days had any (``names``: the
+    deployment's key names; a bare prefix reads the deployment layout)."""
     days = days_between(since, until)
+    prefixes = report_prefixes(names) if isinstance(names, StreamNames) else [names]
     pipe = client.pipeline(transaction=False)
     for day in days:
-        pipe.hgetall(day_key(prefix, tenant, day))
+        for prefix in prefixes:
+            pipe.hgetall(day_key(prefix, tenant, day))
+    replies = pipe.execute()
     total: Counter[str] = Counter()
     with_data = 0
-    for raw in pipe.execute():
-        with_data += bool(raw)
-        for k, v in raw.items():
-            total[k.decode() if isinstance(k, bytes) else str(k)] += int(v)
+    for i in range(0, len(replies), len(prefixes)):
+        day_raw = replies[i : i + len(prefixes)]
+        with_data += any(day_raw)
+        for raw in day_raw:
+            for k, v in raw.items():
+                total[k.decode() if isinstance(k, bytes) else str(k)] += int(v)
     return total, with_data
 
 

@@ -34,6 +34,7 @@ from engine.gateway.routes.deps import (
 )
 from engine.keys import lead_key
 from engine.settings import Settings
+from engine.streams import stream_names
 from engine.views import score_record
 
 __all__ = ["leads_router"]
@@ -57,6 +58,7 @@ def leads_router(settings: Settings) -> APIRouter:
     router = APIRouter()
     max_id_len = settings.validation.max_id_len
     book = compile_book(settings.cadence)  # the follow-up plans, for the lead's plan view
+    names = stream_names(settings)  # a lead's plan lives at its home (redis.key_layout)
 
     @router.get(
         "/v1/leads/{lead_id}",
@@ -83,9 +85,9 @@ def leads_router(settings: Settings) -> APIRouter:
             raise ApiError(404, "not_found", "no such lead for this key's tenant")
         last = raw_feats.get("last_ts")
         tz = settings.delivery.tenant(who.tenant).timezone or settings.alerts.timezone
-        prefix = settings.redis.key_prefix
+        home = names.home(who.tenant, lead_id)
         raw_plan = await run_in_threadpool(
-            g.delivery_client.get, lead_key(prefix, who.tenant, lead_id, "c")
+            g.delivery_client.get, lead_key(home, who.tenant, lead_id, "c")
         )
         plan = describe(raw_plan, book, tz)
         return LeadOut(

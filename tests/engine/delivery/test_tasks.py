@@ -46,7 +46,7 @@ def test_tasks_go_to_the_feed_and_messages_to_the_webhook(
     _run(parts, [hand, _ev("b1", "L7", "inquiry", T0), _ev("b2", "L7", "unsubscribe", T0)], 1)
     svc = DeliveryService(settings, client, clock=lambda: T0 + 30)
     svc.ensure_group()
-    handled = svc.handle_steps(svc.steps_in.read(None))
+    handled = svc.handle_steps(svc.lanes[0].steps_in.read(None))
     assert len(handled) == 3  # L42: email + call; L7: the call (its email closed at once)
     feed = client.xrange(svc.keys.feed("acme"))
     tasks = [json.loads(f[b"d"]) for _, f in feed if f[b"k"] == b"task"]
