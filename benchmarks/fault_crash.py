@@ -43,7 +43,7 @@ import msgpack
 from benchmarks.cluster import LocalCluster
 from benchmarks.harness import DedicatedServer, free_port, machine_info, wait_http
 from benchmarks.simulator import SimConfig, events_for_count, generate
-from engine.keys import every_pattern
+from engine.keys import LAYOUTS, every_pattern, processed_key
 from engine.learning import Learner
 from engine.model_store import ModelStore
 from engine.redis_client import connect
@@ -58,9 +58,11 @@ def _sid(text: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-def load(client: Any, prefix: str, events: list[dict[str, Any]]) -> tuple[int, int]:
+def load(
+    client: Any, prefix: str, events: list[dict[str, Any]], layout: str = "deployment"
+) -> tuple[int, int]:
     """Append ``events`` to one partition under ``prefix``; the last stream id."""
-    names = StreamNames(prefix, 1)
+    names = StreamNames(prefix, 1, layout)
     producer = Producer(client, names, maxlen=10**9)
     for i in range(0, len(events), 2_000):
         producer.send(events[i : i + 2_000])
@@ -142,11 +144,12 @@ def compare(reference: dict[str, Any], crashed: dict[str, Any]) -> dict[str, Any
     }
 
 
-def _env(url: str, prefix: str) -> dict[str, str]:
+def _env(url: str, prefix: str, layout: str = "deployment") -> dict[str, str]:
     env = {
         **os.environ,
         "REDIS_URL": url,
         "LEADPULSE__REDIS__KEY_PREFIX": prefix,
+        "LEADPULSE__REDIS__KEY_LAYOUT": layout,
         "LEADPULSE__STREAMS__PARTITIONS": "1",
         "LEADPULSE__METRICS__PORT": "0",
     }
@@ -154,25 +157,24 @@ def _env(url: str, prefix: str) -> dict[str, str]:
     return env
 
 
-def _spawn_run(url: str, prefix: str) -> subprocess.Popen[bytes]:
+def _spawn_run(url: str, prefix: str, layout: str = "deployment") -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "run"],
-        env=_env(url, prefix),
+        env=_env(url, prefix, layout),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 
 
-def _reference_run(client: Any, ref: str, events: list[dict[str, Any]]) -> float:
+def _reference_run(client: Any, ref: str, events: list[dict[str, Any]], layout: str) -> float:
     """Load ``events`` under ``ref`` and run the flow in process; the seconds it took."""
     from engine.app import build_parts
     from engine.dataflow import build_flow, run_flow
 
-    load(client, ref, events)
+    load(client, ref, events, layout)
     t0 = time.monotonic()
-    settings = load_settings(
-        overrides={"redis": {"key_prefix": ref}, "streams": {"partitions": 1}}, environ={}
-    )
+    redis = {"key_prefix": ref, "key_layout": layout}
+    settings = load_settings(overrides={"redis": redis, "streams": {"partitions": 1}}, environ={})
     run_flow(build_flow(build_parts(settings, client), bounded=True))
     return time.monotonic() - t0
 
@@ -193,17 +195,21 @@ class _CrashRun:
     url: str
     prefix: str
     end: tuple[int, int]
+    layout: str = "deployment"
     recoveries: list[float] = field(default_factory=list)
     killed_at: list[int] = field(default_factory=list)
 
     def position(self) -> tuple[int, int]:
-        return _sid(committed_positions(self.client, StreamNames(self.prefix, 1))[0])
+        return _sid(committed_positions(self.client, self.names())[0])
+
+    def names(self) -> StreamNames:
+        return StreamNames(self.prefix, 1, self.layout)
 
 
 def _run_and_kill(run: _CrashRun, target: tuple[float, int]) -> None:
     """Start ``leadpulse run``, SIGKILL it once it has committed past ``target``."""
     before = run.position()
-    proc = _spawn_run(run.url, run.prefix)
+    proc = _spawn_run(run.url, run.prefix, run.layout)
     started = time.monotonic()
     moved = False
     while run.position() < target:
@@ -219,12 +225,12 @@ def _run_and_kill(run: _CrashRun, target: tuple[float, int]) -> None:
     proc.wait()
     if run.position() >= run.end:
         raise RuntimeError("the run finished before it could be killed")
-    run.killed_at.append(int(run.client.hget(f"{{{run.prefix}}}:processed", "0") or 0))
+    run.killed_at.append(int(run.client.hget(processed_key(run.names().of(0)), "0") or 0))
 
 
 def _run_to_end(run: _CrashRun) -> None:
     """The last restart: let ``leadpulse run`` reach the end of the stream, then stop it."""
-    proc = _spawn_run(run.url, run.prefix)
+    proc = _spawn_run(run.url, run.prefix, run.layout)
     started = time.monotonic()
     before = run.position()
     moved = False
@@ -246,6 +252,7 @@ def crash_dataflow(
     seed: int,
     base: str = "fc",
     reference_client: Any = None,
+    layout: str = "deployment",
 ) -> dict[str, Any]:
     """Reference run in process, then ``leadpulse run`` killed ``kills`` times.
 
@@ -255,15 +262,15 @@ def crash_dataflow(
     tenant = str(events[0]["tenant"])
     ref = base + "r"
     ref_client = client if reference_client is None else reference_client
-    reference_s = _reference_run(ref_client, ref, events)
+    reference_s = _reference_run(ref_client, ref, events, layout)
     reference = snapshot(ref_client, ref, tenant)
 
     prefix = base + "c"
-    end = load(client, prefix, events)
-    names = StreamNames(prefix, 1)
+    end = load(client, prefix, events, layout)
+    names = StreamNames(prefix, 1, layout)
     points = _kill_points(random.Random(seed), kills)
     first_ms = _sid(client.xrange(names.events(0), count=1)[0][0].decode())[0]
-    run = _CrashRun(client, url, prefix, end)
+    run = _CrashRun(client, url, prefix, end, layout)
 
     t0 = time.monotonic()
     for fraction in points:
@@ -485,7 +492,7 @@ def _crash_runs(
             client, url, reference = connect(lc.url), lc.url, server.client
             stack.callback(client.close)
         dataflow = crash_dataflow(client, url, events, args.kills, args.seed,
-                                  reference_client=reference)  # fmt: skip
+                                  reference_client=reference, layout=args.layout)  # fmt: skip
         print(json.dumps(dataflow), flush=True)
         gateway = crash_gateway(client, url, serve_events, args.serve_kills, args.seed)
         print(json.dumps(gateway), flush=True)
@@ -503,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cluster", action="store_true",
                     help="crash runs on a local 3-master Redis Cluster (1 replica each); "
                          "the dataflow's reference run on one server")  # fmt: skip
+    ap.add_argument("--layout", choices=LAYOUTS, default="deployment",
+                    help="redis.key_layout of the dataflow's runs")  # fmt: skip
     args = ap.parse_args(argv)
     # 90 days of event time: outcomes reach the 30-day label horizon, so the run learns
     # (the count is within +-20 %: ask for more, keep exactly --events, the earliest ones)

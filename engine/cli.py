@@ -217,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
     # A longer outage is the dataflow's to ride out (it redoes reads and whole batches and
     # says so on /healthz); redis-py retrying for seconds would hide it from /healthz.
     client = connect(url, min(settings.redis.retries, 2), settings.redis.socket_timeout_s)
-    check_layout(client, settings.redis.key_prefix)
+    check_layout(client, settings)
     from engine.app import build_parts  # bytewax and river: only once Redis answered
     from engine.dataflow import build_flow, layout, run_flow
     from engine.metrics import Metrics, serve

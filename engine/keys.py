@@ -56,7 +56,7 @@ from engine.events import partition_of
 
 __all__ = [
     "LAYOUTS", "CrmKeys", "DeliveryKeys", "ModelKeys", "StreamNames", "alias_key", "bound_key",
-    "cadence_clock_key", "cadence_due_key", "every_pattern",
+    "cadence_clock_key", "cadence_due_key", "every_pattern", "forwarded_key",
     "contact_index_key", "day_key", "due_key", "home_of", "hot_index_key", "hot_key",
     "idempotency_key", "lead_key", "lost_seen_key", "mark_key", "member", "processed_key",
     "legacy_pattern", "migrated_name", "outbox_key", "pattern", "rate_limit_key", "root",
@@ -240,6 +240,12 @@ def home_of(where: str | StreamNames, tenant: str, lead_id: str) -> str:
 def processed_key(names: StreamNames) -> str:
     """Hash partition -> entries processed ever (committed with the positions)."""
     return f"{root(names.prefix)}:processed"
+
+
+def forwarded_key(prefix: str) -> str:
+    """Hash source partition -> id of the last outbox entry appended under this tag (its
+    labels stream, or a partition's events stream): ``streams.forward_outbox``."""
+    return f"{root(prefix)}:fwd"
 
 
 def outbox_key(names: StreamNames) -> str:

@@ -1,4 +1,6 @@
-"""``leadpulse migrate``: rename keys of the layout before hash tags (``lp:…`` -> ``{lp}:…``).
+"""``leadpulse migrate``: rename keys of the layout before hash tags (``lp:…`` -> ``{lp}:…``),
+and with ``redis.key_layout = "partition"`` move the keys of the one-slot layout under
+their partitions' tags (``engine/relayout.py``).
 
 Every key now begins with the prefix as a Redis hash tag (``engine/keys.py``), so that a
 deployment's keys share one cluster slot. Data written by an older leadpulse on a single
@@ -21,9 +23,11 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from engine.errors import LeadpulseError
-from engine.keys import legacy_pattern, migrated_name
+from engine.keys import StreamNames, legacy_pattern, migrated_name, root
 from engine.redis_client import connect, is_cluster, redis_for
-from engine.settings import load_settings
+from engine.relayout import relayout
+from engine.settings import Settings, load_settings
+from engine.streams import stream_names
 from engine.up import add_data_dir
 
 __all__ = ["Migrated", "add_parser", "check_layout", "migrate", "run"]
@@ -56,9 +60,12 @@ def add_parser(sub: Any) -> None:
 _OLD_MARKERS = ("pos", "alerts", "events:0", "model:meta", "deadletter")
 
 
-def check_layout(client: Any, prefix: str) -> None:
-    """Refuse to start on data of the layout before hash tags that was not migrated: the
-    services would start empty beside it (one line, what to do)."""
+def check_layout(client: Any, settings: Settings) -> None:
+    """Refuse to start on data of another key layout than ``redis.key_layout`` (or of the
+    layout before hash tags) that was not migrated: the services would start empty
+    beside it (one line, what to do)."""
+    prefix = settings.redis.key_prefix
+    _check_key_layout(client, stream_names(settings))
     if is_cluster(client):
         return  # the old layout never ran on a cluster
     old = [f"{prefix}:{name}" for name in _OLD_MARKERS]
@@ -67,6 +74,24 @@ def check_layout(client: Any, prefix: str) -> None:
     raise LeadpulseError(
         f"this Redis holds leadpulse data under the old key names ({prefix}:…); stop every "
         "leadpulse process of the deployment and run `leadpulse migrate` (README Changelog)"
+    )
+
+
+def _check_key_layout(client: Any, names: StreamNames) -> None:
+    """The deployment layout's positions beside ``key_layout = "partition"`` (or the other
+    way round): refuse, naming the fix. One EXISTS a key (a cluster routes each alone)."""
+    other = StreamNames(names.prefix, names.partitions, "deployment" if names.sharded else
+                        "partition")  # fmt: skip
+    if not any(client.exists(other.of(p).positions) for p in range(min(names.partitions, 4))):
+        return
+    if names.sharded:
+        raise LeadpulseError(
+            f"redis.key_layout is 'partition' but {root(names.prefix)} holds data of the "
+            "one-slot layout; stop every leadpulse process and run `leadpulse migrate`"
+        )
+    raise LeadpulseError(
+        f"redis.key_layout is 'deployment' but {root(names.prefix)}'s data is in the "
+        "partition layout (a tag per partition); set redis.key_layout = 'partition'"
     )
 
 
@@ -102,13 +127,20 @@ def run(args: argparse.Namespace) -> int:
         client = connect(url, settings.redis.retries)
         prefix = settings.redis.key_prefix
         done = migrate(client, prefix, dry_run=args.dry_run)
+        names = stream_names(settings)
+        moved = relayout(client, names, dry_run=args.dry_run) if names.sharded else None
     finally:
         if local is not None:
             local.release()
     verb = "would rename" if args.dry_run else "renamed"
     print(f"{verb} {done.renamed} keys from {prefix}:… to {{{prefix}}}:…")
-    if done.kept:
-        shown = ", ".join(done.kept[:5]) + (", ..." if len(done.kept) > 5 else "")
-        print(f"left {len(done.kept)} keys whose new name exists already: {shown}")
+    kept = done.kept
+    if moved is not None:
+        print(f"{verb} {moved.renamed} keys and split {moved.split} from {{{prefix}}}:… "
+              f"to the tags of {names.partitions} partitions (key_layout 'partition')")  # fmt: skip
+        kept = kept + moved.kept
+    if kept:
+        shown = ", ".join(kept[:5]) + (", ..." if len(kept) > 5 else "")
+        print(f"left {len(kept)} keys whose new name exists already: {shown}")
         return 1
     return 0

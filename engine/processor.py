@@ -188,6 +188,8 @@ class Processor:
         if entries and not any(sid for _, sid, _ in entries):
             return self._ticks(entries)
         fx = BatchEffects(partition=entries[0][0] if self._sharded else -1)
+        if self._sharded:
+            self._commit.recover_outbox(fx.partition)
         self.learner.refresh()
         learned = self.learner.catch_up()
         events, origin, rejected = self._decoder.decode_all(entries, fx)
@@ -259,7 +261,9 @@ class Processor:
         """Only clock ticks (idle live partitions): fire due follow-up steps, commit if any."""
         if self._cadence.enabled:
             fx = BatchEffects(cadence=self._cadence.begin(entries))
-            fx.partition = entries[0][0] if self._sharded else -1
+            if self._sharded:
+                fx.partition = entries[0][0]
+                self._commit.recover_outbox(fx.partition)
             assert fx.cadence is not None
             self._cadence.finish(fx.cadence, (), int(self._clock() * 1000))
             if fx.cadence.work:

@@ -232,15 +232,26 @@ class Committer:
 
     def _after_sharded(self, fx: BatchEffects, names: StreamNames, sent: bool) -> None:
         """Slot-per-partition layout: the model's writes (under the deployment's tag) in a
-        transaction of their own, and control entries from the partition's outbox on to
-        their partitions (also any a crash left there, at a partition's first batch)."""
+        transaction of their own, then the batch's outbox entries on to where they go."""
         if fx.model_work is not None or fx.publish is not None:
             with self._tx.pipeline(transaction=True) as pipe:
                 self._queue_model(pipe, fx)
                 pipe.execute()
-        if sent or fx.labels or fx.partition not in self._outbox_checked:
-            self._outbox_checked.add(fx.partition)
-            forward_outbox(self._r, names, self.model_keys.labels, self._labels_maxlen)
+        if sent or fx.labels:
+            self._forward(fx.partition)
+
+    def recover_outbox(self, partition: int) -> None:
+        """Before a partition's first batch (slot-per-partition layout): what a crash left
+        in its outbox goes on first, so the trainer's catch-up sees every committed label
+        and the other partitions every hand-over, as if the crash came after the forward."""
+        if self._names.sharded and partition not in self._outbox_checked:
+            self._forward(partition)
+            self._outbox_checked.add(partition)
+
+    def _forward(self, partition: int) -> None:
+        forward_outbox(
+            self._r, self._names, partition, self.model_keys.labels, self._labels_maxlen
+        )
 
     def _changes(self, fx: BatchEffects) -> LeadChanges:
         """What the batch changes in its leads' records besides features (one SET a lead:

@@ -27,7 +27,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from engine.events import partition_of
-from engine.keys import StreamNames, outbox_key, processed_key
+from engine.keys import StreamNames, forwarded_key, outbox_key, processed_key
 
 if TYPE_CHECKING:
     from engine.settings import Settings
@@ -128,7 +128,7 @@ def queue_control(target: Any, names: StreamNames, partition: int, payload: byte
 def queue_outbox(pipe: Any, names: StreamNames, partition: int, payload: bytes) -> Any:
     """Slot-per-partition layout: a control entry for ``partition``, kept in the batch's
     own partition's outbox (its slot) by the batch's transaction; :func:`forward_outbox`
-    appends it to ``partition`` once the batch committed."""
+    appends it to ``partition`` once the batch committed, exactly once."""
     return pipe.xadd(outbox_key(names), {CONTROL: payload, _TO: str(partition)})
 
 
@@ -139,26 +139,48 @@ def queue_outbox_label(pipe: Any, names: StreamNames, label: bytes) -> Any:
 
 
 def forward_outbox(
-    client: Any, names: StreamNames, labels: str, labels_maxlen: int, count: int = 1_000
-) -> int:
-    """Append the entries in ``names``' outbox where they go (control entries to their
-    partitions, labels to the ``labels`` stream), then delete them. A crash in between
-    sends an entry twice, and each is applied once: a request to a lead already handed
-    over, a hand-over or a forwarded event seen before are skipped (``engine/identity.py``),
-    and the trainer skips an example it learned by its id (``engine/learning.py``).
-    Returns how many moved."""
-    key, moved = outbox_key(names), 0
+    client: Any, names: StreamNames, partition: int, labels: str, labels_maxlen: int,
+    count: int = 1_000,
+) -> int:  # fmt: skip
+    """Append the entries in ``partition``'s outbox where they go (control entries to
+    their partitions, labels to the ``labels`` stream), then delete them: exactly once,
+    as each destination's entries go in one transaction with the id of the last one
+    (:func:`_forward`). Returns how many moved."""
+    key, moved = outbox_key(names.of(partition)), 0
     while rows := cast(list[Any], client.xrange(key, count=count)):
-        pipe = client.pipeline(transaction=False)
-        for _, fields in rows:
-            if _LABEL in fields:
-                pipe.xadd(labels, {"l": fields[_LABEL]}, maxlen=labels_maxlen, approximate=True)
-            else:
-                queue_control(pipe, names, int(fields[_TO]), fields[CONTROL])
-        pipe.execute()
+        groups: dict[str, list[Any]] = {}  # destination tag -> its entries, in order
+        for row in rows:
+            fields = row[1]
+            dest = names.prefix if _LABEL in fields else names.shard(int(fields[_TO]))
+            groups.setdefault(dest, []).append(row)
+        for dest, entries in groups.items():
+            _forward(client, names, dest, str(partition), entries, labels, labels_maxlen)
         client.xdel(key, *(sid for sid, _ in rows))
         moved += len(rows)
     return moved
+
+
+def _forward(
+    client: Any, names: StreamNames, dest: str, source: str, entries: list[Any], labels: str,
+    labels_maxlen: int,
+) -> None:  # fmt: skip
+    """Outbox entries of partition ``source`` to one destination tag, in one transaction
+    with the id of the last (``forwarded_key``): after a crash between this and the
+    outbox's XDEL, the entries up to that id are not appended again."""
+    fwd = forwarded_key(dest)
+    done = client.hget(fwd, source)
+    after = _id(done) if done else (0, 0)
+    fresh = [(sid, fields) for sid, fields in entries if _id(sid) > after]
+    if not fresh:
+        return
+    pipe = client.pipeline(transaction=True)
+    for _, fields in fresh:
+        if _LABEL in fields:
+            pipe.xadd(labels, {"l": fields[_LABEL]}, maxlen=labels_maxlen, approximate=True)
+        else:
+            queue_control(pipe, names, int(fields[_TO]), fields[CONTROL])
+    pipe.hset(fwd, source, fresh[-1][0])
+    pipe.execute()
 
 
 def unprocessed(client: redis.Redis, names: StreamNames) -> list[int]:

@@ -253,7 +253,7 @@ def _serve_all(base: Any, url: str, args: argparse.Namespace, where: str) -> int
     from engine.settings import load_settings
 
     client = connect(url, min(base.redis.retries, 2), base.redis.socket_timeout_s)
-    check_layout(client, base.redis.key_prefix)
+    check_layout(client, base)
     host, port = args.host or base.gateway.host, args.port or base.gateway.port
     sock = bind(host, port)
     data_dir = Path(args.data_dir)

@@ -112,7 +112,7 @@ def _deliver(args: argparse.Namespace, settings: Any, url: str, local: bool) -> 
     from engine.up import start_line
 
     client = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
-    check_layout(client, settings.redis.key_prefix)
+    check_layout(client, settings)
     from engine.delivery.consumer import DeliveryService
     from engine.delivery.metrics import DeliveryMetrics
     from engine.metrics import serve_http

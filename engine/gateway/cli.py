@@ -107,7 +107,7 @@ def _serve(args: argparse.Namespace, settings: Any, url: str, local: bool) -> in
 
     # fail at start-up with what is wrong (unreachable, Redis < 7), not at the first request
     probe = connect(url, settings.redis.retries, settings.redis.socket_timeout_s)
-    check_layout(probe, settings.redis.key_prefix)
+    check_layout(probe, settings)
     probe.close()
     gw = settings.gateway
     host, port = args.host or gw.host, args.port or gw.port

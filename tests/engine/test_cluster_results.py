@@ -104,3 +104,22 @@ def test_sigkill_on_the_cluster_and_restart_gives_one_servers_result(
     assert crash_keys > 100  # the crash run's keys were on the cluster, not on the server
     assert not list(client.scan_iter(match=f"{{{prefix}c}}:*"))
     assert_same_as_uninterrupted(result, kills=3)
+
+
+def test_sigkill_on_the_cluster_in_the_partition_layout_gives_one_servers_result(
+    redis_cluster: LocalCluster, client: Any, prefix: str
+) -> None:
+    """The crash test with ``redis.key_layout = "partition"``: every batch commits in its
+    partition's slot and its labels leave through the partition's outbox; SIGKILLs between
+    a commit and the outbox's forwarding lose and repeat nothing."""
+    events = _sim(seed=6, leads=120)
+    cluster = connect(redis_cluster.url, retries=0)
+    try:
+        result = crash_dataflow(cluster, redis_cluster.url, events, kills=3, seed=2,
+                                base=prefix, reference_client=client,
+                                layout="partition")  # fmt: skip
+    finally:
+        delete_prefix(cluster, prefix + "c")
+        cluster.close()
+        delete_prefix(client, prefix + "r")
+    assert_same_as_uninterrupted(result, kills=3)

@@ -93,11 +93,12 @@ def test_services_refuse_to_start_beside_data_of_the_old_layout(
 ) -> None:  # fmt: skip
     from engine.migrate_cli import check_layout
 
-    prefix = make_settings().redis.key_prefix
-    check_layout(client, prefix)  # nothing of the old layout: fine
+    settings = make_settings()
+    prefix = settings.redis.key_prefix
+    check_layout(client, settings)  # nothing of the old layout: fine
     client.hset(f"{prefix}:pos", "0", "1-0")  # what an older leadpulse left
     with pytest.raises(LeadpulseError, match="leadpulse migrate"):
-        check_layout(client, prefix)
+        check_layout(client, settings)
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("LEADPULSE__REDIS__KEY_PREFIX", prefix)
     monkeypatch.setenv("LEADPULSE__METRICS__PORT", "0")
@@ -105,4 +106,4 @@ def test_services_refuse_to_start_beside_data_of_the_old_layout(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "leadpulse migrate" in err[0], err
     assert migrate(client, prefix).renamed == 1
-    check_layout(client, prefix)  # migrated: fine
+    check_layout(client, settings)  # migrated: fine

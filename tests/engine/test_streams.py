@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+
 from engine.app import build_parts
 from engine.dataflow import build_flow, run_flow
-from engine.streams import Producer, committed_positions, stream_lag
+from engine.keys import StreamNames
+from engine.streams import CONTROL, Producer, committed_positions, stream_lag
 
 T0 = 1_767_225_600.0
 
@@ -134,3 +137,34 @@ def test_sigterm_stops_at_a_batch_boundary_not_after_the_backlog(
     assert stream_lag(client, parts.names, [0]) == {0: 2_000}  # nothing read, nothing lost
     run_flow(build_flow(build_parts(settings, client), stop=stop, drain=True))
     assert stream_lag(client, parts.names, [0]) == {0: 0}  # drained
+
+
+def test_the_outbox_forwards_each_entry_exactly_once_across_a_crash(
+    client: redis.Redis, prefix: str
+) -> None:
+    """A crash after an outbox entry was appended where it goes, before it was deleted from
+    the outbox: the next forward skips it (the destination's ``fwd`` hash holds its id)."""
+    from engine.keys import ModelKeys, outbox_key
+    from engine.streams import forward_outbox, queue_outbox, queue_outbox_label
+
+    names = StreamNames(prefix, 4, "partition")
+    labels = ModelKeys(prefix).labels
+    pipe = client.pipeline(transaction=True)
+    queue_outbox(pipe, names.of(1), 3, b"hand-over")
+    queue_outbox_label(pipe, names.of(1), b"example-1")
+    pipe.execute()
+
+    class CrashBeforeDelete:  # the process dies between the appends and the XDEL
+        def __getattr__(self, name: str) -> Any:
+            return getattr(client, name)
+
+        def xdel(self, *_: Any) -> int:
+            return 0
+
+    assert forward_outbox(CrashBeforeDelete(), names, 1, labels, 1_000) == 2
+    assert client.xlen(outbox_key(names.of(1))) == 2  # still there after the "crash"
+    queue_outbox_label(client, names.of(1), b"example-2")
+    assert forward_outbox(client, names, 1, labels, 1_000) == 3
+    assert [f[b"l"] for _, f in client.xrange(labels)] == [b"example-1", b"example-2"]
+    assert [f[CONTROL] for _, f in client.xrange(names.events(3))] == [b"hand-over"]
+    assert client.xlen(outbox_key(names.of(1))) == 0
