@@ -34,7 +34,7 @@ from benchmarks.simulator import events_for_count, generate
 from engine.events import partition_of
 from engine.keys import every_pattern
 from engine.settings import Settings, load_settings
-from engine.streams import StreamNames
+from engine.streams import StreamNames, committed_positions
 
 __all__ = [
     "DedicatedServer",
@@ -160,10 +160,9 @@ class Loaded:
 
     def committed(self, client: redis.Redis) -> int:
         """Events whose batch has committed, from the positions hash."""
-        raw = cast(dict[bytes, bytes], client.hgetall(self.names.positions))
         done = 0
-        for k, v in raw.items():
-            ids = self.ids.get(int(k))
+        for p, v in committed_positions(client, self.names).items():  # either key layout
+            ids = self.ids.get(p)
             if ids:
                 done += bisect_right(ids, _id_tuple(v))
         return done

@@ -13,7 +13,9 @@ time over the same interval (all cluster nodes together) is reported beside it (
 counted in the rate). Rounds interleave the four configurations. After each cluster
 run the deployment's keys are counted on each master (the key spread).
 
-``python -m benchmarks.scale_out --events 40000 --rounds 3 --out benchmarks/results``
+``python -m benchmarks.scale_out --events 40000 --rounds 3 --out benchmarks/results``;
+``--layout partition --partitions 6`` runs every configuration in the slot-per-partition
+key layout (``redis.key_layout``), whose keys spread over the masters.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from benchmarks.harness import (
     preload,
 )
 from benchmarks.throughput import EngineProcesses, engine_env
-from engine.keys import pattern
+from engine.keys import LAYOUTS, every_pattern
 from engine.redis_client import connect, is_cluster
 from engine.streams import StreamNames
 
@@ -79,10 +81,10 @@ class Measured:
 
 
 def key_spread(client: Any, prefix: str) -> dict[str, int]:
-    """How many of the deployment's keys each master of a cluster holds."""
+    """How many of the deployment's keys (either layout) each master of a cluster holds."""
     spread: dict[str, int] = {}
     for node in client.get_primaries():
-        keys = node.redis_connection.scan_iter(match=pattern(prefix), count=2_000)
+        keys = node.redis_connection.scan_iter(match=every_pattern(prefix), count=2_000)
         spread[f"{node.host}:{node.port}"] = sum(1 for _ in keys)
     return spread
 
@@ -92,12 +94,18 @@ def _sample(target: Target, engine_pids: list[int], done: int) -> tuple[float, .
             sum(cpu_s(p) for p in target.redis_pids))  # fmt: skip
 
 
-def measure(target: Target, work: Workload, processes: int) -> Measured:
+def measure(
+    target: Target, work: Workload, processes: int, layout: str = "deployment",
+    partitions: int = PARTITIONS,
+) -> Measured:  # fmt: skip
     """Drain ``work`` on ``target`` with ``processes`` engine processes (1 worker each)."""
     client, prefix = target.client, new_prefix("so")
-    loaded = preload(client, StreamNames(prefix, PARTITIONS), work)
+    loaded = preload(client, StreamNames(prefix, partitions, layout), work)
+    env = engine_env(target.url, prefix)
+    env.update(LEADPULSE__REDIS__KEY_LAYOUT=layout,
+               LEADPULSE__STREAMS__PARTITIONS=str(partitions))  # fmt: skip
     try:
-        with EngineProcesses(engine_env(target.url, prefix), processes, 1) as engine:
+        with EngineProcesses(env, processes, 1) as engine:
             pids = [p.pid for p in engine.procs]
             first: tuple[float, ...] | None = None
             deadline = time.monotonic() + max(120.0, loaded.total / 200)
@@ -127,7 +135,10 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 3)
 
 
-def summarize(runs: dict[str, list[Measured]], events: int) -> dict[str, Any]:
+def summarize(
+    runs: dict[str, list[Measured]], events: int, layout: str = "deployment",
+    partitions: int = PARTITIONS,
+) -> dict[str, Any]:  # fmt: skip
     """Medians per configuration, the cluster / server and 2 / 1 process ratios (of the
     medians, and per round: both halves of a round ran back to back)."""
     median = {k: statistics.median(m.events_per_cpu_s for m in ms) for k, ms in runs.items()}
@@ -145,7 +156,8 @@ def summarize(runs: dict[str, list[Measured]], events: int) -> dict[str, Any]:
         ]
     return {
         "events": events,
-        "partitions": PARTITIONS,
+        "partitions": partitions,
+        "key_layout": layout,
         "median_events_per_cpu_s": median,
         "cluster_vs_server": {
             n: _ratio(median[f"cluster/{n}"], median[f"server/{n}"]) for n in ("1", "2")
@@ -168,7 +180,8 @@ def markdown(summary: dict[str, Any], command: str) -> str:
         "# Scale out: events per CPU-second, one server vs a 3-master Redis Cluster, "
         "1 vs 2 `leadpulse run` processes (issue 13)", "", f"```\n{command}\n```", "",
         f"{m['started_at']}, commit `{m['commit']}`, {m['nproc']} cores ({m['cpu_model']}), "
-        f"Python {m['python']}, Redis {m['redis_version']}; load average at start "
+        f"Python {m['python']}, Redis {m['redis_version']}; key layout "
+        f"`{summary['key_layout']}`, {summary['partitions']} partitions; load average at start "
         f"{[round(x, 1) for x in m['loadavg_at_start']]}, at the end "
         f"{[round(x, 1) for x in summary['loadavg_at_end']]}.", "",
         __doc__.split("\n\n")[1].replace("\n", " "), "",
@@ -202,11 +215,13 @@ def markdown(summary: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run_all(targets: dict[str, Target], work: Workload, rounds: int) -> dict[str, list[Measured]]:
+def _run_all(
+    targets: dict[str, Target], work: Workload, args: argparse.Namespace
+) -> dict[str, list[Measured]]:
     runs: dict[str, list[Measured]] = {f"{t}/{n}": [] for t, n in CONFIGS}
-    for _ in range(rounds):  # interleaved, so a busy spell hits every configuration alike
+    for _ in range(args.rounds):  # interleaved, so a busy spell hits every configuration alike
         for name, processes in CONFIGS:
-            m = measure(targets[name], work, processes)
+            m = measure(targets[name], work, processes, args.layout, args.partitions)
             runs[f"{name}/{processes}"].append(m)
             print(json.dumps(asdict(m)), file=sys.stderr, flush=True)
     return runs
@@ -217,8 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=40_000)
     parser.add_argument("--rounds", type=int, default=3, help="runs per configuration")
     parser.add_argument("--out", default="", help="directory for scale_out.json and .md")
+    parser.add_argument("--layout", choices=LAYOUTS, default="deployment",
+                        help="redis.key_layout of every configuration")  # fmt: skip
+    parser.add_argument("--partitions", type=int, default=PARTITIONS)
     args = parser.parse_args(argv)
-    work = Workload.build(args.events)
+    work = Workload.build(args.events, partitions=args.partitions)
     with DedicatedServer() as server, LocalCluster(masters=3, replicas=0) as lc:
         server_client, cluster_client = connect(server.url), connect(lc.url)
         machine = machine_info(server_client, server.url, [("cluster_url", lc.url)])
@@ -228,11 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             "cluster": Target("cluster", lc.url, cluster_client, tuple(lc.pids().values())),
         }
         try:
-            runs = _run_all(targets, work, args.rounds)
+            runs = _run_all(targets, work, args)
         finally:
             server_client.close()
             cluster_client.close()
-    summary = {**summarize(runs, len(work)), "machine": machine,
+    summary = {**summarize(runs, len(work), args.layout, args.partitions), "machine": machine,
                "loadavg_at_end": list(os.getloadavg())}  # fmt: skip
     print(json.dumps({k: summary[k] for k in ("median_events_per_cpu_s", "cluster_vs_server",
                                               "two_vs_one", "keys_per_master")}))  # fmt: skip
