@@ -157,6 +157,8 @@ def forward_outbox(
             _forward(client, names, dest, str(partition), entries, labels, labels_maxlen)
         client.xdel(key, *(sid for sid, _ in rows))
         moved += len(rows)
+        if len(rows) < count:  # that was all: no read to find the outbox empty
+            break
     return moved
 
 
