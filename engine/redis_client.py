@@ -35,8 +35,8 @@ from urllib.parse import urlsplit
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -62,9 +62,13 @@ __all__ = [
 ]
 
 #: "Redis cannot be reached right now": down, restarting, failing over, or still loading
-#: its AOF (``BusyLoadingError`` is a ``ConnectionError``). Wait and retry on these; any
-#: other Redis error is a bug or bad data and must surface.
-UNREACHABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+#: its AOF (``BusyLoadingError`` is a ``ConnectionError``); a Redis Cluster that lost a
+#: master answers CLUSTERDOWN on every node until its replica is promoted, and TRYAGAIN
+#: while a slot moves. Wait and retry on these; any other Redis error is a bug or bad
+#: data and must surface.
+UNREACHABLE: tuple[type[Exception], ...] = (
+    RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError,
+)  # fmt: skip
 
 
 def _free_port() -> int:
