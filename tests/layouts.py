@@ -50,10 +50,12 @@ class Layouts:
 
 
 def both_layouts(
-    client: Any, make_settings: Callable[..., Settings], n_leads: int = 40, **sections: Any
-) -> Iterator[Layouts]:
-    """Run the engine over simulated traffic of two tenants (some lines malformed: dead
-    letters) in the deployment layout, copy it to the partition layout; drop both after."""
+    client: Any, make_settings: Callable[..., Settings], n_leads: int = 40,
+    tenants: tuple[str, ...] = ("t", "u"), **sections: Any,
+) -> Iterator[Layouts]:  # fmt: skip
+    """Run the engine over simulated traffic of ``tenants`` (some lines malformed: dead
+    letters) in the deployment layout, copy it to the partition layout; drop both after.
+    ``sections``: more settings of both (``make_settings``'s, the prefix's fixture)."""
     from engine.app import build_parts
 
     deployment = make_settings(streams={"partitions": PARTITIONS}, **sections)
@@ -62,7 +64,7 @@ def both_layouts(
     partition = make_settings(redis=redis_section, streams={"partitions": PARTITIONS},
                               **sections)  # fmt: skip
     try:
-        leads = _run_engine(client, build_parts(deployment, client), n_leads)
+        leads = _run_engine(client, build_parts(deployment, client), n_leads, tenants)
         to_partition_layout(client, stream_names(deployment), stream_names(partition))
         yield Layouts(deployment, partition, leads)
     finally:
@@ -70,11 +72,13 @@ def both_layouts(
         drop(client, prefix + "p")
 
 
-def _run_engine(client: Any, parts: Any, n_leads: int) -> list[tuple[str, str]]:
+def _run_engine(
+    client: Any, parts: Any, n_leads: int, tenants: tuple[str, ...]
+) -> list[tuple[str, str]]:
     from benchmarks.simulator import SimConfig, generate
 
     pack = msgpack.Packer(use_bin_type=True).pack
-    sims = [SimConfig(seed=5, leads=n_leads, days=20.0, tenant=t) for t in ("t", "u")]
+    sims = [SimConfig(seed=5, leads=n_leads, days=20.0, tenant=t) for t in tenants]
     events = [ev for sim in sims for ev in generate(sim)]
     events.sort(key=lambda ev: ev["ts"])
     entries = [(0, f"1-{i}".encode(), {b"e": pack(ev)}) for i, ev in enumerate(events)]
