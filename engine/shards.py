@@ -70,8 +70,10 @@ def dead_letter_streams(names: StreamNames) -> list[str]:
 
 
 def label_streams(names: StreamNames) -> list[str]:
-    """The labels streams (``ModelKeys.labels``) of every shard."""
-    return [ModelKeys(prefix).labels for prefix in names.shards()]
+    """The labels stream (``ModelKeys.labels``): one for the trainer in either layout,
+    under the deployment's own tag (the partition layout's batches send their labels there
+    through their outboxes: ``engine/sinks.py``)."""
+    return [ModelKeys(names.prefix).labels]
 
 
 def report_prefixes(names: StreamNames) -> list[str]:

@@ -3,7 +3,7 @@
 :func:`to_partition_layout` copies a deployment-layout dataset (what the engine wrote
 under ``{src}``) to where the partition layout keeps the same data under another prefix:
 a lead's keys at its home, hot lists and aliases split into per-partition shards, the
-alerts, buckets, cadence, dead-letter and labels streams split by the entry's lead (same
+alerts, buckets, cadence and dead-letter streams split by the entry's lead (same
 ids; a bucket change's ``after`` re-pointed at its own shard's alerts, as the engine
 writes it there), positions per partition. The readers must give the same answers from
 either copy.
@@ -115,6 +115,8 @@ def to_partition_layout(client: Any, src: StreamNames, dst: StreamNames) -> None
             _split_zset(client, key, dst, rest[4:])
         elif rest.startswith("alias:"):
             _split_aliases(client, key, dst, rest[6:])
+        elif key == ModelKeys(src.prefix).labels:  # the trainer's one stream: as it is
+            _copy(client, key, ModelKeys(dst.prefix).labels)
         elif key == src.positions:
             for field, value in client.hgetall(key).items():
                 client.hset(dst.of(int(field)).positions, field, value)
@@ -129,7 +131,6 @@ def _streams(src: StreamNames, dst: StreamNames) -> dict[str, Any]:
         src.bucket_changes: lambda n: n.bucket_changes,
         src.cadence: lambda n: n.cadence,
         src.dead_letter: lambda n: n.dead_letter,
-        ModelKeys(src.prefix).labels: lambda n: ModelKeys(n.prefix).labels,
     }
 
 
