@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo
 import msgpack
 
 from engine.cadence.decide import (
+    MOVERS,
     CadenceState,
     Emission,
     Fields,
@@ -219,12 +220,53 @@ class Cadences:
         triggers: tuple[str, ...],
         reply: FeatureReply,
     ) -> None:
+        """One scored event of a lead, in stream order. Most (views, searches, missed calls
+        of a lead in a plan, with no trigger) only move its personalisation fields: they
+        take the short way here, merged as plain tuples and put into the state once
+        (``fx.settle``), before anything reads it; the rest: :meth:`_decide`."""
         key = (event.tenant, event.lead_id)
         held = fx.states.get(key)
         if held is None:
             before = now = fx.loaded.get(key, _NEVER)
         else:
             before, now = held[1], held[2]
+        kind = event.type
+        if (
+            now.status and not triggers and not (now.due and now.due < event.ts)
+            and kind not in MOVERS
+            and (kind != "agent_contact" or event.props.get("conversation") is not True)
+            and self._settled(now, key, reply.context)
+        ):  # (a visitor is never in a plan: no status)  # fmt: skip
+            pending = fx.pending
+            held_fields = pending.get(key) or fields_of(now.personal)
+            merged = merge_fields(held_fields, _fields(event, reply))
+            if merged is not held_fields:
+                pending[key] = merged
+            if held is None or held[0] != partition:
+                fx.states[key] = (partition, before, now)
+            return
+        self._decide(fx, partition, key, held, before, now, event, score, triggers, reply)
+
+    def _settled(self, now: CadenceState, key: Lead, ctx: Mapping[str, Any]) -> bool:
+        """What the event's context says cannot move ``now`` (the rest of
+        :func:`decide.passive`, stricter: a reactivation or closed channels that are not
+        exactly the state's own take the full check): the same closed channels, no
+        reactivation, and no holdout the state does not know yet."""
+        blocked = ctx.get("blocked")
+        if (blocked or now.blocked) and blocked != now.blocked:
+            return False
+        if ctx.get("reactivated_now"):
+            return False
+        return now.holdout or not (self._share > 0 and _in_holdout(key, self._share))
+
+    def _decide(
+        self, fx: CadenceEffects, partition: int, key: Lead,
+        held: tuple[int, CadenceState, CadenceState] | None, before: CadenceState,
+        now: CadenceState, event: Event, score: Score, triggers: tuple[str, ...],
+        reply: FeatureReply,
+    ) -> None:  # fmt: skip
+        """An event that may move the lead's plan: its steps due before it fire first, then
+        :func:`decide.passive` (hot triggers too), else the full decision."""
         start = now
         log: list[Transition] | None = None  # made only for a decision (most events make none)
         if now.due and now.due < event.ts:  # the lead's own steps due before this event
@@ -234,17 +276,9 @@ class Cadences:
             if out:
                 fx.fired.extend((key, e) for e in out)
         if event.lead_id[:1] != "~":  # a visitor's events move no plan
-            ctx, kind = reply.context, event.type
-            blocked = ctx.get("blocked")
-            blocked = tuple(blocked) if blocked else ()
             holdout = now.holdout or (self._share > 0 and _in_holdout(key, self._share))
-            # (``passive`` reads ``marked`` only for an agent_contact)
-            marked = kind == "agent_contact" and event.props.get("conversation") is True
-            reactivated = bool(ctx.get("reactivated_now"))
-            if passive(now, kind, triggers, blocked, reactivated, holdout, marked):
-                # only the personalisation fields move: merged as plain tuples, put into
-                # the state once (fx.settle), before anything reads it
-                pending = fx.pending
+            if now.status and self._passive(now, event, score, triggers, reply, holdout):
+                pending = fx.pending  # only the personalisation fields move (see on_event)
                 held_fields = pending.get(key) or fields_of(now.personal)
                 merged = merge_fields(held_fields, _fields(event, reply))
                 if merged is not held_fields:
@@ -259,6 +293,24 @@ class Cadences:
             fx.states[key] = (partition, before, now)  # (unchanged: held as it is)
         if log:
             fx.log.extend((event.tenant, t) for t in log)
+
+    def _passive(
+        self, now: CadenceState, event: Event, score: Score, triggers: tuple[str, ...],
+        reply: FeatureReply, holdout: bool,
+    ) -> bool:  # fmt: skip
+        """:func:`decide.passive` of the event for the lead's state ``now``."""
+        ctx, kind = reply.context, event.type
+        blocked = ctx.get("blocked") or ()
+        # (``passive`` reads ``marked`` only for an agent_contact)
+        marked = kind == "agent_contact" and event.props.get("conversation") is True
+        reactivated = bool(ctx.get("reactivated_now"))
+        fact = None
+        if triggers:  # what the rules read, if a hot trigger meets an active plan
+            f = reply.features
+            fact = (str(f.get("source") or ""), score.tier, str(f.get("side") or ""),
+                    score.bucket, kind, reactivated, triggers)  # fmt: skip
+        return passive(now, kind, triggers, tuple(blocked), reactivated, holdout, marked,
+                       self._book, fact, event.ts)  # fmt: skip
 
     def _holdout(self, key: Lead) -> bool:
         """The lead is in the send-time holdout share (a stable hash of tenant and lead)."""
