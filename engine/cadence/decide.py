@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import msgpack
@@ -208,13 +209,29 @@ def encode(s: CadenceState) -> bytes:
     """The state as stored: a msgpack array (the fields in order; ~5x cheaper to write and
     read than the JSON array written before, which :func:`decode` still reads)."""
     p = s.personal
-    return msgpack.packb(
+    return cast(bytes, packer(surrogates=True).pack(
         (s.plan, s.status, s.step, s.start, s.shift, s.due, s.since, s.cycle, s.why,
          s.end_reason, s.blocked,
          (p.property_id, p.address, p.area, p.timeline, p.side, p.source, p.agent_id),
          s.ran, (s.last, s.replied, s.last_timing), (s.engaged, s.holdout, s.timing)),
-        use_bin_type=True, unicode_errors="surrogatepass",  # any str JSON could hold
-    )  # fmt: skip
+    ))  # fmt: skip
+
+
+_PACKERS = threading.local()
+
+
+def packer(surrogates: bool = False) -> Any:
+    """This thread's ``msgpack.Packer`` (``use_bin_type``; ``surrogates``: lone surrogates
+    pass, as any str JSON could hold): ``msgpack.packb`` is ``Packer(...).pack``, and
+    building a packer (its buffer) cost more than packing a state. A packer resets
+    itself after each ``pack``, also one that raised; one per thread: not shared."""
+    name = "surrogates" if surrogates else "strict"
+    found = getattr(_PACKERS, name, None)
+    if found is None:
+        errors = "surrogatepass" if surrogates else None
+        found = msgpack.Packer(use_bin_type=True, unicode_errors=errors)
+        setattr(_PACKERS, name, found)
+    return found
 
 
 def decode(raw: bytes | str | None) -> CadenceState:

@@ -55,6 +55,7 @@ from engine.cadence.decide import (
     fire,
     merge_fields,
     on_event,
+    packer,
     passive,
     step_id,
     with_fields,
@@ -112,7 +113,8 @@ class CadenceEffects:
         p = names.prefix
         if self.writes or self.steps:  # one command, not one per state and step (_WRITE)
             keys = [lead_key(p, tenant, lead, "c") for tenant, lead in self.writes]
-            steps = [msgpack.packb(step, use_bin_type=True) for step in self.steps]
+            pack = packer().pack  # (msgpack.packb(step, use_bin_type=True), cheaper)
+            steps = [pack(step) for step in self.steps]
             pipe.execute_command("EVAL", _WRITE, len(keys) + 1, names.cadence, *keys,
                                  idle_s, maxlen, *self.writes.values(), *steps)  # fmt: skip
         adds: dict[int, dict[str, float]] = {}
