@@ -193,6 +193,7 @@ class Cadences:
         self._held: dict[Lead, tuple[bytes, CadenceState]] = {}
         self._held_max = held_max
         self._held_lock = threading.Lock()
+        self._holdouts: dict[Lead, bool] = {}  # lead -> in the holdout share (_holdout)
 
     def hours(self, tenant: str) -> Hours:
         """The tenant's quiet hours: ``[delivery.tenants.<t>]`` overrides, else ``[alerts]``."""
@@ -259,7 +260,7 @@ class Cadences:
             return False
         if ctx.get("reactivated_now"):
             return False
-        return now.holdout or not (self._share > 0 and _in_holdout(key, self._share))
+        return now.holdout or not self._holdout(key)
 
     def _decide(
         self, fx: CadenceEffects, partition: int, key: Lead,
@@ -278,7 +279,7 @@ class Cadences:
             if out:
                 fx.fired.extend((key, e) for e in out)
         if event.lead_id[:1] != "~":  # a visitor's events move no plan
-            holdout = now.holdout or (self._share > 0 and _in_holdout(key, self._share))
+            holdout = now.holdout or self._holdout(key)
             if now.status and self._passive(now, event, score, triggers, reply, holdout):
                 pending = fx.pending  # only the personalisation fields move (see on_event)
                 held_fields = pending.get(key) or fields_of(now.personal)
@@ -315,8 +316,14 @@ class Cadences:
                        self._book, fact, event.ts)  # fmt: skip
 
     def _holdout(self, key: Lead) -> bool:
-        """The lead is in the send-time holdout share (a stable hash of tenant and lead)."""
-        return self._share > 0 and _in_holdout(key, self._share)
+        """The lead is in the send-time holdout share (a stable hash of tenant and lead),
+        remembered per lead (a plain dict: cheaper than the hash's ``lru_cache``)."""
+        known = self._holdouts.get(key)
+        if known is None:
+            if len(self._holdouts) >= 1 << 16:
+                self._holdouts.clear()
+            known = self._holdouts[key] = self._share > 0 and _in_holdout(key, self._share)
+        return known
 
     @staticmethod
     def _signal(
