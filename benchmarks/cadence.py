@@ -19,6 +19,15 @@ Three measurements, one invocation (``python -m benchmarks.cadence --leads 10000
    lateness = the step's emission (``emit_ms``) minus its due time.
 
 Writes ``benchmarks/results/cadence.json`` and prints the markdown table.
+
+**Same results** (a change that must not change what cadences do): ``--same OUT.json``
+drains the month once with cadences on, with whatever ``engine`` is on the path, and
+writes every key under its prefix, normalised (plan states decoded, streams without ids
+and ``emit_ms``, sorted); ``--compare A.json B.json`` diffs two such dumps, keys that hold
+wall-clock times (alerts, bucket moves, hot lists, model, positions; the cadence clock's
+wall part) aside: they differ between two runs of the same code. Old code: run this file
+with the old tree first on ``PYTHONPATH`` (``PYTHONPATH=<old> python <new>/benchmarks/cadence.py
+--same old.json``).
 """
 
 from __future__ import annotations
@@ -33,10 +42,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import redis
 
 from benchmarks.simulator import SimConfig, generate
 from engine.app import build_parts
+from engine.cadence.decide import decode
 from engine.cadence.plans import Hours
 from engine.cadence.runner import step_entries
 from engine.dataflow import build_flow, run_flow
@@ -86,6 +97,82 @@ def drain(client: Any, events: list[dict[str, Any]], on: bool, keep: bool) -> di
     if not keep:
         _drop(client, prefix)
     return out
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, bytes):
+        try:
+            return x.decode()
+        except UnicodeDecodeError:
+            return "hex:" + x.hex()
+    return x
+
+
+def _value(client: Any, key: bytes, kind: str) -> Any:
+    """A key's value, normalised for :func:`same` (``:c`` states decoded and as stored)."""
+    if kind == "string":
+        raw = client.get(key)
+        return ["state", repr(decode(raw)), raw.hex()] if key.endswith(b":c") else _plain(raw)
+    if kind == "hash":
+        return {_plain(a): _plain(b) for a, b in sorted(client.hgetall(key).items())}
+    if kind == "zset":
+        return [[_plain(m), s] for m, s in client.zrange(key, 0, -1, withscores=True)]
+    if kind == "set":
+        return sorted(_plain(m) for m in client.smembers(key))
+    if kind == "list":
+        return [_plain(m) for m in client.lrange(key, 0, -1)]
+    if kind == "stream":
+        rows = []
+        for _, fields in client.xrange(key):
+            row = {}
+            for a, b in fields.items():
+                if a == b"c":  # a step: emit_ms is the wall clock
+                    step = msgpack.unpackb(b, raw=False)
+                    step.pop("emit_ms", None)
+                    row["c"] = step
+                else:
+                    row[_plain(a)] = _plain(b)
+            rows.append(json.dumps(row, sort_keys=True))
+        return {"n": len(rows), "rows": sorted(rows)}
+    return kind
+
+
+def same(client: Any, events: list[dict[str, Any]], out: Path) -> None:
+    """Drain the month with cadences on and dump every key under the prefix (``--same``)."""
+    run = drain(client, events, True, keep=True)
+    prefix = run["prefix"]
+    tag = "{" + prefix + "}"
+    dump = {}
+    for key in sorted(client.scan_iter(match=f"{tag}:*", count=5_000)):
+        kind = client.type(key).decode()
+        dump[key.decode().replace(tag, "{P}")] = [kind, _value(client, key, kind)]
+    _drop(client, prefix)
+    out.write_text(json.dumps(dump, indent=0, sort_keys=True, default=str))
+
+
+#: Keys holding wall-clock times: they differ between two runs of the same code.
+_WALL = (":alerts", ":buckets", ":hotidx", ":model", ":pos")
+
+
+def compare(a_path: Path, b_path: Path) -> int:
+    """Diff two :func:`same` dumps (``--compare``): 0 if only wall-clock keys differ."""
+    a, b = json.loads(a_path.read_text()), json.loads(b_path.read_text())
+
+    def fix(key: str, v: Any) -> Any:  # the cadence clock: its watermark, not its wall time
+        return {p: w.split(":")[0] for p, w in v[1].items()} if key.endswith(":cadwm") else v
+
+    bad = sorted(set(a) ^ set(b)) + [
+        k for k in sorted(set(a) & set(b))
+        if fix(k, a[k]) != fix(k, b[k]) and not any(w in k for w in _WALL)
+    ]  # fmt: skip
+    steps = a.get("{P}:cadence", ["", {"n": 0}])[1]["n"]
+    print(f"{len(a)} keys, {len(bad)} differ; steps {steps}, states "
+          f"{sum(k.endswith(':c') for k in a)}, due members "
+          f"{sum(len(a[k][1]) for k in a if ':cad:' in k)}, cad_ counters "
+          f"{sum(str(f).startswith('cad_') for k in a if a[k][0] == 'hash' for f in a[k][1])}")
+    for key in bad[:20]:
+        print("DIFFERS", key, str(a.get(key))[:200], "|", str(b.get(key))[:200])
+    return 1 if bad else 0
 
 
 def check(client: Any, settings: Settings, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -201,9 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--live", type=int, default=2_000, help="leads of the live-rate phase")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--same", type=Path, help="drain once (on), dump every key here, stop")
+    ap.add_argument("--compare", type=Path, nargs=2, help="diff two --same dumps")
     args = ap.parse_args(argv)
+    if args.compare:
+        return compare(*args.compare)
     client: redis.Redis = connect(args.redis_url)
     events = list(generate(SimConfig(seed=18, leads=args.leads, days=args.days, tenant="sim")))
+    if args.same:
+        same(client, events, args.same)
+        return 0
     runs: list[dict[str, Any]] = []
     checked: dict[str, Any] = {}
     for r in range(args.rounds):

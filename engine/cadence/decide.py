@@ -30,20 +30,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import msgpack
 
-from engine.cadence.plans import Book, Hours, Plan, Step
+from engine.cadence.plans import Book, Fact, Hours, Plan, Step
 from engine.events import HAND_RAISE_TYPES, NEGATIVE_OUTCOMES, POSITIVE_OUTCOMES
 
 __all__ = [
-    "CONVERSATIONS", "ENDINGS", "CadenceState", "Emission", "Personal", "Signal", "Transition",
-    "Fields", "decode", "encode", "fields_of", "fire", "merge_fields", "on_event", "passive",
+    "CONVERSATIONS", "ENDINGS", "MOVERS", "CadenceState", "Emission", "Personal", "Signal",
+    "Transition", "Fields", "decode", "encode", "fields_of", "fire", "merge_fields", "on_event",
+    "passive",
     "ran_within", "step_id", "with_", "with_fields", "with_personal",
 ]  # fmt: skip
 
@@ -63,7 +65,7 @@ _KEEP_HOURS = 12  # engagement hours kept per lead
 #: Alert triggers that make the rules look for a hotter plan.
 HOTTER = ("hand_raise", "jump", "entered:P1", "reactivation")
 #: Event types that may move a plan (anything but the personalisation fields): see :func:`passive`.
-_MOVERS: frozenset[str] = ENDINGS | CONVERSATIONS | ENGAGEMENTS | HAND_RAISES
+MOVERS: frozenset[str] = ENDINGS | CONVERSATIONS | ENGAGEMENTS | HAND_RAISES
 _MAX_CHAIN = 8  # plans followed through ``next`` in one decision (a plan with nothing allowed)
 _MAX_FIRE = 64  # steps emitted for one lead in one decision
 
@@ -207,13 +209,29 @@ def encode(s: CadenceState) -> bytes:
     """The state as stored: a msgpack array (the fields in order; ~5x cheaper to write and
     read than the JSON array written before, which :func:`decode` still reads)."""
     p = s.personal
-    return msgpack.packb(
+    return cast(bytes, packer(surrogates=True).pack(
         (s.plan, s.status, s.step, s.start, s.shift, s.due, s.since, s.cycle, s.why,
          s.end_reason, s.blocked,
          (p.property_id, p.address, p.area, p.timeline, p.side, p.source, p.agent_id),
          s.ran, (s.last, s.replied, s.last_timing), (s.engaged, s.holdout, s.timing)),
-        use_bin_type=True, unicode_errors="surrogatepass",  # any str JSON could hold
-    )  # fmt: skip
+    ))  # fmt: skip
+
+
+_PACKERS = threading.local()
+
+
+def packer(surrogates: bool = False) -> Any:
+    """This thread's ``msgpack.Packer`` (``use_bin_type``; ``surrogates``: lone surrogates
+    pass, as any str JSON could hold): ``msgpack.packb`` is ``Packer(...).pack``, and
+    building a packer (its buffer) cost more than packing a state. A packer resets
+    itself after each ``pack``, also one that raised; one per thread: not shared."""
+    name = "surrogates" if surrogates else "strict"
+    found = getattr(_PACKERS, name, None)
+    if found is None:
+        errors = "surrogatepass" if surrogates else None
+        found = msgpack.Packer(use_bin_type=True, unicode_errors=errors)
+        setattr(_PACKERS, name, found)
+    return found
 
 
 def decode(raw: bytes | str | None) -> CadenceState:
@@ -327,11 +345,9 @@ def ran_within(s: CadenceState, plan: str, ts: float, period_s: float) -> bool:
     return last is not None and ts - last < period_s
 
 
-def _fact(sig: Signal) -> dict[str, object]:
-    return {
-        "source": sig.source, "tier": sig.tier, "side": sig.side, "bucket": sig.bucket,
-        "event": sig.type, "reactivated": sig.reactivated, "triggers": sig.triggers,
-    }  # fmt: skip
+def _fact(sig: Signal) -> Fact:
+    return (sig.source, sig.tier, sig.side, sig.bucket, sig.type, sig.reactivated,
+            sig.triggers)  # fmt: skip
 
 
 # -- events ----------------------------------------------------------------------------------
@@ -364,7 +380,7 @@ def on_event(
     if s.status == "active":
         return _hotter(s, sig, book, hours, newly_blocked, log)
     if s.status == "" or (s.end_reason == "lost" and sig.reactivated):
-        chosen = book.choose(_fact(sig))
+        chosen = book.chosen(_fact(sig))
         if chosen is None:
             return s
         plan, rule = chosen
@@ -374,20 +390,31 @@ def on_event(
 
 def passive(
     s: CadenceState, kind: str, triggers: tuple[str, ...], blocked: tuple[str, ...],
-    reactivated: bool, holdout: bool, marked: bool,
+    reactivated: bool, holdout: bool, marked: bool, book: Book | None = None,
+    fact: Fact | None = None, ts: float = 0.0,
 ) -> bool:  # fmt: skip
     """Whether an event (of type ``kind``, with these triggers, closed channels, ...) can
     change nothing of ``s`` but its personalisation fields, and logs nothing: then
     :func:`on_event` gives :func:`with_personal` of it. Most events of a lead already in a
     plan (views, searches, missed calls) are such; the engine then builds no
-    :class:`Signal`. Errs on the safe side: ``False`` only costs the full decision."""
-    if not s.status or kind in _MOVERS or (marked and kind == "agent_contact"):
+    :class:`Signal`. Errs on the safe side: ``False`` only costs the full decision.
+
+    A hot trigger (a score jump, entering P1) matters only to an active plan (a paused
+    one waits for its silence, an ended one for a reactivation), and there only if the
+    rules' choice for the event's ``fact`` (:meth:`Book.chosen`, asked only then) moves
+    the lead up at ``ts`` (:func:`_hotter`); without ``book`` and ``fact``: not passive."""
+    if not s.status or kind in MOVERS or (marked and kind == "agent_contact"):
         return False  # never entered (a rule may match), or a type that moves the plan
     if (holdout and not s.holdout) or (reactivated and s.end_reason == "lost"):
         return False
     if (blocked or s.blocked) and tuple(sorted({*s.blocked, *blocked})) != s.blocked:
         return False  # a newly closed channel (what _absorb keeps: sorted, once each)
-    return not (triggers and any(t.startswith(HOTTER) for t in triggers))
+    if not triggers or s.status != "active" or not any(t.startswith(HOTTER) for t in triggers):
+        return True
+    if book is None or fact is None:
+        return False
+    chosen = book.chosen(fact)
+    return chosen is None or not _moves_up(s, chosen[0], book, ts)
 
 
 _NO_PERSONAL = Personal()
@@ -453,13 +480,8 @@ def _hotter(
     """A hand-raise or a hot trigger: a hotter plan if the rules now give one."""
     hot = sig.type in HAND_RAISES or any(t.startswith(HOTTER) for t in sig.triggers)
     if hot:
-        chosen = book.choose(_fact(sig))
-        current = book.plans.get(s.plan)
-        if (
-            chosen is not None
-            and (current is None or chosen[0].heat > current.heat)
-            and not ran_within(s, chosen[0].name, sig.ts, book.rerun_after_s)
-        ):
+        chosen = book.chosen(_fact(sig))
+        if chosen is not None and _moves_up(s, chosen[0], book, sig.ts):
             plan, rule = chosen
             _note(log, "ended", s.plan, sig.ts, reason="moved_up")
             moved = _enter(s, plan, sig.ts, f"moved up: {rule.why()}", log)
@@ -467,6 +489,15 @@ def _hotter(
     if newly_blocked:
         return _schedule(s, book, hours, log)  # a newly blocked channel: the next allowed step
     return s
+
+
+def _moves_up(s: CadenceState, plan: Plan, book: Book, ts: float) -> bool:
+    """An active lead moves up into ``plan`` (the rules' choice for a hot event at ``ts``):
+    hotter than its own, and not entered within ``rerun_after_d``."""
+    current = book.plans.get(s.plan)
+    return (current is None or plan.heat > current.heat) and not ran_within(
+        s, plan.name, ts, book.rerun_after_s
+    )
 
 
 def _conversation(sig: Signal) -> bool:

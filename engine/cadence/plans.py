@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from engine.cadence.settings import CadenceSettings, RuleSettings, offset_s
 
-__all__ = ["Book", "Hours", "Plan", "Rule", "Step", "compile_book"]
+__all__ = ["Book", "Fact", "Hours", "Plan", "Rule", "Step", "compile_book"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +126,10 @@ class Hours:
         return end_ts
 
 
+#: What the rules read of an event: (source, tier, side, bucket, event type, reactivated,
+#: alert triggers); :meth:`Book.chosen`.
+Fact = tuple[str, str, str, str, str, bool, tuple[str, ...]]
+
 #: (zone, end hour, local date, fold, past the end hour) -> the end of the quiet hours
 _ENDS: dict[tuple[str, int, int, int, int, int, bool], float] = {}
 
@@ -141,6 +145,10 @@ class Book:
     rerun_after_s: float = 30 * 86_400.0  # no move up into a plan entered within this time
     learn_min: int = 0  # engagements before automatic messages move (0: never)
     learn_max_s: float = 0.0  # the most a message moves forward
+    # what :meth:`chosen` found per fact (a fact is a few short words: few distinct ones)
+    _chosen: dict[Fact, tuple[Plan, Rule] | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def choose(self, fact: Mapping[str, object]) -> tuple[Plan, Rule] | None:
         """The first rule that matches, and its plan."""
@@ -148,6 +156,24 @@ class Book:
             if rule.matches(fact):
                 return self.plans[rule.plan], rule
         return None
+
+    def chosen(self, fact: Fact) -> tuple[Plan, Rule] | None:
+        """:meth:`choose` of the fact ``(source, tier, side, bucket, event, reactivated,
+        triggers)``, remembered: the rules are read for every event that could move a
+        lead into a plan, and the answer depends on these words only."""
+        memo = self._chosen
+        try:
+            return memo[fact]
+        except KeyError:
+            pass
+        source, tier, side, bucket, event, reactivated, triggers = fact
+        found = self.choose({"source": source, "tier": tier, "side": side, "bucket": bucket,
+                             "event": event, "reactivated": reactivated,
+                             "triggers": triggers})  # fmt: skip
+        if len(memo) >= 4_096:
+            memo.clear()
+        memo[fact] = found
+        return found
 
 
 def _rule(r: RuleSettings) -> Rule:

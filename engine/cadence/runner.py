@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo
 import msgpack
 
 from engine.cadence.decide import (
+    MOVERS,
     CadenceState,
     Emission,
     Fields,
@@ -54,6 +55,7 @@ from engine.cadence.decide import (
     fire,
     merge_fields,
     on_event,
+    packer,
     passive,
     step_id,
     with_fields,
@@ -112,7 +114,8 @@ class CadenceEffects:
         p = names.prefix
         if self.writes or self.steps:  # one command, not one per state and step (_WRITE)
             keys = [lead_key(p, tenant, lead, "c") for tenant, lead in self.writes]
-            steps = [msgpack.packb(step, use_bin_type=True) for step in self.steps]
+            pack = packer().pack  # (msgpack.packb(step, use_bin_type=True), cheaper)
+            steps = [pack(step) for step in self.steps]
             pipe.execute_command("EVAL", _WRITE, len(keys) + 1, names.cadence, *keys,
                                  idle_s, maxlen, *self.writes.values(), *steps)  # fmt: skip
         adds: dict[int, dict[str, float]] = {}
@@ -191,6 +194,7 @@ class Cadences:
         self._held: dict[Lead, tuple[bytes, CadenceState]] = {}
         self._held_max = held_max
         self._held_lock = threading.Lock()
+        self._holdouts: dict[Lead, bool] = {}  # lead -> in the holdout share (_holdout)
 
     def hours(self, tenant: str) -> Hours:
         """The tenant's quiet hours: ``[delivery.tenants.<t>]`` overrides, else ``[alerts]``."""
@@ -220,12 +224,53 @@ class Cadences:
         triggers: tuple[str, ...],
         reply: FeatureReply,
     ) -> None:
+        """One scored event of a lead, in stream order. Most (views, searches, missed calls
+        of a lead in a plan, with no trigger) only move its personalisation fields: they
+        take the short way here, merged as plain tuples and put into the state once
+        (``fx.settle``), before anything reads it; the rest: :meth:`_decide`."""
         key = (event.tenant, event.lead_id)
         held = fx.states.get(key)
         if held is None:
             before = now = fx.loaded.get(key, _NEVER)
         else:
             before, now = held[1], held[2]
+        kind = event.type
+        if (
+            now.status and not triggers and not (now.due and now.due < event.ts)
+            and kind not in MOVERS
+            and (kind != "agent_contact" or event.props.get("conversation") is not True)
+            and self._settled(now, key, reply.context)
+        ):  # (a visitor is never in a plan: no status)  # fmt: skip
+            pending = fx.pending
+            held_fields = pending.get(key) or fields_of(now.personal)
+            merged = merge_fields(held_fields, _fields(event, reply))
+            if merged is not held_fields:
+                pending[key] = merged
+            if held is None or held[0] != partition:
+                fx.states[key] = (partition, before, now)
+            return
+        self._decide(fx, partition, key, held, before, now, event, score, triggers, reply)
+
+    def _settled(self, now: CadenceState, key: Lead, ctx: Mapping[str, Any]) -> bool:
+        """What the event's context says cannot move ``now`` (the rest of
+        :func:`decide.passive`, stricter: a reactivation or closed channels that are not
+        exactly the state's own take the full check): the same closed channels, no
+        reactivation, and no holdout the state does not know yet."""
+        blocked = ctx.get("blocked")
+        if (blocked or now.blocked) and blocked != now.blocked:
+            return False
+        if ctx.get("reactivated_now"):
+            return False
+        return now.holdout or not self._holdout(key)
+
+    def _decide(
+        self, fx: CadenceEffects, partition: int, key: Lead,
+        held: tuple[int, CadenceState, CadenceState] | None, before: CadenceState,
+        now: CadenceState, event: Event, score: Score, triggers: tuple[str, ...],
+        reply: FeatureReply,
+    ) -> None:  # fmt: skip
+        """An event that may move the lead's plan: its steps due before it fire first, then
+        :func:`decide.passive` (hot triggers too), else the full decision."""
         start = now
         log: list[Transition] | None = None  # made only for a decision (most events make none)
         if now.due and now.due < event.ts:  # the lead's own steps due before this event
@@ -235,17 +280,9 @@ class Cadences:
             if out:
                 fx.fired.extend((key, e) for e in out)
         if event.lead_id[:1] != "~":  # a visitor's events move no plan
-            ctx, kind = reply.context, event.type
-            blocked = ctx.get("blocked")
-            blocked = tuple(blocked) if blocked else ()
-            holdout = now.holdout or (self._share > 0 and _in_holdout(key, self._share))
-            # (``passive`` reads ``marked`` only for an agent_contact)
-            marked = kind == "agent_contact" and event.props.get("conversation") is True
-            reactivated = bool(ctx.get("reactivated_now"))
-            if passive(now, kind, triggers, blocked, reactivated, holdout, marked):
-                # only the personalisation fields move: merged as plain tuples, put into
-                # the state once (fx.settle), before anything reads it
-                pending = fx.pending
+            holdout = now.holdout or self._holdout(key)
+            if now.status and self._passive(now, event, score, triggers, reply, holdout):
+                pending = fx.pending  # only the personalisation fields move (see on_event)
                 held_fields = pending.get(key) or fields_of(now.personal)
                 merged = merge_fields(held_fields, _fields(event, reply))
                 if merged is not held_fields:
@@ -261,9 +298,33 @@ class Cadences:
         if log:
             fx.log.extend((event.tenant, t) for t in log)
 
+    def _passive(
+        self, now: CadenceState, event: Event, score: Score, triggers: tuple[str, ...],
+        reply: FeatureReply, holdout: bool,
+    ) -> bool:  # fmt: skip
+        """:func:`decide.passive` of the event for the lead's state ``now``."""
+        ctx, kind = reply.context, event.type
+        blocked = ctx.get("blocked") or ()
+        # (``passive`` reads ``marked`` only for an agent_contact)
+        marked = kind == "agent_contact" and event.props.get("conversation") is True
+        reactivated = bool(ctx.get("reactivated_now"))
+        fact = None
+        if triggers:  # what the rules read, if a hot trigger meets an active plan
+            f = reply.features
+            fact = (str(f.get("source") or ""), score.tier, str(f.get("side") or ""),
+                    score.bucket, kind, reactivated, triggers)  # fmt: skip
+        return passive(now, kind, triggers, tuple(blocked), reactivated, holdout, marked,
+                       self._book, fact, event.ts)  # fmt: skip
+
     def _holdout(self, key: Lead) -> bool:
-        """The lead is in the send-time holdout share (a stable hash of tenant and lead)."""
-        return self._share > 0 and _in_holdout(key, self._share)
+        """The lead is in the send-time holdout share (a stable hash of tenant and lead),
+        remembered per lead (a plain dict: cheaper than the hash's ``lru_cache``)."""
+        known = self._holdouts.get(key)
+        if known is None:
+            if len(self._holdouts) >= 1 << 16:
+                self._holdouts.clear()
+            known = self._holdouts[key] = self._share > 0 and _in_holdout(key, self._share)
+        return known
 
     @staticmethod
     def _signal(

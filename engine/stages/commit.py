@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from engine.learning import Learner
 from engine.metrics import Metrics
@@ -58,9 +59,10 @@ class Observer:
         m.duplicates.inc(duplicates)
         for dead in fx.dead_letters:
             m.rejected.labels(dead["reason"].split(":", 1)[0]).inc()
-        if fx.cadence is not None:
-            for step in fx.cadence.steps:
-                m.cadence_steps.labels(str(step.get("kind", ""))).inc()
+        if fx.cadence is not None and fx.cadence.steps:  # one label lookup per kind, not step
+            kinds = Counter(str(step.get("kind", "")) for step in fx.cadence.steps)
+            for kind, n in kinds.items():
+                m.cadence_steps.labels(kind).inc(n)
         for alert in fx.alerts:
             m.alert_latency.observe(max(0.0, (emit_ms - alert.ingest_ms) / 1000.0))
             for trigger in alert.triggers:
