@@ -3,7 +3,8 @@ processes (issue 13).
 
 The machine running this may have as few cores as processes, and other work on it, so
 wall-clock throughput says little about scaling out; CPU time does. Each configuration
-drains the same pre-loaded backlog (seeded simulator events, 4 partitions) on its own
+drains the same pre-loaded backlog (seeded simulator events, 4 partitions unless
+``--partitions`` says otherwise) on its own
 target: a dedicated ``redis-server``, or a dedicated 3-master Redis Cluster
 (``benchmarks/cluster.py``, no replicas, ``REDIS_URL`` naming the first node), both
 started once for the whole run. The engine processes' CPU time (user + system, from
