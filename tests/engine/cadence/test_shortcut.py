@@ -89,7 +89,7 @@ def _one_by_one(
 _ENTERED = Event(event_id="e0", lead_id="L1", type="lead_created", ts=T0, tenant="t")
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(batches(), st.sampled_from([0.0, 0.5, 1.0]), st.booleans())
 def test_the_short_way_gives_what_deciding_every_event_gives(
     calls: Any, share: float, stored: bool
