@@ -22,11 +22,9 @@ from benchmarks.harness import delete_prefix
 from benchmarks.simulator import SimConfig, generate
 from engine.keys import every_pattern
 from engine.redis_client import connect
-from engine.replay import replay_file
 from engine.streams import stream_names
 from tests.cluster import LocalCluster
-
-_VOLATILE = ("stream_id", "ingest_ms", "emit_ms")  # where and when, not what
+from tests.engine.test_cluster_results import _replay as _run
 
 
 def _source(tmp_path: Path, leads: int) -> Path:
@@ -34,21 +32,6 @@ def _source(tmp_path: Path, leads: int) -> Path:
     src = tmp_path / "events.jsonl"
     src.write_text("".join(json.dumps(e) + "\n" for e in events))
     return src
-
-
-def _run(tmp_path: Path, name: str, src: Path, url: str, settings: Any) -> dict[str, Any]:
-    scores, alerts = tmp_path / f"{name}-scores.jsonl", tmp_path / f"{name}-alerts.jsonl"
-    code = replay_file(str(src), str(scores), alerts_out=str(alerts), redis_url=url,
-                       settings=settings)  # fmt: skip
-    assert code == 0
-    rows = [json.loads(line) for line in alerts.read_text().splitlines()]
-    return {
-        "scores": [json.loads(line) for line in scores.read_text().splitlines()],
-        "alerts": sorted(
-            ({k: v for k, v in a.items() if k not in _VOLATILE} for a in rows),
-            key=lambda a: a["alert_id"],
-        ),  # fmt: skip
-    }
 
 
 def _labels(client: Any, prefix: str) -> list[dict[str, Any]]:
