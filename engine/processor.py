@@ -134,6 +134,8 @@ class Processor:
                 if failures:
                     self._resync()
                     if self._landed(entries):
+                        if self._sharded and entries:  # its outbox may not have gone on
+                            self._commit.flush_outbox(entries[0][0])
                         self.health.ok()
                         return BatchResult((), len(entries), 0, 0)
                 result = self.process(entries)

@@ -248,10 +248,13 @@ class Committer:
             self._forward(partition)
             self._outbox_checked.add(partition)
 
+    def flush_outbox(self, partition: int) -> None:
+        """A batch whose commit landed but whose reply was lost: its outbox goes on now."""
+        if self._names.sharded:
+            self._forward(partition)
+
     def _forward(self, partition: int) -> None:
-        forward_outbox(
-            self._r, self._names, partition, self.model_keys.labels, self._labels_maxlen
-        )
+        forward_outbox(self._r, self._names, partition, self.model_keys.labels, self._labels_maxlen)
 
     def _changes(self, fx: BatchEffects) -> LeadChanges:
         """What the batch changes in its leads' records besides features (one SET a lead:
