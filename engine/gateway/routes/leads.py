@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from starlette.concurrency import run_in_threadpool
 
-from engine.cadence.plans import compile_book
+from engine.cadence.plans import Book, compile_book
 from engine.cadence.runner import describe
 from engine.delivery.deps import lead_visible
 from engine.gateway.auth import Principal
@@ -85,16 +85,13 @@ def leads_router(settings: Settings) -> APIRouter:
             raise ApiError(404, "not_found", "no such lead for this key's tenant")
         last = raw_feats.get("last_ts")
         tz = settings.delivery.tenant(who.tenant).timezone or settings.alerts.timezone
-        home = names.home(who.tenant, lead_id)
-        raw_plan = await run_in_threadpool(
-            g.delivery_client.get, lead_key(home, who.tenant, lead_id, "c")
-        )
-        plan = describe(raw_plan, book, tz)
+        plan = await _plan(g, lead_key(names.home(who.tenant, lead_id), who.tenant, lead_id, "c"),
+                           book, tz)  # fmt: skip
         return LeadOut(
             tenant=who.tenant,
             lead_id=lead_id,
             score=record,
-            cadence=CadenceOut.model_validate(plan) if plan else None,
+            cadence=plan,
             features=_features(raw_feats),
             last_event_ts=_num(last) if last else None,
         )
@@ -115,6 +112,13 @@ def leads_router(settings: Settings) -> APIRouter:
         return HotListOut(tenant=who.tenant, leads=leads)
 
     return router
+
+
+async def _plan(g: GatewayState, key: str, book: Book, tz: str) -> CadenceOut | None:
+    """The lead's follow-up plan as the lead view shows it (``key``: its ``:c`` at its
+    home), or None outside any plan."""
+    plan = describe(await run_in_threadpool(g.delivery_client.get, key), book, tz)
+    return CadenceOut.model_validate(plan) if plan else None
 
 
 def _features(raw: dict[str, str]) -> dict[str, float | str]:
