@@ -104,12 +104,12 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
     def next_batch(self) -> list[Entry]:
         if self._end is not None and _id_key(self._pos) >= self._end:
             raise StopIteration
-        if not self._drain and self._stop is not None and self._stop.is_set():
+        if not self._drain and self._stopping():
             raise StopIteration  # SIGTERM: stop at this batch boundary; the rest waits in Redis
         try:
             rows = self._reader.read(self._pos)
         except UNREACHABLE as exc:  # Redis restarting or gone: never crash, try again later
-            if self._stop is not None and self._stop.is_set():
+            if self._stopping():
                 raise StopIteration from None
             self._failures += 1
             self._health.failed(f"{exc.__class__.__name__}: {exc}")
@@ -120,13 +120,21 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
             self._failures = 0
             self._health.ok()
         if not rows:
-            if self._stop is not None and self._stop.is_set():
+            if self._stopping():
                 raise StopIteration
             self._awake = datetime.now(UTC) + self._idle_wait
             self._idle_wait = min(2 * self._idle_wait, self._idle)
             return self._tick()
         self._awake = None
         self._idle_wait = self._first_wait
+        return self._taken(rows)
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    def _taken(self, rows: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
+        """The rows read, up to the end position (a bounded replay), as entries; the
+        position moves to the last one taken."""
         partition = self._partition
         last = rows[-1][0]
         last_text = last.decode() if isinstance(last, bytes) else str(last)
@@ -136,11 +144,11 @@ class _StreamPartition(StatefulSourcePartition[Entry, str]):
         out: list[Entry] = []
         for sid, fields in rows:
             text = sid.decode() if isinstance(sid, bytes) else str(sid)
-            if self._end is not None and _id_key(text) > self._end:
+            if _id_key(text) > self._end:
                 break
-            out.append((self._partition, sid, fields))
+            out.append((partition, sid, fields))
             self._pos = text
-        if self._end is not None and len(out) < len(rows):
+        if len(out) < len(rows):
             self._pos = f"{self._end[0]}-{self._end[1]}"
         return out
 

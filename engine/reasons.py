@@ -16,7 +16,7 @@ reason comes first among its concerns.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -217,31 +217,43 @@ def _profile(signal: str, f: Mapping[str, Any]) -> str | None:
     return f"{signal.split('.', 1)[-1].replace('_', ' ')}: {value}"
 
 
+_Text = Callable[[Mapping[str, Any], Mapping[str, Any], bool], "str | None"]
+_Fact = Callable[[Mapping[str, Any]], bool]
+
+
+def _repeat_text(f: Mapping[str, Any]) -> str | None:
+    n = _n(f, "repeat_views_48h")
+    return f"viewed the same home {n} times in 2 days" if n >= 2 else None
+
+
+def _dwell_text(f: Mapping[str, Any]) -> str | None:
+    minutes = round(float(f.get("dwell_min", 0) or 0))  # 0.5 rounds to 0 (to even): no text
+    return f"spent {minutes} min on the site" if minutes >= 1 else None
+
+
+#: group -> its fact in words (``reason_text``), for the groups with their own wording
+_TEXTS: dict[str, _Text] = {
+    "views": lambda f, _c, positive: _views(f, positive),
+    "replies": lambda f, context, _p: _replies(f, context),
+    "silence": lambda f, _c, positive: _silence(f, positive),
+    "contacts": lambda f, _c, positive: _contacts(f, positive),
+    "email": lambda f, _c, _p: _email(f),
+    "consent": lambda f, context, _p: _consent(f, context),
+    "repeat_views_48h": lambda f, _c, _p: _repeat_text(f),
+    "dwell_min": lambda f, _c, _p: _dwell_text(f),
+}
+
+
 def reason_text(
     signal: str, f: Mapping[str, Any], context: Mapping[str, Any], positive: bool = True
 ) -> str | None:
     """One group's fact in the words an agent uses, or None when there is no fact to state."""
     group = group_of(signal)
-    if group == "views":
-        return _views(f, positive)
-    if group == "replies":
-        return _replies(f, context)
-    if group == "silence":
-        return _silence(f, positive)
-    if group == "contacts":
-        return _contacts(f, positive)
-    if group == "email":
-        return _email(f)
-    if group == "consent":
-        return _consent(f, context)
-    if group in ("source", "side", "timeline") or group.startswith("props."):
+    text = _TEXTS.get(group)
+    if text is not None:
+        return text(f, context, positive)
+    if group in _PROFILE_WORDS or group.startswith("props."):
         return _profile(group, f)
-    if group == "repeat_views_48h":
-        n = _n(f, group)
-        return f"viewed the same home {n} times in 2 days" if n >= 2 else None
-    if group == "dwell_min":
-        minutes = round(float(f.get(group, 0) or 0))  # 0.5 rounds to 0 (to even): no text
-        return f"spent {minutes} min on the site" if minutes >= 1 else None
     if group in _COUNTS:
         n = _n(f, group)
         one, many = _COUNTS[group]
@@ -250,6 +262,18 @@ def reason_text(
 
 
 _PROFILE_WORDS = {"source": _SOURCE_WORDS, "timeline": _TIMELINE_WORDS, "side": _SIDE_WORDS}
+
+#: group -> whether its text states something (``states_fact``), mirroring ``_TEXTS``
+_FACTS: dict[str, _Fact] = {
+    "views": lambda f: _n(f, "views_30d") > 0,
+    "replies": lambda f: _n(f, "replies") > 0 or _n(f, "calls_answered") > 0,
+    "silence": lambda f: not float(f.get("days_silent_before", 0) or 0) < 1,
+    "contacts": lambda f: any(_n(f, k) > 0 for k in GROUPS["contacts"]),
+    "email": lambda f: _n(f, "email_opens") > 0 or _n(f, "email_clicks") > 0,
+    "consent": lambda f: any(_n(f, k) > 0 for k in GROUPS["consent"]),
+    "repeat_views_48h": lambda f: _n(f, "repeat_views_48h") >= 2,
+    "dwell_min": lambda f: round(float(f.get("dwell_min", 0) or 0)) >= 1,
+}
 
 
 def states_fact(
@@ -260,26 +284,13 @@ def states_fact(
     function's None cases (a test holds the two together)."""
     if group in _COUNTS:
         return _n(f, group) > 0
-    if group == "views":
-        return _n(f, "views_30d") > 0
-    if group == "replies":
-        return _n(f, "replies") > 0 or _n(f, "calls_answered") > 0
-    if group == "silence":
-        return not float(f.get("days_silent_before", 0) or 0) < 1
-    if group == "contacts":
-        return any(_n(f, k) > 0 for k in GROUPS["contacts"])
-    if group == "email":
-        return _n(f, "email_opens") > 0 or _n(f, "email_clicks") > 0
-    if group == "consent":
-        return any(_n(f, k) > 0 for k in GROUPS["consent"])
+    fact = _FACTS.get(group)
+    if fact is not None:
+        return fact(f)
     if group in _PROFILE_WORDS or group.startswith("props."):
         value = str(f.get(group) or "unknown")
         words = _PROFILE_WORDS.get(group)
         return value != "unknown" and (words is None or value in words)
-    if group == "repeat_views_48h":
-        return _n(f, group) >= 2
-    if group == "dwell_min":
-        return round(float(f.get(group, 0) or 0)) >= 1
     return False
 
 

@@ -188,31 +188,13 @@ class Validator:
         if obj.__class__ is not dict or not _KNOWN.issuperset(obj):
             return None
         get: Callable[[str], Any] = obj.get
-        short, s = self._short, self._s
-        event_id, visitor_id, lead_id = get("event_id"), get("visitor_id"), get("lead_id")
-        if not short(event_id):
-            return None
-        if visitor_id is None or visitor_id == "":
-            visitor_id = ""
-        elif not (short(visitor_id) and visitor_id[0] != "~" and _VALID_ID.fullmatch(visitor_id)):
-            return None
-        if lead_id is None or lead_id == "":
-            if not visitor_id or len(visitor_id) >= s.max_id_len:
-                return None
-            lead_id = f"~{visitor_id}"
-        elif not (short(lead_id) and _VALID_ID.fullmatch(lead_id)):
-            return None
+        ids = self._quick_ids(get("event_id"), get("visitor_id"), get("lead_id"))
         etype, tenant, ts = get("type"), get("tenant"), get("ts")
-        if tenant is None or tenant == "":
+        if tenant is None or tenant == "":  # (not ``or``: a 0 or a False is no tenant)
             tenant = "default"
-        if etype.__class__ is not str or etype not in EVENT_TYPES:
+        if ids is None or etype.__class__ is not str or etype not in EVENT_TYPES:
             return None
-        if tenant.__class__ is not str or tenant not in self._tenants:
-            return None
-        if ts.__class__ is not float and ts.__class__ is not int:
-            return None
-        now = self._now if self._now is not None else time.time()
-        if not s.min_ts <= ts <= now + s.max_future_skew_s:  # (NaN fails too)
+        if tenant.__class__ is not str or tenant not in self._tenants or not self._quick_ts(ts):
             return None
         texts = self._quick_texts(obj)
         price, dwell = get("price"), get("dwell_s")
@@ -220,10 +202,37 @@ class Validator:
             return None
         props = self._props(obj) if "props" in obj else {}
         return Event(
-            event_id, lead_id, etype, float(ts), tenant, visitor_id, texts[0],
+            ids[0], ids[2], etype, float(ts), tenant, ids[1], texts[0],
             0.0 if price is None else float(price), texts[1], texts[3], texts[4], texts[5],
             texts[6], 0.0 if dwell is None else float(dwell), texts[2], props,
         )  # fmt: skip
+
+    def _quick_ids(
+        self, event_id: Any, visitor_id: Any, lead_id: Any
+    ) -> tuple[str, str, str] | None:
+        """(event id, visitor id, lead id) when each is plainly valid (an anonymous
+        browser's lead is ``~visitor``); None otherwise."""
+        short = self._short
+        if not short(event_id):
+            return None
+        if visitor_id is None or visitor_id == "":
+            visitor_id = ""
+        elif not (short(visitor_id) and visitor_id[0] != "~" and _VALID_ID.fullmatch(visitor_id)):
+            return None
+        if lead_id is None or lead_id == "":
+            if not visitor_id or len(visitor_id) >= self._s.max_id_len:
+                return None
+            lead_id = f"~{visitor_id}"
+        elif not (short(lead_id) and _VALID_ID.fullmatch(lead_id)):
+            return None
+        return event_id, visitor_id, lead_id
+
+    def _quick_ts(self, ts: Any) -> bool:
+        """Epoch seconds (int or float) within [min_ts, now + skew] (NaN is not)."""
+        if ts.__class__ is not float and ts.__class__ is not int:
+            return False
+        now = self._now if self._now is not None else time.time()
+        return bool(self._s.min_ts <= ts <= now + self._s.max_future_skew_s)
 
     def _quick_texts(self, obj: dict[str, Any]) -> list[str] | None:
         """property_id, area, agent_id, then the enums (:data:`_QUICK_TEXT`); None if any
@@ -295,18 +304,23 @@ class Validator:
         if len(props) > s.max_props:
             raise InvalidEventError(f"too_many:props has {len(props)} keys > {s.max_props}")
         for key, value in props.items():
-            if not isinstance(key, str) or len(key) > s.max_id_len:
-                raise InvalidEventError("bad_value:props keys must be short strings")
-            if not key.isascii() and _SURROGATE.search(key):
-                raise InvalidEventError("bad_value:props keys must be valid Unicode")
-            if isinstance(value, str):
-                if len(value) > s.max_string_len:
-                    raise InvalidEventError(f"too_long:props.{_shown(key)}")
-                if not value.isascii() and _SURROGATE.search(value):
-                    raise InvalidEventError(f"bad_value:props.{_shown(key)} is not valid Unicode")
-            if isinstance(value, float) and not math.isfinite(value):
-                raise InvalidEventError(f"bad_value:props.{_shown(key)} must be finite")
+            self._prop(key, value)
         return props
+
+    def _prop(self, key: Any, value: Any) -> None:
+        """One ``props`` entry: a short valid key; a string value within bounds and valid
+        Unicode; a finite float."""
+        if not isinstance(key, str) or len(key) > self._s.max_id_len:
+            raise InvalidEventError("bad_value:props keys must be short strings")
+        if not key.isascii() and _SURROGATE.search(key):
+            raise InvalidEventError("bad_value:props keys must be valid Unicode")
+        if isinstance(value, str):
+            if len(value) > self._s.max_string_len:
+                raise InvalidEventError(f"too_long:props.{_shown(key)}")
+            if not value.isascii() and _SURROGATE.search(value):
+                raise InvalidEventError(f"bad_value:props.{_shown(key)} is not valid Unicode")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidEventError(f"bad_value:props.{_shown(key)} must be finite")
 
     def _ident(self, obj: dict[str, Any], name: str, required: bool = False) -> str:
         value = obj.get(name)
@@ -329,6 +343,10 @@ class Validator:
             if required:
                 raise InvalidEventError(f"missing_field:{name}")
             return ""
+        return self._ident_checked(value, name)
+
+    def _ident_checked(self, value: Any, name: str) -> str:
+        """An id field that is not plainly valid: a string or an int as text, or the problem."""
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise InvalidEventError(f"wrong_type:{name} must be a string")
         try:
@@ -362,6 +380,21 @@ class Validator:
         return value
 
     def _ts(self, value: Any) -> float:
+        """Event time in epoch seconds: finite, not before ``min_ts``, not in the future
+        beyond the allowed skew."""
+        ts = self._ts_value(value)
+        if not math.isfinite(ts):
+            raise InvalidEventError("bad_value:ts must be finite")
+        if ts < self._s.min_ts:
+            raise InvalidEventError("bad_value:ts is too far in the past")
+        now = self._now if self._now is not None else time.time()
+        if ts > now + self._s.max_future_skew_s:
+            raise InvalidEventError("bad_value:ts is in the future")
+        return ts
+
+    @staticmethod
+    def _ts_value(value: Any) -> float:
+        """``ts`` as epoch seconds: a number, or ISO-8601 text with a UTC offset."""
         if value is None:
             raise InvalidEventError("missing_field:ts")
         if isinstance(value, bool):
@@ -383,13 +416,6 @@ class Validator:
             ts = parsed.timestamp()
         else:
             raise InvalidEventError("wrong_type:ts must be ISO-8601 or epoch seconds")
-        if not math.isfinite(ts):
-            raise InvalidEventError("bad_value:ts must be finite")
-        if ts < self._s.min_ts:
-            raise InvalidEventError("bad_value:ts is too far in the past")
-        now = self._now if self._now is not None else time.time()
-        if ts > now + self._s.max_future_skew_s:
-            raise InvalidEventError("bad_value:ts is in the future")
         return ts
 
 

@@ -174,6 +174,36 @@ class Ingestor:
     def _one(
         self, i: int, item: Any, who: Principal, aliases: Mapping[str, str], bound: MutableSet[str]
     ) -> Outcome | tuple[Prepared, tuple[str, ...]]:
+        event = self._allowed(i, item, who)
+        if isinstance(event, Outcome):
+            return event
+        props = event.props
+        if TOKEN_FIELD in props:  # proof for the gateway, never stored
+            props = {k: v for k, v in props.items() if k != TOKEN_FIELD}
+        scrubbed = self._hasher.scrub(event.tenant, props)
+        lead = aliases.get(event.lead_id, event.lead_id)
+        if who.is_tracker and not lead.startswith("~") and lead not in bound:
+            lead = self._tracker_lead(event, lead, aliases, bound, scrubbed.notes)
+            if len(lead) > self._max_id_len:
+                return _rejected(i, f"too_long:lead_id {event.lead_id[:40]} is not bound by a "
+                                 "server key and too long for a visitor-level id")  # fmt: skip
+        payload = self._payload(i, event, lead, scrubbed.props)
+        if isinstance(payload, Outcome):
+            return payload
+        prepared = Prepared(
+            index=i,
+            event_id=event.event_id,
+            lead_id=lead,
+            partition=partition_of(event.tenant, lead, self._partitions),
+            payload=payload,
+            contact_hashes=tuple(dict.fromkeys(scrubbed.hashes)),
+            bind=not lead.startswith("~"),  # a tracker's only reach bound leads (refreshed)
+        )
+        return prepared, tuple(scrubbed.notes)
+
+    def _allowed(self, i: int, item: Any, who: Principal) -> Event | Outcome:
+        """The item as a valid event this key may send (its tenant, the tracker's types and
+        fields, no contact data in an id), or its rejection."""
         if isinstance(item, dict):
             given = item.get("tenant")
             if given not in (None, "") and given != who.tenant:
@@ -193,39 +223,27 @@ class Ingestor:
             kind = contact_like_id(getattr(event, name))
             if kind:
                 return _rejected(i, contact_reason(name, kind))
-        props = event.props
-        if TOKEN_FIELD in props:  # proof for the gateway, never stored
-            props = {k: v for k, v in props.items() if k != TOKEN_FIELD}
-        scrubbed = self._hasher.scrub(event.tenant, props)
-        lead = aliases.get(event.lead_id, event.lead_id)
-        if who.is_tracker and not lead.startswith("~") and lead not in bound:
-            lead = self._tracker_lead(event, lead, aliases, bound, scrubbed.notes)
-            if len(lead) > self._max_id_len:
-                return _rejected(i, f"too_long:lead_id {event.lead_id[:40]} is not bound by a "
-                                 "server key and too long for a visitor-level id")  # fmt: skip
+        return event
+
+    def _payload(
+        self, i: int, event: Event, lead: str, props: Mapping[str, Any]
+    ) -> bytes | Outcome:
+        """The event as the stream entry's msgpack (for ``lead``, with the scrubbed
+        ``props``), or its rejection (props msgpack cannot encode; over the size limit)."""
         wire = event.to_wire()  # (cheaper than dataclasses.replace, then to_wire)
         wire["lead_id"] = lead
-        if scrubbed.props:
-            wire["props"] = scrubbed.props
+        if props:
+            wire["props"] = props
         else:
             wire.pop("props", None)
         try:
-            payload = self._pack(wire)
+            payload: bytes = self._pack(wire)
         except (ValueError, TypeError, OverflowError) as exc:  # only props can fail here
             bad = "text that is not Unicode" if isinstance(exc, UnicodeError) else "a huge int"
             return _rejected(i, f"bad_value:props has {bad} (msgpack cannot encode it)")
         if len(payload) > self._max_bytes:
             return _rejected(i, f"too_large: {len(payload)} bytes > {self._max_bytes}")
-        prepared = Prepared(
-            index=i,
-            event_id=event.event_id,
-            lead_id=lead,
-            partition=partition_of(event.tenant, lead, self._partitions),
-            payload=payload,
-            contact_hashes=tuple(dict.fromkeys(scrubbed.hashes)),
-            bind=not lead.startswith("~"),  # a tracker's only reach bound leads (refreshed)
-        )
-        return prepared, tuple(scrubbed.notes)
+        return payload
 
     def _tracker_lead(
         self,
