@@ -506,6 +506,32 @@ class _Lead:
             self.add(c, "search", {"props": props})
             c += rng.uniform(3.0, 30.0)
             searched = True
+        c = self._view_homes(c, seller)
+        if searched and not seller and rng.random() < 0.02 + 0.12 * intent:
+            lo, hi, areas = self.search
+            props = {"min_price": lo, "max_price": hi, "areas": list(areas)}
+            self.add(c, "saved_search", {"props": props})
+            self.saved_search_at = min(self.saved_search_at, c)
+            c += rng.uniform(2.0, 10.0)
+        if rng.random() < 0.02 + 0.08 * intent:
+            self.add(c, "share", self.prop_fields(self.last_prop))
+            c += rng.uniform(5.0, 30.0)
+        if self.side != "seller" and rng.random() < 0.02 + 0.18 * intent:
+            price = cat.prop_price[self.last_prop]
+            down = rng.choice((5, 10, 20, 20, 25))
+            self.add(c, "mortgage_calc", {"price": price, "props": {"down_payment_pct": down}})
+            c += rng.uniform(20.0, 120.0)
+        if self.side != "buyer" and rng.random() < 0.1 + 0.35 * intent:
+            area = cat.area_ids[self.pref_areas[0]]
+            self.add(c, "valuation_view", {"area": area, "price": self.estimate})
+            c += rng.uniform(20.0, 90.0)
+        if rng.random() < 0.004 + 0.12 * intent**2:
+            self.hand_raise(c + rng.uniform(5.0, 60.0))
+
+    def _view_homes(self, c: float, seller: bool) -> float:
+        """A session's property views, with the saves (and an unsave) they lead to; the
+        time after them."""
+        rng, intent = self.rng, self.intent
         mean_views = 1.0 + (2.0 if seller else 5.0) * intent
         n_views = 1
         while rng.random() < mean_views / (1.0 + mean_views):
@@ -531,26 +557,7 @@ class _Lead:
             j = self.saved.pop(rng.randrange(len(self.saved)))
             self.add(c, "property_unsave", self.prop_fields(j))
             c += rng.uniform(1.0, 5.0)
-        if searched and not seller and rng.random() < 0.02 + 0.12 * intent:
-            lo, hi, areas = self.search
-            props = {"min_price": lo, "max_price": hi, "areas": list(areas)}
-            self.add(c, "saved_search", {"props": props})
-            self.saved_search_at = min(self.saved_search_at, c)
-            c += rng.uniform(2.0, 10.0)
-        if rng.random() < 0.02 + 0.08 * intent:
-            self.add(c, "share", self.prop_fields(self.last_prop))
-            c += rng.uniform(5.0, 30.0)
-        if self.side != "seller" and rng.random() < 0.02 + 0.18 * intent:
-            price = cat.prop_price[self.last_prop]
-            down = rng.choice((5, 10, 20, 20, 25))
-            self.add(c, "mortgage_calc", {"price": price, "props": {"down_payment_pct": down}})
-            c += rng.uniform(20.0, 120.0)
-        if self.side != "buyer" and rng.random() < 0.1 + 0.35 * intent:
-            area = cat.area_ids[self.pref_areas[0]]
-            self.add(c, "valuation_view", {"area": area, "price": self.estimate})
-            c += rng.uniform(20.0, 90.0)
-        if rng.random() < 0.004 + 0.12 * intent**2:
-            self.hand_raise(c + rng.uniform(5.0, 60.0))
+        return c
 
     def hand_raise(self, t: float) -> None:
         rng, cat = self.rng, self.cat
@@ -764,7 +771,8 @@ class _Lead:
         end_ms = round(self.end * 1000.0)
         dorm_lo = self.dorm_start * 1000.0
         dorm_hi = self.dorm_end * 1000.0
-        email_off = sms_off = call_off = not_interested = False
+        off: set[str] = set()  # channels closed so far (opt-out, unsubscribe, bounce...)
+        not_interested = False
         out: list[_Out] = []
         seq = vseq = 0
         outcome_ts: float | None = None
@@ -780,28 +788,13 @@ class _Lead:
             if etype in _LEAD_ORIGINATED and dorm_lo <= ts_ms < dorm_hi:
                 continue
             channel = fields.get("channel")
-            if (
-                (email_off and channel == "email")
-                or (sms_off and channel == "sms")
-                or (call_off and channel == "call")
-            ):
-                continue
-            if not_interested and (
-                etype in _AFTER_NI_DROP or (etype in _AFTER_NI_THIN and frng.random() < 0.8)
-            ):
+            if channel in off or (not_interested and _thinned(etype, frng)):
                 continue
             out.append((ts_ms, self.index, seq + vseq, "lead_id", self.lead_id,
                         f"{self.lead_id}-{seq}", etype, fields))  # fmt: skip
             seq += 1
-            if etype in ("unsubscribe", "bounce") or (etype == "opt_out" and channel == "email"):
-                email_off = True
-            elif etype == "opt_out" and channel == "sms":
-                sms_off = True
-            elif etype == "invalid_contact":
-                call_off = sms_off = True
-            elif etype == "not_interested":
-                not_interested = True
-            elif etype == "appointment_set" and outcome_ts is None:
+            not_interested |= _closes(etype, channel, off)
+            if etype == "appointment_set" and outcome_ts is None:
                 outcome_ts = ts_ms / 1000.0
         truth = LeadTruth(
             lead_id=self.lead_id,
@@ -820,6 +813,23 @@ class _Lead:
             if etype == "lead_created":
                 return str(fields["timeline"])
         return "unknown"
+
+
+def _thinned(etype: str, frng: random.Random) -> bool:
+    """After ``not_interested``: the lead's own activity mostly stops (dropped, or 80 % of
+    its behaviour dropped at random)."""
+    return etype in _AFTER_NI_DROP or (etype in _AFTER_NI_THIN and frng.random() < 0.8)
+
+
+def _closes(etype: str, channel: Any, off: set[str]) -> bool:
+    """The channels ``etype`` closes go into ``off``; True for ``not_interested``."""
+    if etype in ("unsubscribe", "bounce") or (etype == "opt_out" and channel == "email"):
+        off.add("email")
+    elif etype == "opt_out" and channel == "sms":
+        off.add("sms")
+    elif etype == "invalid_contact":
+        off.update(("call", "sms"))
+    return etype == "not_interested"
 
 
 def _simulate(config: SimConfig) -> tuple[list[LeadTruth], list[_Out]]:

@@ -190,15 +190,23 @@ def observe(mark: LeadMark, seen: Seen, day_of: DayOf) -> list[Increment]:
     if ev.type == "agent_contact":
         out += _once(mark, "contacted", who)
     if ev.type in OUTCOMES:
-        if "outcome" not in mark.done:
-            out += _once(mark, "converted" if ev.type in POSITIVE else "lost", who)
-            mark.done.add("outcome")
-        if ev.type in APPOINTMENTS:
-            out += _once(mark, "appointments", who)
-        if ev.type in SIGNED:
-            out += _once(mark, "signed", who)
+        out += _outcome(mark, ev.type, who)
     if ev.type in CONSENT:
         out += _opted_out(mark, ev, seen.blocked, day_of)
+    return out
+
+
+def _outcome(mark: LeadMark, kind: str, who: str) -> list[Increment]:
+    """An outcome event: the lead's first outcome (converted or lost), and appointments
+    and signings, each once per lead."""
+    out: list[Increment] = []
+    if "outcome" not in mark.done:
+        out += _once(mark, "converted" if kind in POSITIVE else "lost", who)
+        mark.done.add("outcome")
+    if kind in APPOINTMENTS:
+        out += _once(mark, "appointments", who)
+    if kind in SIGNED:
+        out += _once(mark, "signed", who)
     return out
 
 

@@ -90,14 +90,7 @@ def _errors(value: Any, s: dict[str, Any] | bool) -> list[str]:
         return [f"type {s['type']}"]
     if "enum" in s and value not in s["enum"]:
         out.append("enum")
-    if isinstance(value, str):
-        if len(value) < s.get("minLength", 0) or len(value) > s.get("maxLength", 1 << 30):
-            out.append("length")
-        if "pattern" in s and not re.search(s["pattern"], value):
-            out.append("pattern")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if value < s.get("minimum", float("-inf")) or value > s.get("maximum", float("inf")):
-            out.append("range")
+    out += _scalar_errors(value, s)
     if "oneOf" in s and sum(not _errors(value, x) for x in s["oneOf"]) != 1:
         out.append("oneOf")
     if "anyOf" in s and not any(not _errors(value, x) for x in s["anyOf"]):
@@ -106,6 +99,20 @@ def _errors(value: Any, s: dict[str, Any] | bool) -> list[str]:
         out.append("not")
     if isinstance(value, dict):
         out += _object_errors(value, s)
+    return out
+
+
+def _scalar_errors(value: Any, s: dict[str, Any]) -> list[str]:
+    """A string's length and pattern; a number's range."""
+    out: list[str] = []
+    if isinstance(value, str):
+        if len(value) < s.get("minLength", 0) or len(value) > s.get("maxLength", 1 << 30):
+            out.append("length")
+        if "pattern" in s and not re.search(s["pattern"], value):
+            out.append("pattern")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < s.get("minimum", float("-inf")) or value > s.get("maximum", float("inf")):
+            out.append("range")
     return out
 
 

@@ -307,7 +307,6 @@ def test_non_finite_and_huge_numbers_are_rejected(
     if place in IDS:
         digits = max(digits, VS.max_id_len + 1)  # shorter integers are valid ids
     huge = 10**digits - 1  # (int("9" * digits) stops at 4,300 digits)
-    in_props = place in ("props.x", "x_extra")
     sign = -1 if kind.startswith("-") else 1
     value: Any = {
         "1e400": float("inf"), "-1e400": float("-inf"), "huge": huge, "-huge": -huge
@@ -324,6 +323,12 @@ def test_non_finite_and_huge_numbers_are_rejected(
         result = around(i, lambda: V.check(with_value(place, value)))
     else:
         result = around(i, lambda: V.check_bytes(payload, via))
+    _expect_number_verdict(result, place, kind, digits, via)
+
+
+def _expect_number_verdict(result: Any, place: str, kind: str, digits: int, via: str) -> None:
+    """What the validator must say of a non-finite or huge number at ``place``."""
+    in_props = place in ("props.x", "x_extra")
     if via == "json" and kind.endswith("huge") and digits > 4_300:
         rejected(result, "malformed_json:")  # Python's int(str) limit: a ValueError in json
     elif in_props and kind.endswith("huge"):

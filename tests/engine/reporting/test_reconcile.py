@@ -48,51 +48,75 @@ def expected(events: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> Coun
             out["leads"] += 1
         a = by_event.get(e["event_id"])
         if a is not None:
-            if not st["bucket"]:
-                st["bucket"] = a["bucket"]
-                out[f"alerted|bucket|{a['bucket']}"] += 1
-            if st["clock"] is None:
-                st["clock"] = (e["ts"], a["sla"]["deadline_ts"], st["source"])
-                out[f"clocks|source|{st['source']}"] += 1
-            else:
-                st["clock"] = (st["clock"][0], min(st["clock"][1], a["sla"]["deadline_ts"]),
-                               st["clock"][2])  # fmt: skip
-        t = e["type"]
-        if t == "assigned":
-            if (e.get("props") or {}).get("how") == "escalation":
-                out[f"escalated|from|{st['agent'] or '(pond)'}"] += 1
-            st["agent"] = e.get("agent_id", "")
-        if t in ("agent_contact", "alert_ack") and st["clock"] and e["ts"] >= st["clock"][0] - 5:
-            start, deadline, _ = st["clock"]
-            out[f"stl|{_bin(max(0.0, e['ts'] - start))}"] += 1
-            out["within"] += e["ts"] <= deadline
-            out["responses"] += 1
-            st["clock"] = None
-        firsts = {"agent_contact": "contacted", "appointment_set": "appointments",
-                  "appointment_held": "appointments", "agreement_signed": "signed",
-                  "closed": "signed"}  # fmt: skip
-        names = [firsts[t]] if t in firsts else []
-        if t in POSITIVE | {"lost"} and "outcome" not in st["done"]:
-            st["done"].add("outcome")
-            names.append("converted" if t in POSITIVE else "lost")
-        for name in names:
-            if name not in st["done"]:
-                st["done"].add(name)
-                st.setdefault("counted", []).append(name)
-        closed = CLOSES.get(t, ())
-        if e.get("channel") and closed:
-            closed = (e["channel"],)
-        if t == "reply" and str((e.get("props") or {}).get("text", "")).upper() == "STOP":
-            closed = (e.get("channel") or "sms",)
-        for ch in set(closed) - st["blocked"]:
-            out[f"optout|channel|{ch}"] += 1
-        st["blocked"] |= set(closed)
+            _alerted(st, e, a, out)
+        _responses(st, e, out)
+        _firsts(st, e["type"])
+        _optouts(st, e, out)
     for st in leads.values():  # lead counts under the bucket of the first alert (or none)
         for name in st.get("counted", []):
             out[f"{name}|bucket|{st['bucket'] or 'none'}"] += 1
             out[f"{name}|source|{st['source']}"] += 1
         out[f"leads|source|{st['source']}"] += 1
     return out
+
+
+def _alerted(st: dict[str, Any], e: dict[str, Any], a: dict[str, Any], out: Counter[str]) -> None:
+    """An alert: the lead's first bucket; its SLA clock starts (or its deadline tightens)."""
+    if not st["bucket"]:
+        st["bucket"] = a["bucket"]
+        out[f"alerted|bucket|{a['bucket']}"] += 1
+    if st["clock"] is None:
+        st["clock"] = (e["ts"], a["sla"]["deadline_ts"], st["source"])
+        out[f"clocks|source|{st['source']}"] += 1
+    else:
+        st["clock"] = (st["clock"][0], min(st["clock"][1], a["sla"]["deadline_ts"]),
+                       st["clock"][2])  # fmt: skip
+
+
+def _responses(st: dict[str, Any], e: dict[str, Any], out: Counter[str]) -> None:
+    """Assignments (escalations counted against the previous owner) and the response that
+    stops a running SLA clock."""
+    t = e["type"]
+    if t == "assigned":
+        if (e.get("props") or {}).get("how") == "escalation":
+            out[f"escalated|from|{st['agent'] or '(pond)'}"] += 1
+        st["agent"] = e.get("agent_id", "")
+    if t in ("agent_contact", "alert_ack") and st["clock"] and e["ts"] >= st["clock"][0] - 5:
+        start, deadline, _ = st["clock"]
+        out[f"stl|{_bin(max(0.0, e['ts'] - start))}"] += 1
+        out["within"] += e["ts"] <= deadline
+        out["responses"] += 1
+        st["clock"] = None
+
+
+_FIRSTS = {"agent_contact": "contacted", "appointment_set": "appointments",
+           "appointment_held": "appointments", "agreement_signed": "signed",
+           "closed": "signed"}  # fmt: skip
+
+
+def _firsts(st: dict[str, Any], t: str) -> None:
+    """Lead counts, once per lead: its first outcome and its first of each milestone."""
+    names = [_FIRSTS[t]] if t in _FIRSTS else []
+    if t in POSITIVE | {"lost"} and "outcome" not in st["done"]:
+        st["done"].add("outcome")
+        names.append("converted" if t in POSITIVE else "lost")
+    for name in names:
+        if name not in st["done"]:
+            st["done"].add(name)
+            st.setdefault("counted", []).append(name)
+
+
+def _optouts(st: dict[str, Any], e: dict[str, Any], out: Counter[str]) -> None:
+    """Each channel the event closes for the first time (a STOP reply closes its own)."""
+    t = e["type"]
+    closed = CLOSES.get(t, ())
+    if e.get("channel") and closed:
+        closed = (e["channel"],)
+    if t == "reply" and str((e.get("props") or {}).get("text", "")).upper() == "STOP":
+        closed = (e.get("channel") or "sms",)
+    for ch in set(closed) - st["blocked"]:
+        out[f"optout|channel|{ch}"] += 1
+    st["blocked"] |= set(closed)
 
 
 def _engine_totals(run: SimRun) -> Counter[str]:
