@@ -123,7 +123,10 @@ def _views(f: Mapping[str, Any], positive: bool) -> str | None:
     if month <= 0:
         return None
     n, when = (week, "this week") if week else (month, "this month")
-    spread = f" ({_plural(homes, 'different home')})" if homes > 1 else ""
+    # the homes are counted over the month: said so when the count is the week's alone
+    # ("7 property views this week (11 different homes)" would be untrue)
+    window = "" if n == month else " this month"
+    spread = f" ({_plural(homes, 'different home')}{window})" if homes > 1 else ""
     if n > 1 and homes == 1:
         spread = " (all of one home)"
     engaged = any(_n(f, k) > 0 for k in _ENGAGED)

@@ -113,9 +113,12 @@ def test_view_counts_name_what_they_count(features: dict[str, Any]) -> None:
         return
     n = int(re.match(r"(\d+) property view", text).group(1))  # type: ignore[union-attr]
     assert n in (features["views_7d"], features["views_30d"])
-    homes = re.search(r"\((\d+) different homes\)", text)
+    homes = re.search(r"\((\d+) different homes( this month)?\)", text)
     if homes:
         assert int(homes.group(1)) == features["distinct_properties_30d"]
+        # the homes are the month's: a count of the week alone says so (never "2 property
+        # views this week (5 different homes)")
+        assert bool(homes.group(2)) == (n != features["views_30d"])
 
 
 @pytest.mark.parametrize(
