@@ -54,9 +54,7 @@ class LocalCluster:
         self._procs: list[subprocess.Popen[bytes]] = []
         try:
             for _ in range(masters * (1 + replicas)):
-                self._start_node(_free_port())
-            for port in self.ports:
-                self._wait_ping(port, timeout_s)
+                self._start_node(timeout_s)
             self._create(replicas)
             self._wait_ok(timeout_s)
         except BaseException:
@@ -67,33 +65,40 @@ class LocalCluster:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
-    def _start_node(self, port: int) -> None:
-        node = self.dir / str(port)
-        node.mkdir()
-        args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                "--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf"),
-                "--cluster-node-timeout", "2000", "--dir", str(node), "--save", "",
-                "--appendonly", "no", "--logfile", str(node / "redis.log")]  # fmt: skip
-        self._procs.append(
-            subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
-        self.ports.append(port)
+    def _start_node(self, timeout_s: float, tries: int = 5) -> None:
+        """A node on a free port, answering. A port found free can be taken before the
+        node binds it (another test's server, an outgoing connection's ephemeral port, the
+        bus port + 10000): the node then exits, and is started again on another port."""
+        for _ in range(tries):
+            port = _free_port()
+            node = self.dir / str(port)
+            node.mkdir()
+            args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                    "--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf"),
+                    "--cluster-node-timeout", "2000", "--dir", str(node), "--save", "",
+                    "--appendonly", "no", "--logfile", str(node / "redis.log")]  # fmt: skip
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if self._answers(proc, port, timeout_s):
+                self._procs.append(proc)
+                self.ports.append(port)
+                return
+            proc.kill()
+            proc.wait()
+        raise RuntimeError(f"no cluster node started in {tries} tries (logs in {self.dir})")
 
-    def _wait_ping(self, port: int, timeout_s: float) -> None:
+    @staticmethod
+    def _answers(proc: subprocess.Popen[bytes], port: int, timeout_s: float) -> bool:
+        """Whether the node ``proc`` answers on ``port`` before it exits or ``timeout_s`` ends."""
         deadline = time.monotonic() + timeout_s
         client = redis.Redis(port=port, socket_timeout=1)
         try:
             while True:
-                try:
-                    client.ping()
-                    return
+                try:  # (our node, not another test's server that took the port first)
+                    server = cast(dict[str, Any], client.info("server"))
+                    return int(server["process_id"]) == proc.pid
                 except redis.RedisError:
-                    if time.monotonic() > deadline or any(
-                        p.poll() is not None for p in self._procs
-                    ):
-                        raise RuntimeError(
-                            f"cluster node on port {port} did not start (log in {self.dir})"
-                        ) from None
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        return False
                     time.sleep(0.02)
         finally:
             client.close()
