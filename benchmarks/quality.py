@@ -42,7 +42,11 @@ The comparison, on one forward-in-time split per dataset:
   how much the early arrival of positives biases what is learnt before the split.
 - metrics: ROC AUC, precision in the top 15 % of scores, expected calibration error
   (10 equal-width bins), Brier score, log loss; a lead-clustered bootstrap interval
-  for the AUC differences the targets are about.
+  for the AUC differences the targets are about; for the served score, the ECE a
+  perfectly calibrated score would measure on the same test set (its noise floor) and
+  the ECE after the best intercept shift or Platt map refitted on the test set itself
+  (an oracle bound on what any affine recalibration, e.g. a base-rate correction for
+  late negatives, could reach).
 
 Targets (issue 3): online AUC within 0.02 of the batch logistic regression, ahead of
 the rule-based score by at least 0.05, ECE <= 0.05 — judged on ``online_served``.
