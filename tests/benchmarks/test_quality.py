@@ -275,3 +275,35 @@ def test_ece_floor_is_the_noise_of_a_perfectly_calibrated_score() -> None:
     assert large["p90"] < 0.01 < small["median"]
     target = q.targets({"online_served": {"ece": 0.05, "auc": 0.7}}, None, small)
     assert target["online_served_ece"]["if_calibrated"] == [small["median"], small["p90"]]
+
+
+def test_recalibration_bound_tells_a_base_rate_miss_from_a_shape_miss() -> None:
+    """A score off by a constant in log-odds (what late negatives do to a model that learns
+    positives at once) is fixed by the oracle intercept shift; a score whose top saturates
+    (the true rate levels off while the score keeps rising) is not: only a slope helps."""
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0.01, 0.6, 20_000)
+    y = rng.random(20_000) < p
+    z = np.log(p / (1 - p))
+    inflated = 1 / (1 + np.exp(-(z + 0.5)))
+    bound = q.recalibration_bound(y, inflated)
+    assert q.ece(y, inflated) > 0.05
+    assert bound["shift"]["shift"] == pytest.approx(-0.5, abs=0.06)
+    assert bound["shift"]["ece"] < 0.015  # back to the noise of 20,000 examples
+    assert bound["platt"]["slope"] == pytest.approx(1.0, abs=0.08)
+    served = 1 / (1 + np.exp(-2 * z))  # over-confident: rising where the truth levels off
+    saturating = rng.random(20_000) < 0.1 + 0.4 * p
+    bound = q.recalibration_bound(saturating, served)
+    assert bound["shift"]["ece"] > 0.08  # no intercept shift can fix a shape
+    assert bound["platt"]["slope"] < 0.6 and bound["platt"]["ece"] < bound["shift"]["ece"]
+    assert q.recalibration_bound([True, True], [0.2, 0.3]) == {}  # one class: no fit
+
+
+def test_compare_reports_the_recalibration_bound_and_findings_say_it() -> None:
+    rows = [_example(i, i * 0.5, i * 0.5 + (2.0 if i % 4 == 0 else 31.0), i % 4 == 0,
+                     f"L{i % 40}") for i in range(200)]  # fmt: skip
+    out = q.compare(rows, end_ts=100.0 * q.DAY, horizon_d=30.0)
+    bound = out["ece_after_oracle_recalibration"]
+    assert set(bound) == {"shift", "platt"} and bound["shift"]["slope"] == 1.0
+    text = " ".join(q.findings({"datasets": {"simulator": out}}))
+    assert f"gives an ECE of {bound['shift']['ece']:.3f}" in text
