@@ -17,6 +17,7 @@ cluster: there is nothing to migrate there.
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,8 @@ from engine.relayout import relayout
 from engine.settings import Settings, load_settings
 from engine.streams import stream_names
 from engine.up import add_data_dir
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Migrated", "add_parser", "check_layout", "migrate", "run"]
 
@@ -56,6 +59,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
 
 
+#: Said at start on a Redis Cluster in the one-slot layout: it works, on one master.
+CLUSTER_ONE_SLOT = (
+    "Redis Cluster with redis.key_layout = 'deployment': every key of %s is in one hash "
+    "slot, on one master; set redis.key_layout = 'partition' to spread the deployment over "
+    "the masters (README 'Running on several machines')"
+)
+
 #: Keys every deployment of the old layout had once it processed anything.
 _OLD_MARKERS = ("pos", "alerts", "events:0", "model:meta", "deadletter")
 
@@ -65,8 +75,11 @@ def check_layout(client: Any, settings: Settings) -> None:
     layout before hash tags) that was not migrated: the services would start empty
     beside it (one line, what to do)."""
     prefix = settings.redis.key_prefix
-    _check_key_layout(client, stream_names(settings))
+    names = stream_names(settings)
+    _check_key_layout(client, names)
     if is_cluster(client):
+        if not names.sharded:
+            log.warning(CLUSTER_ONE_SLOT, root(prefix))
         return  # the old layout never ran on a cluster
     old = [f"{prefix}:{name}" for name in _OLD_MARKERS]
     if not client.exists(*old):

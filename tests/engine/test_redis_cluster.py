@@ -9,6 +9,7 @@ prefix each) spread over the masters.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from engine.keys import pattern
+from engine.migrate_cli import check_layout
 from engine.redis_client import connect, is_cluster, without_retry
 from engine.replay import replay_file
 from tests.cluster import LocalCluster
@@ -306,3 +308,27 @@ def test_a_master_failing_over_mid_stream_stops_nothing(make_settings: Any, layo
         total = sum(int(cluster.xinfo_stream(names.events(p))["entries-added"]) for p in range(2))
         assert sent == len(events) and total >= sent  # acknowledged, none lost
         cluster.close()
+
+
+def test_a_cluster_in_the_one_slot_layout_is_named_at_start(
+    redis_cluster: LocalCluster, make_settings: Any, prefix: str,
+    caplog: pytest.LogCaptureFixture, client: redis.Redis,
+) -> None:  # fmt: skip
+    """Everything on one master works, but is not what a cluster is for: say how to spread."""
+    one_server, client = client, connect(redis_cluster.url, retries=0)
+    try:
+        for layout, said in (("deployment", True), ("partition", False)):
+            caplog.clear()
+            settings = make_settings(redis={"key_prefix": prefix, "key_layout": layout})
+            with caplog.at_level(logging.WARNING, logger="engine.migrate_cli"):
+                check_layout(client, settings)
+            warned = [r.getMessage() for r in caplog.records]
+            assert bool(warned) == said, (layout, warned)
+            if said:
+                assert "redis.key_layout = 'partition'" in warned[0] and prefix in warned[0]
+    finally:
+        client.close()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="engine.migrate_cli"):  # one server: fine
+        check_layout(one_server, make_settings(redis={"key_prefix": prefix}))
+    assert not caplog.records
