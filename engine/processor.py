@@ -95,7 +95,9 @@ class Processor:
         for kind in LABEL_KINDS:  # every series exists from the start: rate() sees the first
             metrics.labels.labels(kind)
         self.outage_backoff = outage_backoff(settings.redis.outage_backoff_cap_s)
-        self._cadence = Cadences(settings, committer.client, clock)  # engine/cadence
+        # engine/cadence: a step's personalisation fields are the lead's features' (the store's)
+        self._cadence = Cadences(settings, committer.client, clock, fields=store.personal)
+        store.keep_personal = self._cadence.enabled
         self._sharded = committer.names.sharded
 
     # -- the batch -------------------------------------------------------------------------
@@ -198,7 +200,7 @@ class Processor:
         replies, fx.features = self._store.apply(events)  # with identity (engine/identity.py)
         events, origin, replies = identity.scored(events, origin, replies, SKIPPED)
         if self._cadence.enabled:  # follow-up plans of the batch's leads (engine/cadence)
-            fx.cadence = self._cadence.begin(entries, events)
+            fx.cadence = self._cadence.begin(entries, events, fx.features.before)
         scores: list[int] = []  # observed once a batch (the same counts as one by one)
         try:
             leads, learned_now, late, duplicates = self._events(events, origin, replies, fx, scores)

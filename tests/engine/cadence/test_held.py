@@ -13,13 +13,11 @@ from hypothesis import strategies as st
 from engine.app import build_parts
 from engine.cadence.decide import (
     CadenceState,
-    Personal,
     decode,
     encode,
     fire,
     on_event,
     with_,
-    with_personal,
 )  # fmt: skip
 from engine.cadence.runner import CadenceEffects
 from engine.events import Event
@@ -36,7 +34,7 @@ def _values(data: st.DataObject) -> dict[str, Any]:
         "start": data.draw(st.floats(1.0, 2e9)), "shift": 5.0,
         "due": data.draw(st.floats(1.0, 2e9)),
         "since": 7.5, "cycle": 3, "why": "w", "end_reason": "lost", "blocked": ("sms",),
-        "personal": Personal(area="east"), "ran": (("p2", 1.0),), "last": "p2.1.sms",
+        "ran": (("p2", 1.0),), "last": "p2.1.sms",
         "replied": True, "last_timing": "learned", "engaged": (9, 10), "holdout": True,
         "timing": "holdout",
     }  # fmt: skip
@@ -62,7 +60,6 @@ def test_no_decision_changes_a_state_it_is_given(case: Any, later: float) -> Non
     after = on_event(s, signal, BOOK, NY, [])
     fire(s, signal.ts + later, BOOK, NY, [])
     fire(after, signal.ts + later, BOOK, NY, [])
-    with_personal(s, ("p9", "a9", "e9", "t9", "seller", "zillow", "ag9"))
     assert dataclasses.astuple(s) == was
 
 
