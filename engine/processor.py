@@ -16,6 +16,7 @@ That one transaction is also what lets the live dataflow ride out a Redis restar
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from collections.abc import Sequence
@@ -54,6 +55,7 @@ __all__ = ["LABEL_KINDS", "BatchResult", "Entry", "Processor"]
 log = logging.getLogger(__name__)
 
 Leads = dict[tuple[str, str], LeadInBatch]
+_PARTITION, _TS = operator.itemgetter(0), operator.attrgetter("ts")  # (an entry's, an event's)
 
 
 def _combined(results: Sequence[BatchResult]) -> BatchResult:
@@ -216,7 +218,7 @@ class Processor:
         for alert in fx.alerts:
             alert.emit_ms = emit_ms
         if fx.cadence is not None:  # due follow-up steps, emitted with this batch
-            times = ((entry[0], event.ts) for event, entry in zip(events, origin, strict=True))
+            times = zip(map(_PARTITION, origin), map(_TS, events), strict=True)
             self._cadence.finish(fx.cadence, times, emit_ms)
         commit_batch(self._commit, self.learner, fx, learned)
         self._store.committed(fx.score_records)

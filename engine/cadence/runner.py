@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo
 import msgpack
 
 from engine.cadence.decide import (
+    HOTTER,
     MOVERS,
     CadenceState,
     Emission,
@@ -150,11 +151,15 @@ return n
 """
 
 
-def entry_of(tenant: str, lead: str, e: Emission, emit_ms: int) -> dict[str, Any]:
-    """The ``lp:cadence`` entry of one due step: no contact details, no rendered text."""
+def entry_of(
+    tenant: str, lead: str, e: Emission, emit_ms: int, sid: str | None = None
+) -> dict[str, Any]:
+    """The ``lp:cadence`` entry of one due step (``sid``: its id, if not ``e.step_id``): no
+    contact details, no rendered text."""
     s, p = e.step, e.personal
     return {
-        "kind": s.kind, "step_id": e.step_id, "tenant": tenant, "lead_id": lead,
+        "kind": s.kind, "step_id": e.step_id if sid is None else sid, "tenant": tenant,
+        "lead_id": lead,
         "plan": e.plan, "plan_label": e.label, "cycle": e.cycle, "step": e.index,
         "day": s.day, "channel": s.channel, "template": s.template, "goal": s.goal,
         "due_ts": e.due, "agent_id": p.agent_id, "emit_ms": emit_ms,
@@ -228,9 +233,9 @@ class Cadences:
         reply: FeatureReply,
     ) -> None:
         """One scored event of a lead, in stream order. Most (views, searches, missed calls
-        of a lead in a plan, with no trigger) cannot move its plan: they take the short way
-        here, checked inline; the rest: :meth:`_decide`. The event's reply is kept: the
-        lead's personalisation fields as of this event (:meth:`_personal`)."""
+        of a lead in a plan, with no trigger that could move it up) cannot move its plan:
+        they take the short way here, checked inline; the rest: :meth:`_decide`. The
+        event's reply is kept: the lead's fields as of this event (:meth:`_personal`)."""
         key = (event.tenant, event.lead_id)
         held = fx.states.get(key)
         if held is None:
@@ -238,9 +243,10 @@ class Cadences:
         else:
             before, now = held[1], held[2]
         kind = event.type
+        status = now.status
         if (
-            now.status and not triggers and not (now.due and now.due < event.ts)
-            and kind not in MOVERS
+            status and not (now.due and now.due < event.ts) and kind not in MOVERS
+            and (not triggers or status != "active" or not _hot(triggers))
             and (kind != "agent_contact" or event.props.get("conversation") is not True)
             and self._settled(now, key, reply.context)
         ):  # (a visitor is never in a plan: no status)  # fmt: skip
@@ -282,7 +288,8 @@ class Cadences:
                 fx.fired.extend((key, _with(e, e.step_id, personal)) for e in out)
         if event.lead_id[:1] != "~":  # a visitor's events move no plan
             holdout = now.holdout or self._holdout(key)
-            if not (now.status and self._passive(now, event, score, triggers, reply, holdout)):
+            if (not now.status or event.type in MOVERS
+                    or not self._passive(now, event, score, triggers, reply, holdout)):  # fmt: skip
                 if log is None:
                     log = []
                 signal = self._signal(event, score, triggers, reply, holdout)
@@ -400,10 +407,10 @@ class Cadences:
         self._fire_due(fx, cutoffs)
         for (tenant, lead), e in fx.fired:
             sid = step_id(tenant, lead, e.plan, e.cycle, e.index)
-            fx.steps.append(entry_of(tenant, lead, _with(e, sid, e.personal), emit_ms))
+            fx.steps.append(entry_of(tenant, lead, e, emit_ms, sid))
         writes = fx.writes
         for key, (partition, before, after) in fx.states.items():
-            if after is before or after == before:
+            if after is before:  # (the decisions copy a state only to change it)
                 continue
             raw = writes[key] = encode(after)
             self._hold(key, raw, after)  # (decode(encode(s)) == s)
@@ -521,6 +528,11 @@ class Cadences:
 
 
 _NEVER = CadenceState()  # a lead never in a plan (immutable: one shared instance)
+
+
+def _hot(triggers: tuple[str, ...]) -> bool:
+    """A trigger that makes the rules look for a hotter plan (``decide.HOTTER``)."""
+    return any(t.startswith(HOTTER) for t in triggers)
 
 
 @functools.lru_cache(maxsize=1 << 15)
