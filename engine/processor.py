@@ -15,6 +15,7 @@ That one transaction is also what lets the live dataflow ride out a Redis restar
 
 from __future__ import annotations
 
+import itertools
 import logging
 import operator
 import threading
@@ -56,6 +57,14 @@ log = logging.getLogger(__name__)
 
 Leads = dict[tuple[str, str], LeadInBatch]
 _PARTITION, _TS = operator.itemgetter(0), operator.attrgetter("ts")  # (an entry's, an event's)
+
+
+def _newest(origin: Sequence[Entry], events: Sequence[Event]) -> dict[int, float]:
+    """The newest event time of each partition of the batch (loops in C: a batch has
+    thousands of events and a few partitions)."""
+    parts = list(map(_PARTITION, origin))
+    times = list(map(_TS, events))
+    return {p: max(itertools.compress(times, map(p.__eq__, parts))) for p in set(parts)}
 
 
 def _combined(results: Sequence[BatchResult]) -> BatchResult:
@@ -218,8 +227,7 @@ class Processor:
         for alert in fx.alerts:
             alert.emit_ms = emit_ms
         if fx.cadence is not None:  # due follow-up steps, emitted with this batch
-            times = zip(map(_PARTITION, origin), map(_TS, events), strict=True)
-            self._cadence.finish(fx.cadence, times, emit_ms)
+            self._cadence.finish(fx.cadence, _newest(origin, events).items(), emit_ms)
         commit_batch(self._commit, self.learner, fx, learned)
         self._store.committed(fx.score_records)
         real = sum(1 for _, sid, _ in entries if sid)

@@ -234,39 +234,31 @@ class Cadences:
     ) -> None:
         """One scored event of a lead, in stream order. Most (views, searches, missed calls
         of a lead in a plan, with no trigger that could move it up) cannot move its plan:
-        they take the short way here, checked inline; the rest: :meth:`_decide`. The
-        event's reply is kept: the lead's fields as of this event (:meth:`_personal`)."""
+        they take the short way here, checked inline (the rest of :func:`decide.passive`,
+        stricter: a reactivation or closed channels that are not exactly the state's own
+        take the full check, as does a holdout the state does not know yet); the rest:
+        :meth:`_decide`. The event's reply is kept: the lead's fields as of this event
+        (:meth:`_personal`)."""
         key = (event.tenant, event.lead_id)
         held = fx.states.get(key)
         if held is None:
             before = now = fx.loaded.get(key, _NEVER)
         else:
             before, now = held[1], held[2]
-        kind = event.type
-        status = now.status
+        kind, status, ctx = event.type, now.status, reply.context
         if (
             status and not (now.due and now.due < event.ts) and kind not in MOVERS
             and (not triggers or status != "active" or not _hot(triggers))
             and (kind != "agent_contact" or event.props.get("conversation") is not True)
-            and self._settled(now, key, reply.context)
+            and ((b := ctx.get("blocked")) == now.blocked or not (b or now.blocked))
+            and not ctx.get("reactivated_now")
+            and (now.holdout or self._holdouts.get(key) is False or not self._holdout(key))
         ):  # (a visitor is never in a plan: no status)  # fmt: skip
             if held is None or held[0] != partition:
                 fx.states[key] = (partition, before, now)
         else:
             self._decide(fx, partition, key, held, before, now, event, score, triggers, reply)
         fx.replies[key] = reply
-
-    def _settled(self, now: CadenceState, key: Lead, ctx: Mapping[str, Any]) -> bool:
-        """What the event's context says cannot move ``now`` (the rest of
-        :func:`decide.passive`, stricter: a reactivation or closed channels that are not
-        exactly the state's own take the full check): the same closed channels, no
-        reactivation, and no holdout the state does not know yet."""
-        blocked = ctx.get("blocked")
-        if (blocked or now.blocked) and blocked != now.blocked:
-            return False
-        if ctx.get("reactivated_now"):
-            return False
-        return now.holdout or not self._holdout(key)
 
     def _decide(
         self, fx: CadenceEffects, partition: int, key: Lead,
