@@ -230,6 +230,8 @@ class Processor:
             self._cadence.finish(fx.cadence, _newest(origin, events).items(), emit_ms)
         commit_batch(self._commit, self.learner, fx, learned)
         self._store.committed(fx.score_records)
+        if fx.cadence is not None:
+            self._cadence.committed(fx.cadence)
         real = sum(1 for _, sid, _ in entries if sid)
         self._observer.observe(real, fx, duplicates, emit_ms, learned, started)
         return BatchResult(tuple(a.wire() for a in fx.alerts), len(entries), rejected, duplicates)
@@ -282,6 +284,7 @@ class Processor:
             self._cadence.finish(fx.cadence, (), int(self._clock() * 1000))
             if fx.cadence.work:
                 self._commit.commit(fx)
+                self._cadence.committed(fx.cadence)
         return BatchResult((), 0, 0, 0)
 
     def _lead_for(

@@ -99,6 +99,7 @@ class CadenceEffects:
     replies: dict[Lead, FeatureReply] = field(default_factory=dict)  # each lead's last event's
     before: Mapping[Lead, Personal] = field(default_factory=dict)  # fields before the batch
     expire: list[str] = field(default_factory=list)  # stored states unchanged: TTL renewed
+    renewed: list[Lead] = field(default_factory=list)  # (their leads)
 
     @property
     def work(self) -> bool:
@@ -197,11 +198,15 @@ class Cadences:
         self._hours: dict[str, Hours] = {}
         self._wm: dict[int, tuple[float, float]] | None = None  # partition -> (event ts, wall)
         self._lock = threading.Lock()
-        # lead -> (its ``:c`` bytes, that state decoded): see _decoded (partitions disjoint:
-        # a lead is only ever held by the worker of its partition)
-        self._held: dict[Lead, tuple[bytes, CadenceState]] = {}
+        # lead -> (its ``:c`` bytes, that state decoded, wall time a commit last wrote it or
+        # renewed its TTL; 0: not known to be in Redis): see _decoded and _trusted
+        # (partitions disjoint: a lead is only ever held by the worker of its partition)
+        self._held: dict[Lead, tuple[bytes, CadenceState, float]] = {}
         self._held_max = held_max
         self._held_lock = threading.Lock()
+        # a committed state is read from Redis again only this long after its commit (its
+        # TTL, ``features.idle_expire_d``, less a tenth: it may have expired by then)
+        self._trust_s = settings.features.idle_expire_d * 86_400 * 0.9
         self._holdouts: dict[Lead, bool] = {}  # lead -> in the holdout share (_holdout)
 
     def hours(self, tenant: str) -> Hours:
@@ -218,9 +223,22 @@ class Cadences:
         return h
 
     def forget(self) -> None:
-        """After a failed batch: reload the watermarks from Redis."""
+        """After a failed batch: reload the watermarks and the plan states from Redis."""
         with self._lock:
             self._wm = None
+        with self._held_lock:
+            self._held.clear()
+
+    def committed(self, fx: CadenceEffects) -> None:
+        """The batch committed: the states it wrote or whose TTL it renewed are what Redis
+        holds now, and are not read again before their TTL may run out (:meth:`_trusted`)."""
+        now = self.clock()
+        with self._held_lock:
+            held = self._held
+            for key in itertools.chain(fx.writes, fx.renewed):
+                h = held.get(key)
+                if h is not None:
+                    held[key] = (h[0], h[1], now)
 
     # -- events ----------------------------------------------------------------------------
     def on_event(
@@ -357,14 +375,34 @@ class Cadences:
         if before is not None:
             fx.before = before
         leads = sorted(k for k in {(e.tenant, e.lead_id) for e in events} if k[1][:1] != "~")
+        home = self._names.home
+        for key, state in self._trusted(leads).items():
+            fx.loaded[key] = state
+            fx.keys[key] = lead_key(home(*key), *key, "c")
+        leads = [key for key in leads if key not in fx.loaded]
         if leads:
-            home = self._names.home
             keys = [lead_key(home(t, lead), t, lead, "c") for t, lead in leads]
             for key, at, text in zip(leads, keys, self._r.mget(keys), strict=True):
                 if text is not None:
                     fx.loaded[key] = self._decoded(key, text)
                     fx.keys[key] = at
         return fx
+
+    def _trusted(self, leads: Iterable[Lead]) -> dict[Lead, CadenceState]:
+        """The states of ``leads`` this worker committed (or renewed) itself within their
+        TTL: what Redis holds (only the worker of a lead's partition writes its state; a
+        failed batch confirms nothing and :meth:`forget` drops them all), so not read."""
+        since = self.clock() - self._trust_s
+        out: dict[Lead, CadenceState] = {}
+        with self._held_lock:
+            held = self._held
+            for key in leads:
+                h = held.pop(key, None)
+                if h is not None:
+                    held[key] = h  # most recent last
+                    if h[2] > since:
+                        out[key] = h[1]
+        return out
 
     def _decoded(self, key: Lead, raw: bytes) -> CadenceState:
         """The state ``raw`` holds: the one this worker wrote or read last for the lead when
@@ -385,7 +423,7 @@ class Cadences:
             if len(self._held) >= self._held_max:
                 for old in list(itertools.islice(self._held, self._held_max // 8 or 1)):
                     self._held.pop(old, None)  # the least recently used eighth
-            self._held[key] = (raw, state)
+            self._held[key] = (raw, state, 0.0)
 
     def finish(self, fx: CadenceEffects, events: Iterable[tuple[int, float]], emit_ms: int) -> None:
         """Fire the due steps of the batch's partitions; every changed state, due time and
@@ -409,7 +447,8 @@ class Cadences:
             if after.due != before.due:
                 fx.due[(partition, _member(key))] = after.due or None
         keys = fx.keys
-        fx.expire = [keys[k] for k in fx.replies if k in keys and k not in writes]
+        fx.renewed = [k for k in fx.replies if k in keys and k not in writes]
+        fx.expire = [keys[k] for k in fx.renewed]
         if fx.log:
             shard = self._names.shard(min(fx.partitions)) if fx.partitions else ""
             fx.report = cadence_counts(self._s, fx.log, shard)
@@ -507,6 +546,9 @@ class Cadences:
                 tenant, lead = m.decode().split("\x1f", 1)
                 found[(tenant, lead)] = p
         missing = [k for k in found if k not in fx.states]
+        for key, state in self._trusted(missing).items():
+            fx.states[key] = (found[key], state, state)
+        missing = [k for k in missing if k not in fx.states]
         if missing:
             raw_states = self._r.mget([lead_key(names.home(t, lead), t, lead, "c")
                                        for t, lead in missing])  # fmt: skip
