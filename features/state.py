@@ -149,9 +149,10 @@ def _address_shown(texts: Mapping[str, str], times: Mapping[str, float]) -> str:
     return address if times["address_ts"] >= times["property_ts"] else ""
 
 
-def _shown(profile: Mapping[str, tuple[str, float]], name: str) -> str:
-    """A profile field as the feature vector reads it ("unknown" if never said)."""
-    return profile.get(name, ("unknown", 0.0))[0] or "unknown"
+#: The profile fields of :class:`Personal`, each as the feature vector reads it
+#: ("unknown" if never said).
+_PERSONAL_PROFILE = ("timeline", "side", "source")
+_UNKNOWN = ("unknown", 0.0)
 
 
 class LeadFeatures:
@@ -344,9 +345,10 @@ class LeadFeatures:
         """The personalisation fields of a follow-up step, as of the lead's newest event
         (:class:`Personal`; what :func:`personal_of` reads from :meth:`features`)."""
         x, p = self.texts, self.profile
+        timeline, side, source = (p.get(n, _UNKNOWN)[0] or "unknown" for n in _PERSONAL_PROFILE)
         return Personal(
             x["last_property"], _address_shown(x, self.times), x["named_area"] or x["last_area"],
-            _shown(p, "timeline"), _shown(p, "side"), _shown(p, "source"), x["agent_id"],
+            timeline, side, source, x["agent_id"],
         )  # fmt: skip
 
     def views_between(self, lo: float, hi: float) -> list[str]:

@@ -36,6 +36,7 @@ import functools
 import hashlib
 import itertools
 import math
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -371,10 +372,12 @@ class Cadences:
         """A batch's effects, with the plan states of its leads (one MGET) and their
         personalisation fields before the batch (``before``: ``FeatureWrites.before``);
         every partition it read (events or a tick) is checked for due steps."""
-        fx = CadenceEffects(partitions={partition for partition, _, _ in entries})
+        fx = CadenceEffects(partitions=set(map(_FIRST, entries)))
         if before is not None:
             fx.before = before
-        leads = sorted(k for k in {(e.tenant, e.lead_id) for e in events} if k[1][:1] != "~")
+        events = list(events)  # (the batch's leads, with the loops in C)
+        both = set(zip(map(_TENANT, events), map(_LEAD, events), strict=True))
+        leads = sorted(k for k in both if k[1][:1] != "~")
         home = self._names.home
         for key, state in self._trusted(leads).items():
             fx.loaded[key] = state
@@ -562,6 +565,8 @@ class Cadences:
 
 
 _NEVER = CadenceState()  # a lead never in a plan (immutable: one shared instance)
+_FIRST = operator.itemgetter(0)
+_TENANT, _LEAD = operator.attrgetter("tenant"), operator.attrgetter("lead_id")
 
 
 def _hot(triggers: tuple[str, ...]) -> bool:
