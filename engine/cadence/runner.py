@@ -6,9 +6,11 @@ Per batch (:class:`Cadences`, called by ``engine/processor.py``):
 1. **events**: each scored event of a lead first fires the lead's own steps due before it,
    then moves its state (:func:`decide.on_event`), so what a lead gets does not depend on
    where batches begin and end; the batch's leads' states (``{tenant:lead}:c``) are read
-   in one MGET when the batch starts. Most events of a lead in a plan (views, searches,
-   missed calls) cannot move it (:func:`decide.passive`): they build no ``Signal`` and
-   change nothing; the state is written only when it changes (else its TTL is renewed).
+   in one MGET when the batch starts (those this worker's own commits wrote or renewed
+   within their TTL are held, not read: :meth:`Cadences._trusted`). Most events of a
+   lead in a plan (views, searches, missed calls) cannot move it (:func:`decide.passive`):
+   they build no ``Signal`` and change nothing; the state is written only when it
+   changes (else its TTL is renewed).
 2. **time**: each partition of the batch has a cadence clock, its **event-time watermark**
    (the newest event time it has processed) **advanced by the wall time elapsed since that
    event was processed**. At live rate (event time = wall time) this is the wall clock; in a
