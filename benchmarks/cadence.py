@@ -25,14 +25,19 @@ drains the month once with cadences on, with whatever ``engine`` is on the path,
 writes every key under its prefix, normalised (plan states decoded, streams without ids
 and ``emit_ms``, sorted); ``--compare A.json B.json`` diffs two such dumps, keys that hold
 wall-clock times (alerts, bucket moves, hot lists, model, positions; the cadence clock's
-wall part) aside: they differ between two runs of the same code. Old code: run this file
-with the old tree first on ``PYTHONPATH`` (``PYTHONPATH=<old> python <new>/benchmarks/cadence.py
---same old.json``).
+wall part) aside: they differ between two runs of the same code; for the steps' stream it
+also counts, step by step, which fields differ. Plan states are compared decoded, without
+the personalisation fields they held until those left them; lead records (``:f``)
+decoded, without the fields appended for the steps (``named_area``, the address): both
+dumps of one code give the same either way. Old code: run this file with the old tree
+first on ``PYTHONPATH`` (``PYTHONPATH=<old> python <new>/benchmarks/cadence.py --same
+old.json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -108,11 +113,33 @@ def _plain(x: Any) -> Any:
     return x
 
 
+def _state(raw: bytes) -> list[Any]:
+    """A ``:c`` value decoded, every field but the personalisation ones (old code's)."""
+    s = decode(raw)
+    return ["state", {f.name: getattr(s, f.name) for f in dataclasses.fields(s)
+                      if f.name != "personal"}]  # fmt: skip
+
+
+def _record(raw: bytes) -> list[Any]:
+    """A lead record (``:f``) decoded, without the clocks and texts appended after the
+    first 9 and 4 (``named_area``, the address: features/state.py), trailing empties
+    stripped as the record packs them."""
+    r = msgpack.unpackb(raw, raw=False)
+    for i, (n, empty) in ((2, (9, 0)), (3, (4, ""))):
+        kept = list(r[i][:n])
+        while kept and kept[-1] == empty:
+            kept.pop()
+        r[i] = kept
+    return ["record", json.loads(json.dumps(r, default=_plain))]
+
+
 def _value(client: Any, key: bytes, kind: str) -> Any:
-    """A key's value, normalised for :func:`same` (``:c`` states decoded and as stored)."""
+    """A key's value, normalised for :func:`same` (``:c`` states and ``:f`` records decoded)."""
     if kind == "string":
         raw = client.get(key)
-        return ["state", repr(decode(raw)), raw.hex()] if key.endswith(b":c") else _plain(raw)
+        if key.endswith(b":c"):
+            return _state(raw)
+        return _record(raw) if key.endswith(b":f") else _plain(raw)
     if kind == "hash":
         return {_plain(a): _plain(b) for a, b in sorted(client.hgetall(key).items())}
     if kind == "zset":
@@ -166,13 +193,38 @@ def compare(a_path: Path, b_path: Path) -> int:
         if fix(k, a[k]) != fix(k, b[k]) and not any(w in k for w in _WALL)
     ]  # fmt: skip
     steps = a.get("{P}:cadence", ["", {"n": 0}])[1]["n"]
-    print(f"{len(a)} keys, {len(bad)} differ; steps {steps}, states "
-          f"{sum(k.endswith(':c') for k in a)}, due members "
-          f"{sum(len(a[k][1]) for k in a if ':cad:' in k)}, cad_ counters "
-          f"{sum(str(f).startswith('cad_') for k in a if a[k][0] == 'hash' for f in a[k][1])}")
+    print(
+        f"{len(a)} keys, {len(bad)} differ; steps {steps}, states "
+        f"{sum(k.endswith(':c') for k in a)}, due members "
+        f"{sum(len(a[k][1]) for k in a if ':cad:' in k)}, cad_ counters "
+        f"{sum(str(f).startswith('cad_') for k in a if a[k][0] == 'hash' for f in a[k][1])}"
+    )
     for key in bad[:20]:
         print("DIFFERS", key, str(a.get(key))[:200], "|", str(b.get(key))[:200])
+    if "{P}:cadence" in bad:
+        _step_diff(a["{P}:cadence"][1]["rows"], b["{P}:cadence"][1]["rows"])
     return 1 if bad else 0
+
+
+def _step_diff(a_rows: list[str], b_rows: list[str]) -> None:
+    """Steps of one run against the other's, by step id: which fields differ, how often."""
+
+    def by_id(rows: list[str]) -> dict[str, dict[str, Any]]:
+        out = {}
+        for row in rows:
+            step = json.loads(row)["c"]
+            out[step["step_id"]] = {
+                **{k: v for k, v in step.items() if k != "fields"},
+                **{f"fields.{k}": v for k, v in step["fields"].items()},
+            }
+        return out
+
+    a, b = by_id(a_rows), by_id(b_rows)
+    both = set(a) & set(b)
+    fields = Counter(k for sid in both for k in a[sid] if a[sid][k] != b[sid].get(k))
+    changed = sum(1 for sid in both if a[sid] != b[sid])
+    print(f"steps: {len(set(a) - set(b))} only in A, {len(set(b) - set(a))} only in B, "
+          f"{changed} of {len(both)} in both differ; fields: {dict(fields)}")  # fmt: skip
 
 
 def check(client: Any, settings: Settings, events: list[dict[str, Any]]) -> dict[str, Any]:

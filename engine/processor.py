@@ -15,7 +15,9 @@ That one transaction is also what lets the live dataflow ride out a Redis restar
 
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
 import threading
 import time
 from collections.abc import Sequence
@@ -54,6 +56,15 @@ __all__ = ["LABEL_KINDS", "BatchResult", "Entry", "Processor"]
 log = logging.getLogger(__name__)
 
 Leads = dict[tuple[str, str], LeadInBatch]
+_PARTITION, _TS = operator.itemgetter(0), operator.attrgetter("ts")  # (an entry's, an event's)
+
+
+def _newest(origin: Sequence[Entry], events: Sequence[Event]) -> dict[int, float]:
+    """The newest event time of each partition of the batch (loops in C: a batch has
+    thousands of events and a few partitions)."""
+    parts = list(map(_PARTITION, origin))
+    times = list(map(_TS, events))
+    return {p: max(itertools.compress(times, map(p.__eq__, parts))) for p in set(parts)}
 
 
 def _combined(results: Sequence[BatchResult]) -> BatchResult:
@@ -95,7 +106,9 @@ class Processor:
         for kind in LABEL_KINDS:  # every series exists from the start: rate() sees the first
             metrics.labels.labels(kind)
         self.outage_backoff = outage_backoff(settings.redis.outage_backoff_cap_s)
-        self._cadence = Cadences(settings, committer.client, clock)  # engine/cadence
+        # engine/cadence: a step's personalisation fields are the lead's features' (the store's)
+        self._cadence = Cadences(settings, committer.client, clock, fields=store.personal)
+        store.keep_personal = self._cadence.enabled
         self._sharded = committer.names.sharded
 
     # -- the batch -------------------------------------------------------------------------
@@ -198,7 +211,7 @@ class Processor:
         replies, fx.features = self._store.apply(events)  # with identity (engine/identity.py)
         events, origin, replies = identity.scored(events, origin, replies, SKIPPED)
         if self._cadence.enabled:  # follow-up plans of the batch's leads (engine/cadence)
-            fx.cadence = self._cadence.begin(entries, events)
+            fx.cadence = self._cadence.begin(entries, events, fx.features.before)
         scores: list[int] = []  # observed once a batch (the same counts as one by one)
         try:
             leads, learned_now, late, duplicates = self._events(events, origin, replies, fx, scores)
@@ -214,10 +227,11 @@ class Processor:
         for alert in fx.alerts:
             alert.emit_ms = emit_ms
         if fx.cadence is not None:  # due follow-up steps, emitted with this batch
-            times = ((entry[0], event.ts) for event, entry in zip(events, origin, strict=True))
-            self._cadence.finish(fx.cadence, times, emit_ms)
+            self._cadence.finish(fx.cadence, _newest(origin, events).items(), emit_ms)
         commit_batch(self._commit, self.learner, fx, learned)
         self._store.committed(fx.score_records)
+        if fx.cadence is not None:
+            self._cadence.committed(fx.cadence)
         real = sum(1 for _, sid, _ in entries if sid)
         self._observer.observe(real, fx, duplicates, emit_ms, learned, started)
         return BatchResult(tuple(a.wire() for a in fx.alerts), len(entries), rejected, duplicates)
@@ -270,6 +284,7 @@ class Processor:
             self._cadence.finish(fx.cadence, (), int(self._clock() * 1000))
             if fx.cadence.work:
                 self._commit.commit(fx)
+                self._cadence.committed(fx.cadence)
         return BatchResult((), 0, 0, 0)
 
     def _lead_for(

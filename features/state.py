@@ -24,6 +24,7 @@ import hashlib
 import math
 import operator
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -43,8 +44,8 @@ from features.spec import (
 
 __all__ = [
     "APPLIED", "COUNT_FIELDS", "DUPLICATE", "LATE", "SCHEMA", "TEXT_FIELDS", "TIME_FIELDS",
-    "LeadFeatures", "eid_hash",
-    "from_items", "from_legacy", "prop_text", "read_record", "unpack",
+    "LeadFeatures", "Personal", "eid_hash",
+    "from_items", "from_legacy", "personal_of", "prop_text", "read_record", "unpack",
 ]  # fmt: skip
 
 APPLIED, DUPLICATE, LATE = 1, 0, 3
@@ -58,9 +59,20 @@ COUNT_FIELDS: tuple[str, ...] = (
 #: Clock and sum state in record order.
 TIME_FIELDS = (
     "last_ts", "gap_s", "react_ts", "last_reply_ts", "last_hand_ts", "dwell_s", "agent_ts",
-    "property_ts", "area_ts",
+    "property_ts", "area_ts", "named_area_ts", "address_ts",
 )  # fmt: skip
-TEXT_FIELDS = ("last_reply_channel", "agent_id", "last_area", "last_property")
+#: ``named_area``: the area the newest event naming one named (any type, unlike
+#: ``last_area``); ``address``: the newest ``props.address``, with ``address_property``,
+#: the property its event named: the personalisation fields of follow-up steps
+#: (:class:`Personal`, :func:`_address_shown`). Last: a record of a lead without them
+#: packs as before (empty fields at the end are not packed).
+TEXT_FIELDS = (
+    "last_reply_channel", "agent_id", "last_area", "last_property", "named_area", "address",
+    "address_property",
+)  # fmt: skip
+#: The fields of schema 0's feature hash (:meth:`LeadFeatures.legacy_view`).
+_LEGACY_TEXTS = TEXT_FIELDS[:4]
+_LEGACY_TIMES = TIME_FIELDS[:9]
 _SUMS = tuple(f for f in COUNT_FIELDS if f not in FLAGS.values())
 #: The feature vector's numeric part before reading (every feature 0), and the features
 #: that are counters as they are (built once, not per event).
@@ -92,6 +104,55 @@ def _num(v: float) -> float | int:
 
 
 _BIG = float(2**62)  # (abs(v) < 2**62, as a float comparison: exact, 2**62 is a float)
+
+
+@dataclass(slots=True)
+class Personal:
+    """What a follow-up step may be personalised with (no contact details), as the lead's
+    features say after its newest event (newest event time wins, like every feature):
+    ``property_id`` its last property, ``address`` the newest ``props.address`` if it
+    belongs to that property, ``area`` the area the newest event naming one named,
+    ``timeline`` / ``side`` / ``source`` its profile ("unknown" if never said),
+    ``agent_id`` its agent. Read-only by convention (one per emitted step)."""
+
+    property_id: str = ""
+    address: str = ""
+    area: str = ""
+    timeline: str = ""
+    side: str = ""
+    source: str = ""
+    agent_id: str = ""
+
+
+def personal_of(features: Mapping[str, Any], context: Mapping[str, Any]) -> Personal:
+    """:meth:`LeadFeatures.personal` from what :meth:`LeadFeatures.features` read (the
+    store's reply for an event): the same fields, as of that event."""
+    return Personal(
+        str(context.get("last_property") or ""), str(context.get("address") or ""),
+        str(context.get("named_area") or context.get("last_area") or ""),
+        str(features.get("timeline") or ""), str(features.get("side") or ""),
+        str(features.get("source") or ""), str(context.get("agent_id") or ""),
+    )  # fmt: skip
+
+
+def _address_shown(texts: Mapping[str, str], times: Mapping[str, float]) -> str:
+    """The lead's address for its steps: the newest, while it belongs to the lead's last
+    property (the property its event named), or, if its event named none, until an
+    event names a property after it. Depends only on the newest values and their event
+    times: the same whatever the arrival order."""
+    address = texts["address"]
+    if not address:
+        return ""
+    home = texts["address_property"]
+    if home:
+        return address if home == texts["last_property"] else ""
+    return address if times["address_ts"] >= times["property_ts"] else ""
+
+
+#: The profile fields of :class:`Personal`, each as the feature vector reads it
+#: ("unknown" if never said).
+_PERSONAL_PROFILE = ("timeline", "side", "source")
+_UNKNOWN = ("unknown", 0.0)
 
 
 class LeadFeatures:
@@ -148,6 +209,10 @@ class LeadFeatures:
         self._profile(spec, ev)
         if ev.agent_id and ts >= t["agent_ts"]:
             self.texts["agent_id"], t["agent_ts"] = ev.agent_id, ts
+        if ev.area and ts >= t["named_area_ts"]:
+            self.texts["named_area"], t["named_area_ts"] = ev.area, ts
+        if ev.props:
+            self._address(ev)
         if ev.dwell_s > 0:
             t["dwell_s"] += ev.dwell_s
         return APPLIED, reactivated
@@ -179,6 +244,13 @@ class LeadFeatures:
     def _newest(self, name: str, clock: str, value: str, ts: float) -> None:
         if ts >= self.times[clock]:
             self.texts[name], self.times[clock] = value, ts
+
+    def _address(self, ev: Event) -> None:
+        """The newest ``props.address`` (bounded), with the property its event named."""
+        address = ev.props.get("address")
+        if isinstance(address, str) and address and ev.ts >= self.times["address_ts"]:
+            self.texts["address"], self.texts["address_property"] = address[:200], ev.property_id
+            self.times["address_ts"] = ev.ts
 
     def _conversation(self, ev: Event) -> None:
         etype = ev.type
@@ -265,8 +337,19 @@ class LeadFeatures:
             "invalid_contact": c["invalid_contact"] == 1,
             "agent_id": x["agent_id"], "last_area": x["last_area"],
             "last_property": x["last_property"], "last_hand_ts": t["last_hand_ts"],
+            "named_area": x["named_area"], "address": _address_shown(x, t),
         }  # fmt: skip
         return f, context
+
+    def personal(self) -> Personal:
+        """The personalisation fields of a follow-up step, as of the lead's newest event
+        (:class:`Personal`; what :func:`personal_of` reads from :meth:`features`)."""
+        x, p = self.texts, self.profile
+        timeline, side, source = (p.get(n, _UNKNOWN)[0] or "unknown" for n in _PERSONAL_PROFILE)
+        return Personal(
+            x["last_property"], _address_shown(x, self.times), x["named_area"] or x["last_area"],
+            timeline, side, source, x["agent_id"],
+        )  # fmt: skip
 
     def views_between(self, lo: float, hi: float) -> list[str]:
         """The properties viewed in [lo, hi], one entry per view (delivery's repeat views)."""
@@ -309,9 +392,14 @@ class LeadFeatures:
                 other.texts["last_reply_channel"],
             )
         t["last_ts"] = max(t["last_ts"], ot["last_ts"])
-        for name, clock in (("last_property", "property_ts"), ("last_area", "area_ts")):
+        for name, clock in (("last_property", "property_ts"), ("last_area", "area_ts"),
+                            ("named_area", "named_area_ts")):  # fmt: skip
             if ot[clock] > t[clock]:
                 x[name], t[clock] = other.texts[name], ot[clock]
+        if ot["address_ts"] > t["address_ts"]:
+            for name in ("address", "address_property"):
+                x[name] = other.texts[name]
+            t["address_ts"] = ot["address_ts"]
         if ot["agent_ts"] > t["agent_ts"] and other.texts["agent_id"]:
             t["agent_ts"], x["agent_id"] = ot["agent_ts"], other.texts["agent_id"]
         for name, (value, ts) in other.profile.items():
@@ -352,9 +440,10 @@ class LeadFeatures:
 
     def legacy_view(self) -> dict[str, str]:
         """The fields of schema 0's feature hash (``h``), for readers of the lead."""
+        t, x = self.times, self.texts
         out = {k: str(_num(v)) for k, v in self.counts.items() if v}
-        out.update({k: str(_num(v)) for k, v in self.times.items() if v})
-        out.update({k: v for k, v in self.texts.items() if v})
+        out.update({k: str(_num(t[k])) for k in _LEGACY_TIMES if t[k]})
+        out.update({k: x[k] for k in _LEGACY_TEXTS if x[k]})
         out.update({k: v for k, (v, _) in self.profile.items()})
         out["unanswered"] = str(self.unanswered())
         if self.blocked:

@@ -57,7 +57,16 @@ from engine.settings import FeatureSettings
 from features.record import LEGACY_PARTS, LeadRecord, pack_record
 from features.record import unpack_record as unpack_lead
 from features.spec import FeatureSpec
-from features.state import APPLIED, DUPLICATE, LATE, LeadFeatures, eid_hash, from_legacy, unpack
+from features.state import (
+    APPLIED,
+    DUPLICATE,
+    LATE,
+    LeadFeatures,
+    Personal,
+    eid_hash,
+    from_legacy,
+    unpack,
+)  # fmt: skip
 
 __all__ = [
     "APPLIED", "DUPLICATE", "FeatureReply", "FeatureStore", "FeatureWrites", "Fold", "LATE",
@@ -114,6 +123,8 @@ class FeatureWrites:
     outbox: list[tuple[int, bytes]] = field(default_factory=list)  # control entries to append
     spec: FeatureSpec | None = None  # the windows the records are trimmed to when packed
     loader: Callable[[Sequence[Lead]], dict[Lead, HeldLead]] | None = None
+    # each lead's personalisation fields before the batch (``FeatureStore.keep_personal``)
+    before: dict[Lead, Personal] = field(default_factory=dict)
 
     def hold(self, leads: Iterable[Lead]) -> dict[Lead, HeldLead]:
         """``leads`` as held (loaded from the store's cache or Redis if the batch does not
@@ -178,6 +189,9 @@ class FeatureStore:
         self._cap = cache_leads
         self._cache: OrderedDict[Lead, HeldLead] = OrderedDict()
         self._lock = threading.RLock()
+        #: keep each batch lead's :class:`Personal` as it was before the batch
+        #: (``FeatureWrites.before``: follow-up steps due before a lead's first event)
+        self.keep_personal = False
 
     # -- cache -----------------------------------------------------------------------------
     def clear(self) -> None:
@@ -210,6 +224,8 @@ class FeatureStore:
             return [], writes
         with self._lock:
             touched, snaps = self._load(events, writes)
+            if self.keep_personal:
+                writes.before = {lead: h.features.personal() for lead, h in touched.items()}
             replies = [self._apply_one(ev, touched, snaps, writes) for ev in events]
             writes.held.update(touched)
             writes.touched.update(lead for lead, h in touched.items() if not h.alias)
@@ -226,6 +242,25 @@ class FeatureStore:
             for lead, held in loaded.items():
                 out[lead] = self._cache[lead] = held
             return out
+
+    def personal(self, leads: Sequence[Lead]) -> dict[Lead, Personal]:
+        """The personalisation fields of ``leads`` as this worker holds them (cached, else
+        read in one round trip, :meth:`hold`): a lead folded into another of this
+        partition has that lead's (the same person's)."""
+        with self._lock:
+            held = self.hold(leads)
+            return {lead: self._person(lead, h).features.personal() for lead, h in held.items()}
+
+    def _person(self, lead: Lead, h: HeldLead) -> HeldLead:
+        """``h``, or the lead of this partition it was folded into (along its aliases)."""
+        tenant, p = lead[0], self._partitions
+        here = partition_of(tenant, lead[1], p)
+        for _ in range(MAX_HOPS):
+            if not h.alias or partition_of(tenant, h.alias, p) != here:
+                break
+            target = (tenant, h.alias)
+            h = self.hold([target])[target]
+        return h
 
     def _apply_one(
         self, ev: Event, touched: dict[Lead, HeldLead], snaps: dict[Lead, list[bytes]],

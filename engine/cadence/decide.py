@@ -32,7 +32,7 @@ import hashlib
 import json
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -41,12 +41,12 @@ import msgpack
 
 from engine.cadence.plans import Book, Fact, Hours, Plan, Step
 from engine.events import HAND_RAISE_TYPES, NEGATIVE_OUTCOMES, POSITIVE_OUTCOMES
+from features.state import Personal
 
 __all__ = [
     "CONVERSATIONS", "ENDINGS", "MOVERS", "CadenceState", "Emission", "Personal", "Signal",
-    "Transition", "Fields", "decode", "encode", "fields_of", "fire", "merge_fields", "on_event",
-    "passive",
-    "ran_within", "step_id", "with_", "with_fields", "with_personal",
+    "Transition", "decode", "encode", "fire", "on_event", "passive", "ran_within", "step_id",
+    "with_",
 ]  # fmt: skip
 
 #: Event types that start a real conversation: the plan pauses (an ``agent_contact`` only
@@ -64,30 +64,19 @@ ENGAGEMENTS: frozenset[str] = frozenset({"email_open", "email_click", "reply"})
 _KEEP_HOURS = 12  # engagement hours kept per lead
 #: Alert triggers that make the rules look for a hotter plan.
 HOTTER = ("hand_raise", "jump", "entered:P1", "reactivation")
-#: Event types that may move a plan (anything but the personalisation fields): see :func:`passive`.
+#: Event types that may move a plan: see :func:`passive`.
 MOVERS: frozenset[str] = ENDINGS | CONVERSATIONS | ENGAGEMENTS | HAND_RAISES
 _MAX_CHAIN = 8  # plans followed through ``next`` in one decision (a plan with nothing allowed)
 _MAX_FIRE = 64  # steps emitted for one lead in one decision
 
+_NO_PERSONAL = Personal()  # (read-only: shared)
+
 # The records below are read-only by convention, not ``frozen``: the decisions build them
 # tens of thousands of times a month, and a frozen dataclass's ``__init__`` (one
-# ``object.__setattr__`` per field) costs ~9x a plain one for the 19 fields of a state.
+# ``object.__setattr__`` per field) costs ~9x a plain one for the 18 fields of a state.
 # States are shared (the worker's held states, a batch's before and after, ``_NEVER``):
 # never assign a field; copy with :func:`with_` (tests/engine/cadence/test_held.py checks
 # that no decision changes a state it is given).
-
-
-@dataclass(slots=True)
-class Personal:
-    """What a message or a task may be personalised with (no contact details)."""
-
-    property_id: str = ""
-    address: str = ""
-    area: str = ""
-    timeline: str = ""
-    side: str = ""
-    source: str = ""
-    agent_id: str = ""
 
 
 @dataclass(slots=True)
@@ -105,7 +94,6 @@ class CadenceState:
     why: str = ""
     end_reason: str = ""
     blocked: tuple[str, ...] = ()
-    personal: Personal = field(default_factory=Personal)
     ran: tuple[tuple[str, float], ...] = ()  # each plan entered, with its last entry time
     last: str = ""  # the last step sent: "<plan>.<index>.<channel>" (replies, opt-outs by step)
     replied: bool = False  # the lead replied since that step (its first reply is counted)
@@ -120,7 +108,7 @@ def with_(
     step: int | None = None, start: float | None = None, shift: float | None = None,
     due: float | None = None, since: float | None = None, cycle: int | None = None,
     why: str | None = None, end_reason: str | None = None, blocked: tuple[str, ...] | None = None,
-    personal: Personal | None = None, ran: tuple[tuple[str, float], ...] | None = None,
+    ran: tuple[tuple[str, float], ...] | None = None,
     last: str | None = None, replied: bool | None = None, last_timing: str | None = None,
     engaged: tuple[int, ...] | None = None, holdout: bool | None = None,
     timing: str | None = None,
@@ -134,8 +122,8 @@ def with_(
         s.shift if shift is None else shift, s.due if due is None else due,
         s.since if since is None else since, s.cycle if cycle is None else cycle,
         s.why if why is None else why, s.end_reason if end_reason is None else end_reason,
-        s.blocked if blocked is None else blocked, s.personal if personal is None else personal,
-        s.ran if ran is None else ran, s.last if last is None else last,
+        s.blocked if blocked is None else blocked, s.ran if ran is None else ran,
+        s.last if last is None else last,
         s.replied if replied is None else replied,
         s.last_timing if last_timing is None else last_timing,
         s.engaged if engaged is None else engaged, s.holdout if holdout is None else holdout,
@@ -182,12 +170,12 @@ class Signal:
     conversation_marked: bool = False  # an agent_contact with props.conversation
     stop: bool = False  # a STOP reply: consent, not a conversation
     visitor: bool = False
-    personal: Personal = field(default_factory=Personal)
 
 
 @dataclass(slots=True)
 class Emission:
-    """One due step, emitted once."""
+    """One due step, emitted once (``personal``: filled in by the engine when it emits the
+    step, from the lead's features: engine/cadence/runner.py)."""
 
     step_id: str
     plan: str
@@ -207,13 +195,13 @@ def step_id(tenant: str, lead: str, plan: str, cycle: int, index: int) -> str:
 # -- encoding (the value at ``{tenant:lead}:c``) -----------------------------------------------
 def encode(s: CadenceState) -> bytes:
     """The state as stored: a msgpack array (the fields in order; ~5x cheaper to write and
-    read than the JSON array written before, which :func:`decode` still reads)."""
-    p = s.personal
+    read than the JSON array written before, which :func:`decode` still reads). Index 11
+    held the personalisation fields until they were read from the lead's features when a
+    step is emitted: it stays, empty, so the layout (and code that reads it) is unchanged."""
     return cast(bytes, packer(surrogates=True).pack(
         (s.plan, s.status, s.step, s.start, s.shift, s.due, s.since, s.cycle, s.why,
-         s.end_reason, s.blocked,
-         (p.property_id, p.address, p.area, p.timeline, p.side, p.source, p.agent_id),
-         s.ran, (s.last, s.replied, s.last_timing), (s.engaged, s.holdout, s.timing)),
+         s.end_reason, s.blocked, (), s.ran, (s.last, s.replied, s.last_timing),
+         (s.engaged, s.holdout, s.timing)),
     ))  # fmt: skip
 
 
@@ -237,7 +225,8 @@ def packer(surrogates: bool = False) -> Any:
 def decode(raw: bytes | str | None) -> CadenceState:
     """The state a ``:c`` value holds, msgpack or the older JSON form (a ``[`` first: no
     msgpack array starts so), so states stored before the msgpack codec need no migration;
-    empty or unreadable: never entered (never a crash)."""
+    personalisation fields a state stored before they left it still holds (index 11) are
+    not read; empty or unreadable: never entered (never a crash)."""
     if not raw:
         return CadenceState()
     try:
@@ -252,7 +241,6 @@ def _state(v: Any) -> CadenceState:
     return CadenceState(
         str(v[0]), str(v[1]), int(v[2]), float(v[3]), float(v[4]), float(v[5]),
         float(v[6]), int(v[7]), str(v[8]), str(v[9]), tuple(str(c) for c in v[10]),
-        Personal(*(str(x) for x in v[11][:7])),
         tuple((str(n), float(t)) for n, t in (v[12] if len(v) > 12 else ())),
         *((str(v[13][0]), bool(v[13][1]), str(v[13][2])) if len(v) > 13 else ()),
         *((tuple(int(h) % 24 for h in v[14][0]), bool(v[14][1]), str(v[14][2]))
@@ -394,8 +382,8 @@ def passive(
     fact: Fact | None = None, ts: float = 0.0,
 ) -> bool:  # fmt: skip
     """Whether an event (of type ``kind``, with these triggers, closed channels, ...) can
-    change nothing of ``s`` but its personalisation fields, and logs nothing: then
-    :func:`on_event` gives :func:`with_personal` of it. Most events of a lead already in a
+    change nothing of ``s`` and logs nothing: then :func:`on_event` gives ``s`` itself.
+    Most events of a lead already in a
     plan (views, searches, missed calls) are such; the engine then builds no
     :class:`Signal`. Errs on the safe side: ``False`` only costs the full decision.
 
@@ -417,47 +405,10 @@ def passive(
     return chosen is None or not _moves_up(s, chosen[0], book, ts)
 
 
-_NO_PERSONAL = Personal()
-
-#: A lead's personalisation fields as a plain tuple, in :class:`Personal`'s order.
-Fields = tuple[str, str, str, str, str, str, str]
-_NO_FIELDS: Fields = ("", "", "", "", "", "", "")
-
-
-def fields_of(p: Personal) -> Fields:
-    return (p.property_id, p.address, p.area, p.timeline, p.side, p.source, p.agent_id)
-
-
-def merge_fields(old: Fields, new: Fields) -> Fields:
-    """Newer non-empty values win; an address belongs to its property (``old`` itself when
-    ``new`` adds nothing)."""
-    if new == old or new == _NO_FIELDS:
-        return old
-    moved = bool(new[0]) and new[0] != old[0]
-    return (
-        new[0] or old[0], new[1] or ("" if moved else old[1]), new[2] or old[2],
-        new[3] or old[3], new[4] or old[4], new[5] or old[5], new[6] or old[6],
-    )  # fmt: skip
-
-
-def with_personal(s: CadenceState, new: Fields) -> CadenceState:
-    """``s`` with an event's personalisation fields merged in: what :func:`on_event` does to
-    the state for an event :func:`passive` says is one."""
-    old = fields_of(s.personal)
-    merged = merge_fields(old, new)
-    return s if merged == old else with_(s, personal=Personal(*merged))
-
-
-def with_fields(s: CadenceState, fields: Fields) -> CadenceState:
-    """``s`` with exactly these personalisation fields (``s`` itself if they are its own)."""
-    return s if fields == fields_of(s.personal) else with_(s, personal=Personal(*fields))
-
-
 def _absorb(s: CadenceState, sig: Signal, hours: Hours, log: Log) -> CadenceState:
-    """What every event of the lead tells the state whatever its plan does: the
-    personalisation fields, closed channels, the hour it engaged; the report notes (the
-    first reply after a step, each closed channel after a step)."""
-    personal = _merge_personal(s.personal, sig.personal)
+    """What every event of the lead tells the state whatever its plan does: closed
+    channels, the hour it engaged; the report notes (the first reply after a step, each
+    closed channel after a step)."""
     blocked = tuple(sorted({*s.blocked, *sig.blocked})) if s.blocked or sig.blocked else ()
     engaged, holdout = s.engaged, s.holdout or sig.holdout
     if sig.type in ENGAGEMENTS and not sig.stop:
@@ -469,8 +420,8 @@ def _absorb(s: CadenceState, sig: Signal, hours: Hours, log: Log) -> CadenceStat
         if sig.type == "reply" and not sig.stop and s.last and not s.replied:
             _note(log, "reply", s.plan, sig.ts, s.last, s.last_timing)
             s = with_(s, replied=True)
-    if (personal, blocked, engaged, holdout) != (s.personal, s.blocked, s.engaged, s.holdout):
-        s = with_(s, personal=personal, blocked=blocked, engaged=engaged, holdout=holdout)
+    if (blocked, engaged, holdout) != (s.blocked, s.engaged, s.holdout):
+        s = with_(s, blocked=blocked, engaged=engaged, holdout=holdout)
     return s
 
 
@@ -513,13 +464,6 @@ def _words(sig: Signal) -> str:
             "agent_contact": "an agent is in conversation"}.get(sig.type, sig.type)  # fmt: skip
 
 
-def _merge_personal(old: Personal, new: Personal) -> Personal:
-    """Newer non-empty values win; an address belongs to its property (:func:`merge_fields`)."""
-    if new == old or new == _NO_PERSONAL:
-        return old
-    return Personal(*merge_fields(fields_of(old), fields_of(new)))
-
-
 # -- time --------------------------------------------------------------------------------------
 def fire(
     s: CadenceState, now: float, book: Book, hours: Hours, log: Log = None
@@ -540,7 +484,7 @@ def fire(
             s = _schedule(s, book, hours, log)  # never a blocked channel, whatever was scheduled
             continue
         step = plan.steps[s.step]
-        out.append(Emission("", plan.name, plan.label, s.step, s.cycle, step, s.due, s.personal))
+        out.append(Emission("", plan.name, plan.label, s.step, s.cycle, step, s.due, _NO_PERSONAL))
         last = f"{plan.name}.{s.step}.{step.channel}"
         _note(log, "sent", plan.name, s.due, last, s.timing)
         s = _schedule(with_(s, step=s.step + 1, since=s.due, last=last, replied=False,

@@ -6,9 +6,11 @@ Per batch (:class:`Cadences`, called by ``engine/processor.py``):
 1. **events**: each scored event of a lead first fires the lead's own steps due before it,
    then moves its state (:func:`decide.on_event`), so what a lead gets does not depend on
    where batches begin and end; the batch's leads' states (``{tenant:lead}:c``) are read
-   in one MGET when the batch starts. Most events of a lead in a plan (views, searches,
-   missed calls) cannot move it (:func:`decide.passive`): they build no ``Signal`` and
-   only merge the lead's personalisation fields, put into its state once per batch.
+   in one MGET when the batch starts (those this worker's own commits wrote or renewed
+   within their TTL are held, not read: :meth:`Cadences._trusted`). Most events of a
+   lead in a plan (views, searches, missed calls) cannot move it (:func:`decide.passive`):
+   they build no ``Signal`` and change nothing; the state is written only when it
+   changes (else its TTL is renewed).
 2. **time**: each partition of the batch has a cadence clock, its **event-time watermark**
    (the newest event time it has processed) **advanced by the wall time elapsed since that
    event was processed**. At live rate (event time = wall time) this is the wall clock; in a
@@ -18,7 +20,12 @@ Per batch (:class:`Cadences`, called by ``engine/processor.py``):
    of the leads; each fires (:func:`decide.fire`). The live source (``engine/dataflow.py``)
    hands the processor an empty *tick* every ``cadence.tick_ms`` while a partition is
    idle, so due steps fire at live rate without new events on that partition.
-3. **effects** (:class:`CadenceEffects`): the states (``:c``, the lead's TTL), the due set,
+3. **personalisation**: an emitted step carries the lead's :class:`Personal` fields as
+   of the lead's last event before it (never in the plan state): from the store's reply
+   to that event in this batch, else from the lead's record before the batch
+   (``FeatureWrites.before``), else (a due lead with no event in the batch) from the
+   feature store, which holds the partition's leads (one read for those it does not).
+4. **effects** (:class:`CadenceEffects`): the states (``:c``, the lead's TTL), the due set,
    the emitted steps (``lp:cadence``), the watermarks and the report counters (plan
    completion, replies and opt-outs by step: ``engine/reporting/cadence.py``) go into
    the batch's transaction with the stream positions: a step is emitted, and counted,
@@ -31,9 +38,10 @@ import functools
 import hashlib
 import itertools
 import math
+import operator
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -42,23 +50,19 @@ from zoneinfo import ZoneInfo
 import msgpack
 
 from engine.cadence.decide import (
+    HOTTER,
     MOVERS,
     CadenceState,
     Emission,
-    Fields,
-    Personal,
     Signal,
     Transition,
     decode,
     encode,
-    fields_of,
     fire,
-    merge_fields,
     on_event,
     packer,
     passive,
     step_id,
-    with_fields,
 )  # fmt: skip
 from engine.cadence.plans import Book, Hours, compile_book
 from engine.events import Event
@@ -69,11 +73,15 @@ from engine.scoring import Score
 from engine.settings import Settings
 from engine.streams import stream_names
 from features.spec import is_stop
+from features.state import Personal, personal_of
 from features.store import FeatureReply
 
 __all__ = ["CadenceEffects", "Cadences", "describe", "entry_of", "step_entries"]
 
 Lead = tuple[str, str]
+#: The personalisation fields of leads as the engine holds them (``FeatureStore.personal``).
+FieldsLookup = Callable[[Sequence[Lead]], Mapping[Lead, Personal]]
+_NO_PERSONAL = Personal()  # (read-only: shared)
 
 
 @dataclass
@@ -90,34 +98,27 @@ class CadenceEffects:
     partitions: set[int] = field(default_factory=set)  # checked for due steps
     log: list[tuple[str, Transition]] = field(default_factory=list)  # (tenant, what) for reports
     report: ReportDelta | None = None  # the log's report counters (engine/reporting/cadence.py)
-    # lead -> its personalisation fields merged from passive events, not yet in its state
-    pending: dict[Lead, Fields] = field(default_factory=dict)
-
-    def settle(self, key: Lead, now: CadenceState) -> CadenceState:
-        """The lead's state ``now`` with its pending personalisation fields (stored). They
-        are already ``now``'s fields with the batch's passive events folded in, in order,
-        so they replace them: merging the net result into ``now`` again would lose a move
-        away and back (view B, then A again: A's address is gone, as one by one)."""
-        fields = self.pending.pop(key, None)
-        if fields is None:
-            return now
-        partition, before, _ = self.states[key]
-        now = with_fields(now, fields)
-        self.states[key] = (partition, before, now)
-        return now
+    keys: dict[Lead, str] = field(default_factory=dict)  # the loaded (stored) states' keys
+    replies: dict[Lead, FeatureReply] = field(default_factory=dict)  # each lead's last event's
+    before: Mapping[Lead, Personal] = field(default_factory=dict)  # fields before the batch
+    expire: list[str] = field(default_factory=list)  # stored states unchanged: TTL renewed
+    renewed: list[Lead] = field(default_factory=list)  # (their leads)
 
     @property
     def work(self) -> bool:
-        return bool(self.writes or self.due or self.steps or self.clock or self.report)
+        return bool(
+            self.writes or self.due or self.steps or self.clock or self.report or self.expire
+        )
 
     def apply(self, pipe: Any, names: StreamNames, maxlen: int, idle_s: int) -> None:
         p = names.prefix
-        if self.writes or self.steps:  # one command, not one per state and step (_WRITE)
+        if self.writes or self.steps or self.expire:  # one command, not one each (_WRITE)
             keys = [lead_key(p, tenant, lead, "c") for tenant, lead in self.writes]
             pack = packer().pack  # (msgpack.packb(step, use_bin_type=True), cheaper)
             steps = [pack(step) for step in self.steps]
-            pipe.execute_command("EVAL", _WRITE, len(keys) + 1, names.cadence, *keys,
-                                 idle_s, maxlen, *self.writes.values(), *steps)  # fmt: skip
+            pipe.execute_command("EVAL", _WRITE, len(keys) + len(self.expire) + 1, names.cadence,
+                                 *keys, *self.expire, idle_s, maxlen, len(keys),
+                                 *self.writes.values(), *steps)  # fmt: skip
         adds: dict[int, dict[str, float]] = {}
         drops: dict[int, list[str]] = {}
         for (partition, member), due in self.due.items():  # one ZADD / ZREM per partition
@@ -137,25 +138,32 @@ class CadenceEffects:
 
 #: The batch's plan states and emitted steps in one script call inside its MULTI/EXEC (a
 #: command each cost the engine ~4 µs of redis-py packing and parsing; the script ~0.6).
-#: KEYS: the cadence stream, then the states' keys; ARGV: the states' TTL (s), the
-#: stream's MAXLEN (approximate), the states (as KEYS), then the steps (msgpack, field
-#: ``c``). EVAL, not EVALSHA: a NOSCRIPT inside MULTI would lose the batch's steps and
-#: commit the rest. Every key has the prefix's hash tag: one slot on a cluster too.
+#: KEYS: the cadence stream, the changed states' keys, then the keys of stored states the
+#: batch's events left as they were (their TTL renewed: a state expires with its lead);
+#: ARGV: the TTL (s), the stream's MAXLEN (approximate), the number n of changed states,
+#: the n states, then the steps (msgpack, field ``c``). EVAL, not EVALSHA: a NOSCRIPT
+#: inside MULTI would lose the batch's steps and commit the rest. Every key has the
+#: prefix's hash tag: one slot on a cluster too.
 _WRITE = """
-local n = #KEYS
-for i = 2, n do redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1]) end
-for i = n + 2, #ARGV do
+local n = tonumber(ARGV[3])
+for i = 1, n do redis.call('SET', KEYS[i + 1], ARGV[i + 3], 'EX', ARGV[1]) end
+for i = n + 2, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+for i = n + 4, #ARGV do
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'c', ARGV[i])
 end
 return n
 """
 
 
-def entry_of(tenant: str, lead: str, e: Emission, emit_ms: int) -> dict[str, Any]:
-    """The ``lp:cadence`` entry of one due step: no contact details, no rendered text."""
+def entry_of(
+    tenant: str, lead: str, e: Emission, emit_ms: int, sid: str | None = None
+) -> dict[str, Any]:
+    """The ``lp:cadence`` entry of one due step (``sid``: its id, if not ``e.step_id``): no
+    contact details, no rendered text."""
     s, p = e.step, e.personal
     return {
-        "kind": s.kind, "step_id": e.step_id, "tenant": tenant, "lead_id": lead,
+        "kind": s.kind, "step_id": e.step_id if sid is None else sid, "tenant": tenant,
+        "lead_id": lead,
         "plan": e.plan, "plan_label": e.label, "cycle": e.cycle, "step": e.index,
         "day": s.day, "channel": s.channel, "template": s.template, "goal": s.goal,
         "due_ts": e.due, "agent_id": p.agent_id, "emit_ms": emit_ms,
@@ -177,8 +185,12 @@ class Cadences:
         client: Any,
         clock: Callable[[], float] = time.time,
         held_max: int = 50_000,
+        fields: FieldsLookup | None = None,
     ) -> None:
+        """``fields``: the personalisation fields of leads with no event in the batch
+        (``FeatureStore.personal``; without it, such a lead's steps carry none)."""
         self.enabled = settings.cadence.enabled
+        self._fields = fields
         self._s = settings
         self._r = client
         self._names = stream_names(settings)
@@ -189,11 +201,15 @@ class Cadences:
         self._hours: dict[str, Hours] = {}
         self._wm: dict[int, tuple[float, float]] | None = None  # partition -> (event ts, wall)
         self._lock = threading.Lock()
-        # lead -> (its ``:c`` bytes, that state decoded): see _decoded (partitions disjoint:
-        # a lead is only ever held by the worker of its partition)
-        self._held: dict[Lead, tuple[bytes, CadenceState]] = {}
+        # lead -> (its ``:c`` bytes, that state decoded, wall time a commit last wrote it or
+        # renewed its TTL; 0: not known to be in Redis): see _decoded and _trusted
+        # (partitions disjoint: a lead is only ever held by the worker of its partition)
+        self._held: dict[Lead, tuple[bytes, CadenceState, float]] = {}
         self._held_max = held_max
         self._held_lock = threading.Lock()
+        # a committed state is read from Redis again only this long after its commit (its
+        # TTL, ``features.idle_expire_d``, less a tenth: it may have expired by then)
+        self._trust_s = settings.features.idle_expire_d * 86_400 * 0.9
         self._holdouts: dict[Lead, bool] = {}  # lead -> in the holdout share (_holdout)
 
     def hours(self, tenant: str) -> Hours:
@@ -210,9 +226,22 @@ class Cadences:
         return h
 
     def forget(self) -> None:
-        """After a failed batch: reload the watermarks from Redis."""
+        """After a failed batch: reload the watermarks and the plan states from Redis."""
         with self._lock:
             self._wm = None
+        with self._held_lock:
+            self._held.clear()
+
+    def committed(self, fx: CadenceEffects) -> None:
+        """The batch committed: the states it wrote or whose TTL it renewed are what Redis
+        holds now, and are not read again before their TTL may run out (:meth:`_trusted`)."""
+        now = self.clock()
+        with self._held_lock:
+            held = self._held
+            for key in itertools.chain(fx.writes, fx.renewed):
+                h = held.get(key)
+                if h is not None:
+                    held[key] = (h[0], h[1], now)
 
     # -- events ----------------------------------------------------------------------------
     def on_event(
@@ -225,43 +254,32 @@ class Cadences:
         reply: FeatureReply,
     ) -> None:
         """One scored event of a lead, in stream order. Most (views, searches, missed calls
-        of a lead in a plan, with no trigger) only move its personalisation fields: they
-        take the short way here, merged as plain tuples and put into the state once
-        (``fx.settle``), before anything reads it; the rest: :meth:`_decide`."""
+        of a lead in a plan, with no trigger that could move it up) cannot move its plan:
+        they take the short way here, checked inline (the rest of :func:`decide.passive`,
+        stricter: a reactivation or closed channels that are not exactly the state's own
+        take the full check, as does a holdout the state does not know yet); the rest:
+        :meth:`_decide`. The event's reply is kept: the lead's fields as of this event
+        (:meth:`_personal`)."""
         key = (event.tenant, event.lead_id)
         held = fx.states.get(key)
         if held is None:
             before = now = fx.loaded.get(key, _NEVER)
         else:
             before, now = held[1], held[2]
-        kind = event.type
+        kind, status, ctx = event.type, now.status, reply.context
         if (
-            now.status and not triggers and not (now.due and now.due < event.ts)
-            and kind not in MOVERS
+            status and not (now.due and now.due < event.ts) and kind not in MOVERS
+            and (not triggers or status != "active" or not _hot(triggers))
             and (kind != "agent_contact" or event.props.get("conversation") is not True)
-            and self._settled(now, key, reply.context)
+            and ((b := ctx.get("blocked")) == now.blocked or not (b or now.blocked))
+            and not ctx.get("reactivated_now")
+            and (now.holdout or self._holdouts.get(key) is False or not self._holdout(key))
         ):  # (a visitor is never in a plan: no status)  # fmt: skip
-            pending = fx.pending
-            held_fields = pending.get(key) or fields_of(now.personal)
-            merged = merge_fields(held_fields, _fields(event, reply))
-            if merged is not held_fields:
-                pending[key] = merged
             if held is None or held[0] != partition:
                 fx.states[key] = (partition, before, now)
-            return
-        self._decide(fx, partition, key, held, before, now, event, score, triggers, reply)
-
-    def _settled(self, now: CadenceState, key: Lead, ctx: Mapping[str, Any]) -> bool:
-        """What the event's context says cannot move ``now`` (the rest of
-        :func:`decide.passive`, stricter: a reactivation or closed channels that are not
-        exactly the state's own take the full check): the same closed channels, no
-        reactivation, and no holdout the state does not know yet."""
-        blocked = ctx.get("blocked")
-        if (blocked or now.blocked) and blocked != now.blocked:
-            return False
-        if ctx.get("reactivated_now"):
-            return False
-        return now.holdout or not self._holdout(key)
+        else:
+            self._decide(fx, partition, key, held, before, now, event, score, triggers, reply)
+        fx.replies[key] = reply
 
     def _decide(
         self, fx: CadenceEffects, partition: int, key: Lead,
@@ -269,34 +287,41 @@ class Cadences:
         now: CadenceState, event: Event, score: Score, triggers: tuple[str, ...],
         reply: FeatureReply,
     ) -> None:  # fmt: skip
-        """An event that may move the lead's plan: its steps due before it fire first, then
-        :func:`decide.passive` (hot triggers too), else the full decision."""
+        """An event that may move the lead's plan: its steps due before it fire first (with
+        the fields as of the lead's previous event), then :func:`decide.passive` (hot
+        triggers too), else the full decision."""
         start = now
         log: list[Transition] | None = None  # made only for a decision (most events make none)
         if now.due and now.due < event.ts:  # the lead's own steps due before this event
             log = []
-            now, out = fire(fx.settle(key, now), math.nextafter(event.ts, 0.0), self._book,
+            now, out = fire(now, math.nextafter(event.ts, 0.0), self._book,
                             self.hours(event.tenant), log)  # fmt: skip
             if out:
-                fx.fired.extend((key, e) for e in out)
+                personal = self._personal(fx, key)
+                fx.fired.extend((key, _with(e, e.step_id, personal)) for e in out)
         if event.lead_id[:1] != "~":  # a visitor's events move no plan
             holdout = now.holdout or self._holdout(key)
-            if now.status and self._passive(now, event, score, triggers, reply, holdout):
-                pending = fx.pending  # only the personalisation fields move (see on_event)
-                held_fields = pending.get(key) or fields_of(now.personal)
-                merged = merge_fields(held_fields, _fields(event, reply))
-                if merged is not held_fields:
-                    pending[key] = merged
-            else:
+            if (not now.status or event.type in MOVERS
+                    or not self._passive(now, event, score, triggers, reply, holdout)):  # fmt: skip
                 if log is None:
                     log = []
                 signal = self._signal(event, score, triggers, reply, holdout)
-                now = on_event(fx.settle(key, now), signal, self._book, self.hours(event.tenant),
-                               log)  # fmt: skip
+                now = on_event(now, signal, self._book, self.hours(event.tenant), log)
         if held is None or now is not start or held[0] != partition:
             fx.states[key] = (partition, before, now)  # (unchanged: held as it is)
         if log:
             fx.log.extend((event.tenant, t) for t in log)
+
+    def _personal(self, fx: CadenceEffects, key: Lead) -> Personal:
+        """The lead's personalisation fields as of its last event so far: the reply to its
+        last event in this batch, else its fields before the batch, else the store's."""
+        reply = fx.replies.get(key)
+        if reply is not None:
+            return personal_of(reply.features, reply.context)
+        known = fx.before.get(key)
+        if known is None and self._fields is not None:
+            known = self._fields([key]).get(key)
+        return _NO_PERSONAL if known is None else known
 
     def _passive(
         self, now: CadenceState, event: Event, score: Score, triggers: tuple[str, ...],
@@ -331,32 +356,58 @@ class Cadences:
         event: Event, score: Score, triggers: tuple[str, ...], reply: FeatureReply,
         holdout: bool = False,
     ) -> Signal:  # fmt: skip
-        ctx = reply.context
-        personal = Personal(*_fields(event, reply))
+        f, ctx = reply.features, reply.context
         return Signal(
             type=event.type, ts=event.ts, tier=score.tier, bucket=score.bucket,
-            source=personal.source, side=personal.side, triggers=triggers,
+            source=str(f.get("source") or ""), side=str(f.get("side") or ""), triggers=triggers,
             blocked=tuple(ctx.get("blocked") or ()), reactivated=bool(ctx.get("reactivated_now")),
             holdout=holdout,
             conversation_marked=event.props.get("conversation") is True, stop=is_stop(event),
-            visitor=event.lead_id.startswith("~"), personal=personal,
+            visitor=event.lead_id.startswith("~"),
         )  # fmt: skip
 
     # -- the batch -----------------------------------------------------------------------------
     def begin(
-        self, entries: Iterable[tuple[int, Any, Any]], events: Iterable[Event] = ()
-    ) -> CadenceEffects:
-        """A batch's effects, with the plan states of its leads (one MGET); every partition
-        it read (events or a tick) is checked for due steps."""
-        fx = CadenceEffects(partitions={partition for partition, _, _ in entries})
-        leads = sorted(k for k in {(e.tenant, e.lead_id) for e in events} if k[1][:1] != "~")
+        self, entries: Iterable[tuple[int, Any, Any]], events: Iterable[Event] = (),
+        before: Mapping[Lead, Personal] | None = None,
+    ) -> CadenceEffects:  # fmt: skip
+        """A batch's effects, with the plan states of its leads (one MGET) and their
+        personalisation fields before the batch (``before``: ``FeatureWrites.before``);
+        every partition it read (events or a tick) is checked for due steps."""
+        fx = CadenceEffects(partitions=set(map(_FIRST, entries)))
+        if before is not None:
+            fx.before = before
+        events = list(events)  # (the batch's leads, with the loops in C)
+        both = set(zip(map(_TENANT, events), map(_LEAD, events), strict=True))
+        leads = sorted(k for k in both if k[1][:1] != "~")
+        home = self._names.home
+        for key, state in self._trusted(leads).items():
+            fx.loaded[key] = state
+            fx.keys[key] = lead_key(home(*key), *key, "c")
+        leads = [key for key in leads if key not in fx.loaded]
         if leads:
-            home = self._names.home
-            raw = self._r.mget([lead_key(home(t, lead), t, lead, "c") for t, lead in leads])
-            for key, text in zip(leads, raw, strict=True):
+            keys = [lead_key(home(t, lead), t, lead, "c") for t, lead in leads]
+            for key, at, text in zip(leads, keys, self._r.mget(keys), strict=True):
                 if text is not None:
                     fx.loaded[key] = self._decoded(key, text)
+                    fx.keys[key] = at
         return fx
+
+    def _trusted(self, leads: Iterable[Lead]) -> dict[Lead, CadenceState]:
+        """The states of ``leads`` this worker committed (or renewed) itself within their
+        TTL: what Redis holds (only the worker of a lead's partition writes its state; a
+        failed batch confirms nothing and :meth:`forget` drops them all), so not read."""
+        since = self.clock() - self._trust_s
+        out: dict[Lead, CadenceState] = {}
+        with self._held_lock:
+            held = self._held
+            for key in leads:
+                h = held.pop(key, None)
+                if h is not None:
+                    held[key] = h  # most recent last
+                    if h[2] > since:
+                        out[key] = h[1]
+        return out
 
     def _decoded(self, key: Lead, raw: bytes) -> CadenceState:
         """The state ``raw`` holds: the one this worker wrote or read last for the lead when
@@ -377,13 +428,12 @@ class Cadences:
             if len(self._held) >= self._held_max:
                 for old in list(itertools.islice(self._held, self._held_max // 8 or 1)):
                     self._held.pop(old, None)  # the least recently used eighth
-            self._held[key] = (raw, state)
+            self._held[key] = (raw, state, 0.0)
 
     def finish(self, fx: CadenceEffects, events: Iterable[tuple[int, float]], emit_ms: int) -> None:
         """Fire the due steps of the batch's partitions; every changed state, due time and
-        watermark goes into ``fx``."""
-        for key in list(fx.pending):
-            fx.settle(key, fx.states[key][2])
+        watermark goes into ``fx`` (and the stored states the batch's events left as they
+        were, to renew their TTL)."""
         newest: dict[int, float] = {}
         for partition, ts in events:  # (event times are finite: engine/validate.py)
             if ts > newest.get(partition, -math.inf):
@@ -392,14 +442,18 @@ class Cadences:
         self._fire_due(fx, cutoffs)
         for (tenant, lead), e in fx.fired:
             sid = step_id(tenant, lead, e.plan, e.cycle, e.index)
-            fx.steps.append(entry_of(tenant, lead, _with_id(e, sid), emit_ms))
+            fx.steps.append(entry_of(tenant, lead, e, emit_ms, sid))
+        writes = fx.writes
         for key, (partition, before, after) in fx.states.items():
-            if after is before or after == before:
+            if after is before:  # (the decisions copy a state only to change it)
                 continue
-            raw = fx.writes[key] = encode(after)
+            raw = writes[key] = encode(after)
             self._hold(key, raw, after)  # (decode(encode(s)) == s)
             if after.due != before.due:
                 fx.due[(partition, _member(key))] = after.due or None
+        keys = fx.keys
+        fx.renewed = [k for k in fx.replies if k in keys and k not in writes]
+        fx.expire = [keys[k] for k in fx.renewed]
         if fx.log:
             shard = self._names.shard(min(fx.partitions)) if fx.partitions else ""
             fx.report = cadence_counts(self._s, fx.log, shard)
@@ -445,6 +499,7 @@ class Cadences:
             partition, _, now = fx.states[key]
             if now.due and partition in cutoffs and now.due <= cutoffs[partition]:
                 found.setdefault(key, partition)
+        fired: list[tuple[Lead, Emission]] = []
         for key, partition in sorted(found.items(), key=lambda kv: (kv[1], kv[0])):
             held = fx.states.get(key)
             if held is None:
@@ -453,8 +508,31 @@ class Cadences:
             log: list[Transition] = []
             after, out = fire(now, cutoffs[partition], self._book, self.hours(key[0]), log)
             fx.states[key] = (partition, before, after)
-            fx.fired.extend((key, e) for e in out)
+            fired.extend((key, e) for e in out)
             fx.log.extend((key[0], t) for t in log)
+        if fired:
+            fx.fired.extend(self._personalised(fx, fired))
+
+    def _personalised(
+        self, fx: CadenceEffects, fired: list[tuple[Lead, Emission]]
+    ) -> list[tuple[Lead, Emission]]:
+        """Steps fired after the batch's events, each with its lead's fields as of its last
+        event: the reply to it in this batch, else the store's (one lookup for all)."""
+        replies = fx.replies
+        known: dict[Lead, Personal] = {}
+        missing = sorted({key for key, _ in fired if key not in replies})
+        if missing and self._fields is not None:
+            known.update(self._fields(missing))
+        out = []
+        for key, e in fired:
+            personal = known.get(key)
+            if personal is None:
+                reply = replies.get(key)
+                personal = (_NO_PERSONAL if reply is None
+                            else personal_of(reply.features, reply.context))  # fmt: skip
+                known[key] = personal
+            out.append((key, _with(e, e.step_id, personal)))
+        return out
 
     def _due_members(self, fx: CadenceEffects, cutoffs: Mapping[int, float]) -> dict[Lead, int]:
         """Leads whose next step is due, from the partitions' sorted sets (two round trips at
@@ -473,6 +551,9 @@ class Cadences:
                 tenant, lead = m.decode().split("\x1f", 1)
                 found[(tenant, lead)] = p
         missing = [k for k in found if k not in fx.states]
+        for key, state in self._trusted(missing).items():
+            fx.states[key] = (found[key], state, state)
+        missing = [k for k in missing if k not in fx.states]
         if missing:
             raw_states = self._r.mget([lead_key(names.home(t, lead), t, lead, "c")
                                        for t, lead in missing])  # fmt: skip
@@ -486,6 +567,13 @@ class Cadences:
 
 
 _NEVER = CadenceState()  # a lead never in a plan (immutable: one shared instance)
+_FIRST = operator.itemgetter(0)
+_TENANT, _LEAD = operator.attrgetter("tenant"), operator.attrgetter("lead_id")
+
+
+def _hot(triggers: tuple[str, ...]) -> bool:
+    """A trigger that makes the rules look for a hotter plan (``decide.HOTTER``)."""
+    return any(t.startswith(HOTTER) for t in triggers)
 
 
 @functools.lru_cache(maxsize=1 << 15)
@@ -496,21 +584,8 @@ def _in_holdout(key: Lead, share: float) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < share
 
 
-def _fields(event: Event, reply: FeatureReply) -> Fields:
-    """What an event says about the lead's personalisation fields (:class:`Personal`)."""
-    f, ctx = reply.features, reply.context
-    address = event.props.get("address")
-    return (
-        event.property_id or str(ctx.get("last_property") or ""),
-        address[:200] if isinstance(address, str) else "",
-        event.area or str(ctx.get("last_area") or ""),
-        str(f.get("timeline") or ""), str(f.get("side") or ""),
-        str(f.get("source") or ""), str(ctx.get("agent_id") or ""),
-    )  # fmt: skip
-
-
-def _with_id(e: Emission, sid: str) -> Emission:
-    return Emission(sid, e.plan, e.label, e.index, e.cycle, e.step, e.due, e.personal)
+def _with(e: Emission, sid: str, personal: Personal) -> Emission:
+    return Emission(sid, e.plan, e.label, e.index, e.cycle, e.step, e.due, personal)
 
 
 def step_entries(rows: Iterable[tuple[Any, Mapping[bytes, bytes]]]) -> list[dict[str, Any]]:

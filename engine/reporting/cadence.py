@@ -40,6 +40,7 @@ NO_STEP = "none"
 TIMINGS = ("learned", "holdout", "planned")
 _METRIC = {"entered": "cad_entered", "completed": "cad_completed", "ended": "cad_ended",
            "sent": "cad_sent", "reply": "cad_replies", "optout": "cad_optouts"}  # fmt: skip
+_BY_STEP = frozenset({"sent", "reply", "optout"})  # counted by step (the rest by plan)
 
 
 def increments(
@@ -50,21 +51,27 @@ def increments(
     prefix = prefix or settings.redis.key_prefix
     delta = ReportDelta(tenants_key=tenants_key(prefix), ttl_s=retention_d(settings) * 86_400)
     days: dict[str, Callable[[float], str]] = {}
+    keys: dict[tuple[str, str], str] = {}  # (tenant, day) -> its key (a batch has few)
+    names: dict[tuple[str, str], str] = {}  # (kind, step or plan) -> the counter's field
+    counts = delta.counts
     for tenant, t in log:
-        metric = _METRIC.get(t.kind)
+        kind = t.kind
+        metric = _METRIC.get(kind)
         if metric is None:
             continue
         day_of = days.get(tenant) or days.setdefault(
             tenant, day_of_for(tenant_zone(settings, tenant))
         )
-        if t.kind in ("sent", "reply", "optout"):
-            name = field(metric, "step", t.step or NO_STEP)
-        else:
-            name = field(metric, "plan", t.plan)
-        day = day_key(prefix, tenant, day_of(t.ts))
-        delta.counts[(day, name)] = delta.counts.get((day, name), 0) + 1
-        if t.kind in ("sent", "reply") and t.reason in TIMINGS:  # automatic messages only
+        by_step = kind in _BY_STEP
+        what = (kind, t.step or NO_STEP if by_step else t.plan)
+        name = names.get(what) or names.setdefault(
+            what, field(metric, "step" if by_step else "plan", what[1])
+        )
+        local = (tenant, day_of(t.ts))
+        day = keys.get(local) or keys.setdefault(local, day_key(prefix, *local))
+        counts[(day, name)] = counts.get((day, name), 0) + 1
+        if kind in ("sent", "reply") and t.reason in TIMINGS:  # automatic messages only
             timed = (day, field(metric, "timing", t.reason))
-            delta.counts[timed] = delta.counts.get(timed, 0) + 1
+            counts[timed] = counts.get(timed, 0) + 1
         delta.tenants.add(tenant)
     return delta

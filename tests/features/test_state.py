@@ -19,7 +19,15 @@ from hypothesis import strategies as st
 
 from engine.events import Event
 from features.spec import FeatureSpec
-from features.state import SCHEMA, LeadFeatures, from_legacy, unpack
+from features.state import (
+    SCHEMA,
+    TEXT_FIELDS,
+    LeadFeatures,
+    Personal,
+    from_legacy,
+    personal_of,
+    unpack,
+)  # fmt: skip
 
 T0 = 1_767_225_600.0
 H = 3600.0
@@ -51,7 +59,8 @@ def streams(draw: Any) -> list[Event]:
             dwell_s=float(draw(st.integers(0, 300))),
             agent_id=draw(st.sampled_from(["", "a1", "a2"])),
             props={"origin": draw(st.sampled_from(["", "ads"])),
-                   "text": draw(st.sampled_from(["hi", "STOP"]))},
+                   "text": draw(st.sampled_from(["hi", "STOP"])),
+                   "address": draw(st.sampled_from(["", "1 Main St", "2 Oak Ave"]))},
         ))  # fmt: skip
     return out
 
@@ -121,6 +130,71 @@ def test_a_fold_is_a_merge_of_both_histories(mine: list[Event], theirs: list[Eve
     ca, ct = canon(a), canon(together)
     for key in ("counts", "blocked", "views", "pids", "areas", "seen", "unanswered", "profile"):
         assert ca[key] == ct[key], key
+    assert a.personal() == together.personal()
+
+
+# -- the personalisation fields of follow-up steps (engine/cadence) ---------------------------
+@settings(max_examples=150, deadline=None)
+@given(streams())
+def test_the_fields_are_what_the_features_read(events: list[Event]) -> None:
+    """``personal()`` of the state (a due lead's, read from the store) is what the reply to
+    its last event gives (``personal_of``), after every event."""
+    s = LeadFeatures()
+    for ev in events:
+        status, react = s.apply(SPEC, ev)
+        if status == 1:
+            assert s.personal() == personal_of(*s.features(SPEC, react))
+
+
+def _ev(i: int, kind: str, **kw: Any) -> Event:
+    return Event(f"e{i}", "L", kind, T0 + i * 60, tenant="t", **kw)
+
+
+def test_the_address_belongs_to_its_property() -> None:
+    """Shown while the lead's last property is the one its event named: back on that
+    property, it is back (it is that home's address)."""
+    s, _ = run([_ev(1, "property_view", property_id="P1", props={"address": "1 Main St"})])
+    assert (s.personal().property_id, s.personal().address) == ("P1", "1 Main St")
+    run([_ev(2, "property_view", property_id="P2")], s)
+    assert (s.personal().property_id, s.personal().address) == ("P2", "")
+    run([_ev(3, "search"), _ev(4, "property_view", property_id="P1")], s)
+    assert (s.personal().property_id, s.personal().address) == ("P1", "1 Main St")
+    run([_ev(5, "inquiry", props={"address": "9 Elm St"})], s)  # naming no property: the
+    assert (s.personal().property_id, s.personal().address) == ("P1", "9 Elm St")  # lead's
+    run([_ev(6, "property_view", property_id="P1")], s)  # until an event names one after it
+    assert (s.personal().property_id, s.personal().address) == ("P1", "")
+
+
+def test_the_area_is_the_one_the_newest_event_naming_one_named() -> None:
+    """Any event type (a valuation's area is the seller's own), not only the browsing
+    that ``last_area`` follows; the newest by event time, whatever the arrival order."""
+    s, _ = run([_ev(1, "search", area="north"), _ev(2, "valuation_view", area="east"),
+                _ev(3, "page_view")])  # fmt: skip
+    assert s.personal().area == "east" and s.features(SPEC)[1]["last_area"] == "north"
+    run([_ev(0, "lead_created", area="west")], s)  # older, arriving late: not newer
+    assert s.personal().area == "east"
+
+
+def test_the_fields_resolve_to_the_newest_event_whatever_the_arrival_order() -> None:
+    s, _ = run([_ev(2, "property_view", property_id="P2", area="z2", agent_id="a2",
+                    timeline="0-3m"),
+                _ev(1, "property_view", property_id="P1", area="z1", agent_id="a1",
+                    timeline="3-6m")])  # fmt: skip
+    assert s.personal() == Personal("P2", "", "z2", "0-3m", "unknown", "unknown", "a2")
+
+
+def test_a_view_naming_no_property_leaves_the_step_none() -> None:
+    """As the lead's features say (``last_property``): its newest view named no home."""
+    s, _ = run([_ev(1, "property_view", property_id="P1"), _ev(2, "property_view")])
+    assert s.personal().property_id == ""
+
+
+def test_a_record_without_the_new_fields_packs_as_before() -> None:
+    """The fields were appended to the record's texts and clocks: a lead with no address
+    and no area packs no more than before they existed."""
+    s, _ = run([_ev(1, "page_view"), _ev(2, "property_view", property_id="P1")])
+    texts = msgpack.unpackb(s.pack(SPEC), raw=False)[3]
+    assert texts == ["", "", "", "P1"] and len(TEXT_FIELDS) == 7
 
 
 def test_the_record_is_versioned_and_compact() -> None:

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from engine.cadence.decide import (
     CadenceState,
     Emission,
-    Personal,
     Signal,
     Transition,
     decode,
@@ -123,8 +122,7 @@ def test_quiet_hours_move_a_step_to_the_next_allowed_time() -> None:
 
 
 def test_state_round_trips_and_junk_reads_as_new() -> None:
-    s = on_event(CadenceState(), sig("inquiry", personal=Personal("p1", "1 Main St", "east")),
-                 BOOK, NY)  # fmt: skip
+    s = on_event(CadenceState(), sig("inquiry", blocked=("sms",)), BOOK, NY)
     assert decode(encode(s)) == s
     for junk in ("", "{", "[1,2]", '"x"', "null"):
         assert decode(junk) == CadenceState()

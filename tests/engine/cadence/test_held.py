@@ -7,19 +7,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import msgpack
+import pytest
+import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.app import build_parts
 from engine.cadence.decide import (
     CadenceState,
-    Personal,
     decode,
     encode,
     fire,
     on_event,
     with_,
-    with_personal,
 )  # fmt: skip
 from engine.cadence.runner import CadenceEffects
 from engine.events import Event
@@ -36,7 +37,7 @@ def _values(data: st.DataObject) -> dict[str, Any]:
         "start": data.draw(st.floats(1.0, 2e9)), "shift": 5.0,
         "due": data.draw(st.floats(1.0, 2e9)),
         "since": 7.5, "cycle": 3, "why": "w", "end_reason": "lost", "blocked": ("sms",),
-        "personal": Personal(area="east"), "ran": (("p2", 1.0),), "last": "p2.1.sms",
+        "ran": (("p2", 1.0),), "last": "p2.1.sms",
         "replied": True, "last_timing": "learned", "engaged": (9, 10), "holdout": True,
         "timing": "holdout",
     }  # fmt: skip
@@ -62,7 +63,6 @@ def test_no_decision_changes_a_state_it_is_given(case: Any, later: float) -> Non
     after = on_event(s, signal, BOOK, NY, [])
     fire(s, signal.ts + later, BOOK, NY, [])
     fire(after, signal.ts + later, BOOK, NY, [])
-    with_personal(s, ("p9", "a9", "e9", "t9", "seller", "zillow", "ag9"))
     assert dataclasses.astuple(s) == was
 
 
@@ -122,3 +122,59 @@ def test_due_writes_are_grouped_per_partition(client: Any, make_settings: Any, p
     assert client.zrange(cadence_due_key(prefix, 0), 0, -1, withscores=True) == [
         (b"t\x1fkept", 2.0), (b"t\x1fa", 5.0), (b"t\x1fc", 7.0)]  # fmt: skip
     assert client.zrange(cadence_due_key(prefix, 1), 0, -1, withscores=True) == [(b"t\x1fb", 6.0)]
+
+
+def test_a_committed_state_is_not_read_again_within_its_ttl(
+    client: Any, make_settings: Any, prefix: str, monkeypatch: Any
+) -> None:
+    """The worker holds the states its commits wrote (or renewed): the next batch takes
+    them without reading Redis, until their TTL may have run out (nine tenths of it), a
+    failed batch (``forget``), or a batch whose commit failed (it confirms nothing)."""
+    settings_ = make_settings(streams={"partitions": 1}, cadence={"enabled": True})
+    parts = build_parts(settings_, client)
+    proc, cad = parts.processor, parts.processor._cadence
+    now = [1_748_872_800.0]
+    cad.clock = lambda: now[0]
+    key, at = ("t", "L1"), lead_key(prefix, "t", "L1", "c")
+    proc.process_retrying(_entries([_ev("a1", "inquiry", now[0])], 1))
+    committed = cad.begin([(0, b"", {})], [_event()]).loaded[key]
+    assert committed.status == "active" and decode(client.get(at)) == committed
+    ended = encode(with_(committed, status="ended"))  # a write no engine makes
+    client.set(at, ended)
+    assert cad.begin([(0, b"", {})], [_event()]).loaded[key] is committed  # not read
+    cad.forget()
+    assert cad.begin([(0, b"", {})], [_event()]).loaded[key].status == "ended"  # read
+    client.set(at, encode(committed))
+    proc.process_retrying(_entries([_ev("a2", "page_view", now[0] + 60)], 2))  # TTL renewed
+    client.set(at, ended)
+    assert cad.begin([(0, b"", {})], [_event()]).loaded[key] == committed
+    client.set(at, encode(committed))
+    real = redis.client.Pipeline.execute
+
+    def failing(self: Any, *a: Any, **kw: Any) -> Any:
+        if self.transaction:
+            raise redis.ResponseError("the batch's transaction failed")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", failing)
+    with pytest.raises(redis.ResponseError):  # its state held, not confirmed: read again
+        proc.process(_entries([_ev("a3", "lost", now[0] + 120)], 3))
+    monkeypatch.undo()
+    assert cad.begin([(0, b"", {})], [_event()]).loaded[key] == committed
+    proc.process_retrying(_entries([_ev("a4", "page_view", now[0] + 180)], 4))
+    client.set(at, ended)
+    now[0] += settings_.features.idle_expire_d * 86_400 * 0.9  # its TTL may be running out
+    assert cad.begin([(0, b"", {})], [_event()]).loaded[key].status == "ended"
+
+
+def _event() -> Event:
+    return Event(event_id="e", lead_id="L1", type="page_view", ts=1.0, tenant="t")
+
+
+def _ev(eid: str, kind: str, ts: float) -> dict[str, Any]:
+    return {"event_id": eid, "lead_id": "L1", "type": kind, "ts": ts, "tenant": "t"}
+
+
+def _entries(events: list[dict[str, Any]], start: int) -> list[Any]:
+    return [(0, f"{start + i}-0".encode(), {b"e": msgpack.packb(e, use_bin_type=True)})
+            for i, e in enumerate(events)]  # fmt: skip

@@ -1,9 +1,9 @@
 """The engine's fast path for events that cannot move a plan (``decide.passive``).
 
 For every event it says is passive, the full decision (:func:`decide.on_event`) must give
-exactly :func:`decide.with_personal` of it and log nothing; the property test checks that
-over generated histories (every event type the decisions name, closed channels, triggers,
-reactivations, the holdout, marked conversations, changing personalisation fields).
+the state it was given and log nothing; the property test checks that over generated
+histories (every event type the decisions name, closed channels, triggers, reactivations,
+the holdout, marked conversations).
 """
 
 from __future__ import annotations
@@ -19,15 +19,11 @@ from engine.cadence.decide import (
     ENGAGEMENTS,
     HAND_RAISES,
     CadenceState,
-    Personal,
     Signal,
     Transition,
-    fields_of,
     fire,
-    merge_fields,
     on_event,
     passive,
-    with_personal,
 )  # fmt: skip
 from engine.cadence.plans import Book, Hours, compile_book
 from engine.settings import load_settings
@@ -42,11 +38,6 @@ TYPES = sorted(
 TRIGGERS = ("jump", "hand_raise", "entered:P1", "entered:P2", "reactivation", "silence")
 
 
-def _personal(draw: st.DrawFn) -> Personal:
-    pick = st.sampled_from(["", "a", "b"])
-    return Personal(*(draw(pick) for _ in range(7)))
-
-
 @st.composite
 def signals(draw: st.DrawFn, ts: float) -> Signal:
     kind = draw(st.sampled_from(TYPES))
@@ -58,7 +49,7 @@ def signals(draw: st.DrawFn, ts: float) -> Signal:
         blocked=tuple(draw(st.lists(st.sampled_from(["sms", "email", "call"]), max_size=2))),
         reactivated=draw(st.booleans()), holdout=draw(st.booleans()),
         conversation_marked=draw(st.booleans()),
-        stop=kind == "reply" and draw(st.booleans()), visitor=False, personal=_personal(draw),
+        stop=kind == "reply" and draw(st.booleans()), visitor=False,
     )  # fmt: skip
 
 
@@ -84,26 +75,23 @@ def _passive(s: CadenceState, g: Signal) -> bool:
 
 @settings(max_examples=600, deadline=None)
 @given(histories())
-def test_a_passive_event_only_merges_the_personalisation_fields(
-    case: tuple[CadenceState, Signal],
-) -> None:
+def test_a_passive_event_changes_nothing(case: tuple[CadenceState, Signal]) -> None:
     s, g = case
     if not _passive(s, g):
         return
     log: list[Transition] = []
-    assert on_event(s, g, BOOK, NY, log) == with_personal(s, fields_of(g.personal))
+    assert on_event(s, g, BOOK, NY, log) == s
     assert log == []
 
 
-def test_views_of_a_lead_in_a_plan_are_passive_and_keep_the_latest_property() -> None:
-    s = on_event(CadenceState(), _sig("lead_created", Personal(property_id="p1")), BOOK, NY)
+def test_views_of_a_lead_in_a_plan_are_passive_and_leave_its_state_as_it_was() -> None:
+    """A view names another home: the plan state holds no personalisation fields (a step
+    reads them from the lead's features when it is emitted), so it stays the same."""
+    s = on_event(CadenceState(), _sig("lead_created"), BOOK, NY)
     assert s.status == "active"
-    view = _sig("property_view", Personal(property_id="p2", address="1 Main St"))
+    view = _sig("property_view")
     assert _passive(s, view)
-    after = with_personal(s, fields_of(view.personal))
-    assert after == on_event(s, view, BOOK, NY)
-    assert (after.personal.property_id, after.personal.address) == ("p2", "1 Main St")
-    assert with_personal(after, fields_of(view.personal)) is after  # nothing new: the same state
+    assert on_event(s, view, BOOK, NY) is s
 
 
 def test_what_can_move_a_plan_is_never_passive() -> None:
@@ -122,20 +110,8 @@ def test_what_can_move_a_plan_is_never_passive() -> None:
     assert not _passive(lost, replace(_sig("page_view"), reactivated=True))
 
 
-def _sig(kind: str, personal: Personal | None = None) -> Signal:
+def _sig(kind: str) -> Signal:
     return Signal(
         type=kind, ts=T0, tier="long-term", bucket="P4", source="website", side="buyer",
-        triggers=(), blocked=(), reactivated=False, personal=personal or Personal(),
+        triggers=(), blocked=(), reactivated=False,
     )  # fmt: skip
-
-
-@given(st.lists(st.tuples(*(st.sampled_from(["", "a", "b"]) for _ in range(7))), max_size=6))
-def test_fields_merge_as_the_personalisation_does(news: list[tuple[str, ...]]) -> None:
-    """Merging plain tuples (the engine's pending fields) gives what merging the states'
-    :class:`Personal` values one event at a time gives."""
-    s, fields = CadenceState(plan="p", status="active"), fields_of(Personal())
-    for new in news:
-        g = replace(_sig("page_view"), personal=Personal(*new))
-        s = on_event(s, g, BOOK, NY)
-        fields = merge_fields(fields, fields_of(Personal(*new)))
-    assert fields_of(s.personal) == fields

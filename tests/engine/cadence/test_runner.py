@@ -13,7 +13,6 @@ import pytest
 import redis
 
 from engine.app import build_parts
-from engine.cadence.decide import decode
 from engine.cadence.runner import describe, step_entries
 from engine.keys import cadence_due_key, lead_key
 from engine.streams import StreamNames
@@ -130,26 +129,3 @@ def test_the_send_time_holdout_is_a_stable_share_of_leads(engine: Any) -> None:
     picks = [cad._holdout(("t", f"L{i}")) for i in range(2_000)]
     assert 0.17 < sum(picks) / len(picks) < 0.23  # send_time_holdout = 0.2
     assert picks == [cad._holdout(("t", f"L{i}")) for i in range(2_000)]  # the same each time
-
-
-@pytest.mark.parametrize("split", [False, True])
-def test_an_address_stays_with_its_property_whatever_the_batch_split(
-    client: Any, engine: Any, prefix: str, split: bool
-) -> None:
-    """Viewing another home, then the first one again, leaves no address (the address
-    belonged to the first visit's property; neither view carried one), whether the two
-    views come in one batch or in two: the batch's passive events are folded into the
-    state in the order they came, not merged into it again as one net change."""
-    proc, _, _ = engine
-    proc.process_retrying(entries([ev("a1", "L", "showing_request", T0, property_id="p9",
-                                      props={"address": "1 Main St"})], 1))  # fmt: skip
-    views = [ev("a2", "L", "property_view", T0 + 60, property_id="p2"),
-             ev("a3", "L", "property_view", T0 + 120, property_id="p9")]  # fmt: skip
-    if split:
-        proc.process_retrying(entries(views[:1], 2))
-        proc.process_retrying(entries(views[1:], 3))
-    else:
-        proc.process_retrying(entries(views, 2))
-    state = decode(client.get(lead_key(prefix, "t", "L", "c")))
-    assert state.status == "active"
-    assert (state.personal.property_id, state.personal.address) == ("p9", "")

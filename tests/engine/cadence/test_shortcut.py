@@ -2,7 +2,9 @@
 the hot-trigger case of :func:`decide.passive` give exactly what deciding every event in
 full gives: the same states, logged transitions and fired steps, over generated batches
 (several leads, every event type the decisions name, triggers, closed channels,
-reactivations, the holdout, marked conversations, changing personalisation fields)."""
+reactivations, the holdout, marked conversations). A step due before an event carries the
+lead's personalisation fields as of its previous event (the reply to it), never the
+event's own."""
 
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.cadence import decide
-from engine.cadence.decide import CadenceState, Transition, fire, on_event
+from engine.cadence.decide import CadenceState, Emission, Transition, fire, on_event
 from engine.cadence.runner import CadenceEffects, Cadences
 from engine.events import Event
 from engine.scoring import Score
 from engine.settings import load_settings
+from features.state import Personal, personal_of
 from features.store import FeatureReply
 
 T0 = 1_748_872_800.0  # 2025-06-02 10:00 New York
@@ -49,6 +52,7 @@ def scored(draw: st.DrawFn, ts: float) -> tuple[Event, Score, tuple[str, ...], F
     blocked = tuple(sorted(set(draw(st.lists(st.sampled_from(["sms", "email"]), max_size=2)))))
     context = {"blocked": blocked, "reactivated_now": draw(st.booleans()),
                "last_property": draw(WORDS), "last_area": draw(WORDS),
+               "named_area": draw(WORDS), "address": draw(WORDS),
                "agent_id": draw(WORDS)}  # fmt: skip
     triggers = tuple(draw(st.lists(st.sampled_from(TRIGGERS), max_size=2)))
     return event, score, triggers, FeatureReply(0, features, context, {}, [])
@@ -63,20 +67,29 @@ def batches(draw: st.DrawFn) -> list[tuple[Event, Score, tuple[str, ...], Featur
     return out
 
 
+#: Each lead's fields before the batch (``FeatureWrites.before``).
+BEFORE = {("t", "L1"): Personal("p0", "0 Old Rd", "west", "0-3m", "buyer", "web", "ag0")}
+
+
 def _one_by_one(
     cad: Cadences, calls: list[Any], loaded: dict[tuple[str, str], CadenceState]
 ) -> tuple[Any, ...]:
-    """Every event decided in full, in order (what the runner did before its short way)."""
+    """Every event decided in full, in order (what the runner did before its short way);
+    a step fired before an event has the fields of the lead's previous event."""
     states = dict(loaded)
     log: list[Transition] = []
     fired = []
+    last: dict[tuple[str, str], Personal] = dict(BEFORE)
     for event, score, triggers, reply in calls:
         key = (event.tenant, event.lead_id)
         s = states.get(key, CadenceState())
         hours = cad.hours(event.tenant)
         if s.due and s.due < event.ts:
             s, out = fire(s, math.nextafter(event.ts, 0.0), cad._book, hours, log)
-            fired += [(key, e) for e in out]
+            p = last.get(key, Personal())
+            fired += [(key, Emission(e.step_id, e.plan, e.label, e.index, e.cycle, e.step,
+                                     e.due, p)) for e in out]  # fmt: skip
+        last[key] = personal_of(reply.features, reply.context)
         if not event.lead_id.startswith("~"):
             held = s.holdout or cad._holdout(key)
             signal = cad._signal(event, score, triggers, reply, held)
@@ -107,11 +120,9 @@ def _same_either_way(calls: Any, share: float, stored: bool) -> None:
         sig = cad._signal(_ENTERED, score, (), reply, holdout=False)
         entered = on_event(CadenceState(), sig, cad._book, cad.hours("t"))
         loaded[("t", "L1")] = fire(entered, T0, cad._book, cad.hours("t"))[0]  # next: later
-    fx = CadenceEffects(loaded=dict(loaded))
+    fx = CadenceEffects(loaded=dict(loaded), before=BEFORE)
     for event, score, triggers, reply in calls:
         cad.on_event(fx, 0, event, score, triggers, reply)
-    for key in list(fx.pending):
-        fx.settle(key, fx.states[key][2])
     states, log, fired = _one_by_one(cad, calls, loaded)
     assert {k: v[2] for k, v in fx.states.items()} == {k: states[k] for k in fx.states}
     assert [t for _, t in fx.log] == log
