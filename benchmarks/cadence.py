@@ -44,6 +44,7 @@ import statistics
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -149,19 +150,22 @@ def _value(client: Any, key: bytes, kind: str) -> Any:
     if kind == "list":
         return [_plain(m) for m in client.lrange(key, 0, -1)]
     if kind == "stream":
-        rows = []
-        for _, fields in client.xrange(key):
-            row = {}
-            for a, b in fields.items():
-                if a == b"c":  # a step: emit_ms is the wall clock
-                    step = msgpack.unpackb(b, raw=False)
-                    step.pop("emit_ms", None)
-                    row["c"] = step
-                else:
-                    row[_plain(a)] = _plain(b)
-            rows.append(json.dumps(row, sort_keys=True))
-        return {"n": len(rows), "rows": sorted(rows)}
+        rows = sorted(json.dumps(_row(fields), sort_keys=True) for _, fields in client.xrange(key))
+        return {"n": len(rows), "rows": rows}
     return kind
+
+
+def _row(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
+    """A stream entry's fields, a step (``c``) decoded without its wall-clock ``emit_ms``."""
+    row: dict[str, Any] = {}
+    for a, b in fields.items():
+        if a == b"c":
+            step = msgpack.unpackb(b, raw=False)
+            step.pop("emit_ms", None)
+            row["c"] = step
+        else:
+            row[_plain(a)] = _plain(b)
+    return row
 
 
 def same(client: Any, events: list[dict[str, Any]], out: Path) -> None:

@@ -23,7 +23,7 @@ import bisect
 import hashlib
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,14 +189,7 @@ class LeadFeatures:
         if last > 0 and ts < last - spec.horizon:
             return LATE, False
         self._remember(spec, h)
-        reactivated = False
-        if ts > last:
-            if last > 0:
-                t["gap_s"] = ts - last
-                if ts - last >= spec.silence:
-                    t["react_ts"] = ts
-                    reactivated = True
-            t["last_ts"] = ts
+        reactivated = ts > last and self._advance(spec, ts, last)
         c = self.counts
         c["n"] += 1
         counter = COUNTERS.get(ev.type)
@@ -207,15 +200,33 @@ class LeadFeatures:
         self._behaviour(spec, ev)
         self._conversation(ev)
         self._profile(spec, ev)
+        self._named(ev)
+        if ev.dwell_s > 0:
+            t["dwell_s"] += ev.dwell_s
+        return APPLIED, reactivated
+
+    def _advance(self, spec: FeatureSpec, ts: float, last: float) -> bool:
+        """The lead's newest event time moves to ``ts`` (after ``last``): the gap, and
+        whether it ends a silence (a reactivation)."""
+        t = self.times
+        t["last_ts"] = ts
+        if last <= 0:
+            return False
+        t["gap_s"] = ts - last
+        if ts - last < spec.silence:
+            return False
+        t["react_ts"] = ts
+        return True
+
+    def _named(self, ev: Event) -> None:
+        """The newest agent, named area and address (each newest by event time)."""
+        t, ts = self.times, ev.ts
         if ev.agent_id and ts >= t["agent_ts"]:
             self.texts["agent_id"], t["agent_ts"] = ev.agent_id, ts
         if ev.area and ts >= t["named_area_ts"]:
             self.texts["named_area"], t["named_area_ts"] = ev.area, ts
         if ev.props:
             self._address(ev)
-        if ev.dwell_s > 0:
-            t["dwell_s"] += ev.dwell_s
-        return APPLIED, reactivated
 
     def _remember(self, spec: FeatureSpec, h: bytes) -> None:
         self.seen.append(h)
@@ -378,33 +389,39 @@ class LeadFeatures:
     # -- folding (identify, merge) -------------------------------------------------------
     def fold(self, spec: FeatureSpec, other: LeadFeatures) -> None:
         """Fold ``other`` (the same person) into this state: sums, unions, newest wins."""
-        c, t, x, oc, ot = self.counts, self.times, self.texts, other.counts, other.times
+        c, t, oc, ot = self.counts, self.times, other.counts, other.times
         for k in _SUMS:
             c[k] += oc[k]
         for k in FLAGS.values():
             c[k] = max(c[k], oc[k])
         t["dwell_s"] += ot["dwell_s"]
-        for k in ("react_ts", "last_hand_ts"):
+        for k in ("react_ts", "last_hand_ts", "last_ts"):
             t[k] = max(t[k], ot[k])
-        if ot["last_reply_ts"] > t["last_reply_ts"]:
-            t["last_reply_ts"], x["last_reply_channel"] = (
-                ot["last_reply_ts"],
-                other.texts["last_reply_channel"],
-            )
-        t["last_ts"] = max(t["last_ts"], ot["last_ts"])
-        for name, clock in (("last_property", "property_ts"), ("last_area", "area_ts"),
-                            ("named_area", "named_area_ts")):  # fmt: skip
-            if ot[clock] > t[clock]:
-                x[name], t[clock] = other.texts[name], ot[clock]
-        if ot["address_ts"] > t["address_ts"]:
-            for name in ("address", "address_property"):
-                x[name] = other.texts[name]
-            t["address_ts"] = ot["address_ts"]
-        if ot["agent_ts"] > t["agent_ts"] and other.texts["agent_id"]:
-            t["agent_ts"], x["agent_id"] = ot["agent_ts"], other.texts["agent_id"]
+        self._fold_newest(other)
         for name, (value, ts) in other.profile.items():
             if name not in self.profile or ts > self.profile[name][1]:
                 self.profile[name] = (value, ts)
+        self._fold_members(spec, other)
+
+    def _fold_newest(self, other: LeadFeatures) -> None:
+        """The texts that follow their own clocks: the newer of the two wins."""
+        t, x, ot, ox = self.times, self.texts, other.times, other.texts
+        if ot["last_reply_ts"] > t["last_reply_ts"]:
+            t["last_reply_ts"], x["last_reply_channel"] = (
+                ot["last_reply_ts"], ox["last_reply_channel"])  # fmt: skip
+        for name, clock in (("last_property", "property_ts"), ("last_area", "area_ts"),
+                            ("named_area", "named_area_ts")):  # fmt: skip
+            if ot[clock] > t[clock]:
+                x[name], t[clock] = ox[name], ot[clock]
+        if ot["address_ts"] > t["address_ts"]:
+            x["address"], x["address_property"] = ox["address"], ox["address_property"]
+            t["address_ts"] = ot["address_ts"]
+        if ot["agent_ts"] > t["agent_ts"] and ox["agent_id"]:
+            t["agent_ts"], x["agent_id"] = ot["agent_ts"], ox["agent_id"]
+
+    def _fold_members(self, spec: FeatureSpec, other: LeadFeatures) -> None:
+        """Unions: closed channels, views, window members, event ids, unanswered contacts
+        (after the newest reply of the two), trimmed to the windows."""
         self.blocked |= other.blocked
         self.views = sorted(self.views + other.views)
         for src, dst in ((other.pids, self.pids), (other.areas, self.areas)):
@@ -414,7 +431,7 @@ class LeadFeatures:
             if h not in self.seen_set:
                 self._remember(spec, h)
         self.contacts = sorted(ts for ts in set(self.contacts + other.contacts)
-                               if ts > t["last_reply_ts"])[-MAX_CONTACTS:]  # fmt: skip
+                               if ts > self.times["last_reply_ts"])[-MAX_CONTACTS:]  # fmt: skip
         self.trim(spec)
 
     # -- the record ------------------------------------------------------------------------
@@ -526,12 +543,7 @@ def from_legacy(
         s.times[clock] = s.times["last_ts"] if h.get(name) else 0.0
     s.texts.update({k: str(h.get(k) or "") for k in TEXT_FIELDS})
     s.blocked = {c for c in str(h.get("blocked") or "").split(",") if c}
-    for name in PROFILE_BUILTIN:
-        if h.get(name):
-            s.profile[name] = (str(h[name]), num(f"{name}_ts"))
-    for i, name in enumerate(spec.profile, start=1):
-        if h.get(f"pp{i}"):
-            s.profile[name] = (str(h[f"pp{i}"]), num(f"pp{i}_ts"))
+    s.profile.update(_legacy_profile(spec, h, num))
     s.contacts = [s.times["last_ts"]] * min(int(num("unanswered")), MAX_CONTACTS)
     for eid, _ in sorted(events, key=lambda m: m[1]):
         s._remember(spec, eid_hash(eid))
@@ -543,6 +555,20 @@ def from_legacy(
         _touch(s.areas, area, ts)
     s.trim(spec)
     return s
+
+
+def _legacy_profile(
+    spec: FeatureSpec, h: Mapping[str, str], num: Callable[[str], float]
+) -> dict[str, tuple[str, float]]:
+    """Schema 0's profile fields: the built-in ones by name, a tenant's as ``pp<i>``."""
+    out: dict[str, tuple[str, float]] = {}
+    for name in PROFILE_BUILTIN:
+        if h.get(name):
+            out[name] = (str(h[name]), num(f"{name}_ts"))
+    for i, name in enumerate(spec.profile, start=1):
+        if h.get(f"pp{i}"):
+            out[name] = (str(h[f"pp{i}"]), num(f"pp{i}_ts"))
+    return out
 
 
 def _touch(m: dict[str, float], key: str, ts: float) -> None:

@@ -348,9 +348,28 @@ def on_event(
         return s
     before = s
     s = _absorb(s, sig, hours, log)
-    newly_blocked = s.blocked != before.blocked
-    if s.engaged != before.engaged and s.status == "active":
-        newly_blocked = True  # reschedule: the next message may move (send time that learns)
+    stopped = _stopped(s, sig, book, log)
+    if stopped is not None:
+        return stopped
+    if s.status == "paused" or sig.stop:
+        return s
+    if s.status == "active":
+        # a newly closed channel, or a new engagement hour (send time that learns), may
+        # move the next message: reschedule
+        changed = s.blocked != before.blocked or s.engaged != before.engaged
+        return _hotter(s, sig, book, hours, changed, log)
+    if s.status == "" or (s.end_reason == "lost" and sig.reactivated):
+        chosen = book.chosen(_fact(sig))
+        if chosen is None:
+            return s
+        plan, rule = chosen
+        return _schedule(_enter(s, plan, sig.ts, rule.why(), log), book, hours, log)
+    return s
+
+
+def _stopped(s: CadenceState, sig: Signal, book: Book, log: Log) -> CadenceState | None:
+    """An ending (``lost``, ``not_interested``, signed...) ends the plan; a conversation
+    pauses it; None for any other event."""
     if sig.type in ENDINGS:
         if s.status in ("active", "paused"):
             _note(log, "ended", s.plan, sig.ts, reason=sig.type)
@@ -363,17 +382,7 @@ def on_event(
                            since=s.since if s.status == "paused" else sig.ts,
                            why=f"paused: {_words(sig)}")  # fmt: skip
         return s
-    if s.status == "paused" or sig.stop:
-        return s
-    if s.status == "active":
-        return _hotter(s, sig, book, hours, newly_blocked, log)
-    if s.status == "" or (s.end_reason == "lost" and sig.reactivated):
-        chosen = book.chosen(_fact(sig))
-        if chosen is None:
-            return s
-        plan, rule = chosen
-        return _schedule(_enter(s, plan, sig.ts, rule.why(), log), book, hours, log)
-    return s
+    return None
 
 
 def passive(
