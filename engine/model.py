@@ -565,6 +565,52 @@ class Quality:
         }
 
 
+class Platt:
+    """Online Platt scaling of the points prior: ``P(y) = sigmoid(w * logit(p) + b)``, from
+    the identity (w 1, b 0), one Newton step a label on a 2x2 precision matrix whose old
+    labels fade (``forget``), the usual online logistic regression of two parameters
+    (an extended Kalman filter). Deterministic; where one SGD step a label with a free
+    intercept wanders (a prior 4x too low came out 2x too high the other way), this
+    settles on the maximum-likelihood map of the recent labels. ``strength``: how many
+    labels' worth the identity weighs at the start."""
+
+    __slots__ = ("w", "b", "h", "forget")
+
+    def __init__(self, strength: float = 10.0, forget: float = 1.0 - 1.0 / 2_000) -> None:
+        self.w, self.b = 1.0, 0.0
+        self.h = (strength, 0.0, strength)  # precision: (ww, wb, bb)
+        self.forget = forget
+
+    def __getstate__(self) -> tuple[float, float, tuple[float, float, float], float]:
+        return self.w, self.b, self.h, self.forget
+
+    def __setstate__(self, state: tuple[float, float, tuple[float, float, float], float]) -> None:
+        self.w, self.b, self.h, self.forget = state
+
+    def probability(self, z: float) -> float:
+        """The calibrated probability of prior log-odds ``z``."""
+        return _sigmoid(self.w * z + self.b)
+
+    def learn(self, z: float, y: bool) -> None:
+        q = self.probability(z)
+        s = max(q * (1.0 - q), 1e-9)
+        f, (hww, hwb, hbb) = self.forget, self.h
+        hww, hwb, hbb = f * hww + s * z * z, f * hwb + s * z, f * hbb + s
+        r = float(y) - q
+        det = hww * hbb - hwb * hwb
+        if det > 1e-12:
+            self.w += (hbb * r * z - hwb * r) / det
+            self.b += (hww * r - hwb * r * z) / det
+        self.h = (hww, hwb, hbb)
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    ez = math.exp(z)
+    return ez / (1.0 + ez)
+
+
 class ModelSet:
     """The models a deployment scores with: one per segment (e.g. buyer / seller).
 
@@ -585,15 +631,12 @@ class ModelSet:
         evidence_window: int = 500,
     ) -> None:
         self.models = {seg: OnlineModel(learning_rate, family) for seg in segments}
-        # Platt scaling of the points prior: starts as the identity (weight 1, intercept 0)
-        # and learns from every label, so the prior's probabilities become honest long
-        # before the model carries the score; ranking (AUC) is unchanged by it.
-        self.prior_calibration = linear_model.LogisticRegression(
-            optimizer=optim.SGD(0.05), initializer=optim.initializers.Constant(1.0), l2=0.0
-        )
+        # Platt scaling of the points prior: starts as the identity and learns from every
+        # label, so the prior's probabilities become honest long before the model carries
+        # the score; ranking (AUC) is unchanged by it while its slope stays positive.
+        self.prior_calibration = Platt()
         self.prior_labels = 0
         self._prior_memo: dict[float, float] = {}  # raw prior -> calibrated, until it learns
-        self._platt: tuple[float, float] | None = None  # (weight, intercept), until it learns
         self.evidence = {seg: Evidence(evidence_window) for seg in segments}
         self.served = Quality()
         self.model_only = Quality()
@@ -640,10 +683,9 @@ class ModelSet:
             self.prior_only.update(p_prior, y)
             if p_model is not None:
                 self.evidence[seg].update(p_prior, p_model, y)
-            self.prior_calibration.learn_one({"z": _logit(float(raw_prior))}, y)
+            self.prior_calibration.learn(_logit(float(raw_prior)), y)
             self.prior_labels += 1
             self._prior_memo.clear()
-            self._platt = None
         return True, drifted
 
     def calibrated_prior(self, p: float) -> float:
@@ -655,17 +697,11 @@ class ModelSet:
         if q is None:
             if len(memo) >= _PRIOR_MEMO:
                 memo.clear()
-            platt = self._platt
-            if platt is None:  # River's state, read once per label, not per prior
-                cal = self.prior_calibration
-                platt = self._platt = (cal.weights.get("z", 0.0), cal.intercept)
-            # River's predict_proba_one({"z": z}): its dot (0.0 + weight x z), the intercept
-            # added, its sigmoid: the same operations, the same float
-            q = memo[p] = _clamp(_river_sigmoid(0.0 + platt[0] * _logit(p) + platt[1]))
+            q = memo[p] = _clamp(self.prior_calibration.probability(_logit(p)))
         return q
 
     def dumps(self) -> bytes:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_prior_memo", "_platt")}
+        state = {k: v for k, v in self.__dict__.items() if k != "_prior_memo"}
         return pickle.dumps(
             {**state, "models": {k: m.dumps() for k, m in self.models.items()}},
             protocol=pickle.HIGHEST_PROTOCOL,
@@ -679,7 +715,12 @@ class ModelSet:
         obj = cls.__new__(cls)
         obj.__dict__.update(state)
         obj.models = models
-        obj._prior_memo, obj._platt = {}, None  # caches
+        obj._prior_memo = {}  # a cache
+        if not isinstance(obj.prior_calibration, Platt):  # River's SGD Platt, before 2026-12-07
+            old, obj.prior_calibration = obj.prior_calibration, Platt()
+            obj.prior_calibration.w = float(old.weights.get("z", 1.0))
+            obj.prior_calibration.b = float(old.intercept)
+        obj.__dict__.pop("_platt", None)
         return obj
 
     def publication_status(self) -> dict[str, Any]:

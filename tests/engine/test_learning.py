@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pickle
 import random
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -184,8 +185,7 @@ def test_calibrated_prior_memo_follows_each_label() -> None:
             models.calibrated_prior(p)  # fills the memo with the calibration before label i
         models.learn({**_example(i, i % 4 == 0), "pr": raws[i % len(raws)]})
         for p in raws:
-            z = {"z": math.log(p / (1 - p))}
-            fresh = models.prior_calibration.predict_proba_one(z)[True]
+            fresh = models.prior_calibration.probability(math.log(p / (1 - p)))
             assert models.calibrated_prior(p) == min(0.999, max(0.001, fresh))
     again = ModelSet.loads(models.dumps())
     assert "_prior_memo" not in pickle.loads(models.dumps())  # a cache, not model state
@@ -193,19 +193,47 @@ def test_calibrated_prior_memo_follows_each_label() -> None:
     assert [again.calibrated_prior(p) for p in raws] == [models.calibrated_prior(p) for p in raws]
 
 
-def test_calibrated_prior_is_rivers_platt_prediction_to_the_bit() -> None:
-    """Worked out from the calibration's weight and intercept, not River's dict machinery:
-    the same float as River's predict_proba_one, from 0 to 1 and after each label."""
+def _odds_times_4(p: float) -> float:
+    return 4 * p / (1 - p) / (1 + 4 * p / (1 - p))
+
+
+@pytest.mark.parametrize(
+    ("truth", "probes"),
+    [
+        (lambda p: p, {0.02: 0.02, 0.1: 0.1, 0.3: 0.3, 0.5: 0.5}),  # honest: stays honest
+        (_odds_times_4, {0.02: 0.075, 0.05: 0.174, 0.1: 0.308, 0.3: 0.632}),  # odds 4x low
+    ],
+)
+def test_the_prior_calibration_settles_on_its_labels(
+    truth: Callable[[float], float], probes: dict[float, float]
+) -> None:
+    """Points whose odds are 4x too low (the raw prior 0.1 of leads converting at 0.31):
+    after 4,000 labels the calibrated prior says so, within 0.04. One SGD step a label
+    (River's LogisticRegression, lr 0.05, before) wandered far off; an honest prior stays
+    honest."""
+    models, rng = ModelSet(), random.Random(1)
+    for i in range(4_000):
+        p = rng.uniform(0.01, 0.6)
+        models.learn({**_example(i, rng.random() < truth(p)), "pr": p})
+    for raw, rate in probes.items():
+        assert abs(models.calibrated_prior(raw) - rate) < 0.04, (raw, rate)
+
+
+def test_a_model_stored_with_rivers_prior_calibration_loads() -> None:
+    """Models published before the Newton Platt kept River's SGD one: its map carries over."""
+    from river import linear_model, optim
+
     models = ModelSet()
-    rng = random.Random(8)
-    probes = [0.0, 1e-9, 1e-6, 0.001, 0.5, 0.999, 1 - 1e-9, 1.0]
-    probes += [rng.random() for _ in range(300)]
-    for i in range(40):
-        models.learn({**_example(i, i % 3 == 0), "pr": rng.random()})
-        for p in probes:
-            q = min(max(p, 1e-6), 1 - 1e-6)
-            river = models.prior_calibration.predict_proba_one({"z": math.log(q / (1 - q))})[True]
-            assert models.calibrated_prior(p) == min(0.999, max(0.001, river))
+    old = linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
+    for i in range(50):
+        old.learn_one({"z": (i % 7) - 3.0}, i % 3 == 0)
+    models.prior_calibration = old  # type: ignore[assignment]
+    models.prior_labels = 50
+    blob = pickle.dumps({**pickle.loads(models.dumps()), "_platt": (1.0, 0.0)})
+    again = ModelSet.loads(blob)
+    want = old.predict_proba_one({"z": math.log(0.2 / 0.8)})[True]
+    assert abs(again.calibrated_prior(0.2) - want) < 1e-12
+    again.learn({**_example(51, True), "pr": 0.2})  # and it goes on learning
 
 
 # -- moments: learn from the vector just before the outcome, at once ------------------------
