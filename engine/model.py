@@ -34,7 +34,7 @@ from typing import Any, cast
 import river
 from river import drift, forest, linear_model, metrics, optim, preprocessing, utils
 
-from engine.probability import P_MAX, P_MIN
+from engine.probability import P_MAX, P_MIN, sigmoid
 from engine.probability import clamp as _clamp
 from features.definitions import InputPlan, input_source, model_input
 
@@ -589,7 +589,7 @@ class Platt:
 
     def probability(self, z: float) -> float:
         """The calibrated probability of prior log-odds ``z``."""
-        return _sigmoid(self.w * z + self.b)
+        return sigmoid(self.w * z + self.b)
 
     def learn(self, z: float, y: bool) -> None:
         q = self.probability(z)
@@ -602,13 +602,6 @@ class Platt:
             self.w += (hbb * r * z - hwb * r) / det
             self.b += (hww * r - hwb * r * z) / det
         self.h = (hww, hwb, hbb)
-
-
-def _sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    ez = math.exp(z)
-    return ez / (1.0 + ez)
 
 
 class ModelSet:

@@ -7,7 +7,9 @@ two to import (it loads SciPy).
 
 from __future__ import annotations
 
-__all__ = ["P_MAX", "P_MIN", "clamp"]
+import math
+
+__all__ = ["P_MAX", "P_MIN", "clamp", "sigmoid"]
 
 P_MIN, P_MAX = 0.001, 0.999  # no probability is ever exactly 0 or 1
 
@@ -17,3 +19,11 @@ def clamp(p: float) -> float:
     (per event, several times): the same value, NaN included (it gives P_MIN)."""
     p = p if p > P_MIN else P_MIN
     return p if p < P_MAX else P_MAX
+
+
+def sigmoid(z: float) -> float:
+    """The logistic function, without overflow for a large negative ``z``."""
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    ez = math.exp(z)
+    return ez / (1.0 + ez)

@@ -23,7 +23,7 @@ from itertools import compress
 from operator import itemgetter
 from typing import Any
 
-from engine.probability import clamp
+from engine.probability import clamp, sigmoid
 from engine.reasons import explain, low_reasons
 from engine.settings import Settings
 
@@ -75,13 +75,6 @@ class Score:
         )  # fmt: skip
 
 
-def _sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    ez = math.exp(z)
-    return ez / (1.0 + ez)
-
-
 def _logit(p: float) -> float:
     p = clamp(p)
     return math.log(p / (1.0 - p))
@@ -97,7 +90,7 @@ def log_odds_blend(p_prior: float, p_model: float | None, w: float) -> float:
     if w >= 1.0:
         return clamp(p_model)
     z = (1.0 - w) * _logit(p_prior) + w * _logit(p_model)
-    return clamp(_sigmoid(z))
+    return clamp(sigmoid(z))
 
 
 _PLAIN, _REPEAT, _BROAD = 0, 1, 2
@@ -203,7 +196,7 @@ def prior(features: Mapping[str, Any], settings: Settings) -> tuple[float, dict[
     if sc.source_points.get(src, 0):
         points["source"] = sc.source_points[src]
     logit = sc.prior_intercept + sc.prior_logit_per_point * sum(points.values())
-    return _sigmoid(logit), points
+    return sigmoid(logit), points
 
 
 def tier_of(features: Mapping[str, Any], settings: Settings) -> str:
