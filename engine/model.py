@@ -26,25 +26,32 @@ import functools
 import math
 import pickle
 import threading
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
+import numpy.typing as npt
 import river
 from river import drift, forest, linear_model, metrics, optim, preprocessing, utils
 
-from engine.probability import P_MAX, P_MIN, sigmoid
+from engine.probability import P_MAX, P_MIN, log_odds_blend, sigmoid
 from engine.probability import clamp as _clamp
 from features.definitions import InputPlan, input_source, model_input
 
-__all__ = ["ModelSet", "OnlineModel", "Quality", "P_MIN", "P_MAX"]
+__all__ = ["ModelSet", "OnlineModel", "Quality", "ScoreCalibration", "P_MIN", "P_MAX"]
 
 
 _REMEMBERED_IDS = 20_000  # learned-example ids kept for idempotency (far more than a replay window)
 _VAR_FLOOR = 0.05  # on log1p counts: a feature seen once in 1,000 leads is not a 30-sigma event
 _CLIP = 4.0  # standardised inputs are clipped to +-4 sd
 _PRIOR_MEMO = 4_096  # calibrated priors remembered between two labels
+_KNOTS = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)  # ScoreCalibration: where g may bend
+_RIDGE = 1.0  # each knot's change of slope is held towards 0 with this precision
+_RIDGE_MATRIX = np.diag([0.0, 0.0] + [_RIDGE] * len(_KNOTS))
+_MIN_SLOPE = 0.05  # the least slope served: the map never flattens an order away
 
 
 def _logit(p: float) -> float:
@@ -422,7 +429,7 @@ class Evidence:
     predicted before the label was learned. ``weight`` (``model_weight``: 0 = the prior
     alone, 1 = the model alone) is proportional to ``exp(-total recent loss)``:
     exponential weights over two experts. The served score blends the two in log-odds
-    with it (``engine.scoring.log_odds_blend``). A model that is better on the recent
+    with it (``engine.probability.log_odds_blend``). A model that is better on the recent
     window takes over; one that is worse hands back to the prior, whatever the label count.
     """
 
@@ -604,6 +611,82 @@ class Platt:
         self.h = (hww, hwb, hbb)
 
 
+class ScoreCalibration:
+    """A monotone map of the served log-odds ``z``: ``P(y) = sigmoid(g(z))``, ``g`` piecewise
+    linear with a knot at each whole log-odds from -4 to 3 (probabilities 0.02 to 0.95).
+
+    A linear model keeps adding log-odds where the true rate levels off (leads with many
+    intent signals), and an affine map (Platt) cannot bend: ``g`` can. It starts as the
+    identity and learns like :class:`Platt`, one Newton step a label on a precision
+    matrix whose old labels fade (``forget``), ``z`` re-scored by the current scorers, so
+    it maps today's model. Each knot's change of slope is held towards 0 (``_RIDGE``), and
+    every segment's slope is served at least ``_MIN_SLOPE``: the map never reverses an
+    order (rank, and so AUC at one moment, is unchanged). ``probability`` is the hot path:
+    the map is kept as (knot, value, slope) rows, rebuilt after each label.
+    """
+
+    __slots__ = ("theta", "h", "forget", "labels", "_rows")
+
+    def __init__(self, strength: float = 10.0, forget: float = 1.0 - 1.0 / 2_000) -> None:
+        n = 2 + len(_KNOTS)
+        self.theta = np.zeros(n)
+        self.theta[1] = 1.0  # g(z) = z
+        self.h = np.eye(n) * strength
+        self.forget = forget
+        self.labels = 0
+        self._rows = self._map()
+
+    def __getstate__(self) -> tuple[list[float], list[list[float]], float, int]:
+        return self.theta.tolist(), self.h.tolist(), self.forget, self.labels
+
+    def __setstate__(self, state: tuple[list[float], list[list[float]], float, int]) -> None:
+        theta, h, self.forget, self.labels = state
+        self.theta, self.h = np.array(theta), np.array(h)
+        self._rows = self._map()
+
+    @staticmethod
+    def _inputs(z: float) -> npt.NDArray[np.float64]:
+        return np.array([1.0, z, *(z - k if z > k else 0.0 for k in _KNOTS)])
+
+    def _map(self) -> tuple[tuple[float, float, float], ...]:
+        """(knot, g at the knot, slope right of it), the slopes floored; row 0 is left of
+        the first knot (its slope extends leftwards)."""
+        b, slope = float(self.theta[0]), float(self.theta[1])
+        value = b + slope * _KNOTS[0]
+        rows = [(_KNOTS[0], value, max(slope, _MIN_SLOPE))]
+        for i, knot in enumerate(_KNOTS):
+            slope += float(self.theta[2 + i])
+            if i:  # g at this knot: the last row's slope over the last segment
+                value += rows[-1][2] * (knot - _KNOTS[i - 1])
+            rows.append((knot, value, max(slope, _MIN_SLOPE)))
+        return tuple(rows)
+
+    def probability(self, p: float) -> float:
+        """The calibrated probability of a served probability ``p`` (``p`` itself before
+        the first label)."""
+        if not self.labels:
+            return p
+        z = _logit(p)
+        rows = self._rows
+        knot, value, slope = rows[bisect_right(_KNOTS, z)]
+        return _clamp(sigmoid(value + slope * (z - knot)))
+
+    def learn(self, p: float, y: bool) -> None:
+        """One label for a served probability ``p`` (as the current scorers give it)."""
+        x = self._inputs(_logit(p))
+        q = sigmoid(float(self.theta @ x))
+        s = max(q * (1.0 - q), 1e-9)
+        self.h = self.forget * self.h + s * np.outer(x, x)
+        self.theta += np.linalg.solve(self.h + _RIDGE_MATRIX, x * (float(y) - q))
+        self.labels += 1
+        self._rows = self._map()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Labels learned, and the map at a few served probabilities."""
+        at = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+        return {"labels": self.labels, "map": {str(p): round(self.probability(p), 4) for p in at}}
+
+
 class ModelSet:
     """The models a deployment scores with: one per segment (e.g. buyer / seller).
 
@@ -629,6 +712,8 @@ class ModelSet:
         # the score; ranking (AUC) is unchanged by it while its slope stays positive.
         self.prior_calibration = Platt()
         self.prior_labels = 0
+        # the served score's own calibration: a monotone map that can level off the top
+        self.score_calibration = ScoreCalibration()
         self._prior_memo: dict[float, float] = {}  # raw prior -> calibrated, until it learns
         self.evidence = {seg: Evidence(evidence_window) for seg in segments}
         self.served = Quality()
@@ -667,8 +752,11 @@ class ModelSet:
         p_model = model.probability(x)
         raw_prior = example.get("pr", example.get("pp"))
         p_prior = self.calibrated_prior(float(raw_prior)) if raw_prior is not None else None
+        weight = self.model_weight(seg)  # what serving would blend with, before this label
         if not model.learn(example["id"], x, y):
             return False, False
+        if p_prior is not None:  # the blend re-scored now, so the map fits today's scorers
+            self.score_calibration.learn(log_odds_blend(p_prior, p_model, weight), y)
         drifted = self.served.update(float(example["pb"]), y)
         if p_model is not None:
             self.model_only.update(p_model, y)
@@ -693,6 +781,10 @@ class ModelSet:
             q = memo[p] = _clamp(self.prior_calibration.probability(_logit(p)))
         return q
 
+    def calibrated_score(self, p: float) -> float:
+        """The served probability after the score's own calibration (:class:`ScoreCalibration`)."""
+        return self.score_calibration.probability(p)
+
     def dumps(self) -> bytes:
         state = {k: v for k, v in self.__dict__.items() if k != "_prior_memo"}
         return pickle.dumps(
@@ -714,6 +806,8 @@ class ModelSet:
             obj.prior_calibration.w = float(old.weights.get("z", 1.0))
             obj.prior_calibration.b = float(old.intercept)
         obj.__dict__.pop("_platt", None)
+        if "score_calibration" not in state:  # a blob from before 2026-12-07: the identity
+            obj.score_calibration = ScoreCalibration()
         return obj
 
     def publication_status(self) -> dict[str, Any]:
@@ -736,4 +830,5 @@ class ModelSet:
             "served_score": self.served.snapshot(),
             "model_alone": self.model_only.snapshot(),
             "prior_alone": self.prior_only.snapshot(),
+            "score_calibration": self.score_calibration.snapshot(),
         }

@@ -16,14 +16,13 @@ sum the reasons (``engine/reasons.py``) are the largest terms of.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from itertools import compress
 from operator import itemgetter
 from typing import Any
 
-from engine.probability import clamp, sigmoid
+from engine.probability import log_odds_blend, sigmoid
 from engine.reasons import explain, low_reasons
 from engine.settings import Settings
 
@@ -73,24 +72,6 @@ class Score:
             self.prior_probability, self.model_probability, concerns,
             self.raw_prior_probability, self.bucket_by, codes,
         )  # fmt: skip
-
-
-def _logit(p: float) -> float:
-    p = clamp(p)
-    return math.log(p / (1.0 - p))
-
-
-def log_odds_blend(p_prior: float, p_model: float | None, w: float) -> float:
-    """The served probability: prior and model blended in log-odds, weight ``w`` on the model.
-
-    ``w`` = 0 (or no model) gives the prior, 1 the model; always inside [P_MIN, P_MAX].
-    """
-    if p_model is None or w <= 0.0:
-        return clamp(p_prior)
-    if w >= 1.0:
-        return clamp(p_model)
-    z = (1.0 - w) * _logit(p_prior) + w * _logit(p_model)
-    return clamp(sigmoid(z))
 
 
 _PLAIN, _REPEAT, _BROAD = 0, 1, 2
@@ -263,20 +244,24 @@ def assess(
     calibrate_prior: Callable[[float], float] | None = None,
     raw_prior: float | None = None,
     outcome: str = "",
+    calibrate: Callable[[float], float] | None = None,
 ) -> Score:
     """Score, bucket and tier without reasons (the per-event hot path; see :func:`blend`).
 
     ``model_weight`` is how much the served score follows the model: the evidence of
     prior and model on recent labels (``engine.model.Evidence``); 0 while the model is
     not ready. ``calibrate_prior`` maps the raw points prior to a calibrated probability
-    (Platt scaling learned from the labels). A lead marked lost keeps its score but is
-    never above P4 (it is not someone to call today).
+    (Platt scaling learned from the labels), ``calibrate`` the blend (a monotone map
+    learned from the labels, ``engine.model.ScoreCalibration``). A lead marked lost keeps
+    its score but is never above P4 (it is not someone to call today).
     """
     if raw_prior is None:
         raw_prior, _ = prior(features, settings)
     p_prior = calibrate_prior(raw_prior) if calibrate_prior else raw_prior
     w = model_weight if model_probability is not None else 0.0
     p = log_odds_blend(p_prior, model_probability, w)
+    if calibrate is not None:
+        p = calibrate(p)
     score = int(round(p * 100))
     bucket, by = bucket_rule(score, context, settings)
     if outcome == "lost" and bucket != "P5":

@@ -36,7 +36,7 @@ class Scorer:
         p_model = model.probability_of(reply.features, self._inputs)  # None: not ready
         score = assess(
             reply.features, reply.context, self._s, p_model, models.model_weight(segment),
-            models.calibrated_prior, raw_prior, outcome=lead.outcome,
+            models.calibrated_prior, raw_prior, lead.outcome, models.calibrated_score,
         )  # fmt: skip
         return Scored(event, score, reply, p_model is not None, model, points, segment)
 

@@ -16,9 +16,11 @@ from engine.dataflow import build_flow, run_flow
 from engine.learning import Learner
 from engine.model import ModelSet, OnlineModel
 from engine.model_store import ModelStore
+from engine.probability import log_odds_blend
 from engine.reasons import explain
 from engine.records import RecordReader
 from engine.scoring import assess
+from engine.settings import load_settings
 from engine.streams import Producer
 from features.definitions import model_input
 
@@ -234,6 +236,51 @@ def test_a_model_stored_with_rivers_prior_calibration_loads() -> None:
     want = old.predict_proba_one({"z": math.log(0.2 / 0.8)})[True]
     assert abs(again.calibrated_prior(0.2) - want) < 1e-12
     again.learn({**_example(51, True), "pr": 0.2})  # and it goes on learning
+
+
+def test_the_score_calibration_learns_the_blend_as_served_now_once_per_example() -> None:
+    """Each new example teaches the served score's map the blend the current scorers give
+    its moment (before they learn it); an example learned again teaches nothing."""
+    models, rng = ModelSet(), random.Random(2)
+    for i in range(300):
+        models.learn({**_example(i, rng.random() < 0.3), "pr": rng.uniform(0.05, 0.5)})
+    cal = models.score_calibration
+    assert cal.labels == 300
+    before = pickle.dumps(cal)
+    models.learn({**_example(7, True), "pr": 0.2})  # already learned
+    assert pickle.dumps(models.score_calibration) == before
+    ex = {**_example(300, True), "pr": 0.2}
+    seg, x = "all", ex["x"]
+    served = log_odds_blend(models.calibrated_prior(0.2), models.model(seg).probability(x),
+                            models.model_weight(seg))  # fmt: skip
+    want = pickle.loads(before)
+    want.learn(served, True)
+    models.learn(ex)
+    probes = [i / 20 for i in range(1, 20)]
+    assert [models.calibrated_score(p) for p in probes] == [want.probability(p) for p in probes]
+
+
+def test_a_model_stored_before_the_score_calibration_loads_with_the_identity() -> None:
+    models = ModelSet()
+    for i in range(20):
+        models.learn({**_example(i, i % 2 == 0), "pr": 0.3})
+    state = pickle.loads(models.dumps())
+    del state["score_calibration"]
+    again = ModelSet.loads(pickle.dumps(state))
+    assert again.calibrated_score(0.37) == 0.37
+    again.learn({**_example(99, True), "pr": 0.2})
+    assert again.score_calibration.labels == 1
+
+
+def test_the_served_score_is_the_calibrated_blend() -> None:
+    """``assess`` serves the blend through the map it is given (the score stage gives it
+    ``ModelSet.calibrated_score``)."""
+    S = load_settings(environ={})
+    feats = {"views_7d": 3, "timeline": "0-3m"}
+    plain = assess(feats, {}, S, 0.4, 1.0)
+    halved = assess(feats, {}, S, 0.4, 1.0, calibrate=lambda p: p / 2)
+    assert halved.probability == round(plain.probability / 2, 6)
+    assert halved.score == int(round(plain.probability / 2 * 100))
 
 
 # -- moments: learn from the vector just before the outcome, at once ------------------------
