@@ -83,6 +83,20 @@ def run(args: argparse.Namespace) -> int:
             local.release()
 
 
+def _print_live(live: dict[str, Any]) -> None:
+    print(f"trainer live: labels {live['labels_seen']}")
+    print(f"  served score: {_fmt(live['served_score'])}")
+    print(f"  model alone:  {_fmt(live['model_alone'])}")
+    for q in live["served_score"]["calibration"]:
+        if q["n"]:
+            print(f"  {q['band']}: n={q['n']} predicted {q['mean_p']:.3f} "
+                  f"observed {q['rate']:.3f}")  # fmt: skip
+    cal = live.get("score_calibration")  # absent in a status from before it
+    if cal and cal["labels"]:
+        pairs = ", ".join(f"{p} -> {q:.3f}" for p, q in cal["map"].items())
+        print(f"  score calibration ({cal['labels']} labels): blend {pairs}")
+
+
 def _act(args: argparse.Namespace, settings: Any, store: ModelStore) -> int:
     if args.action == "status":
         data = status(store)
@@ -94,15 +108,8 @@ def _act(args: argparse.Namespace, settings: Any, store: ModelStore) -> int:
         for n, meta in data["versions"].items():
             print(f"  v{n}: labels {meta['labels_seen']}, river {meta['river_version']}, "
                   f"served score: {_fmt(meta.get('quality'))}")  # fmt: skip
-        live = data["trainer_live"]
-        if live:
-            print(f"trainer live: labels {live['labels_seen']}")
-            print(f"  served score: {_fmt(live['served_score'])}")
-            print(f"  model alone:  {_fmt(live['model_alone'])}")
-            for q in live["served_score"]["calibration"]:
-                if q["n"]:
-                    print(f"  {q['band']}: n={q['n']} predicted {q['mean_p']:.3f} "
-                          f"observed {q['rate']:.3f}")  # fmt: skip
+        if data["trainer_live"]:
+            _print_live(data["trainer_live"])
         return 0
     if args.action == "rollback":
         info = store.info()
