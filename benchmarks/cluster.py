@@ -19,6 +19,8 @@ from typing import Any, cast
 
 import redis
 
+from benchmarks.harness import start_redis_server
+
 __all__ = ["LocalCluster", "missing_binaries"]
 
 _BINARIES = ("redis-server", "redis-cli")
@@ -66,42 +68,24 @@ class LocalCluster:
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
     def _start_node(self, timeout_s: float, tries: int = 5) -> None:
-        """A node on a free port, answering. A port found free can be taken before the
-        node binds it (another test's server, an outgoing connection's ephemeral port, the
-        bus port + 10000): the node then exits, and is started again on another port."""
-        for _ in range(tries):
-            port = _free_port()
+        """A node on a free port, answering (``start_redis_server``: a port taken before
+        the node binds it, e.g. as another node's bus port + 10000, is tried again)."""
+
+        def argv(port: int) -> list[str]:
             node = self.dir / str(port)
-            node.mkdir()
-            args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+            node.mkdir(exist_ok=True)
+            return ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                     "--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf"),
                     "--cluster-node-timeout", "2000", "--dir", str(node), "--save", "",
                     "--appendonly", "no", "--logfile", str(node / "redis.log")]  # fmt: skip
-            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if self._answers(proc, port, timeout_s):
-                self._procs.append(proc)
-                self.ports.append(port)
-                return
-            proc.kill()
-            proc.wait()
-        raise RuntimeError(f"no cluster node started in {tries} tries (logs in {self.dir})")
 
-    @staticmethod
-    def _answers(proc: subprocess.Popen[bytes], port: int, timeout_s: float) -> bool:
-        """Whether the node ``proc`` answers on ``port`` before it exits or ``timeout_s`` ends."""
-        deadline = time.monotonic() + timeout_s
-        client = redis.Redis(port=port, socket_timeout=1)
         try:
-            while True:
-                try:  # (our node, not another test's server that took the port first)
-                    server = cast(dict[str, Any], client.info("server"))
-                    return int(server["process_id"]) == proc.pid
-                except redis.RedisError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        return False
-                    time.sleep(0.02)
-        finally:
-            client.close()
+            proc, port = start_redis_server(argv, timeout_s, tries, _free_port)
+        except RuntimeError:
+            msg = f"no cluster node started in {tries} tries (logs in {self.dir})"
+            raise RuntimeError(msg) from None
+        self._procs.append(proc)
+        self.ports.append(port)
 
     def _create(self, replicas: int) -> None:
         nodes = [f"127.0.0.1:{p}" for p in self.ports]

@@ -59,6 +59,43 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_redis_server(
+    argv: Callable[[int], list[str]],
+    timeout_s: float = 10.0,
+    tries: int = 5,
+    find_port: Callable[[], int] = free_port,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A ``redis-server`` started with ``argv(port)`` on a free loopback port, answering:
+    (process, port). A port found free can be taken before the server binds it (another
+    test's server, an ephemeral port, a cluster bus port): the server then exits, or the
+    port answers for another process; it is started again on another port."""
+    for _ in range(tries):
+        port = find_port()
+        proc = subprocess.Popen(argv(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if _answers(proc, port, timeout_s):
+            return proc, port
+        proc.kill()
+        proc.wait()
+    raise RuntimeError(f"redis-server did not start in {tries} tries")
+
+
+def _answers(proc: subprocess.Popen[bytes], port: int, timeout_s: float) -> bool:
+    """Whether ``proc`` itself answers on ``port`` before it exits or ``timeout_s`` ends."""
+    deadline = time.monotonic() + timeout_s
+    client = redis.Redis(port=port, socket_timeout=1)
+    try:
+        while True:
+            try:  # (our server, not another test's that took the port first)
+                server = cast(dict[str, Any], client.info("server"))
+                return int(server["process_id"]) == proc.pid
+            except redis.RedisError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    return False
+                time.sleep(0.02)
+    finally:
+        client.close()
+
+
 def wait_http(
     url: str, procs: Iterable[subprocess.Popen[bytes]] = (), timeout_s: float = 60
 ) -> None:
@@ -223,27 +260,18 @@ class DedicatedServer:
             self.kind = "embedded valkey"
         else:
             self._dir = tempfile.mkdtemp(prefix="leadpulse-bench-")
-            port = free_port()
+            log = str(Path(self._dir) / "server.log")
+            try:
+                self._proc, port = start_redis_server(
+                    lambda port: [binary, "--port", str(port), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no", "--dir", self._dir,
+                                  "--daemonize", "no", "--logfile", log]
+                )  # fmt: skip
+            except RuntimeError:
+                self.stop()
+                raise RuntimeError("dedicated redis-server did not start") from None
             self.url = f"redis://127.0.0.1:{port}/0"
             self.kind = "redis-server"
-            self._proc = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", self._dir, "--daemonize", "no",
-                 "--logfile", str(Path(self._dir) / "server.log")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            client = redis.Redis.from_url(self.url, socket_timeout=1)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.RedisError:
-                    if self._proc.poll() is not None or time.monotonic() > deadline:
-                        self.stop()
-                        raise RuntimeError("dedicated redis-server did not start") from None
-                    time.sleep(0.02)
-            client.close()
         self.client = redis.Redis.from_url(self.url, socket_timeout=60)
         info = cast(dict[str, Any], self.client.info("server"))
         self.version = str(info.get("valkey_version") or info.get("redis_version"))
