@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,15 +217,20 @@ class FeatureStore:
         return len(self._cache)
 
     # -- a batch -----------------------------------------------------------------------------
-    def apply(self, events: Sequence[Event]) -> tuple[list[FeatureReply], FeatureWrites]:
-        """Apply a batch in order: the replies (one per event) and the batch's writes."""
+    def apply(
+        self, events: Sequence[Event], unwanted: Collection[Lead] = ()
+    ) -> tuple[list[FeatureReply], FeatureWrites]:
+        """Apply a batch in order: the replies (one per event) and the batch's writes
+        (``unwanted``: leads whose fields before the batch nobody will ask for, not kept
+        in ``FeatureWrites.before``)."""
         writes = FeatureWrites(spec=self.spec, loader=self.hold)
         if not events:
             return [], writes
         with self._lock:
             touched, snaps = self._load(events, writes)
             if self.keep_personal:
-                writes.before = {lead: h.features.personal() for lead, h in touched.items()}
+                writes.before = {lead: h.features.personal() for lead, h in touched.items()
+                                 if lead not in unwanted}  # fmt: skip
             replies = [self._apply_one(ev, touched, snaps, writes) for ev in events]
             writes.held.update(touched)
             writes.touched.update(lead for lead, h in touched.items() if not h.alias)

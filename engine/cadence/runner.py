@@ -66,6 +66,7 @@ from engine.cadence.decide import (
 )  # fmt: skip
 from engine.cadence.plans import Book, Hours, compile_book
 from engine.events import Event
+from engine.identity import CONTROL_TYPES
 from engine.keys import StreamNames, cadence_clock_key, cadence_due_key, lead_key
 from engine.reporting.batch import ReportDelta
 from engine.reporting.cadence import increments as cadence_counts
@@ -393,6 +394,26 @@ class Cadences:
                     fx.keys[key] = at
         return fx
 
+    def unfired(self, events: Sequence[Event]) -> set[Lead]:
+        """Leads of the batch ``events`` none of whose steps can fall due before one of
+        their events in it: their fields before the batch (``FeatureWrites.before``, read
+        only for such steps: :meth:`_personal`) need not be kept. Those whose state
+        :meth:`begin` will hold without a read (:meth:`_trusted`) and is due at none or
+        not before the batch's newest event; none if the batch has an identity entry (its
+        event's time, or the lead it lands on, is known only once it is applied)."""
+        if not events or any(e.type in _RELAYED for e in events):
+            return set()
+        newest = max(map(_TS, events))
+        since = self.clock() - self._trust_s
+        out = set()
+        with self._held_lock:
+            held = self._held
+            for key in set(zip(map(_TENANT, events), map(_LEAD, events), strict=True)):
+                h = held.get(key)
+                if h is not None and h[2] > since and not (h[1].due and h[1].due < newest):
+                    out.add(key)  # (a state not trusted at begin after all: the same bytes)
+        return out
+
     def _trusted(self, leads: Iterable[Lead]) -> dict[Lead, CadenceState]:
         """The states of ``leads`` this worker committed (or renewed) itself within their
         TTL: what Redis holds (only the worker of a lead's partition writes its state; a
@@ -569,6 +590,8 @@ class Cadences:
 _NEVER = CadenceState()  # a lead never in a plan (immutable: one shared instance)
 _FIRST = operator.itemgetter(0)
 _TENANT, _LEAD = operator.attrgetter("tenant"), operator.attrgetter("lead_id")
+_TS = operator.attrgetter("ts")
+_RELAYED = CONTROL_TYPES | {"identify"}  # entries that may land on another lead, another time
 
 
 def _hot(triggers: tuple[str, ...]) -> bool:
