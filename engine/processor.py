@@ -209,8 +209,8 @@ class Processor:
         learned = self.learner.catch_up()
         events, origin, rejected = self._decoder.decode_all(entries, fx)
         # (cadences: the fields before the batch only of leads a step may fall due for)
-        unwanted = self._cadence.unfired(events) if self._cadence.enabled else set()
-        replies, fx.features = self._store.apply(events, unwanted)  # with identity
+        wanted = self._cadence.fields_wanted(events) if self._cadence.enabled else None
+        replies, fx.features = self._store.apply(events, wanted)  # with identity
         events, origin, replies = identity.scored(events, origin, replies, SKIPPED)
         if self._cadence.enabled:  # follow-up plans of the batch's leads (engine/cadence)
             fx.cadence = self._cadence.begin(entries, events, fx.features.before)

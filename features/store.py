@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,11 +218,11 @@ class FeatureStore:
 
     # -- a batch -----------------------------------------------------------------------------
     def apply(
-        self, events: Sequence[Event], unwanted: Collection[Lead] = ()
+        self, events: Sequence[Event], wanted: Callable[[Lead], bool] | None = None
     ) -> tuple[list[FeatureReply], FeatureWrites]:
         """Apply a batch in order: the replies (one per event) and the batch's writes
-        (``unwanted``: leads whose fields before the batch nobody will ask for, not kept
-        in ``FeatureWrites.before``)."""
+        (``wanted``: whether anyone will ask for a lead's fields before the batch, kept in
+        ``FeatureWrites.before``; without it, every lead's are kept)."""
         writes = FeatureWrites(spec=self.spec, loader=self.hold)
         if not events:
             return [], writes
@@ -230,7 +230,7 @@ class FeatureStore:
             touched, snaps = self._load(events, writes)
             if self.keep_personal:
                 writes.before = {lead: h.features.personal() for lead, h in touched.items()
-                                 if lead not in unwanted}  # fmt: skip
+                                 if wanted is None or wanted(lead)}  # fmt: skip
             replies = [self._apply_one(ev, touched, snaps, writes) for ev in events]
             writes.held.update(touched)
             writes.touched.update(lead for lead, h in touched.items() if not h.alias)

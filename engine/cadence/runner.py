@@ -394,25 +394,25 @@ class Cadences:
                     fx.keys[key] = at
         return fx
 
-    def unfired(self, events: Sequence[Event]) -> set[Lead]:
-        """Leads of the batch ``events`` none of whose steps can fall due before one of
-        their events in it: their fields before the batch (``FeatureWrites.before``, read
-        only for such steps: :meth:`_personal`) need not be kept. Those whose state
-        :meth:`begin` will hold without a read (:meth:`_trusted`) and is due at none or
-        not before the batch's newest event; none if the batch has an identity entry (its
-        event's time, or the lead it lands on, is known only once it is applied)."""
-        if not events or any(e.type in _RELAYED for e in events):
-            return set()
+    def fields_wanted(self, events: Sequence[Event]) -> Callable[[Lead], bool]:
+        """Whether a lead of the batch ``events`` may have a step fall due before one of its
+        events in it, the one case its fields before the batch are read (``FeatureWrites.
+        before``: :meth:`_personal`). Not if :meth:`begin` will hold its state without a
+        read (:meth:`_trusted`) and that state is due at none or not before the batch's
+        newest event; always if the batch has an identity entry (the time of the event it
+        carries, or the lead it lands on, is known only once it is applied)."""
+        if not events or not _RELAYED.isdisjoint(map(_TYPE, events)):
+            return _ALWAYS
         newest = max(map(_TS, events))
         since = self.clock() - self._trust_s
-        out = set()
-        with self._held_lock:
-            held = self._held
-            for key in set(zip(map(_TENANT, events), map(_LEAD, events), strict=True)):
-                h = held.get(key)
-                if h is not None and h[2] > since and not (h[1].due and h[1].due < newest):
-                    out.add(key)  # (a state not trusted at begin after all: the same bytes)
-        return out
+
+        def wanted(lead: Lead) -> bool:
+            with self._held_lock:
+                h = self._held.get(lead)
+            # (a state trusted here and not at begin after all is read: the same bytes)
+            return h is None or h[2] <= since or bool(h[1].due and h[1].due < newest)
+
+        return wanted
 
     def _trusted(self, leads: Iterable[Lead]) -> dict[Lead, CadenceState]:
         """The states of ``leads`` this worker committed (or renewed) itself within their
@@ -590,8 +590,12 @@ class Cadences:
 _NEVER = CadenceState()  # a lead never in a plan (immutable: one shared instance)
 _FIRST = operator.itemgetter(0)
 _TENANT, _LEAD = operator.attrgetter("tenant"), operator.attrgetter("lead_id")
-_TS = operator.attrgetter("ts")
+_TS, _TYPE = operator.attrgetter("ts"), operator.attrgetter("type")
 _RELAYED = CONTROL_TYPES | {"identify"}  # entries that may land on another lead, another time
+
+
+def _ALWAYS(lead: Lead) -> bool:
+    return True
 
 
 def _hot(triggers: tuple[str, ...]) -> bool:
