@@ -219,6 +219,8 @@ class Processor:
             leads, learned_now, late, duplicates = self._events(events, origin, replies, fx, scores)
         finally:
             observe_all(self._metrics.scores, scores)
+        if fx.cadence is not None:  # the scored events move the leads' plans
+            self._cadence.events(fx.cadence)
         learned |= learned_now
         rejected += late
         self._finish_leads(leads, fx)
@@ -326,9 +328,8 @@ class Processor:
         lead.alert = decision.state
         self._teacher.take_moment(event, reply.features, s.segment, s.score, lead)
         scores.append(s.score.score)
-        if fx.cadence is not None:
-            self._cadence.on_event(fx.cadence, lead.partition, event, s.score,
-                                   decision.triggers, reply)  # fmt: skip
+        if fx.cadence is not None:  # (a call each cost more than the list: Cadences.events)
+            fx.cadence.scored.append((lead.partition, event, s.score, decision.triggers, reply))
         if decision.triggers or is_last:
             s = s.with_score(self._scorer.explained(s, lead, bool(decision.triggers)))
         if is_last:

@@ -83,6 +83,9 @@ Lead = tuple[str, str]
 #: The personalisation fields of leads as the engine holds them (``FeatureStore.personal``).
 FieldsLookup = Callable[[Sequence[Lead]], Mapping[Lead, Personal]]
 _NO_PERSONAL = Personal()  # (read-only: shared)
+#: One scored event as the processor hands it over: (partition, event, score, the alert
+#: triggers it fired, the store's reply to it).
+ScoredEvent = tuple[int, Event, Score, tuple[str, ...], FeatureReply]
 
 
 @dataclass
@@ -103,6 +106,8 @@ class CadenceEffects:
     replies: dict[Lead, FeatureReply] = field(default_factory=dict)  # each lead's last event's
     before: Mapping[Lead, Personal] = field(default_factory=dict)  # fields before the batch
     expire: list[str] = field(default_factory=list)  # stored states unchanged: TTL renewed
+    # the batch's scored events, handed over by the processor (:meth:`Cadences.events`)
+    scored: list[ScoredEvent] = field(default_factory=list)
     renewed: list[Lead] = field(default_factory=list)  # (their leads)
 
     @property
@@ -255,33 +260,43 @@ class Cadences:
         triggers: tuple[str, ...],
         reply: FeatureReply,
     ) -> None:
-        """One scored event of a lead, in stream order. Most (views, searches, missed calls
-        of a lead in a plan, with no trigger that could move it up) cannot move its plan:
-        they take the short way here, checked inline (the rest of :func:`decide.passive`,
-        stricter: a reactivation or closed channels that are not exactly the state's own
-        take the full check, as does a holdout the state does not know yet); the rest:
-        :meth:`_decide`. The event's reply is kept: the lead's fields as of this event
-        (:meth:`_personal`)."""
-        key = (event.tenant, event.lead_id)
-        held = fx.states.get(key)
-        if held is None:
-            before = now = fx.loaded.get(key, _NEVER)
-        else:
-            before, now = held[1], held[2]
-        kind, status, ctx = event.type, now.status, reply.context
-        if (
-            status and not (now.due and now.due < event.ts) and kind not in MOVERS
-            and (not triggers or status != "active" or not _hot(triggers))
-            and (kind != "agent_contact" or event.props.get("conversation") is not True)
-            and ((b := ctx.get("blocked")) == now.blocked or not (b or now.blocked))
-            and not ctx.get("reactivated_now")
-            and (now.holdout or self._holdouts.get(key) is False or not self._holdout(key))
-        ):  # (a visitor is never in a plan: no status)  # fmt: skip
-            if held is None or held[0] != partition:
-                fx.states[key] = (partition, before, now)
-        else:
-            self._decide(fx, partition, key, held, before, now, event, score, triggers, reply)
-        fx.replies[key] = reply
+        """One scored event of a lead (:meth:`events`)."""
+        fx.scored.append((partition, event, score, triggers, reply))
+        self.events(fx)
+
+    def events(self, fx: CadenceEffects) -> None:
+        """The scored events the processor handed over (``fx.scored``, in stream order; it
+        hands them over after its loop over the batch: nothing there reads what they do
+        here). Most (views, searches, missed calls of a lead in a plan, with no trigger that
+        could move it up) cannot move its plan: they take the short way here, checked inline
+        (the rest of :func:`decide.passive`, stricter: a reactivation or closed channels
+        that are not exactly the state's own take the full check, as does a holdout the
+        state does not know yet); the rest: :meth:`_decide`. Each event's reply is kept:
+        the lead's fields as of that event (:meth:`_personal`)."""
+        states, loaded, replies, holdouts = fx.states, fx.loaded, fx.replies, self._holdouts
+        for partition, event, score, triggers, reply in fx.scored:
+            key = (event.tenant, event.lead_id)
+            held = states.get(key)
+            if held is None:
+                before = now = loaded.get(key, _NEVER)
+            else:
+                before, now = held[1], held[2]
+            kind, status, ctx = event.type, now.status, reply.context
+            if (
+                status and not (now.due and now.due < event.ts) and kind not in MOVERS
+                and (not triggers or status != "active" or not _hot(triggers))
+                and (kind != "agent_contact" or event.props.get("conversation") is not True)
+                and ((b := ctx.get("blocked")) == now.blocked or not (b or now.blocked))
+                and not ctx.get("reactivated_now")
+                and (now.holdout or holdouts.get(key) is False or not self._holdout(key))
+            ):  # (a visitor is never in a plan: no status)  # fmt: skip
+                if held is None or held[0] != partition:
+                    states[key] = (partition, before, now)
+            else:
+                self._decide(fx, partition, key, held, before, now, event, score, triggers,
+                             reply)  # fmt: skip
+            replies[key] = reply
+        fx.scored.clear()
 
     def _decide(
         self, fx: CadenceEffects, partition: int, key: Lead,
