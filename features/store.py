@@ -258,6 +258,8 @@ class FeatureStore:
 
     def _person(self, lead: Lead, h: HeldLead) -> HeldLead:
         """``h``, or the lead of this partition it was folded into (along its aliases)."""
+        if not h.alias:  # (the usual lead: no partition to compute)
+            return h
         tenant, p = lead[0], self._partitions
         here = partition_of(tenant, lead[1], p)
         for _ in range(MAX_HOPS):

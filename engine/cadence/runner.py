@@ -97,7 +97,8 @@ class CadenceEffects:
     writes: dict[Lead, bytes] = field(default_factory=dict)  # lead -> its new state (``:c``)
     due: dict[tuple[int, str], float | None] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
-    fired: list[tuple[Lead, Emission]] = field(default_factory=list)  # entries at finish
+    # steps fired, with the lead's fields (:meth:`Cadences._personal`): entries at finish
+    fired: list[tuple[Lead, Emission, Personal]] = field(default_factory=list)
     clock: dict[int, str] = field(default_factory=dict)  # partition -> "watermark:wall"
     partitions: set[int] = field(default_factory=set)  # checked for due steps
     log: list[tuple[str, Transition]] = field(default_factory=list)  # (tenant, what) for reports
@@ -162,11 +163,12 @@ return n
 
 
 def entry_of(
-    tenant: str, lead: str, e: Emission, emit_ms: int, sid: str | None = None
-) -> dict[str, Any]:
-    """The ``lp:cadence`` entry of one due step (``sid``: its id, if not ``e.step_id``): no
-    contact details, no rendered text."""
-    s, p = e.step, e.personal
+    tenant: str, lead: str, e: Emission, emit_ms: int, sid: str | None = None,
+    personal: Personal | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The ``lp:cadence`` entry of one due step (``sid``: its id, if not ``e.step_id``;
+    ``personal``: its fields, if not ``e.personal``): no contact details, no rendered text."""
+    s, p = e.step, e.personal if personal is None else personal
     return {
         "kind": s.kind, "step_id": e.step_id if sid is None else sid, "tenant": tenant,
         "lead_id": lead,
@@ -315,7 +317,7 @@ class Cadences:
                             self.hours(event.tenant), log)  # fmt: skip
             if out:
                 personal = self._personal(fx, key)
-                fx.fired.extend((key, _with(e, e.step_id, personal)) for e in out)
+                fx.fired.extend((key, e, personal) for e in out)
         if event.lead_id[:1] != "~":  # a visitor's events move no plan
             holdout = now.holdout or self._holdout(key)
             if (not now.status or event.type in MOVERS
@@ -432,10 +434,11 @@ class Cadences:
         since = self.clock() - self._trust_s
 
         def wanted(lead: Lead) -> bool:
-            with self._held_lock:
-                h = self._held.get(lead)
+            h = held.get(lead)  # (one dict read, atomic: no lock for each of the batch's leads)
             # (a state trusted here and not at begin after all is read: the same bytes)
             return h is None or h[2] <= since or bool(h[1].due and h[1].due < newest)
+
+        held = self._held
 
         return wanted
 
@@ -486,9 +489,9 @@ class Cadences:
                 newest[partition] = ts
         cutoffs = self._cutoffs(fx, newest)
         self._fire_due(fx, cutoffs)
-        for (tenant, lead), e in fx.fired:
+        for (tenant, lead), e, personal in fx.fired:
             sid = step_id(tenant, lead, e.plan, e.cycle, e.index)
-            fx.steps.append(entry_of(tenant, lead, e, emit_ms, sid))
+            fx.steps.append(entry_of(tenant, lead, e, emit_ms, sid, personal))
         writes = fx.writes
         for key, (partition, before, after) in fx.states.items():
             if after is before:  # (the decisions copy a state only to change it)
@@ -561,7 +564,7 @@ class Cadences:
 
     def _personalised(
         self, fx: CadenceEffects, fired: list[tuple[Lead, Emission]]
-    ) -> list[tuple[Lead, Emission]]:
+    ) -> list[tuple[Lead, Emission, Personal]]:
         """Steps fired after the batch's events, each with its lead's fields as of its last
         event: the reply to it in this batch, else the store's (one lookup for all)."""
         replies = fx.replies
@@ -577,7 +580,7 @@ class Cadences:
                 personal = (_NO_PERSONAL if reply is None
                             else personal_of(reply.features, reply.context))  # fmt: skip
                 known[key] = personal
-            out.append((key, _with(e, e.step_id, personal)))
+            out.append((key, e, personal))
         return out
 
     def _due_members(self, fx: CadenceEffects, cutoffs: Mapping[int, float]) -> dict[Lead, int]:
@@ -633,10 +636,6 @@ def _in_holdout(key: Lead, share: float) -> bool:
     cached (a lead's events come in runs)."""
     digest = hashlib.blake2b(_member(key).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 < share
-
-
-def _with(e: Emission, sid: str, personal: Personal) -> Emission:
-    return Emission(sid, e.plan, e.label, e.index, e.cycle, e.step, e.due, personal)
 
 
 def step_entries(rows: Iterable[tuple[Any, Mapping[bytes, bytes]]]) -> list[dict[str, Any]]:
