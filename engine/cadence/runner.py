@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -317,7 +318,7 @@ class Cadences:
                             self.hours(event.tenant), log)  # fmt: skip
             if out:
                 personal = self._personal(fx, key)
-                fx.fired.extend((key, e, personal) for e in out)
+                fx.fired.extend(zip(repeat(key), out, repeat(personal)))
         if event.lead_id[:1] != "~":  # a visitor's events move no plan
             holdout = now.holdout or self._holdout(key)
             if (not now.status or event.type in MOVERS
@@ -329,7 +330,7 @@ class Cadences:
         if held is None or now is not start or held[0] != partition:
             fx.states[key] = (partition, before, now)  # (unchanged: held as it is)
         if log:
-            fx.log.extend((event.tenant, t) for t in log)
+            fx.log.extend(zip(repeat(event.tenant), log))  # (each with its tenant)
 
     def _personal(self, fx: CadenceEffects, key: Lead) -> Personal:
         """The lead's personalisation fields as of its last event so far: the reply to its
@@ -544,12 +545,11 @@ class Cadences:
 
     def _fire_due(self, fx: CadenceEffects, cutoffs: Mapping[int, float]) -> None:
         found = self._due_members(fx, cutoffs)
-        for key in list(fx.states):  # leads of this batch: a step may be due at once
-            partition, _, now = fx.states[key]
+        for key, (partition, _, now) in fx.states.items():  # a step may be due at once
             if now.due and partition in cutoffs and now.due <= cutoffs[partition]:
                 found.setdefault(key, partition)
         fired: list[tuple[Lead, Emission]] = []
-        for key, partition in sorted(found.items(), key=lambda kv: (kv[1], kv[0])):
+        for key, partition in sorted(found.items(), key=_PARTITION_LEAD):
             held = fx.states.get(key)
             if held is None:
                 continue
@@ -557,8 +557,8 @@ class Cadences:
             log: list[Transition] = []
             after, out = fire(now, cutoffs[partition], self._book, self.hours(key[0]), log)
             fx.states[key] = (partition, before, after)
-            fired.extend((key, e) for e in out)
-            fx.log.extend((key[0], t) for t in log)
+            fired.extend(zip(repeat(key), out))
+            fx.log.extend(zip(repeat(key[0]), log))
         if fired:
             fx.fired.extend(self._personalised(fx, fired))
 
@@ -618,6 +618,7 @@ _NEVER = CadenceState()  # a lead never in a plan (immutable: one shared instanc
 _FIRST = operator.itemgetter(0)
 _TENANT, _LEAD = operator.attrgetter("tenant"), operator.attrgetter("lead_id")
 _TS, _TYPE = operator.attrgetter("ts"), operator.attrgetter("type")
+_PARTITION_LEAD = operator.itemgetter(1, 0)  # (lead, partition) -> by partition, then lead
 _RELAYED = CONTROL_TYPES | {"identify"}  # entries that may land on another lead, another time
 
 
