@@ -53,6 +53,7 @@ def increments(
     days: dict[str, Callable[[float], str]] = {}
     keys: dict[tuple[str, str], str] = {}  # (tenant, day) -> its key (a batch has few)
     names: dict[tuple[str, str], str] = {}  # (kind, step or plan) -> the counter's field
+    timings: dict[tuple[str, str], str] = {}  # (kind, timing) -> the counter's field
     counts = delta.counts
     for tenant, t in log:
         kind = t.kind
@@ -71,7 +72,8 @@ def increments(
         day = keys.get(local) or keys.setdefault(local, day_key(prefix, *local))
         counts[(day, name)] = counts.get((day, name), 0) + 1
         if kind in ("sent", "reply") and t.reason in TIMINGS:  # automatic messages only
-            timed = (day, field(metric, "timing", t.reason))
-            counts[timed] = counts.get(timed, 0) + 1
+            how = (kind, t.reason)  # (the timing's field, once a batch: most steps are sent)
+            timing = timings.get(how) or timings.setdefault(how, field(metric, "timing", how[1]))
+            counts[(day, timing)] = counts.get((day, timing), 0) + 1
         delta.tenants.add(tenant)
     return delta
