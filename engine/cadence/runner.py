@@ -410,9 +410,9 @@ class Cadences:
         events = list(events)  # (the batch's leads, with the loops in C)
         both = set(zip(map(_TENANT, events), map(_LEAD, events), strict=True))
         leads = sorted(k for k in both if k[1][:1] != "~")
-        for key, state in self._trusted(leads).items():
-            fx.loaded[key] = state
-            fx.keys[key] = self._key(key)
+        fx.loaded = self._trusted(leads)
+        known = self._keys  # (the keys: each lead's built once, _key)
+        fx.keys = {k: known.get(k) or self._key(k) for k in fx.loaded}
         leads = [key for key in leads if key not in fx.loaded]
         if leads:
             keys = [self._key(key) for key in leads]
