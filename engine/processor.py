@@ -208,7 +208,9 @@ class Processor:
         self.learner.refresh()
         learned = self.learner.catch_up()
         events, origin, rejected = self._decoder.decode_all(entries, fx)
-        replies, fx.features = self._store.apply(events)  # with identity (engine/identity.py)
+        # (cadences: the fields before the batch only of leads a step may fall due for)
+        wanted = self._cadence.fields_wanted(events) if self._cadence.enabled else None
+        replies, fx.features = self._store.apply(events, wanted)  # with identity
         events, origin, replies = identity.scored(events, origin, replies, SKIPPED)
         if self._cadence.enabled:  # follow-up plans of the batch's leads (engine/cadence)
             fx.cadence = self._cadence.begin(entries, events, fx.features.before)
@@ -217,6 +219,8 @@ class Processor:
             leads, learned_now, late, duplicates = self._events(events, origin, replies, fx, scores)
         finally:
             observe_all(self._metrics.scores, scores)
+        if fx.cadence is not None:  # the scored events move the leads' plans
+            self._cadence.events(fx.cadence)
         learned |= learned_now
         rejected += late
         self._finish_leads(leads, fx)
@@ -324,9 +328,8 @@ class Processor:
         lead.alert = decision.state
         self._teacher.take_moment(event, reply.features, s.segment, s.score, lead)
         scores.append(s.score.score)
-        if fx.cadence is not None:
-            self._cadence.on_event(fx.cadence, lead.partition, event, s.score,
-                                   decision.triggers, reply)  # fmt: skip
+        if fx.cadence is not None:  # (a call each cost more than the list: Cadences.events)
+            fx.cadence.scored.append((lead.partition, event, s.score, decision.triggers, reply))
         if decision.triggers or is_last:
             s = s.with_score(self._scorer.explained(s, lead, bool(decision.triggers)))
         if is_last:

@@ -149,9 +149,8 @@ def _address_shown(texts: Mapping[str, str], times: Mapping[str, float]) -> str:
     return address if times["address_ts"] >= times["property_ts"] else ""
 
 
-#: The profile fields of :class:`Personal`, each as the feature vector reads it
-#: ("unknown" if never said).
-_PERSONAL_PROFILE = ("timeline", "side", "source")
+#: A profile field never said (:meth:`LeadFeatures.personal` reads timeline, side and
+#: source as the feature vector does: "unknown" if never said).
 _UNKNOWN = ("unknown", 0.0)
 
 
@@ -356,7 +355,9 @@ class LeadFeatures:
         """The personalisation fields of a follow-up step, as of the lead's newest event
         (:class:`Personal`; what :func:`personal_of` reads from :meth:`features`)."""
         x, p = self.texts, self.profile
-        timeline, side, source = (p.get(n, _UNKNOWN)[0] or "unknown" for n in _PERSONAL_PROFILE)
+        timeline = p.get("timeline", _UNKNOWN)[0] or "unknown"  # (no generator: per step)
+        side = p.get("side", _UNKNOWN)[0] or "unknown"
+        source = p.get("source", _UNKNOWN)[0] or "unknown"
         return Personal(
             x["last_property"], _address_shown(x, self.times), x["named_area"] or x["last_area"],
             timeline, side, source, x["agent_id"],

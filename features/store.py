@@ -217,15 +217,20 @@ class FeatureStore:
         return len(self._cache)
 
     # -- a batch -----------------------------------------------------------------------------
-    def apply(self, events: Sequence[Event]) -> tuple[list[FeatureReply], FeatureWrites]:
-        """Apply a batch in order: the replies (one per event) and the batch's writes."""
+    def apply(
+        self, events: Sequence[Event], wanted: Callable[[Lead], bool] | None = None
+    ) -> tuple[list[FeatureReply], FeatureWrites]:
+        """Apply a batch in order: the replies (one per event) and the batch's writes
+        (``wanted``: whether anyone will ask for a lead's fields before the batch, kept in
+        ``FeatureWrites.before``; without it, every lead's are kept)."""
         writes = FeatureWrites(spec=self.spec, loader=self.hold)
         if not events:
             return [], writes
         with self._lock:
             touched, snaps = self._load(events, writes)
             if self.keep_personal:
-                writes.before = {lead: h.features.personal() for lead, h in touched.items()}
+                writes.before = {lead: h.features.personal() for lead, h in touched.items()
+                                 if wanted is None or wanted(lead)}  # fmt: skip
             replies = [self._apply_one(ev, touched, snaps, writes) for ev in events]
             writes.held.update(touched)
             writes.touched.update(lead for lead, h in touched.items() if not h.alias)
@@ -253,6 +258,8 @@ class FeatureStore:
 
     def _person(self, lead: Lead, h: HeldLead) -> HeldLead:
         """``h``, or the lead of this partition it was folded into (along its aliases)."""
+        if not h.alias:  # (the usual lead: no partition to compute)
+            return h
         tenant, p = lead[0], self._partitions
         here = partition_of(tenant, lead[1], p)
         for _ in range(MAX_HOPS):

@@ -174,8 +174,8 @@ class Signal:
 
 @dataclass(slots=True)
 class Emission:
-    """One due step, emitted once (``personal``: filled in by the engine when it emits the
-    step, from the lead's features: engine/cadence/runner.py)."""
+    """One due step, emitted once (``personal``: none from :func:`fire`; the engine gives
+    the step's entry the lead's fields when it emits it: engine/cadence/runner.py)."""
 
     step_id: str
     plan: str

@@ -52,26 +52,33 @@ def increments(
     delta = ReportDelta(tenants_key=tenants_key(prefix), ttl_s=retention_d(settings) * 86_400)
     days: dict[str, Callable[[float], str]] = {}
     keys: dict[tuple[str, str], str] = {}  # (tenant, day) -> its key (a batch has few)
+    quarters: dict[tuple[str, int], str] = {}  # (tenant, quarter hour) -> its day's key
     names: dict[tuple[str, str], str] = {}  # (kind, step or plan) -> the counter's field
+    timings: dict[tuple[str, str], str] = {}  # (kind, timing) -> the counter's field
     counts = delta.counts
     for tenant, t in log:
         kind = t.kind
         metric = _METRIC.get(kind)
         if metric is None:
             continue
-        day_of = days.get(tenant) or days.setdefault(
-            tenant, day_of_for(tenant_zone(settings, tenant))
-        )
+        quarter = (tenant, int(t.ts // 900))  # (the local day is one per quarter hour: day_of_for)
+        day = quarters.get(quarter)
+        if day is None:
+            day_of = days.get(tenant) or days.setdefault(
+                tenant, day_of_for(tenant_zone(settings, tenant))
+            )
+            local = (tenant, day_of(t.ts))
+            day = keys.get(local) or keys.setdefault(local, day_key(prefix, *local))
+            quarters[quarter] = day
         by_step = kind in _BY_STEP
         what = (kind, t.step or NO_STEP if by_step else t.plan)
         name = names.get(what) or names.setdefault(
             what, field(metric, "step" if by_step else "plan", what[1])
         )
-        local = (tenant, day_of(t.ts))
-        day = keys.get(local) or keys.setdefault(local, day_key(prefix, *local))
         counts[(day, name)] = counts.get((day, name), 0) + 1
         if kind in ("sent", "reply") and t.reason in TIMINGS:  # automatic messages only
-            timed = (day, field(metric, "timing", t.reason))
-            counts[timed] = counts.get(timed, 0) + 1
+            how = (kind, t.reason)  # (the timing's field, once a batch: most steps are sent)
+            timing = timings.get(how) or timings.setdefault(how, field(metric, "timing", how[1]))
+            counts[(day, timing)] = counts.get((day, timing), 0) + 1
         delta.tenants.add(tenant)
     return delta

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import time
 from collections import Counter
 
@@ -10,6 +11,8 @@ from engine.metrics import Metrics
 from engine.sinks import BatchEffects, Committer
 
 __all__ = ["Observer", "commit_batch"]
+
+_KIND = operator.itemgetter("kind")  # of a step's ``lp:cadence`` entry (engine/cadence/runner.py)
 
 
 def commit_batch(committer: Committer, learner: Learner, fx: BatchEffects, learned: bool) -> None:
@@ -60,7 +63,7 @@ class Observer:
         for dead in fx.dead_letters:
             m.rejected.labels(dead["reason"].split(":", 1)[0]).inc()
         if fx.cadence is not None and fx.cadence.steps:  # one label lookup per kind, not step
-            kinds = Counter(str(step.get("kind", "")) for step in fx.cadence.steps)
+            kinds = Counter(map(_KIND, fx.cadence.steps))  # (every entry has its kind)
             for kind, n in kinds.items():
                 m.cadence_steps.labels(kind).inc(n)
         for alert in fx.alerts:

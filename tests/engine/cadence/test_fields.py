@@ -10,7 +10,9 @@ from typing import Any
 import msgpack
 import pytest
 
-from engine.cadence.decide import decode
+from engine.cadence.decide import CadenceState, decode
+from engine.cadence.runner import CadenceEffects
+from engine.events import Event
 from engine.keys import lead_key
 from engine.streams import StreamNames
 from tests.engine.cadence.test_runner import T0, TICK, Clock, engine, entries, ev, steps
@@ -137,3 +139,25 @@ def test_a_state_stored_with_its_fields_keeps_its_plan_and_takes_the_leads(
     out = steps(client, names)[2:]
     assert [s["channel"] for s in out] == ["voicemail", "sms"]
     assert {(s["fields"]["property_id"], s["fields"]["area"]) for s in out} == {("p7", "west")}
+
+
+def test_fields_before_the_batch_are_kept_only_where_a_step_may_fall_due_first(
+    engine: tuple[Any, Clock, StreamNames],
+) -> None:
+    """A lead's fields before the batch are read only for a step due before its first event
+    in the batch: not kept for a lead whose state this worker committed and which is due
+    at none or not before the batch's newest event; kept for one due before it, one whose
+    state was only read (not committed here), and for every lead of a batch with an
+    identity entry (its event lands on a lead, at a time, known only once applied)."""
+    proc, _, _ = engine
+    cad = proc._cadence
+    states = {"soon": T0 + 5 * MIN, "later": T0 + 60 * MIN, "none": 0.0, "read": T0 + 60 * MIN}
+    for lead, due in states.items():
+        cad._hold(("t", lead), lead.encode(), CadenceState(plan="p", status="active", due=due))
+    cad.committed(CadenceEffects(writes={("t", lead): b"" for lead in states if lead != "read"}))
+    batch = [Event(f"e{i}", lead, "property_view", T0 + 10 * MIN, "t")
+             for i, lead in enumerate([*states, "new"])]  # fmt: skip
+    wanted = cad.fields_wanted(batch)
+    assert {lead for lead in [*states, "new"] if wanted(("t", lead))} == {"soon", "read", "new"}
+    identify = Event("i", "later", "identify", T0 + 10 * MIN, "t")
+    assert cad.fields_wanted([*batch, identify])(("t", "later"))

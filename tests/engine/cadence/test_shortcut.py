@@ -8,6 +8,7 @@ event's own."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -121,12 +122,12 @@ def _same_either_way(calls: Any, share: float, stored: bool) -> None:
         entered = on_event(CadenceState(), sig, cad._book, cad.hours("t"))
         loaded[("t", "L1")] = fire(entered, T0, cad._book, cad.hours("t"))[0]  # next: later
     fx = CadenceEffects(loaded=dict(loaded), before=BEFORE)
-    for event, score, triggers, reply in calls:
-        cad.on_event(fx, 0, event, score, triggers, reply)
+    fx.scored += [(0, event, score, triggers, reply) for event, score, triggers, reply in calls]
+    cad.events(fx)  # (the batch handed over at once, as the processor does)
     states, log, fired = _one_by_one(cad, calls, loaded)
     assert {k: v[2] for k, v in fx.states.items()} == {k: states[k] for k in fx.states}
     assert [t for _, t in fx.log] == log
-    assert [(k, e) for k, e in fx.fired] == fired
+    assert [(k, dataclasses.replace(e, personal=p)) for k, e, p in fx.fired] == fired
 
 
 def test_a_lead_stored_before_the_holdout_takes_it_on_its_first_view() -> None:
