@@ -41,10 +41,9 @@ import msgpack
 
 from engine.cadence.plans import Book, Fact, Hours, Plan, Step
 from engine.events import HAND_RAISE_TYPES, NEGATIVE_OUTCOMES, POSITIVE_OUTCOMES
-from features.state import Personal
 
 __all__ = [
-    "CONVERSATIONS", "ENDINGS", "MOVERS", "CadenceState", "Emission", "Personal", "Signal",
+    "CONVERSATIONS", "ENDINGS", "MOVERS", "CadenceState", "Emission", "Signal",
     "Transition", "decode", "encode", "fire", "on_event", "passive", "ran_within", "step_id",
     "with_",
 ]  # fmt: skip
@@ -69,7 +68,6 @@ MOVERS: frozenset[str] = ENDINGS | CONVERSATIONS | ENGAGEMENTS | HAND_RAISES
 _MAX_CHAIN = 8  # plans followed through ``next`` in one decision (a plan with nothing allowed)
 _MAX_FIRE = 64  # steps emitted for one lead in one decision
 
-_NO_PERSONAL = Personal()  # (read-only: shared)
 
 # The records below are read-only by convention, not ``frozen``: the decisions build them
 # tens of thousands of times a month, and a frozen dataclass's ``__init__`` (one
@@ -174,17 +172,15 @@ class Signal:
 
 @dataclass(slots=True)
 class Emission:
-    """One due step, emitted once (``personal``: none from :func:`fire`; the engine gives
-    the step's entry the lead's fields when it emits it: engine/cadence/runner.py)."""
+    """One due step, emitted once (the engine gives its entry the step's id and the lead's
+    fields when it emits it: engine/cadence/runner.py)."""
 
-    step_id: str
     plan: str
     label: str
     index: int
     cycle: int
     step: Step
     due: float
-    personal: Personal
 
 
 def step_id(tenant: str, lead: str, plan: str, cycle: int, index: int) -> str:
@@ -493,7 +489,7 @@ def fire(
             s = _schedule(s, book, hours, log)  # never a blocked channel, whatever was scheduled
             continue
         step = plan.steps[s.step]
-        out.append(Emission("", plan.name, plan.label, s.step, s.cycle, step, s.due, _NO_PERSONAL))
+        out.append(Emission(plan.name, plan.label, s.step, s.cycle, step, s.due))
         last = f"{plan.name}.{s.step}.{step.channel}"
         _note(log, "sent", plan.name, s.due, last, s.timing)
         s = _schedule(with_(s, step=s.step + 1, since=s.due, last=last, replied=False,

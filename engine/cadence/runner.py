@@ -164,15 +164,13 @@ return n
 
 
 def entry_of(
-    tenant: str, lead: str, e: Emission, emit_ms: int, sid: str | None = None,
-    personal: Personal | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """The ``lp:cadence`` entry of one due step (``sid``: its id, if not ``e.step_id``;
-    ``personal``: its fields, if not ``e.personal``): no contact details, no rendered text."""
-    s, p = e.step, e.personal if personal is None else personal
+    tenant: str, lead: str, e: Emission, emit_ms: int, sid: str, p: Personal
+) -> dict[str, Any]:
+    """The ``lp:cadence`` entry of one due step, with its id ``sid`` and the lead's fields
+    ``p``: no contact details, no rendered text."""
+    s = e.step
     return {
-        "kind": s.kind, "step_id": e.step_id if sid is None else sid, "tenant": tenant,
-        "lead_id": lead,
+        "kind": s.kind, "step_id": sid, "tenant": tenant, "lead_id": lead,
         "plan": e.plan, "plan_label": e.label, "cycle": e.cycle, "step": e.index,
         "day": s.day, "channel": s.channel, "template": s.template, "goal": s.goal,
         "due_ts": e.due, "agent_id": p.agent_id, "emit_ms": emit_ms,
@@ -254,19 +252,6 @@ class Cadences:
                     held[key] = (h[0], h[1], now)
 
     # -- events ----------------------------------------------------------------------------
-    def on_event(
-        self,
-        fx: CadenceEffects,
-        partition: int,
-        event: Event,
-        score: Score,
-        triggers: tuple[str, ...],
-        reply: FeatureReply,
-    ) -> None:
-        """One scored event of a lead (:meth:`events`)."""
-        fx.scored.append((partition, event, score, triggers, reply))
-        self.events(fx)
-
     def events(self, fx: CadenceEffects) -> None:
         """The scored events the processor handed over (``fx.scored``, in stream order; it
         hands them over after its loop over the batch: nothing there reads what they do

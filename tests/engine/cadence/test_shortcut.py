@@ -8,7 +8,6 @@ event's own."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -16,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.cadence import decide
-from engine.cadence.decide import CadenceState, Emission, Transition, fire, on_event
+from engine.cadence.decide import CadenceState, Transition, fire, on_event
 from engine.cadence.runner import CadenceEffects, Cadences
 from engine.events import Event
 from engine.scoring import Score
@@ -88,8 +87,7 @@ def _one_by_one(
         if s.due and s.due < event.ts:
             s, out = fire(s, math.nextafter(event.ts, 0.0), cad._book, hours, log)
             p = last.get(key, Personal())
-            fired += [(key, Emission(e.step_id, e.plan, e.label, e.index, e.cycle, e.step,
-                                     e.due, p)) for e in out]  # fmt: skip
+            fired += [(key, e, p) for e in out]
         last[key] = personal_of(reply.features, reply.context)
         if not event.lead_id.startswith("~"):
             held = s.holdout or cad._holdout(key)
@@ -127,7 +125,7 @@ def _same_either_way(calls: Any, share: float, stored: bool) -> None:
     states, log, fired = _one_by_one(cad, calls, loaded)
     assert {k: v[2] for k, v in fx.states.items()} == {k: states[k] for k in fx.states}
     assert [t for _, t in fx.log] == log
-    assert [(k, dataclasses.replace(e, personal=p)) for k, e, p in fx.fired] == fired
+    assert fx.fired == fired
 
 
 def test_a_lead_stored_before_the_holdout_takes_it_on_its_first_view() -> None:
