@@ -17,7 +17,6 @@ tried again after a capped exponential backoff, a batch that fails is redone
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
 
+from engine.collector import between_batches, flow_collection
 from engine.errors import LeadpulseError
 from engine.metrics import RedisHealth
 from engine.processor import Entry, Processor
@@ -251,7 +251,9 @@ def build_flow(
     entries = op.input("streams", flow, source)
 
     def process(batch: list[Entry]) -> Sequence[dict[str, Any]]:
-        return parts.processor.process_retrying(batch, stop).alerts
+        alerts = parts.processor.process_retrying(batch, stop).alerts
+        between_batches()  # the batch's objects are gone: collect now (engine/collector.py)
+        return alerts
 
     alerts = op.flat_map_batch("process", entries, process)
     op.output("alerts", alerts, _CallbackSink(on_alerts or (lambda items: None)))
@@ -294,10 +296,6 @@ def layout(process_id: int, processes: int, workers: int, partitions: int) -> st
     return text
 
 
-#: gen-0 collection threshold while a flow runs (CPython's default: 700).
-_GEN0_THRESHOLD = 10_000
-
-
 def run_flow(
     flow: Dataflow, *, workers: int = 1, process_id: int = 0, addresses: list[str] | None = None
 ) -> None:
@@ -312,18 +310,14 @@ def run_flow(
     (e.g. SIGTERM while Redis is still down) is raised as itself, so the CLI prints one
     line instead of a Rust-and-Python traceback.
 
-    While the flow runs, the heap alive at its start (River, SciPy, Bytewax, the engine's
-    parts: ~200k objects) is frozen out of the garbage collector's full collections, each
-    of which would otherwise walk it all and stall the batch in progress; it is handed
-    back when the flow ends. The young generation is also collected every
-    :data:`_GEN0_THRESHOLD` allocations instead of every 700: a batch allocates tens of
-    thousands of short-lived objects, nearly all freed by reference counting, and each
-    of the hundreds of collections per second it triggered sat in some event's latency.
-    The thresholds of the process are restored afterwards.
+    While the flow runs, the garbage collector runs between batches, not inside them, and
+    never walks the heap alive at the flow's start (``engine/collector.py``).
     """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(_GEN0_THRESHOLD, *thresholds[1:])
+    with flow_collection():
+        _run(flow, workers, process_id, addresses)
+
+
+def _run(flow: Dataflow, workers: int, process_id: int, addresses: list[str] | None) -> None:
     try:
         if addresses:
             cli_main(flow, workers_per_process=workers, process_id=process_id, addresses=addresses)
@@ -336,9 +330,6 @@ def run_flow(
         if cause is None:
             raise
         raise cause from None
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 def run_bounded(parts: EngineParts, *, workers: int = 1) -> None:

@@ -16,6 +16,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from engine.collector import SAFETY_NET
 from engine.dataflow import layout, process_partitions, run_flow, worker_partitions
 
 
@@ -151,11 +152,12 @@ def test_an_empty_partition_is_read_again_after_1_ms_doubling_up_to_idle_poll(
     assert wait_after_read() == (0, timedelta(milliseconds=1))
 
 
-def test_young_collections_are_rarer_while_a_flow_runs_and_restored_after() -> None:
+def test_collections_wait_for_batch_ends_while_a_flow_runs_and_are_restored_after() -> None:
     before = gc.get_threshold()
     source = _GcSource()
     flow = Dataflow("gc")
     op.output("out", op.input("in", flow, source), _Sink())
     run_flow(flow)
-    assert source.seen == [(10_000, *before[1:])]
+    assert source.seen == [(SAFETY_NET, *before[1:])]
     assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
