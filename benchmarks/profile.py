@@ -32,6 +32,7 @@ import redis
 
 from benchmarks.harness import DedicatedServer, Workload, settings_for
 from engine.app import build_parts
+from engine.collector import between_batches, flow_collection
 
 __all__ = ["STAGES", "measure_profile"]
 
@@ -63,11 +64,15 @@ def _entries(work: Workload, n: int) -> list[tuple[int, bytes, dict[bytes, bytes
 
 
 def _run(client: redis.Redis, entries: list[Any], batch: int) -> float:
+    """The batches through the processor, with the collector as a flow runs it
+    (``engine/collector.py``: collections between batches)."""
     parts = build_parts(settings_for("lp"), client)
-    started = time.perf_counter()
-    for lo in range(0, len(entries), batch):
-        parts.processor.process(entries[lo : lo + batch])
-    return time.perf_counter() - started
+    with flow_collection():
+        started = time.perf_counter()
+        for lo in range(0, len(entries), batch):
+            parts.processor.process(entries[lo : lo + batch])
+            between_batches()
+        return time.perf_counter() - started
 
 
 #: Clean boundaries timed exactly (wrapped in this process only; engine code untouched):
