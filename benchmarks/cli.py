@@ -340,7 +340,9 @@ def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     ratios = result.get("ratios", {})
     peers = result.get("peers", {})
     p99 = None
-    for level in result.get("latency", {}).get("levels", []):
+    latency = result.get("latency", {})
+    measured_max = str(latency.get("max_from", "")).startswith("throughput")
+    for level in latency.get("levels", []) if measured_max else ():  # (not of an assumed max)
         if level["load"] == 0.5 and "latency_ms" in level:
             p99 = level["latency_ms"]["p99"]
     return {

@@ -204,3 +204,12 @@ def test_latency_ab_runs_every_arm_from_its_own_tree(redis_url: str, tmp_path: P
         assert run["engine_histogram"]["agrees_on_count"]
     assert set(result["summary"]) == {"a", "b"}
     assert result["arm_commits"]["a"] == result["arm_commits"]["b"] != "unknown"
+
+
+def test_the_p99_target_is_judged_only_at_a_measured_maximum() -> None:
+    level = {"load": 0.5, "latency_ms": {"p99": 16.0}}
+    measured = {"latency": {"max_from": "throughput: 1 worker", "levels": [level]}}
+    assumed = {"latency": {"max_from": "assumed (throughput not run)", "levels": [level]}}
+    name = "p99 <= 50 ms at 50 % of max (ms)"
+    assert cli._targets(measured)[name] == {"measured": 16.0, "met": True}
+    assert cli._targets(assumed)[name] == {"measured": None, "met": None}
