@@ -418,13 +418,12 @@ class Cadences:
             return _ALWAYS
         newest = max(map(_TS, events))
         since = self.clock() - self._trust_s
+        held = self._held
 
         def wanted(lead: Lead) -> bool:
             h = held.get(lead)  # (one dict read, atomic: no lock for each of the batch's leads)
             # (a state trusted here and not at begin after all is read: the same bytes)
             return h is None or h[2] <= since or bool(h[1].due and h[1].due < newest)
-
-        held = self._held
 
         return wanted
 
