@@ -20,6 +20,12 @@ Three measurements, one invocation (``python -m benchmarks.cadence --leads 10000
 
 Writes ``benchmarks/results/cadence.json`` and prints the markdown table.
 
+**Side by side** (``--side-by-side``): each round drains the month off and on **at the same
+time**, each in its own process (``--drain off|on`` children, started together once both
+have loaded their streams), and reports each round's on/off ratios of events/s and of CPU
+an event. On a shared machine whose speed drifts from one minute to the next, sequential
+drains compare minutes as much as code; drains that run together see the same machine.
+
 **Same results** (a change that must not change what cadences do): ``--same OUT.json``
 drains the month once with cadences on, with whatever ``engine`` is on the path, and
 writes every key under its prefix, normalised (plan states decoded, streams without ids
@@ -41,10 +47,12 @@ import dataclasses
 import json
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +96,20 @@ def _load(client: Any, settings: Settings, events: list[dict[str, Any]]) -> None
         producer.send(events[i : i + 2_000])
 
 
-def drain(client: Any, events: list[dict[str, Any]], on: bool, keep: bool) -> dict[str, Any]:
-    prefix = f"bncad{'on' if on else 'off'}{int(time.time() * 1000) % 10**8}"
+def drain(
+    client: Any, events: list[dict[str, Any]], on: bool, keep: bool,
+    ready: Callable[[], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The month drained once (off or on); ``ready`` is called once it is loaded and the
+    engine built, right before the timed drain (``--side-by-side`` waits there)."""
+    # (unique within a process by the clock, between --side-by-side children by the pid)
+    stamp = (int(time.time() * 1000) + os.getpid()) % 10**8
+    prefix = f"bncad{'on' if on else 'off'}{stamp}"
     settings = _settings(prefix, on)
     _load(client, settings, events)
     parts = build_parts(settings, client)
+    if ready is not None:
+        ready()
     t0, cpu0 = time.perf_counter(), time.process_time()
     run_flow(build_flow(parts, bounded=True))
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -336,6 +353,72 @@ def _throughput(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "on_vs_off_cpu": round(cpu_on / cpu_off - 1, 4)}  # fmt: skip
 
 
+def _wait_for_go() -> None:
+    """A ``--drain`` child: loaded and built; the parent starts both drains at once."""
+    print("ready", flush=True)
+    sys.stdin.readline()
+
+
+def _child(args: argparse.Namespace) -> subprocess.Popen[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.cadence",
+        "--drain",
+        args.side,
+        "--leads",
+        str(args.leads),
+        "--days",
+        str(args.days),
+        "--redis-url",
+        args.redis_url,
+    ]
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def side_by_side(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each round drains the month off and on **at the same time**, in two processes (one
+    core each; the Redis server is shared), so the machine's load moves both alike: on a
+    shared machine whose speed drifts from one minute to the next, sequential drains
+    compare minutes, not code. Returns the runs, off then on for each round."""
+    runs: list[dict[str, Any]] = []
+    for _ in range(args.rounds):
+        kids = [_child(argparse.Namespace(**{**vars(args), "side": side}))
+                for side in ("off", "on")]  # fmt: skip
+        for kid in kids:  # both loaded and built before either starts
+            assert kid.stdout is not None
+            if kid.stdout.readline().strip() != "ready":
+                raise SystemExit("a --drain child failed before its drain")
+        for kid in kids:
+            assert kid.stdin is not None
+            kid.stdin.write("go\n")
+            kid.stdin.flush()
+        for kid in kids:
+            out, _ = kid.communicate(timeout=3_600)
+            lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+            if kid.returncode or not lines:
+                raise SystemExit(f"a --drain child ended with {kid.returncode}")
+            runs.append(json.loads(lines[-1]))
+            print(lines[-1], flush=True)
+    return runs
+
+
+def _paired(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each side-by-side round's on/off ratios (events/s and CPU an event), and medians."""
+    offs, ons = runs[::2], runs[1::2]
+    rate = [b["events_per_s"] / a["events_per_s"] - 1 for a, b in zip(offs, ons, strict=True)]
+    cpu = [b["cpu_us_per_event"] / a["cpu_us_per_event"] - 1
+           for a, b in zip(offs, ons, strict=True)]  # fmt: skip
+    return {"side_by_side": True,
+            "on_vs_off_by_round": [round(x, 4) for x in rate],
+            "on_vs_off_median_of_rounds": round(statistics.median(rate), 4),
+            "on_vs_off_cpu_by_round": [round(x, 4) for x in cpu],
+            "on_vs_off_cpu_median_of_rounds": round(statistics.median(cpu), 4),
+            "off_cpu_us_per_event": statistics.median(r["cpu_us_per_event"] for r in offs),
+            "on_cpu_us_per_event": statistics.median(r["cpu_us_per_event"] for r in ons),
+            }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--leads", type=int, default=10_000)
@@ -346,11 +429,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--same", type=Path, help="drain once (on), dump every key here, stop")
     ap.add_argument("--compare", type=Path, nargs=2, help="diff two --same dumps")
+    ap.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="each round drains off and on at the same time, in two processes",
+    )
+    ap.add_argument("--drain", choices=("off", "on"), help=argparse.SUPPRESS)  # (a child)
     args = ap.parse_args(argv)
     if args.compare:
         return compare(*args.compare)
+    if args.side_by_side:
+        return _main_side_by_side(args)
     client: redis.Redis = connect(args.redis_url)
     events = list(generate(SimConfig(seed=18, leads=args.leads, days=args.days, tenant="sim")))
+    if args.drain:
+        print(json.dumps(drain(client, events, args.drain == "on", False, _wait_for_go)))
+        return 0
     if args.same:
         same(client, events, args.same)
         return 0
@@ -370,6 +464,14 @@ def main(argv: list[str] | None = None) -> int:
               "live": live(client, args.live) if args.live else None}  # fmt: skip
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
+    return 0
+
+
+def _main_side_by_side(args: argparse.Namespace) -> int:
+    runs = side_by_side(args)
+    result = {"leads": args.leads, "days": args.days, "runs": runs, **_paired(runs)}
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
     return 0
 
 
