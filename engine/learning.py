@@ -41,7 +41,7 @@ from typing import Any
 import msgpack
 
 from engine.model import ModelSet
-from engine.model_store import ModelStore
+from engine.model_store import LABELS_READ, ModelStore
 from engine.settings import Settings
 from features.definitions import FEATURE_NAMES, model_input, unpack_features
 
@@ -197,6 +197,8 @@ class Learner:
         self.serving = self.live
         self.serving_version: int | None = None
         self._next_check = 0.0
+        self._moved = False  # the position moved after a batch's commit (caught_up)
+        self._more = False  # ... and that read was full: read on before the next batch
         self._last_publish = clock()
         self._last_checkpoint = clock()
         self.catch_up()  # examples learned after the last checkpoint, before a restart
@@ -264,15 +266,43 @@ class Learner:
         """
         if not self.trainer:
             return False
-        moved = False
+        moved, self._moved, self._more = self._moved, False, False
         while True:
             rows = self._store.labels_after(self.live.position)
-            for sid, blob in rows:
-                self.learn(msgpack.unpackb(blob, raw=False))
-                self.live.position = sid
-            moved |= bool(rows)
-            if len(rows) < 1_000:
+            moved |= self._learn_rows(rows)
+            if len(rows) < LABELS_READ:
                 return moved
+
+    def _learn_rows(self, rows: Sequence[tuple[str, bytes]]) -> bool:
+        """Learn the labels stream's ``rows`` (in stream order; by id, exactly once) and
+        move the position past them. True if it moved."""
+        for sid, blob in rows:
+            self.learn(msgpack.unpackb(blob, raw=False))
+            self.live.position = sid
+        return bool(rows)
+
+    def catch_up_in_commit(self) -> str | None:
+        """The position the batch's transaction reads the labels stream after (None: not the
+        trainer). The read rides in the commit instead of a round trip of its own before
+        each batch (``Committer.commit``); :meth:`caught_up` learns what it found, and the
+        next batch's :meth:`catch_up` only reports that (and reads on if the read was full)."""
+        return self.live.position if self.trainer else None
+
+    def caught_up(self, rows: Sequence[tuple[str, bytes]]) -> None:
+        """The labels after :meth:`catch_up_in_commit`'s position, as the batch's committed
+        transaction read them (its own, learned inline: skipped by id; the other
+        processes'). A full read leaves the rest to the next :meth:`catch_up`."""
+        self._moved |= self._learn_rows(rows)
+        self._more = len(rows) >= LABELS_READ
+
+    def catch_up_pending(self) -> bool:
+        """Before a batch whose previous commit read the labels (:meth:`caught_up`): whether
+        the position moved since, reading the stream only if that read was full."""
+        if self._more:
+            self._more = False
+            return self.catch_up()
+        moved, self._moved = self._moved, False
+        return moved
 
     def checkpoint_due(self) -> bool:
         """Whether to save the working copy with this batch.

@@ -27,6 +27,9 @@ from engine.keys import ModelKeys
 
 __all__ = ["ModelKeys", "ModelStore", "VersionInfo"]
 
+#: Labelled examples read at once by a catch-up (the rest in the next read).
+LABELS_READ = 1_000
+
 KEEP_VERSIONS = 50  # published versions kept for rollback
 
 
@@ -71,10 +74,26 @@ class ModelStore:
     def unpin(self) -> None:
         self._r.hdel(self.keys.meta, "pinned")
 
-    def labels_after(self, position: str, count: int = 1_000) -> list[tuple[str, bytes]]:
+    def labels_after(self, position: str, count: int = LABELS_READ) -> list[tuple[str, bytes]]:
         """Labelled examples appended after ``position`` (exclusive), oldest first."""
-        rows = cast(list[Any], self._r.xrange(self.keys.labels, min=f"({position}", count=count))
-        return [(sid.decode(), fields[b"l"]) for sid, fields in rows]
+        return label_rows(queue_labels_after(self._r, self.keys, position, count))
+
+
+def queue_labels_after(pipe: Any, keys: ModelKeys, position: str, count: int = LABELS_READ) -> Any:
+    """XRANGE of the labels after ``position`` (exclusive): on a client, its reply; on a
+    pipeline, queued (the batch's transaction reads them too: ``Committer.commit``)."""
+    return pipe.xrange(keys.labels, min=f"({position}", count=count)
+
+
+def label_rows(rows: Any) -> list[tuple[str, bytes]]:
+    """(stream id, example) of each row of :func:`queue_labels_after`'s reply (a cluster
+    pipeline hands a row's fields back unparsed: a flat list of names and values)."""
+    out = []
+    for sid, fields in cast(list[Any], rows):
+        if isinstance(fields, list):
+            fields = dict(zip(fields[::2], fields[1::2], strict=True))
+        out.append((sid.decode(), fields[b"l"]))
+    return out
 
 
 def publish_commands(
@@ -90,4 +109,4 @@ def publish_commands(
         pipe.hdel(keys.versions, str(old))
 
 
-__all__ += ["publish_commands"]
+__all__ += ["LABELS_READ", "label_rows", "publish_commands", "queue_labels_after"]

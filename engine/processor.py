@@ -206,7 +206,9 @@ class Processor:
         if self._sharded:
             self._commit.recover_outbox(fx.partition)
         self.learner.refresh()
-        learned = self.learner.catch_up()
+        # the trainer reads other processes' labels in each commit (Learner.caught_up);
+        # in the slot-per-partition layout they are in another slot: a read of its own
+        learned = self.learner.catch_up() if self._sharded else self.learner.catch_up_pending()
         events, origin, rejected = self._decoder.decode_all(entries, fx)
         # (cadences: the fields before the batch only of leads a step may fall due for)
         wanted = self._cadence.fields_wanted(events) if self._cadence.enabled else None
@@ -232,7 +234,11 @@ class Processor:
             alert.emit_ms = emit_ms
         if fx.cadence is not None:  # due follow-up steps, emitted with this batch
             self._cadence.finish(fx.cadence, _newest(origin, events).items(), emit_ms)
+        if not self._sharded:
+            fx.labels_from = self.learner.catch_up_in_commit()
         commit_batch(self._commit, self.learner, fx, learned)
+        if fx.labels_after is not None:
+            self.learner.caught_up(fx.labels_after)
         self._store.committed(fx.score_records)
         if fx.cadence is not None:
             self._cadence.committed(fx.cadence)

@@ -34,7 +34,7 @@ import redis
 
 from engine.cadence.runner import CadenceEffects
 from engine.keys import hot_index_key, lost_seen_key, watermark_key
-from engine.model_store import ModelKeys, publish_commands
+from engine.model_store import ModelKeys, label_rows, publish_commands, queue_labels_after
 from engine.records import Alert, ScoreRecord
 from engine.redis_client import without_retry
 from engine.reporting.batch import ReportDelta
@@ -136,6 +136,10 @@ class BatchEffects:
     features: FeatureWrites | None = None  # lead feature records (features/store.py)
     cadence: CadenceEffects | None = None  # follow-up plans and due steps (engine/cadence)
     partition: int = -1  # the batch's one partition (slot-per-partition layout), else -1
+    # the trainer's catch-up, read in the batch's transaction: the labels after this id
+    # (``Learner.catch_up_in_commit``), and what the transaction found there
+    labels_from: str | None = None
+    labels_after: list[tuple[str, bytes]] | None = None
 
 
 def _zset_writes(pipe: Any, key: str, gone: list[str], scores: dict[str, float]) -> None:
@@ -218,7 +222,12 @@ class Committer:
             for partition, blob in outbox:  # another partition's slot: via the outbox
                 queue = queue_outbox if self._names.sharded else queue_control
                 queue(pipe, names, partition, blob)
-            pipe.execute()
+            read_labels = fx.labels_from is not None and not self._names.sharded
+            if read_labels:  # last: after this batch's own labels (the trainer skips those)
+                queue_labels_after(pipe, self.model_keys, cast(str, fx.labels_from))
+            replies = pipe.execute()
+        if read_labels:
+            fx.labels_after = label_rows(replies[-1])
         if self._names.sharded:
             self._after_sharded(fx, names, bool(outbox))
 

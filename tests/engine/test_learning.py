@@ -124,6 +124,57 @@ def test_one_trainer_publishes_and_a_second_process_picks_it_up(
     assert not trainer.catch_up()  # exactly once: the position moved past them
 
 
+def test_the_trainer_reads_other_processes_labels_in_its_commit(
+    client: Any, make_settings: Any
+) -> None:
+    """The catch-up rides in the batch's transaction: another process's labels are learned
+    right after the trainer's next commit, its own (learned inline) are skipped, and no batch
+    reads the labels stream with a round trip of its own."""
+    settings = make_settings(streams={"partitions": 1})
+    parts = build_parts(settings, client)
+    learner, store = parts.processor.learner, ModelStore(client, settings.redis.key_prefix)
+    reads: list[str] = []
+    real = learner._store.labels_after
+
+    def counted(position: str, count: int = 1_000) -> list[tuple[str, bytes]]:
+        reads.append(position)
+        return real(position, count)
+
+    learner._store.labels_after = counted  # type: ignore[method-assign]
+    for i in range(3):  # the scorer process's labelled examples
+        client.xadd(store.keys.labels, {"l": msgpack.packb(_example(i, i % 2 == 0))})
+    outcome = [ev("a", "A", "inquiry", T0), ev("b", "A", "lost", T0 + DAY)]
+    Producer(client, parts.names, 10**9).send(outcome)
+    run_flow(build_flow(parts, bounded=True))
+    assert reads == []  # no read of its own before a batch
+    own = len(_labels(client, settings.redis.key_prefix)) - 3
+    assert own == 1  # the lost lead the batch labelled (learned at once)
+    assert learner.live.labels_seen == 3 + own  # each once: theirs from the commit's read
+    last_id = client.xrevrange(store.keys.labels, count=1)[0][0].decode()
+    assert learner.live.position == last_id
+    assert learner.catch_up_pending()  # the position moved after the last commit
+    assert not learner.catch_up_pending()
+
+
+def test_a_full_read_in_the_commit_is_read_on_before_the_next_batch(
+    client: Any, make_settings: Any
+) -> None:
+    settings = make_settings()
+    store = ModelStore(client, settings.redis.key_prefix)
+    trainer = Learner(settings, store, process_id=0)
+    pipe = client.pipeline()
+    for i in range(1_500):
+        pipe.xadd(store.keys.labels, {"l": msgpack.packb(_example(i, i % 2 == 0))})
+    pipe.execute()
+    trainer.caught_up(store.labels_after(trainer.catch_up_in_commit() or "0-0"))
+    assert trainer.live.labels_seen == 1_000  # one read's worth
+    assert trainer.catch_up_pending()  # reads the other 500 now
+    assert trainer.live.labels_seen == 1_500
+    assert not trainer.catch_up_pending()
+    scorer = Learner(settings, store, process_id=1)
+    assert scorer.catch_up_in_commit() is None  # a scorer reads no labels
+
+
 def test_rollback_pins_a_version_for_every_scorer(client: Any, make_settings: Any) -> None:
     settings = make_settings(scoring={"publish_every_labels": 1, "model_check_s": 0.01})
     store = ModelStore(client, settings.redis.key_prefix)
