@@ -50,6 +50,12 @@ __all__ = ["Learner", "Moments", "Snapshots", "example"]
 log = logging.getLogger(__name__)
 
 
+def _stream_id(sid: str) -> tuple[int, int]:
+    """A stream id (``ms-seq``) as a pair that orders as Redis orders them."""
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def example(
     example_id: str,
     snap: Mapping[str, Any],
@@ -266,43 +272,55 @@ class Learner:
         """
         if not self.trainer:
             return False
-        moved, self._moved, self._more = self._moved, False, False
+        with self.lock:
+            moved, self._moved, self._more = self._moved, False, False
         while True:
             rows = self._store.labels_after(self.live.position)
             moved |= self._learn_rows(rows)
             if len(rows) < LABELS_READ:
                 return moved
 
-    def _learn_rows(self, rows: Sequence[tuple[str, bytes]]) -> bool:
-        """Learn the labels stream's ``rows`` (in stream order; by id, exactly once) and
-        move the position past them. True if it moved."""
-        for sid, blob in rows:
-            self.learn(msgpack.unpackb(blob, raw=False))
-            self.live.position = sid
-        return bool(rows)
+    def _learn_rows(self, rows: Sequence[tuple[str, bytes]], since: str | None = None) -> bool:
+        """Learn the labels stream's ``rows`` (in stream order; by id, exactly once) and move
+        the position past them, never back. ``since``: the position the rows were read after;
+        if the live model is behind it (a worker :meth:`reload`-ed it meanwhile) they are left
+        to that reload's catch-up, which reads from the older position. True if it moved."""
+        with self.lock:  # (workers of a process share the model)
+            live = self.live
+            if since is not None and _stream_id(live.position) < _stream_id(since):
+                return False
+            moved = False
+            for sid, blob in rows:
+                self.learn(msgpack.unpackb(blob, raw=False))
+                if _stream_id(sid) > _stream_id(live.position):
+                    live.position, moved = sid, True
+            return moved
 
     def catch_up_in_commit(self) -> str | None:
         """The position the batch's transaction reads the labels stream after (None: not the
         trainer). The read rides in the commit instead of a round trip of its own before
         each batch (``Committer.commit``); :meth:`caught_up` learns what it found, and the
-        next batch's :meth:`catch_up` only reports that (and reads on if the read was full)."""
+        next batch's :meth:`catch_up_pending` reports that (and reads on if the read was
+        full). What the read taught the model is checkpointed and published with the next
+        batch's commit (``engine/stages/commit.py``)."""
         return self.live.position if self.trainer else None
 
-    def caught_up(self, rows: Sequence[tuple[str, bytes]]) -> None:
-        """The labels after :meth:`catch_up_in_commit`'s position, as the batch's committed
-        transaction read them (its own, learned inline: skipped by id; the other
-        processes'). A full read leaves the rest to the next :meth:`catch_up`."""
-        self._moved |= self._learn_rows(rows)
-        self._more = len(rows) >= LABELS_READ
+    def caught_up(self, rows: Sequence[tuple[str, bytes]], since: str) -> None:
+        """The labels after ``since`` (:meth:`catch_up_in_commit`'s position), as the batch's
+        committed transaction read them (its own, learned inline: skipped by id; the other
+        processes'). A full read leaves the rest to the next :meth:`catch_up_pending`."""
+        moved = self._learn_rows(rows, since)
+        with self.lock:
+            self._moved |= moved
+            self._more |= len(rows) >= LABELS_READ
 
     def catch_up_pending(self) -> bool:
         """Before a batch whose previous commit read the labels (:meth:`caught_up`): whether
         the position moved since, reading the stream only if that read was full."""
-        if self._more:
-            self._more = False
-            return self.catch_up()
-        moved, self._moved = self._moved, False
-        return moved
+        with self.lock:
+            more, moved = self._more, self._moved
+            self._more = self._moved = False
+        return self.catch_up() or moved if more else moved
 
     def checkpoint_due(self) -> bool:
         """Whether to save the working copy with this batch.

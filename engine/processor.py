@@ -237,8 +237,8 @@ class Processor:
         if not self._sharded:
             fx.labels_from = self.learner.catch_up_in_commit()
         commit_batch(self._commit, self.learner, fx, learned)
-        if fx.labels_after is not None:
-            self.learner.caught_up(fx.labels_after)
+        if fx.labels_after is not None and fx.labels_from is not None:
+            self.learner.caught_up(fx.labels_after, fx.labels_from)
         self._store.committed(fx.score_records)
         if fx.cadence is not None:
             self._cadence.committed(fx.cadence)

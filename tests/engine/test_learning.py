@@ -166,13 +166,45 @@ def test_a_full_read_in_the_commit_is_read_on_before_the_next_batch(
     for i in range(1_500):
         pipe.xadd(store.keys.labels, {"l": msgpack.packb(_example(i, i % 2 == 0))})
     pipe.execute()
-    trainer.caught_up(store.labels_after(trainer.catch_up_in_commit() or "0-0"))
+    since = trainer.catch_up_in_commit() or "0-0"
+    trainer.caught_up(store.labels_after(since), since)
     assert trainer.live.labels_seen == 1_000  # one read's worth
     assert trainer.catch_up_pending()  # reads the other 500 now
     assert trainer.live.labels_seen == 1_500
     assert not trainer.catch_up_pending()
     scorer = Learner(settings, store, process_id=1)
     assert scorer.catch_up_in_commit() is None  # a scorer reads no labels
+
+
+def test_a_commits_read_after_a_reload_is_left_to_the_reload(
+    client: Any, make_settings: Any
+) -> None:
+    """A worker's commit read the labels after position P; meanwhile another worker reloaded
+    the model from an older checkpoint: those rows are not learned over the gap (the reload's
+    own catch-up reads from the older position), and the position never moves back."""
+    settings = make_settings()
+    store = ModelStore(client, settings.redis.key_prefix)
+    trainer = Learner(settings, store, process_id=0)
+    ids = [client.xadd(store.keys.labels, {"l": msgpack.packb(_example(i, i % 2 == 0))})
+           for i in range(6)]  # fmt: skip
+    ids = [i.decode() for i in ids]
+    later = store.labels_after(ids[2])  # what a commit read after the third label
+    trainer.caught_up(later, ids[2])  # ... but the live model is back at 0-0 (a reload)
+    assert trainer.live.labels_seen == 0 and trainer.live.position == "0-0"
+    assert not trainer.catch_up_pending()
+    assert trainer.catch_up() and trainer.live.labels_seen == 6
+    assert trainer.live.position == ids[-1]
+    trainer.caught_up(store.labels_after(ids[0]), ids[0])  # an older read: no move back
+    assert trainer.live.position == ids[-1] and trainer.live.labels_seen == 6
+
+
+def test_label_rows_read_a_parsed_and_a_cluster_pipelines_raw_reply() -> None:
+    from engine.model_store import label_rows
+
+    parsed = [(b"1-0", {b"l": b"x"}), (b"2-5", {b"l": b"y"})]
+    raw = [[b"1-0", [b"l", b"x"]], [b"2-5", [b"l", b"y"]]]  # (a cluster transaction's reply)
+    assert label_rows(parsed) == label_rows(raw) == [("1-0", b"x"), ("2-5", b"y")]
+    assert label_rows([]) == []
 
 
 def test_rollback_pins_a_version_for_every_scorer(client: Any, make_settings: Any) -> None:
