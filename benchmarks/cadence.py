@@ -385,21 +385,34 @@ def side_by_side(args: argparse.Namespace) -> list[dict[str, Any]]:
     for _ in range(args.rounds):
         kids = [_child(argparse.Namespace(**{**vars(args), "side": side}))
                 for side in ("off", "on")]  # fmt: skip
-        for kid in kids:  # both loaded and built before either starts
-            assert kid.stdout is not None
-            if kid.stdout.readline().strip() != "ready":
-                raise SystemExit("a --drain child failed before its drain")
-        for kid in kids:
-            assert kid.stdin is not None
-            kid.stdin.write("go\n")
-            kid.stdin.flush()
-        for kid in kids:
-            out, _ = kid.communicate(timeout=3_600)
-            lines = [ln for ln in out.splitlines() if ln.startswith("{")]
-            if kid.returncode or not lines:
-                raise SystemExit(f"a --drain child ended with {kid.returncode}")
-            runs.append(json.loads(lines[-1]))
-            print(lines[-1], flush=True)
+        try:
+            runs.extend(_round(kids))
+        finally:  # (a child that failed must not leave the other waiting for its "go")
+            for kid in kids:
+                if kid.poll() is None:
+                    kid.kill()
+                    kid.wait()
+    return runs
+
+
+def _round(kids: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
+    """Both children loaded and built, then started together; their runs."""
+    for kid in kids:
+        assert kid.stdout is not None
+        if kid.stdout.readline().strip() != "ready":
+            raise SystemExit("a --drain child failed before its drain")
+    for kid in kids:
+        assert kid.stdin is not None
+        kid.stdin.write("go\n")
+        kid.stdin.flush()
+    runs = []
+    for kid in kids:
+        out, _ = kid.communicate(timeout=3_600)
+        lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+        if kid.returncode or not lines:
+            raise SystemExit(f"a --drain child ended with {kid.returncode}")
+        runs.append(json.loads(lines[-1]))
+        print(lines[-1], flush=True)
     return runs
 
 

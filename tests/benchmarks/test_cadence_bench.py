@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pytest
 import redis
 
 from benchmarks.cadence import _paired, main, side_by_side
@@ -43,3 +44,9 @@ def test_side_by_side_drains_both_at_once(redis_url: str, client: redis.Redis,
     assert main(["--side-by-side", "--leads", "20", "--days", "2", "--rounds", "1",
                  "--redis-url", redis_url, "--out", str(out)]) == 0  # fmt: skip
     assert '"side_by_side": true' in out.read_text()
+
+
+def test_a_child_that_fails_before_its_drain_stops_the_round() -> None:
+    args = argparse.Namespace(leads=5, days=1.0, rounds=1, redis_url="redis://127.0.0.1:1/0")
+    with pytest.raises(SystemExit, match="failed before its drain"):
+        side_by_side(args)  # (no Redis there: both children stop; none is left waiting)
