@@ -392,6 +392,9 @@ def side_by_side(args: argparse.Namespace) -> list[dict[str, Any]]:
                 if kid.poll() is None:
                     kid.kill()
                     kid.wait()
+                for pipe in (kid.stdin, kid.stdout):
+                    if pipe is not None:
+                        pipe.close()
     return runs
 
 
